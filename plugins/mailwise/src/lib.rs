@@ -1,0 +1,531 @@
+//! Cybozu mailwise: backup, restore, maintenance mode and archive, as its manuals describe them.
+//!
+//! Sources: the mailwise manuals "Backing up and restoring data" (バックアップと復元) and
+//! "Maintenance" (メンテナンスする). Paths are relative to the root `data`, the directory that
+//! holds mailwise's `mw/` folder (the install or data directory); backup sets are the root `set`.
+
+use hokan_sdk::prelude::*;
+use std::time::Duration;
+
+mod window;
+
+use window::Window;
+
+const DATA: Root = Root::new("data");
+const SET: Root = Root::new("set");
+
+/// mailwise stops working when its data volume has less than this free (manual: 10 MB).
+const MIN_FREE: u64 = 10 * 1024 * 1024;
+/// The manual's reference: about 4 h 30 min to archive about 20 GB.
+const ARCHIVE_REFERENCE_BYTES: u64 = 20 * 1024 * 1024 * 1024;
+const ARCHIVE_REFERENCE_SECS: u64 = 4 * 3600 + 30 * 60;
+
+const BACKUP_REF: &str = "mailwise manual, Backing up and restoring data";
+const MAINT_REF: &str = "mailwise manual, Maintenance > Maintenance mode";
+
+struct Mailwise;
+
+impl Plugin for Mailwise {
+    fn describe() -> Description {
+        Description {
+            name: "mailwise".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            product: "Cybozu mailwise (manuals: backup and restore; maintenance)".into(),
+            summary: "Backs up and restores mailwise's data, sets and releases maintenance \
+                      mode, and archives old data with mwsave."
+                .into(),
+            operations: vec![
+                operation("backup", "Copy mw/data, mw/file and every mw/back<N> into a new backup set, in maintenance mode.", SetUse::Writes),
+                operation("restore", "Put a backup set back onto this running mailwise, keeping the current data as mw/data_bak and mw/file_bak.", SetUse::Reads),
+                operation("restore-elsewhere", "Put a backup set onto another server where mailwise was freshly installed.", SetUse::Reads),
+                operation("maintenance-on", "Set maintenance mode for a daily window.", SetUse::None),
+                operation("maintenance-off", "Release maintenance mode (delete mw/data/maint).", SetUse::None),
+                operation("archive", "Detach old data into a read-only mw/back<N> with mwsave, after a recent backup.", SetUse::Reads),
+            ],
+            roots: vec![
+                root_info("data", "mailwise's install/data directory: the folder that contains mw/", true),
+            ],
+            parameters: vec![
+                param_info("window", "Maintenance window, HH:MM-HH:MM in 10-minute steps (site time). mailwise repeats it daily until released.", Some("00:00-23:50")),
+                param_info("message", "Message shown to users during maintenance mode.", Some("mailwise is being backed up. Please try again later.")),
+                param_info("maintenance_method", "How to set maintenance mode: `command` (the mapped `maintenance-mode` command) or `manual` (an operator sets it in System settings).", Some("command")),
+                param_info("restore_archives", "restore-elsewhere: also put the set's mw/back<N> in place.", Some("true")),
+                param_info("backup_max_age_hours", "archive: the newest backup set must be at most this old.", Some("24")),
+            ],
+            commands: vec![
+                name_info("maintenance-mode", "Sets mailwise's maintenance mode: called as `on --start HH:MM --end HH:MM --message TEXT`. mailwise documents this only in its UI; map a site script that does it, or use maintenance_method = manual."),
+                name_info("mwsave", "mailwise's archive tool: mwsave.bat (Windows) or ./mwsave (Linux), run in the data directory."),
+            ],
+            services: vec![],
+            maintenance_markers: vec![MaintenanceMarker {
+                path: maint(),
+                description: "mailwise is in maintenance mode while this file exists".into(),
+            }],
+        }
+    }
+
+    fn plan(req: Request) -> Result<Plan, PlanError> {
+        match req.operation.as_str() {
+            "backup" => backup(&req),
+            "restore" => restore(&req, false),
+            "restore-elsewhere" => restore(&req, true),
+            "maintenance-on" => maintenance_on(&req),
+            "maintenance-off" => Ok(maintenance_off()),
+            "archive" => archive(&req),
+            other => Err(PlanError::UnknownOperation(other.into())),
+        }
+    }
+}
+
+hokan_sdk::export_plugin!(Mailwise);
+
+fn mw(rel: &str) -> Path {
+    DATA.join("mw").join(rel)
+}
+
+fn maint() -> Path {
+    mw("data/maint")
+}
+
+/// The `mw/back<N>` archives present under `root_dir`, in numeric order.
+fn archives(root_dir: &Path) -> Result<Vec<String>, PlanError> {
+    Ok(facts::numbered_dirs(root_dir, "back")?
+        .into_iter()
+        .map(|(_, name)| name)
+        .collect())
+}
+
+fn require_dir(p: &Path, what: &str) -> Result<(), PlanError> {
+    if facts::is_dir(p)? {
+        Ok(())
+    } else {
+        Err(PlanError::Refused(format!(
+            "{p} is missing or not a directory: {what}. Check the `data` root of this job."
+        )))
+    }
+}
+
+/// Every `X.odb` in `dir` has its mirror `X.odb.mrr` (the manual: each database is written twice).
+fn check_mirrors(dir: &Path) -> Result<(), PlanError> {
+    let entries = facts::list_dir(dir)?;
+    let names: std::collections::BTreeSet<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+    let unpaired: Vec<String> = entries
+        .iter()
+        .filter(|e| e.name.ends_with(".odb"))
+        .filter(|e| !names.contains(format!("{}.mrr", e.name).as_str()))
+        .map(|e| e.name.clone())
+        .collect();
+    if unpaired.is_empty() {
+        return Ok(());
+    }
+    Err(PlanError::Refused(format!(
+        "{dir} is inconsistent: {} without its mirror .odb.mrr. Every database file is written \
+         twice; a copy of one without the other cannot be restored. Run mailwise's database \
+         check and contact Cybozu support before backing up.",
+        unpaired.join(", ")
+    )))
+}
+
+fn refuse_if_in_maintenance() -> Result<(), PlanError> {
+    if facts::exists(&maint())? {
+        return Err(PlanError::Refused(format!(
+            "mailwise is already in maintenance mode ({} exists): someone may be working on it \
+             (upgrade, database check, archive). hokan would release that maintenance mode when \
+             it finishes. Wait for that work to end or release it first (maintenance-off).",
+            maint()
+        )));
+    }
+    Ok(())
+}
+
+/// Maintenance mode on, then wait until mailwise shows it (its marker file exists).
+fn set_maintenance(plan: &mut PlanBuilder, req: &Request, id: &str) -> Result<(), PlanError> {
+    let window = Window::parse(req.param("window").unwrap_or("00:00-23:50"))?;
+    let message = req.param("message").unwrap_or("mailwise is under maintenance.");
+    match req.param("maintenance_method").unwrap_or("command") {
+        "command" => {
+            plan.step(
+                id,
+                &format!("Set maintenance mode ({window}, repeated daily until released)"),
+                Action::exec(
+                    "maintenance-mode",
+                    [
+                        "on".to_string(),
+                        "--start".into(),
+                        window.start(),
+                        "--end".into(),
+                        window.end(),
+                        "--message".into(),
+                        message.into(),
+                    ],
+                ),
+            )
+            .timeout(Duration::from_secs(120));
+        }
+        "manual" => {
+            plan.step(
+                id,
+                "Set maintenance mode in mailwise's System settings",
+                Action::manual(
+                    &format!(
+                        "In mailwise, open System settings (gear icon, top right) > General > \
+                         Maintenance mode. Set the time to {window} and the message to \
+                         \"{message}\", then save. Users lose access during that window."
+                    ),
+                    Some(MAINT_REF),
+                ),
+            );
+        }
+        other => {
+            return Err(PlanError::BadParameter(format!(
+                "maintenance_method must be `command` or `manual`, not `{other}`"
+            )));
+        }
+    }
+    plan.step(
+        &format!("{id}-confirmed"),
+        "Wait until mailwise is in maintenance mode (mw/data/maint exists)",
+        Action::wait_until(Condition::exists(maint()), Duration::from_secs(2)),
+    )
+    .timeout(Duration::from_secs(300));
+    Ok(())
+}
+
+fn release_maintenance_in_cleanup(plan: &mut PlanBuilder) {
+    plan.cleanup(
+        "maintenance-off",
+        "Release maintenance mode (delete mw/data/maint)",
+        Action::remove(maint()),
+    )
+    .retries(2);
+    plan.invariant(
+        "maintenance-released",
+        "mailwise is not left in maintenance mode",
+        Condition::absent(maint()),
+    );
+}
+
+fn backup(req: &Request) -> Result<Plan, PlanError> {
+    let mut plan = PlanBuilder::new();
+    // 1. Check the file layout in use.
+    require_dir(&mw("data"), "mailwise's database directory")?;
+    require_dir(&mw("file"), "mailwise's attachment and mail-source directory")?;
+    check_mirrors(&mw("data"))?;
+    refuse_if_in_maintenance()?;
+    let backs = archives(&DATA.join("mw"))?;
+    let mut total = facts::tree_size(&mw("data"))? + facts::tree_size(&mw("file"))?;
+    for b in &backs {
+        total += facts::tree_size(&mw(b))?;
+    }
+    let needed = total + MIN_FREE;
+    let free = facts::free_space(SET.name())?;
+    if free < needed {
+        return Err(PlanError::Refused(format!(
+            "the backup set's volume has {free} bytes free; this backup needs {needed} \
+             ({total} of data plus a 10 MB margin). Free space on the backup medium or point \
+             the job's backup root elsewhere."
+        )));
+    }
+    plan.step(
+        "check-space",
+        "Check the backup medium still has room for the data",
+        Action::assert(
+            Condition::free_space_at_least(SET.name(), needed),
+            "the backup medium has too little free space for this backup",
+        ),
+    );
+    plan.step(
+        "check-mirrors",
+        "Check every database file X.odb has its mirror X.odb.mrr",
+        Action::verify_pairs(mw("data"), ".odb", ".mrr"),
+    );
+
+    // 2. Set maintenance mode.
+    set_maintenance(&mut plan, req, "maintenance-on")?;
+
+    // 3. Copy mw/data, mw/file and every mw/back<N>.
+    let mut copies = vec![("data".to_string(), "databases"), ("file".to_string(), "attachments and mail sources")];
+    copies.extend(backs.iter().map(|b| (b.clone(), "archived data")));
+    for (dir, what) in &copies {
+        plan.step(
+            &format!("copy-{dir}"),
+            &format!("Copy mw/{dir} ({what}) to the backup set"),
+            Action::copy_tree(mw(dir), SET.join(dir)),
+        );
+    }
+    for (dir, _) in &copies {
+        plan.step(
+            &format!("verify-{dir}"),
+            &format!("Verify the copy of mw/{dir}"),
+            Action::verify_copy(mw(dir), SET.join(dir)),
+        );
+    }
+    plan.step(
+        "verify-set-mirrors",
+        "Check the copied databases are complete pairs (X.odb with X.odb.mrr)",
+        Action::verify_pairs(SET.join("data"), ".odb", ".mrr"),
+    );
+
+    // 4. Release maintenance mode, whatever happened.
+    release_maintenance_in_cleanup(&mut plan);
+    plan.invariant(
+        "data-volume-usable",
+        "mailwise's data volume keeps at least 10 MB free",
+        Condition::free_space_at_least(DATA.name(), MIN_FREE),
+    );
+    plan.warn(
+        "mailwise receives no mail while in maintenance mode. To keep mail that arrives meanwhile, \
+         the manual suggests an alias on the mail server that also delivers to a second mailbox.",
+    );
+    Ok(plan.build())
+}
+
+fn restore(req: &Request, elsewhere: bool) -> Result<Plan, PlanError> {
+    let mut plan = PlanBuilder::new();
+    let set_id = req.set_id.as_deref().unwrap_or("(unnamed)");
+    require_dir(&SET.join("data"), "the backup set has no data directory")?;
+    require_dir(&SET.join("file"), "the backup set has no file directory")?;
+    check_mirrors(&SET.join("data"))?;
+    for dir in ["data_bak", "file_bak"] {
+        if facts::exists(&mw(dir))? {
+            return Err(PlanError::Refused(format!(
+                "{} already exists (from an earlier restore?). hokan never overwrites data: move \
+                 or delete it, after checking it is not needed, then plan again.",
+                mw(dir)
+            )));
+        }
+    }
+    let restore_archives = elsewhere && req.flag("restore_archives", true)?;
+    let backs = if restore_archives { archives(&SET.path())? } else { Vec::new() };
+    for b in &backs {
+        if facts::exists(&mw(b))? {
+            return Err(PlanError::Refused(format!(
+                "{} already exists on this server; archived data is read-only and is never \
+                 overwritten. Remove it from the plan with restore_archives = false or move it away.",
+                mw(b)
+            )));
+        }
+    }
+    let mut incoming = facts::tree_size(&SET.join("data"))? + facts::tree_size(&SET.join("file"))?;
+    for b in &backs {
+        incoming += facts::tree_size(&SET.join(b))?;
+    }
+    let needed = incoming + MIN_FREE;
+    let free = facts::free_space(DATA.name())?;
+    if free < needed {
+        return Err(PlanError::Refused(format!(
+            "the data volume has {free} bytes free; the restore needs {needed} (the set's \
+             {incoming} bytes while the current data is kept, plus the 10 MB mailwise needs)."
+        )));
+    }
+
+    if elsewhere {
+        // 1. Install mailwise on the other server.
+        plan.step(
+            "installed",
+            "Confirm mailwise is installed on this server",
+            Action::manual(
+                "Install mailwise on this server (the same version as the backed-up one) and \
+                 check that it starts, before the data is put in place.",
+                Some(BACKUP_REF),
+            ),
+        );
+    }
+    refuse_if_in_maintenance()?;
+    plan.step(
+        "check-space",
+        "Check the data volume has room for the restored data",
+        Action::assert(
+            Condition::free_space_at_least(DATA.name(), needed),
+            "the data volume has too little free space for this restore",
+        ),
+    );
+    // Set maintenance mode.
+    set_maintenance(&mut plan, req, "maintenance-on")?;
+    // Rename the current data, then put the backup in place; never copy over existing data.
+    for dir in ["data", "file"] {
+        plan.step(
+            &format!("keep-{dir}"),
+            &format!("Keep the current mw/{dir} as mw/{dir}_bak"),
+            Action::rename(mw(dir), mw(&format!("{dir}_bak"))),
+        );
+    }
+    let mut placed: Vec<String> = vec!["data".into(), "file".into()];
+    placed.extend(backs.iter().cloned());
+    for dir in &placed {
+        plan.step(
+            &format!("place-{dir}"),
+            &format!("Put the set's {dir} in place as mw/{dir}"),
+            Action::copy_tree(SET.join(dir), mw(dir)),
+        );
+        plan.step(
+            &format!("verify-{dir}"),
+            &format!("Verify mw/{dir} equals the set's copy"),
+            Action::verify_copy(SET.join(dir), mw(dir)),
+        );
+    }
+    // Release maintenance mode: the restored data may carry the maint file.
+    plan.step(
+        "release-maintenance",
+        "Release maintenance mode (delete mw/data/maint; the restored data may carry it)",
+        Action::remove(maint()),
+    );
+    plan.step(
+        "check-in-browser",
+        "Check the restored mailwise in a browser",
+        Action::manual(
+            "Open mailwise in a browser. Check that the restored mail can be read, and that data \
+             can be added and changed. If it cannot, the previous data is still in mw/data_bak \
+             and mw/file_bak.",
+            Some(BACKUP_REF),
+        ),
+    );
+    // When anything failed before the restored data was in place, put the previous data back.
+    for dir in ["data", "file"] {
+        plan.cleanup(
+            &format!("put-back-{dir}"),
+            &format!("If mw/{dir} is not in place, put mw/{dir}_bak back"),
+            Action::rename(mw(&format!("{dir}_bak")), mw(dir)),
+        )
+        .when(Condition::absent(mw(dir)));
+    }
+    release_maintenance_in_cleanup(&mut plan);
+    plan.invariant(
+        "data-in-place",
+        "mailwise has a database directory after the restore, restored or previous",
+        Condition::exists(mw("data")),
+    );
+    plan.invariant(
+        "data-volume-usable",
+        "mailwise's data volume keeps at least 10 MB free",
+        Condition::free_space_at_least(DATA.name(), MIN_FREE),
+    );
+    plan.warn(format!(
+        "Everything changed in mailwise after backup set {set_id} was taken is lost by this restore \
+         (the current data is kept as mw/data_bak and mw/file_bak)."
+    ));
+    Ok(plan.build())
+}
+
+fn maintenance_on(req: &Request) -> Result<Plan, PlanError> {
+    let mut plan = PlanBuilder::new();
+    refuse_if_in_maintenance()?;
+    set_maintenance(&mut plan, req, "maintenance-on")?;
+    plan.warn(
+        "Maintenance mode repeats every day in its window until it is released \
+         (operation maintenance-off). Users cannot use mailwise meanwhile.",
+    );
+    Ok(plan.build())
+}
+
+fn maintenance_off() -> Plan {
+    let mut plan = PlanBuilder::new();
+    plan.step(
+        "maintenance-off",
+        "Release maintenance mode (delete mw/data/maint)",
+        Action::remove(maint()),
+    );
+    plan.invariant(
+        "maintenance-released",
+        "mailwise is not in maintenance mode",
+        Condition::absent(maint()),
+    );
+    plan.build()
+}
+
+/// Parses a set id of the form `20261121T021000Z` into milliseconds since the epoch.
+fn set_time_ms(id: &str) -> Option<i64> {
+    let b = id.as_bytes();
+    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| id.get(r)?.parse::<i64>().ok();
+    let (y, mo, d) = (num(0..4)?, num(4..6)?, num(6..8)?);
+    let (h, mi, s) = (num(9..11)?, num(11..13)?, num(13..15)?);
+    // Days from civil date (Howard Hinnant's algorithm).
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 24 + h) * 60 + mi) * 60_000 + s * 1000)
+}
+
+fn archive(req: &Request) -> Result<Plan, PlanError> {
+    let mut plan = PlanBuilder::new();
+    // Take a backup first: archived data cannot be restored.
+    let max_age_h: i64 = req
+        .param("backup_max_age_hours")
+        .unwrap_or("24")
+        .parse()
+        .map_err(|_| PlanError::BadParameter("backup_max_age_hours must be a whole number of hours".into()))?;
+    let set_id = req.set_id.as_deref().ok_or_else(|| {
+        PlanError::Refused("archive needs a backup of this mailwise first: run the backup operation".into())
+    })?;
+    let taken = set_time_ms(set_id).ok_or_else(|| {
+        PlanError::Refused(format!("cannot tell when backup set `{set_id}` was taken"))
+    })?;
+    let age_h = (facts::now_ms() - taken) / 3_600_000;
+    if age_h > max_age_h {
+        return Err(PlanError::Refused(format!(
+            "the newest backup set ({set_id}) is {age_h} h old; archive needs one at most \
+             {max_age_h} h old, because archived data cannot be restored. Run backup first."
+        )));
+    }
+    require_dir(&mw("data"), "mailwise's database directory")?;
+    check_mirrors(&mw("data"))?;
+    refuse_if_in_maintenance()?;
+    // Free space: both 2 x mw/data and the sum of all mw/file/ws<N>.
+    let data_size = facts::tree_size(&mw("data"))?;
+    let mut ws_total = 0;
+    for (_, ws) in facts::numbered_dirs(&mw("file"), "ws")? {
+        ws_total += facts::tree_size(&mw("file").join(&ws))?;
+    }
+    let free = facts::free_space(DATA.name())?;
+    let need_db = 2 * data_size;
+    if free < need_db || free < ws_total {
+        return Err(PlanError::Refused(format!(
+            "archive needs free space of at least twice mw/data ({need_db} bytes) and at least \
+             the mail spaces mw/file/ws<N> together ({ws_total} bytes); the data volume has \
+             {free}. Free space on the data volume first."
+        )));
+    }
+    let need = need_db.max(ws_total).max(MIN_FREE);
+    plan.step(
+        "check-space",
+        "Check free space: 2 x mw/data and the sum of mw/file/ws<N>",
+        Action::assert(
+            Condition::free_space_at_least(DATA.name(), need),
+            "too little free space on the data volume for mwsave",
+        ),
+    );
+    let estimate = (data_size + ws_total).saturating_mul(ARCHIVE_REFERENCE_SECS) / ARCHIVE_REFERENCE_BYTES;
+    let timeout = Duration::from_secs((estimate * 3).max(3600));
+    plan.step(
+        "mwsave",
+        "Archive old data with mwsave (sets maintenance mode and stops receiving while it runs)",
+        Action::exec_in(DATA.name(), "mwsave", Vec::<String>::new()),
+    )
+    .timeout(timeout);
+    plan.step(
+        "mwsave-released",
+        "Check mwsave released maintenance mode",
+        Action::assert(
+            Condition::absent(maint()),
+            "mwsave left mailwise in maintenance mode: read mw/log, then release it with maintenance-off",
+        ),
+    );
+    plan.invariant(
+        "data-volume-usable",
+        "mailwise's data volume keeps at least 10 MB free",
+        Condition::free_space_at_least(DATA.name(), MIN_FREE),
+    );
+    plan.warn(format!(
+        "Do not shut down the server while mwsave runs. The manual's reference is about 4 h 30 min \
+         for 20 GB; for this data expect about {} min. Back up the new mw/back<N> once afterwards.",
+        estimate.div_ceil(60)
+    ));
+    Ok(plan.build())
+}

@@ -1,0 +1,268 @@
+//! A plan builder that keeps the manual's order and the host's rules in view.
+
+use crate::bindings::hokan::policy::plan_types as pt;
+use crate::{Action, Condition, OnError, Path, Plan, PlanItem, ServiceState, Step, StepGroup};
+use std::time::Duration;
+
+impl Action {
+    /// Writes a small file, replacing it atomically.
+    pub fn write_file(path: Path, contents: impl Into<Vec<u8>>) -> Action {
+        Action::WriteFile(pt::WriteFile {
+            path,
+            contents: contents.into(),
+        })
+    }
+    /// Removes a file or a whole tree.
+    pub fn remove(path: Path) -> Action {
+        Action::Remove(path)
+    }
+    /// Renames within one root.
+    pub fn rename(from: Path, to: Path) -> Action {
+        Action::Rename(pt::Rename { from, to })
+    }
+    /// Creates a directory and its parents.
+    pub fn ensure_dir(path: Path) -> Action {
+        Action::EnsureDir(path)
+    }
+    /// Copies a tree to a destination that must not exist yet.
+    pub fn copy_tree(from: Path, to: Path) -> Action {
+        Action::CopyTree(pt::CopyTree { from, to })
+    }
+    /// Runs a mapped command; success is exit code 0.
+    pub fn exec<S: Into<String>>(command: &str, args: impl IntoIterator<Item = S>) -> Action {
+        Action::Exec(exec(command, args))
+    }
+    /// Runs a mapped command with the given root as its working directory.
+    pub fn exec_in<S: Into<String>>(
+        cwd: &str,
+        command: &str,
+        args: impl IntoIterator<Item = S>,
+    ) -> Action {
+        let mut e = exec(command, args);
+        e.cwd = Some(cwd.into());
+        Action::Exec(e)
+    }
+    /// Starts a mapped service.
+    pub fn start(service: &str) -> Action {
+        Action::Service(pt::Service {
+            service: service.into(),
+            state: ServiceState::Running,
+        })
+    }
+    /// Stops a mapped service.
+    pub fn stop(service: &str) -> Action {
+        Action::Service(pt::Service {
+            service: service.into(),
+            state: ServiceState::Stopped,
+        })
+    }
+    /// Polls a condition every `interval` until it holds (the step's timeout bounds the wait).
+    pub fn wait_until(condition: Condition, interval: Duration) -> Action {
+        Action::WaitUntil(pt::WaitUntil {
+            condition,
+            interval_ms: interval.as_millis() as u64,
+        })
+    }
+    /// Verifies that a copy equals its source, file by file.
+    pub fn verify_copy(from: Path, to: Path) -> Action {
+        Action::Verify(pt::Verify::CopyMatches(pt::CopyTree { from, to }))
+    }
+    /// Verifies that every file in `dir` ending in `suffix` has its partner (name + `partner_suffix`).
+    pub fn verify_pairs(dir: Path, suffix: &str, partner_suffix: &str) -> Action {
+        Action::Verify(pt::Verify::PairedFiles(pt::PairedFiles {
+            dir,
+            suffix: suffix.into(),
+            partner_suffix: partner_suffix.into(),
+        }))
+    }
+    /// Verifies every page checksum of an ESE database.
+    pub fn verify_ese_pages(file: Path) -> Action {
+        Action::Verify(pt::Verify::EsePages(file))
+    }
+    /// Requires a condition to hold now; `message` tells the operator what to do when it does not.
+    pub fn assert(condition: Condition, message: &str) -> Action {
+        Action::Assert(pt::Assert {
+            condition,
+            message: message.into(),
+        })
+    }
+    /// A step a person performs; real runs wait for an acknowledgement.
+    pub fn manual(instructions: &str, reference: Option<&str>) -> Action {
+        Action::Manual(pt::Manual {
+            instructions: instructions.into(),
+            reference: reference.map(Into::into),
+        })
+    }
+}
+
+fn exec<S: Into<String>>(command: &str, args: impl IntoIterator<Item = S>) -> pt::Exec {
+    pt::Exec {
+        command: command.into(),
+        args: args.into_iter().map(Into::into).collect(),
+        cwd: None,
+        success_codes: Vec::new(),
+    }
+}
+
+impl Condition {
+    /// Something exists at `path`.
+    pub fn exists(path: Path) -> Condition {
+        Condition::Exists(path)
+    }
+    /// Nothing exists at `path`.
+    pub fn absent(path: Path) -> Condition {
+        Condition::Absent(path)
+    }
+    /// The volume of `root` has at least `bytes` free.
+    pub fn free_space_at_least(root: &str, bytes: u64) -> Condition {
+        Condition::FreeSpaceAtLeast(pt::FreeSpace {
+            root: root.into(),
+            bytes,
+        })
+    }
+    /// A mapped service is running.
+    pub fn running(service: &str) -> Condition {
+        Condition::ServiceIs(pt::Service {
+            service: service.into(),
+            state: ServiceState::Running,
+        })
+    }
+    /// A mapped service is stopped.
+    pub fn stopped(service: &str) -> Condition {
+        Condition::ServiceIs(pt::Service {
+            service: service.into(),
+            state: ServiceState::Stopped,
+        })
+    }
+    /// A mapped command succeeds.
+    pub fn command_succeeds<S: Into<String>>(
+        command: &str,
+        args: impl IntoIterator<Item = S>,
+    ) -> Condition {
+        Condition::CommandSucceeds(exec(command, args))
+    }
+}
+
+fn new_step(id: &str, title: &str, action: Action) -> Step {
+    Step {
+        id: id.into(),
+        title: title.into(),
+        target: None,
+        action,
+        timeout_ms: None,
+        retries: 0,
+        on_error: OnError::Abort,
+        when: None,
+    }
+}
+
+/// Adjusts the step just added: `plan.step(..).timeout(..).on("server1")`.
+pub struct StepBuilder<'a>(&'a mut Step);
+
+impl StepBuilder<'_> {
+    /// Runs the step on a server of the topology instead of the host's own.
+    pub fn on(self, server: &str) -> Self {
+        self.0.target = Some(server.into());
+        self
+    }
+    /// Fails the step when it has not finished after `limit`.
+    pub fn timeout(self, limit: Duration) -> Self {
+        self.0.timeout_ms = Some(limit.as_millis() as u64);
+        self
+    }
+    /// Retries a failed step up to `n` more times.
+    pub fn retries(self, n: u32) -> Self {
+        self.0.retries = n;
+        self
+    }
+    /// Runs the step only when `condition` holds at that moment.
+    pub fn when(self, condition: Condition) -> Self {
+        self.0.when = Some(condition);
+        self
+    }
+    /// On failure, records it and goes on with the next step instead of aborting.
+    pub fn continue_on_error(self) -> Self {
+        self.0.on_error = OnError::Continue;
+        self
+    }
+}
+
+/// The steps of a group that run at the same time.
+pub struct GroupBuilder {
+    steps: Vec<Step>,
+}
+
+impl GroupBuilder {
+    /// Adds a step to the group.
+    pub fn step(&mut self, id: &str, title: &str, action: Action) -> StepBuilder<'_> {
+        self.steps.push(new_step(id, title, action));
+        StepBuilder(self.steps.last_mut().expect("just pushed"))
+    }
+}
+
+/// Builds a [`Plan`] in the manual's order.
+#[derive(Default)]
+pub struct PlanBuilder {
+    steps: Vec<PlanItem>,
+    cleanup: Vec<Step>,
+    invariants: Vec<pt::Invariant>,
+    warnings: Vec<String>,
+}
+
+impl PlanBuilder {
+    /// An empty plan.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends a step to the body.
+    pub fn step(&mut self, id: &str, title: &str, action: Action) -> StepBuilder<'_> {
+        self.steps.push(PlanItem::Step(new_step(id, title, action)));
+        match self.steps.last_mut() {
+            Some(PlanItem::Step(s)) => StepBuilder(s),
+            _ => unreachable!("just pushed a step"),
+        }
+    }
+
+    /// Appends a group of steps that run at the same time.
+    pub fn group(&mut self, id: &str, title: &str, fill: impl FnOnce(&mut GroupBuilder)) {
+        let mut g = GroupBuilder { steps: Vec::new() };
+        fill(&mut g);
+        self.steps.push(PlanItem::Group(StepGroup {
+            id: id.into(),
+            title: title.into(),
+            steps: g.steps,
+        }));
+    }
+
+    /// Appends a step to the cleanup, which always runs after the body, in order.
+    pub fn cleanup(&mut self, id: &str, title: &str, action: Action) -> StepBuilder<'_> {
+        self.cleanup.push(new_step(id, title, action));
+        StepBuilder(self.cleanup.last_mut().expect("just pushed"))
+    }
+
+    /// Declares a condition the end state must satisfy, whatever happened.
+    pub fn invariant(&mut self, id: &str, description: &str, condition: Condition) {
+        self.invariants.push(pt::Invariant {
+            id: id.into(),
+            description: description.into(),
+            target: None,
+            condition,
+        });
+    }
+
+    /// Tells the operator something before they approve the plan.
+    pub fn warn(&mut self, message: impl Into<String>) {
+        self.warnings.push(message.into());
+    }
+
+    /// The finished plan.
+    pub fn build(self) -> Plan {
+        Plan {
+            steps: self.steps,
+            cleanup: self.cleanup,
+            invariants: self.invariants,
+            warnings: self.warnings,
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! Write hokan product plugins.
+//!
+//! A plugin turns a product's manual into a plan: it looks at the site through read-only
+//! [`facts`], then describes with a [`PlanBuilder`] what the host should do, step by step, in the
+//! manual's order. The host validates the plan against the site policy and then simulates or
+//! executes it; a plugin never writes or runs anything itself.
+//!
+//! ```ignore
+//! use hokan_sdk::prelude::*;
+//!
+//! struct MyProduct;
+//!
+//! impl Plugin for MyProduct {
+//!     fn describe() -> Description { /* ... */ }
+//!     fn plan(req: Request) -> Result<Plan, PlanError> {
+//!         let data = Root::new("data");
+//!         let mut plan = PlanBuilder::new();
+//!         plan.step("maint-on", "Set maintenance mode",
+//!             Action::write_file(data.join("maint"), b"hokan\n"));
+//!         plan.cleanup("maint-off", "Release maintenance mode", Action::remove(data.join("maint")));
+//!         Ok(plan.build())
+//!     }
+//! }
+//!
+//! hokan_sdk::export_plugin!(MyProduct);
+//! ```
+#![deny(missing_docs)]
+
+#[allow(missing_docs, clippy::all)]
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "hokan:policy/plugin-world",
+        default_bindings_module: "hokan_sdk::bindings",
+        pub_export_macro: true,
+        export_macro_name: "__export_world",
+        generate_all,
+    });
+}
+
+mod builder;
+pub mod facts;
+mod path;
+
+pub use bindings::exports::hokan::policy::plugin::{
+    Description, MaintenanceMarker, NameInfo, OperationInfo, ParamInfo, PlanError, Request,
+    RootInfo, SetUse,
+};
+pub use bindings::hokan::policy::log::Level;
+pub use bindings::hokan::policy::plan_types::{
+    Action, Condition, OnError, Plan, PlanItem, Step, StepGroup,
+};
+pub use bindings::hokan::policy::types::{
+    DirEntry, EntryKind, FileStat, Server, ServiceState, Topology,
+};
+pub use builder::{GroupBuilder, PlanBuilder, StepBuilder};
+pub use path::{Path, Root};
+
+/// What every plugin implements; [`export_plugin!`] connects it to the host.
+pub trait Plugin {
+    /// What the plugin is, its operations, and what the site must grant and map.
+    fn describe() -> Description;
+    /// Plans one operation.
+    fn plan(req: Request) -> Result<Plan, PlanError>;
+}
+
+/// Sends a message to the host's log, tagged with the plugin's name.
+pub fn log(level: Level, message: &str) {
+    bindings::hokan::policy::log::log(level, message);
+}
+
+impl Request {
+    /// A parameter's value, if the policy or the plugin's defaults gave one.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A parameter that must be present.
+    pub fn required_param(&self, name: &str) -> Result<&str, PlanError> {
+        self.param(name).ok_or_else(|| {
+            PlanError::BadParameter(format!(
+                "parameter `{name}` is required for operation `{}`",
+                self.operation
+            ))
+        })
+    }
+
+    /// A yes/no parameter (`true`/`false`, `yes`/`no`, `1`/`0`); absent means `default`.
+    pub fn flag(&self, name: &str, default: bool) -> Result<bool, PlanError> {
+        match self.param(name) {
+            None => Ok(default),
+            Some("true" | "yes" | "1") => Ok(true),
+            Some("false" | "no" | "0") => Ok(false),
+            Some(other) => Err(PlanError::BadParameter(format!(
+                "parameter `{name}` must be true or false, not `{other}`"
+            ))),
+        }
+    }
+}
+
+/// Describes a root the plugin needs.
+pub fn root_info(name: &str, description: &str, writable: bool) -> RootInfo {
+    RootInfo {
+        name: name.into(),
+        description: description.into(),
+        writable,
+        required: true,
+    }
+}
+
+/// Describes a parameter.
+pub fn param_info(name: &str, description: &str, default: Option<&str>) -> ParamInfo {
+    ParamInfo {
+        name: name.into(),
+        description: description.into(),
+        default: default.map(Into::into),
+    }
+}
+
+/// Describes a logical command or service name the policy maps.
+pub fn name_info(name: &str, description: &str) -> NameInfo {
+    NameInfo {
+        name: name.into(),
+        description: description.into(),
+    }
+}
+
+/// Describes an operation.
+pub fn operation(name: &str, description: &str, sets: SetUse) -> OperationInfo {
+    OperationInfo {
+        name: name.into(),
+        description: description.into(),
+        sets,
+    }
+}
+
+/// Everything a plugin usually needs.
+pub mod prelude {
+    pub use crate::facts::{self, FactError};
+    pub use crate::{
+        Action, Condition, Description, Level, MaintenanceMarker, OnError, Path, Plan, PlanBuilder,
+        PlanError, Plugin, Request, Root, ServiceState, SetUse, log, name_info, operation,
+        param_info, root_info,
+    };
+}
+
+#[doc(hidden)]
+pub fn __describe<P: Plugin>() -> Description {
+    P::describe()
+}
+
+#[doc(hidden)]
+pub fn __plan<P: Plugin>(req: Request) -> Result<Plan, PlanError> {
+    P::plan(req)
+}
+
+/// Exports a type implementing [`Plugin`] as the component's `hokan:policy/plugin` interface.
+#[macro_export]
+macro_rules! export_plugin {
+    ($ty:ident) => {
+        impl $crate::bindings::exports::hokan::policy::plugin::Guest for $ty {
+            fn describe() -> $crate::Description {
+                $crate::__describe::<$ty>()
+            }
+            fn plan(req: $crate::Request) -> ::core::result::Result<$crate::Plan, $crate::PlanError> {
+                $crate::__plan::<$ty>(req)
+            }
+        }
+        $crate::bindings::__export_world!($ty);
+    };
+}
