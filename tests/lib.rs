@@ -1,1 +1,137 @@
-//! e2e helpers
+//! Fixtures for hokan's end-to-end tests and its demo: product directory trees built on the fly,
+//! and the location of the built plugin components.
+#![deny(missing_docs)]
+
+use std::path::{Path, PathBuf};
+
+/// The repository's root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is in the repository")
+        .to_path_buf()
+}
+
+/// Where `cargo xtask plugins` puts the product plugins.
+pub fn plugin_dir() -> PathBuf {
+    std::env::var_os("HOKAN_TEST_PLUGIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/plugins"))
+}
+
+/// A built component by file name (`mailwise.wasm`, `fixtures/adversary.wasm`), or a panic that
+/// says how to build it.
+pub fn component(name: &str) -> PathBuf {
+    let p = plugin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: build the plugins first with `cargo xtask plugins` (or run `cargo xtask test`)",
+        p.display()
+    );
+    p
+}
+
+fn write(path: &Path, bytes: &[u8]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Deterministic filler content of `len` bytes.
+pub fn filler(seed: &str, len: usize) -> Vec<u8> {
+    seed.bytes().cycle().take(len).collect()
+}
+
+/// The shape of a mailwise data directory to build.
+#[derive(Debug, Clone)]
+pub struct MailwiseTree {
+    /// Database names in mw/data (each gets `X.odb` and, unless listed in `missing_mirrors`,
+    /// `X.odb.mrr`).
+    pub databases: Vec<&'static str>,
+    /// Databases whose mirror is left out.
+    pub missing_mirrors: Vec<&'static str>,
+    /// Mail spaces `mw/file/ws<N>`.
+    pub mail_spaces: Vec<u32>,
+    /// Archives `mw/back<N>`.
+    pub archives: Vec<u32>,
+    /// Bytes per database file.
+    pub db_bytes: usize,
+    /// Bytes per mail file.
+    pub mail_bytes: usize,
+}
+
+impl Default for MailwiseTree {
+    fn default() -> Self {
+        MailwiseTree {
+            databases: vec!["mail", "address", "system"],
+            missing_mirrors: vec![],
+            mail_spaces: vec![1, 2, 10],
+            archives: vec![1, 2, 10],
+            db_bytes: 4096,
+            mail_bytes: 1500,
+        }
+    }
+}
+
+impl MailwiseTree {
+    /// Builds the tree under `data` (the directory that holds `mw/`).
+    pub fn build(&self, data: &Path) {
+        let mw = data.join("mw");
+        for db in &self.databases {
+            write(
+                &mw.join(format!("data/{db}.odb")),
+                &filler(db, self.db_bytes),
+            );
+            if !self.missing_mirrors.contains(db) {
+                write(
+                    &mw.join(format!("data/{db}.odb.mrr")),
+                    &filler(db, self.db_bytes),
+                );
+            }
+        }
+        write(&mw.join("data/config.ini"), b"[mailwise]\nversion=5.4\n");
+        for ws in &self.mail_spaces {
+            for n in 0..3 {
+                write(
+                    &mw.join(format!("file/ws{ws}/{n:04}.eml")),
+                    &filler(&format!("ws{ws}-{n}"), self.mail_bytes),
+                );
+            }
+        }
+        for b in &self.archives {
+            write(
+                &mw.join(format!("back{b}/data/mail.odb")),
+                &filler("old", self.db_bytes),
+            );
+            write(
+                &mw.join(format!("back{b}/data/mail.odb.mrr")),
+                &filler("old", self.db_bytes),
+            );
+        }
+        write(&mw.join("log/sched/dynamic/Maintenance.log"), b"");
+        std::fs::create_dir_all(mw.join("back-notes")).unwrap();
+    }
+
+    /// Builds a backup set of this tree at `set` (as a hokan backup would have made it).
+    pub fn build_set(&self, set: &Path) {
+        let tmp = tempfile::tempdir().unwrap();
+        self.build(tmp.path());
+        let mw = tmp.path().join("mw");
+        let mut dirs = vec!["data".to_string(), "file".to_string()];
+        dirs.extend(self.archives.iter().map(|b| format!("back{b}")));
+        for d in dirs {
+            copy_dir(&mw.join(&d), &set.join(&d));
+        }
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}

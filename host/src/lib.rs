@@ -1,1 +1,15 @@
-//! placeholder
+//! hokan runs the backup, restore and maintenance procedures of many products on many sites.
+//!
+//! Each product's procedure is a WebAssembly plugin that, given read-only facts about the site,
+//! returns a declarative [`plan::Plan`]. This crate loads plugins safely ([`runtime`]), reads
+//! site policies ([`policy`]), validates plans against what a site granted ([`plan`]),
+//! and turns a policy's job into a validated plan ([`planner`]). The `hokan` binary is a thin
+//! command line over these.
+#![deny(missing_docs)]
+
+pub mod facts;
+pub mod plan;
+pub mod planner;
+pub mod policy;
+pub mod runtime;
+pub mod sets;

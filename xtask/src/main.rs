@@ -1,1 +1,335 @@
-fn main() {}
+//! `cargo xtask`: set-up, plugin builds, tests, the demo and benchmarks.
+//!
+//! Everything a newcomer needs on a fresh machine goes through here, so the README's two
+//! commands (`cargo xtask demo`, `cargo xtask test`) stay true.
+
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+  setup     find or install a wasm32-wasip2 toolchain and say which one is used
+  plugins   build the plugins (and test fixtures) into target/plugins/
+  test      plugins, then every test, clippy and rustfmt
+  demo      build what is needed, make a demo site under target/demo/, and show the
+            validated plans of the bundled policies
+  bench     plugins, then the runtime benchmarks (release build)
+";
+
+const DEBIAN_PACKAGES: &[&str] = &["rustc-web", "cargo-web", "rust-web-src", "lld", "wasi-libc"];
+const WASM_TARGET: &str = "wasm32-wasip2";
+/// Plugin crates whose components are products, and test fixtures.
+const PRODUCTS: &[&str] = &["mailwise"];
+const FIXTURES: &[&str] = &["adversary", "future-contract"];
+
+fn main() -> Result<()> {
+    let task = std::env::args().nth(1);
+    match task.as_deref() {
+        Some("setup") => setup().map(|t| println!("wasm toolchain: {}", t.describe())),
+        Some("plugins") => plugins().map(drop),
+        Some("test") => test(),
+        Some("demo") => demo(),
+        Some("bench") => bench(),
+        _ => {
+            eprint!("{USAGE}");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("$ {}", show(cmd));
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {}", show(cmd)))?;
+    if !status.success() {
+        bail!("`{}` failed ({status})", show(cmd));
+    }
+    Ok(())
+}
+
+fn show(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|s| s.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn output(cmd: &mut Command) -> Option<String> {
+    let out = cmd.output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The toolchain that builds plugins.
+enum Toolchain {
+    /// rustup's own target is installed: plain `cargo build --target wasm32-wasip2`.
+    Rustup,
+    /// Debian's rustc-web: -Zbuild-std with the wasi-libc package, linked by wasm-component-ld.
+    Debian { linker: PathBuf },
+}
+
+impl Toolchain {
+    fn describe(&self) -> String {
+        match self {
+            Toolchain::Rustup => format!("rustup's {WASM_TARGET} target"),
+            Toolchain::Debian { linker } => format!(
+                "Debian's rustc-web (/usr/bin/rustc, std built for {WASM_TARGET}), linked by {}",
+                linker.display()
+            ),
+        }
+    }
+
+    fn cargo(&self) -> Command {
+        match self {
+            Toolchain::Rustup => {
+                let mut c =
+                    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+                c.args(["build", "--release", "--target", WASM_TARGET]);
+                c
+            }
+            Toolchain::Debian { linker } => {
+                let mut c = Command::new("/usr/bin/cargo");
+                // A `cargo xtask` runs under rustup's cargo: do not let its choice leak in.
+                c.env_remove("RUSTUP_TOOLCHAIN")
+                    .env_remove("CARGO")
+                    .env_remove("RUSTC_WRAPPER")
+                    .env("RUSTC", "/usr/bin/rustc")
+                    .env("RUSTC_BOOTSTRAP", "1")
+                    .env(
+                        "CARGO_TARGET_WASM32_WASIP2_RUSTFLAGS",
+                        "-L/usr/lib/wasm32-wasi",
+                    )
+                    .env("CARGO_TARGET_WASM32_WASIP2_LINKER", linker);
+                c.args([
+                    "build",
+                    "--release",
+                    "-Zbuild-std=std,panic_abort",
+                    "--target",
+                    WASM_TARGET,
+                ]);
+                c
+            }
+        }
+    }
+}
+
+fn rustup_has_target() -> bool {
+    output(Command::new("rustup").args(["target", "list", "--installed"]))
+        .is_some_and(|s| s.lines().any(|l| l.trim() == WASM_TARGET))
+}
+
+fn debian_ready() -> bool {
+    Path::new("/usr/lib/wasm32-wasi/libc.a").exists()
+        && output(Command::new("/usr/bin/rustc").arg("--version"))
+            .is_some_and(|v| rustc_minor(&v).is_some_and(|m| m >= 85))
+        && Path::new("/usr/bin/cargo").exists()
+}
+
+fn rustc_minor(version: &str) -> Option<u32> {
+    version
+        .split_whitespace()
+        .nth(1)?
+        .split('.')
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// wasm-component-ld: rustup ships it beside the host's rustc; otherwise it is built from
+/// crates.io into target/tools.
+fn component_linker() -> Result<PathBuf> {
+    if let Some(sysroot) = output(Command::new("rustc").args(["--print", "sysroot"])) {
+        let host = output(Command::new("rustc").args(["-vV"]))
+            .and_then(|v| {
+                v.lines()
+                    .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
+            })
+            .unwrap_or_else(|| "x86_64-unknown-linux-gnu".into());
+        let p = Path::new(sysroot.trim()).join(format!("lib/rustlib/{host}/bin/wasm-component-ld"));
+        if p.exists() {
+            return Ok(p);
+        }
+    }
+    let tools = root().join("target/tools");
+    let p = tools.join("bin/wasm-component-ld");
+    if !p.exists() {
+        eprintln!("wasm-component-ld not found beside rustc; installing it from crates.io");
+        run(Command::new("cargo")
+            .args(["install", "--locked", "wasm-component-ld", "--root"])
+            .arg(&tools))?;
+    }
+    Ok(p)
+}
+
+fn setup() -> Result<Toolchain> {
+    if rustup_has_target() {
+        return Ok(Toolchain::Rustup);
+    }
+    if !debian_ready() {
+        eprintln!(
+            "rustup has no {WASM_TARGET} target and cannot download one here; installing Debian's packages: {}",
+            DEBIAN_PACKAGES.join(" ")
+        );
+        let sudo: &[&str] = if is_root() { &[] } else { &["sudo"] };
+        let apt = |args: &[&str]| {
+            let mut c = Command::new(sudo.first().copied().unwrap_or("apt-get"));
+            if !sudo.is_empty() {
+                c.arg("apt-get");
+            }
+            c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+            c
+        };
+        run(&mut apt(&["update", "-q"]))?;
+        let mut install = apt(&["install", "-y", "-q", "--no-install-recommends"]);
+        install.args(DEBIAN_PACKAGES);
+        run(&mut install)?;
+        if !debian_ready() {
+            bail!(
+                "Debian's packages were installed but /usr/bin/rustc or /usr/lib/wasm32-wasi is still missing"
+            );
+        }
+    }
+    Ok(Toolchain::Debian {
+        linker: component_linker()?,
+    })
+}
+
+fn is_root() -> bool {
+    output(Command::new("id").arg("-u")).is_some_and(|s| s.trim() == "0")
+}
+
+/// Builds every plugin and copies the components to target/plugins (fixtures in a subfolder).
+fn plugins() -> Result<PathBuf> {
+    let toolchain = setup()?;
+    eprintln!("building plugins with {}", toolchain.describe());
+    let ws = root().join("plugins");
+    run(toolchain.cargo().current_dir(&ws))?;
+    let built = ws.join(format!("target/{WASM_TARGET}/release"));
+    let out = root().join("target/plugins");
+    std::fs::create_dir_all(out.join("fixtures"))?;
+    for (names, dest) in [(PRODUCTS, out.clone()), (FIXTURES, out.join("fixtures"))] {
+        for name in names {
+            let file = format!("{}.wasm", name.replace('-', "_"));
+            let target = dest.join(format!("{name}.wasm"));
+            std::fs::copy(built.join(&file), &target)
+                .with_context(|| format!("cannot copy {file} to {}", target.display()))?;
+        }
+    }
+    std::fs::write(
+        out.join("fixtures/not-a-component.wasm"),
+        b"\0asm\x01\0\0\0this is not a component",
+    )?;
+    eprintln!("plugins are in {}", out.display());
+    Ok(out)
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+fn test() -> Result<()> {
+    plugins()?;
+    run(cargo().args(["test", "--workspace", "--all-targets"]))?;
+    run(cargo().args(["test", "--workspace", "--doc"]))?;
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    run(cargo().args(["fmt", "--all", "--check"]))?;
+    run(cargo().args([
+        "fmt",
+        "--all",
+        "--check",
+        "--manifest-path",
+        "plugins/Cargo.toml",
+    ]))?;
+    eprintln!("all checks passed");
+    Ok(())
+}
+
+fn demo() -> Result<()> {
+    let plugin_dir = plugins()?;
+    run(cargo().args(["build", "-q", "-p", "hokan", "-p", "hokan-e2e", "--bins"]))?;
+    let bin = root().join("target/debug");
+    let demo = root().join("target/demo");
+    run(Command::new(bin.join("make-demo-site")).arg(&demo))?;
+    let hokan = |args: &[&str]| {
+        let mut c = Command::new(bin.join("hokan"));
+        c.arg("--plugin-dir")
+            .arg(&plugin_dir)
+            .arg("--cache-dir")
+            .arg(root().join("target/hokan-cache"))
+            .args(args)
+            .current_dir(root());
+        c
+    };
+    println!("\n=== hokan plugins");
+    run(&mut hokan(&["plugins"]))?;
+    println!("\n=== hokan validate policies/");
+    run(&mut hokan(&["validate", "policies"]))?;
+    let mut policies: Vec<PathBuf> = std::fs::read_dir(root().join("policies"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    policies.sort();
+    for policy in policies {
+        let rel = policy
+            .strip_prefix(root())
+            .unwrap_or(&policy)
+            .to_string_lossy()
+            .into_owned();
+        for (job, ops) in demo_jobs(&policy)? {
+            for op in ops {
+                println!("\n=== hokan plan {rel} --job {job} --op {op}");
+                run(&mut hokan(&["plan", &rel, "--job", &job, "--op", &op]))?;
+            }
+        }
+    }
+    println!(
+        "\nThe demo site is in {}; try `target/debug/hokan --plugin-dir target/plugins plan ... --json`.",
+        demo.display()
+    );
+    Ok(())
+}
+
+/// The jobs of a policy and the operations the demo plans for each, read from a comment line
+/// `# demo: op op ...` under the job's `[jobs.NAME]` header.
+fn demo_jobs(policy: &Path) -> Result<Vec<(String, Vec<String>)>> {
+    let text = std::fs::read_to_string(policy)?;
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if let Some(job) = line
+            .strip_prefix("[jobs.")
+            .and_then(|l| l.strip_suffix(']'))
+        {
+            out.push((job.to_string(), Vec::new()));
+        } else if let (Some(ops), Some((_, v))) = (line.strip_prefix("# demo:"), out.last_mut()) {
+            v.extend(ops.split_whitespace().map(str::to_string));
+        }
+    }
+    Ok(out)
+}
+
+fn bench() -> Result<()> {
+    plugins()?;
+    run(cargo().args(["bench", "-p", "hokan", "--bench", "runtime"]))
+}

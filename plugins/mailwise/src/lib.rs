@@ -35,26 +35,78 @@ impl Plugin for Mailwise {
                       mode, and archives old data with mwsave."
                 .into(),
             operations: vec![
-                operation("backup", "Copy mw/data, mw/file and every mw/back<N> into a new backup set, in maintenance mode.", SetUse::Writes),
-                operation("restore", "Put a backup set back onto this running mailwise, keeping the current data as mw/data_bak and mw/file_bak.", SetUse::Reads),
-                operation("restore-elsewhere", "Put a backup set onto another server where mailwise was freshly installed.", SetUse::Reads),
-                operation("maintenance-on", "Set maintenance mode for a daily window.", SetUse::None),
-                operation("maintenance-off", "Release maintenance mode (delete mw/data/maint).", SetUse::None),
-                operation("archive", "Detach old data into a read-only mw/back<N> with mwsave, after a recent backup.", SetUse::Reads),
+                operation(
+                    "backup",
+                    "Copy mw/data, mw/file and every mw/back<N> into a new backup set, in maintenance mode.",
+                    SetUse::Writes,
+                ),
+                operation(
+                    "restore",
+                    "Put a backup set back onto this running mailwise, keeping the current data as mw/data_bak and mw/file_bak.",
+                    SetUse::Reads,
+                ),
+                operation(
+                    "restore-elsewhere",
+                    "Put a backup set onto another server where mailwise was freshly installed.",
+                    SetUse::Reads,
+                ),
+                operation(
+                    "maintenance-on",
+                    "Set maintenance mode for a daily window.",
+                    SetUse::None,
+                ),
+                operation(
+                    "maintenance-off",
+                    "Release maintenance mode (delete mw/data/maint).",
+                    SetUse::None,
+                ),
+                operation(
+                    "archive",
+                    "Detach old data into a read-only mw/back<N> with mwsave, after a recent backup.",
+                    SetUse::Reads,
+                ),
             ],
-            roots: vec![
-                root_info("data", "mailwise's install/data directory: the folder that contains mw/", true),
-            ],
+            roots: vec![root_info(
+                "data",
+                "mailwise's install/data directory: the folder that contains mw/",
+                true,
+            )],
             parameters: vec![
-                param_info("window", "Maintenance window, HH:MM-HH:MM in 10-minute steps (site time). mailwise repeats it daily until released.", Some("00:00-23:50")),
-                param_info("message", "Message shown to users during maintenance mode.", Some("mailwise is being backed up. Please try again later.")),
-                param_info("maintenance_method", "How to set maintenance mode: `command` (the mapped `maintenance-mode` command) or `manual` (an operator sets it in System settings).", Some("command")),
-                param_info("restore_archives", "restore-elsewhere: also put the set's mw/back<N> in place.", Some("true")),
-                param_info("backup_max_age_hours", "archive: the newest backup set must be at most this old.", Some("24")),
+                param_info(
+                    "window",
+                    "Maintenance window, HH:MM-HH:MM in 10-minute steps (site time). mailwise repeats it daily until released.",
+                    Some("00:00-23:50"),
+                ),
+                param_info(
+                    "message",
+                    "Message shown to users during maintenance mode [default: one naming the operation].",
+                    None,
+                ),
+                param_info(
+                    "maintenance_method",
+                    "How to set maintenance mode: `command` (the mapped `maintenance-mode` command) or `manual` (an operator sets it in System settings).",
+                    Some("command"),
+                ),
+                param_info(
+                    "restore_archives",
+                    "restore-elsewhere: also put the set's mw/back<N> in place.",
+                    Some("true"),
+                ),
+                param_info(
+                    "backup_max_age_hours",
+                    "archive: the newest backup set must be at most this old.",
+                    Some("24"),
+                ),
             ],
             commands: vec![
-                name_info("maintenance-mode", "Sets mailwise's maintenance mode: called as `on --start HH:MM --end HH:MM --message TEXT`. mailwise documents this only in its UI; map a site script that does it, or use maintenance_method = manual."),
-                name_info("mwsave", "mailwise's archive tool: mwsave.bat (Windows) or ./mwsave (Linux), run in the data directory."),
+                name_info(
+                    "maintenance-mode",
+                    "Sets mailwise's maintenance mode: called in the data directory as `on --start HH:MM --end HH:MM --message TEXT`. mailwise documents this only in its UI; map a site script that does it, or use maintenance_method = manual.",
+                ),
+                name_info(
+                    "mwsave",
+                    "mailwise's archive tool: mwsave.bat (Windows) or ./mwsave (Linux), run in the data directory.",
+                ),
             ],
             services: vec![],
             maintenance_markers: vec![MaintenanceMarker {
@@ -141,13 +193,21 @@ fn refuse_if_in_maintenance() -> Result<(), PlanError> {
 /// Maintenance mode on, then wait until mailwise shows it (its marker file exists).
 fn set_maintenance(plan: &mut PlanBuilder, req: &Request, id: &str) -> Result<(), PlanError> {
     let window = Window::parse(req.param("window").unwrap_or("00:00-23:50"))?;
-    let message = req.param("message").unwrap_or("mailwise is under maintenance.");
+    let default_message = match req.operation.as_str() {
+        "backup" => "mailwise is being backed up. Please try again later.",
+        "restore" | "restore-elsewhere" => {
+            "mailwise data is being restored. Please try again later."
+        }
+        _ => "mailwise is under maintenance. Please try again later.",
+    };
+    let message = req.param("message").unwrap_or(default_message);
     match req.param("maintenance_method").unwrap_or("command") {
         "command" => {
             plan.step(
                 id,
                 &format!("Set maintenance mode ({window}, repeated daily until released)"),
-                Action::exec(
+                Action::exec_in(
+                    DATA.name(),
                     "maintenance-mode",
                     [
                         "on".to_string(),
@@ -209,7 +269,10 @@ fn backup(req: &Request) -> Result<Plan, PlanError> {
     let mut plan = PlanBuilder::new();
     // 1. Check the file layout in use.
     require_dir(&mw("data"), "mailwise's database directory")?;
-    require_dir(&mw("file"), "mailwise's attachment and mail-source directory")?;
+    require_dir(
+        &mw("file"),
+        "mailwise's attachment and mail-source directory",
+    )?;
     check_mirrors(&mw("data"))?;
     refuse_if_in_maintenance()?;
     let backs = archives(&DATA.join("mw"))?;
@@ -244,7 +307,10 @@ fn backup(req: &Request) -> Result<Plan, PlanError> {
     set_maintenance(&mut plan, req, "maintenance-on")?;
 
     // 3. Copy mw/data, mw/file and every mw/back<N>.
-    let mut copies = vec![("data".to_string(), "databases"), ("file".to_string(), "attachments and mail sources")];
+    let mut copies = vec![
+        ("data".to_string(), "databases"),
+        ("file".to_string(), "attachments and mail sources"),
+    ];
     copies.extend(backs.iter().map(|b| (b.clone(), "archived data")));
     for (dir, what) in &copies {
         plan.step(
@@ -296,7 +362,11 @@ fn restore(req: &Request, elsewhere: bool) -> Result<Plan, PlanError> {
         }
     }
     let restore_archives = elsewhere && req.flag("restore_archives", true)?;
-    let backs = if restore_archives { archives(&SET.path())? } else { Vec::new() };
+    let backs = if restore_archives {
+        archives(&SET.path())?
+    } else {
+        Vec::new()
+    };
     for b in &backs {
         if facts::exists(&mw(b))? {
             return Err(PlanError::Refused(format!(
@@ -460,9 +530,13 @@ fn archive(req: &Request) -> Result<Plan, PlanError> {
         .param("backup_max_age_hours")
         .unwrap_or("24")
         .parse()
-        .map_err(|_| PlanError::BadParameter("backup_max_age_hours must be a whole number of hours".into()))?;
+        .map_err(|_| {
+            PlanError::BadParameter("backup_max_age_hours must be a whole number of hours".into())
+        })?;
     let set_id = req.set_id.as_deref().ok_or_else(|| {
-        PlanError::Refused("archive needs a backup of this mailwise first: run the backup operation".into())
+        PlanError::Refused(
+            "archive needs a backup of this mailwise first: run the backup operation".into(),
+        )
     })?;
     let taken = set_time_ms(set_id).ok_or_else(|| {
         PlanError::Refused(format!("cannot tell when backup set `{set_id}` was taken"))
@@ -501,7 +575,8 @@ fn archive(req: &Request) -> Result<Plan, PlanError> {
             "too little free space on the data volume for mwsave",
         ),
     );
-    let estimate = (data_size + ws_total).saturating_mul(ARCHIVE_REFERENCE_SECS) / ARCHIVE_REFERENCE_BYTES;
+    let estimate =
+        (data_size + ws_total).saturating_mul(ARCHIVE_REFERENCE_SECS) / ARCHIVE_REFERENCE_BYTES;
     let timeout = Duration::from_secs((estimate * 3).max(3600));
     plan.step(
         "mwsave",
@@ -524,8 +599,12 @@ fn archive(req: &Request) -> Result<Plan, PlanError> {
     );
     plan.warn(format!(
         "Do not shut down the server while mwsave runs. The manual's reference is about 4 h 30 min \
-         for 20 GB; for this data expect about {} min. Back up the new mw/back<N> once afterwards.",
-        estimate.div_ceil(60)
+         for 20 GB; for this data expect {}. Back up the new mw/back<N> once afterwards.",
+        match estimate {
+            0..60 => "under a minute".to_string(),
+            60..7200 => format!("about {} min", estimate.div_ceil(60)),
+            _ => format!("about {:.1} h", estimate as f64 / 3600.0),
+        }
     ));
     Ok(plan.build())
 }

@@ -18,7 +18,9 @@ impl Window {
                 "window `{s}`: {why}; write it as HH:MM-HH:MM in 10-minute steps, e.g. 02:00-04:30"
             ))
         };
-        let (a, b) = s.split_once('-').ok_or_else(|| bad("no `-` between start and end"))?;
+        let (a, b) = s
+            .split_once('-')
+            .ok_or_else(|| bad("no `-` between start and end"))?;
         let start = minutes(a.trim()).ok_or_else(|| bad("the start is not a time HH:MM"))?;
         let end = minutes(b.trim()).ok_or_else(|| bad("the end is not a time HH:MM"))?;
         if start % 10 != 0 || end % 10 != 0 {

@@ -166,7 +166,9 @@ macro_rules! export_plugin {
             fn describe() -> $crate::Description {
                 $crate::__describe::<$ty>()
             }
-            fn plan(req: $crate::Request) -> ::core::result::Result<$crate::Plan, $crate::PlanError> {
+            fn plan(
+                req: $crate::Request,
+            ) -> ::core::result::Result<$crate::Plan, $crate::PlanError> {
                 $crate::__plan::<$ty>(req)
             }
         }

@@ -50,7 +50,11 @@ impl Path {
 
     /// The last component of the path (the root's name for the root itself).
     pub fn file_name(&self) -> &str {
-        self.path.rsplit('/').next().filter(|s| !s.is_empty()).unwrap_or(&self.root)
+        self.path
+            .rsplit('/')
+            .next()
+            .filter(|s| !s.is_empty())
+            .unwrap_or(&self.root)
     }
 }
 

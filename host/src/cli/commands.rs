@@ -1,0 +1,245 @@
+//! The commands behind the command line.
+
+use super::{Cli, Command};
+use anyhow::{Context, Result, bail};
+use hokan::plan::display::render;
+use hokan::planner::{self, PlanInput, PluginDir};
+use hokan::policy::{self, Policy};
+use hokan::runtime::{Limits, Plugin, Runtime};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+fn cache_dir(cli: &Cli) -> PathBuf {
+    if let Some(d) = &cli.cache_dir {
+        return d.clone();
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("hokan")
+}
+
+fn runtime(cli: &Cli) -> Result<Runtime> {
+    Runtime::new(cache_dir(cli), Limits::default())
+        .map_err(|e| anyhow::anyhow!("{e:#}"))
+        .context("cannot start the WebAssembly runtime")
+}
+
+/// Runs one command.
+pub fn run(cli: &Cli) -> Result<ExitCode> {
+    match &cli.command {
+        Command::Plugins { name, json } => plugins(cli, name.as_deref(), *json),
+        Command::Validate { policies } => validate(cli, policies),
+        Command::Plan {
+            policy,
+            job,
+            op,
+            set,
+            json,
+        } => plan(cli, policy, job, op, set.as_deref(), *json),
+    }
+}
+
+fn plugins(cli: &Cli, name: Option<&str>, json: bool) -> Result<ExitCode> {
+    let rt = runtime(cli)?;
+    let dir = &cli.plugin_dir;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| {
+            format!(
+                "cannot list the plugin directory {} (set --plugin-dir or HOKAN_PLUGIN_DIR)",
+                dir.display()
+            )
+        })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
+        .filter(|p| name.is_none_or(|n| p.file_stem().is_some_and(|s| s == n)))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        match name {
+            Some(n) => bail!("there is no plugin `{n}` in {}", dir.display()),
+            None => bail!("there are no plugins (*.wasm) in {}", dir.display()),
+        }
+    }
+    let mut failed = false;
+    let mut loaded: Vec<Plugin> = Vec::new();
+    for f in &files {
+        match rt.load(f, None) {
+            Ok(p) => loaded.push(p),
+            Err(e) => {
+                eprintln!("error: {e}");
+                failed = true;
+            }
+        }
+    }
+    if json {
+        let docs: Vec<_> = loaded
+            .iter()
+            .map(|p| serde_json::json!({"file": p.path(), "sha256": p.sha256(), "description": p.description()}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&docs)?);
+    } else if name.is_some() {
+        for p in &loaded {
+            print_description(p);
+        }
+    } else {
+        for p in &loaded {
+            let d = p.description();
+            let ops: Vec<&str> = d.operations.iter().map(|o| o.name.as_str()).collect();
+            println!(
+                "{:<12} {:<8} {}  {}",
+                d.name,
+                d.version,
+                &p.sha256()[..12],
+                ops.join(", ")
+            );
+        }
+    }
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn print_description(p: &Plugin) {
+    let d = p.description();
+    println!("{} {} — {}", d.name, d.version, d.product);
+    println!(
+        "  file    {}\n  sha256  {}\n\n{}\n",
+        p.path().display(),
+        p.sha256(),
+        d.summary
+    );
+    println!("Operations:");
+    for o in &d.operations {
+        println!("  {:<18} {}", o.name, o.description);
+    }
+    println!("Roots the policy grants:");
+    for r in &d.roots {
+        println!(
+            "  {:<18} {}{}",
+            r.name,
+            r.description,
+            if r.writable { " (written)" } else { " (read)" }
+        );
+    }
+    if !d.parameters.is_empty() {
+        println!("Parameters:");
+        for x in &d.parameters {
+            let def = x
+                .default
+                .as_deref()
+                .map(|v| format!(" [default: {v}]"))
+                .unwrap_or_default();
+            println!("  {:<18} {}{def}", x.name, x.description);
+        }
+    }
+    for (title, names) in [
+        ("Commands the policy maps:", &d.commands),
+        ("Services the policy maps:", &d.services),
+    ] {
+        if !names.is_empty() {
+            println!("{title}");
+            for n in names {
+                println!("  {:<18} {}", n.name, n.description);
+            }
+        }
+    }
+    for m in &d.maintenance_markers {
+        println!("Maintenance marker: {} ({})", m.path, m.description);
+    }
+}
+
+fn validate(cli: &Cli, paths: &[PathBuf]) -> Result<ExitCode> {
+    let rt = runtime(cli)?;
+    let dir = PluginDir(cli.plugin_dir.clone());
+    let mut errors = 0;
+    let mut cache: BTreeMap<(PathBuf, Option<String>), std::result::Result<Plugin, String>> =
+        BTreeMap::new();
+    for path in paths {
+        let policies = match policy::load_all(path) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("error: {e}");
+                errors += 1;
+                continue;
+            }
+        };
+        for pol in &policies {
+            let mut job_errors = 0;
+            for job in pol.jobs.values() {
+                // The pin is part of the key: two jobs may pin the same file differently.
+                let key = (dir.resolve(pol, job), job.plugin_sha256.clone());
+                let loaded = cache.entry(key).or_insert_with(|| {
+                    planner::load_plugin(&rt, &dir, pol, job).map_err(|e| e.to_string())
+                });
+                let plugin = match loaded {
+                    Ok(p) => p,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        job_errors += 1;
+                        continue;
+                    }
+                };
+                for f in planner::check_job(pol, job, plugin.description()) {
+                    if f.error {
+                        eprintln!("error: {}", f.message);
+                        job_errors += 1;
+                    } else {
+                        eprintln!("warning: {}", f.message);
+                    }
+                }
+            }
+            if job_errors == 0 {
+                println!(
+                    "ok: {} (site {}, {} job(s))",
+                    pol.file.display(),
+                    pol.site,
+                    pol.jobs.len()
+                );
+            }
+            errors += job_errors;
+        }
+    }
+    if errors > 0 {
+        eprintln!("{errors} error(s)");
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn plan(
+    cli: &Cli,
+    policy: &PathBuf,
+    job: &str,
+    op: &str,
+    set: Option<&str>,
+    json: bool,
+) -> Result<ExitCode> {
+    let pol = Policy::load(policy)?;
+    let job = pol.job(job)?;
+    let rt = runtime(cli)?;
+    let plugin = planner::load_plugin(&rt, &PluginDir(cli.plugin_dir.clone()), &pol, job)?;
+    for f in planner::check_job(&pol, job, plugin.description())
+        .into_iter()
+        .filter(|f| f.error)
+    {
+        bail!("{}", f.message);
+    }
+    let input = PlanInput {
+        operation: op,
+        set,
+        now: SystemTime::now(),
+    };
+    let doc = planner::plan_job(&rt, &plugin, &pol, job, &input)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        print!("{}", render(&doc));
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,118 @@
+//! Read-only facts about a site, as a plugin sees them while planning.
+//!
+//! [`FactSource`] is served by the real filesystem ([`RealFacts`], through cap-std, read-only)
+//! and, for dry runs, by a simulated world. The runtime answers the plugin's `facts` imports from
+//! whichever source a call was given.
+
+mod real;
+
+pub use real::RealFacts;
+
+use serde::Serialize;
+
+/// What kind of entry a path is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EntryKind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link (never followed).
+    Symlink,
+    /// Anything else (device, socket...).
+    Other,
+}
+
+/// One entry of a directory listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DirEntry {
+    /// The entry's file name.
+    pub name: String,
+    /// Its kind.
+    pub kind: EntryKind,
+    /// Size in bytes for files, 0 otherwise.
+    pub size: u64,
+}
+
+/// Metadata of one path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileStat {
+    /// Its kind.
+    pub kind: EntryKind,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, ms since the Unix epoch.
+    pub mtime_ms: i64,
+    /// Whether the file is read-only.
+    pub readonly: bool,
+}
+
+/// A server of the site.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Server {
+    /// Its name in the policy.
+    pub name: String,
+    /// Its product role.
+    pub role: String,
+    /// How to reach it.
+    pub address: String,
+}
+
+/// The site as the policy describes it, for the job being planned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct Topology {
+    /// The site's name.
+    pub site: String,
+    /// IANA time zone name.
+    pub timezone: String,
+    /// All servers of the site.
+    pub servers: Vec<Server>,
+    /// The job.
+    pub job: String,
+    /// The servers of the job's product instance.
+    pub job_servers: Vec<String>,
+}
+
+/// Why a fact could not be given. Mirrors the contract's `fact-error`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FactError {
+    /// The root is not granted to the job.
+    #[error("root `{0}` is not granted to this job")]
+    RootNotGranted(String),
+    /// The path is malformed or leaves its root.
+    #[error("invalid path: {0}")]
+    InvalidPath(String),
+    /// Nothing at the path.
+    #[error("{0} does not exist")]
+    NotFound(String),
+    /// Over the caller's size limit.
+    #[error("file too large ({0} bytes)")]
+    TooLarge(u64),
+    /// Not UTF-8.
+    #[error("{0} is not UTF-8 text")]
+    NotText(String),
+    /// Any other I/O failure.
+    #[error("I/O error: {0}")]
+    Io(String),
+}
+
+/// A read-only view of a site's granted roots.
+pub trait FactSource: Send + Sync {
+    /// Whether anything exists at `p`.
+    fn exists(&self, p: &crate::plan::Location) -> Result<bool, FactError>;
+    /// Entries of a directory, sorted by name.
+    fn list_dir(&self, p: &crate::plan::Location) -> Result<Vec<DirEntry>, FactError>;
+    /// Metadata of `p`, not following symlinks.
+    fn stat(&self, p: &crate::plan::Location) -> Result<FileStat, FactError>;
+    /// Total size of the files below `p`.
+    fn tree_size(&self, p: &crate::plan::Location) -> Result<u64, FactError>;
+    /// Bytes available on the volume of a root.
+    fn free_space(&self, root: &str) -> Result<u64, FactError>;
+    /// A file's bytes, refused above `max_bytes`.
+    fn read(&self, p: &crate::plan::Location, max_bytes: u32) -> Result<Vec<u8>, FactError>;
+    /// The time of this planning, ms since the Unix epoch.
+    fn now_ms(&self) -> i64;
+    /// The site's topology for this job.
+    fn topology(&self) -> Topology;
+}

@@ -1,0 +1,282 @@
+//! Facts from the real filesystem, read-only, through cap-std.
+
+use super::{DirEntry, EntryKind, FactError, FactSource, FileStat, Topology};
+use crate::plan::{Location, check_relative};
+use cap_std::ambient_authority;
+use cap_std::fs::{Dir, FileType, Metadata};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// One granted root: where it is, and a capability on it when it exists.
+struct GrantedRoot {
+    path: PathBuf,
+    dir: Option<Dir>,
+}
+
+/// Answers facts from real directories. Each root is opened once as a capability, so neither
+/// `..` nor a symlink can lead a fact outside it. A root whose directory does not exist yet (a
+/// backup set about to be made) reads as empty, with the free space of its nearest parent.
+pub struct RealFacts {
+    roots: BTreeMap<String, GrantedRoot>,
+    now_ms: i64,
+    topology: Topology,
+}
+
+impl RealFacts {
+    /// Opens every root. `roots` maps root names to directories.
+    pub fn open(
+        roots: impl IntoIterator<Item = (String, PathBuf)>,
+        topology: Topology,
+    ) -> std::io::Result<Self> {
+        let mut map = BTreeMap::new();
+        for (name, path) in roots {
+            let dir = match Dir::open_ambient_dir(&path, ambient_authority()) {
+                Ok(d) => Some(d),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => {
+                    return Err(std::io::Error::new(
+                        e.kind(),
+                        format!("cannot open root `{name}` at {}: {e}", path.display()),
+                    ));
+                }
+            };
+            map.insert(name, GrantedRoot { path, dir });
+        }
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        Ok(RealFacts {
+            roots: map,
+            now_ms,
+            topology,
+        })
+    }
+
+    /// Fixes the clock the plugin sees (tests, reproducible plans).
+    pub fn with_now_ms(mut self, now_ms: i64) -> Self {
+        self.now_ms = now_ms;
+        self
+    }
+
+    /// The root's capability and the path inside it; `Ok(None)` when the root does not exist.
+    fn resolve<'a>(&'a self, p: &'a Location) -> Result<Option<(&'a Dir, &'a str)>, FactError> {
+        let root = self
+            .roots
+            .get(&p.root)
+            .ok_or_else(|| FactError::RootNotGranted(p.root.clone()))?;
+        check_relative(&p.path)
+            .map_err(|why| FactError::InvalidPath(format!("`{}` {why}", p.path)))?;
+        let rel = if p.path.is_empty() {
+            "."
+        } else {
+            p.path.as_str()
+        };
+        Ok(root.dir.as_ref().map(|d| (d, rel)))
+    }
+
+    fn missing(p: &Location) -> FactError {
+        FactError::NotFound(p.to_string())
+    }
+}
+
+fn io_err(p: &Location, e: std::io::Error) -> FactError {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => FactError::NotFound(p.to_string()),
+        _ => FactError::Io(format!("{p}: {e}")),
+    }
+}
+
+fn kind(t: FileType) -> EntryKind {
+    if t.is_symlink() {
+        EntryKind::Symlink
+    } else if t.is_dir() {
+        EntryKind::Dir
+    } else if t.is_file() {
+        EntryKind::File
+    } else {
+        EntryKind::Other
+    }
+}
+
+fn file_stat(m: &Metadata) -> FileStat {
+    let mtime_ms = m
+        .modified()
+        .ok()
+        .and_then(|t| t.into_std().duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    FileStat {
+        kind: kind(m.file_type()),
+        size: if m.is_file() { m.len() } else { 0 },
+        mtime_ms,
+        readonly: m.permissions().readonly(),
+    }
+}
+
+fn tree_size(dir: &Dir) -> std::io::Result<u64> {
+    let mut total = 0;
+    for entry in dir.entries()? {
+        let entry = entry?;
+        let t = entry.file_type()?;
+        if t.is_dir() {
+            total += tree_size(&entry.open_dir()?)?;
+        } else if t.is_file() {
+            total += entry.metadata()?.len();
+        }
+    }
+    Ok(total)
+}
+
+/// Free space of the volume holding `path`, or of its nearest existing ancestor.
+fn available_space(path: &Path) -> std::io::Result<u64> {
+    let mut p = path;
+    loop {
+        match fs4::available_space(p) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                p = p.parent().ok_or(e)?;
+            }
+            other => return other,
+        }
+    }
+}
+
+impl FactSource for RealFacts {
+    fn exists(&self, p: &Location) -> Result<bool, FactError> {
+        let Some((dir, rel)) = self.resolve(p)? else {
+            return Ok(false);
+        };
+        match dir.symlink_metadata(rel) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io_err(p, e)),
+        }
+    }
+
+    fn list_dir(&self, p: &Location) -> Result<Vec<DirEntry>, FactError> {
+        let (dir, rel) = self.resolve(p)?.ok_or_else(|| Self::missing(p))?;
+        let mut out = Vec::new();
+        for entry in dir.read_dir(rel).map_err(|e| io_err(p, e))? {
+            let entry = entry.map_err(|e| io_err(p, e))?;
+            let meta = entry.metadata().map_err(|e| io_err(p, e))?;
+            out.push(DirEntry {
+                name: entry.file_name().to_string_lossy().into_owned(),
+                kind: kind(meta.file_type()),
+                size: if meta.is_file() { meta.len() } else { 0 },
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    fn stat(&self, p: &Location) -> Result<FileStat, FactError> {
+        let (dir, rel) = self.resolve(p)?.ok_or_else(|| Self::missing(p))?;
+        dir.symlink_metadata(rel)
+            .map(|m| file_stat(&m))
+            .map_err(|e| io_err(p, e))
+    }
+
+    fn tree_size(&self, p: &Location) -> Result<u64, FactError> {
+        let (dir, rel) = self.resolve(p)?.ok_or_else(|| Self::missing(p))?;
+        let meta = dir.symlink_metadata(rel).map_err(|e| io_err(p, e))?;
+        if !meta.is_dir() {
+            return Ok(if meta.is_file() { meta.len() } else { 0 });
+        }
+        let sub = dir.open_dir(rel).map_err(|e| io_err(p, e))?;
+        tree_size(&sub).map_err(|e| io_err(p, e))
+    }
+
+    fn free_space(&self, root: &str) -> Result<u64, FactError> {
+        let r = self
+            .roots
+            .get(root)
+            .ok_or_else(|| FactError::RootNotGranted(root.to_string()))?;
+        available_space(&r.path).map_err(|e| FactError::Io(format!("{}: {e}", r.path.display())))
+    }
+
+    fn read(&self, p: &Location, max_bytes: u32) -> Result<Vec<u8>, FactError> {
+        let (dir, rel) = self.resolve(p)?.ok_or_else(|| Self::missing(p))?;
+        let file = dir.open(rel).map_err(|e| io_err(p, e))?;
+        let len = file.metadata().map_err(|e| io_err(p, e))?.len();
+        if len > u64::from(max_bytes) {
+            return Err(FactError::TooLarge(len));
+        }
+        let mut buf = Vec::with_capacity(len as usize);
+        file.take(u64::from(max_bytes) + 1)
+            .read_to_end(&mut buf)
+            .map_err(|e| io_err(p, e))?;
+        if buf.len() as u64 > u64::from(max_bytes) {
+            return Err(FactError::TooLarge(buf.len() as u64));
+        }
+        Ok(buf)
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.now_ms
+    }
+
+    fn topology(&self) -> Topology {
+        self.topology.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(dir: &Path) -> RealFacts {
+        RealFacts::open(
+            [
+                ("data".to_string(), dir.join("data")),
+                ("set".to_string(), dir.join("not/yet")),
+            ],
+            Topology::default(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn reads_inside_the_root_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("data/mw/data")).unwrap();
+        std::fs::write(tmp.path().join("data/mw/data/a.odb"), b"12345").unwrap();
+        std::fs::write(tmp.path().join("secret"), b"s").unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("secret"), tmp.path().join("data/link"))
+            .unwrap();
+        let f = facts(tmp.path());
+        let loc = |p: &str| Location::new("data", p);
+        assert!(f.exists(&loc("mw/data/a.odb")).unwrap());
+        assert_eq!(f.tree_size(&loc("mw")).unwrap(), 5);
+        assert_eq!(f.read(&loc("mw/data/a.odb"), 5).unwrap(), b"12345");
+        assert_eq!(
+            f.read(&loc("mw/data/a.odb"), 4),
+            Err(FactError::TooLarge(5))
+        );
+        assert!(matches!(
+            f.read(&loc("../secret"), 10),
+            Err(FactError::InvalidPath(_))
+        ));
+        assert!(matches!(
+            f.read(&loc("/etc/passwd"), 10),
+            Err(FactError::InvalidPath(_))
+        ));
+        // The symlink is seen as a symlink and cannot be followed out of the root.
+        assert_eq!(f.stat(&loc("link")).unwrap().kind, EntryKind::Symlink);
+        assert!(f.read(&loc("link"), 10).is_err());
+        assert!(matches!(
+            f.exists(&Location::new("other", "")),
+            Err(FactError::RootNotGranted(_))
+        ));
+    }
+
+    #[test]
+    fn a_root_not_made_yet_is_empty_with_its_parents_free_space() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("data")).unwrap();
+        let f = facts(tmp.path());
+        assert!(!f.exists(&Location::new("set", "data")).unwrap());
+        assert!(f.free_space("set").unwrap() > 0);
+    }
+}

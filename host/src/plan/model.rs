@@ -1,0 +1,332 @@
+//! The plan model in the host's own terms.
+//!
+//! These types mirror the `plan-types` interface of the contract; `runtime` converts the WIT
+//! values into them and nothing else in the host sees WIT types. Their serde form is the
+//! documented plan document (`docs/plan-format.md`): change it only with a new `format_version`.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A location inside a granted root.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Location {
+    /// The root's name, as granted by the site policy.
+    pub root: String,
+    /// Relative path inside the root, `/`-separated; empty for the root itself.
+    pub path: String,
+}
+
+impl Location {
+    /// A location from a root name and a relative path.
+    pub fn new(root: impl Into<String>, path: impl Into<String>) -> Self {
+        Location {
+            root: root.into(),
+            path: path.into(),
+        }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:/{}", self.root, self.path)
+    }
+}
+
+/// State of a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServiceState {
+    /// The service is running.
+    Running,
+    /// The service is stopped.
+    Stopped,
+}
+
+/// A command invocation by logical name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exec {
+    /// Logical command name; the policy maps it to an executable.
+    pub command: String,
+    /// Arguments after the mapped executable's own.
+    pub args: Vec<String>,
+    /// Root to run in, if any.
+    pub cwd: Option<String>,
+    /// Exit codes that count as success; empty means only 0.
+    pub success_codes: Vec<i32>,
+}
+
+/// A condition on the site, evaluated by the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Condition {
+    /// Something exists at the path.
+    Exists {
+        /// Where.
+        path: Location,
+    },
+    /// Nothing exists at the path.
+    Absent {
+        /// Where.
+        path: Location,
+    },
+    /// The root's volume has at least `bytes` free.
+    FreeSpaceAtLeast {
+        /// Which root's volume.
+        root: String,
+        /// How many bytes must be free.
+        bytes: u64,
+    },
+    /// A mapped service is in a state.
+    ServiceIs {
+        /// Logical service name.
+        service: String,
+        /// The required state.
+        state: ServiceState,
+    },
+    /// A mapped command succeeds.
+    CommandSucceeds(Exec),
+}
+
+/// A data check the host performs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum VerifyCheck {
+    /// Every file below `to` equals its counterpart below `from`.
+    CopyMatches {
+        /// The original.
+        from: Location,
+        /// The copy.
+        to: Location,
+    },
+    /// Every file in `dir` ending in `suffix` has a partner named with `partner_suffix` appended.
+    PairedFiles {
+        /// The directory to check (not recursive).
+        dir: Location,
+        /// Suffix of the files that need a partner.
+        suffix: String,
+        /// What the partner's name adds.
+        partner_suffix: String,
+    },
+    /// Every page of an ESE database has a good checksum.
+    EsePages {
+        /// The database file.
+        path: Location,
+    },
+}
+
+/// The closed set of things a plan can ask for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Action {
+    /// Writes a small file atomically.
+    WriteFile {
+        /// Where.
+        path: Location,
+        /// The bytes to write.
+        #[serde(with = "contents")]
+        contents: Vec<u8>,
+    },
+    /// Removes a file or a tree; nothing there is success.
+    Remove {
+        /// What.
+        path: Location,
+    },
+    /// Renames within one root.
+    Rename {
+        /// The existing name.
+        from: Location,
+        /// The new name; must not exist.
+        to: Location,
+    },
+    /// Creates a directory and its parents.
+    EnsureDir {
+        /// Where.
+        path: Location,
+    },
+    /// Copies a tree to a new destination and records what it wrote.
+    CopyTree {
+        /// The source.
+        from: Location,
+        /// The destination; must not exist.
+        to: Location,
+    },
+    /// Runs a mapped command.
+    Exec(Exec),
+    /// Brings a mapped service to a state.
+    Service {
+        /// Logical service name.
+        service: String,
+        /// The wanted state.
+        state: ServiceState,
+    },
+    /// Polls a condition until it holds or the step times out.
+    WaitUntil {
+        /// The condition.
+        condition: Condition,
+        /// Time between polls.
+        interval_ms: u64,
+    },
+    /// Checks data.
+    Verify {
+        /// The check.
+        check: VerifyCheck,
+    },
+    /// Requires a condition to hold now.
+    Assert {
+        /// The condition.
+        condition: Condition,
+        /// What to tell the operator when it does not.
+        message: String,
+    },
+    /// A person's step; an approval gate in real runs.
+    Manual {
+        /// What to do.
+        instructions: String,
+        /// Where the procedure comes from.
+        reference: Option<String>,
+    },
+}
+
+impl Action {
+    /// The action's kind as it appears in the plan document.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Action::WriteFile { .. } => "write-file",
+            Action::Remove { .. } => "remove",
+            Action::Rename { .. } => "rename",
+            Action::EnsureDir { .. } => "ensure-dir",
+            Action::CopyTree { .. } => "copy-tree",
+            Action::Exec(_) => "exec",
+            Action::Service { .. } => "service",
+            Action::WaitUntil { .. } => "wait-until",
+            Action::Verify { .. } => "verify",
+            Action::Assert { .. } => "assert",
+            Action::Manual { .. } => "manual",
+        }
+    }
+}
+
+/// What happens when a step fails after its retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnError {
+    /// Stop; run the cleanup.
+    Abort,
+    /// Record the failure and go on.
+    Continue,
+}
+
+/// One step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    /// Unique within the plan.
+    pub id: String,
+    /// One line for the operator.
+    pub title: String,
+    /// The server it runs on; `None` is the host's own.
+    pub target: Option<String>,
+    /// What to do when it fails.
+    pub on_error: OnError,
+    /// Time limit.
+    pub timeout_ms: Option<u64>,
+    /// Extra attempts after a failure.
+    pub retries: u32,
+    /// Runs only when this holds at that moment.
+    pub when: Option<Condition>,
+    /// What the step does.
+    pub action: Action,
+}
+
+/// Steps that run at the same time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Group {
+    /// Unique within the plan.
+    pub group: String,
+    /// One line for the operator.
+    pub title: String,
+    /// The steps, started together.
+    pub steps: Vec<Step>,
+}
+
+/// One element of a plan's body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Item {
+    /// A single step.
+    Step(Step),
+    /// A concurrent group.
+    Group(Group),
+}
+
+/// A condition the end state must satisfy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invariant {
+    /// Unique within the plan's invariants.
+    pub id: String,
+    /// What it means, for people.
+    pub description: String,
+    /// Where it is evaluated; `None` is the host's own server.
+    pub target: Option<String>,
+    /// The condition.
+    pub condition: Condition,
+}
+
+/// A plan as a plugin returned it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Plan {
+    /// The body, in order.
+    pub steps: Vec<Item>,
+    /// Always runs after the body, in order.
+    pub cleanup: Vec<Step>,
+    /// End-state conditions.
+    pub invariants: Vec<Invariant>,
+    /// What the operator must know before approving.
+    pub warnings: Vec<String>,
+}
+
+impl Plan {
+    /// Every step of the plan: body (group members in place), then cleanup.
+    pub fn all_steps(&self) -> impl Iterator<Item = &Step> {
+        self.steps
+            .iter()
+            .flat_map(|item| match item {
+                Item::Step(s) => std::slice::from_ref(s),
+                Item::Group(g) => g.steps.as_slice(),
+            })
+            .chain(self.cleanup.iter())
+    }
+}
+
+/// `write-file` contents: text when they are UTF-8, else hex, so plan documents stay readable.
+mod contents {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    enum Repr {
+        Text(String),
+        Hex(String),
+    }
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => Repr::Text(text.to_owned()),
+            Err(_) => Repr::Hex(bytes.iter().map(|b| format!("{b:02x}")).collect()),
+        }
+        .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        match Repr::deserialize(d)? {
+            Repr::Text(t) => Ok(t.into_bytes()),
+            Repr::Hex(h) => (0..h.len())
+                .step_by(2)
+                .map(|i| {
+                    h.get(i..i + 2)
+                        .and_then(|b| u8::from_str_radix(b, 16).ok())
+                        .ok_or_else(|| serde::de::Error::custom("contents.hex is not hex"))
+                })
+                .collect(),
+        }
+    }
+}

@@ -1,0 +1,404 @@
+//! Checks a plan against what the site policy granted, before anything simulates or runs it.
+
+use super::model::{Action, Condition, Item, Location, Plan, Step, VerifyCheck};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::fmt;
+
+/// What a job's policy grants a plan.
+#[derive(Debug, Clone, Default)]
+pub struct Grants {
+    /// Root name to whether the plan may write below it.
+    pub roots: BTreeMap<String, bool>,
+    /// Logical command names the policy maps.
+    pub commands: BTreeSet<String>,
+    /// Logical service names the policy maps.
+    pub services: BTreeSet<String>,
+    /// Servers a step may target.
+    pub servers: BTreeSet<String>,
+}
+
+/// One rule a plan broke.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// The step, group or invariant concerned (`None` for the plan as a whole).
+    pub at: Option<String>,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.at {
+            Some(at) => write!(f, "step `{at}`: {}", self.message),
+            None => write!(f, "{}", self.message),
+        }
+    }
+}
+
+/// A plan that must not be simulated or executed, with every reason.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the plan breaks {} rule(s):\n{}", .violations.len(), list(.violations))]
+pub struct ValidationError {
+    /// Every rule broken, in plan order.
+    pub violations: Vec<Violation>,
+}
+
+fn list(v: &[Violation]) -> String {
+    v.iter()
+        .map(|v| format!("  - {v}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Checks every rule; returns all violations at once so a plugin author fixes them in one pass.
+pub fn validate(plan: &Plan, grants: &Grants) -> Result<(), ValidationError> {
+    let mut v = Validator {
+        grants,
+        out: Vec::new(),
+        at: None,
+    };
+    let mut ids = HashSet::new();
+    for item in &plan.steps {
+        match item {
+            Item::Step(s) => v.step(s, &mut ids),
+            Item::Group(g) => {
+                v.at = Some(g.group.clone());
+                v.id(&g.group, &mut ids);
+                if g.steps.is_empty() {
+                    v.fail("a concurrent group must have at least one step");
+                }
+                for s in &g.steps {
+                    v.step(s, &mut ids);
+                }
+            }
+        }
+    }
+    for s in &plan.cleanup {
+        v.step(s, &mut ids);
+    }
+    let mut inv_ids = HashSet::new();
+    for inv in &plan.invariants {
+        v.at = Some(format!("invariant {}", inv.id));
+        v.id(&inv.id, &mut inv_ids);
+        v.target(inv.target.as_deref());
+        v.condition(&inv.condition);
+    }
+    if v.out.is_empty() {
+        Ok(())
+    } else {
+        Err(ValidationError { violations: v.out })
+    }
+}
+
+struct Validator<'a> {
+    grants: &'a Grants,
+    out: Vec<Violation>,
+    at: Option<String>,
+}
+
+impl Validator<'_> {
+    fn fail(&mut self, message: impl Into<String>) {
+        self.out.push(Violation {
+            at: self.at.clone(),
+            message: message.into(),
+        });
+    }
+
+    fn id(&mut self, id: &str, seen: &mut HashSet<String>) {
+        if id.is_empty()
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            self.fail("ids must be non-empty and use only letters, digits, `-`, `_` and `.`");
+        }
+        if !seen.insert(id.to_string()) {
+            self.fail(format!(
+                "the id `{id}` is used more than once; ids must be unique"
+            ));
+        }
+    }
+
+    fn target(&mut self, target: Option<&str>) {
+        if let Some(t) = target
+            && !self.grants.servers.contains(t)
+        {
+            let known: Vec<_> = self.grants.servers.iter().map(String::as_str).collect();
+            self.fail(format!(
+                "targets server `{t}`, which is not one of this job's servers ({}); add it to \
+                 the job's `servers` in the policy",
+                if known.is_empty() {
+                    "none".into()
+                } else {
+                    known.join(", ")
+                }
+            ));
+        }
+    }
+
+    fn step(&mut self, s: &Step, ids: &mut HashSet<String>) {
+        self.at = Some(s.id.clone());
+        self.id(&s.id, ids);
+        self.target(s.target.as_deref());
+        if s.retries > 100 {
+            self.fail(format!("{} retries is too many (at most 100)", s.retries));
+        }
+        if let Some(c) = &s.when {
+            self.condition(c);
+        }
+        self.action(&s.action);
+    }
+
+    fn action(&mut self, a: &Action) {
+        match a {
+            Action::WriteFile { path, .. }
+            | Action::Remove { path }
+            | Action::EnsureDir { path } => {
+                self.location(path, true);
+                if path.path.is_empty() && !matches!(a, Action::EnsureDir { .. }) {
+                    self.fail(format!(
+                        "{} cannot act on the root `{}` itself",
+                        a.kind(),
+                        path.root
+                    ));
+                }
+            }
+            Action::Rename { from, to } => {
+                self.location(from, true);
+                self.location(to, true);
+                if from.root != to.root {
+                    self.fail(format!(
+                        "rename from root `{}` to root `{}`: a rename stays within one root; \
+                         use copy-tree to move data between roots",
+                        from.root, to.root
+                    ));
+                }
+                if from.path.is_empty() || to.path.is_empty() {
+                    self.fail("rename cannot move a root itself");
+                }
+            }
+            Action::CopyTree { from, to } => {
+                self.location(from, false);
+                self.location(to, true);
+                if to.path.is_empty() {
+                    self.fail("copy-tree needs a destination below its root, not the root itself");
+                }
+            }
+            Action::Exec(e) => self.exec(&e.command, e.cwd.as_deref()),
+            Action::Service { service, .. } => self.service(service),
+            Action::WaitUntil { condition, .. } | Action::Assert { condition, .. } => {
+                self.condition(condition)
+            }
+            Action::Verify { check } => match check {
+                VerifyCheck::CopyMatches { from, to } => {
+                    self.location(from, false);
+                    self.location(to, false);
+                }
+                VerifyCheck::PairedFiles { dir, .. } => self.location(dir, false),
+                VerifyCheck::EsePages { path } => self.location(path, false),
+            },
+            Action::Manual { instructions, .. } => {
+                if instructions.trim().is_empty() {
+                    self.fail("a manual step must tell the operator what to do");
+                }
+            }
+        }
+    }
+
+    fn condition(&mut self, c: &Condition) {
+        match c {
+            Condition::Exists { path } | Condition::Absent { path } => self.location(path, false),
+            Condition::FreeSpaceAtLeast { root, .. } => self.root(root, false),
+            Condition::ServiceIs { service, .. } => self.service(service),
+            Condition::CommandSucceeds(e) => self.exec(&e.command, e.cwd.as_deref()),
+        }
+    }
+
+    fn exec(&mut self, command: &str, cwd: Option<&str>) {
+        if !self.grants.commands.contains(command) {
+            self.fail(format!(
+                "runs the command `{command}`, which the policy does not map; add it to the \
+                 job's [commands] table with the executable to run"
+            ));
+        }
+        if let Some(root) = cwd {
+            self.root(root, false);
+        }
+    }
+
+    fn service(&mut self, service: &str) {
+        if !self.grants.services.contains(service) {
+            self.fail(format!(
+                "controls the service `{service}`, which the policy does not map; add it to the \
+                 job's [services] table"
+            ));
+        }
+    }
+
+    fn root(&mut self, root: &str, write: bool) {
+        match self.grants.roots.get(root) {
+            None => self.fail(format!(
+                "uses the root `{root}`, which this job does not grant; add it to the job's \
+                 [roots] table"
+            )),
+            Some(false) if write => self.fail(format!(
+                "writes below the root `{root}`, which is granted read-only for this operation"
+            )),
+            Some(_) => {}
+        }
+    }
+
+    fn location(&mut self, loc: &Location, write: bool) {
+        self.root(&loc.root, write);
+        if let Err(why) = check_relative(&loc.path) {
+            self.fail(format!(
+                "the path `{}` in root `{}` {why}",
+                loc.path, loc.root
+            ));
+        }
+    }
+}
+
+/// Checks that a plan path is relative and stays inside its root. Used for facts requests too.
+pub fn check_relative(path: &str) -> Result<(), &'static str> {
+    if path.starts_with('/') || path.starts_with('\\') {
+        return Err("is absolute; plan paths are relative to their root");
+    }
+    if path.len() >= 2 && path.as_bytes()[1] == b':' {
+        return Err("has a drive letter; plan paths are relative to their root");
+    }
+    if path.contains('\\') {
+        return Err("contains `\\`; plan paths use `/` as separator");
+    }
+    if path.contains('\0') {
+        return Err("contains a NUL byte");
+    }
+    if path.split('/').any(|c| c == "..") {
+        return Err("contains `..`; plan paths may not leave their root");
+    }
+    if !path.is_empty() && path.split('/').any(|c| c.is_empty() || c == ".") {
+        return Err("has an empty or `.` component; write each path in its plain form");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::model::{Exec, Group, OnError};
+
+    fn grants() -> Grants {
+        Grants {
+            roots: [("data".to_string(), true), ("set".to_string(), false)].into(),
+            commands: ["mwsave".to_string()].into(),
+            services: BTreeSet::new(),
+            servers: ["mw1".to_string()].into(),
+        }
+    }
+
+    fn step(id: &str, action: Action) -> Step {
+        Step {
+            id: id.into(),
+            title: "t".into(),
+            target: None,
+            on_error: OnError::Abort,
+            timeout_ms: None,
+            retries: 0,
+            when: None,
+            action,
+        }
+    }
+
+    fn remove(root: &str, path: &str) -> Action {
+        Action::Remove {
+            path: Location::new(root, path),
+        }
+    }
+
+    fn messages(plan: &Plan) -> Vec<String> {
+        match validate(plan, &grants()) {
+            Ok(()) => vec![],
+            Err(e) => e.violations.iter().map(|v| v.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_clean_plan_passes() {
+        let plan = Plan {
+            steps: vec![Item::Step(step("a", remove("data", "mw/data/maint")))],
+            ..Plan::default()
+        };
+        assert_eq!(messages(&plan), Vec::<String>::new());
+    }
+
+    #[test]
+    fn every_violation_names_its_step() {
+        let mut exec = step(
+            "run",
+            Action::Exec(Exec {
+                command: "rm".into(),
+                args: vec![],
+                cwd: None,
+                success_codes: vec![],
+            }),
+        );
+        exec.target = Some("elsewhere".into());
+        let plan = Plan {
+            steps: vec![
+                Item::Step(step("abs", remove("data", "/etc/passwd"))),
+                Item::Step(step("up", remove("data", "mw/../../etc"))),
+                Item::Step(step("up", remove("nope", "x"))),
+                Item::Step(step("ro", remove("set", "data"))),
+                Item::Step(exec),
+                Item::Group(Group {
+                    group: "g".into(),
+                    title: "empty".into(),
+                    steps: vec![],
+                }),
+            ],
+            ..Plan::default()
+        };
+        let m = messages(&plan);
+        assert_eq!(m.len(), 8, "{m:#?}");
+        assert!(
+            m[0].starts_with("step `abs`: the path `/etc/passwd`") && m[0].contains("absolute")
+        );
+        assert!(m[1].starts_with("step `up`:") && m[1].contains("`..`"));
+        assert!(m[2].contains("`up` is used more than once"));
+        assert!(m[3].contains("root `nope`, which this job does not grant"));
+        assert!(m[4].starts_with("step `ro`:") && m[4].contains("read-only"));
+        assert!(m[5].starts_with("step `run`:") && m[5].contains("server `elsewhere`"));
+        assert!(m[6].contains("command `rm`, which the policy does not map"));
+        assert!(m[7].starts_with("step `g`:") && m[7].contains("at least one step"));
+    }
+
+    #[test]
+    fn relative_paths() {
+        assert!(check_relative("").is_ok());
+        assert!(check_relative("mw/data").is_ok());
+        for bad in [
+            "/x", "\\x", "C:x", "a/../b", "..", "a//b", "./a", "a\\b", "a/\0",
+        ] {
+            assert!(check_relative(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn rename_stays_in_its_root() {
+        let plan = Plan {
+            steps: vec![Item::Step(step(
+                "mv",
+                Action::Rename {
+                    from: Location::new("data", "a"),
+                    to: Location::new("set", "a"),
+                },
+            ))],
+            ..Plan::default()
+        };
+        let m = messages(&plan);
+        assert!(
+            m.iter().any(|m| m.contains("stays within one root")),
+            "{m:#?}"
+        );
+    }
+}

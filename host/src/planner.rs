@@ -1,0 +1,460 @@
+//! From a policy's job to a validated plan: find and load the plugin, grant its roots, ask it to
+//! plan, and validate what it returned. `hokan plan` uses it; so will simulation and execution.
+
+use crate::facts::{FactSource, RealFacts, Server, Topology};
+use crate::plan::document::{FORMAT_VERSION, PlanDocument, PluginRef};
+use crate::plan::{Grants, ValidationError, validate};
+use crate::policy::{Job, Policy, PolicyError};
+use crate::runtime::{
+    CallError, Description, LoadError, PlanRefusal, PlanRequest, Plugin, Runtime, SetUse,
+};
+use crate::sets;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// Why a job could not be planned.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanJobError {
+    /// The policy is wrong for this job.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// The plugin could not be loaded.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The plugin misbehaved.
+    #[error(transparent)]
+    Call(#[from] CallError),
+    /// The plugin declined, for a reason of its own.
+    #[error("{plugin} cannot plan `{operation}` for job `{job}`: {refusal}")]
+    Refused {
+        /// The plugin.
+        plugin: String,
+        /// The job.
+        job: String,
+        /// The operation.
+        operation: String,
+        /// Its reason.
+        refusal: PlanRefusal,
+    },
+    /// The plan broke the site's rules.
+    #[error("the plan of {plugin} for `{operation}` of job `{job}` is not allowed: {error}")]
+    Invalid {
+        /// The plugin.
+        plugin: String,
+        /// The job.
+        job: String,
+        /// The operation.
+        operation: String,
+        /// Every violation.
+        error: ValidationError,
+    },
+    /// A set was needed and none could be found or read.
+    #[error("{0}")]
+    Sets(String),
+}
+
+/// Where plugins are found by name.
+#[derive(Debug, Clone)]
+pub struct PluginDir(pub PathBuf);
+
+impl PluginDir {
+    /// The plugin file a job names: `<dir>/<name>.wasm`, or a path relative to the policy file
+    /// when the name contains `/` or ends in `.wasm`.
+    pub fn resolve(&self, policy: &Policy, job: &Job) -> PathBuf {
+        let p = Path::new(&job.plugin);
+        if job.plugin.contains('/') || job.plugin.ends_with(".wasm") {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                policy.file.parent().unwrap_or(Path::new(".")).join(p)
+            }
+        } else {
+            self.0.join(format!("{}.wasm", job.plugin))
+        }
+    }
+}
+
+/// Loads a job's plugin, honouring the policy's pin.
+pub fn load_plugin(
+    rt: &Runtime,
+    dir: &PluginDir,
+    policy: &Policy,
+    job: &Job,
+) -> Result<Plugin, PlanJobError> {
+    let path = dir.resolve(policy, job);
+    if !path.exists() {
+        return Err(policy
+            .job_error(
+                job,
+                "plugin",
+                format!(
+                    "the plugin file {} does not exist; build the plugins (`cargo xtask plugins`) or pass --plugin-dir",
+                    path.display()
+                ),
+            )
+            .into());
+    }
+    Ok(rt.load(&path, job.plugin_sha256.as_deref())?)
+}
+
+/// A problem `hokan validate` found in a job, given its plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// Errors stop the job; warnings do not.
+    pub error: bool,
+    /// The field concerned and what to do.
+    pub message: String,
+}
+
+/// Checks a job's grants against what its plugin describes.
+pub fn check_job(policy: &Policy, job: &Job, d: &Description) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let mut err = |error: bool, field: &str, message: String| {
+        out.push(Finding {
+            error,
+            message: policy.job_error(job, field, message).to_string(),
+        })
+    };
+    for op in &job.operations {
+        if d.operation(op).is_none() {
+            err(
+                true,
+                "operations",
+                format!(
+                    "`{op}` is not an operation of {} (it has: {})",
+                    d.name,
+                    names(d.operations.iter().map(|o| &o.name))
+                ),
+            );
+        }
+    }
+    for r in d.roots.iter().filter(|r| r.required) {
+        if !job.roots.contains_key(&r.name) {
+            err(
+                true,
+                "roots",
+                format!(
+                    "{} needs the root `{}` ({}); add it to the job's roots",
+                    d.name, r.name, r.description
+                ),
+            );
+        }
+    }
+    for r in job.roots.keys() {
+        if !d.roots.iter().any(|x| &x.name == r) {
+            err(
+                false,
+                "roots",
+                format!("the root `{r}` is not used by {}", d.name),
+            );
+        }
+    }
+    let uses_sets = d
+        .operations
+        .iter()
+        .filter(|o| job.operations.is_empty() || job.operations.contains(&o.name))
+        .any(|o| o.sets != SetUse::None);
+    if uses_sets && sets_dir(policy, job).is_none() {
+        err(
+            true,
+            "backup_root",
+            format!(
+                "{} keeps backup sets; set `backup_root` to the directory they go in",
+                d.name
+            ),
+        );
+    }
+    for k in job.params.keys() {
+        if !d.parameters.iter().any(|p| &p.name == k) {
+            err(
+                true,
+                "params",
+                format!(
+                    "`{k}` is not a parameter of {} (it has: {})",
+                    d.name,
+                    names(d.parameters.iter().map(|p| &p.name))
+                ),
+            );
+        }
+    }
+    for c in &d.commands {
+        if !job.commands.contains_key(&c.name) {
+            err(
+                false,
+                "commands",
+                format!(
+                    "`{}` is not mapped; plans that run it will be refused ({})",
+                    c.name, c.description
+                ),
+            );
+        }
+    }
+    for s in &d.services {
+        if !job.services.contains_key(&s.name) {
+            err(
+                false,
+                "services",
+                format!(
+                    "`{}` is not mapped; plans that control it will be refused ({})",
+                    s.name, s.description
+                ),
+            );
+        }
+    }
+    for c in job.commands.keys() {
+        if !d.commands.iter().any(|x| &x.name == c) {
+            err(
+                false,
+                "commands",
+                format!("`{c}` is not a command of {}", d.name),
+            );
+        }
+    }
+    out
+}
+
+fn names<'a>(it: impl Iterator<Item = &'a String>) -> String {
+    let v: Vec<&str> = it.map(String::as_str).collect();
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+/// What a planning call needs besides the plugin.
+#[derive(Debug, Clone)]
+pub struct PlanInput<'a> {
+    /// The operation.
+    pub operation: &'a str,
+    /// The set to restore from (default: the newest).
+    pub set: Option<&'a str>,
+    /// The clock the plugin sees.
+    pub now: SystemTime,
+}
+
+/// The roots, grants, request and topology of one planning call.
+pub struct Prepared {
+    /// Root names to directories, including `set` when the operation uses one.
+    pub roots: BTreeMap<String, PathBuf>,
+    /// What the plan may touch.
+    pub grants: Grants,
+    /// The request for the plugin.
+    pub request: PlanRequest,
+    /// The site as the plugin sees it.
+    pub topology: Topology,
+}
+
+/// Works out the grants and the request of one planning call, choosing the backup set.
+pub fn prepare(
+    policy: &Policy,
+    job: &Job,
+    d: &Description,
+    input: &PlanInput<'_>,
+) -> Result<Prepared, PlanJobError> {
+    let op = d.operation(input.operation).ok_or_else(|| {
+        policy.job_error(
+            job,
+            "",
+            format!(
+                "{} has no operation `{}` (it has: {})",
+                d.name,
+                input.operation,
+                names(d.operations.iter().map(|o| &o.name))
+            ),
+        )
+    })?;
+    if !job.operations.is_empty() && !job.operations.iter().any(|o| o == input.operation) {
+        return Err(policy
+            .job_error(
+                job,
+                "operations",
+                format!(
+                    "the job does not allow `{}`; add it to the job's operations",
+                    input.operation
+                ),
+            )
+            .into());
+    }
+    let mut roots = job.roots.clone();
+    let mut grants = Grants {
+        roots: job
+            .roots
+            .keys()
+            .map(|r| {
+                (
+                    r.clone(),
+                    d.roots
+                        .iter()
+                        .find(|x| &x.name == r)
+                        .is_some_and(|x| x.writable),
+                )
+            })
+            .collect(),
+        commands: job.commands.keys().cloned().collect(),
+        services: job.services.keys().cloned().collect(),
+        servers: policy.job_servers(job).into_iter().collect(),
+    };
+    let mut set_id = None;
+    if op.sets != SetUse::None {
+        let dir = sets_dir(policy, job).ok_or_else(|| {
+            policy.job_error(
+                job,
+                "backup_root",
+                format!("`{}` uses backup sets; set `backup_root`", input.operation),
+            )
+        })?;
+        let id = match op.sets {
+            SetUse::Writes if job.sets_of.is_some() => {
+                return Err(policy
+                    .job_error(job, "sets_of", format!("`{}` writes a backup set, but this job only restores the sets of another job; run it from that job", input.operation))
+                    .into());
+            }
+            SetUse::Writes => sets::id_at(input.now),
+            _ => choose_set(&dir, input.set)?,
+        };
+        roots.insert("set".into(), dir.join(&id));
+        grants.roots.insert("set".into(), op.sets == SetUse::Writes);
+        set_id = Some(id);
+    } else if let Some(s) = input.set {
+        return Err(PlanJobError::Sets(format!(
+            "`{}` does not use a backup set; remove --set {s}",
+            input.operation
+        )));
+    }
+    let mut params: BTreeMap<String, String> = d
+        .parameters
+        .iter()
+        .filter_map(|p| Some((p.name.clone(), p.default.clone()?)))
+        .collect();
+    params.extend(job.params.clone());
+    let topology = Topology {
+        site: policy.site.clone(),
+        timezone: policy.timezone.clone(),
+        servers: policy
+            .servers
+            .iter()
+            .map(|s| Server {
+                name: s.name.clone(),
+                role: s.role.clone(),
+                address: s.address.clone(),
+            })
+            .collect(),
+        job: job.name.clone(),
+        job_servers: policy.job_servers(job),
+    };
+    Ok(Prepared {
+        roots,
+        grants,
+        request: PlanRequest {
+            operation: input.operation.to_string(),
+            params,
+            set_id,
+        },
+        topology,
+    })
+}
+
+/// The directory of the sets a job writes and reads: its own, or those of the job it restores
+/// from (`sets_of`), under its own `backup_root` or that job's.
+pub fn sets_dir(policy: &Policy, job: &Job) -> Option<PathBuf> {
+    let owner = job
+        .sets_of
+        .as_ref()
+        .and_then(|o| policy.jobs.get(o))
+        .unwrap_or(job);
+    let root = job.backup_root.as_ref().or(owner.backup_root.as_ref())?;
+    Some(sets::job_dir(root, &policy.site, &owner.name))
+}
+
+fn choose_set(dir: &Path, wanted: Option<&str>) -> Result<String, PlanJobError> {
+    let ids = sets::list(dir).map_err(|e| {
+        PlanJobError::Sets(format!("cannot list backup sets in {}: {e}", dir.display()))
+    })?;
+    match wanted {
+        Some(id) if ids.iter().any(|i| i == id) => Ok(id.to_string()),
+        Some(id) => Err(PlanJobError::Sets(format!(
+            "there is no backup set `{id}` in {}; sets there: {}",
+            dir.display(),
+            if ids.is_empty() {
+                "none".into()
+            } else {
+                ids.join(", ")
+            }
+        ))),
+        None => ids.last().cloned().ok_or_else(|| {
+            PlanJobError::Sets(format!(
+                "there is no backup set in {} yet; run the job's backup first",
+                dir.display()
+            ))
+        }),
+    }
+}
+
+/// Plans an operation against `facts` and validates the result.
+pub fn plan_with(
+    rt: &Runtime,
+    plugin: &Plugin,
+    policy: &Policy,
+    job: &Job,
+    prepared: &Prepared,
+    facts: Arc<dyn FactSource>,
+) -> Result<PlanDocument, PlanJobError> {
+    let d = plugin.description();
+    let operation = prepared.request.operation.clone();
+    let plan = rt
+        .plan(plugin, facts, &prepared.request)?
+        .map_err(|refusal| PlanJobError::Refused {
+            plugin: d.name.clone(),
+            job: job.name.clone(),
+            operation: operation.clone(),
+            refusal,
+        })?;
+    validate(&plan, &prepared.grants).map_err(|error| PlanJobError::Invalid {
+        plugin: d.name.clone(),
+        job: job.name.clone(),
+        operation: operation.clone(),
+        error,
+    })?;
+    Ok(PlanDocument {
+        format_version: FORMAT_VERSION.into(),
+        plugin: PluginRef {
+            name: d.name.clone(),
+            version: d.version.clone(),
+            sha256: plugin.sha256().to_string(),
+        },
+        site: policy.site.clone(),
+        job: job.name.clone(),
+        operation,
+        set: prepared.request.set_id.clone(),
+        plan,
+    })
+}
+
+/// Plans an operation against the real directories, read-only.
+pub fn plan_job(
+    rt: &Runtime,
+    plugin: &Plugin,
+    policy: &Policy,
+    job: &Job,
+    input: &PlanInput<'_>,
+) -> Result<PlanDocument, PlanJobError> {
+    let prepared = prepare(policy, job, plugin.description(), input)?;
+    let facts = RealFacts::open(prepared.roots.clone(), prepared.topology.clone())
+        .map_err(|e| policy.job_error(job, "roots", e.to_string()))?;
+    let now_ms = input
+        .now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    plan_with(
+        rt,
+        plugin,
+        policy,
+        job,
+        &prepared,
+        Arc::new(facts.with_now_ms(now_ms)),
+    )
+}

@@ -1,0 +1,691 @@
+//! Site policies: which servers a site has, and which jobs run which plugin with what grants.
+//!
+//! A policy is a TOML file (see the README's "Policy format"). Every error names the file, the
+//! line and column, and the field, and says what to change.
+
+mod schedule;
+
+pub use schedule::Schedule;
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use toml::Spanned;
+
+/// A policy that cannot be used, with where and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct PolicyError {
+    /// The policy file.
+    pub file: PathBuf,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// 1-based column, when known.
+    pub column: Option<usize>,
+    /// The field concerned (`jobs.mailwise.roots.data`), when known.
+    pub field: Option<String>,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let (Some(l), Some(c)) = (self.line, self.column) {
+            write!(f, ":{l}:{c}")?;
+        }
+        write!(f, ": ")?;
+        if let Some(field) = &self.field {
+            write!(f, "{field}: ")?;
+        }
+        write!(f, "{}", self.message)
+    }
+}
+
+/// A server of the site.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    /// Unique name within the site.
+    pub name: String,
+    /// Product role (defined by the plugins' manuals).
+    pub role: String,
+    /// Host name or address; `localhost` for the host's own machine.
+    pub address: String,
+}
+
+/// How to run a mapped command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandMap {
+    /// The executable.
+    pub program: String,
+    /// Arguments placed before the plan's own.
+    pub args: Vec<String>,
+}
+
+/// How to control a mapped service: each is a full command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceMap {
+    /// Starts the service.
+    pub start: Vec<String>,
+    /// Stops the service.
+    pub stop: Vec<String>,
+    /// Exits 0 when the service runs, if the site has such a command.
+    pub status: Option<Vec<String>>,
+}
+
+/// One job: a plugin, its grants and its schedule.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// Its name (the key under `[jobs]`).
+    pub name: String,
+    /// The plugin: a name looked up in the plugin directory, or a path to a `.wasm` file.
+    pub plugin: String,
+    /// SHA-256 the plugin file must have.
+    pub plugin_sha256: Option<String>,
+    /// Operations the job may run; empty means all the plugin offers.
+    pub operations: Vec<String>,
+    /// The servers of the product instance.
+    pub servers: Vec<String>,
+    /// Root names to directories (absolute after loading).
+    pub roots: BTreeMap<String, PathBuf>,
+    /// Where backup sets go: `<backup_root>/<site>/<job>/<set id>/`.
+    pub backup_root: Option<PathBuf>,
+    /// Restore from another job's sets (a restore onto another server reads the sets the
+    /// original server's job wrote).
+    pub sets_of: Option<String>,
+    /// Logical command names to executables.
+    pub commands: BTreeMap<String, CommandMap>,
+    /// Logical service names to their controls.
+    pub services: BTreeMap<String, ServiceMap>,
+    /// Parameters passed to the plugin.
+    pub params: BTreeMap<String, String>,
+    /// When the job runs.
+    pub schedule: Option<Schedule>,
+    /// Where the job is written, for later errors about it.
+    pub line: usize,
+}
+
+/// A loaded, checked site policy.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// The file it came from.
+    pub file: PathBuf,
+    /// The site's name.
+    pub site: String,
+    /// IANA time zone.
+    pub timezone: String,
+    /// The site's servers.
+    pub servers: Vec<Server>,
+    /// Jobs by name.
+    pub jobs: BTreeMap<String, Job>,
+}
+
+impl Policy {
+    /// Reads and checks a policy file.
+    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+        let text = std::fs::read_to_string(path).map_err(|e| PolicyError {
+            file: path.to_path_buf(),
+            line: None,
+            column: None,
+            field: None,
+            message: format!("cannot read the policy: {e}"),
+        })?;
+        Policy::parse(path, &text)
+    }
+
+    /// Parses and checks policy text; `path` names it in errors and anchors relative paths.
+    pub fn parse(path: &Path, text: &str) -> Result<Policy, PolicyError> {
+        let src = Source { file: path, text };
+        let raw: RawPolicy = toml::from_str(text).map_err(|e| {
+            let span = e.span();
+            src.error(
+                span.clone(),
+                span.and_then(|s| src.field_at(s)),
+                e.message().to_string(),
+            )
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let base = if base.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            base
+        };
+        src.build(raw, base)
+    }
+
+    /// The job named `name`, or an error listing the jobs there are.
+    pub fn job(&self, name: &str) -> Result<&Job, PolicyError> {
+        self.jobs.get(name).ok_or_else(|| PolicyError {
+            file: self.file.clone(),
+            line: None,
+            column: None,
+            field: Some("jobs".into()),
+            message: format!(
+                "there is no job `{name}`; this policy has: {}",
+                self.jobs.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        })
+    }
+
+    /// The servers of a job (all the site's when the job names none).
+    pub fn job_servers(&self, job: &Job) -> Vec<String> {
+        if job.servers.is_empty() {
+            self.servers.iter().map(|s| s.name.clone()).collect()
+        } else {
+            job.servers.clone()
+        }
+    }
+
+    /// An error about a job, pointing at its table.
+    pub fn job_error(&self, job: &Job, field: &str, message: impl Into<String>) -> PolicyError {
+        PolicyError {
+            file: self.file.clone(),
+            line: Some(job.line),
+            column: Some(1),
+            field: Some(format!(
+                "jobs.{}{}{field}",
+                job.name,
+                if field.is_empty() { "" } else { "." }
+            )),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    site: RawSite,
+    #[serde(default)]
+    servers: Vec<Spanned<RawServer>>,
+    #[serde(default)]
+    jobs: BTreeMap<Spanned<String>, Spanned<RawJob>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSite {
+    name: Spanned<String>,
+    #[serde(default)]
+    timezone: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    name: Spanned<String>,
+    role: String,
+    #[serde(default = "localhost")]
+    address: String,
+}
+
+fn localhost() -> String {
+    "localhost".into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJob {
+    plugin: Spanned<String>,
+    #[serde(default)]
+    plugin_sha256: Option<Spanned<String>>,
+    #[serde(default)]
+    operations: Vec<String>,
+    #[serde(default)]
+    servers: Vec<Spanned<String>>,
+    #[serde(default)]
+    roots: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    backup_root: Option<Spanned<String>>,
+    #[serde(default)]
+    sets_of: Option<Spanned<String>>,
+    #[serde(default)]
+    commands: BTreeMap<String, Spanned<RawCommand>>,
+    #[serde(default)]
+    services: BTreeMap<String, Spanned<RawService>>,
+    #[serde(default)]
+    params: BTreeMap<String, Spanned<toml::Value>>,
+    #[serde(default)]
+    schedule: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawCommand {
+    Program(String),
+    Full {
+        program: String,
+        #[serde(default)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    start: Vec<String>,
+    stop: Vec<String>,
+    #[serde(default)]
+    status: Option<Vec<String>>,
+}
+
+/// The policy text, to turn byte spans into positions and field names.
+struct Source<'a> {
+    file: &'a Path,
+    text: &'a str,
+}
+
+impl Source<'_> {
+    fn position(&self, offset: usize) -> (usize, usize) {
+        let before = &self.text[..offset.min(self.text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        (line, column)
+    }
+
+    /// The dotted name of the key at `span`: the nearest table header above it, plus the key.
+    fn field_at(&self, span: Range<usize>) -> Option<String> {
+        let before = &self.text[..span.start.min(self.text.len())];
+        let header = before
+            .lines()
+            .rev()
+            .map(str::trim)
+            .find(|l| l.starts_with('['))
+            .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+        let key = self.text.get(span.clone()).map(str::trim).filter(|k| {
+            !k.is_empty()
+                && k.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c))
+        });
+        match (header, key) {
+            (Some(h), Some(k)) => Some(format!("{h}.{k}")),
+            (Some(h), None) => Some(h),
+            (None, k) => k.map(str::to_string),
+        }
+    }
+
+    fn error(
+        &self,
+        span: Option<Range<usize>>,
+        field: Option<String>,
+        message: impl Into<String>,
+    ) -> PolicyError {
+        let (line, column) = span.map(|s| self.position(s.start)).unzip();
+        PolicyError {
+            file: self.file.to_path_buf(),
+            line,
+            column,
+            field,
+            message: message.into(),
+        }
+    }
+
+    fn at<T>(
+        &self,
+        s: &Spanned<T>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> PolicyError {
+        self.error(Some(s.span()), Some(field.into()), message)
+    }
+
+    fn build(&self, raw: RawPolicy, base: &Path) -> Result<Policy, PolicyError> {
+        let site = raw.site.name.get_ref().trim().to_string();
+        if !is_name(&site) {
+            return Err(self.at(
+                &raw.site.name,
+                "site.name",
+                "use letters, digits, `-` and `_` only (it names backup directories)",
+            ));
+        }
+        let timezone = match &raw.site.timezone {
+            None => "UTC".to_string(),
+            Some(tz) => {
+                let ok = tz.get_ref() == "UTC"
+                    || tz.get_ref().split('/').count() >= 2
+                        && tz.get_ref().split('/').all(|p| {
+                            !p.is_empty()
+                                && p.chars()
+                                    .all(|c| c.is_ascii_alphanumeric() || "_+-".contains(c))
+                        });
+                if !ok {
+                    return Err(self.at(
+                        tz,
+                        "site.timezone",
+                        format!(
+                            "`{}` is not an IANA time zone name such as Asia/Tokyo or UTC",
+                            tz.get_ref()
+                        ),
+                    ));
+                }
+                tz.get_ref().clone()
+            }
+        };
+        let mut servers: Vec<Server> = Vec::new();
+        for s in raw.servers {
+            let span = s.span();
+            let s = s.into_inner();
+            let name = s.name.get_ref().clone();
+            if !is_name(&name) {
+                return Err(self.at(
+                    &s.name,
+                    "servers.name",
+                    "use letters, digits, `-` and `_` only",
+                ));
+            }
+            if servers.iter().any(|o| o.name == name) {
+                return Err(self.error(
+                    Some(span),
+                    Some("servers.name".into()),
+                    format!("the server `{name}` is listed twice"),
+                ));
+            }
+            servers.push(Server {
+                name,
+                role: s.role,
+                address: s.address,
+            });
+        }
+        let mut jobs = BTreeMap::new();
+        let mut sets_of = Vec::new();
+        for (name, job) in raw.jobs {
+            if let Some(s) = &job.get_ref().sets_of {
+                sets_of.push((name.get_ref().clone(), s.clone()));
+            }
+            let job = self.job(name.get_ref(), job, &servers, base)?;
+            jobs.insert(job.name.clone(), job);
+        }
+        for (job, other) in sets_of {
+            let target: Option<&Job> = jobs.get(other.get_ref());
+            match target {
+                None => {
+                    return Err(self.at(
+                        &other,
+                        format!("jobs.{job}.sets_of"),
+                        format!("there is no job `{}` in this policy", other.get_ref()),
+                    ));
+                }
+                Some(t) if t.backup_root.is_none() && jobs[&job].backup_root.is_none() => {
+                    return Err(self.at(
+                        &other,
+                        format!("jobs.{job}.sets_of"),
+                        format!(
+                            "neither this job nor `{}` has a backup_root",
+                            other.get_ref()
+                        ),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(Policy {
+            file: self.file.to_path_buf(),
+            site,
+            timezone,
+            servers,
+            jobs,
+        })
+    }
+
+    fn job(
+        &self,
+        name: &str,
+        raw: Spanned<RawJob>,
+        servers: &[Server],
+        base: &Path,
+    ) -> Result<Job, PolicyError> {
+        let line = self.position(raw.span().start).0;
+        let raw = raw.into_inner();
+        let f = |field: &str| format!("jobs.{name}.{field}");
+        if !is_name(name) {
+            return Err(self.error(
+                None,
+                Some(format!("jobs.{name}")),
+                "job names use letters, digits, `-` and `_` only (they name backup directories)",
+            ));
+        }
+        if raw.plugin.get_ref().trim().is_empty() {
+            return Err(self.at(
+                &raw.plugin,
+                f("plugin"),
+                "name the plugin (for example \"mailwise\") or give a path to its .wasm file",
+            ));
+        }
+        let plugin_sha256 = match raw.plugin_sha256 {
+            Some(s)
+                if s.get_ref().len() != 64
+                    || !s.get_ref().chars().all(|c| c.is_ascii_hexdigit()) =>
+            {
+                return Err(self.at(
+                    &s,
+                    f("plugin_sha256"),
+                    "must be 64 hex digits (the output of `sha256sum` or `hokan plugins`)",
+                ));
+            }
+            other => other.map(|s| s.into_inner().to_ascii_lowercase()),
+        };
+        let mut job_servers = Vec::new();
+        for s in &raw.servers {
+            if !servers.iter().any(|o| &o.name == s.get_ref()) {
+                return Err(self.at(
+                    s,
+                    f("servers"),
+                    format!(
+                        "`{}` is not a server of this site; declare it in a [[servers]] table",
+                        s.get_ref()
+                    ),
+                ));
+            }
+            job_servers.push(s.get_ref().clone());
+        }
+        let resolve = |p: &Spanned<String>, field: String| -> Result<PathBuf, PolicyError> {
+            if p.get_ref().trim().is_empty() {
+                return Err(self.at(p, field, "the directory is empty"));
+            }
+            let path = Path::new(p.get_ref());
+            Ok(if path.is_absolute() {
+                path.to_path_buf()
+            } else {
+                base.join(path)
+            })
+        };
+        let mut roots = BTreeMap::new();
+        for (root, dir) in &raw.roots {
+            if root == "set" {
+                return Err(self.at(dir, f("roots.set"), "`set` is reserved: hokan grants each run's backup set under that name; set `backup_root` instead"));
+            }
+            roots.insert(root.clone(), resolve(dir, f(&format!("roots.{root}")))?);
+        }
+        let backup_root = raw
+            .backup_root
+            .as_ref()
+            .map(|b| resolve(b, f("backup_root")))
+            .transpose()?;
+        let mut commands = BTreeMap::new();
+        for (cmd, spec) in raw.commands {
+            let mut c = match spec.get_ref() {
+                RawCommand::Program(p) => CommandMap {
+                    program: p.clone(),
+                    args: vec![],
+                },
+                RawCommand::Full { program, args } => CommandMap {
+                    program: program.clone(),
+                    args: args.clone(),
+                },
+            };
+            // A program given as a relative path is relative to the policy file; a bare name is
+            // looked up on PATH when it runs.
+            if c.program.contains('/') && Path::new(&c.program).is_relative() {
+                c.program = base.join(&c.program).to_string_lossy().into_owned();
+            }
+            if c.program.trim().is_empty() {
+                return Err(self.at(&spec, f(&format!("commands.{cmd}")), "the program is empty"));
+            }
+            commands.insert(cmd, c);
+        }
+        let mut services = BTreeMap::new();
+        for (svc, spec) in raw.services {
+            let s = spec.get_ref();
+            if s.start.is_empty()
+                || s.stop.is_empty()
+                || s.status.as_ref().is_some_and(Vec::is_empty)
+            {
+                return Err(self.at(&spec, f(&format!("services.{svc}")), "start, stop (and status, when given) must each be a command line such as [\"systemctl\", \"start\", \"x\"]"));
+            }
+            services.insert(
+                svc,
+                ServiceMap {
+                    start: s.start.clone(),
+                    stop: s.stop.clone(),
+                    status: s.status.clone(),
+                },
+            );
+        }
+        let mut params = BTreeMap::new();
+        for (k, v) in raw.params {
+            let value = match v.get_ref() {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(x) => x.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                _ => {
+                    return Err(self.at(
+                        &v,
+                        f(&format!("params.{k}")),
+                        "parameters are strings, numbers or booleans",
+                    ));
+                }
+            };
+            params.insert(k, value);
+        }
+        let schedule = match &raw.schedule {
+            None => None,
+            Some(s) => {
+                Some(Schedule::parse(s.get_ref()).map_err(|e| self.at(s, f("schedule"), e))?)
+            }
+        };
+        Ok(Job {
+            name: name.to_string(),
+            plugin: raw.plugin.into_inner(),
+            plugin_sha256,
+            operations: raw.operations,
+            servers: job_servers,
+            roots,
+            backup_root,
+            sets_of: raw.sets_of.as_ref().map(|s| s.get_ref().clone()),
+            commands,
+            services,
+            params,
+            schedule,
+            line,
+        })
+    }
+}
+
+fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// Loads a policy file, or every `*.toml` in a directory (sorted by name).
+pub fn load_all(path: &Path) -> Result<Vec<Policy>, PolicyError> {
+    if !path.is_dir() {
+        return Ok(vec![Policy::load(path)?]);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(|e| PolicyError {
+            file: path.to_path_buf(),
+            line: None,
+            column: None,
+            field: None,
+            message: format!("cannot list the policy directory: {e}"),
+        })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    files.iter().map(|f| Policy::load(f)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[site]
+name = "tokyo-hq"
+timezone = "Asia/Tokyo"
+
+[[servers]]
+name = "mw1"
+role = "mailwise"
+
+[jobs.mailwise]
+plugin = "mailwise"
+servers = ["mw1"]
+backup_root = "backups"
+schedule = "daily at 02:00"
+roots = { data = "/srv/mailwise" }
+commands = { mwsave = "/srv/mailwise/mwsave", maintenance-mode = { program = "/usr/local/bin/mw-maint", args = ["--site", "hq"] } }
+params = { window = "02:00-04:00", restore_archives = false }
+"#;
+
+    fn parse(text: &str) -> Result<Policy, PolicyError> {
+        Policy::parse(Path::new("/etc/hokan/site.toml"), text)
+    }
+
+    #[test]
+    fn a_good_policy_loads() {
+        let p = parse(GOOD).unwrap();
+        let job = p.job("mailwise").unwrap();
+        assert_eq!(p.site, "tokyo-hq");
+        assert_eq!(job.roots["data"], PathBuf::from("/srv/mailwise"));
+        assert_eq!(
+            job.backup_root.as_deref(),
+            Some(Path::new("/etc/hokan/backups"))
+        );
+        assert_eq!(job.commands["maintenance-mode"].args, vec!["--site", "hq"]);
+        assert_eq!(job.params["restore_archives"], "false");
+        assert_eq!(job.schedule, Some(Schedule::Daily { at: 120 }));
+        assert_eq!(job.line, 10);
+    }
+
+    #[test]
+    fn unknown_fields_name_line_column_and_field() {
+        let bad = GOOD.replace("backup_root =", "backup_rot =");
+        let e = parse(&bad).unwrap_err();
+        assert_eq!((e.line, e.column), (Some(13), Some(1)), "{e}");
+        assert_eq!(e.field.as_deref(), Some("jobs.mailwise.backup_rot"));
+        assert!(
+            e.to_string()
+                .starts_with("/etc/hokan/site.toml:13:1: jobs.mailwise.backup_rot: unknown field"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn semantic_errors_point_at_the_value() {
+        let e = parse(&GOOD.replace("daily at 02:00", "daily at 2am")).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("jobs.mailwise.schedule"));
+        assert_eq!(e.line, Some(14));
+        assert!(e.message.contains("HH:MM"));
+
+        let e = parse(&GOOD.replace(r#"servers = ["mw1"]"#, r#"servers = ["mw2"]"#)).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("jobs.mailwise.servers"));
+        assert!(e.message.contains("`mw2` is not a server"), "{e}");
+
+        let e = parse(&GOOD.replace("data = ", "set = ")).unwrap_err();
+        assert!(e.message.contains("reserved"), "{e}");
+
+        let e = parse(&GOOD.replace("Asia/Tokyo", "Tokyo time")).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("site.timezone"));
+    }
+
+    #[test]
+    fn syntax_errors_have_positions() {
+        let e = parse("[site]\nname = \"x\nfoo").unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+    }
+}

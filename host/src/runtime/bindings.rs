@@ -1,0 +1,437 @@
+//! The generated bindings of `hokan:policy@0.1.0` and every conversion between them and the
+//! host's own types. No other module sees a WIT type.
+
+use super::{
+    Description, Limits, MaintenanceMarker, NameInfo, OperationInfo, ParamInfo, PlanRefusal,
+    PlanRequest, RootInfo, SetUse, State,
+};
+use crate::facts as domain_facts;
+use crate::plan::model as m;
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "hokan:policy/plugin-world",
+});
+
+use exports::hokan::policy::plugin as wp;
+use hokan::policy::{facts as wf, log as wl, plan_types as wt, types as wty};
+
+// ---- imports served by the host -------------------------------------------------------------
+
+impl wty::Host for State {}
+impl wt::Host for State {}
+
+impl wl::Host for State {
+    fn log(&mut self, level: wl::Level, message: String) {
+        let plugin = &self.plugin;
+        let message: String = message.chars().take(4096).collect();
+        match level {
+            wl::Level::Debug => tracing::debug!(plugin, "{message}"),
+            wl::Level::Info => tracing::info!(plugin, "{message}"),
+            wl::Level::Warn => tracing::warn!(plugin, "{message}"),
+            wl::Level::Error => tracing::error!(plugin, "{message}"),
+        }
+    }
+}
+
+/// Largest file a plugin may read through facts, whatever it asks for.
+const MAX_FACT_READ: u32 = 1 << 20;
+
+impl wf::Host for State {
+    fn exists(&mut self, p: wty::Path) -> Result<bool, wf::FactError> {
+        self.facts.exists(&location(p)).map_err(fact_error)
+    }
+    fn list_dir(&mut self, p: wty::Path) -> Result<Vec<wty::DirEntry>, wf::FactError> {
+        let entries = self.facts.list_dir(&location(p)).map_err(fact_error)?;
+        Ok(entries
+            .into_iter()
+            .map(|e| wty::DirEntry {
+                name: e.name,
+                kind: entry_kind(e.kind),
+                size: e.size,
+            })
+            .collect())
+    }
+    fn stat(&mut self, p: wty::Path) -> Result<wty::FileStat, wf::FactError> {
+        let s = self.facts.stat(&location(p)).map_err(fact_error)?;
+        Ok(wty::FileStat {
+            kind: entry_kind(s.kind),
+            size: s.size,
+            mtime_ms: s.mtime_ms,
+            readonly: s.readonly,
+        })
+    }
+    fn tree_size(&mut self, p: wty::Path) -> Result<u64, wf::FactError> {
+        self.facts.tree_size(&location(p)).map_err(fact_error)
+    }
+    fn free_space(&mut self, root: String) -> Result<u64, wf::FactError> {
+        self.facts.free_space(&root).map_err(fact_error)
+    }
+    fn read_text(&mut self, p: wty::Path, max_bytes: u32) -> Result<String, wf::FactError> {
+        let loc = location(p);
+        let bytes = self
+            .facts
+            .read(&loc, max_bytes.min(MAX_FACT_READ))
+            .map_err(fact_error)?;
+        String::from_utf8(bytes).map_err(|_| wf::FactError::NotText(loc.to_string()))
+    }
+    fn read_bytes(&mut self, p: wty::Path, max_bytes: u32) -> Result<Vec<u8>, wf::FactError> {
+        self.facts
+            .read(&location(p), max_bytes.min(MAX_FACT_READ))
+            .map_err(fact_error)
+    }
+    fn now_ms(&mut self) -> i64 {
+        self.facts.now_ms()
+    }
+    fn site_topology(&mut self) -> wty::Topology {
+        let t = self.facts.topology();
+        wty::Topology {
+            site: t.site,
+            timezone: t.timezone,
+            servers: t
+                .servers
+                .into_iter()
+                .map(|s| wty::Server {
+                    name: s.name,
+                    role: s.role,
+                    address: s.address,
+                })
+                .collect(),
+            job: t.job,
+            job_servers: t.job_servers,
+        }
+    }
+}
+
+fn location(p: wty::Path) -> m::Location {
+    m::Location {
+        root: p.root,
+        path: p.path,
+    }
+}
+
+fn entry_kind(k: domain_facts::EntryKind) -> wty::EntryKind {
+    match k {
+        domain_facts::EntryKind::File => wty::EntryKind::File,
+        domain_facts::EntryKind::Dir => wty::EntryKind::Dir,
+        domain_facts::EntryKind::Symlink => wty::EntryKind::Symlink,
+        domain_facts::EntryKind::Other => wty::EntryKind::Other,
+    }
+}
+
+fn fact_error(e: domain_facts::FactError) -> wf::FactError {
+    use domain_facts::FactError as E;
+    match e {
+        E::RootNotGranted(r) => wf::FactError::RootNotGranted(r),
+        E::InvalidPath(p) => wf::FactError::InvalidPath(p),
+        E::NotFound(p) => wf::FactError::NotFound(p),
+        E::TooLarge(n) => wf::FactError::TooLarge(n),
+        E::NotText(p) => wf::FactError::NotText(p),
+        E::Io(m) => wf::FactError::Io(m),
+    }
+}
+
+// ---- exports called by the host -------------------------------------------------------------
+
+pub(super) fn request(r: &PlanRequest) -> wp::Request {
+    wp::Request {
+        operation: r.operation.clone(),
+        params: r
+            .params
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        set_id: r.set_id.clone(),
+    }
+}
+
+pub(super) fn refusal(e: wp::PlanError) -> PlanRefusal {
+    match e {
+        wp::PlanError::UnknownOperation(op) => PlanRefusal::UnknownOperation(op),
+        wp::PlanError::BadParameter(m) => PlanRefusal::BadParameter(m),
+        wp::PlanError::Refused(m) => PlanRefusal::Refused(m),
+        wp::PlanError::Facts(m) => PlanRefusal::Facts(m),
+    }
+}
+
+pub(super) fn description(d: wp::Description) -> Description {
+    Description {
+        name: d.name,
+        version: d.version,
+        product: d.product,
+        summary: d.summary,
+        operations: d
+            .operations
+            .into_iter()
+            .map(|o| OperationInfo {
+                name: o.name,
+                description: o.description,
+                sets: match o.sets {
+                    wp::SetUse::None => SetUse::None,
+                    wp::SetUse::Writes => SetUse::Writes,
+                    wp::SetUse::Reads => SetUse::Reads,
+                },
+            })
+            .collect(),
+        roots: d
+            .roots
+            .into_iter()
+            .map(|r| RootInfo {
+                name: r.name,
+                description: r.description,
+                writable: r.writable,
+                required: r.required,
+            })
+            .collect(),
+        parameters: d
+            .parameters
+            .into_iter()
+            .map(|p| ParamInfo {
+                name: p.name,
+                description: p.description,
+                default: p.default,
+            })
+            .collect(),
+        commands: d.commands.into_iter().map(name_info).collect(),
+        services: d.services.into_iter().map(name_info).collect(),
+        maintenance_markers: d
+            .maintenance_markers
+            .into_iter()
+            .map(|mk| MaintenanceMarker {
+                path: location(mk.path),
+                description: mk.description,
+            })
+            .collect(),
+    }
+}
+
+fn name_info(n: wp::NameInfo) -> NameInfo {
+    NameInfo {
+        name: n.name,
+        description: n.description,
+    }
+}
+
+/// Converts a plan, enforcing the size limits as it goes.
+pub(super) fn plan(p: wt::Plan, limits: &Limits) -> Result<m::Plan, String> {
+    let mut budget = Budget {
+        limits,
+        steps: 0,
+        bytes: 0,
+    };
+    let steps = p
+        .steps
+        .into_iter()
+        .map(|item| {
+            Ok(match item {
+                wt::PlanItem::Step(s) => m::Item::Step(budget.step(s)?),
+                wt::PlanItem::Group(g) => m::Item::Group(m::Group {
+                    group: budget.string(g.id)?,
+                    title: budget.string(g.title)?,
+                    steps: g
+                        .steps
+                        .into_iter()
+                        .map(|s| budget.step(s))
+                        .collect::<Result<_, String>>()?,
+                }),
+            })
+        })
+        .collect::<Result<_, String>>()?;
+    let cleanup = p
+        .cleanup
+        .into_iter()
+        .map(|s| budget.step(s))
+        .collect::<Result<_, String>>()?;
+    if p.invariants.len() > limits.max_steps {
+        return Err(format!(
+            "{} invariants (the limit is {})",
+            p.invariants.len(),
+            limits.max_steps
+        ));
+    }
+    let invariants = p
+        .invariants
+        .into_iter()
+        .map(|i| {
+            Ok(m::Invariant {
+                id: budget.string(i.id)?,
+                description: budget.string(i.description)?,
+                target: i.target.map(|t| budget.string(t)).transpose()?,
+                condition: budget.condition(i.condition)?,
+            })
+        })
+        .collect::<Result<_, String>>()?;
+    if p.warnings.len() > 100 {
+        return Err(format!("{} warnings (the limit is 100)", p.warnings.len()));
+    }
+    let warnings = p
+        .warnings
+        .into_iter()
+        .map(|w| budget.string(w))
+        .collect::<Result<_, String>>()?;
+    Ok(m::Plan {
+        steps,
+        cleanup,
+        invariants,
+        warnings,
+    })
+}
+
+/// Counts a plan's steps and bytes against the limits while converting it.
+struct Budget<'a> {
+    limits: &'a Limits,
+    steps: usize,
+    bytes: usize,
+}
+
+impl Budget<'_> {
+    fn string(&mut self, s: String) -> Result<String, String> {
+        self.bytes += s.len();
+        if s.len() > self.limits.max_string_bytes {
+            return Err(format!(
+                "a string of {} bytes (the limit is {})",
+                s.len(),
+                self.limits.max_string_bytes
+            ));
+        }
+        if self.bytes > self.limits.max_plan_bytes {
+            return Err(format!(
+                "more than {} bytes of text",
+                self.limits.max_plan_bytes
+            ));
+        }
+        Ok(s)
+    }
+
+    fn strings(&mut self, v: Vec<String>) -> Result<Vec<String>, String> {
+        v.into_iter().map(|s| self.string(s)).collect()
+    }
+
+    fn location(&mut self, p: wty::Path) -> Result<m::Location, String> {
+        Ok(m::Location {
+            root: self.string(p.root)?,
+            path: self.string(p.path)?,
+        })
+    }
+
+    fn step(&mut self, s: wt::Step) -> Result<m::Step, String> {
+        self.steps += 1;
+        if self.steps > self.limits.max_steps {
+            return Err(format!("more than {} steps", self.limits.max_steps));
+        }
+        Ok(m::Step {
+            id: self.string(s.id)?,
+            title: self.string(s.title)?,
+            target: s.target.map(|t| self.string(t)).transpose()?,
+            on_error: match s.on_error {
+                wt::OnError::Abort => m::OnError::Abort,
+                wt::OnError::Continue => m::OnError::Continue,
+            },
+            timeout_ms: s.timeout_ms,
+            retries: s.retries,
+            when: s.when.map(|c| self.condition(c)).transpose()?,
+            action: self.action(s.action)?,
+        })
+    }
+
+    fn exec(&mut self, e: wt::Exec) -> Result<m::Exec, String> {
+        Ok(m::Exec {
+            command: self.string(e.command)?,
+            args: self.strings(e.args)?,
+            cwd: e.cwd.map(|c| self.string(c)).transpose()?,
+            success_codes: e.success_codes,
+        })
+    }
+
+    fn state(s: wty::ServiceState) -> m::ServiceState {
+        match s {
+            wty::ServiceState::Running => m::ServiceState::Running,
+            wty::ServiceState::Stopped => m::ServiceState::Stopped,
+        }
+    }
+
+    fn condition(&mut self, c: wt::Condition) -> Result<m::Condition, String> {
+        Ok(match c {
+            wt::Condition::Exists(p) => m::Condition::Exists {
+                path: self.location(p)?,
+            },
+            wt::Condition::Absent(p) => m::Condition::Absent {
+                path: self.location(p)?,
+            },
+            wt::Condition::FreeSpaceAtLeast(f) => m::Condition::FreeSpaceAtLeast {
+                root: self.string(f.root)?,
+                bytes: f.bytes,
+            },
+            wt::Condition::ServiceIs(s) => m::Condition::ServiceIs {
+                service: self.string(s.service)?,
+                state: Self::state(s.state),
+            },
+            wt::Condition::CommandSucceeds(e) => m::Condition::CommandSucceeds(self.exec(e)?),
+        })
+    }
+
+    fn action(&mut self, a: wt::Action) -> Result<m::Action, String> {
+        Ok(match a {
+            wt::Action::WriteFile(w) => {
+                if w.contents.len() > self.limits.max_write_file_bytes {
+                    return Err(format!(
+                        "a write-file of {} bytes (the limit is {})",
+                        w.contents.len(),
+                        self.limits.max_write_file_bytes
+                    ));
+                }
+                m::Action::WriteFile {
+                    path: self.location(w.path)?,
+                    contents: w.contents,
+                }
+            }
+            wt::Action::Remove(p) => m::Action::Remove {
+                path: self.location(p)?,
+            },
+            wt::Action::Rename(r) => m::Action::Rename {
+                from: self.location(r.from)?,
+                to: self.location(r.to)?,
+            },
+            wt::Action::EnsureDir(p) => m::Action::EnsureDir {
+                path: self.location(p)?,
+            },
+            wt::Action::CopyTree(c) => m::Action::CopyTree {
+                from: self.location(c.from)?,
+                to: self.location(c.to)?,
+            },
+            wt::Action::Exec(e) => m::Action::Exec(self.exec(e)?),
+            wt::Action::Service(s) => m::Action::Service {
+                service: self.string(s.service)?,
+                state: Self::state(s.state),
+            },
+            wt::Action::WaitUntil(w) => m::Action::WaitUntil {
+                condition: self.condition(w.condition)?,
+                interval_ms: w.interval_ms,
+            },
+            wt::Action::Verify(v) => m::Action::Verify {
+                check: match v {
+                    wt::Verify::CopyMatches(c) => m::VerifyCheck::CopyMatches {
+                        from: self.location(c.from)?,
+                        to: self.location(c.to)?,
+                    },
+                    wt::Verify::PairedFiles(p) => m::VerifyCheck::PairedFiles {
+                        dir: self.location(p.dir)?,
+                        suffix: self.string(p.suffix)?,
+                        partner_suffix: self.string(p.partner_suffix)?,
+                    },
+                    wt::Verify::EsePages(p) => m::VerifyCheck::EsePages {
+                        path: self.location(p)?,
+                    },
+                },
+            },
+            wt::Action::Assert(a) => m::Action::Assert {
+                condition: self.condition(a.condition)?,
+                message: self.string(a.message)?,
+            },
+            wt::Action::Manual(mn) => m::Action::Manual {
+                instructions: self.string(mn.instructions)?,
+                reference: mn.reference.map(|r| self.string(r)).transpose()?,
+            },
+        })
+    }
+}

@@ -1,0 +1,642 @@
+//! Loads untrusted plugin components and calls them under limits.
+//!
+//! One [`Runtime`] holds one wasmtime engine, a linker with the host's imports, and a
+//! [`CompileCache`]. Each [`Plugin`] is compiled once (or loaded from the cache) and
+//! pre-instantiated; every call gets a fresh store with an epoch deadline and a memory cap, so a
+//! plugin that loops, traps or hoards memory fails that call alone and the host carries on.
+
+mod bindings;
+mod cache;
+mod contract;
+
+pub use cache::{CacheOutcome, CompileCache};
+pub use contract::{CONTRACT_VERSION, Contract, PLUGIN_INTERFACE, inspect};
+
+use crate::facts::FactSource;
+use crate::plan::{Location, Plan};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store, Trap};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+/// How often the epoch advances; deadlines are counted in these ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// How much of a plugin's stderr (panic messages) is kept for the error report.
+const STDERR_CAPTURE: usize = 16 * 1024;
+
+/// Limits applied to every call into a plugin.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Wall-clock time one call may take.
+    pub call_timeout: Duration,
+    /// Linear memory one call's instance may grow to.
+    pub memory_bytes: usize,
+    /// Steps in a plan, body, group members and cleanup together.
+    pub max_steps: usize,
+    /// Bytes of text in a plan.
+    pub max_plan_bytes: usize,
+    /// Bytes of one string in a plan.
+    pub max_string_bytes: usize,
+    /// Bytes of one write-file's contents.
+    pub max_write_file_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            call_timeout: Duration::from_secs(5),
+            memory_bytes: 64 << 20,
+            max_steps: 2_000,
+            max_plan_bytes: 4 << 20,
+            max_string_bytes: 64 << 10,
+            max_write_file_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Why a plugin could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read plugin {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The system's reason.
+        source: std::io::Error,
+    },
+    /// Not WebAssembly, or a core module rather than a component.
+    #[error(
+        "{path} is not a WebAssembly component ({reason}); build plugins with `cargo xtask plugins`"
+    )]
+    NotAComponent {
+        /// The file.
+        path: PathBuf,
+        /// What it is instead.
+        reason: String,
+    },
+    /// A component that does not export the plugin interface.
+    #[error(
+        "{path} is a component but not a hokan plugin: it does not export `{PLUGIN_INTERFACE}`"
+    )]
+    NotAPlugin {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Built against another version of the contract.
+    #[error(
+        "{path} was built for contract hokan:policy@{found}, but this host speaks hokan:policy@{expected}; rebuild the plugin against wit/ of this hokan, or use a hokan that speaks {found}"
+    )]
+    ContractMismatch {
+        /// The file.
+        path: PathBuf,
+        /// The plugin's version.
+        found: String,
+        /// The host's version.
+        expected: &'static str,
+    },
+    /// The policy pinned another hash.
+    #[error(
+        "{path} has sha256 {found}, but the policy pins {expected}; if the plugin was updated on purpose, update `plugin_sha256` in the policy"
+    )]
+    PinMismatch {
+        /// The file.
+        path: PathBuf,
+        /// The policy's pin.
+        expected: String,
+        /// The file's hash.
+        found: String,
+    },
+    /// wasmtime could not compile or link it.
+    #[error("{path} cannot be loaded: {message}")]
+    Compile {
+        /// The file.
+        path: PathBuf,
+        /// wasmtime's reason.
+        message: String,
+    },
+    /// `describe()` failed.
+    #[error("{path}: describe() failed: {source}")]
+    Describe {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: Box<CallError>,
+    },
+}
+
+/// Why a call into a plugin failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The call ran past its deadline and was interrupted.
+    #[error("plugin `{plugin}` did not finish {call}() within {limit:?} and was stopped")]
+    Timeout {
+        /// The plugin.
+        plugin: String,
+        /// Which export.
+        call: &'static str,
+        /// The deadline.
+        limit: Duration,
+    },
+    /// The plugin tried to grow its memory past the cap.
+    #[error(
+        "plugin `{plugin}` tried to use more than {limit_mib} MiB of memory in {call}() and was stopped"
+    )]
+    Memory {
+        /// The plugin.
+        plugin: String,
+        /// Which export.
+        call: &'static str,
+        /// The cap.
+        limit_mib: usize,
+    },
+    /// The plugin trapped (a panic, an out-of-bounds access...).
+    #[error("plugin `{plugin}` crashed in {call}(): {message}{}", stderr_note(.stderr))]
+    Trap {
+        /// The plugin.
+        plugin: String,
+        /// Which export.
+        call: &'static str,
+        /// wasmtime's description.
+        message: String,
+        /// What the plugin wrote to stderr (its panic message).
+        stderr: String,
+    },
+    /// The plan exceeded a size limit.
+    #[error("plugin `{plugin}` returned a plan that is too large: {what}")]
+    PlanTooLarge {
+        /// The plugin.
+        plugin: String,
+        /// Which limit.
+        what: String,
+    },
+}
+
+fn stderr_note(stderr: &str) -> String {
+    let s = stderr.trim();
+    if s.is_empty() {
+        String::new()
+    } else {
+        format!("\n  plugin output: {}", s.replace('\n', "\n  "))
+    }
+}
+
+/// How an operation uses backup sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SetUse {
+    /// No set.
+    None,
+    /// The host makes a new set, granted as root `set`.
+    Writes,
+    /// The host grants an existing set read-only as root `set`.
+    Reads,
+}
+
+/// An operation a plugin offers.
+#[derive(Debug, Clone, Serialize)]
+pub struct OperationInfo {
+    /// Its name.
+    pub name: String,
+    /// What it does.
+    pub description: String,
+    /// How it uses backup sets.
+    pub sets: SetUse,
+}
+
+/// A root a plugin needs.
+#[derive(Debug, Clone, Serialize)]
+pub struct RootInfo {
+    /// Its name.
+    pub name: String,
+    /// What directory the site should grant.
+    pub description: String,
+    /// Whether plans write below it.
+    pub writable: bool,
+    /// Whether the policy must grant it.
+    pub required: bool,
+}
+
+/// A parameter a plugin accepts.
+#[derive(Debug, Clone, Serialize)]
+pub struct ParamInfo {
+    /// Its name.
+    pub name: String,
+    /// What it means.
+    pub description: String,
+    /// Its default.
+    pub default: Option<String>,
+}
+
+/// A command or service name the policy maps.
+#[derive(Debug, Clone, Serialize)]
+pub struct NameInfo {
+    /// The logical name.
+    pub name: String,
+    /// What it is.
+    pub description: String,
+}
+
+/// A file whose existence means "in maintenance".
+#[derive(Debug, Clone, Serialize)]
+pub struct MaintenanceMarker {
+    /// Where.
+    pub path: Location,
+    /// What it means.
+    pub description: String,
+}
+
+/// What a plugin says about itself.
+#[derive(Debug, Clone, Serialize)]
+pub struct Description {
+    /// Short name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// Product and manuals.
+    pub product: String,
+    /// One paragraph.
+    pub summary: String,
+    /// Operations.
+    pub operations: Vec<OperationInfo>,
+    /// Roots it needs.
+    pub roots: Vec<RootInfo>,
+    /// Parameters.
+    pub parameters: Vec<ParamInfo>,
+    /// Commands to map.
+    pub commands: Vec<NameInfo>,
+    /// Services to map.
+    pub services: Vec<NameInfo>,
+    /// Maintenance markers.
+    pub maintenance_markers: Vec<MaintenanceMarker>,
+}
+
+impl Description {
+    /// The operation named `name`.
+    pub fn operation(&self, name: &str) -> Option<&OperationInfo> {
+        self.operations.iter().find(|o| o.name == name)
+    }
+}
+
+/// A request to plan one operation.
+#[derive(Debug, Clone, Default)]
+pub struct PlanRequest {
+    /// The operation.
+    pub operation: String,
+    /// Parameters (policy values over the plugin's defaults).
+    pub params: BTreeMap<String, String>,
+    /// The backup set used, if any.
+    pub set_id: Option<String>,
+}
+
+/// A plugin's own reason for not planning.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanRefusal {
+    /// Not an operation of the plugin.
+    #[error("the plugin has no operation `{0}`")]
+    UnknownOperation(String),
+    /// A parameter is wrong.
+    #[error("bad parameter: {0}")]
+    BadParameter(String),
+    /// The manual says not to proceed.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// A fact could not be read.
+    #[error("could not read the site: {0}")]
+    Facts(String),
+}
+
+/// Per-call state: the facts the call may see, WASI with nothing granted, and the limiter.
+pub struct State {
+    plugin: String,
+    facts: Arc<dyn FactSource>,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: MemoryCap,
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Caps linear memory and remembers whether the cap was hit, to name the failure correctly.
+struct MemoryCap {
+    limit: usize,
+    hit: bool,
+}
+
+impl wasmtime::ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.hit = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+/// A loaded plugin, ready to be called.
+pub struct Plugin {
+    path: PathBuf,
+    sha256: String,
+    pre: bindings::PluginWorldPre<State>,
+    description: Description,
+    cache: CacheOutcome,
+}
+
+impl Plugin {
+    /// The file it was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    /// SHA-256 of the component, hex.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+    /// What it said in `describe()`.
+    pub fn description(&self) -> &Description {
+        &self.description
+    }
+    /// Whether the compiled code came from the cache.
+    pub fn cache_outcome(&self) -> CacheOutcome {
+        self.cache
+    }
+}
+
+/// The engine and everything shared between plugins.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<State>,
+    cache: CompileCache,
+    limits: Limits,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+/// SHA-256 of bytes, hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl Runtime {
+    /// A runtime with its compile cache in `cache_dir`.
+    pub fn new(cache_dir: impl Into<PathBuf>, limits: Limits) -> wasmtime::Result<Self> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.max_wasm_stack(1 << 20);
+        let engine = Engine::new(&config)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        bindings::PluginWorld::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        let (weak_engine, stop) = (engine.weak(), stop_ticker.clone());
+        std::thread::Builder::new()
+            .name("hokan-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match weak_engine.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })?;
+        Ok(Runtime {
+            engine,
+            linker,
+            cache: CompileCache::new(cache_dir),
+            limits,
+            stop_ticker,
+        })
+    }
+
+    /// The limits every call runs under.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Reads, checks, compiles (or loads from the cache) and describes a plugin.
+    /// `pin` is the SHA-256 the policy requires, if any.
+    pub fn load(&self, path: &Path, pin: Option<&str>) -> Result<Plugin, LoadError> {
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        self.load_bytes(path, &bytes, pin)
+    }
+
+    /// As [`Runtime::load`], from bytes already read; `path` names them in errors.
+    pub fn load_bytes(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        pin: Option<&str>,
+    ) -> Result<Plugin, LoadError> {
+        let path = path.to_path_buf();
+        let sha256 = sha256_hex(bytes);
+        if let Some(expected) = pin
+            && !expected.eq_ignore_ascii_case(&sha256)
+        {
+            return Err(LoadError::PinMismatch {
+                path,
+                expected: expected.to_string(),
+                found: sha256,
+            });
+        }
+        match inspect(bytes) {
+            Contract::Speaks(v) if v == CONTRACT_VERSION => {}
+            Contract::Speaks(found) => {
+                return Err(LoadError::ContractMismatch {
+                    path,
+                    found,
+                    expected: CONTRACT_VERSION,
+                });
+            }
+            Contract::NotAPlugin => return Err(LoadError::NotAPlugin { path }),
+            Contract::CoreModule => {
+                return Err(LoadError::NotAComponent {
+                    path,
+                    reason: "it is a core module".into(),
+                });
+            }
+            Contract::NotWasm(reason) => return Err(LoadError::NotAComponent { path, reason }),
+        }
+        let compile_err = |e: wasmtime::Error| LoadError::Compile {
+            path: path.clone(),
+            message: format!("{e:#}"),
+        };
+        let (component, cache) = self
+            .cache
+            .load(&self.engine, &sha256, bytes)
+            .map_err(compile_err)?;
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(compile_err)?;
+        let pre = bindings::PluginWorldPre::new(instance_pre).map_err(compile_err)?;
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let raw = self
+            .call(
+                &pre,
+                &name,
+                "describe",
+                Arc::new(NoFacts),
+                |store, world| world.hokan_policy_plugin().call_describe(store),
+            )
+            .map_err(|e| LoadError::Describe {
+                path: path.clone(),
+                source: Box::new(e),
+            })?;
+        Ok(Plugin {
+            path,
+            sha256,
+            pre,
+            description: bindings::description(raw),
+            cache,
+        })
+    }
+
+    /// Asks a plugin for a plan, answering its facts from `facts`. The outer error is the host's
+    /// (the plugin misbehaved); the inner one is the plugin's own refusal.
+    pub fn plan(
+        &self,
+        plugin: &Plugin,
+        facts: Arc<dyn FactSource>,
+        request: &PlanRequest,
+    ) -> Result<Result<Plan, PlanRefusal>, CallError> {
+        let name = plugin.description.name.clone();
+        let req = bindings::request(request);
+        let raw = self.call(&plugin.pre, &name, "plan", facts, |store, world| {
+            world.hokan_policy_plugin().call_plan(store, &req)
+        })?;
+        match raw {
+            Err(refusal) => Ok(Err(bindings::refusal(refusal))),
+            Ok(plan) => bindings::plan(plan, &self.limits)
+                .map(Ok)
+                .map_err(|what| CallError::PlanTooLarge { plugin: name, what }),
+        }
+    }
+
+    fn call<R>(
+        &self,
+        pre: &bindings::PluginWorldPre<State>,
+        plugin: &str,
+        call: &'static str,
+        facts: Arc<dyn FactSource>,
+        f: impl FnOnce(&mut Store<State>, &bindings::PluginWorld) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
+        let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
+        let wasi = WasiCtxBuilder::new().stderr(stderr.clone()).build();
+        let mut store = Store::new(
+            &self.engine,
+            State {
+                plugin: plugin.to_string(),
+                facts,
+                wasi,
+                table: ResourceTable::new(),
+                limiter: MemoryCap {
+                    limit: self.limits.memory_bytes,
+                    hit: false,
+                },
+            },
+        );
+        store.limiter(|s| &mut s.limiter);
+        let ticks = (self.limits.call_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+        let result = pre
+            .instantiate(&mut store)
+            .and_then(|world| f(&mut store, &world));
+        result.map_err(|e| {
+            if store.data().limiter.hit {
+                CallError::Memory {
+                    plugin: plugin.into(),
+                    call,
+                    limit_mib: self.limits.memory_bytes >> 20,
+                }
+            } else if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+                CallError::Timeout {
+                    plugin: plugin.into(),
+                    call,
+                    limit: self.limits.call_timeout,
+                }
+            } else {
+                CallError::Trap {
+                    plugin: plugin.into(),
+                    call,
+                    message: format!("{e:#}"),
+                    stderr: String::from_utf8_lossy(&stderr.contents()).into_owned(),
+                }
+            }
+        })
+    }
+}
+
+/// Facts for `describe()`, which must not depend on the site.
+struct NoFacts;
+
+impl FactSource for NoFacts {
+    fn exists(&self, p: &Location) -> Result<bool, crate::facts::FactError> {
+        Err(crate::facts::FactError::RootNotGranted(p.root.clone()))
+    }
+    fn list_dir(
+        &self,
+        p: &Location,
+    ) -> Result<Vec<crate::facts::DirEntry>, crate::facts::FactError> {
+        Err(crate::facts::FactError::RootNotGranted(p.root.clone()))
+    }
+    fn stat(&self, p: &Location) -> Result<crate::facts::FileStat, crate::facts::FactError> {
+        Err(crate::facts::FactError::RootNotGranted(p.root.clone()))
+    }
+    fn tree_size(&self, p: &Location) -> Result<u64, crate::facts::FactError> {
+        Err(crate::facts::FactError::RootNotGranted(p.root.clone()))
+    }
+    fn free_space(&self, root: &str) -> Result<u64, crate::facts::FactError> {
+        Err(crate::facts::FactError::RootNotGranted(root.into()))
+    }
+    fn read(&self, p: &Location, _: u32) -> Result<Vec<u8>, crate::facts::FactError> {
+        Err(crate::facts::FactError::RootNotGranted(p.root.clone()))
+    }
+    fn now_ms(&self) -> i64 {
+        0
+    }
+    fn topology(&self) -> crate::facts::Topology {
+        crate::facts::Topology::default()
+    }
+}
