@@ -135,3 +135,61 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A throwaway site: a policy file, a mailwise data directory and a backup root, in a temporary
+/// directory that lives as long as the value.
+pub struct Site {
+    /// The temporary directory.
+    pub dir: tempfile::TempDir,
+}
+
+/// A policy for one mailwise job at `data`, with backups under `backups`, both relative to the
+/// policy file.
+pub const MAILWISE_POLICY: &str = r#"
+[site]
+name = "test-site"
+timezone = "Asia/Tokyo"
+
+[[servers]]
+name = "mw1"
+role = "mailwise"
+
+[[servers]]
+name = "mw2"
+role = "mailwise"
+
+[jobs.mailwise]
+plugin = "mailwise"
+servers = ["mw1"]
+backup_root = "backups"
+roots = { data = "data" }
+commands = { maintenance-mode = "/usr/local/bin/mw-maintenance", mwsave = "/opt/mailwise/mwsave" }
+params = { window = "02:00-04:30" }
+
+[jobs.standby]
+plugin = "mailwise"
+servers = ["mw2"]
+sets_of = "mailwise"
+roots = { data = "standby" }
+commands = { maintenance-mode = "/usr/local/bin/mw-maintenance" }
+params = { window = "02:00-04:30" }
+"#;
+
+impl Site {
+    /// A site with `policy` written as `site.toml`.
+    pub fn new(policy: &str) -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("site.toml"), policy).unwrap();
+        Site { dir }
+    }
+
+    /// The policy file.
+    pub fn policy(&self) -> PathBuf {
+        self.dir.path().join("site.toml")
+    }
+
+    /// A path inside the site.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+}

@@ -1,1 +1,14 @@
+//! End-to-end tests: real plugin components in the real runtime.
 
+mod adversarial;
+mod cli;
+mod mailwise;
+
+use hokan::runtime::{Limits, Runtime};
+
+/// A runtime with its own compile cache, so tests do not share state with the user's cache.
+fn runtime(limits: Limits) -> (Runtime, tempfile::TempDir) {
+    let cache = tempfile::tempdir().unwrap();
+    let rt = Runtime::new(cache.path(), limits).expect("runtime starts");
+    (rt, cache)
+}

@@ -7,7 +7,7 @@ use hokan::planner::{self, PlanInput, PluginDir};
 use hokan::policy::{self, Policy};
 use hokan::runtime::{Limits, Plugin, Runtime};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::SystemTime;
 
@@ -214,7 +214,7 @@ fn validate(cli: &Cli, paths: &[PathBuf]) -> Result<ExitCode> {
 
 fn plan(
     cli: &Cli,
-    policy: &PathBuf,
+    policy: &Path,
     job: &str,
     op: &str,
     set: Option<&str>,
@@ -224,10 +224,8 @@ fn plan(
     let job = pol.job(job)?;
     let rt = runtime(cli)?;
     let plugin = planner::load_plugin(&rt, &PluginDir(cli.plugin_dir.clone()), &pol, job)?;
-    for f in planner::check_job(&pol, job, plugin.description())
-        .into_iter()
-        .filter(|f| f.error)
-    {
+    let findings = planner::check_job(&pol, job, plugin.description());
+    if let Some(f) = findings.iter().find(|f| f.error) {
         bail!("{}", f.message);
     }
     let input = PlanInput {

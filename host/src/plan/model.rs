@@ -251,6 +251,10 @@ pub struct Group {
 /// One element of a plan's body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "plans hold at most a few thousand items; boxing would only add noise to every plan built"
+)]
 pub enum Item {
     /// A single step.
     Step(Step),

@@ -685,7 +685,8 @@ params = { window = "02:00-04:00", restore_archives = false }
 
     #[test]
     fn syntax_errors_have_positions() {
-        let e = parse("[site]\nname = \"x\nfoo").unwrap_err();
-        assert_eq!(e.line, Some(2), "{e}");
+        let e = parse("[site]\nname = = \"x\"\n").unwrap_err();
+        assert_eq!((e.line, e.column), (Some(2), Some(8)), "{e}");
+        assert_eq!(e.field.as_deref(), Some("site"), "{e}");
     }
 }

@@ -13,8 +13,8 @@ wasmtime::component::bindgen!({
     world: "hokan:policy/plugin-world",
 });
 
+use self::hokan::policy::{facts as wf, log as wl, plan_types as wt, types as wty};
 use exports::hokan::policy::plugin as wp;
-use hokan::policy::{facts as wf, log as wl, plan_types as wt, types as wty};
 
 // ---- imports served by the host -------------------------------------------------------------
 

@@ -56,11 +56,13 @@ impl CompileCache {
     ) -> wasmtime::Result<(Component, CacheOutcome)> {
         let entry = self.entry(engine, sha256);
         let mut outcome = CacheOutcome::Compiled;
-        if entry.exists() {
+        // The entry is read into memory rather than mapped: a file truncated under a mapping
+        // would kill the process with SIGBUS, and the host must survive a damaged cache.
+        if let Ok(cached) = std::fs::read(&entry) {
             // SAFETY: files in the cache directory are only ever written by `store` below, from
             // wasmtime's own precompilation, and named after the engine's compatibility hash;
             // wasmtime additionally checks the header and refuses incompatible artifacts.
-            match unsafe { Component::deserialize_file(engine, &entry) } {
+            match unsafe { Component::deserialize(engine, &cached) } {
                 Ok(c) => return Ok((c, CacheOutcome::Hit)),
                 Err(e) => {
                     tracing::warn!(

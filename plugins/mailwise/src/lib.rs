@@ -559,14 +559,16 @@ fn archive(req: &Request) -> Result<Plan, PlanError> {
     }
     let free = facts::free_space(DATA.name())?;
     let need_db = 2 * data_size;
-    if free < need_db || free < ws_total {
+    // The manual's two rules, and never less than the 10 MB mailwise needs to keep working.
+    let need = need_db.max(ws_total).max(MIN_FREE);
+    if free < need {
         return Err(PlanError::Refused(format!(
-            "archive needs free space of at least twice mw/data ({need_db} bytes) and at least \
-             the mail spaces mw/file/ws<N> together ({ws_total} bytes); the data volume has \
-             {free}. Free space on the data volume first."
+            "archive needs free space of at least twice mw/data ({need_db} bytes), at least \
+             the mail spaces mw/file/ws<N> together ({ws_total} bytes), and never less than \
+             the 10 MB mailwise needs ({MIN_FREE} bytes); the data volume has {free}. Free \
+             space on the data volume first."
         )));
     }
-    let need = need_db.max(ws_total).max(MIN_FREE);
     plan.step(
         "check-space",
         "Check free space: 2 x mw/data and the sum of mw/file/ws<N>",

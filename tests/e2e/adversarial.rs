@@ -1,0 +1,212 @@
+//! Hostile plugins: each is refused with a clear error, and the same host process goes on to
+//! serve the next request.
+
+use hokan::planner::{self, PlanInput, PlanJobError};
+use hokan::policy::Policy;
+use hokan::runtime::{CallError, Limits, LoadError};
+use hokan_e2e::{Site, component};
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime};
+
+const POLICY: &str = r#"
+[site]
+name = "lab"
+
+[jobs.adversary]
+plugin = "adversary.wasm"
+roots = { data = "data" }
+commands = { tool = "/bin/true" }
+"#;
+
+#[test]
+fn every_misbehaviour_is_refused_and_the_host_carries_on() {
+    let limits = Limits {
+        call_timeout: Duration::from_millis(500),
+        memory_bytes: 32 << 20,
+        ..Limits::default()
+    };
+    let (rt, _cache) = crate::runtime(limits);
+    let site = Site::new(POLICY);
+    std::fs::create_dir_all(site.path("data")).unwrap();
+    std::fs::copy(
+        component("fixtures/adversary.wasm"),
+        site.path("adversary.wasm"),
+    )
+    .unwrap();
+    let policy = Policy::load(&site.policy()).unwrap();
+    let job = policy.job("adversary").unwrap();
+    let plugin = rt
+        .load(&site.path("adversary.wasm"), None)
+        .expect("adversary loads");
+
+    let plan = |op: &str| {
+        let input = PlanInput {
+            operation: op,
+            set: None,
+            now: SystemTime::now(),
+        };
+        planner::plan_job(&rt, &plugin, &policy, job, &input)
+    };
+    // The host serves a well-behaved request between every hostile one.
+    let still_serving = || {
+        let doc = plan("ok").expect("the host still serves plans");
+        assert_eq!(doc.plan.all_steps().count(), 1);
+    };
+    still_serving();
+
+    let started = Instant::now();
+    match plan("loop") {
+        Err(PlanJobError::Call(e @ CallError::Timeout { .. })) => {
+            assert_eq!(
+                e.to_string(),
+                "plugin `adversary` did not finish plan() within 500ms and was stopped"
+            );
+        }
+        other => panic!("an endless loop must time out, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the deadline is enforced promptly"
+    );
+    still_serving();
+
+    match plan("grow") {
+        Err(PlanJobError::Call(e @ CallError::Memory { .. })) => {
+            assert_eq!(
+                e.to_string(),
+                "plugin `adversary` tried to use more than 32 MiB of memory in plan() and was stopped"
+            );
+        }
+        other => panic!("unbounded growth must hit the memory cap, got {other:?}"),
+    }
+    still_serving();
+
+    match plan("trap") {
+        Err(PlanJobError::Call(CallError::Trap { message, .. })) => {
+            assert!(
+                message.contains("wasm trap") || message.contains("unreachable"),
+                "{message}"
+            );
+        }
+        other => panic!("a trap must be reported, got {other:?}"),
+    }
+    still_serving();
+
+    for (op, expected) in [
+        (
+            "absolute-path",
+            "step `steal`: the path `/etc/shadow` in root `data` is absolute",
+        ),
+        (
+            "dotdot",
+            "step `escape`: the path `a/../../etc` in root `data` contains `..`",
+        ),
+        (
+            "unmapped-command",
+            "step `wipe`: runs the command `format-disk`, which the policy does not map",
+        ),
+    ] {
+        match plan(op) {
+            Err(e @ PlanJobError::Invalid { .. }) => {
+                let text = e.to_string();
+                assert!(text.contains(expected), "{op}: {text}");
+            }
+            other => panic!("{op} must be refused by validation, got {other:?}"),
+        }
+        still_serving();
+    }
+
+    match plan("huge-plan") {
+        Err(PlanJobError::Call(e @ CallError::PlanTooLarge { .. })) => {
+            assert_eq!(
+                e.to_string(),
+                "plugin `adversary` returned a plan that is too large: more than 2000 steps"
+            );
+        }
+        other => panic!("a huge plan must be refused, got {other:?}"),
+    }
+    still_serving();
+
+    // Components that must not even be compiled.
+    let load_err = |path: &Path| rt.load(path, None).err().expect("refused");
+    match load_err(&component("fixtures/future-contract.wasm")) {
+        e @ LoadError::ContractMismatch { .. } => {
+            let text = e.to_string();
+            assert!(
+                text.contains(
+                    "built for contract hokan:policy@0.2.0, but this host speaks hokan:policy@0.1.0"
+                ),
+                "{text}"
+            );
+        }
+        other => panic!("another contract version must be refused, got {other}"),
+    }
+    still_serving();
+
+    match load_err(&component("fixtures/not-a-component.wasm")) {
+        e @ LoadError::NotAComponent { .. } => {
+            assert!(e.to_string().contains("it is a core module"), "{e}")
+        }
+        other => panic!("a core module must be refused, got {other}"),
+    }
+    std::fs::write(site.path("garbage.wasm"), b"#!/bin/sh\nrm -rf /\n").unwrap();
+    match load_err(&site.path("garbage.wasm")) {
+        e @ LoadError::NotAComponent { .. } => assert!(
+            e.to_string().contains("is not a WebAssembly component"),
+            "{e}"
+        ),
+        other => panic!("bytes that are not wasm must be refused, got {other}"),
+    }
+    still_serving();
+
+    // A pinned hash that does not match refuses the file before anything runs.
+    match rt.load(&site.path("adversary.wasm"), Some(&"0".repeat(64))) {
+        Err(e @ LoadError::PinMismatch { .. }) => {
+            assert!(e.to_string().contains("update `plugin_sha256`"), "{e}")
+        }
+        Err(other) => panic!("expected a pin mismatch, got {other}"),
+        Ok(_) => panic!("expected a pin mismatch"),
+    }
+    still_serving();
+}
+
+#[test]
+fn the_compile_cache_is_used_and_survives_corruption() {
+    use hokan::runtime::{CacheOutcome, Runtime};
+    let cache = tempfile::tempdir().unwrap();
+    let wasm = component("mailwise.wasm");
+    let rt = Runtime::new(cache.path(), Limits::default()).unwrap();
+    assert_eq!(
+        rt.load(&wasm, None).unwrap().cache_outcome(),
+        CacheOutcome::Compiled
+    );
+    let second = rt.load(&wasm, None).unwrap();
+    assert_eq!(second.cache_outcome(), CacheOutcome::Hit);
+
+    // A truncated entry is compiled again and replaced.
+    let entries: Vec<_> = std::fs::read_dir(cache.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(
+        entries.len(),
+        1,
+        "one entry, no temporary files left: {entries:?}"
+    );
+    assert!(
+        entries[0]
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with(second.sha256())
+    );
+    std::fs::write(&entries[0], b"truncated").unwrap();
+    assert_eq!(
+        rt.load(&wasm, None).unwrap().cache_outcome(),
+        CacheOutcome::Rebuilt
+    );
+    assert_eq!(
+        rt.load(&wasm, None).unwrap().cache_outcome(),
+        CacheOutcome::Hit
+    );
+}

@@ -1,0 +1,212 @@
+//! The `hokan` binary as an operator meets it.
+
+use hokan_e2e::{MAILWISE_POLICY, MailwiseTree, Site, plugin_dir};
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+/// The `hokan` binary of this build (cargo builds it for the workspace's tests).
+fn hokan_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
+    let bin = dir.join("hokan");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p hokan` (cargo xtask test does)",
+        bin.display()
+    );
+    bin
+}
+
+fn hokan(site: &Site, args: &[&str]) -> Output {
+    Command::new(hokan_bin())
+        .arg("--plugin-dir")
+        .arg(plugin_dir())
+        .arg("--cache-dir")
+        .arg(site.path("cache"))
+        .args(args)
+        .env_remove("HOKAN_LOG")
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn site() -> Site {
+    let site = Site::new(MAILWISE_POLICY);
+    MailwiseTree::default().build(&site.path("data"));
+    MailwiseTree::default().build(&site.path("standby"));
+    site
+}
+
+#[test]
+fn plan_json_is_the_documented_document() {
+    let site = site();
+    let policy = site.policy();
+    let out = hokan(
+        &site,
+        &[
+            "plan",
+            policy.to_str().unwrap(),
+            "--job",
+            "mailwise",
+            "--op",
+            "backup",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["format_version"], "1");
+    assert_eq!(doc["plugin"]["name"], "mailwise");
+    assert_eq!(doc["plugin"]["sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(doc["operation"], "backup");
+    let steps = doc["steps"].as_array().unwrap();
+    let copy = steps.iter().find(|s| s["id"] == "copy-data").unwrap();
+    assert_eq!(copy["action"]["kind"], "copy-tree");
+    assert_eq!(
+        copy["action"]["from"],
+        serde_json::json!({"root": "data", "path": "mw/data"})
+    );
+    assert_eq!(
+        copy["action"]["to"],
+        serde_json::json!({"root": "set", "path": "data"})
+    );
+    for key in [
+        "id",
+        "title",
+        "target",
+        "on_error",
+        "timeout_ms",
+        "retries",
+        "action",
+    ] {
+        assert!(copy.get(key).is_some(), "steps have `{key}`");
+    }
+    assert_eq!(doc["cleanup"][0]["action"]["kind"], "remove");
+    // Planning is read-only: the backup set was not created.
+    assert!(!site.path("backups").exists());
+}
+
+#[test]
+fn plan_text_for_people() {
+    let site = site();
+    let policy = site.policy();
+    let out = hokan(
+        &site,
+        &[
+            "plan",
+            policy.to_str().unwrap(),
+            "--job",
+            "mailwise",
+            "--op",
+            "maintenance-off",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.starts_with("mailwise 0.1.0 `maintenance-off` for job mailwise at site test-site"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("remove data:/mw/data/maint"), "{stdout}");
+}
+
+#[test]
+fn validate_reports_policy_errors_with_position() {
+    let site = Site::new(&MAILWISE_POLICY.replace("backup_root =", "backup_rot ="));
+    let policy = site.policy();
+    let out = hokan(&site, &["validate", policy.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("site.toml:17:1: jobs.mailwise.backup_rot: unknown field `backup_rot`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn validate_checks_jobs_against_their_plugin() {
+    let site = Site::new(
+        &MAILWISE_POLICY.replace(r#"window = "02:00-04:30" }"#, r#"windw = "02:00-04:30" }"#),
+    );
+    let policy = site.policy();
+    let out = hokan(&site, &["validate", policy.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("jobs.mailwise.params: `windw` is not a parameter of mailwise"),
+        "{stderr}"
+    );
+
+    let good = hokan(
+        &site,
+        &["validate", site.path("nothing.toml").to_str().unwrap()],
+    );
+    assert!(
+        text(&good.stderr).contains("cannot read the policy"),
+        "{}",
+        text(&good.stderr)
+    );
+}
+
+#[test]
+fn validate_accepts_the_bundled_policies() {
+    let site = site();
+    let dir = hokan_e2e::repo_root().join("policies");
+    let out = hokan(&site, &["validate", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("ok: "), "{}", text(&out.stdout));
+}
+
+#[test]
+fn plugins_lists_and_describes() {
+    let site = site();
+    let out = hokan(&site, &["plugins"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.starts_with("mailwise"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "backup, restore, restore-elsewhere, maintenance-on, maintenance-off, archive"
+        ),
+        "{stdout}"
+    );
+
+    let out = hokan(&site, &["plugins", "mailwise"]);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("Commands the policy maps:") && stdout.contains("mwsave"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Maintenance marker: data:/mw/data/maint"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn unknown_jobs_and_operations_are_explained() {
+    let site = site();
+    let policy = site.policy();
+    let p = policy.to_str().unwrap();
+    let out = hokan(&site, &["plan", p, "--job", "nope", "--op", "backup"]);
+    assert!(
+        text(&out.stderr).contains("there is no job `nope`; this policy has: mailwise, standby"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = hokan(&site, &["plan", p, "--job", "mailwise", "--op", "defrag"]);
+    assert!(
+        text(&out.stderr).contains("mailwise has no operation `defrag`"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = hokan(&site, &["plan", p, "--job", "standby", "--op", "backup"]);
+    assert!(
+        text(&out.stderr).contains("only restores the sets of another job"),
+        "{}",
+        text(&out.stderr)
+    );
+}

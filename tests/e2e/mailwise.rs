@@ -1,0 +1,389 @@
+//! The mailwise plugin planned against fixture trees: a snapshot of every operation's plan, and
+//! the refusals its manual calls for.
+
+use hokan::facts::{DirEntry, FactError, FactSource, FileStat, RealFacts, Topology};
+use hokan::plan::Location;
+use hokan::plan::document::PlanDocument;
+use hokan::planner::{self, PlanInput, PlanJobError, PluginDir};
+use hokan::policy::Policy;
+use hokan::runtime::{Limits, PlanRefusal, Plugin, Runtime};
+use hokan_e2e::{MAILWISE_POLICY, MailwiseTree, Site, plugin_dir};
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// 2026-11-21T02:10:00Z, the moment every plan here is made.
+const NOW_SECS: u64 = 1_795_227_000;
+/// Ids of sets: one an hour before NOW, one three days before.
+const FRESH_SET: &str = "20261121T011000Z";
+const OLD_SET: &str = "20261118T021000Z";
+const GIB: u64 = 1 << 30;
+
+fn now() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(NOW_SECS)
+}
+
+struct Loaded {
+    rt: Runtime,
+    plugin: Plugin,
+    _cache: tempfile::TempDir,
+}
+
+/// One runtime and one compiled mailwise for all tests here.
+fn mailwise() -> &'static Loaded {
+    static LOADED: OnceLock<Loaded> = OnceLock::new();
+    LOADED.get_or_init(|| {
+        let (rt, cache) = crate::runtime(Limits::default());
+        let plugin = rt
+            .load(&hokan_e2e::component("mailwise.wasm"), None)
+            .expect("mailwise loads");
+        Loaded {
+            rt,
+            plugin,
+            _cache: cache,
+        }
+    })
+}
+
+/// Real facts with the free space of each root fixed, so plans do not depend on this disk.
+struct FixedSpace {
+    inner: RealFacts,
+    free: BTreeMap<String, u64>,
+}
+
+impl FactSource for FixedSpace {
+    fn exists(&self, p: &Location) -> Result<bool, FactError> {
+        self.inner.exists(p)
+    }
+    fn list_dir(&self, p: &Location) -> Result<Vec<DirEntry>, FactError> {
+        self.inner.list_dir(p)
+    }
+    fn stat(&self, p: &Location) -> Result<FileStat, FactError> {
+        self.inner.stat(p)
+    }
+    fn tree_size(&self, p: &Location) -> Result<u64, FactError> {
+        self.inner.tree_size(p)
+    }
+    fn free_space(&self, root: &str) -> Result<u64, FactError> {
+        self.inner.free_space(root)?;
+        Ok(self.free.get(root).copied().unwrap_or(50 * GIB))
+    }
+    fn read(&self, p: &Location, max: u32) -> Result<Vec<u8>, FactError> {
+        self.inner.read(p, max)
+    }
+    fn now_ms(&self) -> i64 {
+        self.inner.now_ms()
+    }
+    fn topology(&self) -> Topology {
+        self.inner.topology()
+    }
+}
+
+/// A site with the default mailwise tree, an old and a fresh backup set, and a fresh install on
+/// the standby server.
+fn site() -> Site {
+    let site = Site::new(MAILWISE_POLICY);
+    let tree = MailwiseTree::default();
+    tree.build(&site.path("data"));
+    for id in [OLD_SET, FRESH_SET] {
+        tree.build_set(&site.path(&format!("backups/test-site/mailwise/{id}")));
+    }
+    MailwiseTree {
+        mail_spaces: vec![],
+        archives: vec![],
+        db_bytes: 64,
+        ..MailwiseTree::default()
+    }
+    .build(&site.path("standby"));
+    site
+}
+
+fn plan_with_space(
+    site: &Site,
+    job: &str,
+    op: &str,
+    free: &[(&str, u64)],
+) -> Result<PlanDocument, PlanJobError> {
+    let m = mailwise();
+    let policy = Policy::load(&site.policy()).expect("policy loads");
+    let job = policy.job(job).expect("job exists");
+    let input = PlanInput {
+        operation: op,
+        set: None,
+        now: now(),
+    };
+    let prepared = planner::prepare(&policy, job, m.plugin.description(), &input)?;
+    let inner = RealFacts::open(prepared.roots.clone(), prepared.topology.clone())
+        .unwrap()
+        .with_now_ms(NOW_SECS as i64 * 1000);
+    let facts = FixedSpace {
+        inner,
+        free: free.iter().map(|(r, b)| (r.to_string(), *b)).collect(),
+    };
+    planner::plan_with(&m.rt, &m.plugin, &policy, job, &prepared, Arc::new(facts))
+}
+
+fn plan(site: &Site, job: &str, op: &str) -> PlanDocument {
+    plan_with_space(site, job, op, &[]).unwrap_or_else(|e| panic!("{op} plans: {e}"))
+}
+
+fn refusal(result: Result<PlanDocument, PlanJobError>) -> String {
+    match result {
+        Err(PlanJobError::Refused {
+            refusal: PlanRefusal::Refused(m),
+            ..
+        }) => m,
+        Err(e) => panic!("expected the plugin to refuse, got another error: {e}"),
+        Ok(_) => panic!("expected the plugin to refuse, but it planned"),
+    }
+}
+
+macro_rules! snapshot {
+    ($name:expr, $doc:expr) => {
+        insta::assert_json_snapshot!($name, $doc, { ".plugin.sha256" => "[sha256]" })
+    };
+}
+
+#[test]
+fn plan_backup() {
+    let site = site();
+    let doc = plan(&site, "mailwise", "backup");
+    assert_eq!(doc.set.as_deref(), Some("20261121T021000Z"));
+    snapshot!("backup", doc);
+}
+
+#[test]
+fn plan_restore() {
+    let site = site();
+    let doc = plan(&site, "mailwise", "restore");
+    assert_eq!(
+        doc.set.as_deref(),
+        Some(FRESH_SET),
+        "the newest set by default"
+    );
+    snapshot!("restore", doc);
+}
+
+#[test]
+fn plan_restore_elsewhere() {
+    let site = site();
+    let doc = plan(&site, "standby", "restore-elsewhere");
+    snapshot!("restore-elsewhere", doc);
+}
+
+#[test]
+fn plan_maintenance_on_and_off() {
+    let site = site();
+    snapshot!("maintenance-on", plan(&site, "mailwise", "maintenance-on"));
+    snapshot!(
+        "maintenance-off",
+        plan(&site, "mailwise", "maintenance-off")
+    );
+}
+
+#[test]
+fn plan_archive() {
+    let site = site();
+    snapshot!("archive", plan(&site, "mailwise", "archive"));
+}
+
+#[test]
+fn restore_from_a_named_set() {
+    let site = site();
+    let m = mailwise();
+    let policy = Policy::load(&site.policy()).unwrap();
+    let input = PlanInput {
+        operation: "restore",
+        set: Some(OLD_SET),
+        now: now(),
+    };
+    let doc = planner::plan_job(
+        &m.rt,
+        &m.plugin,
+        &policy,
+        policy.job("mailwise").unwrap(),
+        &input,
+    )
+    .unwrap();
+    assert_eq!(doc.set.as_deref(), Some(OLD_SET));
+    let missing = PlanInput {
+        set: Some("20200101T000000Z"),
+        ..input
+    };
+    let e = planner::plan_job(
+        &m.rt,
+        &m.plugin,
+        &policy,
+        policy.job("mailwise").unwrap(),
+        &missing,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("no backup set `20200101T000000Z`") && e.contains(FRESH_SET),
+        "{e}"
+    );
+}
+
+#[test]
+fn archive_refuses_below_twice_the_database() {
+    let site = Site::new(MAILWISE_POLICY);
+    // Databases large enough that twice mw/data is above mailwise's own 10 MB floor.
+    let tree = MailwiseTree {
+        db_bytes: 1 << 20,
+        ..MailwiseTree::default()
+    };
+    tree.build(&site.path("data"));
+    std::fs::create_dir_all(site.path(&format!("backups/test-site/mailwise/{FRESH_SET}"))).unwrap();
+    let data = 6 * (1 << 20) + 23; // three databases, three mirrors, config.ini
+    let e = refusal(plan_with_space(
+        &site,
+        "mailwise",
+        "archive",
+        &[("data", 2 * data - 1)],
+    ));
+    assert!(
+        e.contains(&format!("twice mw/data ({} bytes)", 2 * data)),
+        "{e}"
+    );
+    assert!(e.contains(&format!("has {}", 2 * data - 1)), "{e}");
+    // Exactly enough is enough, and the run checks the same figure again before mwsave starts.
+    let doc = plan_with_space(&site, "mailwise", "archive", &[("data", 2 * data)]).unwrap();
+    let check = serde_json::to_value(&doc.plan.steps[0]).unwrap();
+    assert_eq!(check["action"]["condition"]["bytes"], 2 * data);
+}
+
+#[test]
+fn archive_never_plans_below_ten_megabytes() {
+    let site = site();
+    let e = refusal(plan_with_space(
+        &site,
+        "mailwise",
+        "archive",
+        &[("data", (10 << 20) - 1)],
+    ));
+    assert!(
+        e.contains("the 10 MB mailwise needs (10485760 bytes)"),
+        "{e}"
+    );
+}
+
+#[test]
+fn archive_refuses_below_the_mail_spaces() {
+    let site = Site::new(MAILWISE_POLICY);
+    // Small databases, large mail spaces: the ws<N> rule is the binding one. Archive only asks
+    // that a recent set exists, so an empty one will do.
+    MailwiseTree {
+        db_bytes: 10,
+        mail_bytes: 2_000_000,
+        ..MailwiseTree::default()
+    }
+    .build(&site.path("data"));
+    std::fs::create_dir_all(site.path(&format!("backups/test-site/mailwise/{FRESH_SET}"))).unwrap();
+    let ws_total = 3 * 3 * 2_000_000; // ws1, ws2, ws10, three mails each: above 10 MB
+    let e = refusal(plan_with_space(
+        &site,
+        "mailwise",
+        "archive",
+        &[("data", ws_total - 1)],
+    ));
+    assert!(e.contains(&format!("together ({ws_total} bytes)")), "{e}");
+    plan_with_space(&site, "mailwise", "archive", &[("data", ws_total)]).unwrap();
+}
+
+#[test]
+fn archive_refuses_without_a_recent_backup() {
+    let site = Site::new(MAILWISE_POLICY);
+    let tree = MailwiseTree::default();
+    tree.build(&site.path("data"));
+    tree.build_set(&site.path(&format!("backups/test-site/mailwise/{OLD_SET}")));
+    let e = refusal(plan_with_space(&site, "mailwise", "archive", &[]));
+    assert!(
+        e.contains("is 72 h old") && e.contains("Run backup first"),
+        "{e}"
+    );
+
+    let none = Site::new(MAILWISE_POLICY);
+    tree.build(&none.path("data"));
+    let e = plan_with_space(&none, "mailwise", "archive", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("no backup set") && e.contains("run the job's backup first"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_database_without_its_mirror_is_reported() {
+    let site = Site::new(MAILWISE_POLICY);
+    MailwiseTree {
+        missing_mirrors: vec!["address"],
+        ..MailwiseTree::default()
+    }
+    .build(&site.path("data"));
+    let e = refusal(plan_with_space(&site, "mailwise", "backup", &[]));
+    assert!(
+        e.contains("data:/mw/data is inconsistent: address.odb without its mirror .odb.mrr"),
+        "{e}"
+    );
+}
+
+#[test]
+fn backup_refuses_when_the_medium_is_too_small() {
+    let site = site();
+    let e = refusal(plan_with_space(
+        &site,
+        "mailwise",
+        "backup",
+        &[("set", 1 << 20)],
+    ));
+    assert!(
+        e.contains("the backup set's volume has 1048576 bytes free"),
+        "{e}"
+    );
+}
+
+#[test]
+fn nothing_starts_while_mailwise_is_already_in_maintenance() {
+    let site = site();
+    std::fs::write(site.path("data/mw/data/maint"), "set by an administrator").unwrap();
+    for op in ["backup", "restore", "maintenance-on", "archive"] {
+        let e = refusal(plan_with_space(&site, "mailwise", op, &[]));
+        assert!(e.contains("already in maintenance mode"), "{op}: {e}");
+    }
+    // Releasing it is what maintenance-off is for.
+    plan(&site, "mailwise", "maintenance-off");
+}
+
+#[test]
+fn restore_never_overwrites_an_earlier_restores_data() {
+    let site = site();
+    std::fs::create_dir_all(site.path("data/mw/data_bak")).unwrap();
+    let e = refusal(plan_with_space(&site, "mailwise", "restore", &[]));
+    assert!(e.contains("data:/mw/data_bak already exists"), "{e}");
+}
+
+#[test]
+fn the_window_must_use_ten_minute_steps() {
+    let site = Site::new(&MAILWISE_POLICY.replace("02:00-04:30", "02:05-04:30"));
+    MailwiseTree::default().build(&site.path("data"));
+    match plan_with_space(&site, "mailwise", "maintenance-on", &[]) {
+        Err(PlanJobError::Refused {
+            refusal: PlanRefusal::BadParameter(m),
+            ..
+        }) => assert!(m.contains("10-minute steps"), "{m}"),
+        other => panic!("expected a bad parameter, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_plugin_dir_resolves_names_and_paths() {
+    let site = site();
+    let policy = Policy::load(&site.policy()).unwrap();
+    let job = policy.job("mailwise").unwrap();
+    assert_eq!(
+        PluginDir(plugin_dir()).resolve(&policy, job),
+        plugin_dir().join("mailwise.wasm")
+    );
+}
