@@ -243,6 +243,8 @@ fn cargo() -> Command {
 
 fn test() -> Result<()> {
     plugins()?;
+    // The CLI tests run the `hokan` binary itself; `cargo test` alone does not build it.
+    run(cargo().args(["build", "--workspace", "--bins"]))?;
     run(cargo().args(["test", "--workspace", "--all-targets"]))?;
     run(cargo().args(["test", "--workspace", "--doc"]))?;
     run(cargo().args([
