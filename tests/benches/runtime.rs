@@ -24,11 +24,20 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 fn report(name: &str, samples: Vec<Duration>, target: Option<Duration>) {
     let n = samples.len();
-    let (min, max) = (*samples.iter().min().unwrap(), *samples.iter().max().unwrap());
+    let (min, max) = (
+        *samples.iter().min().unwrap(),
+        *samples.iter().max().unwrap(),
+    );
     let med = median(samples);
     let verdict = match target {
-        Some(t) if med <= t => format!("target {t:?}: met ({:.2}x of target)", med.as_secs_f64() / t.as_secs_f64()),
-        Some(t) => format!("target {t:?}: MISSED ({:.2}x of target)", med.as_secs_f64() / t.as_secs_f64()),
+        Some(t) if med <= t => format!(
+            "target {t:?}: met ({:.2}x of target)",
+            med.as_secs_f64() / t.as_secs_f64()
+        ),
+        Some(t) => format!(
+            "target {t:?}: MISSED ({:.2}x of target)",
+            med.as_secs_f64() / t.as_secs_f64()
+        ),
         None => String::new(),
     };
     println!("{name:<32} median {med:>10.1?}  (min {min:.1?}, max {max:.1?}, n={n})  {verdict}");
@@ -37,7 +46,11 @@ fn report(name: &str, samples: Vec<Duration>, target: Option<Duration>) {
 fn hokan_bin() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let bin = exe.parent().and_then(|d| d.parent()).unwrap().join("hokan");
-    assert!(bin.exists(), "{} is missing: `cargo build --release -p hokan` first (cargo xtask bench does)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: `cargo build --release -p hokan` first (cargo xtask bench does)",
+        bin.display()
+    );
     bin
 }
 
@@ -63,28 +76,45 @@ fn main() {
     let cache = tempfile::tempdir().unwrap();
     let rt = Runtime::new(cache.path(), Limits::default()).unwrap();
     let plugin = rt.load(&wasm, None).unwrap();
-    let input = PlanInput { operation: "backup", set: None, now: SystemTime::now() };
+    let input = PlanInput {
+        operation: "backup",
+        set: None,
+        now: SystemTime::now(),
+    };
     let prepared = planner::prepare(&policy, job, plugin.description(), &input).unwrap();
-    let facts = Arc::new(RealFacts::open(prepared.roots.clone(), prepared.topology.clone()).unwrap());
+    let facts =
+        Arc::new(RealFacts::open(prepared.roots.clone(), prepared.topology.clone()).unwrap());
     let mut samples = Vec::new();
     for i in 0..1200 {
         let t = Instant::now();
-        let plan = rt.plan(&plugin, facts.clone(), &prepared.request).unwrap().unwrap();
+        let plan = rt
+            .plan(&plugin, facts.clone(), &prepared.request)
+            .unwrap()
+            .unwrap();
         let d = t.elapsed();
         assert!(!plan.steps.is_empty());
         if i >= 200 {
             samples.push(d); // the first 200 warm caches and the allocator up
         }
     }
-    report("warm plan call (mailwise backup)", samples, Some(Duration::from_micros(200)));
+    report(
+        "warm plan call (mailwise backup)",
+        samples,
+        Some(Duration::from_micros(200)),
+    );
 
     // Warm plan call, the smallest plan: the cost of the call itself.
-    let off = PlanInput { operation: "maintenance-off", ..input };
+    let off = PlanInput {
+        operation: "maintenance-off",
+        ..input
+    };
     let prepared_off = planner::prepare(&policy, job, plugin.description(), &off).unwrap();
     let mut samples = Vec::new();
     for _ in 0..1000 {
         let t = Instant::now();
-        rt.plan(&plugin, facts.clone(), &prepared_off.request).unwrap().unwrap();
+        rt.plan(&plugin, facts.clone(), &prepared_off.request)
+            .unwrap()
+            .unwrap();
         samples.push(t.elapsed());
     }
     report("warm plan call (maintenance-off)", samples, None);
@@ -98,10 +128,22 @@ fn main() {
             .arg(plugin_dir())
             .arg("--cache-dir")
             .arg(cli_cache.path())
-            .args(["plan", site.policy().to_str().unwrap(), "--job", "mailwise", "--op", "backup", "--json"])
+            .args([
+                "plan",
+                site.policy().to_str().unwrap(),
+                "--job",
+                "mailwise",
+                "--op",
+                "backup",
+                "--json",
+            ])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     cli(); // fills the cache
     let mut samples = Vec::new();
@@ -110,5 +152,9 @@ fn main() {
         cli();
         samples.push(t.elapsed());
     }
-    report("cold `hokan plan` (warm cache)", samples, Some(Duration::from_millis(100)));
+    report(
+        "cold `hokan plan` (warm cache)",
+        samples,
+        Some(Duration::from_millis(100)),
+    );
 }

@@ -59,7 +59,7 @@ fn every_misbehaviour_is_refused_and_the_host_carries_on() {
         Err(PlanJobError::Call(e @ CallError::Timeout { .. })) => {
             assert_eq!(
                 e.to_string(),
-                "plugin `adversary` did not finish plan() within 500ms and was stopped"
+                "plugin `adversary` did not finish plan() within 500ms of its own computing time and was stopped"
             );
         }
         other => panic!("an endless loop must time out, got {other:?}"),
@@ -209,4 +209,98 @@ fn the_compile_cache_is_used_and_survives_corruption() {
         rt.load(&wasm, None).unwrap().cache_outcome(),
         CacheOutcome::Hit
     );
+}
+
+/// Facts that take their time, like a tree walk on a slow disk.
+struct SlowFacts {
+    inner: hokan::facts::RealFacts,
+    delay: Duration,
+}
+
+impl hokan::facts::FactSource for SlowFacts {
+    fn exists(&self, p: &hokan::plan::Location) -> Result<bool, hokan::facts::FactError> {
+        std::thread::sleep(self.delay);
+        self.inner.exists(p)
+    }
+    fn list_dir(
+        &self,
+        p: &hokan::plan::Location,
+    ) -> Result<Vec<hokan::facts::DirEntry>, hokan::facts::FactError> {
+        std::thread::sleep(self.delay);
+        self.inner.list_dir(p)
+    }
+    fn stat(
+        &self,
+        p: &hokan::plan::Location,
+    ) -> Result<hokan::facts::FileStat, hokan::facts::FactError> {
+        std::thread::sleep(self.delay);
+        self.inner.stat(p)
+    }
+    fn tree_size(&self, p: &hokan::plan::Location) -> Result<u64, hokan::facts::FactError> {
+        std::thread::sleep(self.delay);
+        self.inner.tree_size(p)
+    }
+    fn free_space(&self, root: &str) -> Result<u64, hokan::facts::FactError> {
+        self.inner.free_space(root)
+    }
+    fn read(
+        &self,
+        p: &hokan::plan::Location,
+        max: u32,
+    ) -> Result<Vec<u8>, hokan::facts::FactError> {
+        self.inner.read(p, max)
+    }
+    fn now_ms(&self) -> i64 {
+        self.inner.now_ms()
+    }
+    fn topology(&self) -> hokan::facts::Topology {
+        self.inner.topology()
+    }
+}
+
+#[test]
+fn slow_facts_do_not_count_against_the_plugin_but_wall_time_is_capped() {
+    use hokan_e2e::{MAILWISE_POLICY, MailwiseTree};
+    use std::sync::Arc;
+    let site = Site::new(MAILWISE_POLICY);
+    MailwiseTree::default().build(&site.path("data"));
+    let policy = Policy::load(&site.policy()).unwrap();
+    let job = policy.job("mailwise").unwrap();
+    let plan_with = |limits: Limits| {
+        let (rt, _cache) = crate::runtime(limits);
+        let plugin = rt.load(&component("mailwise.wasm"), None).unwrap();
+        let input = PlanInput {
+            operation: "backup",
+            set: None,
+            now: SystemTime::now(),
+        };
+        let prepared = planner::prepare(&policy, job, plugin.description(), &input).unwrap();
+        let inner =
+            hokan::facts::RealFacts::open(prepared.roots.clone(), prepared.topology.clone())
+                .unwrap();
+        // A backup plan asks about ten questions: about a second of facts in all.
+        let facts = Arc::new(SlowFacts {
+            inner,
+            delay: Duration::from_millis(100),
+        });
+        planner::plan_with(&rt, &plugin, &policy, job, &prepared, facts)
+    };
+    let tight_own_time = Limits {
+        call_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let doc = plan_with(tight_own_time.clone()).expect("time spent in facts is not the plugin's");
+    assert!(!doc.plan.steps.is_empty());
+
+    let tight_wall = Limits {
+        call_wall_timeout: Duration::from_millis(300),
+        ..tight_own_time
+    };
+    match plan_with(tight_wall) {
+        Err(PlanJobError::Call(e @ CallError::Timeout { .. })) => assert_eq!(
+            e.to_string(),
+            "plugin `mailwise` did not finish plan() within 300ms of wall-clock time (site facts included) and was stopped"
+        ),
+        other => panic!("the wall-clock cap must stop the call, got {other:?}"),
+    }
 }

@@ -29,6 +29,14 @@ fn hokan(site: &Site, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `hokan plan <site's policy> --job JOB --op OP EXTRA...`
+fn plan(site: &Site, job: &str, op: &str, extra: &[&str]) -> Output {
+    let policy = site.policy();
+    let mut args = vec!["plan", policy.to_str().unwrap(), "--job", job, "--op", op];
+    args.extend_from_slice(extra);
+    hokan(site, &args)
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -43,19 +51,7 @@ fn site() -> Site {
 #[test]
 fn plan_json_is_the_documented_document() {
     let site = site();
-    let policy = site.policy();
-    let out = hokan(
-        &site,
-        &[
-            "plan",
-            policy.to_str().unwrap(),
-            "--job",
-            "mailwise",
-            "--op",
-            "backup",
-            "--json",
-        ],
-    );
+    let out = plan(&site, "mailwise", "backup", &["--json"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["format_version"], "1");
@@ -92,18 +88,7 @@ fn plan_json_is_the_documented_document() {
 #[test]
 fn plan_text_for_people() {
     let site = site();
-    let policy = site.policy();
-    let out = hokan(
-        &site,
-        &[
-            "plan",
-            policy.to_str().unwrap(),
-            "--job",
-            "mailwise",
-            "--op",
-            "maintenance-off",
-        ],
-    );
+    let out = plan(&site, "mailwise", "maintenance-off", &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(
@@ -189,24 +174,18 @@ fn plugins_lists_and_describes() {
 #[test]
 fn unknown_jobs_and_operations_are_explained() {
     let site = site();
-    let policy = site.policy();
-    let p = policy.to_str().unwrap();
-    let out = hokan(&site, &["plan", p, "--job", "nope", "--op", "backup"]);
-    assert!(
-        text(&out.stderr).contains("there is no job `nope`; this policy has: mailwise, standby"),
-        "{}",
-        text(&out.stderr)
-    );
-    let out = hokan(&site, &["plan", p, "--job", "mailwise", "--op", "defrag"]);
-    assert!(
-        text(&out.stderr).contains("mailwise has no operation `defrag`"),
-        "{}",
-        text(&out.stderr)
-    );
-    let out = hokan(&site, &["plan", p, "--job", "standby", "--op", "backup"]);
-    assert!(
-        text(&out.stderr).contains("only restores the sets of another job"),
-        "{}",
-        text(&out.stderr)
-    );
+    for (job, op, expected) in [
+        (
+            "nope",
+            "backup",
+            "there is no job `nope`; this policy has: mailwise, standby",
+        ),
+        ("mailwise", "defrag", "mailwise has no operation `defrag`"),
+        ("standby", "backup", "only restores the sets of another job"),
+    ] {
+        let out = plan(&site, job, op, &[]);
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains(expected), "{job} {op}: {stderr}");
+    }
 }

@@ -39,10 +39,12 @@ const MAX_FACT_READ: u32 = 1 << 20;
 
 impl wf::Host for State {
     fn exists(&mut self, p: wty::Path) -> Result<bool, wf::FactError> {
-        self.facts.exists(&location(p)).map_err(fact_error)
+        self.timed(|f| f.exists(&location(p))).map_err(fact_error)
     }
     fn list_dir(&mut self, p: wty::Path) -> Result<Vec<wty::DirEntry>, wf::FactError> {
-        let entries = self.facts.list_dir(&location(p)).map_err(fact_error)?;
+        let entries = self
+            .timed(|f| f.list_dir(&location(p)))
+            .map_err(fact_error)?;
         Ok(entries
             .into_iter()
             .map(|e| wty::DirEntry {
@@ -53,7 +55,7 @@ impl wf::Host for State {
             .collect())
     }
     fn stat(&mut self, p: wty::Path) -> Result<wty::FileStat, wf::FactError> {
-        let s = self.facts.stat(&location(p)).map_err(fact_error)?;
+        let s = self.timed(|f| f.stat(&location(p))).map_err(fact_error)?;
         Ok(wty::FileStat {
             kind: entry_kind(s.kind),
             size: s.size,
@@ -62,22 +64,21 @@ impl wf::Host for State {
         })
     }
     fn tree_size(&mut self, p: wty::Path) -> Result<u64, wf::FactError> {
-        self.facts.tree_size(&location(p)).map_err(fact_error)
+        self.timed(|f| f.tree_size(&location(p)))
+            .map_err(fact_error)
     }
     fn free_space(&mut self, root: String) -> Result<u64, wf::FactError> {
-        self.facts.free_space(&root).map_err(fact_error)
+        self.timed(|f| f.free_space(&root)).map_err(fact_error)
     }
     fn read_text(&mut self, p: wty::Path, max_bytes: u32) -> Result<String, wf::FactError> {
         let loc = location(p);
         let bytes = self
-            .facts
-            .read(&loc, max_bytes.min(MAX_FACT_READ))
+            .timed(|f| f.read(&loc, max_bytes.min(MAX_FACT_READ)))
             .map_err(fact_error)?;
         String::from_utf8(bytes).map_err(|_| wf::FactError::NotText(loc.to_string()))
     }
     fn read_bytes(&mut self, p: wty::Path, max_bytes: u32) -> Result<Vec<u8>, wf::FactError> {
-        self.facts
-            .read(&location(p), max_bytes.min(MAX_FACT_READ))
+        self.timed(|f| f.read(&location(p), max_bytes.min(MAX_FACT_READ)))
             .map_err(fact_error)
     }
     fn now_ms(&mut self) -> i64 {

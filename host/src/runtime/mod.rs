@@ -20,22 +20,28 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store, Trap};
+use wasmtime::{Config, Engine, Store, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 /// How often the epoch advances; deadlines are counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// The two clocks a call is held to, as named in timeout errors.
+const OWN_TIME: &str = "its own computing time";
+const WALL_TIME: &str = "wall-clock time (site facts included)";
 /// How much of a plugin's stderr (panic messages) is kept for the error report.
 const STDERR_CAPTURE: usize = 16 * 1024;
 
 /// Limits applied to every call into a plugin.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Wall-clock time one call may take.
+    /// Time one call may spend computing inside the plugin. Time the host spends answering the
+    /// plugin's facts (walking a large tree on a slow disk) does not count.
     pub call_timeout: Duration,
+    /// Wall-clock time one call may take in all, facts included.
+    pub call_wall_timeout: Duration,
     /// Linear memory one call's instance may grow to.
     pub memory_bytes: usize,
     /// Steps in a plan, body, group members and cleanup together.
@@ -52,6 +58,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             call_timeout: Duration::from_secs(5),
+            call_wall_timeout: Duration::from_secs(300),
             memory_bytes: 64 << 20,
             max_steps: 2_000,
             max_plan_bytes: 4 << 20,
@@ -136,7 +143,9 @@ pub enum LoadError {
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
     /// The call ran past its deadline and was interrupted.
-    #[error("plugin `{plugin}` did not finish {call}() within {limit:?} and was stopped")]
+    #[error(
+        "plugin `{plugin}` did not finish {call}() within {limit:?} of {counting} and was stopped"
+    )]
     Timeout {
         /// The plugin.
         plugin: String,
@@ -144,6 +153,8 @@ pub enum CallError {
         call: &'static str,
         /// The deadline.
         limit: Duration,
+        /// Which clock ran out.
+        counting: &'static str,
     },
     /// The plugin tried to grow its memory past the cap.
     #[error(
@@ -320,6 +331,25 @@ pub struct State {
     wasi: WasiCtx,
     table: ResourceTable,
     limiter: MemoryCap,
+    clock: CallClock,
+}
+
+/// How long a call has run, and how much of that the host spent answering facts.
+struct CallClock {
+    started: Instant,
+    in_host: Duration,
+    /// Which deadline stopped the call, if one did.
+    expired: Option<&'static str>,
+}
+
+impl State {
+    /// Runs a facts query, keeping its time off the plugin's own clock.
+    fn timed<R>(&mut self, query: impl FnOnce(&dyn FactSource) -> R) -> R {
+        let t = Instant::now();
+        let r = query(self.facts.as_ref());
+        self.clock.in_host += t.elapsed();
+        r
+    }
 }
 
 impl WasiView for State {
@@ -574,12 +604,34 @@ impl Runtime {
                     limit: self.limits.memory_bytes,
                     hit: false,
                 },
+                clock: CallClock {
+                    started: Instant::now(),
+                    in_host: Duration::ZERO,
+                    expired: None,
+                },
             },
         );
         store.limiter(|s| &mut s.limiter);
-        let ticks = (self.limits.call_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
+        // The epoch deadline wakes this callback; it compares the plugin's own time (wall time
+        // less the time spent in facts) with the call timeout, and wall time with its cap.
+        let (own_limit, wall_limit) = (self.limits.call_timeout, self.limits.call_wall_timeout);
+        let ticks = |d: Duration| (d.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+        store.set_epoch_deadline(ticks(own_limit));
+        store.epoch_deadline_callback(move |mut ctx| {
+            let clock = &mut ctx.data_mut().clock;
+            let wall = clock.started.elapsed();
+            let own = wall.saturating_sub(clock.in_host);
+            if own >= own_limit {
+                clock.expired = Some(OWN_TIME);
+            } else if wall >= wall_limit {
+                clock.expired = Some(WALL_TIME);
+            } else {
+                return Ok(UpdateDeadline::Continue(ticks(
+                    (own_limit - own).min(wall_limit - wall),
+                )));
+            }
+            Ok(UpdateDeadline::Interrupt)
+        });
         let result = pre
             .instantiate(&mut store)
             .and_then(|world| f(&mut store, &world));
@@ -590,11 +642,16 @@ impl Runtime {
                     call,
                     limit_mib: self.limits.memory_bytes >> 20,
                 }
-            } else if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+            } else if let Some(counting) = store.data().clock.expired {
                 CallError::Timeout {
                     plugin: plugin.into(),
                     call,
-                    limit: self.limits.call_timeout,
+                    limit: if counting == OWN_TIME {
+                        self.limits.call_timeout
+                    } else {
+                        self.limits.call_wall_timeout
+                    },
+                    counting,
                 }
             } else {
                 CallError::Trap {
