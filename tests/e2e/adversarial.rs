@@ -50,7 +50,12 @@ fn every_misbehaviour_is_refused_and_the_host_carries_on() {
     // The host serves a well-behaved request between every hostile one.
     let still_serving = || {
         let doc = plan("ok").expect("the host still serves plans");
-        assert_eq!(doc.plan.all_steps().count(), 1);
+        let json = serde_json::to_value(&doc.plan.steps).unwrap();
+        assert_eq!(json[0]["action"]["kind"], "exec");
+        assert_eq!(json[1]["group"], "both");
+        assert_eq!(json[1]["steps"][1]["id"], "right");
+        assert_eq!(json[1]["steps"][1]["timeout_ms"], 3000);
+        assert_eq!(doc.plan.all_steps().count(), 3);
     };
     still_serving();
 

@@ -610,3 +610,18 @@ fn archive(req: &Request) -> Result<Plan, PlanError> {
     ));
     Ok(plan.build())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_ids_are_read_as_utc_times() {
+        // 2026-11-21T02:10:00Z
+        assert_eq!(set_time_ms("20261121T021000Z"), Some(1_795_227_000_000));
+        assert_eq!(set_time_ms("19700101T000000Z"), Some(0));
+        assert_eq!(set_time_ms("20240229T120000Z"), Some(1_709_208_000_000));
+        assert_eq!(set_time_ms("latest"), None);
+        assert_eq!(set_time_ms("2026-11-21T0210Z"), None);
+    }
+}

@@ -61,3 +61,38 @@ impl fmt::Display for Window {
         write!(f, "{}-{}", self.start(), self.end())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(s: &str) -> String {
+        match Window::parse(s) {
+            Err(PlanError::BadParameter(m)) => m,
+            other => panic!("{s}: expected a bad parameter, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn windows_in_ten_minute_steps() {
+        let w = Window::parse("02:00-04:30").unwrap();
+        assert_eq!(
+            (w.start(), w.end()),
+            ("02:00".to_string(), "04:30".to_string())
+        );
+        // Past midnight is a window too.
+        assert_eq!(
+            Window::parse("23:50 - 00:20").unwrap().to_string(),
+            "23:50-00:20"
+        );
+    }
+
+    #[test]
+    fn bad_windows_say_why() {
+        assert!(err("02:05-04:00").contains("10-minute steps"));
+        assert!(err("02:00").contains("no `-`"));
+        assert!(err("2:00-04:00").contains("start is not a time"));
+        assert!(err("02:00-24:00").contains("end is not a time"));
+        assert!(err("03:00-03:00").contains("the same"));
+    }
+}

@@ -172,6 +172,19 @@ macro_rules! export_plugin {
                 $crate::__plan::<$ty>(req)
             }
         }
-        $crate::bindings::__export_world!($ty);
+        // The component exports exist only in the wasm build; a native build (the plugin's own
+        // unit tests) keeps the trait impl, type-checked, without them.
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            $crate::bindings::__export_world!($ty);
+        };
+        #[cfg(not(target_arch = "wasm32"))]
+        const _: () = {
+            let _describe: fn() -> $crate::Description = <$ty as $crate::Plugin>::describe;
+            let _plan: fn(
+                $crate::Request,
+            ) -> ::core::result::Result<$crate::Plan, $crate::PlanError> =
+                <$ty as $crate::Plugin>::plan;
+        };
     };
 }

@@ -63,3 +63,25 @@ impl fmt::Display for Path {
         write!(f, "{}:/{}", self.root, self.path)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_builds_plain_relative_paths() {
+        let data = Root::new("data");
+        assert_eq!(data.path().path, "");
+        assert_eq!(data.join("mw/data").path, "mw/data");
+        assert_eq!(data.join("/mw/").join("data/").path, "mw/data");
+        assert_eq!(data.join("mw").join("").path, "mw");
+        assert_eq!(data.join("mw/data").to_string(), "data:/mw/data");
+    }
+
+    #[test]
+    fn file_name_is_the_last_component() {
+        let data = Root::new("data");
+        assert_eq!(data.join("mw/back10").file_name(), "back10");
+        assert_eq!(data.path().file_name(), "data");
+    }
+}
