@@ -684,6 +684,18 @@ params = { window = "02:00-04:00", restore_archives = false }
     }
 
     #[test]
+    fn the_readme_example_is_a_valid_policy() {
+        let readme = include_str!("../../../README.md");
+        let start = readme.find("```toml\n").expect("the README shows a policy") + 8;
+        let end = start + readme[start..].find("```").unwrap();
+        let p = Policy::parse(Path::new("/etc/hokan/README.toml"), &readme[start..end])
+            .unwrap_or_else(|e| panic!("the README's policy example does not parse: {e}"));
+        let job = p.job("mailwise").unwrap();
+        assert_eq!(job.commands["maintenance-mode"].args, ["--site", "hq"]);
+        assert_eq!(job.schedule, Some(Schedule::Daily { at: 130 }));
+    }
+
+    #[test]
     fn syntax_errors_have_positions() {
         let e = parse("[site]\nname = = \"x\"\n").unwrap_err();
         assert_eq!((e.line, e.column), (Some(2), Some(8)), "{e}");
