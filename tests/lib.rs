@@ -193,3 +193,101 @@ impl Site {
         self.dir.path().join(rel)
     }
 }
+
+/// Real facts with knobs for tests and benchmarks: a fixed free space per root (so plans do not
+/// depend on this machine's disk), a delay before every answer (a slow disk), and a tally of the
+/// time spent answering.
+pub struct TestFacts {
+    inner: hokan::facts::RealFacts,
+    free: std::collections::BTreeMap<String, u64>,
+    other_free: Option<u64>,
+    delay: std::time::Duration,
+    spent: std::sync::Mutex<std::time::Duration>,
+}
+
+impl TestFacts {
+    /// Answers exactly as `inner` does until a knob is set.
+    pub fn new(inner: hokan::facts::RealFacts) -> Self {
+        TestFacts {
+            inner,
+            free: Default::default(),
+            other_free: None,
+            delay: std::time::Duration::ZERO,
+            spent: Default::default(),
+        }
+    }
+
+    /// Reports `bytes` free for `root`.
+    pub fn free(mut self, root: &str, bytes: u64) -> Self {
+        self.free.insert(root.to_string(), bytes);
+        self
+    }
+
+    /// Reports `bytes` free for every root not given to [`TestFacts::free`].
+    pub fn other_roots_free(mut self, bytes: u64) -> Self {
+        self.other_free = Some(bytes);
+        self
+    }
+
+    /// Sleeps this long before every answer.
+    pub fn delay(mut self, d: std::time::Duration) -> Self {
+        self.delay = d;
+        self
+    }
+
+    /// The time spent answering since the last call.
+    pub fn take_spent(&self) -> std::time::Duration {
+        std::mem::take(&mut *self.spent.lock().unwrap())
+    }
+
+    fn answer<R>(&self, query: impl FnOnce(&hokan::facts::RealFacts) -> R) -> R {
+        let t = std::time::Instant::now();
+        std::thread::sleep(self.delay);
+        let r = query(&self.inner);
+        *self.spent.lock().unwrap() += t.elapsed();
+        r
+    }
+}
+
+impl hokan::facts::FactSource for TestFacts {
+    fn exists(&self, p: &hokan::plan::Location) -> Result<bool, hokan::facts::FactError> {
+        self.answer(|f| f.exists(p))
+    }
+    fn list_dir(
+        &self,
+        p: &hokan::plan::Location,
+    ) -> Result<Vec<hokan::facts::DirEntry>, hokan::facts::FactError> {
+        self.answer(|f| f.list_dir(p))
+    }
+    fn stat(
+        &self,
+        p: &hokan::plan::Location,
+    ) -> Result<hokan::facts::FileStat, hokan::facts::FactError> {
+        self.answer(|f| f.stat(p))
+    }
+    fn tree_size(&self, p: &hokan::plan::Location) -> Result<u64, hokan::facts::FactError> {
+        self.answer(|f| f.tree_size(p))
+    }
+    fn free_space(&self, root: &str) -> Result<u64, hokan::facts::FactError> {
+        let real = self.answer(|f| f.free_space(root))?;
+        Ok(self
+            .free
+            .get(root)
+            .copied()
+            .or(self.other_free)
+            .unwrap_or(real))
+    }
+    fn read(
+        &self,
+        p: &hokan::plan::Location,
+        max: u32,
+    ) -> Result<Vec<u8>, hokan::facts::FactError> {
+        self.answer(|f| f.read(p, max))
+    }
+    fn now_ms(&self) -> i64 {
+        self.inner.now_ms()
+    }
+    fn topology(&self) -> hokan::facts::Topology {
+        self.inner.topology()
+    }
+}

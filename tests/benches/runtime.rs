@@ -7,16 +7,14 @@
 //!
 //! Targets (issue "Foundation"): warm plan call under 200 µs, cold CLI under 100 ms.
 
-use hokan::facts::{DirEntry, FactError, FactSource, FileStat, RealFacts, Topology};
-use hokan::plan::Location;
+use hokan::facts::RealFacts;
 use hokan::planner::{self, PlanInput};
 use hokan::policy::Policy;
 use hokan::runtime::{Limits, Runtime};
-use hokan_e2e::{MAILWISE_POLICY, MailwiseTree, Site, component, plugin_dir};
+use hokan_e2e::{MAILWISE_POLICY, MailwiseTree, Site, TestFacts, component, plugin_dir};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -43,52 +41,6 @@ fn report(name: &str, samples: Vec<Duration>, target: Option<Duration>) {
         None => String::new(),
     };
     println!("{name:<32} median {med:>10.1?}  (min {min:.1?}, max {max:.1?}, n={n})  {verdict}");
-}
-
-/// Real facts that add up the time spent answering them, to tell the runtime's share of a plan
-/// call from the filesystem's.
-struct Timed {
-    inner: RealFacts,
-    spent: Mutex<Duration>,
-}
-
-impl Timed {
-    fn time<R>(&self, f: impl FnOnce(&RealFacts) -> R) -> R {
-        let t = Instant::now();
-        let r = f(&self.inner);
-        *self.spent.lock().unwrap() += t.elapsed();
-        r
-    }
-    fn take(&self) -> Duration {
-        std::mem::take(&mut *self.spent.lock().unwrap())
-    }
-}
-
-impl FactSource for Timed {
-    fn exists(&self, p: &Location) -> Result<bool, FactError> {
-        self.time(|f| f.exists(p))
-    }
-    fn list_dir(&self, p: &Location) -> Result<Vec<DirEntry>, FactError> {
-        self.time(|f| f.list_dir(p))
-    }
-    fn stat(&self, p: &Location) -> Result<FileStat, FactError> {
-        self.time(|f| f.stat(p))
-    }
-    fn tree_size(&self, p: &Location) -> Result<u64, FactError> {
-        self.time(|f| f.tree_size(p))
-    }
-    fn free_space(&self, root: &str) -> Result<u64, FactError> {
-        self.time(|f| f.free_space(root))
-    }
-    fn read(&self, p: &Location, max: u32) -> Result<Vec<u8>, FactError> {
-        self.time(|f| f.read(p, max))
-    }
-    fn now_ms(&self) -> i64 {
-        self.inner.now_ms()
-    }
-    fn topology(&self) -> Topology {
-        self.inner.topology()
-    }
 }
 
 fn hokan_bin() -> PathBuf {
@@ -130,10 +82,10 @@ fn main() {
         now: SystemTime::now(),
     };
     let prepared = planner::prepare(&policy, job, plugin.description(), &input).unwrap();
-    let facts = Arc::new(Timed {
-        inner: RealFacts::open(prepared.roots.clone(), prepared.topology.clone()).unwrap(),
-        spent: Mutex::new(Duration::ZERO),
-    });
+    // The facts' own time is tallied to tell the runtime's share of a call from the disk's.
+    let facts = Arc::new(TestFacts::new(
+        RealFacts::open(prepared.roots.clone(), prepared.topology.clone()).unwrap(),
+    ));
     let (mut samples, mut in_facts, mut in_runtime) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..1200 {
         let t = Instant::now();
@@ -142,7 +94,7 @@ fn main() {
             .unwrap()
             .unwrap();
         let d = t.elapsed();
-        let f = facts.take();
+        let f = facts.take_spent();
         assert!(!plan.steps.is_empty());
         if i >= 200 {
             // the first 200 warm caches and the allocator up

@@ -216,56 +216,9 @@ fn the_compile_cache_is_used_and_survives_corruption() {
     );
 }
 
-/// Facts that take their time, like a tree walk on a slow disk.
-struct SlowFacts {
-    inner: hokan::facts::RealFacts,
-    delay: Duration,
-}
-
-impl hokan::facts::FactSource for SlowFacts {
-    fn exists(&self, p: &hokan::plan::Location) -> Result<bool, hokan::facts::FactError> {
-        std::thread::sleep(self.delay);
-        self.inner.exists(p)
-    }
-    fn list_dir(
-        &self,
-        p: &hokan::plan::Location,
-    ) -> Result<Vec<hokan::facts::DirEntry>, hokan::facts::FactError> {
-        std::thread::sleep(self.delay);
-        self.inner.list_dir(p)
-    }
-    fn stat(
-        &self,
-        p: &hokan::plan::Location,
-    ) -> Result<hokan::facts::FileStat, hokan::facts::FactError> {
-        std::thread::sleep(self.delay);
-        self.inner.stat(p)
-    }
-    fn tree_size(&self, p: &hokan::plan::Location) -> Result<u64, hokan::facts::FactError> {
-        std::thread::sleep(self.delay);
-        self.inner.tree_size(p)
-    }
-    fn free_space(&self, root: &str) -> Result<u64, hokan::facts::FactError> {
-        self.inner.free_space(root)
-    }
-    fn read(
-        &self,
-        p: &hokan::plan::Location,
-        max: u32,
-    ) -> Result<Vec<u8>, hokan::facts::FactError> {
-        self.inner.read(p, max)
-    }
-    fn now_ms(&self) -> i64 {
-        self.inner.now_ms()
-    }
-    fn topology(&self) -> hokan::facts::Topology {
-        self.inner.topology()
-    }
-}
-
 #[test]
 fn slow_facts_do_not_count_against_the_plugin_but_wall_time_is_capped() {
-    use hokan_e2e::{MAILWISE_POLICY, MailwiseTree};
+    use hokan_e2e::{MAILWISE_POLICY, MailwiseTree, TestFacts};
     use std::sync::Arc;
     let site = Site::new(MAILWISE_POLICY);
     MailwiseTree::default().build(&site.path("data"));
@@ -280,14 +233,10 @@ fn slow_facts_do_not_count_against_the_plugin_but_wall_time_is_capped() {
             now: SystemTime::now(),
         };
         let prepared = planner::prepare(&policy, job, plugin.description(), &input).unwrap();
-        let inner =
-            hokan::facts::RealFacts::open(prepared.roots.clone(), prepared.topology.clone())
-                .unwrap();
+        let real = hokan::facts::RealFacts::open(prepared.roots.clone(), prepared.topology.clone())
+            .unwrap();
         // A backup plan asks about ten questions: about a second of facts in all.
-        let facts = Arc::new(SlowFacts {
-            inner,
-            delay: Duration::from_millis(100),
-        });
+        let facts = Arc::new(TestFacts::new(real).delay(Duration::from_millis(100)));
         planner::plan_with(&rt, &plugin, &policy, job, &prepared, facts)
     };
     let tight_own_time = Limits {

@@ -1,14 +1,12 @@
 //! The mailwise plugin planned against fixture trees: a snapshot of every operation's plan, and
 //! the refusals its manual calls for.
 
-use hokan::facts::{DirEntry, FactError, FactSource, FileStat, RealFacts, Topology};
-use hokan::plan::Location;
+use hokan::facts::RealFacts;
 use hokan::plan::document::PlanDocument;
 use hokan::planner::{self, PlanInput, PlanJobError, PluginDir};
 use hokan::policy::Policy;
 use hokan::runtime::{Limits, PlanRefusal, Plugin, Runtime};
-use hokan_e2e::{MAILWISE_POLICY, MailwiseTree, Site, plugin_dir};
-use std::collections::BTreeMap;
+use hokan_e2e::{MAILWISE_POLICY, MailwiseTree, Site, TestFacts, plugin_dir};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -45,40 +43,6 @@ fn mailwise() -> &'static Loaded {
     })
 }
 
-/// Real facts with the free space of each root fixed, so plans do not depend on this disk.
-struct FixedSpace {
-    inner: RealFacts,
-    free: BTreeMap<String, u64>,
-}
-
-impl FactSource for FixedSpace {
-    fn exists(&self, p: &Location) -> Result<bool, FactError> {
-        self.inner.exists(p)
-    }
-    fn list_dir(&self, p: &Location) -> Result<Vec<DirEntry>, FactError> {
-        self.inner.list_dir(p)
-    }
-    fn stat(&self, p: &Location) -> Result<FileStat, FactError> {
-        self.inner.stat(p)
-    }
-    fn tree_size(&self, p: &Location) -> Result<u64, FactError> {
-        self.inner.tree_size(p)
-    }
-    fn free_space(&self, root: &str) -> Result<u64, FactError> {
-        self.inner.free_space(root)?;
-        Ok(self.free.get(root).copied().unwrap_or(50 * GIB))
-    }
-    fn read(&self, p: &Location, max: u32) -> Result<Vec<u8>, FactError> {
-        self.inner.read(p, max)
-    }
-    fn now_ms(&self) -> i64 {
-        self.inner.now_ms()
-    }
-    fn topology(&self) -> Topology {
-        self.inner.topology()
-    }
-}
-
 /// A site with the default mailwise tree, an old and a fresh backup set, and a fresh install on
 /// the standby server.
 fn site() -> Site {
@@ -113,13 +77,13 @@ fn plan_with_space(
         now: now(),
     };
     let prepared = planner::prepare(&policy, job, m.plugin.description(), &input)?;
-    let inner = RealFacts::open(prepared.roots.clone(), prepared.topology.clone())
+    let real = RealFacts::open(prepared.roots.clone(), prepared.topology.clone())
         .unwrap()
         .with_now_ms(NOW_SECS as i64 * 1000);
-    let facts = FixedSpace {
-        inner,
-        free: free.iter().map(|(r, b)| (r.to_string(), *b)).collect(),
-    };
+    let facts = free.iter().fold(
+        TestFacts::new(real).other_roots_free(50 * GIB),
+        |f, (root, bytes)| f.free(root, *bytes),
+    );
     planner::plan_with(&m.rt, &m.plugin, &policy, job, &prepared, Arc::new(facts))
 }
 
