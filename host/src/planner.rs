@@ -212,6 +212,15 @@ pub fn check_job(policy: &Policy, job: &Job, d: &Description) -> Vec<Finding> {
             );
         }
     }
+    for s in job.services.keys() {
+        if !d.services.iter().any(|x| &x.name == s) {
+            err(
+                false,
+                "services",
+                format!("`{s}` is not a service of {}", d.name),
+            );
+        }
+    }
     out
 }
 
@@ -457,4 +466,102 @@ pub fn plan_job(
         &prepared,
         Arc::new(facts.with_now_ms(now_ms)),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::{NameInfo, OperationInfo, ParamInfo, RootInfo};
+
+    fn description() -> Description {
+        Description {
+            name: "product".into(),
+            version: "1".into(),
+            product: "Product".into(),
+            summary: String::new(),
+            operations: vec![OperationInfo {
+                name: "backup".into(),
+                description: String::new(),
+                sets: SetUse::Writes,
+            }],
+            roots: vec![RootInfo {
+                name: "data".into(),
+                description: "the data".into(),
+                writable: true,
+                required: true,
+            }],
+            parameters: vec![ParamInfo {
+                name: "window".into(),
+                description: String::new(),
+                default: None,
+            }],
+            commands: vec![NameInfo {
+                name: "ctl".into(),
+                description: "control".into(),
+            }],
+            services: vec![NameInfo {
+                name: "svc".into(),
+                description: "service".into(),
+            }],
+            maintenance_markers: vec![],
+        }
+    }
+
+    #[test]
+    fn a_job_is_checked_against_its_plugin() {
+        let policy = Policy::parse(
+            Path::new("/etc/hokan/site.toml"),
+            r#"
+[site]
+name = "s"
+
+[jobs.j]
+plugin = "product"
+operations = ["backup", "restore"]
+roots = { logs = "/var/log" }
+params = { windw = "02:00-04:00" }
+commands = { extra = "/bin/true" }
+services = { other = { start = ["a"], stop = ["b"] } }
+"#,
+        )
+        .unwrap();
+        let findings = check_job(&policy, policy.job("j").unwrap(), &description());
+        let text: Vec<(bool, &str)> = findings
+            .iter()
+            .map(|f| (f.error, f.message.as_str()))
+            .collect();
+        let has = |error: bool, needle: &str| {
+            assert!(
+                text.iter().any(|(e, m)| *e == error && m.contains(needle)),
+                "no {} containing {needle:?} in {text:#?}",
+                if error { "error" } else { "warning" }
+            )
+        };
+        has(
+            true,
+            "jobs.j.operations: `restore` is not an operation of product (it has: backup)",
+        );
+        has(
+            true,
+            "jobs.j.roots: product needs the root `data` (the data)",
+        );
+        has(true, "jobs.j.backup_root: product keeps backup sets");
+        has(
+            true,
+            "jobs.j.params: `windw` is not a parameter of product (it has: window)",
+        );
+        has(false, "the root `logs` is not used by product");
+        has(false, "`ctl` is not mapped");
+        has(false, "`svc` is not mapped");
+        has(false, "`extra` is not a command of product");
+        has(false, "`other` is not a service of product");
+        assert_eq!(findings.len(), 9, "{text:#?}");
+        assert!(
+            findings[0]
+                .message
+                .starts_with("/etc/hokan/site.toml:5:1: "),
+            "{}",
+            findings[0].message
+        );
+    }
 }
