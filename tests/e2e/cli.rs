@@ -189,3 +189,21 @@ fn unknown_jobs_and_operations_are_explained() {
         assert!(stderr.contains(expected), "{job} {op}: {stderr}");
     }
 }
+
+#[test]
+fn validate_names_each_job_whose_plugin_is_missing() {
+    let site =
+        Site::new(&MAILWISE_POLICY.replace("plugin = \"mailwise\"", "plugin = \"mailwize\""));
+    let policy = site.policy();
+    let out = hokan(&site, &["validate", policy.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    for job in ["mailwise", "standby"] {
+        assert!(
+            stderr.contains(&format!("jobs.{job}.plugin: the plugin file "))
+                && stderr.contains("mailwize.wasm does not exist"),
+            "{job}: {stderr}"
+        );
+    }
+    assert!(stderr.contains("2 error(s)"), "{stderr}");
+}

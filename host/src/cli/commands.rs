@@ -158,8 +158,7 @@ fn validate(cli: &Cli, paths: &[PathBuf]) -> Result<ExitCode> {
     let rt = runtime(cli)?;
     let dir = PluginDir(cli.plugin_dir.clone());
     let mut errors = 0;
-    let mut cache: BTreeMap<(PathBuf, Option<String>), std::result::Result<Plugin, String>> =
-        BTreeMap::new();
+    let mut cache: BTreeMap<(PathBuf, Option<String>), Plugin> = BTreeMap::new();
     for path in paths {
         let policies = match policy::load_all(path) {
             Ok(p) => p,
@@ -172,19 +171,22 @@ fn validate(cli: &Cli, paths: &[PathBuf]) -> Result<ExitCode> {
         for pol in &policies {
             let mut job_errors = 0;
             for job in pol.jobs.values() {
-                // The pin is part of the key: two jobs may pin the same file differently.
+                // The pin is part of the key: two jobs may pin the same file differently. Only
+                // loaded plugins are kept: a failure is reported for each job, naming that job.
                 let key = (dir.resolve(pol, job), job.plugin_sha256.clone());
-                let loaded = cache.entry(key).or_insert_with(|| {
-                    planner::load_plugin(&rt, &dir, pol, job).map_err(|e| e.to_string())
-                });
-                let plugin = match loaded {
-                    Ok(p) => p,
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        job_errors += 1;
-                        continue;
+                if !cache.contains_key(&key) {
+                    match planner::load_plugin(&rt, &dir, pol, job) {
+                        Ok(p) => {
+                            cache.insert(key.clone(), p);
+                        }
+                        Err(e) => {
+                            eprintln!("error: {e}");
+                            job_errors += 1;
+                            continue;
+                        }
                     }
-                };
+                }
+                let plugin = &cache[&key];
                 for f in planner::check_job(pol, job, plugin.description()) {
                     if f.error {
                         eprintln!("error: {}", f.message);
