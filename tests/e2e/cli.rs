@@ -207,3 +207,36 @@ fn validate_names_each_job_whose_plugin_is_missing() {
     }
     assert!(stderr.contains("2 error(s)"), "{stderr}");
 }
+
+#[test]
+fn a_chatty_plugin_cannot_flood_the_terminal() {
+    let site = Site::new(
+        r#"
+[site]
+name = "lab"
+
+[jobs.adversary]
+plugin = "adversary.wasm"
+roots = { data = "data" }
+"#,
+    );
+    std::fs::create_dir_all(site.path("data")).unwrap();
+    std::fs::copy(
+        hokan_e2e::component("fixtures/adversary.wasm"),
+        site.path("adversary.wasm"),
+    )
+    .unwrap();
+    let out = plan(&site, "adversary", "chatter", &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert_eq!(
+        stderr.matches("chatter ").count(),
+        200,
+        "{}",
+        &stderr[stderr.len().saturating_sub(500)..]
+    );
+    assert!(
+        stderr.contains("more than 200 log lines in one call; the rest are dropped"),
+        "{stderr}"
+    );
+}

@@ -23,7 +23,19 @@ impl wt::Host for State {}
 
 impl wl::Host for State {
     fn log(&mut self, level: wl::Level, message: String) {
+        // A plugin cannot flood the operator's terminal: a few hundred lines per call, then one
+        // notice that the rest were dropped.
+        self.logged += 1;
         let plugin = &self.plugin;
+        if self.logged > MAX_LOG_LINES {
+            if self.logged == MAX_LOG_LINES + 1 {
+                tracing::warn!(
+                    plugin,
+                    "more than {MAX_LOG_LINES} log lines in one call; the rest are dropped"
+                );
+            }
+            return;
+        }
         let message: String = message.chars().take(4096).collect();
         match level {
             wl::Level::Debug => tracing::debug!(plugin, "{message}"),
@@ -33,6 +45,9 @@ impl wl::Host for State {
         }
     }
 }
+
+/// Log lines kept from one call.
+const MAX_LOG_LINES: u32 = 200;
 
 /// Largest file a plugin may read through facts, whatever it asks for.
 const MAX_FACT_READ: u32 = 1 << 20;

@@ -332,6 +332,8 @@ pub struct State {
     table: ResourceTable,
     limiter: MemoryCap,
     clock: CallClock,
+    /// Log lines the plugin sent in this call.
+    logged: u32,
 }
 
 /// How long a call has run, and how much of that the host spent answering facts.
@@ -609,6 +611,7 @@ impl Runtime {
                     in_host: Duration::ZERO,
                     expired: None,
                 },
+                logged: 0,
             },
         );
         store.limiter(|s| &mut s.limiter);
