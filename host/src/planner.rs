@@ -179,46 +179,39 @@ pub fn check_job(policy: &Policy, job: &Job, d: &Description) -> Vec<Finding> {
             );
         }
     }
-    for c in &d.commands {
-        if !job.commands.contains_key(&c.name) {
+    // Commands and services the plugin declares but the job does not map, and the reverse.
+    let kinds = [
+        (
+            "commands",
+            "command",
+            "run",
+            &d.commands,
+            &job.commands.keys().collect::<Vec<_>>(),
+        ),
+        (
+            "services",
+            "service",
+            "control",
+            &d.services,
+            &job.services.keys().collect::<Vec<_>>(),
+        ),
+    ];
+    for (field, noun, verb, declared, mapped) in kinds {
+        for n in declared.iter().filter(|n| !mapped.contains(&&n.name)) {
             err(
                 false,
-                "commands",
+                field,
                 format!(
-                    "`{}` is not mapped; plans that run it will be refused ({})",
-                    c.name, c.description
+                    "`{}` is not mapped; plans that {verb} it will be refused ({})",
+                    n.name, n.description
                 ),
             );
         }
-    }
-    for s in &d.services {
-        if !job.services.contains_key(&s.name) {
-            err(
-                false,
-                "services",
-                format!(
-                    "`{}` is not mapped; plans that control it will be refused ({})",
-                    s.name, s.description
-                ),
-            );
-        }
-    }
-    for c in job.commands.keys() {
-        if !d.commands.iter().any(|x| &x.name == c) {
-            err(
-                false,
-                "commands",
-                format!("`{c}` is not a command of {}", d.name),
-            );
-        }
-    }
-    for s in job.services.keys() {
-        if !d.services.iter().any(|x| &x.name == s) {
-            err(
-                false,
-                "services",
-                format!("`{s}` is not a service of {}", d.name),
-            );
+        for m in mapped
+            .iter()
+            .filter(|m| !declared.iter().any(|n| &&n.name == *m))
+        {
+            err(false, field, format!("`{m}` is not a {noun} of {}", d.name));
         }
     }
     out

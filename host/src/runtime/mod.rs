@@ -28,9 +28,32 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 /// How often the epoch advances; deadlines are counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
-/// The two clocks a call is held to, as named in timeout errors.
-const OWN_TIME: &str = "its own computing time";
-const WALL_TIME: &str = "wall-clock time (site facts included)";
+/// The two clocks a call is held to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deadline {
+    /// The plugin's own computing time ([`Limits::call_timeout`]).
+    OwnTime,
+    /// Wall-clock time, facts included ([`Limits::call_wall_timeout`]).
+    WallTime,
+}
+
+impl Deadline {
+    fn limit(self, limits: &Limits) -> Duration {
+        match self {
+            Deadline::OwnTime => limits.call_timeout,
+            Deadline::WallTime => limits.call_wall_timeout,
+        }
+    }
+}
+
+impl std::fmt::Display for Deadline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Deadline::OwnTime => "its own computing time",
+            Deadline::WallTime => "wall-clock time (site facts included)",
+        })
+    }
+}
 /// How much of a plugin's stderr (panic messages) is kept for the error report.
 const STDERR_CAPTURE: usize = 16 * 1024;
 
@@ -154,7 +177,7 @@ pub enum CallError {
         /// The deadline.
         limit: Duration,
         /// Which clock ran out.
-        counting: &'static str,
+        counting: Deadline,
     },
     /// The plugin tried to grow its memory past the cap.
     #[error(
@@ -341,7 +364,7 @@ struct CallClock {
     started: Instant,
     in_host: Duration,
     /// Which deadline stopped the call, if one did.
-    expired: Option<&'static str>,
+    expired: Option<Deadline>,
 }
 
 impl State {
@@ -625,9 +648,9 @@ impl Runtime {
             let wall = clock.started.elapsed();
             let own = wall.saturating_sub(clock.in_host);
             if own >= own_limit {
-                clock.expired = Some(OWN_TIME);
+                clock.expired = Some(Deadline::OwnTime);
             } else if wall >= wall_limit {
-                clock.expired = Some(WALL_TIME);
+                clock.expired = Some(Deadline::WallTime);
             } else {
                 return Ok(UpdateDeadline::Continue(ticks(
                     (own_limit - own).min(wall_limit - wall),
@@ -649,11 +672,7 @@ impl Runtime {
                 CallError::Timeout {
                     plugin: plugin.into(),
                     call,
-                    limit: if counting == OWN_TIME {
-                        self.limits.call_timeout
-                    } else {
-                        self.limits.call_wall_timeout
-                    },
+                    limit: counting.limit(&self.limits),
                     counting,
                 }
             } else {
