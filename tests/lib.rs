@@ -12,10 +12,18 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Where `cargo xtask plugins` puts the product plugins.
+/// Where `cargo xtask plugins` puts the product plugins: `plugins/` in the target directory this
+/// test or benchmark was built into (so `CARGO_TARGET_DIR` is honoured), or
+/// `HOKAN_TEST_PLUGIN_DIR` when set.
 pub fn plugin_dir() -> PathBuf {
-    std::env::var_os("HOKAN_TEST_PLUGIN_DIR")
-        .map(PathBuf::from)
+    if let Some(dir) = std::env::var_os("HOKAN_TEST_PLUGIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    // The executable is <target>/<profile>/deps/<name>-<hash>.
+    let exe = std::env::current_exe().expect("the test executable's path");
+    exe.ancestors()
+        .nth(3)
+        .map(|target| target.join("plugins"))
         .unwrap_or_else(|| repo_root().join("target/plugins"))
 }
 

@@ -46,6 +46,14 @@ fn root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Where host builds go: `CARGO_TARGET_DIR` when set (relative to the repository), else `target/`.
+fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) if !d.is_empty() => root().join(d),
+        _ => root().join("target"),
+    }
+}
+
 fn run(cmd: &mut Command) -> Result<()> {
     eprintln!("$ {}", show(cmd));
     let status = cmd
@@ -162,7 +170,7 @@ fn component_linker() -> Result<PathBuf> {
             return Ok(p);
         }
     }
-    let tools = root().join("target/tools");
+    let tools = target_dir().join("tools");
     let p = tools.join("bin/wasm-component-ld");
     if !p.exists() {
         eprintln!("wasm-component-ld not found beside rustc; installing it from crates.io");
@@ -215,9 +223,17 @@ fn plugins() -> Result<PathBuf> {
     let toolchain = setup()?;
     eprintln!("building plugins with {}", toolchain.describe());
     let ws = root().join("plugins");
-    run(toolchain.cargo().current_dir(&ws))?;
-    let built = ws.join(format!("target/{WASM_TARGET}/release"));
-    let out = root().join("target/plugins");
+    // The plugins keep their own target directory whatever CARGO_TARGET_DIR says: they may be
+    // built by another toolchain, whose artefacts must not mix with the host's.
+    let plugin_target = ws.join("target");
+    run(toolchain
+        .cargo()
+        .current_dir(&ws)
+        .env_remove("CARGO_TARGET_DIR")
+        .arg("--target-dir")
+        .arg(&plugin_target))?;
+    let built = plugin_target.join(format!("{WASM_TARGET}/release"));
+    let out = target_dir().join("plugins");
     std::fs::create_dir_all(out.join("fixtures"))?;
     for (names, dest) in [(PRODUCTS, out.clone()), (FIXTURES, out.join("fixtures"))] {
         for name in names {
@@ -278,7 +294,8 @@ fn test() -> Result<()> {
 fn demo() -> Result<()> {
     let plugin_dir = plugins()?;
     run(cargo().args(["build", "-q", "-p", "hokan", "-p", "hokan-e2e", "--bins"]))?;
-    let bin = root().join("target/debug");
+    let bin = target_dir().join("debug");
+    // The bundled policies point at target/demo, wherever the build goes.
     let demo = root().join("target/demo");
     run(Command::new(bin.join("make-demo-site")).arg(&demo))?;
     let hokan = |args: &[&str]| {
