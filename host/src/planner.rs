@@ -497,6 +497,7 @@ mod tests {
                 description: "service".into(),
             }],
             maintenance_markers: vec![],
+            command_behaviours: vec![],
         }
     }
 

@@ -22,7 +22,7 @@ const DEBIAN_PACKAGES: &[&str] = &["rustc-web", "cargo-web", "rust-web-src", "ll
 const WASM_TARGET: &str = "wasm32-wasip2";
 /// Plugin crates whose components are products, and test fixtures.
 const PRODUCTS: &[&str] = &["mailwise"];
-const FIXTURES: &[&str] = &["adversary", "future-contract"];
+const FIXTURES: &[&str] = &["adversary", "careless", "future-contract"];
 
 fn main() -> Result<()> {
     let task = std::env::args().nth(1);

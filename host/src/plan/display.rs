@@ -122,8 +122,9 @@ fn step_line(out: &mut String, label: &str, s: &Step) {
     }
     let pad = " ".repeat(label.len() + 1);
     let _ = writeln!(out, "\n{pad}  {}", s.action);
-    if let Some(c) = &s.when {
-        let _ = writeln!(out, "{pad}  only when {c}");
+    if !s.when.is_empty() {
+        let all: Vec<String> = s.when.iter().map(ToString::to_string).collect();
+        let _ = writeln!(out, "{pad}  only when {}", all.join(" and "));
     }
     if let Action::Manual { instructions, .. } = &s.action {
         let _ = writeln!(out, "{pad}  > {instructions}");

@@ -231,8 +231,8 @@ pub struct Step {
     pub timeout_ms: Option<u64>,
     /// Extra attempts after a failure.
     pub retries: u32,
-    /// Runs only when this holds at that moment.
-    pub when: Option<Condition>,
+    /// Runs only when all of these hold at that moment; empty means always.
+    pub when: Vec<Condition>,
     /// What the step does.
     pub action: Action,
 }

@@ -143,7 +143,7 @@ impl Validator<'_> {
         if s.retries > 100 {
             self.fail(format!("{} retries is too many (at most 100)", s.retries));
         }
-        if let Some(c) = &s.when {
+        for c in &s.when {
             self.condition(c);
         }
         self.action(&s.action);
@@ -304,7 +304,7 @@ mod tests {
             on_error: OnError::Abort,
             timeout_ms: None,
             retries: 0,
-            when: None,
+            when: vec![],
             action,
         }
     }

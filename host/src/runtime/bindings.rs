@@ -1,9 +1,9 @@
-//! The generated bindings of `hokan:policy@0.1.0` and every conversion between them and the
+//! The generated bindings of `hokan:policy@0.2.0` and every conversion between them and the
 //! host's own types. No other module sees a WIT type.
 
 use super::{
-    Description, Limits, MaintenanceMarker, NameInfo, OperationInfo, ParamInfo, PlanRefusal,
-    PlanRequest, RootInfo, SetUse, State,
+    CommandBehaviour, Description, Limits, MaintenanceMarker, NameInfo, OperationInfo, ParamInfo,
+    PlanRefusal, PlanRequest, RootInfo, SetUse, SimEffect, State,
 };
 use crate::facts as domain_facts;
 use crate::plan::model as m;
@@ -218,6 +218,29 @@ pub(super) fn description(d: wp::Description) -> Description {
                 description: mk.description,
             })
             .collect(),
+        command_behaviours: d
+            .command_behaviours
+            .into_iter()
+            .map(|b| CommandBehaviour {
+                command: b.command,
+                args_prefix: b.args_prefix,
+                exit_code: b.exit_code,
+                output: b.output,
+                duration_ms: b.duration_ms,
+                effects: b
+                    .effects
+                    .into_iter()
+                    .map(|e| match e {
+                        wp::SimEffect::CreateFile(p) => SimEffect::CreateFile(location(p)),
+                        wp::SimEffect::Remove(p) => SimEffect::Remove(location(p)),
+                        wp::SimEffect::Service(c) => SimEffect::Service {
+                            service: c.service,
+                            state: Budget::state(c.state),
+                        },
+                    })
+                    .collect(),
+            })
+            .collect(),
     }
 }
 
@@ -345,7 +368,11 @@ impl Budget<'_> {
             },
             timeout_ms: s.timeout_ms,
             retries: s.retries,
-            when: s.when.map(|c| self.condition(c)).transpose()?,
+            when: s
+                .when
+                .into_iter()
+                .map(|c| self.condition(c))
+                .collect::<Result<_, _>>()?,
             action: self.action(s.action)?,
         })
     }

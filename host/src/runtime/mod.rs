@@ -310,6 +310,42 @@ pub struct Description {
     pub services: Vec<NameInfo>,
     /// Maintenance markers.
     pub maintenance_markers: Vec<MaintenanceMarker>,
+    /// How its commands behave in a dry run, unless a world fixture says otherwise.
+    pub command_behaviours: Vec<CommandBehaviour>,
+}
+
+/// A change a simulated command makes to the dry-run world.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SimEffect {
+    /// Creates an empty file and its parents.
+    CreateFile(Location),
+    /// Removes a file or a tree.
+    Remove(Location),
+    /// Brings a service to a state on the command's server.
+    Service {
+        /// Logical service name.
+        service: String,
+        /// Its new state.
+        state: crate::plan::ServiceState,
+    },
+}
+
+/// How a command behaves in a dry run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CommandBehaviour {
+    /// The logical command.
+    pub command: String,
+    /// Applies to invocations whose arguments start with these.
+    pub args_prefix: Vec<String>,
+    /// Its exit code.
+    pub exit_code: i32,
+    /// What it prints.
+    pub output: String,
+    /// How long it runs.
+    pub duration_ms: u64,
+    /// What it changes, in order.
+    pub effects: Vec<SimEffect>,
 }
 
 impl Description {

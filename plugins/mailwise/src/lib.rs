@@ -113,6 +113,16 @@ impl Plugin for Mailwise {
                 path: maint(),
                 description: "mailwise is in maintenance mode while this file exists".into(),
             }],
+            command_behaviours: vec![
+                // Setting maintenance mode makes mailwise write its marker within seconds.
+                behaviour("maintenance-mode", &["on"], 0, Duration::from_secs(3))
+                    .effect(SimEffect::create_file(maint())),
+                // mwsave sets maintenance mode itself and releases it when it is done.
+                behaviour("mwsave", &[], 0, Duration::from_secs(600))
+                    .effect(SimEffect::create_file(maint()))
+                    .effect(SimEffect::remove(maint()))
+                    .output("mwsave: archive complete"),
+            ],
         }
     }
 
@@ -137,6 +147,11 @@ fn mw(rel: &str) -> Path {
 
 fn maint() -> Path {
     mw("data/maint")
+}
+
+/// Where a restore stages the set's copy before swapping it in.
+fn staging() -> Path {
+    mw("hokan-restore")
 }
 
 /// The `mw/back<N>` archives present under `root_dir`, in numeric order.
@@ -352,6 +367,13 @@ fn restore(req: &Request, elsewhere: bool) -> Result<Plan, PlanError> {
     require_dir(&SET.join("data"), "the backup set has no data directory")?;
     require_dir(&SET.join("file"), "the backup set has no file directory")?;
     check_mirrors(&SET.join("data"))?;
+    if facts::exists(&staging())? {
+        return Err(PlanError::Refused(format!(
+            "{} exists: an earlier restore was interrupted. Run `hokan recover` for this job, or \
+             check that nothing in it is needed and delete it, then plan again.",
+            staging()
+        )));
+    }
     for dir in ["data_bak", "file_bak"] {
         if facts::exists(&mw(dir))? {
             return Err(PlanError::Refused(format!(
@@ -412,7 +434,32 @@ fn restore(req: &Request, elsewhere: bool) -> Result<Plan, PlanError> {
     );
     // Set maintenance mode.
     set_maintenance(&mut plan, req, "maintenance-on")?;
-    // Rename the current data, then put the backup in place; never copy over existing data.
+    // The manual renames the current data to *_bak and then copies the set into place. hokan
+    // copies into a staging directory first and verifies it there, so a failed or interrupted
+    // copy never leaves half a database where mailwise looks; the swap is then a few renames,
+    // and the current data is never overwritten.
+    let mut placed: Vec<String> = vec!["data".into(), "file".into()];
+    placed.extend(backs.iter().cloned());
+    for dir in &placed {
+        plan.step(
+            &format!("stage-{dir}"),
+            &format!("Copy the set's {dir} to {}", staging().join(dir)),
+            Action::copy_tree(SET.join(dir), staging().join(dir)),
+        );
+        plan.step(
+            &format!("verify-{dir}"),
+            &format!("Verify the staged {dir} equals the set's copy"),
+            Action::verify_copy(SET.join(dir), staging().join(dir)),
+        );
+    }
+    // Archives first: they are new directories, taken back out if the data swap fails.
+    for b in &backs {
+        plan.step(
+            &format!("place-{b}"),
+            &format!("Put the staged {b} in place as mw/{b}"),
+            Action::rename(staging().join(b), mw(b)),
+        );
+    }
     for dir in ["data", "file"] {
         plan.step(
             &format!("keep-{dir}"),
@@ -420,20 +467,18 @@ fn restore(req: &Request, elsewhere: bool) -> Result<Plan, PlanError> {
             Action::rename(mw(dir), mw(&format!("{dir}_bak"))),
         );
     }
-    let mut placed: Vec<String> = vec!["data".into(), "file".into()];
-    placed.extend(backs.iter().cloned());
-    for dir in &placed {
+    for dir in ["data", "file"] {
         plan.step(
             &format!("place-{dir}"),
-            &format!("Put the set's {dir} in place as mw/{dir}"),
-            Action::copy_tree(SET.join(dir), mw(dir)),
-        );
-        plan.step(
-            &format!("verify-{dir}"),
-            &format!("Verify mw/{dir} equals the set's copy"),
-            Action::verify_copy(SET.join(dir), mw(dir)),
+            &format!("Put the staged {dir} in place as mw/{dir}"),
+            Action::rename(staging().join(dir), mw(dir)),
         );
     }
+    plan.step(
+        "remove-staging",
+        "Remove the (now empty) staging directory",
+        Action::remove(staging()),
+    );
     // Release maintenance mode: the restored data may carry the maint file.
     plan.step(
         "release-maintenance",
@@ -450,7 +495,17 @@ fn restore(req: &Request, elsewhere: bool) -> Result<Plan, PlanError> {
             Some(BACKUP_REF),
         ),
     );
-    // When anything failed before the restored data was in place, put the previous data back.
+    // When anything failed before both directories were in place, put the previous data back.
+    // Only a stop between the two `place-` renames leaves the restored mw/data without any
+    // mw/file: take the restored mw/data back out first, so restored and previous never mix.
+    plan.cleanup(
+        "unplace-data",
+        "If only mw/data was put in place, take it back out to the staging directory",
+        Action::rename(mw("data"), staging().join("data")),
+    )
+    .when(Condition::absent(mw("file")))
+    .when(Condition::exists(mw("data")))
+    .when(Condition::exists(mw("data_bak")));
     for dir in ["data", "file"] {
         plan.cleanup(
             &format!("put-back-{dir}"),
@@ -459,11 +514,35 @@ fn restore(req: &Request, elsewhere: bool) -> Result<Plan, PlanError> {
         )
         .when(Condition::absent(mw(dir)));
     }
+    for b in &backs {
+        plan.cleanup(
+            &format!("unplace-{b}"),
+            &format!("If the restored data is not in place, take mw/{b} back out"),
+            Action::rename(mw(b), staging().join(b)),
+        )
+        .when(Condition::exists(staging().join("data")))
+        .when(Condition::exists(mw(b)));
+    }
+    plan.cleanup(
+        "discard-staging",
+        "Remove the staging directory (copies of the set, which keeps its own)",
+        Action::remove(staging()),
+    );
     release_maintenance_in_cleanup(&mut plan);
     plan.invariant(
         "data-in-place",
         "mailwise has a database directory after the restore, restored or previous",
         Condition::exists(mw("data")),
+    );
+    plan.invariant(
+        "files-in-place",
+        "mailwise has its attachment directory after the restore, restored or previous",
+        Condition::exists(mw("file")),
+    );
+    plan.invariant(
+        "no-staging-left",
+        "no staged copy is left in mailwise's directory",
+        Condition::absent(staging()),
     );
     plan.invariant(
         "data-volume-usable",

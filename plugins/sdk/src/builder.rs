@@ -152,7 +152,7 @@ fn new_step(id: &str, title: &str, action: Action) -> Step {
         timeout_ms: None,
         retries: 0,
         on_error: OnError::Abort,
-        when: None,
+        when: Vec::new(),
     }
 }
 
@@ -175,9 +175,10 @@ impl StepBuilder<'_> {
         self.0.retries = n;
         self
     }
-    /// Runs the step only when `condition` holds at that moment.
+    /// Runs the step only when `condition` holds at that moment; called again, only when all
+    /// the conditions hold.
     pub fn when(self, condition: Condition) -> Self {
-        self.0.when = Some(condition);
+        self.0.when.push(condition);
         self
     }
     /// On failure, records it and goes on with the next step instead of aborting.

@@ -44,8 +44,8 @@ pub mod facts;
 mod path;
 
 pub use bindings::exports::hokan::policy::plugin::{
-    Description, MaintenanceMarker, NameInfo, OperationInfo, ParamInfo, PlanError, Request,
-    RootInfo, SetUse,
+    CommandBehaviour, Description, MaintenanceMarker, NameInfo, OperationInfo, ParamInfo,
+    PlanError, Request, RootInfo, ServiceChange, SetUse, SimEffect,
 };
 pub use bindings::hokan::policy::log::Level;
 pub use bindings::hokan::policy::plan_types::{
@@ -129,6 +129,56 @@ pub fn name_info(name: &str, description: &str) -> NameInfo {
     }
 }
 
+/// How a command behaves in a dry run: `args_prefix` selects the invocations it models.
+/// Add effects with [`CommandBehaviour::effect`].
+pub fn behaviour(
+    command: &str,
+    args_prefix: &[&str],
+    exit_code: i32,
+    duration: std::time::Duration,
+) -> CommandBehaviour {
+    CommandBehaviour {
+        command: command.into(),
+        args_prefix: args_prefix.iter().map(|a| (*a).into()).collect(),
+        exit_code,
+        output: String::new(),
+        duration_ms: duration.as_millis().try_into().unwrap_or(u64::MAX),
+        effects: Vec::new(),
+    }
+}
+
+impl CommandBehaviour {
+    /// Adds a change the command makes when it runs.
+    pub fn effect(mut self, effect: SimEffect) -> Self {
+        self.effects.push(effect);
+        self
+    }
+
+    /// Sets what the command prints.
+    pub fn output(mut self, output: &str) -> Self {
+        self.output = output.into();
+        self
+    }
+}
+
+impl SimEffect {
+    /// The command creates an empty file (and its parents).
+    pub fn create_file(p: Path) -> SimEffect {
+        SimEffect::CreateFile(p)
+    }
+    /// The command removes a file or tree.
+    pub fn remove(p: Path) -> SimEffect {
+        SimEffect::Remove(p)
+    }
+    /// The command brings a service to a state.
+    pub fn service(service: &str, state: ServiceState) -> SimEffect {
+        SimEffect::Service(ServiceChange {
+            service: service.into(),
+            state,
+        })
+    }
+}
+
 /// Describes an operation.
 pub fn operation(name: &str, description: &str, sets: SetUse) -> OperationInfo {
     OperationInfo {
@@ -143,8 +193,8 @@ pub mod prelude {
     pub use crate::facts::{self, FactError};
     pub use crate::{
         Action, Condition, Description, Level, MaintenanceMarker, OnError, Path, Plan, PlanBuilder,
-        PlanError, Plugin, Request, Root, ServiceState, SetUse, log, name_info, operation,
-        param_info, root_info,
+        PlanError, Plugin, Request, Root, ServiceState, SetUse, SimEffect, behaviour, log,
+        name_info, operation, param_info, root_info,
     };
 }
 
