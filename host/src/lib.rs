@@ -13,3 +13,4 @@ pub mod planner;
 pub mod policy;
 pub mod runtime;
 pub mod sets;
+pub mod simulate;

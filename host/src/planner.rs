@@ -249,12 +249,18 @@ pub struct Prepared {
     pub topology: Topology,
 }
 
-/// Works out the grants and the request of one planning call, choosing the backup set.
+/// Lists the backup set ids in a job's sets directory, oldest first: [`sets::list`] for the
+/// real directories, the modelled world's for a dry run.
+pub type SetLister<'a> = &'a dyn Fn(&Path) -> std::io::Result<Vec<String>>;
+
+/// Works out the grants and the request of one planning call, choosing the backup set among
+/// those `list_sets` finds.
 pub fn prepare(
     policy: &Policy,
     job: &Job,
     d: &Description,
     input: &PlanInput<'_>,
+    list_sets: SetLister<'_>,
 ) -> Result<Prepared, PlanJobError> {
     let op = d.operation(input.operation).ok_or_else(|| {
         policy.job_error(
@@ -315,7 +321,7 @@ pub fn prepare(
                     .into());
             }
             SetUse::Writes => sets::id_at(input.now),
-            _ => choose_set(&dir, input.set)?,
+            _ => choose_set(&dir, input.set, list_sets)?,
         };
         roots.insert("set".into(), dir.join(&id));
         grants.roots.insert("set".into(), op.sets == SetUse::Writes);
@@ -371,8 +377,12 @@ pub fn sets_dir(policy: &Policy, job: &Job) -> Option<PathBuf> {
     Some(sets::job_dir(root, &policy.site, &owner.name))
 }
 
-fn choose_set(dir: &Path, wanted: Option<&str>) -> Result<String, PlanJobError> {
-    let ids = sets::list(dir).map_err(|e| {
+fn choose_set(
+    dir: &Path,
+    wanted: Option<&str>,
+    list_sets: SetLister<'_>,
+) -> Result<String, PlanJobError> {
+    let ids = list_sets(dir).map_err(|e| {
         PlanJobError::Sets(format!("cannot list backup sets in {}: {e}", dir.display()))
     })?;
     match wanted {
@@ -443,7 +453,7 @@ pub fn plan_job(
     job: &Job,
     input: &PlanInput<'_>,
 ) -> Result<PlanDocument, PlanJobError> {
-    let prepared = prepare(policy, job, plugin.description(), input)?;
+    let prepared = prepare(policy, job, plugin.description(), input, &sets::list)?;
     let facts = RealFacts::open(prepared.roots.clone(), prepared.topology.clone())
         .map_err(|e| policy.job_error(job, "roots", e.to_string()))?;
     let now_ms = input
@@ -476,6 +486,7 @@ mod tests {
                 name: "backup".into(),
                 description: String::new(),
                 sets: SetUse::Writes,
+                leaves_maintenance: false,
             }],
             roots: vec![RootInfo {
                 name: "data".into(),

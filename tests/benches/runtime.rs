@@ -81,7 +81,14 @@ fn main() {
         set: None,
         now: SystemTime::now(),
     };
-    let prepared = planner::prepare(&policy, job, plugin.description(), &input).unwrap();
+    let prepared = planner::prepare(
+        &policy,
+        job,
+        plugin.description(),
+        &input,
+        &hokan::sets::list,
+    )
+    .unwrap();
     // The facts' own time is tallied to tell the runtime's share of a call from the disk's.
     let facts = Arc::new(TestFacts::new(
         RealFacts::open(prepared.roots.clone(), prepared.topology.clone()).unwrap(),
@@ -116,7 +123,8 @@ fn main() {
         operation: "maintenance-off",
         ..input
     };
-    let prepared_off = planner::prepare(&policy, job, plugin.description(), &off).unwrap();
+    let prepared_off =
+        planner::prepare(&policy, job, plugin.description(), &off, &hokan::sets::list).unwrap();
     let mut samples = Vec::new();
     for _ in 0..1000 {
         let t = Instant::now();

@@ -232,7 +232,14 @@ fn slow_facts_do_not_count_against_the_plugin_but_wall_time_is_capped() {
             set: None,
             now: SystemTime::now(),
         };
-        let prepared = planner::prepare(&policy, job, plugin.description(), &input).unwrap();
+        let prepared = planner::prepare(
+            &policy,
+            job,
+            plugin.description(),
+            &input,
+            &hokan::sets::list,
+        )
+        .unwrap();
         let real = hokan::facts::RealFacts::open(prepared.roots.clone(), prepared.topology.clone())
             .unwrap();
         // A backup plan asks about ten questions: about a second of facts in all.

@@ -76,7 +76,13 @@ fn plan_with_space(
         set: None,
         now: now(),
     };
-    let prepared = planner::prepare(&policy, job, m.plugin.description(), &input)?;
+    let prepared = planner::prepare(
+        &policy,
+        job,
+        m.plugin.description(),
+        &input,
+        &hokan::sets::list,
+    )?;
     let real = RealFacts::open(prepared.roots.clone(), prepared.topology.clone())
         .unwrap()
         .with_now_ms(NOW_SECS as i64 * 1000);

@@ -1,14 +1,16 @@
 //! The commands behind the command line.
 
-use super::{Cli, Command};
+use super::{Cli, Command, Faults};
 use anyhow::{Context, Result, bail};
 use hokan::plan::display::render;
 use hokan::planner::{self, PlanInput, PluginDir};
 use hokan::policy::{self, Policy};
 use hokan::runtime::{Limits, Plugin, Runtime};
+use hokan::simulate::{self, FaultMode, Report, World};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 fn cache_dir(cli: &Cli) -> PathBuf {
@@ -40,6 +42,31 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
             set,
             json,
         } => plan(cli, policy, job, op, set.as_deref(), *json),
+        Command::Simulate {
+            policies,
+            job,
+            op,
+            world,
+            from_tree,
+            faults,
+            json,
+            junit,
+        } => simulate(
+            cli,
+            &SimulateArgs {
+                policies,
+                job: job.as_deref(),
+                op: op.as_deref(),
+                world: world.as_deref(),
+                from_tree: *from_tree,
+                mode: match faults {
+                    Faults::None => FaultMode::None,
+                    Faults::EachStep => FaultMode::EachStep,
+                },
+                json: *json,
+                junit: junit.as_deref(),
+            },
+        ),
     }
 }
 
@@ -242,4 +269,127 @@ fn plan(
         print!("{}", render(&doc));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+struct SimulateArgs<'a> {
+    policies: &'a [PathBuf],
+    job: Option<&'a str>,
+    op: Option<&'a str>,
+    world: Option<&'a Path>,
+    from_tree: bool,
+    mode: FaultMode,
+    json: bool,
+    junit: Option<&'a Path>,
+}
+
+/// Exit status of `simulate` when a plugin refused to plan in the world.
+const EXIT_REFUSED: u8 = 3;
+/// Exit status of `simulate` when an invariant broke.
+const EXIT_BROKEN: u8 = 4;
+
+/// The world a policy's jobs are simulated in.
+fn world_for(pol: &Policy, a: &SimulateArgs<'_>) -> Result<World> {
+    if let Some(f) = a.world {
+        return Ok(World::load(f)?);
+    }
+    if a.from_tree {
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for job in pol.jobs.values() {
+            dirs.extend(job.roots.values().cloned());
+            dirs.extend(planner::sets_dir(pol, job));
+        }
+        let now_ms = SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        return Ok(World::scan(dirs.iter().map(PathBuf::as_path), now_ms)?);
+    }
+    let default = pol
+        .file
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("worlds")
+        .join(pol.file.file_name().unwrap_or_default());
+    if !default.exists() {
+        bail!(
+            "{}: there is no world to simulate it in: write {} (see docs/simulation.md), or pass \
+             --world FILE or --from-tree",
+            pol.file.display(),
+            default.display()
+        );
+    }
+    Ok(World::load(&default)?)
+}
+
+fn simulate(cli: &Cli, a: &SimulateArgs<'_>) -> Result<ExitCode> {
+    let mut policies = Vec::new();
+    for p in a.policies {
+        policies.extend(policy::load_all(p)?);
+    }
+    if let Some(j) = a.job
+        && !policies.iter().any(|p| p.jobs.contains_key(j))
+    {
+        let files: Vec<String> = policies
+            .iter()
+            .map(|p| p.file.display().to_string())
+            .collect();
+        bail!(
+            "no policy has a job `{j}` (looked in {}); `hokan validate` lists the jobs",
+            files.join(", ")
+        );
+    }
+    let rt = runtime(cli)?;
+    let dir = PluginDir(cli.plugin_dir.clone());
+    let mut runs = Vec::new();
+    for pol in &policies {
+        let jobs: Vec<_> = pol
+            .jobs
+            .values()
+            .filter(|j| a.job.is_none_or(|n| n == j.name))
+            .collect();
+        if jobs.is_empty() {
+            continue;
+        }
+        let world = Arc::new(world_for(pol, a)?);
+        for job in jobs {
+            let plugin = planner::load_plugin(&rt, &dir, pol, job)?;
+            if let Some(f) = planner::check_job(pol, job, plugin.description())
+                .into_iter()
+                .find(|f| f.error)
+            {
+                bail!("{}", f.message);
+            }
+            let ops: Vec<String> = match a.op {
+                Some(op) => vec![op.to_string()],
+                None if !job.operations.is_empty() => job.operations.clone(),
+                None => plugin
+                    .description()
+                    .operations
+                    .iter()
+                    .map(|o| o.name.clone())
+                    .collect(),
+            };
+            for op in &ops {
+                runs.push(simulate::simulate_op(
+                    &rt, &plugin, pol, job, op, &world, a.mode,
+                )?);
+            }
+        }
+    }
+    let report = Report::new(a.mode, runs);
+    if let Some(f) = a.junit {
+        std::fs::write(f, simulate::report::junit(&report))
+            .with_context(|| format!("cannot write the JUnit report to {}", f.display()))?;
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", simulate::report::render(&report));
+    }
+    Ok(if report.summary.broken > 0 {
+        ExitCode::from(EXIT_BROKEN)
+    } else if report.summary.refused > 0 {
+        ExitCode::from(EXIT_REFUSED)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -62,6 +62,46 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Dry-run jobs in a modelled world, with faults injected, and check the safety invariants.
+    ///
+    /// Exit status: 0 every invariant held in every scenario; 1 bad input (policy, world,
+    /// plugin); 2 bad command line; 3 a plugin refused to plan in the world; 4 an invariant broke.
+    Simulate {
+        /// Policy files or directories of them.
+        #[arg(required = true)]
+        policies: Vec<PathBuf>,
+        /// Only this job.
+        #[arg(long)]
+        job: Option<String>,
+        /// Only this operation [default: every operation the job allows].
+        #[arg(long)]
+        op: Option<String>,
+        /// The world fixture (docs/simulation.md) [default: worlds/<policy name>.toml beside
+        /// each policy].
+        #[arg(long, conflicts_with = "from_tree")]
+        world: Option<PathBuf>,
+        /// Model the world on a read-only scan of the jobs' real directories.
+        #[arg(long)]
+        from_tree: bool,
+        /// Which failures to inject.
+        #[arg(long, value_enum, default_value = "none")]
+        faults: Faults,
+        /// Print the versioned JSON report (docs/simulation.md) instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Also write JUnit XML here: one test case per scenario.
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+    },
+}
+
+/// Which failures `simulate` injects.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Faults {
+    /// Only the normal run.
+    None,
+    /// Also each step failing, timing out, and the host crashing right after it.
+    EachStep,
 }
 
 /// Parses the command line, runs the command, and maps the result to an exit code.

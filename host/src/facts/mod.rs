@@ -6,7 +6,7 @@
 
 mod real;
 
-pub use real::RealFacts;
+pub use real::{RealFacts, available_space};
 
 use serde::Serialize;
 

@@ -131,7 +131,7 @@ fn tree_size(dir: &Dir) -> std::io::Result<u64> {
 }
 
 /// Free space of the volume holding `path`, or of its nearest existing ancestor.
-fn available_space(path: &Path) -> std::io::Result<u64> {
+pub fn available_space(path: &Path) -> std::io::Result<u64> {
     let mut p = path;
     loop {
         match fs4::available_space(p) {

@@ -276,12 +276,17 @@ struct Source<'a> {
     text: &'a str,
 }
 
+/// The 1-based line and column of a byte offset in a text.
+pub(crate) fn position(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
 impl Source<'_> {
     fn position(&self, offset: usize) -> (usize, usize) {
-        let before = &self.text[..offset.min(self.text.len())];
-        let line = before.matches('\n').count() + 1;
-        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-        (line, column)
+        position(self.text, offset)
     }
 
     /// The dotted name of the key at `span`: the nearest table header above it, plus the key.

@@ -187,6 +187,7 @@ pub(super) fn description(d: wp::Description) -> Description {
                     wp::SetUse::Writes => SetUse::Writes,
                     wp::SetUse::Reads => SetUse::Reads,
                 },
+                leaves_maintenance: o.leaves_maintenance,
             })
             .collect(),
         roots: d

@@ -243,6 +243,8 @@ pub struct OperationInfo {
     pub description: String,
     /// How it uses backup sets.
     pub sets: SetUse,
+    /// Its purpose is to leave the product in maintenance mode.
+    pub leaves_maintenance: bool,
 }
 
 /// A root a plugin needs.

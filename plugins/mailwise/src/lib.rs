@@ -50,11 +50,7 @@ impl Plugin for Mailwise {
                     "Put a backup set onto another server where mailwise was freshly installed.",
                     SetUse::Reads,
                 ),
-                operation(
-                    "maintenance-on",
-                    "Set maintenance mode for a daily window.",
-                    SetUse::None,
-                ),
+                maintenance_operation("maintenance-on", "Set maintenance mode for a daily window."),
                 operation(
                     "maintenance-off",
                     "Release maintenance mode (delete mw/data/maint).",
@@ -101,7 +97,7 @@ impl Plugin for Mailwise {
             commands: vec![
                 name_info(
                     "maintenance-mode",
-                    "Sets mailwise's maintenance mode: called in the data directory as `on --start HH:MM --end HH:MM --message TEXT`. mailwise documents this only in its UI; map a site script that does it, or use maintenance_method = manual.",
+                    "Sets and releases mailwise's maintenance mode: called in the data directory as `on --start HH:MM --end HH:MM --message TEXT`, or `off` (used when deleting mw/data/maint failed). mailwise documents this only in its UI; map a site script that does it, or use maintenance_method = manual.",
                 ),
                 name_info(
                     "mwsave",
@@ -117,6 +113,8 @@ impl Plugin for Mailwise {
                 // Setting maintenance mode makes mailwise write its marker within seconds.
                 behaviour("maintenance-mode", &["on"], 0, Duration::from_secs(3))
                     .effect(SimEffect::create_file(maint())),
+                behaviour("maintenance-mode", &["off"], 0, Duration::from_secs(3))
+                    .effect(SimEffect::remove(maint())),
                 // mwsave sets maintenance mode itself and releases it when it is done.
                 behaviour("mwsave", &[], 0, Duration::from_secs(600))
                     .effect(SimEffect::create_file(maint()))
@@ -266,13 +264,35 @@ fn set_maintenance(plan: &mut PlanBuilder, req: &Request, id: &str) -> Result<()
     Ok(())
 }
 
-fn release_maintenance_in_cleanup(plan: &mut PlanBuilder) {
+/// Releases maintenance mode whatever happened: deletes the marker (as the manual allows), and
+/// if that failed, releases it the way it was set.
+fn release_maintenance_in_cleanup(plan: &mut PlanBuilder, req: &Request) {
     plan.cleanup(
         "maintenance-off",
         "Release maintenance mode (delete mw/data/maint)",
         Action::remove(maint()),
     )
     .retries(2);
+    if req.param("maintenance_method") == Some("manual") {
+        plan.cleanup(
+            "maintenance-off-by-hand",
+            "If mw/data/maint could not be deleted, release maintenance mode by hand",
+            Action::manual(
+                "hokan could not delete mw/data/maint. In mailwise, open System settings > \
+                 General > Maintenance mode and turn it off, then check users can log in.",
+                Some(MAINT_REF),
+            ),
+        )
+        .when(Condition::exists(maint()));
+    } else {
+        plan.cleanup(
+            "maintenance-off-command",
+            "If mw/data/maint could not be deleted, release maintenance mode with the command",
+            Action::exec_in(DATA.name(), "maintenance-mode", ["off"]),
+        )
+        .when(Condition::exists(maint()))
+        .timeout(Duration::from_secs(120));
+    }
     plan.invariant(
         "maintenance-released",
         "mailwise is not left in maintenance mode",
@@ -348,7 +368,7 @@ fn backup(req: &Request) -> Result<Plan, PlanError> {
     );
 
     // 4. Release maintenance mode, whatever happened.
-    release_maintenance_in_cleanup(&mut plan);
+    release_maintenance_in_cleanup(&mut plan, req);
     plan.invariant(
         "data-volume-usable",
         "mailwise's data volume keeps at least 10 MB free",
@@ -528,7 +548,7 @@ fn restore(req: &Request, elsewhere: bool) -> Result<Plan, PlanError> {
         "Remove the staging directory (copies of the set, which keeps its own)",
         Action::remove(staging()),
     );
-    release_maintenance_in_cleanup(&mut plan);
+    release_maintenance_in_cleanup(&mut plan, req);
     plan.invariant(
         "data-in-place",
         "mailwise has a database directory after the restore, restored or previous",

@@ -185,6 +185,15 @@ pub fn operation(name: &str, description: &str, sets: SetUse) -> OperationInfo {
         name: name.into(),
         description: description.into(),
         sets,
+        leaves_maintenance: false,
+    }
+}
+
+/// Describes an operation whose purpose is to leave the product in maintenance mode.
+pub fn maintenance_operation(name: &str, description: &str) -> OperationInfo {
+    OperationInfo {
+        leaves_maintenance: true,
+        ..operation(name, description, SetUse::None)
     }
 }
 
@@ -194,7 +203,7 @@ pub mod prelude {
     pub use crate::{
         Action, Condition, Description, Level, MaintenanceMarker, OnError, Path, Plan, PlanBuilder,
         PlanError, Plugin, Request, Root, ServiceState, SetUse, SimEffect, behaviour, log,
-        name_info, operation, param_info, root_info,
+        maintenance_operation, name_info, operation, param_info, root_info,
     };
 }
 

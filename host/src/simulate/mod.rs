@@ -1,0 +1,188 @@
+//! Dry runs: a plan carried out in a modelled world, once normally and once per injected
+//! fault, with the safety invariants checked after every run.
+//!
+//! - [`world`]: the modelled site (files, free space, services, command behaviours), from a
+//!   fixture file or a read-only scan, and the facts a plugin sees while planning in it.
+//! - [`run`](mod@run): the effect of every action, the transcript, crash recovery and the invariants.
+//! - [`report`]: the human transcript, the versioned JSON document and JUnit XML.
+//!
+//! [`simulate_op`] plans one operation of a job in a world and runs every scenario.
+
+pub mod report;
+pub mod run;
+pub mod world;
+
+pub use run::{
+    Context, Fault, FaultMode, InvariantResult, Outcome, Phase, Status, StepRecord, Transcript,
+    scenarios,
+};
+pub use world::{World, WorldError, WorldFacts, normalize};
+
+use crate::plan::document::PluginRef;
+use crate::planner::{self, PlanInput, PlanJobError};
+use crate::policy::{Job, Policy};
+use crate::runtime::{Plugin, Runtime};
+use rayon::prelude::*;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+/// Version of the JSON document `hokan simulate --json` prints (`docs/simulation.md`).
+pub const FORMAT_VERSION: &str = "1";
+
+/// Every scenario of one operation of one job.
+#[derive(Debug, Clone, Serialize)]
+pub struct OpReport {
+    /// The site.
+    pub site: String,
+    /// The job.
+    pub job: String,
+    /// The operation.
+    pub operation: String,
+    /// The plugin that planned it.
+    pub plugin: PluginRef,
+    /// The backup set written or read.
+    pub set: Option<String>,
+    /// The plugin's refusal to plan in this world, if it refused; then there are no scenarios.
+    pub refused: Option<String>,
+    /// The normal run first, then one per fault.
+    pub scenarios: Vec<Transcript>,
+}
+
+impl OpReport {
+    /// The scenarios in which an invariant broke.
+    pub fn broken(&self) -> impl Iterator<Item = &Transcript> {
+        self.scenarios
+            .iter()
+            .filter(|t| t.broken().next().is_some())
+    }
+
+    /// `site/job/operation`.
+    pub fn name(&self) -> String {
+        format!("{}/{}/{}", self.site, self.job, self.operation)
+    }
+}
+
+/// Everything one `hokan simulate` found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Always [`FORMAT_VERSION`].
+    pub format_version: String,
+    /// `none` or `each-step`.
+    pub faults: &'static str,
+    /// One per (job, operation).
+    pub runs: Vec<OpReport>,
+    /// Counts.
+    pub summary: Summary,
+}
+
+/// The counts of a report.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct Summary {
+    /// Operations simulated.
+    pub operations: usize,
+    /// Scenarios run.
+    pub scenarios: usize,
+    /// Scenarios with a broken invariant.
+    pub broken: usize,
+    /// Operations the plugin refused to plan.
+    pub refused: usize,
+}
+
+impl Report {
+    /// A report of `runs`.
+    pub fn new(mode: FaultMode, runs: Vec<OpReport>) -> Report {
+        let summary = Summary {
+            operations: runs.len(),
+            scenarios: runs.iter().map(|r| r.scenarios.len()).sum(),
+            broken: runs.iter().map(|r| r.broken().count()).sum(),
+            refused: runs.iter().filter(|r| r.refused.is_some()).count(),
+        };
+        Report {
+            format_version: FORMAT_VERSION.into(),
+            faults: match mode {
+                FaultMode::None => "none",
+                FaultMode::EachStep => "each-step",
+            },
+            runs,
+            summary,
+        }
+    }
+}
+
+/// Plans `operation` of `job` in `world` and runs every scenario of `mode`, on all cores.
+pub fn simulate_op(
+    rt: &Runtime,
+    plugin: &Plugin,
+    policy: &Policy,
+    job: &Job,
+    operation: &str,
+    world: &Arc<World>,
+    mode: FaultMode,
+) -> Result<OpReport, PlanJobError> {
+    let d = plugin.description();
+    let list_sets = |dir: &Path| Ok(world.set_ids(&normalize(Path::new("/"), dir)));
+    let input = PlanInput {
+        operation,
+        set: None,
+        now: UNIX_EPOCH + Duration::from_millis(world.now_ms.max(0) as u64),
+    };
+    let prepared = planner::prepare(policy, job, d, &input, &list_sets)?;
+    let roots: BTreeMap<String, String> = prepared
+        .roots
+        .iter()
+        .map(|(k, v)| (k.clone(), normalize(Path::new("/"), v)))
+        .collect();
+    let facts = WorldFacts::new(world.clone(), roots.clone(), prepared.topology.clone());
+    let mut report = OpReport {
+        site: policy.site.clone(),
+        job: job.name.clone(),
+        operation: operation.to_string(),
+        plugin: PluginRef {
+            name: d.name.clone(),
+            version: d.version.clone(),
+            sha256: plugin.sha256().to_string(),
+        },
+        set: prepared.request.set_id.clone(),
+        refused: None,
+        scenarios: Vec::new(),
+    };
+    let doc = match planner::plan_with(rt, plugin, policy, job, &prepared, Arc::new(facts)) {
+        Ok(doc) => doc,
+        Err(PlanJobError::Refused { refusal, .. }) => {
+            report.refused = Some(refusal.to_string());
+            return Ok(report);
+        }
+        Err(e) => return Err(e),
+    };
+    let markers: Vec<_> = d
+        .maintenance_markers
+        .iter()
+        .map(|m| m.path.clone())
+        .collect();
+    let ctx = Context {
+        job: &job.name,
+        roots: &roots,
+        writable: prepared
+            .grants
+            .roots
+            .iter()
+            .filter(|(_, w)| **w)
+            .map(|(r, _)| r.clone())
+            .collect(),
+        set_use: d
+            .operation(operation)
+            .map_or(crate::runtime::SetUse::None, |o| o.sets),
+        markers: &markers,
+        leaves_maintenance: d.operation(operation).is_some_and(|o| o.leaves_maintenance),
+        behaviours: &d.command_behaviours,
+        plan: &doc.plan,
+    };
+    report.scenarios = scenarios(&doc.plan, mode)
+        .par_iter()
+        .map(|f| run::run(world, &ctx, f.as_ref()))
+        .collect();
+    Ok(report)
+}

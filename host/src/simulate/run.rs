@@ -1,0 +1,1116 @@
+//! Carrying out a plan in a modelled [`World`]: the effect of every action, the transcript, the
+//! crash-and-recover path, and the invariant report.
+//!
+//! The rules here are the executor's rules, so a dry run predicts a real run:
+//! - a step whose `when` conditions do not all hold is skipped;
+//! - a failed step is retried `retries` times, then aborts the body (or, with `continue`, is
+//!   recorded and the body goes on);
+//! - the cleanup always runs, in order; a failed cleanup step is recorded and the next one runs;
+//! - `copy-tree` is all or nothing: when it fails, the host removes what it had written;
+//! - a backup set is complete only when the body finished and every copy into it succeeded;
+//! - after a crash, recovery runs the cleanup steps that had not finished (the journal knows).
+
+use super::world::{FileNode, HOST, Node, World};
+use crate::plan::model::{Exec, VerifyCheck};
+use crate::plan::{Action, Condition, Item, Location, OnError, Plan, ServiceState, Step};
+use crate::runtime::{CommandBehaviour, SetUse, SimEffect};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashSet};
+
+/// A failure injected into one run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Fault {
+    /// The step fails on every attempt.
+    Fail {
+        /// The step.
+        step: String,
+    },
+    /// The step hangs until its timeout, on every attempt.
+    Timeout {
+        /// The step.
+        step: String,
+    },
+    /// The host dies right after the step; recovery then runs the unfinished cleanup.
+    CrashAfter {
+        /// The step.
+        step: String,
+    },
+}
+
+impl Fault {
+    /// The step it concerns.
+    pub fn step(&self) -> &str {
+        match self {
+            Fault::Fail { step } | Fault::Timeout { step } | Fault::CrashAfter { step } => step,
+        }
+    }
+
+    /// `fail copy-data`, `timeout maintenance-on`, `crash-after keep-data`.
+    pub fn label(&self) -> String {
+        match self {
+            Fault::Fail { step } => format!("fail {step}"),
+            Fault::Timeout { step } => format!("timeout {step}"),
+            Fault::CrashAfter { step } => format!("crash-after {step}"),
+        }
+    }
+}
+
+/// Which faults to inject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultMode {
+    /// Only the normal run.
+    None,
+    /// The normal run, then each step failing, timing out (where it has a timeout), and the
+    /// host crashing right after it.
+    EachStep,
+}
+
+/// The runs to make for a plan: the normal one (`None`), then one per fault.
+pub fn scenarios(plan: &Plan, mode: FaultMode) -> Vec<Option<Fault>> {
+    let mut out = vec![None];
+    if mode == FaultMode::EachStep {
+        for s in plan.all_steps() {
+            out.push(Some(Fault::Fail { step: s.id.clone() }));
+            if s.timeout_ms.is_some() {
+                out.push(Some(Fault::Timeout { step: s.id.clone() }));
+            }
+            out.push(Some(Fault::CrashAfter { step: s.id.clone() }));
+        }
+    }
+    out
+}
+
+/// Where in a run a step ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// The plan's body.
+    Body,
+    /// The cleanup after the body.
+    Cleanup,
+    /// The cleanup run by recovery after a crash.
+    Recovery,
+}
+
+/// How a step ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    /// It did what it should.
+    Ok,
+    /// It failed (after its retries).
+    Failed,
+    /// It ran out of time (after its retries).
+    TimedOut,
+    /// Its `when` conditions did not hold.
+    Skipped,
+}
+
+/// One step of a transcript.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StepRecord {
+    /// Body, cleanup or recovery.
+    pub phase: Phase,
+    /// The step's id.
+    pub id: String,
+    /// Its action's kind.
+    pub kind: &'static str,
+    /// How it ended.
+    pub status: Status,
+    /// Attempts made (0 when skipped).
+    pub attempts: u32,
+    /// Simulated time it started, ms after the run began.
+    pub at_ms: u64,
+    /// Simulated time it took, all attempts.
+    pub duration_ms: u64,
+    /// What it changed in the world.
+    pub changes: Vec<String>,
+    /// What happened, when there is more to say: an error, a command's output, a gate.
+    pub note: Option<String>,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "result", rename_all = "kebab-case")]
+pub enum Outcome {
+    /// The body ran to its end (steps marked `continue` may have failed), then the cleanup.
+    Completed,
+    /// A step failed and stopped the body; the cleanup ran.
+    Aborted {
+        /// The step.
+        step: String,
+    },
+    /// The host died after a step; recovery ran the unfinished cleanup.
+    Crashed {
+        /// The last step that ran.
+        after: String,
+    },
+}
+
+/// One invariant's verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InvariantResult {
+    /// `hokan:...` for the built-in safety invariants, else the plan's id.
+    pub id: String,
+    /// What it means.
+    pub description: String,
+    /// Whether it held.
+    pub held: bool,
+    /// Why it broke (or what it checked), naming paths and steps.
+    pub detail: Option<String>,
+}
+
+/// One run of a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Transcript {
+    /// `normal`, or the fault's label.
+    pub scenario: String,
+    /// The fault injected.
+    pub fault: Option<Fault>,
+    /// Whether the faulted step was reached (a skipped or never-reached step cannot fail).
+    pub fault_reached: bool,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Whether the backup set ended up complete; `None` when the operation writes none.
+    pub set_complete: Option<bool>,
+    /// Simulated time of the whole run.
+    pub duration_ms: u64,
+    /// Every step, in the order they ran.
+    pub steps: Vec<StepRecord>,
+    /// Every invariant, built-in first.
+    pub invariants: Vec<InvariantResult>,
+}
+
+impl Transcript {
+    /// The invariants that broke.
+    pub fn broken(&self) -> impl Iterator<Item = &InvariantResult> {
+        self.invariants.iter().filter(|i| !i.held)
+    }
+}
+
+/// What a run needs to know about the job besides its plan.
+pub struct Context<'a> {
+    /// The job's name (selects fixture command behaviours).
+    pub job: &'a str,
+    /// Root names to normalized absolute paths, `set` included.
+    pub roots: &'a BTreeMap<String, String>,
+    /// The roots the plan may write.
+    pub writable: Vec<String>,
+    /// How the operation uses backup sets.
+    pub set_use: SetUse,
+    /// The plugin's maintenance markers.
+    pub markers: &'a [Location],
+    /// The operation means to leave the product in maintenance mode.
+    pub leaves_maintenance: bool,
+    /// The plugin's command behaviours.
+    pub behaviours: &'a [CommandBehaviour],
+    /// The plan.
+    pub plan: &'a Plan,
+}
+
+impl Context<'_> {
+    fn abs(&self, l: &Location) -> String {
+        let root = self
+            .roots
+            .get(&l.root)
+            .map(String::as_str)
+            .unwrap_or("/nonexistent-root");
+        match l.path.trim_end_matches('/') {
+            "" => root.to_string(),
+            p => format!("{root}/{p}"),
+        }
+    }
+
+    fn is_marker(&self, abs: &str) -> bool {
+        self.markers.iter().any(|m| self.abs(m) == abs)
+    }
+}
+
+/// Runs `ctx.plan` in a copy of `world`, with `fault` injected.
+pub fn run(world: &World, ctx: &Context<'_>, fault: Option<&Fault>) -> Transcript {
+    let mut r = Run::new(world, ctx, fault);
+    r.go();
+    r.finish()
+}
+
+struct Copy {
+    step: String,
+    from: String,
+    to: String,
+    ok: bool,
+    /// The source's files (relative path, content) when it was copied.
+    source: Vec<(String, u64)>,
+}
+
+struct Failure {
+    message: String,
+    timed_out: bool,
+}
+
+struct Run<'a> {
+    ctx: &'a Context<'a>,
+    initial: &'a World,
+    world: World,
+    fault: Option<&'a Fault>,
+    fault_reached: bool,
+    clock: u64,
+    records: Vec<StepRecord>,
+    copies: Vec<Copy>,
+    /// Files of the writable roots at the start (restores): root path, relative path, content.
+    kept: Vec<(String, String, u64)>,
+    kept_broken: Option<String>,
+    outcome: Outcome,
+    body_done: bool,
+    /// Changes of the step being run.
+    changes: Vec<String>,
+    note: Option<String>,
+}
+
+fn dur(ms: u64) -> String {
+    match ms {
+        0..1000 => format!("{ms} ms"),
+        1000..60_000 => format!("{:.1} s", ms as f64 / 1000.0),
+        60_000..3_600_000 => format!("{} min {} s", ms / 60_000, ms % 60_000 / 1000),
+        _ => format!("{} h {} min", ms / 3_600_000, ms % 3_600_000 / 60_000),
+    }
+}
+
+/// Bytes for people: `4.0 KiB`.
+pub fn size(bytes: u64) -> String {
+    bytesize::ByteSize::b(bytes).display().iec().to_string()
+}
+
+impl<'a> Run<'a> {
+    fn new(initial: &'a World, ctx: &'a Context<'a>, fault: Option<&'a Fault>) -> Self {
+        let mut world = initial.clone();
+        if ctx.set_use == SetUse::Writes
+            && let Some(set) = ctx.roots.get("set")
+        {
+            // The host makes the new set's directory before the plan runs.
+            let _ = world.mkdir_p(set);
+        }
+        let mut kept = Vec::new();
+        if ctx.set_use == SetUse::Reads {
+            for root in ctx.writable.iter().filter(|r| r.as_str() != "set") {
+                if let Some(dir) = ctx.roots.get(root) {
+                    for (rel, f) in initial.files_below(dir) {
+                        let abs = format!("{dir}/{rel}");
+                        if !ctx.is_marker(&abs) {
+                            kept.push((dir.clone(), rel.to_string(), f.content));
+                        }
+                    }
+                }
+            }
+        }
+        Run {
+            ctx,
+            initial,
+            world,
+            fault,
+            fault_reached: false,
+            clock: 0,
+            records: Vec::new(),
+            copies: Vec::new(),
+            kept,
+            kept_broken: None,
+            outcome: Outcome::Completed,
+            body_done: false,
+            changes: Vec::new(),
+            note: None,
+        }
+    }
+
+    fn crash_after(&self, step: &Step) -> bool {
+        matches!(self.fault, Some(Fault::CrashAfter { step: s }) if *s == step.id)
+    }
+
+    fn go(&mut self) {
+        let plan = self.ctx.plan;
+        let mut crashed_in_body = false;
+        'body: for item in &plan.steps {
+            match item {
+                Item::Step(s) => {
+                    let status = self.step(s, Phase::Body);
+                    if self.crash_after(s) {
+                        crashed_in_body = true;
+                        break 'body;
+                    }
+                    if failed(status) && s.on_error == OnError::Abort {
+                        self.outcome = Outcome::Aborted { step: s.id.clone() };
+                        break 'body;
+                    }
+                }
+                Item::Group(g) => {
+                    // Started together: each member starts at the group's start; the group
+                    // ends when its slowest member does.
+                    let start = self.clock;
+                    let mut end = start;
+                    let mut abort = None;
+                    for s in &g.steps {
+                        self.clock = start;
+                        let status = self.step(s, Phase::Body);
+                        end = end.max(self.clock);
+                        if self.crash_after(s) {
+                            self.clock = end;
+                            crashed_in_body = true;
+                            break 'body;
+                        }
+                        if failed(status) && s.on_error == OnError::Abort && abort.is_none() {
+                            abort = Some(s.id.clone());
+                        }
+                    }
+                    self.clock = end;
+                    if let Some(step) = abort {
+                        self.outcome = Outcome::Aborted { step };
+                        break 'body;
+                    }
+                }
+            }
+        }
+        self.body_done = !crashed_in_body && self.outcome == Outcome::Completed;
+        // The cleanup always runs: in the same run, or from the journal after a crash.
+        let mut phase = if crashed_in_body {
+            Phase::Recovery
+        } else {
+            Phase::Cleanup
+        };
+        if crashed_in_body {
+            self.outcome = Outcome::Crashed {
+                after: self.last_step(),
+            };
+        }
+        let mut i = 0;
+        while i < plan.cleanup.len() {
+            let s = &plan.cleanup[i];
+            self.step(s, phase);
+            i += 1;
+            if phase == Phase::Cleanup && self.crash_after(s) {
+                // Recovery runs the cleanup steps that had not finished.
+                self.outcome = Outcome::Crashed {
+                    after: s.id.clone(),
+                };
+                phase = Phase::Recovery;
+            }
+        }
+    }
+
+    fn last_step(&self) -> String {
+        self.records
+            .last()
+            .map(|r| r.id.clone())
+            .unwrap_or_default()
+    }
+
+    fn step(&mut self, s: &Step, phase: Phase) -> Status {
+        let at_ms = self.clock;
+        let injected = self.fault.filter(|f| f.step() == s.id);
+        if let Some(c) = s.when.iter().find(|c| !self.holds(c, s.target.as_deref())) {
+            self.records.push(StepRecord {
+                phase,
+                id: s.id.clone(),
+                kind: s.action.kind(),
+                status: Status::Skipped,
+                attempts: 0,
+                at_ms,
+                duration_ms: 0,
+                changes: vec![],
+                note: Some(format!("skipped: {c} does not hold")),
+            });
+            return Status::Skipped;
+        }
+        if injected.is_some() {
+            self.fault_reached = true;
+        }
+        self.changes.clear();
+        self.note = None;
+        let mut attempts = 0;
+        let mut result = Ok(());
+        for _ in 0..=s.retries {
+            attempts += 1;
+            result = match injected {
+                Some(Fault::Fail { .. }) => self.inject(s, false),
+                Some(Fault::Timeout { .. }) => self.inject(s, true),
+                _ => self.act(s),
+            };
+            if result.is_ok() {
+                break;
+            }
+        }
+        let status = match &result {
+            Ok(()) => Status::Ok,
+            Err(f) if f.timed_out => Status::TimedOut,
+            Err(_) => Status::Failed,
+        };
+        let note = match result {
+            Ok(()) => self.note.take(),
+            Err(f) => Some(match self.note.take() {
+                Some(n) => format!("{}; {n}", f.message),
+                None => f.message,
+            }),
+        };
+        self.records.push(StepRecord {
+            phase,
+            id: s.id.clone(),
+            kind: s.action.kind(),
+            status,
+            attempts,
+            at_ms,
+            duration_ms: self.clock - at_ms,
+            changes: std::mem::take(&mut self.changes),
+            note,
+        });
+        self.check_kept(&s.id);
+        status
+    }
+
+    /// Restores: every file the writable roots had at the start must still be there, at its
+    /// path or (renamed) elsewhere in the same root.
+    fn check_kept(&mut self, step: &str) {
+        if self.kept.is_empty() || self.kept_broken.is_some() {
+            return;
+        }
+        let mut present: BTreeMap<&str, HashSet<u64>> = BTreeMap::new();
+        let mut lost = Vec::new();
+        for (dir, rel, content) in &self.kept {
+            let set = present.entry(dir).or_insert_with(|| {
+                self.world
+                    .files_below(dir)
+                    .into_iter()
+                    .map(|(_, f)| f.content)
+                    .collect()
+            });
+            if !set.contains(content) {
+                lost.push(format!("{dir}/{rel}"));
+            }
+        }
+        if !lost.is_empty() {
+            self.kept_broken = Some(format!(
+                "after step `{step}`, {} file(s) the site had at the start are gone, neither in \
+                 place nor renamed: {}{}",
+                lost.len(),
+                lost.iter().take(3).cloned().collect::<Vec<_>>().join(", "),
+                if lost.len() > 3 { ", ..." } else { "" }
+            ));
+        }
+    }
+
+    fn holds(&self, c: &Condition, target: Option<&str>) -> bool {
+        let ctx = self.ctx;
+        match c {
+            Condition::Exists { path } => self.world.node(&ctx.abs(path)).is_some(),
+            Condition::Absent { path } => self.world.node(&ctx.abs(path)).is_none(),
+            Condition::FreeSpaceAtLeast { root, bytes } => {
+                self.world.free(&ctx.abs(&Location::new(root.clone(), ""))) >= *bytes
+            }
+            Condition::ServiceIs { service, state } => {
+                self.world.service(target.unwrap_or(HOST), service).state == *state
+            }
+            Condition::CommandSucceeds(e) => {
+                let code = self.behaviour(e).map_or(0, |b| b.exit_code);
+                succeeded(e, code)
+            }
+        }
+    }
+
+    fn behaviour(&self, e: &Exec) -> Option<&'a CommandBehaviour> {
+        // The world outlives the run's borrow of it only through `initial`, whose command
+        // overrides are the same as the working copy's.
+        self.initial
+            .behaviour(self.ctx.job, self.ctx.behaviours, &e.command, &e.args)
+    }
+
+    fn change(&mut self, c: String) {
+        self.changes.push(c);
+    }
+
+    fn fail<T>(&self, message: impl Into<String>) -> Result<T, Failure> {
+        Err(Failure {
+            message: message.into(),
+            timed_out: false,
+        })
+    }
+
+    fn act(&mut self, s: &Step) -> Result<(), Failure> {
+        let ctx = self.ctx;
+        let target = s.target.as_deref().unwrap_or(HOST);
+        let timeout = s.timeout_ms;
+        match &s.action {
+            Action::WriteFile { path, contents } => {
+                let content = self.world.new_content();
+                let file = FileNode {
+                    size: contents.len() as u64,
+                    content,
+                    mtime_ms: self.now(),
+                    readonly: false,
+                    damaged: false,
+                    text: Some(contents.clone().into()),
+                };
+                match self.world.put_file(&ctx.abs(path), file) {
+                    Ok(()) => self.change(format!("+ {path} ({})", size(contents.len() as u64))),
+                    Err(e) => return self.fail(e),
+                }
+            }
+            Action::Remove { path } => {
+                let abs = ctx.abs(path);
+                if self.world.node(&abs).is_none() {
+                    self.note = Some(format!("{path} was already absent"));
+                } else {
+                    let (files, bytes) = self.world.remove(&abs);
+                    self.change(if files == 0 {
+                        format!("- {path}")
+                    } else {
+                        format!("- {path} ({files} file(s), {})", size(bytes))
+                    });
+                }
+            }
+            Action::Rename { from, to } => match self.world.rename(&ctx.abs(from), &ctx.abs(to)) {
+                Ok(()) => self.change(format!("{from} -> {to}")),
+                Err(e) => return self.fail(format!("cannot rename {from}: {e}")),
+            },
+            Action::EnsureDir { path } => {
+                let abs = ctx.abs(path);
+                if !self.world.is_dir(&abs) {
+                    match self.world.mkdir_p(&abs) {
+                        Ok(()) => self.change(format!("+ {path}/")),
+                        Err(e) => return self.fail(e),
+                    }
+                }
+            }
+            Action::CopyTree { from, to } => return self.copy(s, from, to, None),
+            Action::Exec(e) => {
+                let (code, output, ms, effects) = match self.behaviour(e) {
+                    Some(b) => (
+                        b.exit_code,
+                        b.output.clone(),
+                        b.duration_ms,
+                        b.effects.as_slice(),
+                    ),
+                    None => (0, String::new(), 0, &[][..]),
+                };
+                if timeout.is_some_and(|t| ms > t) {
+                    self.clock += timeout.unwrap_or(0);
+                    self.effects(effects, target);
+                    return Err(Failure {
+                        message: format!(
+                            "`{}` was still running at its time limit of {} (it takes {})",
+                            e.command,
+                            dur(timeout.unwrap_or(0)),
+                            dur(ms)
+                        ),
+                        timed_out: true,
+                    });
+                }
+                self.clock += ms;
+                self.effects(effects, target);
+                let out = output.trim();
+                self.note = Some(if out.is_empty() {
+                    format!("exit {code}")
+                } else {
+                    format!("exit {code}: {out}")
+                });
+                if !succeeded(e, code) {
+                    return self.fail(format!("`{}` exited with {code}", e.command));
+                }
+            }
+            Action::Service { service, state } => {
+                let m = self.world.service(target, service);
+                let refuses = match state {
+                    ServiceState::Running => m.fails_to_start,
+                    ServiceState::Stopped => m.fails_to_stop,
+                };
+                self.clock += 2000;
+                if refuses {
+                    return self.fail(format!(
+                        "service `{service}` on {target} did not reach {}",
+                        state_name(*state)
+                    ));
+                }
+                if m.state != *state {
+                    self.world.set_service_state(target, service, *state);
+                    self.change(format!(
+                        "service {service} on {target}: {} -> {}",
+                        state_name(m.state),
+                        state_name(*state)
+                    ));
+                }
+            }
+            Action::WaitUntil { condition, .. } => {
+                if !self.holds(condition, s.target.as_deref()) {
+                    // Nothing in the modelled world changes on its own.
+                    return match timeout {
+                        Some(t) => {
+                            self.clock += t;
+                            Err(Failure {
+                                message: format!("{condition} still did not hold after {}", dur(t)),
+                                timed_out: true,
+                            })
+                        }
+                        None => self.fail(format!(
+                            "{condition} does not hold and nothing will make it; with no time \
+                             limit a real run would wait forever"
+                        )),
+                    };
+                }
+            }
+            Action::Verify { check } => self.verify(check)?,
+            Action::Assert { condition, message } => {
+                if !self.holds(condition, s.target.as_deref()) {
+                    return self.fail(format!("{message} ({condition} does not hold)"));
+                }
+            }
+            Action::Manual { .. } => {
+                self.note = Some("gate: the operator confirmed (real runs ask)".into());
+            }
+        }
+        Ok(())
+    }
+
+    fn now(&self) -> i64 {
+        self.initial.now_ms + self.clock as i64
+    }
+
+    fn effects(&mut self, effects: &[SimEffect], target: &str) {
+        for e in effects {
+            match e {
+                SimEffect::CreateFile(l) => {
+                    let content = self.world.new_content();
+                    let file = FileNode {
+                        size: 0,
+                        content,
+                        mtime_ms: self.now(),
+                        readonly: false,
+                        damaged: false,
+                        text: None,
+                    };
+                    if self.world.node(&self.ctx.abs(l)).is_none()
+                        && self.world.put_file(&self.ctx.abs(l), file).is_ok()
+                    {
+                        self.change(format!("+ {l}"));
+                    }
+                }
+                SimEffect::Remove(l) => {
+                    let abs = self.ctx.abs(l);
+                    if self.world.node(&abs).is_some() {
+                        self.world.remove(&abs);
+                        self.change(format!("- {l}"));
+                    }
+                }
+                SimEffect::Service { service, state } => {
+                    let before = self.world.service(target, service).state;
+                    if before != *state {
+                        self.world.set_service_state(target, service, *state);
+                        self.change(format!(
+                            "service {service} on {target}: {} -> {}",
+                            state_name(before),
+                            state_name(*state)
+                        ));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Copies a tree; `stop_after` files, when given, then fails (an injected I/O error).
+    fn copy(
+        &mut self,
+        s: &Step,
+        from: &Location,
+        to: &Location,
+        stop_after: Option<usize>,
+    ) -> Result<(), Failure> {
+        let (src, dst) = (self.ctx.abs(from), self.ctx.abs(to));
+        let files: Vec<(String, FileNode)> = match self.world.node(&src) {
+            None => return self.fail(format!("{from} does not exist")),
+            Some(Node::File(f)) => vec![(String::new(), f.clone())],
+            Some(Node::Dir) => self
+                .world
+                .files_below(&src)
+                .into_iter()
+                .map(|(r, f)| (r.to_string(), f.clone()))
+                .collect(),
+        };
+        if self.world.node(&dst).is_some() {
+            return self.fail(format!("{to} already exists; copy-tree never overwrites"));
+        }
+        let source: Vec<(String, u64)> =
+            files.iter().map(|(r, f)| (r.clone(), f.content)).collect();
+        let dirs: Vec<String> = match self.world.node(&src) {
+            Some(Node::Dir) => self
+                .world
+                .entries_below(&src)
+                .into_iter()
+                .filter(|(_, n)| matches!(n, Node::Dir))
+                .map(|(r, _)| r)
+                .collect(),
+            _ => vec![],
+        };
+        let mut written = 0u64;
+        let mut error = None;
+        if matches!(self.world.node(&src), Some(Node::Dir))
+            && let Err(e) = self.world.mkdir_p(&dst)
+        {
+            error = Some(e);
+        }
+        for d in &dirs {
+            if error.is_none() {
+                error = self.world.mkdir_p(&format!("{dst}/{d}")).err();
+            }
+        }
+        let mut copied = 0;
+        for (rel, f) in &files {
+            if error.is_some() {
+                break;
+            }
+            if stop_after == Some(copied) {
+                error = Some(format!(
+                    "injected I/O error after {copied} of {} file(s)",
+                    files.len()
+                ));
+                break;
+            }
+            let p = if rel.is_empty() {
+                dst.clone()
+            } else {
+                format!("{dst}/{rel}")
+            };
+            match self.world.put_file(&p, f.clone()) {
+                Ok(()) => {
+                    written += f.size;
+                    copied += 1;
+                }
+                Err(e) => error = Some(e),
+            }
+        }
+        if error.is_none() && stop_after.is_some() {
+            error = Some(format!(
+                "injected I/O error after {copied} of {} file(s)",
+                files.len()
+            ));
+        }
+        self.clock += written.saturating_mul(1000) / self.initial.copy_rate.max(1) + 1;
+        let into_set = to.root == "set";
+        if let Some(e) = error {
+            // All or nothing: the host removes its partial copy.
+            self.world.remove(&dst);
+            self.copies.push(Copy {
+                step: s.id.clone(),
+                from: src,
+                to: dst,
+                ok: false,
+                source,
+            });
+            return self.fail(format!(
+                "copy to {to} failed after {} ({e}); the partial copy was removed",
+                size(written)
+            ));
+        }
+        self.change(format!(
+            "+ {to} ({} file(s), {})",
+            files.len(),
+            size(written)
+        ));
+        if into_set {
+            self.copies.push(Copy {
+                step: s.id.clone(),
+                from: src,
+                to: dst,
+                ok: true,
+                source,
+            });
+        }
+        Ok(())
+    }
+
+    fn inject(&mut self, s: &Step, timeout: bool) -> Result<(), Failure> {
+        let limit = s.timeout_ms.unwrap_or(0);
+        match &s.action {
+            Action::CopyTree { from, to } => {
+                let n = self.world.files_below(&self.ctx.abs(from)).len().max(1);
+                let r = self.copy(s, from, to, Some(n / 2));
+                if timeout {
+                    self.clock += limit;
+                    return Err(Failure {
+                        message: format!(
+                            "injected: the copy hung until its limit of {}; the partial copy was removed",
+                            dur(limit)
+                        ),
+                        timed_out: true,
+                    });
+                }
+                r
+            }
+            Action::Exec(e) if timeout => {
+                // The nastiest hang: the command did its work, then never returned.
+                let effects = self.behaviour(e).map_or(&[][..], |b| b.effects.as_slice());
+                self.effects(effects, s.target.as_deref().unwrap_or(HOST));
+                self.clock += limit;
+                Err(Failure {
+                    message: format!(
+                        "injected: `{}` did its work, then hung until its limit of {}",
+                        e.command,
+                        dur(limit)
+                    ),
+                    timed_out: true,
+                })
+            }
+            Action::Manual { .. } => self.fail("injected: the operator did not confirm"),
+            _ if timeout => {
+                self.clock += limit;
+                Err(Failure {
+                    message: format!("injected: hung until its limit of {}", dur(limit)),
+                    timed_out: true,
+                })
+            }
+            Action::Exec(e) => self.fail(format!("injected: `{}` exited with 1", e.command)),
+            _ => self.fail("injected failure"),
+        }
+    }
+
+    fn verify(&mut self, check: &VerifyCheck) -> Result<(), Failure> {
+        let ctx = self.ctx;
+        match check {
+            VerifyCheck::CopyMatches { from, to } => {
+                let (a, b) = (ctx.abs(from), ctx.abs(to));
+                if self.world.node(&b).is_none() {
+                    return self.fail(format!("{to} does not exist"));
+                }
+                let want: BTreeMap<&str, u64> = self
+                    .world
+                    .files_below(&a)
+                    .into_iter()
+                    .map(|(r, f)| (r, f.content))
+                    .collect();
+                let have: BTreeMap<&str, u64> = self
+                    .world
+                    .files_below(&b)
+                    .into_iter()
+                    .map(|(r, f)| (r, f.content))
+                    .collect();
+                let mut bad: Vec<String> = want
+                    .iter()
+                    .filter(|(r, c)| have.get(*r) != Some(c))
+                    .map(|(r, _)| format!("{to}/{r}"))
+                    .collect();
+                bad.extend(
+                    have.keys()
+                        .filter(|r| !want.contains_key(*r))
+                        .map(|r| format!("{to}/{r} (extra)")),
+                );
+                self.clock +=
+                    self.world.tree_size(&b).saturating_mul(1000) / self.initial.copy_rate.max(1);
+                if !bad.is_empty() {
+                    return self.fail(format!("{} file(s) differ: {}", bad.len(), bad.join(", ")));
+                }
+                self.note = Some(format!("{} file(s) match", want.len()));
+            }
+            VerifyCheck::PairedFiles {
+                dir,
+                suffix,
+                partner_suffix,
+            } => {
+                let d = ctx.abs(dir);
+                if !self.world.is_dir(&d) {
+                    return self.fail(format!("{dir} is not a directory"));
+                }
+                let names: HashSet<&str> = self
+                    .world
+                    .children(&d)
+                    .into_iter()
+                    .map(|(n, _)| n)
+                    .collect();
+                let lone: Vec<&str> = names
+                    .iter()
+                    .filter(|n| {
+                        n.ends_with(suffix.as_str())
+                            && !names.contains(format!("{n}{partner_suffix}").as_str())
+                    })
+                    .copied()
+                    .collect();
+                if !lone.is_empty() {
+                    let mut lone = lone;
+                    lone.sort();
+                    return self.fail(format!(
+                        "without their {partner_suffix} partner: {}",
+                        lone.join(", ")
+                    ));
+                }
+            }
+            VerifyCheck::EsePages { path } => match self.world.node(&ctx.abs(path)) {
+                Some(Node::File(f)) if f.damaged => {
+                    return self.fail(format!("{path} has pages with bad checksums"));
+                }
+                Some(Node::File(_)) => {}
+                _ => return self.fail(format!("{path} is not a file")),
+            },
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Transcript {
+        let ctx = self.ctx;
+        let mut inv = Vec::new();
+        // Services the run found running are running again.
+        let mut stopped = Vec::new();
+        for ((server, service), m) in self.world.services() {
+            if m.state != ServiceState::Running
+                && self.initial.service(server, service).state == ServiceState::Running
+            {
+                stopped.push(format!("{service} on {server}"));
+            }
+        }
+        inv.push(verdict(
+            "hokan:services-restored",
+            "services that were running before the run are running after it",
+            stopped.is_empty(),
+            (!stopped.is_empty()).then(|| format!("left stopped: {}", stopped.join(", "))),
+        ));
+        // Maintenance mode released.
+        let left: Vec<String> = ctx
+            .markers
+            .iter()
+            .filter(|m| {
+                let abs = ctx.abs(m);
+                self.initial.node(&abs).is_none() && self.world.node(&abs).is_some()
+            })
+            .map(ToString::to_string)
+            .collect();
+        if !ctx.markers.is_empty() && !ctx.leaves_maintenance {
+            inv.push(verdict(
+                "hokan:maintenance-released",
+                "the product is not left in maintenance mode",
+                left.is_empty(),
+                (!left.is_empty()).then(|| format!("{} still exists", left.join(", "))),
+            ));
+        }
+        let mut set_complete = None;
+        if ctx.set_use == SetUse::Writes {
+            let all_copied = self.copies.iter().all(|c| c.ok);
+            let complete = self.body_done && all_copied;
+            set_complete = Some(complete);
+            // The backup's sources are untouched.
+            let mut changed = Vec::new();
+            let sources: Vec<String> = ctx
+                .plan
+                .all_steps()
+                .filter_map(|s| match &s.action {
+                    Action::CopyTree { from, to } if to.root == "set" => Some(ctx.abs(from)),
+                    _ => None,
+                })
+                .collect();
+            for src in &sources {
+                let before = files_map(self.initial, src, ctx);
+                let after = files_map(&self.world, src, ctx);
+                if before != after {
+                    let n = before
+                        .iter()
+                        .filter(|(k, v)| after.get(*k) != Some(v))
+                        .count()
+                        + after.keys().filter(|k| !before.contains_key(*k)).count();
+                    changed.push(format!("{src}: {n} file(s) changed, added or removed"));
+                }
+            }
+            inv.push(verdict(
+                "hokan:source-unchanged",
+                "the data the backup copies is byte-for-byte unchanged by the run",
+                changed.is_empty(),
+                (!changed.is_empty()).then(|| changed.join("; ")),
+            ));
+            // A set is complete only with every copy in it, as copied.
+            let mut wrong = Vec::new();
+            if complete {
+                for c in &self.copies {
+                    let now: Vec<(String, u64)> = self
+                        .world
+                        .files_below(&c.to)
+                        .into_iter()
+                        .map(|(r, f)| (r.to_string(), f.content))
+                        .collect();
+                    if now != c.source {
+                        wrong.push(format!(
+                            "{} (copied by `{}` from {}) no longer matches what was copied",
+                            c.to, c.step, c.from
+                        ));
+                    }
+                }
+            }
+            inv.push(verdict(
+                "hokan:set-complete-only-if-copied",
+                "the backup set is marked complete only if every copy into it succeeded and is intact",
+                wrong.is_empty(),
+                if !wrong.is_empty() {
+                    Some(wrong.join("; "))
+                } else if !complete {
+                    Some("the set is not marked complete".into())
+                } else {
+                    None
+                },
+            ));
+        }
+        if ctx.set_use == SetUse::Reads && !self.kept.is_empty() {
+            inv.push(verdict(
+                "hokan:previous-data-kept",
+                "the data the site had is kept (in place or renamed) at every step",
+                self.kept_broken.is_none(),
+                self.kept_broken.clone(),
+            ));
+        }
+        for i in &ctx.plan.invariants {
+            let held = self.holds(&i.condition, i.target.as_deref());
+            inv.push(verdict(
+                &i.id,
+                &i.description,
+                held,
+                (!held).then(|| format!("{} does not hold at the end", i.condition)),
+            ));
+        }
+        Transcript {
+            scenario: self
+                .fault
+                .map_or_else(|| "normal".to_string(), Fault::label),
+            fault: self.fault.cloned(),
+            fault_reached: self.fault.is_none() || self.fault_reached,
+            outcome: self.outcome,
+            set_complete,
+            duration_ms: self.clock,
+            steps: self.records,
+            invariants: inv,
+        }
+    }
+}
+
+fn files_map(w: &World, dir: &str, ctx: &Context<'_>) -> BTreeMap<String, u64> {
+    w.files_below(dir)
+        .into_iter()
+        .filter(|(r, _)| !ctx.is_marker(&format!("{dir}/{r}")))
+        .map(|(r, f)| (r.to_string(), f.content))
+        .collect()
+}
+
+fn verdict(id: &str, description: &str, held: bool, detail: Option<String>) -> InvariantResult {
+    InvariantResult {
+        id: id.to_string(),
+        description: description.to_string(),
+        held,
+        detail,
+    }
+}
+
+fn failed(s: Status) -> bool {
+    matches!(s, Status::Failed | Status::TimedOut)
+}
+
+fn succeeded(e: &Exec, code: i32) -> bool {
+    if e.success_codes.is_empty() {
+        code == 0
+    } else {
+        e.success_codes.contains(&code)
+    }
+}
+
+fn state_name(s: ServiceState) -> &'static str {
+    match s {
+        ServiceState::Running => "running",
+        ServiceState::Stopped => "stopped",
+    }
+}

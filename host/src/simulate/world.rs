@@ -1,0 +1,1105 @@
+//! The modelled world a dry run happens in: files by absolute path, free space per volume,
+//! service states per server, and command behaviours.
+//!
+//! A world is loaded from a fixture file ([`World::load`], format in `docs/simulation.md`) or
+//! scanned read-only from real directories ([`World::scan`]). Everything is ordered
+//! (`BTreeMap`), so a run over the same world and plan is the same run every time.
+
+use crate::facts::{DirEntry, EntryKind, FactError, FactSource, FileStat, Topology};
+use crate::plan::{Location, ServiceState, check_relative};
+use crate::runtime::{CommandBehaviour, SimEffect};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::{Bound, Range};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use toml::Spanned;
+
+/// The server name of the host's own machine, for steps with no target.
+pub const HOST: &str = "(host)";
+
+/// An entry of the modelled filesystem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Node {
+    /// A directory.
+    Dir,
+    /// A file.
+    File(FileNode),
+}
+
+/// A modelled file. Its content is an identity: a copy carries its original's, a new or
+/// changed file gets a fresh one, so "byte-for-byte the same" is an identity comparison.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileNode {
+    /// Size in bytes.
+    pub size: u64,
+    /// Content identity.
+    pub content: u64,
+    /// Modification time, ms since the Unix epoch.
+    pub mtime_ms: i64,
+    /// Read-only.
+    pub readonly: bool,
+    /// Has a bad page (for page-checksum verification).
+    pub damaged: bool,
+    /// The bytes, when the fixture gave them (facts can read them).
+    pub text: Option<Arc<[u8]>>,
+}
+
+/// A service as the world models it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceModel {
+    /// Its current state.
+    pub state: ServiceState,
+    /// A start request fails.
+    pub fails_to_start: bool,
+    /// A stop request fails.
+    pub fails_to_stop: bool,
+}
+
+/// A command behaviour from a fixture, for one job or for all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandOverride {
+    /// The job it applies to; `None` is every job.
+    pub job: Option<String>,
+    /// The behaviour.
+    pub behaviour: CommandBehaviour,
+}
+
+/// The modelled site.
+#[derive(Debug, Clone)]
+pub struct World {
+    /// Where it came from, for messages.
+    pub origin: String,
+    /// The clock at the start of a run, ms since the Unix epoch.
+    pub now_ms: i64,
+    /// Copy throughput, bytes per second.
+    pub copy_rate: u64,
+    nodes: BTreeMap<String, Node>,
+    /// Volume mount paths to free bytes.
+    volumes: BTreeMap<String, u64>,
+    /// Free bytes of paths on no declared volume.
+    default_free: u64,
+    services: BTreeMap<(String, String), ServiceModel>,
+    /// Fixture command behaviours, before the plugins' own.
+    pub commands: Vec<CommandOverride>,
+    next_content: u64,
+}
+
+/// Why a world fixture or scan cannot be used. Displays as `file:line:column: field: message`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct WorldError {
+    /// The fixture file or scanned directory.
+    pub file: PathBuf,
+    /// 1-based line and column, when known.
+    pub position: Option<(usize, usize)>,
+    /// The field concerned, when known.
+    pub field: Option<String>,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+impl fmt::Display for WorldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some((l, c)) = self.position {
+            write!(f, ":{l}:{c}")?;
+        }
+        write!(f, ": ")?;
+        if let Some(field) = &self.field {
+            write!(f, "{field}: ")?;
+        }
+        write!(f, "{}", self.message)
+    }
+}
+
+/// A path made absolute against `base` and cleaned lexically (`.` and `..` resolved, no
+/// trailing `/`), as the world's keys are. Symlinks are not followed: the world has none.
+pub fn normalize(base: &Path, p: &Path) -> String {
+    let joined = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    };
+    let mut parts: Vec<String> = Vec::new();
+    for c in joined.components() {
+        match c {
+            Component::Normal(s) => parts.push(s.to_string_lossy().into_owned()),
+            Component::ParentDir => {
+                parts.pop();
+            }
+            Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+fn join(dir: &str, rel: &str) -> String {
+    match (dir, rel) {
+        (d, "") => d.to_string(),
+        ("/", r) => format!("/{r}"),
+        (d, r) => format!("{d}/{r}"),
+    }
+}
+
+fn parent(p: &str) -> Option<&str> {
+    match p.rfind('/') {
+        Some(0) if p.len() > 1 => Some("/"),
+        Some(0) | None => None,
+        Some(i) => Some(&p[..i]),
+    }
+}
+
+/// The keys strictly below `dir`.
+fn below(dir: &str) -> (Bound<String>, Bound<String>) {
+    if dir == "/" {
+        return (Bound::Excluded("/".into()), Bound::Unbounded);
+    }
+    // '0' is the character after '/'.
+    (
+        Bound::Included(format!("{dir}/")),
+        Bound::Excluded(format!("{dir}0")),
+    )
+}
+
+impl World {
+    /// An empty world at `now_ms` with `free` bytes everywhere.
+    pub fn new(origin: impl Into<String>, now_ms: i64, free: u64) -> World {
+        let mut nodes = BTreeMap::new();
+        nodes.insert("/".to_string(), Node::Dir);
+        World {
+            origin: origin.into(),
+            now_ms,
+            copy_rate: 100 * 1024 * 1024,
+            nodes,
+            volumes: BTreeMap::new(),
+            default_free: free,
+            services: BTreeMap::new(),
+            commands: Vec::new(),
+            next_content: 1,
+        }
+    }
+
+    /// A fresh content identity.
+    pub fn new_content(&mut self) -> u64 {
+        self.next_content += 1;
+        self.next_content
+    }
+
+    /// The entry at an absolute path.
+    pub fn node(&self, p: &str) -> Option<&Node> {
+        self.nodes.get(p)
+    }
+
+    /// Whether a directory is at `p`.
+    pub fn is_dir(&self, p: &str) -> bool {
+        matches!(self.nodes.get(p), Some(Node::Dir))
+    }
+
+    /// Creates a directory and its parents; refuses when a file is in the way.
+    pub fn mkdir_p(&mut self, p: &str) -> Result<(), String> {
+        let mut at = p;
+        let mut missing = Vec::new();
+        loop {
+            match self.nodes.get(at) {
+                Some(Node::Dir) => break,
+                Some(Node::File(_)) => return Err(format!("{at} is a file, not a directory")),
+                None => missing.push(at.to_string()),
+            }
+            match parent(at) {
+                Some(up) => at = up,
+                None => break,
+            }
+        }
+        for m in missing {
+            self.nodes.insert(m, Node::Dir);
+        }
+        Ok(())
+    }
+
+    /// Puts a file at `p` (parents created), accounting its size on the volume.
+    pub fn put_file(&mut self, p: &str, file: FileNode) -> Result<(), String> {
+        if let Some(up) = parent(p) {
+            self.mkdir_p(up)?;
+        }
+        let size = file.size;
+        if let Some(Node::File(old)) = self.nodes.get(p) {
+            let old = old.size;
+            self.add_free(p, old);
+        } else if self.nodes.contains_key(p) {
+            return Err(format!("{p} is a directory"));
+        }
+        let free = self.free(p);
+        if free < size {
+            return Err(format!(
+                "no space left on the volume of {p}: {size} bytes needed, {free} free"
+            ));
+        }
+        self.take_free(p, size);
+        self.nodes.insert(p.to_string(), Node::File(file));
+        Ok(())
+    }
+
+    /// Puts a file that is already there when the world begins: its size is not taken from
+    /// the free space the fixture or the scan states.
+    fn insert_file(&mut self, p: &str, file: FileNode) -> Result<(), String> {
+        if let Some(up) = parent(p) {
+            self.mkdir_p(up)?;
+        }
+        if self.is_dir(p) {
+            return Err(format!("{p} is already a directory"));
+        }
+        self.nodes.insert(p.to_string(), Node::File(file));
+        Ok(())
+    }
+
+    /// Removes `p` and everything below it, giving their space back. Nothing there is fine.
+    pub fn remove(&mut self, p: &str) -> (usize, u64) {
+        let mut keys: Vec<String> = self.nodes.range(below(p)).map(|(k, _)| k.clone()).collect();
+        if self.nodes.contains_key(p) && p != "/" {
+            keys.push(p.to_string());
+        }
+        let (mut files, mut bytes) = (0, 0);
+        for k in keys {
+            if let Some(Node::File(f)) = self.nodes.remove(&k) {
+                files += 1;
+                bytes += f.size;
+                self.add_free(&k, f.size);
+            }
+        }
+        (files, bytes)
+    }
+
+    /// Renames `from` (and what is below it) to `to`; `to` must not exist, its parent must.
+    pub fn rename(&mut self, from: &str, to: &str) -> Result<(), String> {
+        if !self.nodes.contains_key(from) {
+            return Err(format!("{from} does not exist"));
+        }
+        if self.nodes.contains_key(to) {
+            return Err(format!("{to} already exists"));
+        }
+        if to.starts_with(&format!("{from}/")) {
+            return Err(format!("cannot move {from} into itself"));
+        }
+        match parent(to).map(|p| self.nodes.get(p)) {
+            Some(Some(Node::Dir)) => {}
+            _ => return Err(format!("the directory {to} would go in does not exist")),
+        }
+        let keys: Vec<String> = std::iter::once(from.to_string())
+            .chain(self.nodes.range(below(from)).map(|(k, _)| k.clone()))
+            .collect();
+        for k in keys {
+            let node = self.nodes.remove(&k).expect("listed above");
+            self.nodes.insert(format!("{to}{}", &k[from.len()..]), node);
+        }
+        Ok(())
+    }
+
+    /// The files below `dir` by path relative to it.
+    pub fn files_below(&self, dir: &str) -> Vec<(&str, &FileNode)> {
+        let cut = if dir == "/" { 1 } else { dir.len() + 1 };
+        self.nodes
+            .range(below(dir))
+            .filter_map(|(k, n)| match n {
+                Node::File(f) => Some((&k[cut..], f)),
+                Node::Dir => None,
+            })
+            .collect()
+    }
+
+    /// Every entry below `dir` (directories too), relative to it.
+    pub fn entries_below(&self, dir: &str) -> Vec<(String, Node)> {
+        let cut = if dir == "/" { 1 } else { dir.len() + 1 };
+        self.nodes
+            .range(below(dir))
+            .map(|(k, n)| (k[cut..].to_string(), n.clone()))
+            .collect()
+    }
+
+    /// The direct children of `dir`, sorted by name.
+    pub fn children(&self, dir: &str) -> Vec<(&str, &Node)> {
+        let cut = if dir == "/" { 1 } else { dir.len() + 1 };
+        self.nodes
+            .range(below(dir))
+            .filter(|(k, _)| !k[cut..].contains('/'))
+            .map(|(k, n)| (&k[cut..], n))
+            .collect()
+    }
+
+    /// Total size of the files below `dir` (or of the file itself).
+    pub fn tree_size(&self, p: &str) -> u64 {
+        match self.nodes.get(p) {
+            Some(Node::File(f)) => f.size,
+            _ => self.files_below(p).iter().map(|(_, f)| f.size).sum(),
+        }
+    }
+
+    fn volume_of(&self, p: &str) -> Option<&str> {
+        self.volumes
+            .keys()
+            .filter(|v| p == v.as_str() || v.as_str() == "/" || p.starts_with(&format!("{v}/")))
+            .max_by_key(|v| v.len())
+            .map(String::as_str)
+    }
+
+    /// Free bytes on the volume holding `p`.
+    pub fn free(&self, p: &str) -> u64 {
+        match self.volume_of(p) {
+            Some(v) => self.volumes[v],
+            None => self.default_free,
+        }
+    }
+
+    fn take_free(&mut self, p: &str, bytes: u64) {
+        let slot = match self.volume_of(p).map(str::to_string) {
+            Some(v) => self.volumes.get_mut(&v).expect("found above"),
+            None => &mut self.default_free,
+        };
+        *slot = slot.saturating_sub(bytes);
+    }
+
+    fn add_free(&mut self, p: &str, bytes: u64) {
+        let slot = match self.volume_of(p).map(str::to_string) {
+            Some(v) => self.volumes.get_mut(&v).expect("found above"),
+            None => &mut self.default_free,
+        };
+        *slot = slot.saturating_add(bytes);
+    }
+
+    /// Declares the directory `p` as a volume with `free` bytes available.
+    pub fn set_volume(&mut self, p: &str, free: u64) {
+        self.volumes.insert(p.to_string(), free);
+    }
+
+    /// A service's model on a server; services not described are running and well-behaved.
+    pub fn service(&self, server: &str, service: &str) -> ServiceModel {
+        self.services
+            .get(&(server.to_string(), service.to_string()))
+            .cloned()
+            .unwrap_or(ServiceModel {
+                state: ServiceState::Running,
+                fails_to_start: false,
+                fails_to_stop: false,
+            })
+    }
+
+    /// Sets a service's state.
+    pub fn set_service_state(&mut self, server: &str, service: &str, state: ServiceState) {
+        let mut m = self.service(server, service);
+        m.state = state;
+        self.services
+            .insert((server.to_string(), service.to_string()), m);
+    }
+
+    /// Describes a service.
+    pub fn set_service(&mut self, server: &str, service: &str, model: ServiceModel) {
+        self.services
+            .insert((server.to_string(), service.to_string()), model);
+    }
+
+    /// Every service the world knows the state of, by (server, service).
+    pub fn services(&self) -> &BTreeMap<(String, String), ServiceModel> {
+        &self.services
+    }
+
+    /// The behaviour of a command invocation for a job: the fixture's first, then the plugin's.
+    pub fn behaviour<'a>(
+        &'a self,
+        job: &str,
+        plugin: &'a [CommandBehaviour],
+        command: &str,
+        args: &[String],
+    ) -> Option<&'a CommandBehaviour> {
+        let matches = |b: &CommandBehaviour| {
+            b.command == command
+                && b.args_prefix.len() <= args.len()
+                && b.args_prefix.iter().zip(args).all(|(p, a)| p == a)
+        };
+        self.commands
+            .iter()
+            .filter(|o| o.job.as_deref().is_none_or(|j| j == job))
+            .map(|o| &o.behaviour)
+            .find(|b| matches(b))
+            .or_else(|| plugin.iter().find(|b| matches(b)))
+    }
+
+    /// The immediate subdirectories of `dir` that look like backup sets, oldest first.
+    pub fn set_ids(&self, dir: &str) -> Vec<String> {
+        self.children(dir)
+            .into_iter()
+            .filter(|(n, node)| matches!(node, Node::Dir) && crate::sets::is_id(n))
+            .map(|(n, _)| n.to_string())
+            .collect()
+    }
+
+    /// Scans real directories into a world, read-only: names, sizes, mtimes and free space;
+    /// contents are not read. `now_ms` is the clock plans see.
+    pub fn scan<'a>(
+        dirs: impl IntoIterator<Item = &'a Path>,
+        now_ms: i64,
+    ) -> Result<World, WorldError> {
+        let mut w = World::new("a scan of the real directories", now_ms, 0);
+        for dir in dirs {
+            let key = normalize(Path::new("/"), dir);
+            let free = crate::facts::available_space(dir).unwrap_or(0);
+            w.set_volume(&key, free);
+            if !dir.exists() {
+                continue;
+            }
+            let err = |e: std::io::Error| WorldError {
+                file: dir.to_path_buf(),
+                position: None,
+                field: None,
+                message: format!("cannot scan it: {e}"),
+            };
+            w.mkdir_p(&key).map_err(|m| WorldError {
+                file: dir.to_path_buf(),
+                position: None,
+                field: None,
+                message: m,
+            })?;
+            let mut stack = vec![(dir.to_path_buf(), key)];
+            while let Some((real, key)) = stack.pop() {
+                for entry in std::fs::read_dir(&real).map_err(err)? {
+                    let entry = entry.map_err(err)?;
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    let k = join(&key, &name);
+                    let meta = entry.metadata().map_err(err)?;
+                    if meta.is_dir() {
+                        w.nodes.insert(k.clone(), Node::Dir);
+                        stack.push((entry.path(), k));
+                    } else if meta.is_file() {
+                        let content = w.new_content();
+                        let mtime_ms = meta
+                            .modified()
+                            .ok()
+                            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                            .map_or(0, |d| d.as_millis() as i64);
+                        w.nodes.insert(
+                            k,
+                            Node::File(FileNode {
+                                size: meta.len(),
+                                content,
+                                mtime_ms,
+                                readonly: meta.permissions().readonly(),
+                                damaged: false,
+                                text: None,
+                            }),
+                        );
+                    }
+                }
+            }
+        }
+        Ok(w)
+    }
+
+    /// Loads a world fixture.
+    pub fn load(file: &Path) -> Result<World, WorldError> {
+        let text = std::fs::read_to_string(file).map_err(|e| WorldError {
+            file: file.to_path_buf(),
+            position: None,
+            field: None,
+            message: format!("cannot read the world fixture: {e}"),
+        })?;
+        World::parse(file, &text)
+    }
+
+    /// Parses a world fixture; relative paths in it are relative to `file`'s directory.
+    pub fn parse(file: &Path, text: &str) -> Result<World, WorldError> {
+        fixture::parse(file, text)
+    }
+}
+
+/// A job's view of the world, as facts for its plugin.
+pub struct WorldFacts {
+    world: Arc<World>,
+    roots: BTreeMap<String, String>,
+    topology: Topology,
+}
+
+impl WorldFacts {
+    /// Facts about `world` through the job's roots (name to normalized absolute path).
+    pub fn new(world: Arc<World>, roots: BTreeMap<String, String>, topology: Topology) -> Self {
+        WorldFacts {
+            world,
+            roots,
+            topology,
+        }
+    }
+
+    fn path(&self, p: &Location) -> Result<String, FactError> {
+        let root = self
+            .roots
+            .get(&p.root)
+            .ok_or_else(|| FactError::RootNotGranted(p.root.clone()))?;
+        check_relative(&p.path)
+            .map_err(|why| FactError::InvalidPath(format!("`{}` {why}", p.path)))?;
+        Ok(join(root, p.path.trim_end_matches('/')))
+    }
+}
+
+fn stat_of(n: &Node) -> FileStat {
+    match n {
+        Node::Dir => FileStat {
+            kind: EntryKind::Dir,
+            size: 0,
+            mtime_ms: 0,
+            readonly: false,
+        },
+        Node::File(f) => FileStat {
+            kind: EntryKind::File,
+            size: f.size,
+            mtime_ms: f.mtime_ms,
+            readonly: f.readonly,
+        },
+    }
+}
+
+impl FactSource for WorldFacts {
+    fn exists(&self, p: &Location) -> Result<bool, FactError> {
+        Ok(self.world.node(&self.path(p)?).is_some())
+    }
+
+    fn list_dir(&self, p: &Location) -> Result<Vec<DirEntry>, FactError> {
+        let at = self.path(p)?;
+        match self.world.node(&at) {
+            Some(Node::Dir) => Ok(self
+                .world
+                .children(&at)
+                .into_iter()
+                .map(|(name, n)| {
+                    let s = stat_of(n);
+                    DirEntry {
+                        name: name.to_string(),
+                        kind: s.kind,
+                        size: s.size,
+                    }
+                })
+                .collect()),
+            Some(Node::File(_)) => Err(FactError::Io(format!("{p} is not a directory"))),
+            // A root that does not exist yet (a new backup set) lists as empty.
+            None if p.path.is_empty() => Ok(Vec::new()),
+            None => Err(FactError::NotFound(p.to_string())),
+        }
+    }
+
+    fn stat(&self, p: &Location) -> Result<FileStat, FactError> {
+        self.world
+            .node(&self.path(p)?)
+            .map(stat_of)
+            .ok_or_else(|| FactError::NotFound(p.to_string()))
+    }
+
+    fn tree_size(&self, p: &Location) -> Result<u64, FactError> {
+        let at = self.path(p)?;
+        match self.world.node(&at) {
+            Some(_) => Ok(self.world.tree_size(&at)),
+            None if p.path.is_empty() => Ok(0),
+            None => Err(FactError::NotFound(p.to_string())),
+        }
+    }
+
+    fn free_space(&self, root: &str) -> Result<u64, FactError> {
+        let at = self
+            .roots
+            .get(root)
+            .ok_or_else(|| FactError::RootNotGranted(root.to_string()))?;
+        Ok(self.world.free(at))
+    }
+
+    fn read(&self, p: &Location, max_bytes: u32) -> Result<Vec<u8>, FactError> {
+        match self.world.node(&self.path(p)?) {
+            Some(Node::File(f)) if f.size > u64::from(max_bytes) => {
+                Err(FactError::TooLarge(f.size))
+            }
+            Some(Node::File(f)) => Ok(f
+                .text
+                .as_deref()
+                .map(<[u8]>::to_vec)
+                // Size-only files read as that many zero bytes.
+                .unwrap_or_else(|| vec![0; f.size as usize])),
+            Some(Node::Dir) => Err(FactError::Io(format!("{p} is a directory"))),
+            None => Err(FactError::NotFound(p.to_string())),
+        }
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.world.now_ms
+    }
+
+    fn topology(&self) -> Topology {
+        self.topology.clone()
+    }
+}
+
+/// Parses a location written `root:/path` (or `root:path`).
+pub fn parse_location(s: &str) -> Result<Location, String> {
+    let (root, path) = s.split_once(':').ok_or_else(|| {
+        format!("`{s}` is not a location: write ROOT:/PATH, e.g. data:/mw/data/maint")
+    })?;
+    let path = path.trim_start_matches('/').trim_end_matches('/');
+    check_relative(path).map_err(|why| format!("`{s}`: the path {why}"))?;
+    if root.is_empty() {
+        return Err(format!("`{s}` names no root: write ROOT:/PATH"));
+    }
+    Ok(Location::new(root, path))
+}
+
+mod fixture {
+    //! The world fixture's TOML form.
+    use super::*;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Raw {
+        now: Spanned<String>,
+        #[serde(default)]
+        copy_rate: Option<Spanned<Size>>,
+        #[serde(default)]
+        free: Option<Spanned<Size>>,
+        #[serde(default)]
+        dir: Vec<RawDir>,
+        #[serde(default)]
+        service: Vec<RawService>,
+        #[serde(default)]
+        command: Vec<RawCommand>,
+    }
+
+    #[derive(Deserialize, Clone)]
+    #[serde(untagged)]
+    enum Size {
+        Bytes(u64),
+        Text(String),
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct RawDir {
+        path: Spanned<String>,
+        #[serde(default)]
+        free: Option<Spanned<Size>>,
+        #[serde(default)]
+        files: BTreeMap<Spanned<String>, Spanned<RawFile>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum RawFile {
+        Size(Size),
+        Full(RawFileFull),
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    struct RawFileFull {
+        #[serde(default)]
+        size: Option<Size>,
+        #[serde(default)]
+        text: Option<String>,
+        #[serde(default)]
+        mtime: Option<String>,
+        #[serde(default)]
+        readonly: bool,
+        #[serde(default)]
+        damaged: bool,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct RawService {
+        #[serde(default)]
+        server: Option<String>,
+        name: Spanned<String>,
+        state: Spanned<String>,
+        #[serde(default)]
+        fails_to: Option<Spanned<String>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct RawCommand {
+        #[serde(default)]
+        job: Option<String>,
+        command: Spanned<String>,
+        #[serde(default)]
+        args_prefix: Vec<String>,
+        #[serde(default)]
+        exit_code: i32,
+        #[serde(default)]
+        output: String,
+        #[serde(default)]
+        duration: Option<Spanned<String>>,
+        #[serde(default)]
+        effects: Vec<Spanned<RawEffect>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+    enum RawEffect {
+        #[serde(alias = "create_file")]
+        CreateFile(String),
+        Remove(String),
+        Service {
+            service: String,
+            state: String,
+        },
+    }
+
+    struct Src<'a> {
+        file: &'a Path,
+        text: &'a str,
+    }
+
+    impl Src<'_> {
+        fn err(
+            &self,
+            span: Option<Range<usize>>,
+            field: &str,
+            msg: impl Into<String>,
+        ) -> WorldError {
+            WorldError {
+                file: self.file.to_path_buf(),
+                position: span.map(|s| crate::policy::position(self.text, s.start)),
+                field: Some(field.to_string()).filter(|f| !f.is_empty()),
+                message: msg.into(),
+            }
+        }
+    }
+
+    fn size(s: &Size) -> Result<u64, String> {
+        match s {
+            Size::Bytes(b) => Ok(*b),
+            Size::Text(t) => t
+                .parse::<bytesize::ByteSize>()
+                .map(|b| b.as_u64())
+                .map_err(|_| {
+                    format!("`{t}` is not a size: write bytes or e.g. \"4 KiB\", \"40 GiB\"")
+                }),
+        }
+    }
+
+    fn time_ms(t: &str) -> Result<i64, String> {
+        humantime::parse_rfc3339(t)
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_millis() as i64)
+            .ok_or_else(|| format!("`{t}` is not a UTC time: write e.g. \"2026-11-21T02:10:00Z\""))
+    }
+
+    fn state(s: &str) -> Result<ServiceState, String> {
+        match s {
+            "running" => Ok(ServiceState::Running),
+            "stopped" => Ok(ServiceState::Stopped),
+            o => Err(format!(
+                "`{o}` is not a service state: write \"running\" or \"stopped\""
+            )),
+        }
+    }
+
+    pub(super) fn parse(file: &Path, text: &str) -> Result<World, WorldError> {
+        let src = Src { file, text };
+        let raw: Raw =
+            toml::from_str(text).map_err(|e| src.err(e.span(), "", e.message().to_string()))?;
+        let base = file.parent().unwrap_or(Path::new("."));
+        let now =
+            time_ms(raw.now.get_ref()).map_err(|m| src.err(Some(raw.now.span()), "now", m))?;
+        let at = |s: &Spanned<Size>, field: &str| {
+            size(s.get_ref()).map_err(|m| src.err(Some(s.span()), field, m))
+        };
+        let free = raw
+            .free
+            .as_ref()
+            .map(|f| at(f, "free"))
+            .transpose()?
+            .unwrap_or(1 << 40);
+        let mut w = World::new(file.display().to_string(), now, free);
+        if let Some(r) = &raw.copy_rate {
+            w.copy_rate = at(r, "copy_rate")?.max(1);
+        }
+        for (i, d) in raw.dir.iter().enumerate() {
+            let field = format!("dir[{i}]");
+            let dir = normalize(base, Path::new(d.path.get_ref()));
+            if let Some(f) = &d.free {
+                w.set_volume(&dir, at(f, &format!("{field}.free"))?);
+            }
+            w.mkdir_p(&dir)
+                .map_err(|m| src.err(Some(d.path.span()), &format!("{field}.path"), m))?;
+        }
+        for (i, d) in raw.dir.iter().enumerate() {
+            let dir = normalize(base, Path::new(d.path.get_ref()));
+            for (name, f) in &d.files {
+                let field = format!("dir[{i}].files.\"{}\"", name.get_ref());
+                let rel = name.get_ref().trim_start_matches("./");
+                let is_dir = rel.ends_with('/');
+                let rel = rel.trim_end_matches('/');
+                check_relative(rel)
+                    .map_err(|why| src.err(Some(name.span()), &field, format!("the path {why}")))?;
+                if rel.is_empty() {
+                    return Err(src.err(
+                        Some(name.span()),
+                        &field,
+                        "name a file below the directory",
+                    ));
+                }
+                let p = join(&dir, rel);
+                let e = |m: String| src.err(Some(f.span()), &field, m);
+                if is_dir {
+                    w.mkdir_p(&p).map_err(e)?;
+                    continue;
+                }
+                let full = match f.get_ref() {
+                    RawFile::Size(s) => RawFileFull {
+                        size: Some(s.clone()),
+                        ..Default::default()
+                    },
+                    RawFile::Full(full) => RawFileFull {
+                        size: full.size.clone(),
+                        text: full.text.clone(),
+                        mtime: full.mtime.clone(),
+                        readonly: full.readonly,
+                        damaged: full.damaged,
+                    },
+                };
+                let text_bytes: Option<Arc<[u8]>> = full.text.map(|t| Arc::from(t.into_bytes()));
+                let size = match (&full.size, &text_bytes) {
+                    (Some(_), Some(_)) => return Err(e("give `size` or `text`, not both".into())),
+                    (Some(s), None) => size(s).map_err(e)?,
+                    (None, Some(t)) => t.len() as u64,
+                    (None, None) => 0,
+                };
+                let mtime_ms = full
+                    .mtime
+                    .as_deref()
+                    .map(time_ms)
+                    .transpose()
+                    .map_err(e)?
+                    .unwrap_or(now);
+                let content = w.new_content();
+                // The fixture describes what is there: its files do not use up the free space
+                // it states.
+                w.insert_file(
+                    &p,
+                    FileNode {
+                        size,
+                        content,
+                        mtime_ms,
+                        readonly: full.readonly,
+                        damaged: full.damaged,
+                        text: text_bytes,
+                    },
+                )
+                .map_err(e)?;
+            }
+        }
+        for (i, s) in raw.service.iter().enumerate() {
+            let field = format!("service[{i}]");
+            let st = state(s.state.get_ref())
+                .map_err(|m| src.err(Some(s.state.span()), &format!("{field}.state"), m))?;
+            let (mut fails_to_start, mut fails_to_stop) = (false, false);
+            if let Some(f) = &s.fails_to {
+                match f.get_ref().as_str() {
+                    "start" => fails_to_start = true,
+                    "stop" => fails_to_stop = true,
+                    o => {
+                        return Err(src.err(
+                            Some(f.span()),
+                            &format!("{field}.fails_to"),
+                            format!("`{o}`: write \"start\" or \"stop\""),
+                        ));
+                    }
+                }
+            }
+            w.set_service(
+                s.server.as_deref().unwrap_or(HOST),
+                s.name.get_ref(),
+                ServiceModel {
+                    state: st,
+                    fails_to_start,
+                    fails_to_stop,
+                },
+            );
+        }
+        for (i, c) in raw.command.iter().enumerate() {
+            let field = format!("command[{i}]");
+            let duration_ms = match &c.duration {
+                None => 1000,
+                Some(d) => humantime::parse_duration(d.get_ref())
+                    .map(|d| d.as_millis() as u64)
+                    .map_err(|_| {
+                        src.err(
+                            Some(d.span()),
+                            &format!("{field}.duration"),
+                            format!(
+                                "`{}` is not a duration: write e.g. \"3s\", \"20m\"",
+                                d.get_ref()
+                            ),
+                        )
+                    })?,
+            };
+            let mut effects = Vec::new();
+            for (j, e) in c.effects.iter().enumerate() {
+                let ef = format!("{field}.effects[{j}]");
+                let err = |m: String| src.err(Some(e.span()), &ef, m);
+                effects.push(match e.get_ref() {
+                    RawEffect::CreateFile(l) => {
+                        SimEffect::CreateFile(parse_location(l).map_err(err)?)
+                    }
+                    RawEffect::Remove(l) => SimEffect::Remove(parse_location(l).map_err(err)?),
+                    RawEffect::Service { service, state: s } => SimEffect::Service {
+                        service: service.clone(),
+                        state: state(s).map_err(err)?,
+                    },
+                });
+            }
+            if c.command.get_ref().is_empty() {
+                return Err(src.err(
+                    Some(c.command.span()),
+                    &format!("{field}.command"),
+                    "name the job's logical command",
+                ));
+            }
+            w.commands.push(CommandOverride {
+                job: c.job.clone(),
+                behaviour: CommandBehaviour {
+                    command: c.command.get_ref().clone(),
+                    args_prefix: c.args_prefix.clone(),
+                    exit_code: c.exit_code,
+                    output: c.output.clone(),
+                    duration_ms,
+                    effects,
+                },
+            });
+        }
+        Ok(w)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_normalized_lexically() {
+        assert_eq!(
+            normalize(Path::new("/a/b"), Path::new("../c/./d/")),
+            "/a/c/d"
+        );
+        assert_eq!(normalize(Path::new("/a"), Path::new("/x/../y")), "/y");
+        assert_eq!(normalize(Path::new("/"), Path::new("..")), "/");
+    }
+
+    #[test]
+    fn files_move_and_free_space_follows() {
+        let mut w = World::new("t", 0, 1000);
+        w.set_volume("/data", 100);
+        let f = |size, content| FileNode {
+            size,
+            content,
+            mtime_ms: 0,
+            readonly: false,
+            damaged: false,
+            text: None,
+        };
+        w.put_file("/data/a/x", f(60, 1)).unwrap();
+        assert_eq!(w.free("/data/a"), 40);
+        assert_eq!(w.free("/elsewhere"), 1000);
+        let err = w.put_file("/data/a/y", f(50, 2)).unwrap_err();
+        assert!(err.contains("no space left"), "{err}");
+        w.rename("/data/a", "/data/b").unwrap();
+        assert!(w.node("/data/a/x").is_none() && w.node("/data/b/x").is_some());
+        assert!(w.rename("/data/b", "/data/b/c").is_err());
+        assert!(w.rename("/data/b", "/nowhere/b").is_err());
+        assert_eq!(w.remove("/data/b"), (1, 60));
+        assert_eq!(w.free("/data"), 100);
+        // "/data2" is not below "/data".
+        w.put_file("/data2/z", f(5, 3)).unwrap();
+        assert_eq!(
+            w.children("/").iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            ["data", "data2"]
+        );
+        assert_eq!(w.files_below("/data").len(), 0);
+    }
+
+    #[test]
+    fn fixture_errors_name_file_line_and_field() {
+        let bad = [
+            (
+                "now = \"yesterday\"\n",
+                "w.toml:1:7: now: `yesterday` is not a UTC time",
+            ),
+            (
+                "now = \"2026-11-21T02:10:00Z\"\n[[dir]]\npath = \"/d\"\nfree = \"lots\"\n",
+                "w.toml:4:8: dir[0].free: `lots` is not a size",
+            ),
+            (
+                "now = \"2026-11-21T02:10:00Z\"\n[[dir]]\npath = \"/d\"\n[dir.files]\n\"../x\" = 3\n",
+                "w.toml:5:1: dir[0].files.\"../x\": the path",
+            ),
+            (
+                "now = \"2026-11-21T02:10:00Z\"\n[[command]]\ncommand = \"c\"\neffects = [{ create-file = \"nowhere\" }]\n",
+                "w.toml:4:12: command[0].effects[0]: `nowhere` is not a location",
+            ),
+            (
+                "now = \"2026-11-21T02:10:00Z\"\nsurprise = 1\n",
+                "w.toml:2:1: unknown field `surprise`",
+            ),
+        ];
+        for (text, want) in bad {
+            let e = World::parse(Path::new("w.toml"), text)
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with(want), "{e}\nwanted: {want}");
+        }
+    }
+
+    #[test]
+    fn a_fixture_describes_files_volumes_services_and_commands() {
+        let w = World::parse(
+            Path::new("/site/worlds/w.toml"),
+            r#"
+now = "2026-11-21T02:10:00Z"
+free = "1 GiB"
+
+[[dir]]
+path = "../data"
+free = "10 MiB"
+[dir.files]
+"mw/data/a.odb" = "4 KiB"
+"mw/data/config" = { text = "x=1" }
+"mw/back1/" = {}
+
+[[service]]
+server = "s1"
+name = "db"
+state = "stopped"
+fails_to = "start"
+
+[[command]]
+job = "j"
+command = "ctl"
+args_prefix = ["on"]
+exit_code = 3
+duration = "2m"
+effects = [{ create-file = "data:/mw/x" }, { service = { service = "db", state = "running" } }]
+"#,
+        )
+        .unwrap();
+        assert_eq!(w.free("/site/data/mw"), 10 * 1024 * 1024);
+        assert_eq!(w.free("/elsewhere"), 1 << 30);
+        assert_eq!(w.tree_size("/site/data/mw/data"), 4096 + 3);
+        assert!(w.is_dir("/site/data/mw/back1"));
+        assert!(w.service("s1", "db").fails_to_start);
+        assert_eq!(w.service("s1", "db").state, ServiceState::Stopped);
+        let b = w
+            .behaviour("j", &[], "ctl", &["on".into(), "--x".into()])
+            .unwrap();
+        assert_eq!(
+            (b.exit_code, b.duration_ms, b.effects.len()),
+            (3, 120_000, 2)
+        );
+        assert!(
+            w.behaviour("other-job", &[], "ctl", &["on".into()])
+                .is_none()
+        );
+    }
+}
