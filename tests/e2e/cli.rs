@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 /// The `hokan` binary of this build (cargo builds it for the workspace's tests).
-fn hokan_bin() -> PathBuf {
+pub(crate) fn hokan_bin() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().and_then(|d| d.parent()).unwrap();
     let bin = dir.join("hokan");
@@ -37,7 +37,7 @@ fn plan(site: &Site, job: &str, op: &str, extra: &[&str]) -> Output {
     hokan(site, &args)
 }
 
-fn text(b: &[u8]) -> String {
+pub(crate) fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
@@ -54,7 +54,7 @@ fn plan_json_is_the_documented_document() {
     let out = plan(&site, "mailwise", "backup", &["--json"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(doc["format_version"], "1");
+    assert_eq!(doc["format_version"], "2");
     assert_eq!(doc["plugin"]["name"], "mailwise");
     assert_eq!(doc["plugin"]["sha256"].as_str().unwrap().len(), 64);
     assert_eq!(doc["operation"], "backup");

@@ -3,6 +3,7 @@
 mod adversarial;
 mod cli;
 mod mailwise;
+mod simulate;
 
 use hokan::runtime::{Limits, Runtime};
 

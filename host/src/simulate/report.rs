@@ -111,16 +111,31 @@ pub fn matrix(r: &OpReport) -> String {
         r.scenarios.len(),
         r.broken().count()
     );
+    let label = |t: &Transcript| {
+        if t.fault_reached {
+            t.scenario.clone()
+        } else {
+            format!("{} (not reached)", t.scenario)
+        }
+    };
+    let w1 = r
+        .scenarios
+        .iter()
+        .map(|t| label(t).len())
+        .max()
+        .unwrap_or(0);
+    let w2 = r
+        .scenarios
+        .iter()
+        .map(|t| outcome(t).len())
+        .max()
+        .unwrap_or(0);
     for t in &r.scenarios {
         let broken: Vec<&str> = t.broken().map(|i| i.id.as_str()).collect();
         let _ = writeln!(
             out,
-            "  {:<40} {:<50} {}",
-            if t.fault_reached {
-                t.scenario.clone()
-            } else {
-                format!("{} (not reached)", t.scenario)
-            },
+            "  {:<w1$}  {:<w2$}  {}",
+            label(t),
             outcome(t),
             if broken.is_empty() {
                 "ok".to_string()

@@ -257,7 +257,7 @@ struct Run<'a> {
     clock: u64,
     records: Vec<StepRecord>,
     copies: Vec<Copy>,
-    /// Files of the writable roots at the start (restores): root path, relative path, content.
+    /// Files of the writable roots at the start (restores): root name, relative path, content.
     kept: Vec<(String, String, u64)>,
     kept_broken: Option<String>,
     outcome: Outcome,
@@ -295,9 +295,8 @@ impl<'a> Run<'a> {
             for root in ctx.writable.iter().filter(|r| r.as_str() != "set") {
                 if let Some(dir) = ctx.roots.get(root) {
                     for (rel, f) in initial.files_below(dir) {
-                        let abs = format!("{dir}/{rel}");
-                        if !ctx.is_marker(&abs) {
-                            kept.push((dir.clone(), rel.to_string(), f.content));
+                        if !ctx.is_marker(&format!("{dir}/{rel}")) {
+                            kept.push((root.clone(), rel.to_string(), f.content));
                         }
                     }
                 }
@@ -405,6 +404,10 @@ impl<'a> Run<'a> {
     fn step(&mut self, s: &Step, phase: Phase) -> Status {
         let at_ms = self.clock;
         let injected = self.fault.filter(|f| f.step() == s.id);
+        if matches!(injected, Some(Fault::CrashAfter { .. })) {
+            // The host dies after the step's turn, whether it ran or was skipped.
+            self.fault_reached = true;
+        }
         if let Some(c) = s.when.iter().find(|c| !self.holds(c, s.target.as_deref())) {
             self.records.push(StepRecord {
                 phase,
@@ -415,7 +418,7 @@ impl<'a> Run<'a> {
                 at_ms,
                 duration_ms: 0,
                 changes: vec![],
-                note: Some(format!("skipped: {c} does not hold")),
+                note: Some(format!("skipped: \"{c}\" is false")),
             });
             return Status::Skipped;
         }
@@ -472,8 +475,9 @@ impl<'a> Run<'a> {
         }
         let mut present: BTreeMap<&str, HashSet<u64>> = BTreeMap::new();
         let mut lost = Vec::new();
-        for (dir, rel, content) in &self.kept {
-            let set = present.entry(dir).or_insert_with(|| {
+        for (root, rel, content) in &self.kept {
+            let set = present.entry(root).or_insert_with(|| {
+                let dir = self.ctx.roots.get(root).map_or("", String::as_str);
                 self.world
                     .files_below(dir)
                     .into_iter()
@@ -481,7 +485,7 @@ impl<'a> Run<'a> {
                     .collect()
             });
             if !set.contains(content) {
-                lost.push(format!("{dir}/{rel}"));
+                lost.push(Location::new(root.clone(), rel.clone()).to_string());
             }
         }
         if !lost.is_empty() {
@@ -556,9 +560,12 @@ impl<'a> Run<'a> {
                 if self.world.node(&abs).is_none() {
                     self.note = Some(format!("{path} was already absent"));
                 } else {
+                    let was_dir = self.world.is_dir(&abs);
                     let (files, bytes) = self.world.remove(&abs);
-                    self.change(if files == 0 {
+                    self.change(if !was_dir {
                         format!("- {path}")
+                    } else if files == 0 {
+                        format!("- {path}/ (empty)")
                     } else {
                         format!("- {path} ({files} file(s), {})", size(bytes))
                     });
