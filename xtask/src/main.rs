@@ -13,9 +13,9 @@ usage: cargo xtask <command>
   setup     find or install a wasm32-wasip2 toolchain and say which one is used
   plugins   build the plugins (and test fixtures) into target/plugins/
   test      plugins, then every test (host and plugins), clippy and rustfmt
-  demo      build what is needed, make a demo site under target/demo/, and show the
-            validated plans of the bundled policies
-  bench     plugins, then the runtime benchmarks (release build)
+  demo      build what is needed, make a demo site under target/demo/, show the
+            validated plans of the bundled policies, and simulate them with every fault
+  bench     plugins, then the runtime and simulation benchmarks (release build)
 ";
 
 const DEBIAN_PACKAGES: &[&str] = &["rustc-web", "cargo-web", "rust-web-src", "lld", "wasi-libc"];
@@ -330,8 +330,17 @@ fn demo() -> Result<()> {
             }
         }
     }
+    // Every bundled policy, dry-run in its bundled world (policies/worlds/), with every fault.
+    println!("\n=== hokan simulate policies --faults each-step");
+    run(&mut hokan(&[
+        "simulate",
+        "policies",
+        "--faults",
+        "each-step",
+    ]))?;
     println!(
-        "\nThe demo site is in {}; try `target/debug/hokan --plugin-dir target/plugins plan ... --json`.",
+        "\nThe demo site is in {}; try `target/debug/hokan --plugin-dir target/plugins plan ... --json`\n\
+         or `... simulate policies/tokyo-hq.toml --from-tree --job mailwise --op restore`.",
         demo.display()
     );
     Ok(())
@@ -360,5 +369,6 @@ fn bench() -> Result<()> {
     plugins()?;
     // The benchmark runs the release `hokan` binary for the cold-CLI figure.
     run(cargo().args(["build", "--release", "-p", "hokan"]))?;
-    run(cargo().args(["bench", "-p", "hokan-e2e", "--bench", "runtime"]))
+    run(cargo().args(["bench", "-p", "hokan-e2e", "--bench", "runtime"]))?;
+    run(cargo().args(["bench", "-p", "hokan-e2e", "--bench", "simulate"]))
 }

@@ -463,7 +463,16 @@ impl<'a> Run<'a> {
             changes: std::mem::take(&mut self.changes),
             note,
         });
-        self.check_kept(&s.id);
+        // Only these can lose a file; a copy only adds (or removes its own partial copy).
+        if matches!(
+            s.action,
+            Action::Remove { .. }
+                | Action::Rename { .. }
+                | Action::WriteFile { .. }
+                | Action::Exec(_)
+        ) {
+            self.check_kept(&s.id);
+        }
         status
     }
 

@@ -335,9 +335,14 @@ impl World {
     }
 
     fn volume_of(&self, p: &str) -> Option<&str> {
+        // Volumes nest; the deepest one holding `p` counts.
         self.volumes
             .keys()
-            .filter(|v| p == v.as_str() || v.as_str() == "/" || p.starts_with(&format!("{v}/")))
+            .filter(|v| {
+                v.as_str() == "/"
+                    || p.strip_prefix(v.as_str())
+                        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            })
             .max_by_key(|v| v.len())
             .map(String::as_str)
     }
@@ -1101,5 +1106,31 @@ effects = [{ create-file = "data:/mw/x" }, { service = { service = "db", state =
             w.behaviour("other-job", &[], "ctl", &["on".into()])
                 .is_none()
         );
+    }
+}
+
+#[cfg(test)]
+mod doc_tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_fixture_parses() {
+        let doc = include_str!("../../../docs/simulation.md");
+        let start = doc
+            .find("```toml\n")
+            .expect("docs/simulation.md has a TOML example")
+            + 8;
+        let end = start + doc[start..].find("```").unwrap();
+        let w = World::parse(Path::new("/site/worlds/w.toml"), &doc[start..end])
+            .unwrap_or_else(|e| panic!("docs/simulation.md's example: {e}"));
+        assert_eq!(w.service("gmx1", "groupmax-mail").fails_to_start, true);
+        assert!(
+            matches!(w.node("/site/data/mailwise/db/priv.edb"), Some(Node::File(f)) if f.damaged)
+        );
+        assert_eq!(
+            w.set_ids("/site/backups/tokyo-hq/mailwise"),
+            ["20261121T011000Z"]
+        );
+        assert_eq!(w.commands[0].behaviour.effects.len(), 3);
     }
 }
