@@ -1123,7 +1123,7 @@ mod doc_tests {
         let end = start + doc[start..].find("```").unwrap();
         let w = World::parse(Path::new("/site/worlds/w.toml"), &doc[start..end])
             .unwrap_or_else(|e| panic!("docs/simulation.md's example: {e}"));
-        assert_eq!(w.service("gmx1", "groupmax-mail").fails_to_start, true);
+        assert!(w.service("gmx1", "groupmax-mail").fails_to_start);
         assert!(
             matches!(w.node("/site/data/mailwise/db/priv.edb"), Some(Node::File(f)) if f.damaged)
         );
