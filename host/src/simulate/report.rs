@@ -1,18 +1,9 @@
 //! A simulation [`Report`] for people (a compact transcript and the fault matrix), and as JUnit
 //! XML for CI systems (one test case per scenario). The JSON form is the report's serde form.
 
-use super::run::size;
+use super::run::{dur, size};
 use super::{OpReport, Outcome, Phase, Report, Status, Transcript};
 use std::fmt::Write;
-
-fn dur(ms: u64) -> String {
-    match ms {
-        0..1000 => format!("{ms} ms"),
-        1000..60_000 => format!("{:.1} s", ms as f64 / 1000.0),
-        60_000..3_600_000 => format!("{} min {:02} s", ms / 60_000, ms % 60_000 / 1000),
-        _ => format!("{} h {:02} min", ms / 3_600_000, ms % 3_600_000 / 60_000),
-    }
-}
 
 fn outcome(t: &Transcript) -> String {
     match &t.outcome {

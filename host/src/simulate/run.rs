@@ -267,12 +267,13 @@ struct Run<'a> {
     note: Option<String>,
 }
 
-fn dur(ms: u64) -> String {
+/// Simulated time for people: `850 ms`, `3.0 s`, `1 min 03 s`, `2 h 05 min`.
+pub(crate) fn dur(ms: u64) -> String {
     match ms {
         0..1000 => format!("{ms} ms"),
         1000..60_000 => format!("{:.1} s", ms as f64 / 1000.0),
-        60_000..3_600_000 => format!("{} min {} s", ms / 60_000, ms % 60_000 / 1000),
-        _ => format!("{} h {} min", ms / 3_600_000, ms % 3_600_000 / 60_000),
+        60_000..3_600_000 => format!("{} min {:02} s", ms / 60_000, ms % 60_000 / 1000),
+        _ => format!("{} h {:02} min", ms / 3_600_000, ms % 3_600_000 / 60_000),
     }
 }
 
@@ -891,18 +892,7 @@ impl<'a> Run<'a> {
                 if self.world.node(&b).is_none() {
                     return self.fail(format!("{to} does not exist"));
                 }
-                let want: BTreeMap<&str, u64> = self
-                    .world
-                    .files_below(&a)
-                    .into_iter()
-                    .map(|(r, f)| (r, f.content))
-                    .collect();
-                let have: BTreeMap<&str, u64> = self
-                    .world
-                    .files_below(&b)
-                    .into_iter()
-                    .map(|(r, f)| (r, f.content))
-                    .collect();
+                let (want, have) = (self.world.contents_below(&a), self.world.contents_below(&b));
                 let mut bad: Vec<String> = want
                     .iter()
                     .filter(|(r, c)| have.get(*r) != Some(c))
@@ -1095,12 +1085,11 @@ impl<'a> Run<'a> {
     }
 }
 
-fn files_map(w: &World, dir: &str, ctx: &Context<'_>) -> BTreeMap<String, u64> {
-    w.files_below(dir)
-        .into_iter()
-        .filter(|(r, _)| !ctx.is_marker(&format!("{dir}/{r}")))
-        .map(|(r, f)| (r.to_string(), f.content))
-        .collect()
+/// The contents below `dir`, maintenance markers aside.
+fn files_map<'w>(w: &'w World, dir: &str, ctx: &Context<'_>) -> BTreeMap<&'w str, u64> {
+    let mut m = w.contents_below(dir);
+    m.retain(|r, _| !ctx.is_marker(&format!("{dir}/{r}")));
+    m
 }
 
 fn verdict(id: &str, description: &str, held: bool, detail: Option<String>) -> InvariantResult {

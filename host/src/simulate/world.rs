@@ -307,6 +307,14 @@ impl World {
             .collect()
     }
 
+    /// The content identity of every file below `dir`, by path relative to it.
+    pub fn contents_below(&self, dir: &str) -> BTreeMap<&str, u64> {
+        self.files_below(dir)
+            .into_iter()
+            .map(|(r, f)| (r, f.content))
+            .collect()
+    }
+
     /// Every entry below `dir` (directories too), relative to it.
     pub fn entries_below(&self, dir: &str) -> Vec<(String, Node)> {
         let cut = if dir == "/" { 1 } else { dir.len() + 1 };
