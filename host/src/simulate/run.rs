@@ -380,11 +380,8 @@ impl<'a> Run<'a> {
                 after: self.last_step(),
             };
         }
-        let mut i = 0;
-        while i < plan.cleanup.len() {
-            let s = &plan.cleanup[i];
+        for s in &plan.cleanup {
             self.step(s, phase);
-            i += 1;
             if phase == Phase::Cleanup && self.crash_after(s) {
                 // Recovery runs the cleanup steps that had not finished.
                 self.outcome = Outcome::Crashed {
