@@ -413,3 +413,33 @@ fn bad_input_is_named() {
     let out = site.run(&["--faults", "sometimes"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// A standby server where mailwise was installed but has no mail yet: no mw/file at all.
+#[test]
+fn a_restore_onto_a_fresh_install_without_mail_holds_in_every_scenario() {
+    let world = format!(
+        "{}\n[[dir]]\npath = \"../mw-site\"\n[dir.files]\n\"mw/data/a.odb\" = \"1 KiB\"\n\"mw/data/a.odb.mrr\" = \"1 KiB\"\n",
+        archive_world("4 GiB").replace("path = \"../mw-site\"", "path = \"../mw-old\"")
+    );
+    let site = SimSite::new(mailwise_policy(), &world);
+    let out = site.run(&["--op", "restore-elsewhere", "--faults", "each-step"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(!stdout.contains("keep-file"), "nothing to keep: {stdout}");
+    assert!(stdout.contains("place-file"), "{stdout}");
+
+    // No mw/data at all: mailwise is not installed there.
+    let bare = SimSite::new(
+        mailwise_policy(),
+        &archive_world("4 GiB")
+            .replace("\"mw/data/a.odb.mrr\" = \"512 MiB\"\n", "")
+            .replace("\"mw/data/a.odb\" = \"512 MiB\"\n", ""),
+    );
+    let out = bare.run(&["--op", "restore"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("install mailwise on this server first"),
+        "{}",
+        text(&out.stdout)
+    );
+}

@@ -387,6 +387,16 @@ fn restore(req: &Request, elsewhere: bool) -> Result<Plan, PlanError> {
     require_dir(&SET.join("data"), "the backup set has no data directory")?;
     require_dir(&SET.join("file"), "the backup set has no file directory")?;
     check_mirrors(&SET.join("data"))?;
+    require_dir(
+        &mw("data"),
+        "mailwise's database directory; install mailwise on this server first",
+    )?;
+    // A fresh install may have no mw/file yet: then there is nothing of it to keep.
+    let current: Vec<&str> = if facts::exists(&mw("file"))? {
+        vec!["data", "file"]
+    } else {
+        vec!["data"]
+    };
     if facts::exists(&staging())? {
         return Err(PlanError::Refused(format!(
             "{} exists: an earlier restore was interrupted. Run `hokan recover` for this job, or \
@@ -480,7 +490,7 @@ fn restore(req: &Request, elsewhere: bool) -> Result<Plan, PlanError> {
             Action::rename(staging().join(b), mw(b)),
         );
     }
-    for dir in ["data", "file"] {
+    for dir in &current {
         plan.step(
             &format!("keep-{dir}"),
             &format!("Keep the current mw/{dir} as mw/{dir}_bak"),
@@ -526,7 +536,7 @@ fn restore(req: &Request, elsewhere: bool) -> Result<Plan, PlanError> {
     .when(Condition::absent(mw("file")))
     .when(Condition::exists(mw("data")))
     .when(Condition::exists(mw("data_bak")));
-    for dir in ["data", "file"] {
+    for dir in &current {
         plan.cleanup(
             &format!("put-back-{dir}"),
             &format!("If mw/{dir} is not in place, put mw/{dir}_bak back"),
@@ -554,11 +564,13 @@ fn restore(req: &Request, elsewhere: bool) -> Result<Plan, PlanError> {
         "mailwise has a database directory after the restore, restored or previous",
         Condition::exists(mw("data")),
     );
-    plan.invariant(
-        "files-in-place",
-        "mailwise has its attachment directory after the restore, restored or previous",
-        Condition::exists(mw("file")),
-    );
+    if current.contains(&"file") {
+        plan.invariant(
+            "files-in-place",
+            "mailwise has its attachment directory after the restore, restored or previous",
+            Condition::exists(mw("file")),
+        );
+    }
     plan.invariant(
         "no-staging-left",
         "no staged copy is left in mailwise's directory",
