@@ -97,6 +97,20 @@ pub enum FactError {
     Io(String),
 }
 
+/// What a fact request names: its root's entry in `roots`, once the root is known to be granted
+/// and the path to be relative and free of `..`.
+pub fn granted<'a, T>(
+    roots: &'a std::collections::BTreeMap<String, T>,
+    p: &crate::plan::Location,
+) -> Result<&'a T, FactError> {
+    let root = roots
+        .get(&p.root)
+        .ok_or_else(|| FactError::RootNotGranted(p.root.clone()))?;
+    crate::plan::check_relative(&p.path)
+        .map_err(|why| FactError::InvalidPath(format!("`{}` {why}", p.path)))?;
+    Ok(root)
+}
+
 /// A read-only view of a site's granted roots.
 pub trait FactSource: Send + Sync {
     /// Whether anything exists at `p`.

@@ -1,7 +1,7 @@
 //! Facts from the real filesystem, read-only, through cap-std.
 
 use super::{DirEntry, EntryKind, FactError, FactSource, FileStat, Topology};
-use crate::plan::{Location, check_relative};
+use crate::plan::Location;
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, FileType, Metadata};
 use std::collections::BTreeMap;
@@ -63,12 +63,7 @@ impl RealFacts {
 
     /// The root's capability and the path inside it; `Ok(None)` when the root does not exist.
     fn resolve<'a>(&'a self, p: &'a Location) -> Result<Option<(&'a Dir, &'a str)>, FactError> {
-        let root = self
-            .roots
-            .get(&p.root)
-            .ok_or_else(|| FactError::RootNotGranted(p.root.clone()))?;
-        check_relative(&p.path)
-            .map_err(|why| FactError::InvalidPath(format!("`{}` {why}", p.path)))?;
+        let root = super::granted(&self.roots, p)?;
         let rel = if p.path.is_empty() {
             "."
         } else {

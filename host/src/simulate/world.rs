@@ -223,18 +223,19 @@ impl World {
             self.mkdir_p(up)?;
         }
         let size = file.size;
-        if let Some(Node::File(old)) = self.nodes.get(p) {
-            let old = old.size;
-            self.add_free(p, old);
-        } else if self.nodes.contains_key(p) {
-            return Err(format!("{p} is a directory"));
-        }
+        // A file replaced gives its space back; a write that does not fit changes nothing.
+        let replaced = match self.nodes.get(p) {
+            Some(Node::File(old)) => old.size,
+            Some(Node::Dir) => return Err(format!("{p} is a directory")),
+            None => 0,
+        };
         let free = self.free(p);
-        if free < size {
+        if free.saturating_add(replaced) < size {
             return Err(format!(
                 "no space left on the volume of {p}: {size} bytes needed, {free} free"
             ));
         }
+        self.add_free(p, replaced);
         self.take_free(p, size);
         self.nodes.insert(p.to_string(), Node::File(file));
         Ok(())
@@ -541,12 +542,7 @@ impl WorldFacts {
     }
 
     fn path(&self, p: &Location) -> Result<String, FactError> {
-        let root = self
-            .roots
-            .get(&p.root)
-            .ok_or_else(|| FactError::RootNotGranted(p.root.clone()))?;
-        check_relative(&p.path)
-            .map_err(|why| FactError::InvalidPath(format!("`{}` {why}", p.path)))?;
+        let root = crate::facts::granted(&self.roots, p)?;
         Ok(join(root, p.path.trim_end_matches('/')))
     }
 }
@@ -1018,6 +1014,12 @@ mod tests {
         assert_eq!(w.free("/elsewhere"), 1000);
         let err = w.put_file("/data/a/y", f(50, 2)).unwrap_err();
         assert!(err.contains("no space left"), "{err}");
+        // Replacing a file counts its space; a replacement that does not fit changes nothing.
+        assert!(w.put_file("/data/a/x", f(101, 4)).is_err());
+        assert_eq!(w.free("/data"), 40);
+        w.put_file("/data/a/x", f(100, 5)).unwrap();
+        assert_eq!(w.free("/data"), 0);
+        w.put_file("/data/a/x", f(60, 1)).unwrap();
         w.rename("/data/a", "/data/b").unwrap();
         assert!(w.node("/data/a/x").is_none() && w.node("/data/b/x").is_some());
         assert!(w.rename("/data/b", "/data/b/c").is_err());
