@@ -443,3 +443,21 @@ fn a_restore_onto_a_fresh_install_without_mail_holds_in_every_scenario() {
         text(&out.stdout)
     );
 }
+
+#[test]
+fn a_restore_refuses_while_an_earlier_one_left_its_staging_directory() {
+    let world = archive_world("4 GiB").replace(
+        "\"mw/file/ws1/1.eml\" = \"3 GiB\"\n",
+        "\"mw/file/ws1/1.eml\" = \"3 GiB\"\n\"mw/hokan-restore/data/a.odb\" = \"1 KiB\"\n",
+    );
+    let site = SimSite::new(mailwise_policy(), &world);
+    let out = site.run(&["--op", "restore"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains(
+            "data:/mw/hokan-restore exists: an earlier restore stopped before its cleanup ran"
+        ),
+        "{}",
+        text(&out.stdout)
+    );
+}

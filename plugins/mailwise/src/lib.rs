@@ -399,8 +399,9 @@ fn restore(req: &Request, elsewhere: bool) -> Result<Plan, PlanError> {
     };
     if facts::exists(&staging())? {
         return Err(PlanError::Refused(format!(
-            "{} exists: an earlier restore was interrupted. Run `hokan recover` for this job, or \
-             check that nothing in it is needed and delete it, then plan again.",
+            "{} exists: an earlier restore stopped before its cleanup ran. Check that mw/data \
+             and mw/file are in place (if not, rename mw/data_bak and mw/file_bak back), then \
+             delete it (it holds only copies of a backup set) and plan again.",
             staging()
         )));
     }
