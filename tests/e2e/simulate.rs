@@ -365,53 +365,42 @@ fn the_real_tree_can_be_the_world() {
     assert!(!site.dir.path().join("mw-site/mw/data/maint").exists());
 }
 
+/// Asserts `out` exited with `code` and said `needle` on stderr.
+fn fails_with(out: &Output, code: i32, needle: &str) {
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "{err}");
+    assert!(err.contains(needle), "wanted {needle:?} in:\n{err}");
+}
+
 #[test]
 fn bad_input_is_named() {
     let bad_world = SimSite::new(
         mailwise_policy(),
         "now = \"2026-11-21T02:10:00Z\"\n[[dir]]\npath = \"../mw-site\"\nfree = \"plenty\"\n",
     );
-    let out = bad_world.run(&[]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = text(&out.stderr);
-    assert!(
-        err.contains("worlds/site.toml:4:8: dir[0].free: `plenty` is not a size"),
-        "{err}"
+    fails_with(
+        &bad_world.run(&[]),
+        1,
+        "worlds/site.toml:4:8: dir[0].free: `plenty` is not a size",
     );
 
     let site = SimSite::new(mailwise_policy(), &archive_world("4 GiB"));
-    let out = site.run(&["--job", "nope"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("no policy has a job `nope`"),
-        "{}",
-        text(&out.stderr)
+    fails_with(
+        &site.run(&["--job", "nope"]),
+        1,
+        "no policy has a job `nope`",
     );
-
     let out = site.run(&["--op", "fly"]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = text(&out.stderr);
-    assert!(
-        err.contains("site.toml:")
-            && err.contains("jobs.mailwise: mailwise has no operation `fly`"),
-        "{err}"
+    fails_with(&out, 1, "jobs.mailwise: mailwise has no operation `fly`");
+    fails_with(&out, 1, "site.toml:");
+    fails_with(
+        &site.run(&["--world", "/nonexistent/world.toml"]),
+        1,
+        "/nonexistent/world.toml: cannot read the world fixture",
     );
-
-    let out = site.run(&["--world", "/nonexistent/world.toml"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("/nonexistent/world.toml: cannot read the world fixture"));
-
     std::fs::remove_file(site.dir.path().join("worlds/site.toml")).unwrap();
-    let out = site.run(&[]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("there is no world to simulate it in"),
-        "{}",
-        text(&out.stderr)
-    );
-
-    let out = site.run(&["--faults", "sometimes"]);
-    assert_eq!(out.status.code(), Some(2));
+    fails_with(&site.run(&[]), 1, "there is no world to simulate it in");
+    fails_with(&site.run(&["--faults", "sometimes"]), 2, "sometimes");
 }
 
 /// A standby server where mailwise was installed but has no mail yet: no mw/file at all.

@@ -13,15 +13,15 @@ pub mod run;
 pub mod world;
 
 pub use run::{
-    Context, Fault, FaultMode, InvariantResult, Outcome, Phase, Status, StepRecord, Transcript,
-    scenarios,
+    Context, Fault, FaultMode, InvariantResult, KeptFile, Outcome, Phase, Status, StepRecord,
+    Transcript, scenarios,
 };
 pub use world::{World, WorldError, WorldFacts, normalize};
 
 use crate::plan::document::PluginRef;
 use crate::planner::{self, PlanInput, PlanJobError};
 use crate::policy::{Job, Policy};
-use crate::runtime::{Plugin, Runtime};
+use crate::runtime::{Plugin, Runtime, SetUse};
 use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -162,21 +162,21 @@ pub fn simulate_op(
         .iter()
         .map(|m| m.path.clone())
         .collect();
+    let info = d.operation(operation);
+    let set_use = info.map_or(SetUse::None, |o| o.sets);
+    let keep = if set_use == SetUse::Reads {
+        let writable = prepared.grants.roots.iter().filter(|(_, w)| **w);
+        run::files_to_keep(world, &roots, writable.map(|(r, _)| r), &markers)
+    } else {
+        Vec::new()
+    };
     let ctx = Context {
         job: &job.name,
         roots: &roots,
-        writable: prepared
-            .grants
-            .roots
-            .iter()
-            .filter(|(_, w)| **w)
-            .map(|(r, _)| r.clone())
-            .collect(),
-        set_use: d
-            .operation(operation)
-            .map_or(crate::runtime::SetUse::None, |o| o.sets),
+        keep,
+        set_use,
         markers: &markers,
-        leaves_maintenance: d.operation(operation).is_some_and(|o| o.leaves_maintenance),
+        leaves_maintenance: info.is_some_and(|o| o.leaves_maintenance),
         behaviours: &d.command_behaviours,
         plan: &doc.plan,
     };

@@ -195,8 +195,8 @@ pub struct Context<'a> {
     pub job: &'a str,
     /// Root names to normalized absolute paths, `set` included.
     pub roots: &'a BTreeMap<String, String>,
-    /// The roots the plan may write.
-    pub writable: Vec<String>,
+    /// For restores, the files the site must keep at every step ([`files_to_keep`]).
+    pub keep: Vec<KeptFile>,
     /// How the operation uses backup sets.
     pub set_use: SetUse,
     /// The plugin's maintenance markers.
@@ -209,17 +209,47 @@ pub struct Context<'a> {
     pub plan: &'a Plan,
 }
 
+/// A file a restore must keep: its root's name, its path in the root, its content identity.
+pub type KeptFile = (String, String, u64);
+
+/// The world path of a location, given the roots.
+fn abs_in(roots: &BTreeMap<String, String>, l: &Location) -> String {
+    let root = roots
+        .get(&l.root)
+        .map(String::as_str)
+        .unwrap_or("/nonexistent-root");
+    match l.path.trim_end_matches('/') {
+        "" => root.to_string(),
+        p => format!("{root}/{p}"),
+    }
+}
+
+/// Every file the `writable` roots (the backup set aside) hold in `world`, maintenance markers
+/// aside: what a restore must keep, in place or renamed, at every step. Computed once per plan,
+/// not per scenario.
+pub fn files_to_keep<'w>(
+    world: &World,
+    roots: &BTreeMap<String, String>,
+    writable: impl IntoIterator<Item = &'w String>,
+    markers: &[Location],
+) -> Vec<KeptFile> {
+    let markers: Vec<String> = markers.iter().map(|m| abs_in(roots, m)).collect();
+    let mut keep = Vec::new();
+    for root in writable.into_iter().filter(|r| r.as_str() != "set") {
+        if let Some(dir) = roots.get(root) {
+            for (rel, f) in world.files_below(dir) {
+                if !markers.contains(&format!("{dir}/{rel}")) {
+                    keep.push((root.clone(), rel.to_string(), f.content));
+                }
+            }
+        }
+    }
+    keep
+}
+
 impl Context<'_> {
     fn abs(&self, l: &Location) -> String {
-        let root = self
-            .roots
-            .get(&l.root)
-            .map(String::as_str)
-            .unwrap_or("/nonexistent-root");
-        match l.path.trim_end_matches('/') {
-            "" => root.to_string(),
-            p => format!("{root}/{p}"),
-        }
+        abs_in(self.roots, l)
     }
 
     fn is_marker(&self, abs: &str) -> bool {
@@ -257,8 +287,6 @@ struct Run<'a> {
     clock: u64,
     records: Vec<StepRecord>,
     copies: Vec<Copy>,
-    /// Files of the writable roots at the start (restores): root name, relative path, content.
-    kept: Vec<(String, String, u64)>,
     kept_broken: Option<String>,
     outcome: Outcome,
     body_done: bool,
@@ -291,18 +319,6 @@ impl<'a> Run<'a> {
             // The host makes the new set's directory before the plan runs.
             let _ = world.mkdir_p(set);
         }
-        let mut kept = Vec::new();
-        if ctx.set_use == SetUse::Reads {
-            for root in ctx.writable.iter().filter(|r| r.as_str() != "set") {
-                if let Some(dir) = ctx.roots.get(root) {
-                    for (rel, f) in initial.files_below(dir) {
-                        if !ctx.is_marker(&format!("{dir}/{rel}")) {
-                            kept.push((root.clone(), rel.to_string(), f.content));
-                        }
-                    }
-                }
-            }
-        }
         Run {
             ctx,
             initial,
@@ -312,7 +328,6 @@ impl<'a> Run<'a> {
             clock: 0,
             records: Vec::new(),
             copies: Vec::new(),
-            kept,
             kept_broken: None,
             outcome: Outcome::Completed,
             body_done: false,
@@ -477,12 +492,12 @@ impl<'a> Run<'a> {
     /// Restores: every file the writable roots had at the start must still be there, at its
     /// path or (renamed) elsewhere in the same root.
     fn check_kept(&mut self, step: &str) {
-        if self.kept.is_empty() || self.kept_broken.is_some() {
+        if self.ctx.keep.is_empty() || self.kept_broken.is_some() {
             return;
         }
         let mut present: BTreeMap<&str, HashSet<u64>> = BTreeMap::new();
         let mut lost = Vec::new();
-        for (root, rel, content) in &self.kept {
+        for (root, rel, content) in &self.ctx.keep {
             let set = present.entry(root).or_insert_with(|| {
                 let dir = self.ctx.roots.get(root).map_or("", String::as_str);
                 self.world
@@ -1050,7 +1065,7 @@ impl<'a> Run<'a> {
                 },
             ));
         }
-        if ctx.set_use == SetUse::Reads && !self.kept.is_empty() {
+        if ctx.set_use == SetUse::Reads && !ctx.keep.is_empty() {
             inv.push(verdict(
                 "hokan:previous-data-kept",
                 "the data the site had is kept (in place or renamed) at every step",
