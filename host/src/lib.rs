@@ -3,10 +3,12 @@
 //! Each product's procedure is a WebAssembly plugin that, given read-only facts about the site,
 //! returns a declarative [`plan::Plan`]. This crate loads plugins safely ([`runtime`]), reads
 //! site policies ([`policy`]), validates plans against what a site granted ([`plan`]),
-//! and turns a policy's job into a validated plan ([`planner`]). The `hokan` binary is a thin
+//! turns a policy's job into a validated plan ([`planner`]), dry-runs plans ([`simulate`]),
+//! carries them out for real ([`execute`]) and keeps backup sets ([`sets`]). The `hokan` binary is a thin
 //! command line over these.
 #![deny(missing_docs)]
 
+pub mod execute;
 pub mod facts;
 pub mod plan;
 pub mod planner;

@@ -453,6 +453,17 @@ pub fn plan_job(
     job: &Job,
     input: &PlanInput<'_>,
 ) -> Result<PlanDocument, PlanJobError> {
+    plan_job_prepared(rt, plugin, policy, job, input).map(|(_, doc)| doc)
+}
+
+/// [`plan_job`], also returning the roots and grants the plan was made with.
+pub fn plan_job_prepared(
+    rt: &Runtime,
+    plugin: &Plugin,
+    policy: &Policy,
+    job: &Job,
+    input: &PlanInput<'_>,
+) -> Result<(Prepared, PlanDocument), PlanJobError> {
     let prepared = prepare(policy, job, plugin.description(), input, &sets::list)?;
     let facts = RealFacts::open(prepared.roots.clone(), prepared.topology.clone())
         .map_err(|e| policy.job_error(job, "roots", e.to_string()))?;
@@ -461,14 +472,15 @@ pub fn plan_job(
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
-    plan_with(
+    let doc = plan_with(
         rt,
         plugin,
         policy,
         job,
         &prepared,
         Arc::new(facts.with_now_ms(now_ms)),
-    )
+    )?;
+    Ok((prepared, doc))
 }
 
 #[cfg(test)]

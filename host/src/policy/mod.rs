@@ -52,10 +52,16 @@ pub struct Server {
     pub role: String,
     /// Host name or address; `localhost` for the host's own machine.
     pub address: String,
+    /// How hokan reaches it to run commands: `local` for the host's own machine; `None` when
+    /// no transport is configured, and steps cannot target it.
+    pub transport: Option<String>,
 }
 
+/// The transports this host has.
+pub const TRANSPORTS: &[&str] = &["local"];
+
 /// How to run a mapped command.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
 pub struct CommandMap {
     /// The executable.
     pub program: String,
@@ -64,7 +70,7 @@ pub struct CommandMap {
 }
 
 /// How to control a mapped service: each is a full command line.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
 pub struct ServiceMap {
     /// Starts the service.
     pub start: Vec<String>,
@@ -102,6 +108,8 @@ pub struct Job {
     pub params: BTreeMap<String, String>,
     /// When the job runs.
     pub schedule: Option<Schedule>,
+    /// Which of its backup sets the job keeps.
+    pub retention: crate::sets::Retention,
     /// Where the job is written, for later errors about it.
     pub line: usize,
 }
@@ -218,6 +226,8 @@ struct RawServer {
     role: String,
     #[serde(default = "localhost")]
     address: String,
+    #[serde(default)]
+    transport: Option<Spanned<String>>,
 }
 
 fn localhost() -> String {
@@ -248,6 +258,8 @@ struct RawJob {
     params: BTreeMap<String, Spanned<toml::Value>>,
     #[serde(default)]
     schedule: Option<Spanned<String>>,
+    #[serde(default)]
+    retention: Option<Spanned<crate::sets::Retention>>,
 }
 
 #[derive(Deserialize)]
@@ -386,10 +398,29 @@ impl Source<'_> {
                     format!("the server `{name}` is listed twice"),
                 ));
             }
+            let transport = match &s.transport {
+                Some(t) if !TRANSPORTS.contains(&t.get_ref().as_str()) => {
+                    return Err(self.at(
+                        t,
+                        "servers.transport",
+                        format!(
+                            "`{}` is not a transport of this hokan (it has: {})",
+                            t.get_ref(),
+                            TRANSPORTS.join(", ")
+                        ),
+                    ));
+                }
+                Some(t) => Some(t.get_ref().clone()),
+                None if ["localhost", "127.0.0.1", "::1"].contains(&s.address.as_str()) => {
+                    Some("local".into())
+                }
+                None => None,
+            };
             servers.push(Server {
                 name,
                 role: s.role,
                 address: s.address,
+                transport,
             });
         }
         let mut jobs = BTreeMap::new();
@@ -583,6 +614,7 @@ impl Source<'_> {
             services,
             params,
             schedule,
+            retention: raw.retention.map(Spanned::into_inner).unwrap_or_default(),
             line,
         })
     }

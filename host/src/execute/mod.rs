@@ -1,0 +1,1175 @@
+//! Carrying out a validated plan for real.
+//!
+//! The rules are the simulator's (`simulate::run`), so a dry run predicts a real run:
+//! - a step whose `when` conditions do not all hold is skipped;
+//! - a failed step is retried `retries` times, then aborts the body (or, with `continue`, is
+//!   recorded and the body goes on); a manual gate the operator did not confirm always aborts;
+//! - the steps of a group run at the same time, each on its own thread;
+//! - the cleanup always runs, in order, each step whatever the previous one did;
+//! - `copy-tree` is all or nothing: when it fails, what it had written is removed;
+//! - a backup set is written as `.<id>.partial` and gets its id, with its manifest, only when the
+//!   body finished: before the cleanup, so a set is never lost to a failing cleanup;
+//! - every step is journaled before and after it runs; after a crash, [`recover`] runs the
+//!   cleanup steps that had not finished and removes the partial set.
+//!
+//! File actions go through cap-std ([`fs`]); commands through a [`transport::Transport`].
+
+pub mod fs;
+pub mod journal;
+pub mod lock;
+mod prepare;
+pub mod transport;
+
+pub use prepare::{PrepareError, RunRequest, choose_set, instance, prepare_run};
+
+use crate::plan::document::PlanDocument;
+use crate::plan::model::{Exec, VerifyCheck};
+use crate::plan::{Action, Condition, Item, Location, OnError, ServiceState, Step};
+use crate::policy::{CommandMap, ServiceMap};
+use crate::sets::manifest::{self, Manifest, hash_reader};
+use crate::sets::{self, Retention};
+use crate::simulate::run::{dur, size};
+use fs::{CopyOptions, LinkDest, Roots, Written};
+use journal::{Journal, JournalError, Record};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant, SystemTime};
+use transport::{Invocation, Local, Output, Transport};
+
+/// Which part of a run a step ran in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// The plan's steps.
+    Body,
+    /// The plan's cleanup, in the same run.
+    Cleanup,
+    /// The cleanup, run by `hokan recover` after the run died.
+    Recovery,
+}
+
+/// How a step ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StepStatus {
+    /// It did what it says.
+    Ok,
+    /// Its `when` conditions did not hold.
+    Skipped,
+    /// It failed on every attempt.
+    Failed,
+    /// It ran past its time limit.
+    TimedOut,
+    /// A manual gate nobody confirmed.
+    NotConfirmed,
+}
+
+impl StepStatus {
+    fn failed(self) -> bool {
+        matches!(
+            self,
+            StepStatus::Failed | StepStatus::TimedOut | StepStatus::NotConfirmed
+        )
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunStatus {
+    /// The body finished.
+    Completed,
+    /// A step failed and the body stopped; the cleanup ran.
+    Failed,
+    /// The run died; `hokan recover` ran its cleanup.
+    Recovered,
+}
+
+/// How a run ended, with what needs a person's attention.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// Completed, failed or recovered.
+    pub status: RunStatus,
+    /// The step that failed, or the last one journaled before the run died.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The backup set written, when one was completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set: Option<String>,
+    /// Cleanup steps that failed: the product may need a person.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cleanup_failed: Vec<String>,
+    /// Plan invariants that did not hold at the end.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub invariants_broken: Vec<String>,
+}
+
+impl Outcome {
+    fn new(status: RunStatus) -> Outcome {
+        Outcome {
+            status,
+            step: None,
+            reason: None,
+            set: None,
+            cleanup_failed: Vec::new(),
+            invariants_broken: Vec::new(),
+        }
+    }
+
+    /// A completed run with nothing to report.
+    pub fn completed() -> Outcome {
+        Outcome::new(RunStatus::Completed)
+    }
+
+    /// Whether someone must look at the product: a cleanup step failed or an invariant broke.
+    pub fn needs_attention(&self) -> bool {
+        !self.cleanup_failed.is_empty() || !self.invariants_broken.is_empty()
+    }
+}
+
+/// The backup set a run writes or reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetSpec {
+    /// Its id.
+    pub id: String,
+    /// The job's sets directory.
+    pub job_dir: PathBuf,
+    /// The run writes it (a backup) rather than reads it.
+    pub writes: bool,
+    /// The newest good set before this one, whose unchanged files are linked.
+    pub previous: Option<String>,
+    /// The retention applied after a successful backup.
+    pub retention: Retention,
+}
+
+impl SetSpec {
+    /// Where the set is while it is written.
+    pub fn partial(&self) -> PathBuf {
+        self.job_dir.join(sets::partial_name(&self.id))
+    }
+
+    /// Where the complete set is.
+    pub fn path(&self) -> PathBuf {
+        self.job_dir.join(&self.id)
+    }
+}
+
+/// Everything a run needs, journaled as its first record so that recovery does not need the
+/// plugin or the policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunSpec {
+    /// The run's id.
+    pub run: String,
+    /// The product instance it locks (`<site>.<plugin>.<servers>`).
+    pub instance: String,
+    /// The process that ran it.
+    pub pid: u32,
+    /// When it started (RFC 3339).
+    pub started: String,
+    /// The hokan that ran it.
+    pub hokan_version: String,
+    /// The validated plan.
+    pub document: PlanDocument,
+    /// Root names to directories; for a backup, `set` is the partial set.
+    pub roots: BTreeMap<String, PathBuf>,
+    /// The policy's command mappings.
+    pub commands: BTreeMap<String, CommandMap>,
+    /// The policy's service mappings.
+    pub services: BTreeMap<String, ServiceMap>,
+    /// Server name to transport name, for the servers that have one.
+    pub transports: BTreeMap<String, String>,
+    /// The set written or read.
+    pub set: Option<SetSpec>,
+}
+
+/// What a manual gate's operator said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gate {
+    /// Confirmed; how (`confirmed on the terminal`, `--yes`).
+    Confirmed(String),
+    /// Not confirmed; why, and what to do.
+    NotConfirmed(String),
+}
+
+/// Who watches a run: progress, journal records as they are written, and manual gates.
+pub trait Observer: Sync {
+    /// A record was journaled.
+    fn record(&self, _r: &Record) {}
+    /// Progress of a long step: `done` of `total` (bytes for copies, ms for waits).
+    fn progress(&self, _step: &str, _done: u64, _total: u64) {}
+    /// A manual step: ask the operator.
+    fn gate(&self, step: &Step, instructions: &str, reference: Option<&str>) -> Gate;
+}
+
+/// Faults the tests inject through the environment; unset in real use.
+///
+/// - `HOKAN_TEST_KILL_AFTER=<step id>`: the process kills itself (SIGKILL) right after the step
+///   is journaled as ended.
+/// - `HOKAN_TEST_SPACE_LEFT=<bytes>`: copies fail with ENOSPC once they would write more.
+#[derive(Debug, Default)]
+pub struct TestFaults {
+    kill_after: Option<String>,
+    space_left: Option<AtomicU64>,
+}
+
+impl TestFaults {
+    /// Reads the faults from the environment.
+    pub fn from_env() -> TestFaults {
+        TestFaults {
+            kill_after: std::env::var("HOKAN_TEST_KILL_AFTER").ok(),
+            space_left: std::env::var("HOKAN_TEST_SPACE_LEFT")
+                .ok()
+                .and_then(|b| b.parse().ok())
+                .map(AtomicU64::new),
+        }
+    }
+}
+
+/// A run that could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// The journal could not be written.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// A root or the set could not be opened or made.
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// RFC 3339 UTC, to the second.
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+struct Failure {
+    message: String,
+    status: StepStatus,
+    output: Option<Output>,
+}
+
+impl Failure {
+    fn new(message: impl Into<String>) -> Failure {
+        Failure {
+            message: message.into(),
+            status: StepStatus::Failed,
+            output: None,
+        }
+    }
+}
+
+struct Done {
+    summary: String,
+    output: Option<Output>,
+}
+
+impl From<String> for Done {
+    fn from(summary: String) -> Done {
+        Done {
+            summary,
+            output: None,
+        }
+    }
+}
+
+/// One run (or one recovery) in progress.
+struct Executor<'a> {
+    spec: &'a RunSpec,
+    roots: Roots,
+    journal: Mutex<Journal>,
+    journal_failed: Mutex<Option<String>>,
+    observer: &'a dyn Observer,
+    faults: &'a TestFaults,
+    written: Mutex<BTreeMap<(String, String), Written>>,
+    link_dest: Option<LinkDest>,
+}
+
+/// Runs a prepared plan: journals it, runs body and cleanup, completes the backup set, prunes
+/// old sets and checks the plan's invariants. The caller holds the instance's lock.
+pub fn execute(
+    spec: &RunSpec,
+    state: &Path,
+    observer: &dyn Observer,
+    faults: &TestFaults,
+) -> Result<Outcome, ExecError> {
+    let mut roots = spec.roots.clone();
+    // The partial set is made before the journal names it, and removed again if the run
+    // cannot start.
+    let partial = spec.set.as_ref().filter(|s| s.writes).map(SetSpec::partial);
+    if let Some(p) = &partial {
+        let set = spec.set.as_ref().expect("a set");
+        if set.path().exists() {
+            return Err(ExecError::Setup(format!(
+                "the backup set {} already exists; wait a second and run again",
+                set.path().display()
+            )));
+        }
+        std::fs::create_dir_all(p)
+            .map_err(|e| ExecError::Setup(format!("cannot make {}: {e}", p.display())))?;
+        roots.insert("set".into(), p.clone());
+    }
+    let opened = Roots::open(&roots).map_err(|e| {
+        if let Some(p) = &partial {
+            let _ = std::fs::remove_dir(p);
+        }
+        ExecError::Setup(e.to_string())
+    })?;
+    let mut journal = Journal::create(state, &spec.run)?;
+    journal.append(&Record::Start(Box::new(spec.clone())))?;
+    observer.record(&Record::Start(Box::new(spec.clone())));
+    let ex = Executor::new(spec, opened, journal, observer, faults);
+    let mut outcome = ex.body();
+    if outcome.status == RunStatus::Completed
+        && let Some(set) = spec.set.as_ref().filter(|s| s.writes)
+    {
+        match ex.complete_set(set) {
+            Ok(()) => outcome.set = Some(set.id.clone()),
+            Err(e) => {
+                outcome.status = RunStatus::Failed;
+                outcome.reason = Some(e);
+            }
+        }
+    }
+    ex.cleanup(Phase::Cleanup, &[], &mut outcome);
+    if let Some(set) = spec.set.as_ref().filter(|s| s.writes) {
+        if outcome.set.is_none() {
+            // Never listed (it has no id as its name), and useless: remove it.
+            let _ = sets::remove_tree(&set.partial());
+        } else if outcome.status == RunStatus::Completed {
+            ex.prune(set);
+        }
+    }
+    ex.finish(outcome)
+}
+
+/// Runs the unfinished cleanup of a run that died, removes its partial set, and marks it
+/// finished as `recovered`.
+pub fn recover(
+    run: &journal::Unfinished,
+    observer: &dyn Observer,
+    faults: &TestFaults,
+) -> Result<Outcome, ExecError> {
+    let mut journal = Journal::reopen(&run.path)?;
+    let Some(spec) = run.spec() else {
+        // The run died before its first record was on disk: nothing ran.
+        let outcome = Outcome::new(RunStatus::Recovered);
+        journal.append(&Record::Finish {
+            outcome: outcome.clone(),
+            at: rfc3339(SystemTime::now()),
+        })?;
+        journal.close()?;
+        return Ok(outcome);
+    };
+    let set_done = run
+        .records
+        .iter()
+        .any(|r| matches!(r, Record::SetComplete { .. }));
+    let mut roots = spec.roots.clone();
+    if let Some(set) = spec.set.as_ref().filter(|s| s.writes) {
+        let done = set_done || set.path().join(manifest::MANIFEST).is_file();
+        if done {
+            roots.insert("set".into(), set.path());
+        } else {
+            roots.remove("set");
+        }
+    }
+    // Recovery opens what it can: a step on a root that is gone fails, the others still run.
+    let mut opened = Roots::default();
+    for (name, path) in &roots {
+        match Roots::open(&BTreeMap::from([(name.clone(), path.clone())])) {
+            Ok(mut r) => {
+                opened.0.append(&mut r.0);
+            }
+            Err(e) => tracing::warn!("{e}"),
+        }
+    }
+    let finished: Vec<String> = run
+        .records
+        .iter()
+        .filter_map(|r| match r {
+            Record::StepEnd { step, phase, .. } if *phase != Phase::Body => Some(step.clone()),
+            _ => None,
+        })
+        .collect();
+    let last = run.records.iter().rev().find_map(|r| match r {
+        Record::StepEnd { step, .. } => Some(step.clone()),
+        _ => None,
+    });
+    let ex = Executor::new(spec, opened, journal, observer, faults);
+    let mut outcome = Outcome::new(RunStatus::Recovered);
+    outcome.step = last;
+    ex.cleanup(Phase::Recovery, &finished, &mut outcome);
+    if let Some(set) = spec.set.as_ref().filter(|s| s.writes) {
+        if set.path().join(manifest::MANIFEST).is_file() {
+            outcome.set = Some(set.id.clone());
+        }
+        if let Err(e) = sets::remove_tree(&set.partial()) {
+            outcome.cleanup_failed.push(format!(
+                "cannot remove the partial set {}: {e}",
+                set.partial().display()
+            ));
+        }
+    }
+    ex.finish(outcome)
+}
+
+impl<'a> Executor<'a> {
+    fn new(
+        spec: &'a RunSpec,
+        roots: Roots,
+        journal: Journal,
+        observer: &'a dyn Observer,
+        faults: &'a TestFaults,
+    ) -> Executor<'a> {
+        let link_dest = spec
+            .set
+            .as_ref()
+            .filter(|s| s.writes)
+            .and_then(|s| Some(s.job_dir.join(s.previous.as_ref()?)))
+            .and_then(|prev| {
+                let m = Manifest::read(&prev).ok()?;
+                let dir =
+                    cap_std::fs::Dir::open_ambient_dir(&prev, cap_std::ambient_authority()).ok()?;
+                let files = m
+                    .entries
+                    .into_iter()
+                    .filter_map(|e| match e {
+                        manifest::Entry::File {
+                            path,
+                            size,
+                            mtime_ms,
+                            blake3,
+                            ..
+                        } => Some((path, (size, mtime_ms, blake3))),
+                        _ => None,
+                    })
+                    .collect();
+                Some(LinkDest { dir, files })
+            });
+        Executor {
+            spec,
+            roots,
+            journal: Mutex::new(journal),
+            journal_failed: Mutex::new(None),
+            observer,
+            faults,
+            written: Mutex::new(BTreeMap::new()),
+            link_dest,
+        }
+    }
+
+    fn log(&self, r: Record) {
+        let mut j = self.journal.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = j.append(&r) {
+            tracing::error!("{e}");
+            self.journal_failed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_or_insert(e.to_string());
+        }
+        self.observer.record(&r);
+    }
+
+    fn body(&self) -> Outcome {
+        let mut outcome = Outcome::completed();
+        for item in &self.spec.document.plan.steps {
+            let failed: Option<&Step> = match item {
+                Item::Step(s) => {
+                    let st = self.step(s, Phase::Body);
+                    (st.failed()
+                        && (s.on_error == OnError::Abort || st == StepStatus::NotConfirmed))
+                        .then_some(s)
+                }
+                Item::Group(g) => {
+                    let statuses: Vec<StepStatus> = std::thread::scope(|scope| {
+                        let handles: Vec<_> = g
+                            .steps
+                            .iter()
+                            .map(|s| scope.spawn(move || self.step(s, Phase::Body)))
+                            .collect();
+                        handles
+                            .into_iter()
+                            .map(|h| h.join().unwrap_or(StepStatus::Failed))
+                            .collect()
+                    });
+                    g.steps.iter().zip(statuses).find_map(|(s, st)| {
+                        (st.failed()
+                            && (s.on_error == OnError::Abort || st == StepStatus::NotConfirmed))
+                            .then_some(s)
+                    })
+                }
+            };
+            if let Some(s) = failed {
+                outcome.status = RunStatus::Failed;
+                outcome.step = Some(s.id.clone());
+                outcome.reason = Some(format!("step `{}` failed: {}", s.id, s.title));
+                return outcome;
+            }
+            if let Some(e) = self
+                .journal_failed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+            {
+                outcome.status = RunStatus::Failed;
+                outcome.reason = Some(format!(
+                    "the journal cannot be written ({e}); stopped so that a crash could still be recovered"
+                ));
+                return outcome;
+            }
+        }
+        outcome
+    }
+
+    fn cleanup(&self, phase: Phase, finished: &[String], outcome: &mut Outcome) {
+        for s in &self.spec.document.plan.cleanup {
+            if finished.contains(&s.id) {
+                continue;
+            }
+            if self.step(s, phase).failed() {
+                outcome.cleanup_failed.push(s.id.clone());
+            }
+        }
+    }
+
+    fn finish(self, mut outcome: Outcome) -> Result<Outcome, ExecError> {
+        for inv in &self.spec.document.plan.invariants {
+            match self.holds(&inv.condition, inv.target.as_deref(), None) {
+                Ok(true) => {}
+                Ok(false) => outcome
+                    .invariants_broken
+                    .push(format!("{}: {}", inv.id, inv.description)),
+                Err(e) => outcome.invariants_broken.push(format!(
+                    "{}: {} (cannot check: {})",
+                    inv.id, inv.description, e.message
+                )),
+            }
+        }
+        let r = Record::Finish {
+            outcome: outcome.clone(),
+            at: rfc3339(SystemTime::now()),
+        };
+        let journal = self.journal.into_inner().unwrap_or_else(|p| p.into_inner());
+        let mut journal = journal;
+        journal.append(&r)?;
+        self.observer.record(&r);
+        journal.close()?;
+        Ok(outcome)
+    }
+
+    fn step(&self, s: &Step, phase: Phase) -> StepStatus {
+        let started = Instant::now();
+        let mut when_failed = None;
+        for c in &s.when {
+            match self.holds(c, s.target.as_deref(), None) {
+                Ok(true) => {}
+                Ok(false) => {
+                    when_failed = Some(Ok(format!("skipped: \"{c}\" is false")));
+                    break;
+                }
+                Err(f) => {
+                    when_failed = Some(Err(format!("cannot evaluate \"{c}\": {}", f.message)));
+                    break;
+                }
+            }
+        }
+        let (status, attempts, summary, output) = match when_failed {
+            Some(Ok(why)) => (StepStatus::Skipped, 0, why, None),
+            Some(Err(why)) => (StepStatus::Failed, 0, why, None),
+            None => {
+                self.log(Record::StepStart {
+                    step: s.id.clone(),
+                    phase,
+                    at: rfc3339(SystemTime::now()),
+                });
+                let mut attempts = 0;
+                let result = loop {
+                    attempts += 1;
+                    let r = self.act(s);
+                    match &r {
+                        Err(f) if attempts <= s.retries && f.status != StepStatus::NotConfirmed => {
+                            tracing::info!("{}: attempt {attempts} failed: {}", s.id, f.message);
+                            std::thread::sleep(Duration::from_millis(500 * u64::from(attempts)));
+                        }
+                        _ => break r,
+                    }
+                };
+                match result {
+                    Ok(d) => (StepStatus::Ok, attempts, d.summary, d.output),
+                    Err(f) => (f.status, attempts, f.message, f.output),
+                }
+            }
+        };
+        self.log(Record::StepEnd {
+            step: s.id.clone(),
+            phase,
+            status,
+            attempts,
+            duration_ms: started.elapsed().as_millis() as u64,
+            summary,
+            output,
+        });
+        if self.faults.kill_after.as_deref() == Some(s.id.as_str()) {
+            // SAFETY: raise(3) only signals this process.
+            unsafe {
+                libc::raise(libc::SIGKILL);
+            }
+        }
+        status
+    }
+
+    fn deadline(s: &Step) -> Option<Instant> {
+        s.timeout_ms
+            .map(|t| Instant::now() + Duration::from_millis(t))
+    }
+
+    fn act(&self, s: &Step) -> Result<Done, Failure> {
+        let fail = |e: fs::FsError| Failure::new(e.to_string());
+        match &s.action {
+            Action::WriteFile { path, contents } => {
+                self.roots.write_file(path, contents).map_err(fail)?;
+                Ok(format!("+ {path} ({})", size(contents.len() as u64)).into())
+            }
+            Action::Remove { path } => Ok(if self.roots.remove(path).map_err(fail)? {
+                format!("- {path}")
+            } else {
+                format!("{path} was already absent")
+            }
+            .into()),
+            Action::Rename { from, to } => {
+                self.roots.rename(from, to).map_err(fail)?;
+                Ok(format!("{from} -> {to}").into())
+            }
+            Action::EnsureDir { path } => Ok(if self.roots.ensure_dir(path).map_err(fail)? {
+                format!("+ {path}/")
+            } else {
+                format!("{path} was already there")
+            }
+            .into()),
+            Action::CopyTree { from, to } => self.copy(s, from, to),
+            Action::Exec(e) => {
+                let out = self.exec(e, s.target.as_deref(), s.timeout_ms)?;
+                let code = out.code.unwrap_or(-1);
+                let line = out
+                    .last_line()
+                    .map(|l| format!(": {l}"))
+                    .unwrap_or_default();
+                if succeeded(e, code) {
+                    Ok(Done {
+                        summary: format!("exit {code}{line}"),
+                        output: Some(out),
+                    })
+                } else {
+                    Err(Failure {
+                        message: format!("`{}` exited with {code}{line}", e.command),
+                        status: StepStatus::Failed,
+                        output: Some(out),
+                    })
+                }
+            }
+            Action::Service { service, state } => self.service(s, service, *state),
+            Action::WaitUntil {
+                condition,
+                interval_ms,
+            } => {
+                let start = Instant::now();
+                let deadline = Self::deadline(s);
+                let interval = Duration::from_millis((*interval_ms).clamp(50, 60_000));
+                loop {
+                    if self.holds(condition, s.target.as_deref(), s.timeout_ms)? {
+                        return Ok(format!(
+                            "held after {}",
+                            dur(start.elapsed().as_millis() as u64)
+                        )
+                        .into());
+                    }
+                    if deadline.is_some_and(|d| Instant::now() + interval > d) {
+                        return Err(Failure {
+                            message: format!(
+                                "{condition} still did not hold after {}",
+                                dur(s.timeout_ms.unwrap_or(0))
+                            ),
+                            status: StepStatus::TimedOut,
+                            output: None,
+                        });
+                    }
+                    self.observer.progress(
+                        &s.id,
+                        start.elapsed().as_millis() as u64,
+                        s.timeout_ms.unwrap_or(0),
+                    );
+                    std::thread::sleep(interval);
+                }
+            }
+            Action::Verify { check } => self.verify(check),
+            Action::Assert { condition, message } => {
+                if self.holds(condition, s.target.as_deref(), s.timeout_ms)? {
+                    Ok(format!("{condition}").into())
+                } else {
+                    Err(Failure::new(format!(
+                        "{message} ({condition} does not hold)"
+                    )))
+                }
+            }
+            Action::Manual {
+                instructions,
+                reference,
+            } => match self.observer.gate(s, instructions, reference.as_deref()) {
+                Gate::Confirmed(how) => Ok(how.into()),
+                Gate::NotConfirmed(why) => Err(Failure {
+                    message: why,
+                    status: StepStatus::NotConfirmed,
+                    output: None,
+                }),
+            },
+        }
+    }
+
+    fn copy(&self, s: &Step, from: &Location, to: &Location) -> Result<Done, Failure> {
+        let into_new_set = to.root == "set" && self.spec.set.as_ref().is_some_and(|x| x.writes);
+        let progress = |done: u64, total: u64| self.observer.progress(&s.id, done, total);
+        let copied = fs::copy_tree(
+            &self.roots,
+            from,
+            to,
+            &CopyOptions {
+                link_dest: self.link_dest.as_ref().filter(|_| into_new_set),
+                progress: &progress,
+                deadline: Self::deadline(s),
+                space_left: self.faults.space_left.as_ref(),
+            },
+        )
+        .map_err(|e| Failure {
+            status: if e.source.kind() == std::io::ErrorKind::TimedOut {
+                StepStatus::TimedOut
+            } else {
+                StepStatus::Failed
+            },
+            message: e.to_string(),
+            output: None,
+        })?;
+        let linked = copied.files.iter().filter(|w| w.linked).count();
+        let n = copied.files.len();
+        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        for w in copied.files {
+            written.insert((to.root.clone(), w.path.clone()), w);
+        }
+        Ok(format!(
+            "+ {to} ({n} file(s), {} copied{})",
+            size(copied.bytes),
+            if linked > 0 {
+                format!(", {linked} unchanged linked")
+            } else {
+                String::new()
+            }
+        )
+        .into())
+    }
+
+    fn transport(&self, target: Option<&str>) -> Result<&dyn Transport, Failure> {
+        match target {
+            None => Ok(&Local),
+            Some(server) => match self.spec.transports.get(server).map(String::as_str) {
+                Some("local") => Ok(&Local),
+                Some(other) => Err(Failure::new(format!(
+                    "server `{server}` uses the transport `{other}`, which this hokan does not have"
+                ))),
+                None => Err(Failure::new(format!(
+                    "server `{server}` has no transport configured; set `transport` in its [[servers]] table"
+                ))),
+            },
+        }
+    }
+
+    fn exec(
+        &self,
+        e: &Exec,
+        target: Option<&str>,
+        timeout_ms: Option<u64>,
+    ) -> Result<Output, Failure> {
+        let map = self.spec.commands.get(&e.command).ok_or_else(|| {
+            Failure::new(format!(
+                "the command `{}` is not mapped in the policy (jobs.{}.commands)",
+                e.command, self.spec.document.job
+            ))
+        })?;
+        let args: Vec<String> = map.args.iter().chain(&e.args).cloned().collect();
+        let cwd = match &e.cwd {
+            Some(root) => Some(
+                self.roots
+                    .path(&Location::new(root.clone(), ""))
+                    .map_err(|e| Failure::new(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let out = self
+            .transport(target)?
+            .run(&Invocation {
+                program: &map.program,
+                args: &args,
+                cwd: cwd.as_deref(),
+                timeout: timeout_ms.map(Duration::from_millis),
+            })
+            .map_err(|err| {
+                Failure::new(format!(
+                    "{err} (the policy maps `{}` to it in jobs.{}.commands)",
+                    e.command, self.spec.document.job
+                ))
+            })?;
+        if out.timed_out {
+            return Err(Failure {
+                message: format!(
+                    "`{}` was still running at its time limit of {} and was killed",
+                    e.command,
+                    dur(timeout_ms.unwrap_or(0))
+                ),
+                status: StepStatus::TimedOut,
+                output: Some(out),
+            });
+        }
+        Ok(out)
+    }
+
+    fn run_line(
+        &self,
+        line: &[String],
+        target: Option<&str>,
+        timeout_ms: Option<u64>,
+    ) -> Result<Output, Failure> {
+        let (program, args) = line
+            .split_first()
+            .ok_or_else(|| Failure::new("an empty command line in the policy"))?;
+        let out = self
+            .transport(target)?
+            .run(&Invocation {
+                program,
+                args,
+                cwd: None,
+                timeout: timeout_ms.map(Duration::from_millis),
+            })
+            .map_err(|e| Failure::new(e.to_string()))?;
+        if out.timed_out {
+            return Err(Failure {
+                message: format!(
+                    "`{}` ran past its time limit and was killed",
+                    line.join(" ")
+                ),
+                status: StepStatus::TimedOut,
+                output: Some(out),
+            });
+        }
+        Ok(out)
+    }
+
+    fn service_map(&self, service: &str) -> Result<&ServiceMap, Failure> {
+        self.spec.services.get(service).ok_or_else(|| {
+            Failure::new(format!(
+                "the service `{service}` is not mapped in the policy (jobs.{}.services)",
+                self.spec.document.job
+            ))
+        })
+    }
+
+    fn service(&self, s: &Step, service: &str, state: ServiceState) -> Result<Done, Failure> {
+        let map = self.service_map(service)?;
+        let line = match state {
+            ServiceState::Running => &map.start,
+            ServiceState::Stopped => &map.stop,
+        };
+        let out = self.run_line(line, s.target.as_deref(), s.timeout_ms)?;
+        let code = out.code.unwrap_or(-1);
+        if code != 0 {
+            return Err(Failure {
+                message: format!("`{}` exited with {code}", line.join(" ")),
+                status: StepStatus::Failed,
+                output: Some(out),
+            });
+        }
+        let want = state == ServiceState::Running;
+        if map.status.is_some()
+            && self.service_running(service, s.target.as_deref(), s.timeout_ms)? != want
+        {
+            return Err(Failure {
+                message: format!(
+                    "`{}` succeeded but the status command says `{service}` is {}",
+                    line.join(" "),
+                    if want { "not running" } else { "still running" }
+                ),
+                status: StepStatus::Failed,
+                output: Some(out),
+            });
+        }
+        Ok(Done {
+            summary: format!(
+                "service {service}: {}",
+                if want { "started" } else { "stopped" }
+            ),
+            output: Some(out),
+        })
+    }
+
+    fn service_running(
+        &self,
+        service: &str,
+        target: Option<&str>,
+        timeout_ms: Option<u64>,
+    ) -> Result<bool, Failure> {
+        let map = self.service_map(service)?;
+        let status = map.status.as_ref().ok_or_else(|| {
+            Failure::new(format!(
+                "the service `{service}` has no `status` command in the policy (jobs.{}.services.{service}); add one so its state can be checked",
+                self.spec.document.job
+            ))
+        })?;
+        Ok(self.run_line(status, target, timeout_ms)?.code == Some(0))
+    }
+
+    fn holds(
+        &self,
+        c: &Condition,
+        target: Option<&str>,
+        timeout_ms: Option<u64>,
+    ) -> Result<bool, Failure> {
+        let fail = |e: fs::FsError| Failure::new(e.to_string());
+        match c {
+            Condition::Exists { path } => self.roots.exists(path).map_err(fail),
+            Condition::Absent { path } => self.roots.exists(path).map(|e| !e).map_err(fail),
+            Condition::FreeSpaceAtLeast { root, bytes } => {
+                let path = self
+                    .roots
+                    .path(&Location::new(root.clone(), ""))
+                    .map_err(fail)?;
+                let free = crate::facts::available_space(&path)
+                    .map_err(|e| Failure::new(format!("{}: {e}", path.display())))?;
+                Ok(free >= *bytes)
+            }
+            Condition::ServiceIs { service, state } => Ok(self
+                .service_running(service, target, timeout_ms)?
+                == (*state == ServiceState::Running)),
+            Condition::CommandSucceeds(e) => {
+                let out = self.exec(e, target, timeout_ms)?;
+                Ok(succeeded(e, out.code.unwrap_or(-1)))
+            }
+        }
+    }
+
+    fn verify(&self, check: &VerifyCheck) -> Result<Done, Failure> {
+        match check {
+            VerifyCheck::CopyMatches { from, to } => self.copy_matches(from, to),
+            VerifyCheck::PairedFiles {
+                dir,
+                suffix,
+                partner_suffix,
+            } => {
+                let names = fs::names(&self.roots, dir).map_err(|e| Failure::new(e.to_string()))?;
+                let lonely: Vec<&String> = names
+                    .iter()
+                    .filter(|n| n.ends_with(suffix.as_str()))
+                    .filter(|n| !names.contains(&format!("{n}{partner_suffix}")))
+                    .collect();
+                if lonely.is_empty() {
+                    let n = names
+                        .iter()
+                        .filter(|n| n.ends_with(suffix.as_str()))
+                        .count();
+                    Ok(format!("{n} file(s) have their {partner_suffix}").into())
+                } else {
+                    Err(Failure::new(format!(
+                        "in {dir}, no {partner_suffix} for: {}",
+                        lonely
+                            .iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )))
+                }
+            }
+            VerifyCheck::EsePages { path } => Err(Failure::new(format!(
+                "cannot check the ESE pages of {path}: this hokan does not verify ESE databases yet"
+            ))),
+        }
+    }
+
+    /// Every file below `to` equals its counterpart below `from`, and `from` has no file the
+    /// copy lacks. A file copy-tree wrote in this run is compared by the hash taken then.
+    fn copy_matches(&self, from: &Location, to: &Location) -> Result<Done, Failure> {
+        use rayon::prelude::*;
+        let err = |e: fs::FsError| Failure::new(e.to_string());
+        let copy = fs::files_below(&self.roots, to).map_err(err)?;
+        let orig = fs::files_below(&self.roots, from).map_err(err)?;
+        let written = self
+            .written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let join = |base: &Location, rel: &str| {
+            Location::new(
+                base.root.clone(),
+                match (base.path.is_empty(), rel.is_empty()) {
+                    (_, true) => base.path.clone(),
+                    (true, false) => rel.to_string(),
+                    (false, false) => format!("{}/{rel}", base.path),
+                },
+            )
+        };
+        let hash = |l: &Location| -> Result<String, String> {
+            let f = self.roots.open_file(l).map_err(|e| e.to_string())?;
+            hash_reader(f)
+                .map(|(h, _)| h)
+                .map_err(|e| format!("{l}: {e}"))
+        };
+        let mut problems: Vec<String> = orig
+            .keys()
+            .filter(|p| !copy.contains_key(*p))
+            .map(|p| format!("{} is missing from the copy", join(to, p)))
+            .collect();
+        let mut checked: Vec<(String, Option<String>)> = copy
+            .par_iter()
+            .map(|(rel, size)| {
+                let (o, c) = (join(from, rel), join(to, rel));
+                let problem = match orig.get(rel) {
+                    None => Some(format!("{c} has no original at {o}")),
+                    Some(osize) if osize != size => {
+                        Some(format!("{c} is {size} bytes, {o} is {osize}"))
+                    }
+                    Some(_) => {
+                        let copy_hash = match written.get(&(c.root.clone(), c.path.clone())) {
+                            Some(w) => Ok(w.blake3.clone()),
+                            None => hash(&c),
+                        };
+                        match (hash(&o), copy_hash) {
+                            (Ok(a), Ok(b)) if a == b => None,
+                            (Ok(_), Ok(_)) => Some(format!("{c} differs from {o}")),
+                            (Err(e), _) | (_, Err(e)) => Some(e),
+                        }
+                    }
+                };
+                (rel.clone(), problem)
+            })
+            .collect();
+        checked.sort();
+        problems.extend(checked.iter().filter_map(|(_, p)| p.clone()));
+        if problems.is_empty() {
+            Ok(format!("{} file(s) match", copy.len()).into())
+        } else {
+            let n = problems.len();
+            problems.truncate(10);
+            Err(Failure::new(format!(
+                "{n} difference(s) between {from} and {to}: {}",
+                problems.join("; ")
+            )))
+        }
+    }
+
+    /// Syncs the new set, writes its manifest, and gives it its id.
+    fn complete_set(&self, set: &SetSpec) -> Result<(), String> {
+        let partial = set.partial();
+        syncfs(&partial).map_err(|e| format!("cannot sync {}: {e}", partial.display()))?;
+        let known: BTreeMap<String, String> = self
+            .written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|((root, _), _)| root == "set")
+            .map(|((_, path), w)| (path.clone(), w.blake3.clone()))
+            .collect();
+        let d = &self.spec.document;
+        let head = Manifest {
+            format_version: manifest::FORMAT_VERSION.into(),
+            hokan_version: env!("CARGO_PKG_VERSION").into(),
+            site: d.site.clone(),
+            job: d.job.clone(),
+            set: set.id.clone(),
+            operation: d.operation.clone(),
+            plugin: d.plugin.clone(),
+            started: self.spec.started.clone(),
+            finished: rfc3339(SystemTime::now()),
+            entries: vec![],
+        };
+        let m = manifest::write(&partial, head, &known).map_err(|e| e.to_string())?;
+        std::fs::rename(&partial, set.path())
+            .and_then(|()| std::fs::File::open(&set.job_dir)?.sync_all())
+            .map_err(|e| {
+                format!(
+                    "cannot rename {} to {}: {e}",
+                    partial.display(),
+                    set.path().display()
+                )
+            })?;
+        let written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        let in_set = written.iter().filter(|((r, _), _)| r == "set");
+        let (mut copied, mut linked) = (0, 0);
+        for (_, w) in in_set {
+            if w.linked {
+                linked += 1;
+            } else {
+                copied += w.size;
+            }
+        }
+        drop(written);
+        self.log(Record::SetComplete {
+            set: set.id.clone(),
+            path: set.path(),
+            files: m
+                .entries
+                .iter()
+                .filter(|e| matches!(e, manifest::Entry::File { .. }))
+                .count() as u64,
+            bytes_copied: copied,
+            files_linked: linked,
+        });
+        Ok(())
+    }
+
+    fn prune(&self, set: &SetSpec) {
+        if !set.retention.is_set() {
+            return;
+        }
+        let ids = match sets::list(&set.job_dir) {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::warn!("cannot list {} to prune: {e}", set.job_dir.display());
+                return;
+            }
+        };
+        let mut pruned = Vec::new();
+        for id in set.retention.prune(&ids) {
+            // The manifest goes first, so a set half-removed is never listed as good.
+            let dir = set.job_dir.join(&id);
+            let r = std::fs::remove_file(dir.join(manifest::MANIFEST))
+                .and_then(|()| sets::remove_tree(&dir));
+            match r {
+                Ok(()) => pruned.push(id),
+                Err(e) => tracing::warn!("cannot prune the set {}: {e}", dir.display()),
+            }
+        }
+        if !pruned.is_empty() {
+            self.log(Record::Pruned { sets: pruned });
+        }
+    }
+}
+
+fn succeeded(e: &Exec, code: i32) -> bool {
+    if e.success_codes.is_empty() {
+        code == 0
+    } else {
+        e.success_codes.contains(&code)
+    }
+}
+
+/// Flushes the filesystem holding `path` to disk.
+fn syncfs(path: &Path) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path)?;
+    // SAFETY: syncfs(2) on a file descriptor we own; it touches no memory.
+    if unsafe { libc::syncfs(f.as_raw_fd()) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}

@@ -1,0 +1,302 @@
+//! From a policy's job to a [`RunSpec`]: choose the set, plan against the real directories,
+//! and check before anything runs that every step can run here.
+
+use super::{RunSpec, SetSpec, rfc3339};
+use crate::plan::document::PlanDocument;
+use crate::plan::model::{Exec, VerifyCheck};
+use crate::plan::{Action, Condition};
+use crate::planner::{self, PlanInput, PlanJobError};
+use crate::policy::{Job, Policy};
+use crate::runtime::{Plugin, Runtime, SetUse};
+use crate::sets::{self, Verification};
+use std::path::Path;
+use std::time::SystemTime;
+
+/// A run that cannot be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    /// Planning failed.
+    #[error(transparent)]
+    Plan(#[from] PlanJobError),
+    /// Steps that cannot run on this host, each with the field to fix.
+    #[error("the plan cannot run here:\n  {}", .0.join("\n  "))]
+    Preflight(Vec<String>),
+    /// No usable backup set.
+    #[error("{0}")]
+    Sets(String),
+}
+
+/// What to run.
+pub struct RunRequest<'a> {
+    /// The runtime.
+    pub rt: &'a Runtime,
+    /// The job's plugin, loaded.
+    pub plugin: &'a Plugin,
+    /// The policy.
+    pub policy: &'a Policy,
+    /// The job.
+    pub job: &'a Job,
+    /// The operation.
+    pub operation: &'a str,
+    /// The set to read, already chosen (see [`choose_set`]).
+    pub set: Option<&'a str>,
+    /// The clock.
+    pub now: SystemTime,
+}
+
+/// The product instance a job runs on, which one lock covers: site, plugin and servers.
+pub fn instance(policy: &Policy, job: &Job) -> String {
+    let plugin = Path::new(&job.plugin)
+        .file_stem()
+        .map_or_else(|| job.plugin.clone(), |s| s.to_string_lossy().into_owned());
+    format!(
+        "{}.{plugin}.{}",
+        policy.site,
+        policy.job_servers(job).join("+")
+    )
+}
+
+/// The set a restore reads: the one named, if it verifies, or else the newest set that
+/// verifies. Sets passed over are returned with why, for the operator.
+pub fn choose_set(
+    policy: &Policy,
+    job: &Job,
+    wanted: Option<&str>,
+) -> Result<(String, Vec<(String, String)>), PrepareError> {
+    let dir = planner::sets_dir(policy, job).ok_or_else(|| {
+        PrepareError::Sets(
+            policy
+                .job_error(
+                    job,
+                    "backup_root",
+                    "the job reads backup sets; set `backup_root`",
+                )
+                .to_string(),
+        )
+    })?;
+    let ids = sets::list(&dir).map_err(|e| {
+        PrepareError::Sets(format!("cannot list backup sets in {}: {e}", dir.display()))
+    })?;
+    let check = |id: &str| -> Result<(), String> {
+        match sets::manifest::verify(&dir.join(id)) {
+            Ok(v) if v.ok() => Ok(()),
+            Ok(v) => Err(problems(&v)),
+            Err(e) => Err(e.to_string()),
+        }
+    };
+    if let Some(id) = wanted {
+        if !ids.iter().any(|i| i == id) {
+            return Err(PrepareError::Sets(format!(
+                "there is no complete backup set `{id}` in {}; complete sets: {}",
+                dir.display(),
+                if ids.is_empty() {
+                    "none".into()
+                } else {
+                    ids.join(", ")
+                }
+            )));
+        }
+        return check(id).map(|()| (id.to_string(), vec![])).map_err(|why| {
+            PrepareError::Sets(format!(
+                "the backup set {id} does not match its manifest, so it is not restored: {why}; \
+                 choose another with --set (`hokan sets` lists them)"
+            ))
+        });
+    }
+    let mut skipped = Vec::new();
+    for id in ids.iter().rev() {
+        match check(id) {
+            Ok(()) => return Ok((id.clone(), skipped)),
+            Err(why) => skipped.push((id.clone(), why)),
+        }
+    }
+    Err(PrepareError::Sets(if ids.is_empty() {
+        format!(
+            "there is no complete backup set in {} yet; run the job's backup first",
+            dir.display()
+        )
+    } else {
+        format!(
+            "no backup set in {} matches its manifest: {}",
+            dir.display(),
+            skipped
+                .iter()
+                .map(|(id, why)| format!("{id}: {why}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        )
+    }))
+}
+
+fn problems(v: &Verification) -> String {
+    let mut s: Vec<String> = v.problems.iter().take(5).map(ToString::to_string).collect();
+    if v.problems.len() > 5 {
+        s.push(format!("and {} more", v.problems.len() - 5));
+    }
+    s.join("; ")
+}
+
+/// Plans the run against the real directories and checks it can run here.
+pub fn prepare_run(req: &RunRequest<'_>) -> Result<RunSpec, PrepareError> {
+    let (policy, job) = (req.policy, req.job);
+    let input = PlanInput {
+        operation: req.operation,
+        set: req.set,
+        now: req.now,
+    };
+    let (prepared, document) = planner::plan_job_prepared(req.rt, req.plugin, policy, job, &input)?;
+    let problems = preflight(&document, policy, job);
+    if !problems.is_empty() {
+        return Err(PrepareError::Preflight(problems));
+    }
+    let op = req.plugin.description().operation(req.operation);
+    let set = match (op.map(|o| o.sets), &prepared.request.set_id) {
+        (Some(use_ @ (SetUse::Writes | SetUse::Reads)), Some(id)) => {
+            let job_dir = planner::sets_dir(policy, job).expect("prepare checked backup_root");
+            let writes = use_ == SetUse::Writes;
+            Some(SetSpec {
+                id: id.clone(),
+                previous: if writes {
+                    sets::list(&job_dir)
+                        .ok()
+                        .and_then(|ids| ids.last().cloned())
+                } else {
+                    None
+                },
+                job_dir,
+                writes,
+                retention: job.retention,
+            })
+        }
+        _ => None,
+    };
+    let transports = policy
+        .servers
+        .iter()
+        .filter_map(|s| Some((s.name.clone(), s.transport.clone()?)))
+        .collect();
+    Ok(RunSpec {
+        run: format!(
+            "{}-{}-{}-{}-{}",
+            sets::id_at(req.now),
+            policy.site,
+            job.name,
+            req.operation,
+            std::process::id()
+        ),
+        instance: instance(policy, job),
+        pid: std::process::id(),
+        started: rfc3339(req.now),
+        hokan_version: env!("CARGO_PKG_VERSION").into(),
+        document,
+        roots: prepared.roots,
+        commands: job.commands.clone(),
+        services: job.services.clone(),
+        transports,
+        set,
+    })
+}
+
+/// Whether `program` names an executable: a path that is an executable file, or a name found
+/// on PATH.
+fn executable(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let ok = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        return ok(Path::new(program));
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| ok(&d.join(program))))
+}
+
+/// Everything in the plan this host cannot do, each naming the policy field to fix.
+fn preflight(doc: &PlanDocument, policy: &Policy, job: &Job) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut command = |e: &Exec, out: &mut Vec<String>| {
+        if !seen.insert(e.command.clone()) {
+            return;
+        }
+        match job.commands.get(&e.command) {
+            None => out.push(policy.job_error(job, "commands", format!("`{}` is not mapped", e.command)).to_string()),
+            Some(m) if !executable(&m.program) => out.push(
+                policy
+                    .job_error(
+                        job,
+                        &format!("commands.{}", e.command),
+                        format!("{} is not an executable file (install it, or map the command to one that is)", m.program),
+                    )
+                    .to_string(),
+            ),
+            Some(_) => {}
+        }
+    };
+    let mut conditions: Vec<&Condition> = Vec::new();
+    let mut services = std::collections::BTreeSet::new();
+    for s in doc.plan.all_steps() {
+        if let Some(server) = &s.target {
+            match policy.servers.iter().find(|x| &x.name == server) {
+                Some(x) if x.transport.is_some() => {}
+                Some(x) => out.push(format!(
+                    "{}: servers.{server}: step `{}` runs on `{server}` ({}), which has no transport configured; hokan reaches a server only through one (this hokan has: local)",
+                    policy.file.display(), s.id, x.address
+                )),
+                None => out.push(format!("step `{}` runs on `{server}`, which is not a server of the site", s.id)),
+            }
+        }
+        conditions.extend(&s.when);
+        match &s.action {
+            Action::Exec(e) => command(e, &mut out),
+            Action::Service { service, .. } => {
+                services.insert(service.clone());
+            }
+            Action::WaitUntil { condition, .. } | Action::Assert { condition, .. } => {
+                conditions.push(condition)
+            }
+            Action::Verify {
+                check: VerifyCheck::EsePages { path },
+            } => out.push(format!(
+                "step `{}` checks the ESE pages of {path}, which this hokan cannot do yet",
+                s.id
+            )),
+            _ => {}
+        }
+    }
+    conditions.extend(doc.plan.invariants.iter().map(|i| &i.condition));
+    for c in conditions {
+        match c {
+            Condition::CommandSucceeds(e) => command(e, &mut out),
+            Condition::ServiceIs { service, .. } => {
+                services.insert(service.clone());
+            }
+            _ => {}
+        }
+    }
+    for svc in services {
+        let field = format!("services.{svc}");
+        match job.services.get(&svc) {
+            None => out.push(
+                policy
+                    .job_error(job, "services", format!("`{svc}` is not mapped"))
+                    .to_string(),
+            ),
+            Some(m) => {
+                for line in [Some(&m.start), Some(&m.stop), m.status.as_ref()]
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(p) = line.first().filter(|p| !executable(p)) {
+                        out.push(
+                            policy
+                                .job_error(job, &field, format!("{p} is not an executable file"))
+                                .to_string(),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    out
+}

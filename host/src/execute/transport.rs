@@ -1,0 +1,201 @@
+//! How commands reach a server. A [`Transport`] runs one command line with a working directory
+//! and a time limit and returns its exit status and (size-capped) output. The local transport
+//! runs it on the host; other transports (SSH, WinRM) plug in here.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Output kept per stream; the rest is counted, not kept.
+pub const OUTPUT_CAP: usize = 16 * 1024;
+
+/// One command to run.
+#[derive(Debug, Clone)]
+pub struct Invocation<'a> {
+    /// The executable.
+    pub program: &'a str,
+    /// Its arguments.
+    pub args: &'a [String],
+    /// Working directory.
+    pub cwd: Option<&'a Path>,
+    /// Kill it after this long.
+    pub timeout: Option<Duration>,
+}
+
+/// What a command did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Output {
+    /// Exit code; `None` when a signal ended it (or the time limit did).
+    pub code: Option<i32>,
+    /// It ran past its time limit and was killed.
+    pub timed_out: bool,
+    /// Standard output, capped at [`OUTPUT_CAP`] bytes.
+    pub stdout: String,
+    /// Standard error, capped at [`OUTPUT_CAP`] bytes.
+    pub stderr: String,
+}
+
+impl Output {
+    /// The last line of output (stderr first), for one-line summaries.
+    pub fn last_line(&self) -> Option<&str> {
+        [&self.stderr, &self.stdout]
+            .into_iter()
+            .filter_map(|s| s.lines().rev().map(str::trim).find(|l| !l.is_empty()))
+            .next()
+    }
+}
+
+/// A command that could not be run at all.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot run {program}: {source}")]
+pub struct TransportError {
+    /// The executable.
+    pub program: String,
+    /// Why.
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Runs commands on one server.
+pub trait Transport: Send + Sync {
+    /// Runs one command to its end or its time limit.
+    fn run(&self, inv: &Invocation<'_>) -> Result<Output, TransportError>;
+}
+
+/// Runs commands on the host itself, each in its own process group so that a time limit kills
+/// everything the command started.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Local;
+
+fn capped(r: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut kept = Vec::new();
+        let mut rest = 0u64;
+        let mut buf = [0u8; 8192];
+        let mut r = r;
+        while let Ok(n) = r.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            let room = OUTPUT_CAP.saturating_sub(kept.len()).min(n);
+            kept.extend_from_slice(&buf[..room]);
+            rest += (n - room) as u64;
+        }
+        let mut s = String::from_utf8_lossy(&kept).into_owned();
+        if rest > 0 {
+            s.push_str(&format!("\n[{rest} more bytes not kept]"));
+        }
+        s
+    })
+}
+
+impl Transport for Local {
+    fn run(&self, inv: &Invocation<'_>) -> Result<Output, TransportError> {
+        use std::os::unix::process::CommandExt;
+        let err = |source| TransportError {
+            program: inv.program.to_string(),
+            source,
+        };
+        let mut cmd = Command::new(inv.program);
+        cmd.args(inv.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        if let Some(d) = inv.cwd {
+            cmd.current_dir(d);
+        }
+        let mut child = cmd.spawn().map_err(err)?;
+        let out = capped(child.stdout.take().expect("piped"));
+        let errs = capped(child.stderr.take().expect("piped"));
+        let deadline = inv.timeout.map(|t| Instant::now() + t);
+        let mut timed_out = false;
+        let status = loop {
+            if let Some(s) = child.try_wait().map_err(err)? {
+                break s;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                // SAFETY: kill(2) with a negative pid signals the child's process group; it
+                // touches no memory.
+                unsafe {
+                    libc::kill(-(child.id() as i32), libc::SIGKILL);
+                }
+                timed_out = true;
+                break child.wait().map_err(err)?;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        Ok(Output {
+            code: if timed_out { None } else { status.code() },
+            timed_out,
+            stdout: out.join().unwrap_or_default(),
+            stderr: errs.join().unwrap_or_default(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str, timeout: Option<Duration>) -> Result<Output, TransportError> {
+        let args = vec!["-c".to_string(), script.to_string()];
+        Local.run(&Invocation {
+            program: "/bin/sh",
+            args: &args,
+            cwd: Some(Path::new("/")),
+            timeout,
+        })
+    }
+
+    #[test]
+    fn output_exit_code_and_cwd() {
+        let o = sh("pwd; echo oops >&2; exit 3", None).unwrap();
+        assert_eq!(o.code, Some(3));
+        assert_eq!(o.stdout, "/\n");
+        assert_eq!(o.last_line(), Some("oops"));
+    }
+
+    #[test]
+    fn output_is_capped_and_time_limits_kill_the_group() {
+        let o = sh("head -c 100000 /dev/zero | tr '\\0' x", None).unwrap();
+        assert!(o.stdout.len() < OUTPUT_CAP + 100);
+        assert!(
+            o.stdout.ends_with("[83616 more bytes not kept]"),
+            "{}",
+            &o.stdout[OUTPUT_CAP..]
+        );
+        let t = Instant::now();
+        let o = sh(
+            "sleep 30 & sleep 30; echo never",
+            Some(Duration::from_millis(200)),
+        )
+        .unwrap();
+        assert!(
+            o.timed_out && o.code.is_none() && o.stdout.is_empty(),
+            "{o:?}"
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the group was not killed"
+        );
+    }
+
+    #[test]
+    fn a_missing_program_says_which() {
+        let e = Local
+            .run(&Invocation {
+                program: "/nonexistent/mw-maintenance",
+                args: &[],
+                cwd: None,
+                timeout: None,
+            })
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("cannot run /nonexistent/mw-maintenance: No such file"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,209 @@
+//! Backup sets: where a job's sets live and how they are named.
+//!
+//! A set is a directory `<backup_root>/<site>/<job>/<id>/`, where the id is the UTC time the run
+//! started (`20261121T021000Z`), so ids sort in time order. A set is written as
+//! `.<id>.partial` and renamed to its id only once every copy succeeded and its
+//! [`manifest::MANIFEST`] is written: a set directory without a manifest is never listed as good.
+
+pub mod manifest;
+pub mod retention;
+
+pub use manifest::{Manifest, SetError, Verification};
+pub use retention::Retention;
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The directory holding a job's sets.
+pub fn job_dir(backup_root: &Path, site: &str, job: &str) -> PathBuf {
+    backup_root.join(site).join(job)
+}
+
+/// The id of a set started at `t`.
+pub fn id_at(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// Whether `name` has the form of a set id.
+pub fn is_id(name: &str) -> bool {
+    let b = name.as_bytes();
+    b.len() == 16
+        && b[8] == b'T'
+        && b[15] == b'Z'
+        && b[..8].iter().chain(&b[9..15]).all(u8::is_ascii_digit)
+}
+
+/// The name a set is written under until it is complete.
+pub fn partial_name(id: &str) -> String {
+    format!(".{id}.partial")
+}
+
+/// What a directory in a job's sets directory is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SetState {
+    /// Named by its id, with a manifest: complete.
+    Good,
+    /// Named by its id but without a manifest: not written by hokan, or damaged. Never used.
+    NoManifest,
+    /// Still being written, or left by a run that died; `hokan recover` removes it.
+    Partial,
+}
+
+/// A directory in a job's sets directory.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Listed {
+    /// The set's id.
+    pub id: String,
+    /// Its state.
+    pub state: SetState,
+    /// Its directory.
+    pub path: PathBuf,
+}
+
+/// Every set directory in a job's directory, complete or not, oldest first. A missing directory
+/// has none.
+pub fn list_all(job_dir: &Path) -> std::io::Result<Vec<Listed>> {
+    let entries = match std::fs::read_dir(job_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !entry.file_type()?.is_dir() {
+            continue;
+        }
+        let path = entry.path();
+        let (id, state) = if is_id(&name) {
+            let state = if path.join(manifest::MANIFEST).is_file() {
+                SetState::Good
+            } else {
+                SetState::NoManifest
+            };
+            (name, state)
+        } else if let Some(id) = name
+            .strip_prefix('.')
+            .and_then(|n| n.strip_suffix(".partial"))
+            .filter(|id| is_id(id))
+        {
+            (id.to_string(), SetState::Partial)
+        } else {
+            continue;
+        };
+        out.push(Listed { id, state, path });
+    }
+    out.sort_by(|a, b| a.id.cmp(&b.id).then(a.path.cmp(&b.path)));
+    Ok(out)
+}
+
+/// The complete sets (those with a manifest) in a job's directory, oldest first.
+pub fn list(job_dir: &Path) -> std::io::Result<Vec<String>> {
+    Ok(list_all(job_dir)?
+        .into_iter()
+        .filter(|s| s.state == SetState::Good)
+        .map(|s| s.id)
+        .collect())
+}
+
+/// Removes a tree, making read-only directories in it writable first (mailwise keeps its
+/// archives read-only). Nothing there is success.
+pub fn remove_tree(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let m = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if !m.is_dir() {
+        return std::fs::remove_file(path);
+    }
+    if m.permissions().mode() & 0o700 != 0o700 {
+        std::fs::set_permissions(
+            path,
+            std::fs::Permissions::from_mode(m.permissions().mode() | 0o700),
+        )?;
+    }
+    for e in std::fs::read_dir(path)? {
+        remove_tree(&e?.path())?;
+    }
+    std::fs::remove_dir(path)
+}
+
+// Howard Hinnant's days-to-civil algorithm.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn ids_are_utc_timestamps() {
+        let t = UNIX_EPOCH + Duration::from_secs(1_795_227_000); // 2026-11-21T02:10:00Z
+        assert_eq!(id_at(t), "20261121T021000Z");
+        assert_eq!(id_at(UNIX_EPOCH), "19700101T000000Z");
+        assert!(is_id("20261121T021000Z"));
+        assert!(!is_id(".20261121T021000Z") && !is_id("latest"));
+    }
+
+    #[test]
+    fn only_sets_with_a_manifest_are_good() {
+        let tmp = tempfile::tempdir().unwrap();
+        for d in [
+            "20261121T021000Z",
+            "20261120T021000Z",
+            "20261119T021000Z",
+            ".20261122T021000Z.partial",
+            "notes",
+        ] {
+            std::fs::create_dir(tmp.path().join(d)).unwrap();
+        }
+        for d in ["20261121T021000Z", "20261120T021000Z"] {
+            std::fs::write(tmp.path().join(d).join(manifest::MANIFEST), "{}").unwrap();
+        }
+        assert_eq!(
+            list(tmp.path()).unwrap(),
+            ["20261120T021000Z", "20261121T021000Z"]
+        );
+        let all: Vec<(String, SetState)> = list_all(tmp.path())
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.id, s.state))
+            .collect();
+        assert_eq!(
+            all,
+            [
+                ("20261119T021000Z".to_string(), SetState::NoManifest),
+                ("20261120T021000Z".to_string(), SetState::Good),
+                ("20261121T021000Z".to_string(), SetState::Good),
+                ("20261122T021000Z".to_string(), SetState::Partial),
+            ]
+        );
+        assert!(list(&tmp.path().join("none")).unwrap().is_empty());
+    }
+}
