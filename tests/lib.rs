@@ -119,7 +119,8 @@ impl MailwiseTree {
         std::fs::create_dir_all(mw.join("back-notes")).unwrap();
     }
 
-    /// Builds a backup set of this tree at `set` (as a hokan backup would have made it).
+    /// Builds a backup set of this tree at `set`, with its manifest, as a hokan backup of job
+    /// `mailwise` at site `test-site` would have made it.
     pub fn build_set(&self, set: &Path) {
         let tmp = tempfile::tempdir().unwrap();
         self.build(tmp.path());
@@ -129,7 +130,32 @@ impl MailwiseTree {
         for d in dirs {
             copy_dir(&mw.join(&d), &set.join(&d));
         }
+        write_manifest(set);
     }
+}
+
+/// Writes the manifest of the tree at `set`, as a hokan backup of job `mailwise` at site
+/// `test-site` would have (making the directory if needed): the set is then complete.
+pub fn write_manifest(set: &Path) {
+    std::fs::create_dir_all(set).unwrap();
+    let id = set.file_name().unwrap().to_string_lossy().into_owned();
+    let head = hokan::sets::Manifest {
+        format_version: hokan::sets::manifest::FORMAT_VERSION.into(),
+        hokan_version: "test".into(),
+        site: "test-site".into(),
+        job: "mailwise".into(),
+        set: id,
+        operation: "backup".into(),
+        plugin: hokan::plan::document::PluginRef {
+            name: "mailwise".into(),
+            version: "test".into(),
+            sha256: String::new(),
+        },
+        started: String::new(),
+        finished: String::new(),
+        entries: vec![],
+    };
+    hokan::sets::manifest::write(set, head, &Default::default()).unwrap();
 }
 
 fn copy_dir(from: &Path, to: &Path) {

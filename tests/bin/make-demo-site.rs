@@ -2,7 +2,6 @@
 
 use hokan_e2e::MailwiseTree;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
 
 fn main() {
     let root = PathBuf::from(std::env::args().nth(1).expect("usage: make-demo-site DIR"));
@@ -20,12 +19,5 @@ fn main() {
         ..MailwiseTree::default()
     };
     fresh.build(&site.join("mailwise-standby"));
-    // Two earlier backups (yesterday's and one an hour ago), so that restores and the archive
-    // have sets to plan from.
-    let sets = site.join("backups/tokyo-hq/mailwise");
-    for hours_ago in [25, 1] {
-        let t = SystemTime::now() - Duration::from_secs(hours_ago * 3600);
-        tree.build_set(&sets.join(hokan::sets::id_at(t)));
-    }
     println!("demo site ready in {}", site.display());
 }

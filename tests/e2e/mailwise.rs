@@ -204,7 +204,7 @@ fn archive_refuses_below_twice_the_database() {
         ..MailwiseTree::default()
     };
     tree.build(&site.path("data"));
-    std::fs::create_dir_all(site.path(&format!("backups/test-site/mailwise/{FRESH_SET}"))).unwrap();
+    hokan_e2e::write_manifest(&site.path(&format!("backups/test-site/mailwise/{FRESH_SET}")));
     let data = 6 * (1 << 20) + 23; // three databases, three mirrors, config.ini
     let e = refusal(plan_with_space(
         &site,
@@ -249,7 +249,7 @@ fn archive_refuses_below_the_mail_spaces() {
         ..MailwiseTree::default()
     }
     .build(&site.path("data"));
-    std::fs::create_dir_all(site.path(&format!("backups/test-site/mailwise/{FRESH_SET}"))).unwrap();
+    hokan_e2e::write_manifest(&site.path(&format!("backups/test-site/mailwise/{FRESH_SET}")));
     let ws_total = 3 * 3 * 2_000_000; // ws1, ws2, ws10, three mails each: above 10 MB
     let e = refusal(plan_with_space(
         &site,

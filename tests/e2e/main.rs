@@ -2,6 +2,7 @@
 
 mod adversarial;
 mod cli;
+mod execute;
 mod mailwise;
 mod simulate;
 

@@ -24,7 +24,7 @@ fn cache_dir(cli: &Cli) -> PathBuf {
     base.join("hokan")
 }
 
-fn runtime(cli: &Cli) -> Result<Runtime> {
+pub(super) fn runtime(cli: &Cli) -> Result<Runtime> {
     Runtime::new(cache_dir(cli), Limits::default())
         .map_err(|e| anyhow::anyhow!("{e:#}"))
         .context("cannot start the WebAssembly runtime")
@@ -67,6 +67,10 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
                 junit: junit.as_deref(),
             },
         ),
+        Command::Run(args) => super::execution::run(cli, args),
+        Command::Recover { yes, json } => super::execution::recover(cli, *yes, *json),
+        Command::Sets { policy, job, json } => super::execution::sets(policy, job, *json),
+        Command::Verify { set, json } => super::execution::verify(set, *json),
     }
 }
 
@@ -283,9 +287,9 @@ struct SimulateArgs<'a> {
 }
 
 /// Exit status of `simulate` when a plugin refused to plan in the world.
-const EXIT_REFUSED: u8 = 3;
+pub(super) const EXIT_REFUSED: u8 = 3;
 /// Exit status of `simulate` when an invariant broke.
-const EXIT_BROKEN: u8 = 4;
+pub(super) const EXIT_BROKEN: u8 = 4;
 
 /// The world a policy's jobs are simulated in.
 fn world_for(pol: &Policy, a: &SimulateArgs<'_>) -> Result<World> {

@@ -1,6 +1,8 @@
 //! Command-line parsing and the commands. Errors become a message on stderr and an exit code.
 
 mod commands;
+mod console;
+mod execution;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -21,6 +23,14 @@ pub struct Cli {
     /// Directory of the compile cache [default: $XDG_CACHE_HOME/hokan or ~/.cache/hokan].
     #[arg(long, global = true, env = "HOKAN_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Directory of run journals and locks.
+    #[arg(
+        long,
+        global = true,
+        env = "HOKAN_STATE_DIR",
+        default_value = "/var/lib/hokan"
+    )]
+    pub state_dir: PathBuf,
     /// More diagnostics on stderr (-v: info, -vv: debug).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -93,6 +103,67 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         junit: Option<PathBuf>,
     },
+    /// Carry out one operation of a job for real, journaled, with its cleanup always run.
+    ///
+    /// Exit status: 0 completed; 1 bad input, nothing ran; 3 the plugin refused to plan;
+    /// 4 the product needs attention (a cleanup step failed or an invariant broke);
+    /// 5 a step failed, the cleanup ran and the product is as the cleanup left it.
+    Run(RunArgs),
+    /// Finish runs that died (power cut, kill -9): run their unfinished cleanup, remove their
+    /// partial backup sets, and mark them failed.
+    ///
+    /// Exit status: 0 nothing to recover, or all recovered; 4 a recovery needs attention.
+    Recover {
+        /// Confirm manual cleanup steps without asking.
+        #[arg(long)]
+        yes: bool,
+        /// Print one JSON event per line instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a job's backup sets, complete or not.
+    Sets {
+        /// The policy file.
+        policy: PathBuf,
+        /// The job.
+        #[arg(long)]
+        job: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-hash a backup set against its manifest and report every difference.
+    ///
+    /// Exit status: 0 the set matches; 1 it cannot be read; 4 it differs from its manifest.
+    Verify {
+        /// The set's directory.
+        set: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Arguments of `hokan run`.
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// The policy file.
+    pub policy: PathBuf,
+    /// The job.
+    #[arg(long)]
+    pub job: String,
+    /// The operation.
+    #[arg(long)]
+    pub op: String,
+    /// The backup set to restore from [default: the newest that matches its manifest].
+    #[arg(long)]
+    pub set: Option<String>,
+    /// Confirm manual steps without asking (each is journaled as acknowledged).
+    #[arg(long)]
+    pub yes: bool,
+    /// Print one JSON event per line (docs/execution.md) instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Which failures `simulate` injects.

@@ -288,6 +288,12 @@ pub fn copy_tree(
     }
     let mut nodes = Vec::new();
     walk(&src.dir, rel(from), String::new(), &mut nodes).map_err(fs_err(what.clone()))?;
+    // The destination's parents are made as needed, as the simulator does.
+    if let Some(parent) = rel(to).parent().filter(|p| !p.as_os_str().is_empty()) {
+        dst.dir
+            .create_dir_all(parent)
+            .map_err(fs_err(what.clone()))?;
+    }
     let result = copy_nodes(src, rel(from), dst, rel(to), &to.path, &nodes, opts);
     if result.is_err() {
         let _ = remove_dir_all(&dst.dir, rel(to)).or_else(|_| dst.dir.remove_file(rel(to)));

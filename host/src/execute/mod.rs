@@ -478,12 +478,12 @@ impl<'a> Executor<'a> {
     fn body(&self) -> Outcome {
         let mut outcome = Outcome::completed();
         for item in &self.spec.document.plan.steps {
-            let failed: Option<&Step> = match item {
+            let failed: Option<(&Step, StepStatus)> = match item {
                 Item::Step(s) => {
                     let st = self.step(s, Phase::Body);
                     (st.failed()
                         && (s.on_error == OnError::Abort || st == StepStatus::NotConfirmed))
-                        .then_some(s)
+                        .then_some((s, st))
                 }
                 Item::Group(g) => {
                     let statuses: Vec<StepStatus> = std::thread::scope(|scope| {
@@ -500,14 +500,21 @@ impl<'a> Executor<'a> {
                     g.steps.iter().zip(statuses).find_map(|(s, st)| {
                         (st.failed()
                             && (s.on_error == OnError::Abort || st == StepStatus::NotConfirmed))
-                            .then_some(s)
+                            .then_some((s, st))
                     })
                 }
             };
-            if let Some(s) = failed {
+            if let Some((s, st)) = failed {
                 outcome.status = RunStatus::Failed;
                 outcome.step = Some(s.id.clone());
-                outcome.reason = Some(format!("step `{}` failed: {}", s.id, s.title));
+                outcome.reason = Some(if st == StepStatus::NotConfirmed {
+                    format!(
+                        "stopped at the manual step `{}` ({}): nobody confirmed it",
+                        s.id, s.title
+                    )
+                } else {
+                    format!("step `{}` failed: {}", s.id, s.title)
+                });
                 return outcome;
             }
             if let Some(e) = self

@@ -139,6 +139,24 @@ fn problems(v: &Verification) -> String {
 /// Plans the run against the real directories and checks it can run here.
 pub fn prepare_run(req: &RunRequest<'_>) -> Result<RunSpec, PrepareError> {
     let (policy, job) = (req.policy, req.job);
+    // A root that is not a readable directory is the policy's problem, not the plugin's: say
+    // so before the plugin plans against an empty view.
+    for (name, path) in &job.roots {
+        if let Err(e) = std::fs::read_dir(path) {
+            return Err(PrepareError::Plan(
+                policy
+                    .job_error(
+                        job,
+                        &format!("roots.{name}"),
+                        format!(
+                            "{} cannot be read as a directory: {e}; fix the path or its permissions",
+                            path.display()
+                        ),
+                    )
+                    .into(),
+            ));
+        }
+    }
     let input = PlanInput {
         operation: req.operation,
         set: req.set,
@@ -190,11 +208,46 @@ pub fn prepare_run(req: &RunRequest<'_>) -> Result<RunSpec, PrepareError> {
         hokan_version: env!("CARGO_PKG_VERSION").into(),
         document,
         roots: prepared.roots,
-        commands: job.commands.clone(),
-        services: job.services.clone(),
+        // Commands run in their roots, so programs given as relative paths are made absolute.
+        commands: job
+            .commands
+            .iter()
+            .map(|(k, c)| {
+                let mut c = c.clone();
+                c.program = absolute(&c.program);
+                (k.clone(), c)
+            })
+            .collect(),
+        services: job
+            .services
+            .iter()
+            .map(|(k, m)| {
+                let mut m = m.clone();
+                for line in [Some(&mut m.start), Some(&mut m.stop), m.status.as_mut()]
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(p) = line.first_mut() {
+                        *p = absolute(p);
+                    }
+                }
+                (k.clone(), m)
+            })
+            .collect(),
         transports,
         set,
     })
+}
+
+/// A program path made absolute; a bare name (looked up on PATH) stays as it is.
+fn absolute(program: &str) -> String {
+    if program.contains('/') {
+        std::path::absolute(program)
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| program.to_string())
+    } else {
+        program.to_string()
+    }
 }
 
 /// Whether `program` names an executable: a path that is an executable file, or a name found

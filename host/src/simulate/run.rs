@@ -296,7 +296,7 @@ struct Run<'a> {
 }
 
 /// Simulated time for people: `850 ms`, `3.0 s`, `1 min 03 s`, `2 h 05 min`.
-pub(crate) fn dur(ms: u64) -> String {
+pub fn dur(ms: u64) -> String {
     match ms {
         0..1000 => format!("{ms} ms"),
         1000..60_000 => format!("{:.1} s", ms as f64 / 1000.0),

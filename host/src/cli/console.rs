@@ -1,0 +1,228 @@
+//! What the operator sees during `hokan run` and `hokan recover`: a line per step on stdout,
+//! progress bars on stderr when it is a terminal, questions at manual gates; or, with `--json`,
+//! one JSON event per line.
+
+use hokan::execute::journal::Record;
+use hokan::execute::{Gate, Observer, Phase, StepStatus};
+use hokan::plan::Step;
+use hokan::simulate::run::size;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::BTreeMap;
+use std::io::{BufRead, IsTerminal, Write};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The console observer.
+pub struct Console {
+    json: bool,
+    yes: bool,
+    bars: Mutex<BTreeMap<String, ProgressBar>>,
+    last_json_progress: Mutex<BTreeMap<String, Instant>>,
+    /// Serializes output and questions from concurrent steps.
+    out: Mutex<()>,
+}
+
+impl Console {
+    /// A console printing text, or JSON events with `json`; `yes` confirms manual gates.
+    pub fn new(json: bool, yes: bool) -> Console {
+        Console {
+            json,
+            yes,
+            bars: Mutex::new(BTreeMap::new()),
+            last_json_progress: Mutex::new(BTreeMap::new()),
+            out: Mutex::new(()),
+        }
+    }
+
+    fn emit_json(&self, v: &impl serde::Serialize) {
+        let _g = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = std::io::stdout().lock();
+        let _ = serde_json::to_writer(&mut out, v);
+        let _ = writeln!(out);
+        let _ = out.flush();
+    }
+
+    fn line(&self, text: &str) {
+        let _g = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        println!("{text}");
+    }
+}
+
+fn status_word(s: StepStatus) -> &'static str {
+    match s {
+        StepStatus::Ok => "ok",
+        StepStatus::Skipped => "skipped",
+        StepStatus::Failed => "FAILED",
+        StepStatus::TimedOut => "TIMED OUT",
+        StepStatus::NotConfirmed => "WAITING",
+    }
+}
+
+impl Observer for Console {
+    fn record(&self, r: &Record) {
+        if self.json {
+            self.emit_json(r);
+            return;
+        }
+        match r {
+            Record::Start(spec) => {
+                let d = &spec.document;
+                self.line(&format!(
+                    "{} {} of job {} (site {}) with {} {}{}; journal run {}",
+                    if spec.pid == std::process::id() {
+                        "running"
+                    } else {
+                        "recovering"
+                    },
+                    d.operation,
+                    d.job,
+                    d.site,
+                    d.plugin.name,
+                    d.plugin.version,
+                    d.set
+                        .as_deref()
+                        .map(|s| format!(", set {s}"))
+                        .unwrap_or_default(),
+                    spec.run
+                ));
+            }
+            Record::StepStart { .. } => {}
+            Record::StepEnd {
+                step,
+                phase,
+                status,
+                attempts,
+                duration_ms,
+                summary,
+                ..
+            } => {
+                if let Some(b) = self
+                    .bars
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(step)
+                {
+                    b.finish_and_clear();
+                }
+                let phase = match phase {
+                    Phase::Body => "",
+                    Phase::Cleanup => "cleanup",
+                    Phase::Recovery => "recovery",
+                };
+                let tries = if *attempts > 1 {
+                    format!(" ({attempts} attempts)")
+                } else {
+                    String::new()
+                };
+                self.line(&format!(
+                    "  {:<9} {phase:<8} {step:<28} {:>10}  {summary}{tries}",
+                    status_word(*status),
+                    hokan::simulate::run::dur(*duration_ms),
+                ));
+            }
+            Record::SetComplete {
+                set,
+                path,
+                files,
+                bytes_copied,
+                files_linked,
+            } => self.line(&format!(
+                "  backup set {set} complete: {files} file(s), {} copied, {files_linked} linked from the previous set ({})",
+                size(*bytes_copied),
+                path.display()
+            )),
+            Record::Pruned { sets } => self.line(&format!(
+                "  retention removed {} old set(s): {}",
+                sets.len(),
+                sets.join(", ")
+            )),
+            Record::Finish { .. } => {}
+        }
+    }
+
+    fn progress(&self, step: &str, done: u64, total: u64) {
+        if self.json {
+            let mut last = self
+                .last_json_progress
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            if last
+                .get(step)
+                .is_some_and(|t| now.duration_since(*t) < Duration::from_millis(500))
+                && done < total
+            {
+                return;
+            }
+            last.insert(step.to_string(), now);
+            drop(last);
+            self.emit_json(&serde_json::json!({
+                "record": "progress", "step": step, "done": done, "total": total
+            }));
+            return;
+        }
+        if !std::io::stderr().is_terminal() {
+            return;
+        }
+        let mut bars = self.bars.lock().unwrap_or_else(|p| p.into_inner());
+        let bar = bars.entry(step.to_string()).or_insert_with(|| {
+            let b = ProgressBar::new(total);
+            let style = if total == 0 {
+                ProgressStyle::with_template("  {spinner} {prefix} waiting {elapsed}")
+            } else if step.starts_with("wait") || step.contains("confirm") {
+                ProgressStyle::with_template("  {spinner} {prefix} {elapsed} of {len}ms")
+            } else {
+                ProgressStyle::with_template(
+                    "  {spinner} {prefix:<28} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                )
+            };
+            b.set_style(style.unwrap_or_else(|_| ProgressStyle::default_bar()));
+            b.set_prefix(step.to_string());
+            b.enable_steady_tick(Duration::from_millis(200));
+            b
+        });
+        bar.set_length(total);
+        bar.set_position(done);
+    }
+
+    fn gate(&self, step: &Step, instructions: &str, reference: Option<&str>) -> Gate {
+        let reference = reference.map(|r| format!(" ({r})")).unwrap_or_default();
+        if self.yes {
+            return Gate::Confirmed(format!(
+                "acknowledged with --yes: {instructions}{reference}"
+            ));
+        }
+        if self.json || !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
+            return Gate::NotConfirmed(format!(
+                "waiting for the operator at `{}`: {instructions}{reference}. Nobody can confirm \
+                 it here (not a terminal); run on a terminal, or with --yes once it is done",
+                step.id
+            ));
+        }
+        let _g = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        eprintln!(
+            "\n  MANUAL STEP `{}`: {}\n  {instructions}{reference}",
+            step.id, step.title
+        );
+        loop {
+            eprint!("  Type `done` when it is done, or `stop` to stop here (the cleanup runs): ");
+            let mut answer = String::new();
+            if std::io::stdin().lock().read_line(&mut answer).unwrap_or(0) == 0 {
+                return Gate::NotConfirmed(format!(
+                    "the terminal closed at the manual step `{}`",
+                    step.id
+                ));
+            }
+            match answer.trim() {
+                "done" => return Gate::Confirmed("confirmed on the terminal".into()),
+                "stop" => {
+                    return Gate::NotConfirmed(format!(
+                        "the operator stopped at the manual step `{}`",
+                        step.id
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
+}

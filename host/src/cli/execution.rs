@@ -1,0 +1,269 @@
+//! `hokan run`, `hokan recover`, `hokan sets` and `hokan verify`.
+
+use super::commands::{EXIT_BROKEN, EXIT_REFUSED, runtime};
+use super::console::Console;
+use super::{Cli, RunArgs};
+use anyhow::{Context, Result, bail};
+use hokan::execute::journal::{self, Unfinished};
+use hokan::execute::lock::Lock;
+use hokan::execute::{
+    self, Outcome, PrepareError, RunRequest, RunStatus, TestFaults, choose_set, prepare_run,
+};
+use hokan::planner::{self, PlanJobError, PluginDir};
+use hokan::policy::Policy;
+use hokan::runtime::SetUse;
+use hokan::sets::{self, Manifest, SetState, manifest};
+use hokan::simulate::run::size;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+/// Exit status of `run` when a step failed and the cleanup ran.
+const EXIT_FAILED: u8 = 5;
+
+fn exit_for(o: &Outcome) -> ExitCode {
+    if o.needs_attention() {
+        ExitCode::from(EXIT_BROKEN)
+    } else if o.status == RunStatus::Completed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILED)
+    }
+}
+
+fn report(o: &Outcome, json: bool) {
+    if json {
+        return;
+    }
+    match o.status {
+        RunStatus::Completed => println!(
+            "completed{}",
+            o.set
+                .as_deref()
+                .map(|s| format!("; backup set {s} is complete"))
+                .unwrap_or_default()
+        ),
+        RunStatus::Failed => println!(
+            "FAILED: {}; the cleanup ran",
+            o.reason.as_deref().unwrap_or("a step failed")
+        ),
+        RunStatus::Recovered => println!(
+            "recovered: the run had died{}; its cleanup ran and it is marked failed",
+            o.step
+                .as_deref()
+                .map(|s| format!(" after `{s}`"))
+                .unwrap_or_default()
+        ),
+    }
+    for s in &o.cleanup_failed {
+        println!("ATTENTION: the cleanup step `{s}` failed; check the product by hand");
+    }
+    for i in &o.invariants_broken {
+        println!("ATTENTION: invariant broken: {i}");
+    }
+}
+
+/// The unfinished runs of one instance.
+fn unfinished_of(state: &Path, instance: &str) -> Result<Vec<Unfinished>> {
+    Ok(journal::unfinished(state)?
+        .into_iter()
+        .filter(|u| u.spec().is_some_and(|s| s.instance == instance))
+        .collect())
+}
+
+pub(super) fn run(cli: &Cli, a: &RunArgs) -> Result<ExitCode> {
+    let pol = Policy::load(&a.policy)?;
+    let job = pol.job(&a.job)?;
+    let rt = runtime(cli)?;
+    let plugin = planner::load_plugin(&rt, &PluginDir(cli.plugin_dir.clone()), &pol, job)?;
+    if let Some(f) = planner::check_job(&pol, job, plugin.description())
+        .into_iter()
+        .find(|f| f.error)
+    {
+        bail!("{}", f.message);
+    }
+    let state = &cli.state_dir;
+    let instance = execute::instance(&pol, job);
+    let _lock = Lock::take(state, &instance, &format!("{} of job {}", a.op, job.name))?;
+    if let Some(u) = unfinished_of(state, &instance)?.first() {
+        bail!(
+            "an earlier run on {instance} did not finish ({}); run `hokan recover --state-dir {}` \
+             first: it runs that run's cleanup (for example, releases maintenance mode)",
+            u.path.display(),
+            state.display()
+        );
+    }
+    let reads = plugin
+        .description()
+        .operation(&a.op)
+        .is_some_and(|o| o.sets == SetUse::Reads);
+    let set = if reads {
+        let (id, skipped) = match choose_set(&pol, job, a.set.as_deref()) {
+            Ok(x) => x,
+            Err(e) => bail!("{e}"),
+        };
+        for (bad, why) in skipped {
+            eprintln!("warning: passed over the backup set {bad}: {why}");
+        }
+        Some(id)
+    } else {
+        a.set.clone()
+    };
+    let spec = match prepare_run(&RunRequest {
+        rt: &rt,
+        plugin: &plugin,
+        policy: &pol,
+        job,
+        operation: &a.op,
+        set: set.as_deref(),
+        now: SystemTime::now(),
+    }) {
+        Ok(s) => s,
+        Err(PrepareError::Plan(e @ PlanJobError::Refused { .. })) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(EXIT_REFUSED));
+        }
+        Err(e) => bail!("{e}"),
+    };
+    for w in &spec.document.plan.warnings {
+        eprintln!("warning: {w}");
+    }
+    let console = Console::new(a.json, a.yes);
+    let outcome = execute::execute(&spec, state, &console, &TestFaults::from_env())?;
+    report(&outcome, a.json);
+    Ok(exit_for(&outcome))
+}
+
+pub(super) fn recover(cli: &Cli, yes: bool, json: bool) -> Result<ExitCode> {
+    let state = &cli.state_dir;
+    let runs = journal::unfinished(state)
+        .with_context(|| format!("cannot read the journals in {}", state.display()))?;
+    if runs.is_empty() {
+        if !json {
+            println!("nothing to recover in {}", state.display());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let console = Console::new(json, yes);
+    let faults = TestFaults::default();
+    let mut code = ExitCode::SUCCESS;
+    for run in &runs {
+        let instance = run
+            .spec()
+            .map_or_else(|| "unknown".to_string(), |s| s.instance.clone());
+        let _lock = match Lock::take(state, &instance, "hokan recover") {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("skipped {}: {e}", run.path.display());
+                code = ExitCode::from(EXIT_BROKEN);
+                continue;
+            }
+        };
+        let outcome = execute::recover(run, &console, &faults)?;
+        report(&outcome, json);
+        if outcome.needs_attention() {
+            code = ExitCode::from(EXIT_BROKEN);
+        }
+    }
+    Ok(code)
+}
+
+pub(super) fn sets(policy: &Path, job: &str, json: bool) -> Result<ExitCode> {
+    let pol = Policy::load(policy)?;
+    let job = pol.job(job)?;
+    let dir = planner::sets_dir(&pol, job).ok_or_else(|| {
+        anyhow::anyhow!(pol.job_error(
+            job,
+            "backup_root",
+            "the job keeps no backup sets; set `backup_root`"
+        ))
+    })?;
+    let listed = sets::list_all(&dir).with_context(|| format!("cannot list {}", dir.display()))?;
+    let rows: Vec<serde_json::Value> = listed
+        .iter()
+        .map(|s| {
+            let m = (s.state == SetState::Good)
+                .then(|| Manifest::read(&s.path))
+                .transpose();
+            let (files, bytes, op, finished, note) = match &m {
+                Ok(Some(m)) => {
+                    let (n, b) = m.entries.iter().fold((0u64, 0u64), |(n, b), e| match e {
+                        manifest::Entry::File { size, .. } => (n + 1, b + size),
+                        _ => (n, b),
+                    });
+                    (Some(n), Some(b), Some(m.operation.clone()), Some(m.finished.clone()), None)
+                }
+                Ok(None) => (None, None, None, None, None),
+                Err(e) => (None, None, None, None, Some(e.to_string())),
+            };
+            serde_json::json!({
+                "id": s.id, "state": if note.is_some() { serde_json::json!("bad-manifest") } else { serde_json::json!(s.state) },
+                "path": s.path, "files": files, "bytes": bytes, "operation": op,
+                "finished": finished, "error": note,
+            })
+        })
+        .collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if rows.is_empty() {
+        println!("no backup sets in {}", dir.display());
+    }
+    for r in &rows {
+        let state = r["state"].as_str().unwrap_or("");
+        let what = match state {
+            "good" => format!(
+                "{} file(s), {}, {} finished {}",
+                r["files"],
+                size(r["bytes"].as_u64().unwrap_or(0)),
+                r["operation"].as_str().unwrap_or(""),
+                r["finished"].as_str().unwrap_or("")
+            ),
+            "no-manifest" => "INCOMPLETE: no manifest; never used for a restore".into(),
+            "partial" => {
+                "PARTIAL: being written, or left by a run that died (`hokan recover` removes it)"
+                    .into()
+            }
+            _ => format!("BAD MANIFEST: {}", r["error"].as_str().unwrap_or("")),
+        };
+        println!("{}  {what}", r["id"].as_str().unwrap_or(""));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn verify(set: &Path, json: bool) -> Result<ExitCode> {
+    let v = manifest::verify(set)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "set": set, "ok": v.ok(), "files": v.files, "bytes": v.bytes, "problems": v.problems,
+            }))?
+        );
+    } else if v.ok() {
+        println!(
+            "ok: {} file(s), {} match the manifest of {} (set {} of job {}, {})",
+            v.files,
+            size(v.bytes),
+            set.display(),
+            v.manifest.set,
+            v.manifest.job,
+            v.manifest.finished
+        );
+    } else {
+        for p in &v.problems {
+            println!("{}: {p}", set.display());
+        }
+        println!(
+            "{} problem(s): the set {} does not match its manifest; restore from another set",
+            v.problems.len(),
+            set.display()
+        );
+    }
+    Ok(if v.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_BROKEN)
+    })
+}
