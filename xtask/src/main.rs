@@ -298,12 +298,18 @@ fn demo() -> Result<()> {
     // The bundled policies point at target/demo, wherever the build goes.
     let demo = root().join("target/demo");
     run(Command::new(bin.join("make-demo-site")).arg(&demo))?;
+    let state = demo.join("state");
+    if state.exists() {
+        std::fs::remove_dir_all(&state)?;
+    }
     let hokan = |args: &[&str]| {
         let mut c = Command::new(bin.join("hokan"));
         c.arg("--plugin-dir")
             .arg(&plugin_dir)
             .arg("--cache-dir")
             .arg(root().join("target/hokan-cache"))
+            .arg("--state-dir")
+            .arg(&state)
             .args(args)
             .current_dir(root());
         c
@@ -312,6 +318,10 @@ fn demo() -> Result<()> {
     run(&mut hokan(&["plugins"]))?;
     println!("\n=== hokan validate policies/");
     run(&mut hokan(&["validate", "policies"]))?;
+    // A real backup first: the restores below read the set it writes.
+    let policy = "policies/tokyo-hq.toml";
+    println!("\n=== hokan run {policy} --job mailwise --op backup");
+    run(&mut hokan(&["run", policy, "--job", "mailwise", "--op", "backup"]))?;
     let mut policies: Vec<PathBuf> = std::fs::read_dir(root().join("policies"))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "toml"))
@@ -337,6 +347,31 @@ fn demo() -> Result<()> {
         "policies",
         "--faults",
         "each-step",
+    ]))?;
+    // The set just written: listed, re-hashed against its manifest, and restored (over the
+    // live data, and onto the freshly installed standby). --yes confirms the restores' final
+    // manual step (look at mailwise in a browser), which nobody can do in a demo.
+    println!("\n=== hokan sets {policy} --job mailwise");
+    run(&mut hokan(&["sets", policy, "--job", "mailwise"]))?;
+    let sets_dir = demo.join("tokyo-hq/backups/tokyo-hq/mailwise");
+    let newest = std::fs::read_dir(&sets_dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("manifest.json").exists())
+        .max()
+        .context("the demo backup wrote no set")?;
+    println!("\n=== hokan verify {}", newest.display());
+    run(&mut hokan(&["verify", &newest.to_string_lossy()]))?;
+    println!("\n=== hokan run {policy} --job mailwise --op restore --yes");
+    run(&mut hokan(&["run", policy, "--job", "mailwise", "--op", "restore", "--yes"]))?;
+    println!("\n=== hokan run {policy} --job mailwise-dr --op restore-elsewhere --yes");
+    run(&mut hokan(&[
+        "run",
+        policy,
+        "--job",
+        "mailwise-dr",
+        "--op",
+        "restore-elsewhere",
+        "--yes",
     ]))?;
     println!(
         "\nThe demo site is in {}; try `target/debug/hokan --plugin-dir target/plugins plan ... --json`\n\

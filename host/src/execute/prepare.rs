@@ -353,3 +353,111 @@ fn preflight(doc: &PlanDocument, policy: &Policy, job: &Job) -> Vec<String> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::document::PluginRef;
+    use crate::plan::{Item, OnError, Plan, ServiceState, Step};
+
+    fn step(id: &str, target: Option<&str>, action: Action) -> Step {
+        Step {
+            id: id.into(),
+            title: id.into(),
+            target: target.map(String::from),
+            on_error: OnError::Abort,
+            timeout_ms: None,
+            retries: 0,
+            when: vec![],
+            action,
+        }
+    }
+
+    #[test]
+    fn steps_that_cannot_run_here_are_named_before_anything_runs() {
+        let policy = Policy::parse(
+            Path::new("/etc/hokan/site.toml"),
+            r#"
+[site]
+name = "s"
+
+[[servers]]
+name = "here"
+role = "app"
+
+[[servers]]
+name = "far"
+role = "app"
+address = "10.0.0.5"
+
+[jobs.j]
+plugin = "p"
+commands = { ctl = "/nonexistent/ctl", sh = "sh" }
+services = { db = { start = ["/bin/true"], stop = ["/nonexistent/stop"] } }
+"#,
+        )
+        .unwrap();
+        let job = policy.job("j").unwrap();
+        let exec = |c: &str| {
+            Action::Exec(Exec {
+                command: c.into(),
+                args: vec![],
+                cwd: None,
+                success_codes: vec![],
+            })
+        };
+        let doc = PlanDocument {
+            format_version: "2".into(),
+            plugin: PluginRef {
+                name: "p".into(),
+                version: "1".into(),
+                sha256: String::new(),
+            },
+            site: "s".into(),
+            job: "j".into(),
+            operation: "op".into(),
+            set: None,
+            plan: Plan {
+                steps: vec![
+                    Item::Step(step("on-far", Some("far"), exec("sh"))),
+                    Item::Step(step("here", Some("here"), exec("sh"))),
+                    Item::Step(step("ctl", None, exec("ctl"))),
+                    Item::Step(step("unmapped", None, exec("other"))),
+                    Item::Step(step(
+                        "svc",
+                        None,
+                        Action::Service {
+                            service: "db".into(),
+                            state: ServiceState::Stopped,
+                        },
+                    )),
+                ],
+                ..Plan::default()
+            },
+        };
+        let problems = preflight(&doc, &policy, job);
+        let has = |needle: &str| {
+            assert!(
+                problems.iter().any(|p| p.contains(needle)),
+                "no {needle:?} in {problems:#?}"
+            )
+        };
+        has("servers.far: step `on-far` runs on `far` (10.0.0.5), which has no transport configured");
+        has("jobs.j.commands.ctl: /nonexistent/ctl is not an executable file");
+        has("jobs.j.commands: `other` is not mapped");
+        has("jobs.j.services.db: /nonexistent/stop is not an executable file");
+        assert_eq!(problems.len(), 4, "{problems:#?}");
+        assert_eq!(
+            policy.servers[0].transport.as_deref(),
+            Some("local"),
+            "localhost needs no transport setting"
+        );
+        let e = Policy::parse(
+            Path::new("/etc/hokan/site.toml"),
+            "[site]\nname = \"s\"\n[[servers]]\nname = \"x\"\nrole = \"r\"\ntransport = \"ssh\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("servers.transport"), "{e}");
+        assert!(e.message.contains("`ssh` is not a transport of this hokan"), "{e}");
+    }
+}
