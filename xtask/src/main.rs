@@ -321,7 +321,9 @@ fn demo() -> Result<()> {
     // A real backup first: the restores below read the set it writes.
     let policy = "policies/tokyo-hq.toml";
     println!("\n=== hokan run {policy} --job mailwise --op backup");
-    run(&mut hokan(&["run", policy, "--job", "mailwise", "--op", "backup"]))?;
+    run(&mut hokan(&[
+        "run", policy, "--job", "mailwise", "--op", "backup",
+    ]))?;
     let mut policies: Vec<PathBuf> = std::fs::read_dir(root().join("policies"))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "toml"))
@@ -362,7 +364,9 @@ fn demo() -> Result<()> {
     println!("\n=== hokan verify {}", newest.display());
     run(&mut hokan(&["verify", &newest.to_string_lossy()]))?;
     println!("\n=== hokan run {policy} --job mailwise --op restore --yes");
-    run(&mut hokan(&["run", policy, "--job", "mailwise", "--op", "restore", "--yes"]))?;
+    run(&mut hokan(&[
+        "run", policy, "--job", "mailwise", "--op", "restore", "--yes",
+    ]))?;
     println!("\n=== hokan run {policy} --job mailwise-dr --op restore-elsewhere --yes");
     run(&mut hokan(&[
         "run",
@@ -405,5 +409,6 @@ fn bench() -> Result<()> {
     // The benchmark runs the release `hokan` binary for the cold-CLI figure.
     run(cargo().args(["build", "--release", "-p", "hokan"]))?;
     run(cargo().args(["bench", "-p", "hokan-e2e", "--bench", "runtime"]))?;
-    run(cargo().args(["bench", "-p", "hokan-e2e", "--bench", "simulate"]))
+    run(cargo().args(["bench", "-p", "hokan-e2e", "--bench", "simulate"]))?;
+    run(cargo().args(["bench", "-p", "hokan-e2e", "--bench", "execute"]))
 }

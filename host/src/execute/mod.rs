@@ -1044,6 +1044,15 @@ impl<'a> Executor<'a> {
                     Some(osize) if osize != size => {
                         Some(format!("{c} is {size} bytes, {o} is {osize}"))
                     }
+                    // A file this run linked from the previous set was linked because its
+                    // size and mtime had not changed; as rsync's --link-dest, it is not read.
+                    Some(_)
+                        if written
+                            .get(&(c.root.clone(), c.path.clone()))
+                            .is_some_and(|w| w.linked && self.unchanged(&o, w)) =>
+                    {
+                        None
+                    }
                     Some(_) => {
                         let copy_hash = match written.get(&(c.root.clone(), c.path.clone())) {
                             Some(w) => Ok(w.blake3.clone()),
@@ -1071,6 +1080,19 @@ impl<'a> Executor<'a> {
                 problems.join("; ")
             )))
         }
+    }
+
+    /// Whether a file still has the size and mtime recorded when it was copied.
+    fn unchanged(&self, l: &Location, w: &Written) -> bool {
+        self.roots
+            .open_file(l)
+            .and_then(|f| {
+                f.metadata().map_err(|e| fs::FsError {
+                    what: l.to_string(),
+                    source: e,
+                })
+            })
+            .is_ok_and(|m| m.len() == w.size && manifest::mtime_ms(&m) == w.mtime_ms)
     }
 
     /// Syncs the new set, writes its manifest, and gives it its id.

@@ -442,7 +442,9 @@ services = { db = { start = ["/bin/true"], stop = ["/nonexistent/stop"] } }
                 "no {needle:?} in {problems:#?}"
             )
         };
-        has("servers.far: step `on-far` runs on `far` (10.0.0.5), which has no transport configured");
+        has(
+            "servers.far: step `on-far` runs on `far` (10.0.0.5), which has no transport configured",
+        );
         has("jobs.j.commands.ctl: /nonexistent/ctl is not an executable file");
         has("jobs.j.commands: `other` is not mapped");
         has("jobs.j.services.db: /nonexistent/stop is not an executable file");
@@ -458,6 +460,9 @@ services = { db = { start = ["/bin/true"], stop = ["/nonexistent/stop"] } }
         )
         .unwrap_err();
         assert_eq!(e.field.as_deref(), Some("servers.transport"), "{e}");
-        assert!(e.message.contains("`ssh` is not a transport of this hokan"), "{e}");
+        assert!(
+            e.message.contains("`ssh` is not a transport of this hokan"),
+            "{e}"
+        );
     }
 }

@@ -166,7 +166,7 @@ pub fn hash_reader(mut r: impl Read) -> std::io::Result<(String, u64)> {
 }
 
 /// Milliseconds since the epoch of a file's mtime.
-pub(crate) fn mtime_ms(m: &std::fs::Metadata) -> i64 {
+pub fn mtime_ms(m: &std::fs::Metadata) -> i64 {
     m.mtime() * 1000 + m.mtime_nsec() / 1_000_000
 }
 

@@ -1,0 +1,220 @@
+//! Real backup throughput: `cargo xtask bench`.
+//!
+//! Generates a mailwise tree of about 1 GiB (10,000 mail files of 8 to 136 KiB, four database
+//! files of 32 and 128 MiB, one archive), then, in the same run and on the same filesystem:
+//! - `cp -a` of the tree, and `cp -a` followed by `sync`;
+//! - a full `hokan run ... --op backup` of it (release binary): maintenance mode, the copies with
+//!   a BLAKE3 hash of every file written, the plugin's verify steps, the manifest, and the
+//!   filesystem sync that makes the set durable before it is named;
+//! - an incremental backup of the unchanged tree, which links every unchanged file from the
+//!   previous set.
+//!
+//! Targets (issue "Real execution"): full backup at >= 0.9x the speed of `cp -a`; incremental
+//! >= 10x faster than full. `HOKAN_BENCH_MIB` sets the tree size (default 1024);
+//! `HOKAN_BENCH_KEEP=1` keeps the tree and the sets in `target/tmp/bench-execute`.
+
+use hokan_e2e::{plugin_dir, repo_root};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn hokan_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().and_then(|d| d.parent()).unwrap().join("hokan");
+    assert!(
+        bin.exists(),
+        "{} is missing: `cargo build --release -p hokan` first (cargo xtask bench does)",
+        bin.display()
+    );
+    bin
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Writes `len` bytes of `noise`, starting at an offset that depends on `seed`.
+fn write_file(path: &Path, noise: &[u8], seed: usize, len: usize) {
+    use std::io::Write;
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).unwrap());
+    let mut at = seed.wrapping_mul(7919) % noise.len();
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(noise.len() - at);
+        f.write_all(&noise[at..at + n]).unwrap();
+        left -= n;
+        at = 0;
+    }
+    f.flush().unwrap();
+}
+
+/// The tree; returns its size in bytes.
+fn generate(data: &Path, mib: u64) -> u64 {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let noise: Vec<u8> = (0..(1 << 20))
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let scale = mib as f64 / 1024.0;
+    let big = ((128 << 20) as f64 * scale) as usize;
+    let mid = ((32 << 20) as f64 * scale) as usize;
+    let mw = data.join("mw");
+    let mut total = 0u64;
+    for (name, len) in [("mail", big), ("address", mid)] {
+        for suffix in [".odb", ".odb.mrr"] {
+            write_file(&mw.join(format!("data/{name}{suffix}")), &noise, len, len);
+            total += len as u64;
+        }
+    }
+    write_file(&mw.join("data/config.ini"), &noise, 1, 64);
+    for i in 0..10_000usize {
+        let len = (((8 << 10) + (i * 7919) % (128 << 10)) as f64 * scale) as usize;
+        write_file(
+            &mw.join(format!("file/ws{}/{:04}.eml", i / 1000 + 1, i % 1000)),
+            &noise,
+            i,
+            len,
+        );
+        total += len as u64;
+    }
+    for suffix in [".odb", ".odb.mrr"] {
+        write_file(
+            &mw.join(format!("back1/data/mail{suffix}")),
+            &noise,
+            3,
+            1 << 20,
+        );
+        total += 1 << 20;
+    }
+    std::fs::create_dir_all(mw.join("log")).unwrap();
+    total
+}
+
+fn timed(mut c: Command) -> Duration {
+    let t = Instant::now();
+    let out = c.output().unwrap();
+    let d = t.elapsed();
+    assert!(
+        out.status.success(),
+        "{c:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    d
+}
+
+fn main() {
+    let mib: u64 = std::env::var("HOKAN_BENCH_MIB")
+        .ok()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(1024);
+    // Beside the build, on the same filesystem as a real target directory.
+    let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-execute");
+    if base.exists() {
+        hokan::sets::remove_tree(&base).unwrap();
+    }
+    std::fs::create_dir_all(&base).unwrap();
+    let data = base.join("data");
+    let bytes = generate(&data, mib);
+    let standins = repo_root().join("tests/fixtures/standins");
+    let policy = base.join("site.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "[site]\nname = \"bench\"\n[[servers]]\nname = \"mw1\"\nrole = \"mailwise\"\n\
+             [jobs.mailwise]\nplugin = \"mailwise\"\nservers = [\"mw1\"]\nbackup_root = \"backups\"\n\
+             roots = {{ data = \"data\" }}\n\
+             commands = {{ maintenance-mode = \"{}/mw-maintenance\" }}\n",
+            standins.display()
+        ),
+    )
+    .unwrap();
+    let backup = || {
+        let mut c = Command::new(hokan_bin());
+        c.arg("--plugin-dir")
+            .arg(plugin_dir())
+            .arg("--cache-dir")
+            .arg(base.join("cache"))
+            .arg("--state-dir")
+            .arg(base.join("state"))
+            .args([
+                "run",
+                policy.to_str().unwrap(),
+                "--job",
+                "mailwise",
+                "--op",
+                "backup",
+            ]);
+        c
+    };
+    let cp = |to: &Path, sync: bool| {
+        let mut c = Command::new("sh");
+        c.arg("-c").arg(format!(
+            "cp -a '{}' '{}'{}",
+            data.display(),
+            to.display(),
+            if sync { " && sync" } else { "" }
+        ));
+        c
+    };
+    // Warm the compile cache and the page cache alike for everyone.
+    timed(backup());
+    hokan::sets::remove_tree(&base.join("backups")).unwrap();
+    let clear = |p: &Path| hokan::sets::remove_tree(p).unwrap();
+    let (mut cps, mut cp_syncs, mut fulls) = (vec![], vec![], vec![]);
+    for _ in 0..3 {
+        let dst = base.join("cp");
+        cps.push(timed(cp(&dst, false)));
+        clear(&dst);
+        cp_syncs.push(timed(cp(&dst, true)));
+        clear(&dst);
+        std::thread::sleep(Duration::from_millis(1100));
+        fulls.push(timed(backup()));
+        clear(&base.join("backups"));
+    }
+    // Incremental: one full set, then re-backups of the unchanged tree.
+    std::thread::sleep(Duration::from_millis(1100));
+    timed(backup());
+    let mut incs = vec![];
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(1100));
+        incs.push(timed(backup()));
+    }
+    let (cp, cp_sync, full, inc) = (median(cps), median(cp_syncs), median(fulls), median(incs));
+    let rate = |d: Duration| bytes as f64 / d.as_secs_f64() / (1 << 20) as f64;
+    println!("tree: {} MiB in 10,007 files", bytes >> 20);
+    println!(
+        "cp -a                 median {cp:>9.2?}  {:>7.0} MiB/s",
+        rate(cp)
+    );
+    println!(
+        "cp -a && sync         median {cp_sync:>9.2?}  {:>7.0} MiB/s",
+        rate(cp_sync)
+    );
+    println!(
+        "hokan full backup     median {full:>9.2?}  {:>7.0} MiB/s",
+        rate(full)
+    );
+    println!("hokan incremental     median {inc:>9.2?}");
+    let vs_cp = cp.as_secs_f64() / full.as_secs_f64();
+    let vs_sync = cp_sync.as_secs_f64() / full.as_secs_f64();
+    let inc_x = full.as_secs_f64() / inc.as_secs_f64();
+    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+    println!(
+        "full backup speed = {vs_cp:.2}x cp -a ({vs_sync:.2}x cp -a && sync); target >= 0.9x: {}",
+        verdict(vs_cp >= 0.9)
+    );
+    println!(
+        "incremental = {inc_x:.1}x faster than full; target >= 10x: {}",
+        verdict(inc_x >= 10.0)
+    );
+    if std::env::var_os("HOKAN_BENCH_KEEP").is_none() {
+        hokan::sets::remove_tree(&base).unwrap();
+    }
+}
