@@ -11,7 +11,7 @@
 //!
 //! Targets (issue "Real execution"): full backup at >= 0.9x the speed of `cp -a`; incremental
 //! >= 10x faster than full. `HOKAN_BENCH_MIB` sets the tree size (default 1024);
-//! `HOKAN_BENCH_KEEP=1` keeps the tree and the sets in `target/tmp/bench-execute`.
+//! the sets in `target/tmp/bench-execute`.
 
 use hokan_e2e::{plugin_dir, repo_root};
 use std::path::{Path, PathBuf};
