@@ -294,8 +294,17 @@ pub fn copy_tree(
             .create_dir_all(parent)
             .map_err(fs_err(what.clone()))?;
     }
+    // The top is made first and alone: only once it is ours may a failure remove it.
+    if let Some(Node::Dir(top, ..)) = nodes.first() {
+        dst.dir
+            .create_dir(join(rel(to), top))
+            .map_err(fs_err(what.clone()))?;
+    }
     let result = copy_nodes(src, rel(from), dst, rel(to), &to.path, &nodes, opts);
-    if result.is_err() {
+    if let Err(e) = &result
+        && (matches!(nodes.first(), Some(Node::Dir(..)))
+            || e.kind() != io::ErrorKind::AlreadyExists)
+    {
         let _ = remove_dir_all(&dst.dir, rel(to)).or_else(|_| dst.dir.remove_file(rel(to)));
     }
     result.map_err(fs_err(what))
@@ -360,6 +369,7 @@ fn copy_nodes(
     // directories' own mode and mtime, deepest first.
     for n in nodes {
         match n {
+            Node::Dir(rel, ..) if rel.is_empty() => {} // made by copy_tree
             Node::Dir(rel, ..) => dst.dir.create_dir(join(to, rel))?,
             Node::Link(rel) => {
                 let target = src.dir.read_link_contents(join(from, rel))?;

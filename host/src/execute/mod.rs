@@ -319,8 +319,20 @@ pub fn execute(
         }
         ExecError::Setup(e.to_string())
     })?;
-    let mut journal = Journal::create(state, &spec.run)?;
-    journal.append(&Record::Start(Box::new(spec.clone())))?;
+    let journal = Journal::create(state, &spec.run).and_then(|mut j| {
+        j.append(&Record::Start(Box::new(spec.clone())))?;
+        Ok(j)
+    });
+    let journal = match journal {
+        Ok(j) => j,
+        Err(e) => {
+            // Nothing ran; the partial set is empty.
+            if let Some(p) = &partial {
+                let _ = std::fs::remove_dir(p);
+            }
+            return Err(e.into());
+        }
+    };
     observer.record(&Record::Start(Box::new(spec.clone())));
     let ex = Executor::new(spec, opened, journal, observer, faults);
     let mut outcome = ex.body();
