@@ -648,3 +648,58 @@ fn one_run_per_instance_and_stale_locks_are_taken_over() {
     ok(&site.run("mailwise", "backup", &[], &[]));
     assert!(!lock.exists());
 }
+
+#[test]
+fn a_manual_gate_on_a_terminal_asks_until_answered() {
+    // `script` (util-linux) gives hokan a terminal; what is piped to it is what the operator types.
+    let site = RunSite::new();
+    MailwiseTree::default().build_set(&site.set_dir("20261121T011000Z"));
+    let policy = site.path("site.toml");
+    let line = format!(
+        "{} --plugin-dir {} --cache-dir {} --state-dir {} run {} --job mailwise --op restore",
+        hokan_bin().display(),
+        plugin_dir().display(),
+        cache().display(),
+        site.path("state").display(),
+        policy.display()
+    );
+    let answer = |typed: &str| {
+        let mut child = Command::new("script")
+            .args(["-qec", &line, "/dev/null"])
+            .env("STANDIN_LOG", site.path("calls.log"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("script(1) from util-linux runs");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(typed.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = answer("stop\n");
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stdout));
+    let shown = text(&out.stdout);
+    assert!(shown.contains("MANUAL STEP `check-in-browser`"), "{shown}");
+    assert!(
+        shown.contains("the operator stopped at the manual step"),
+        "{shown}"
+    );
+    // The restore itself was done before the gate; move the kept data away to restore again.
+    for d in ["data_bak", "file_bak"] {
+        std::fs::remove_dir_all(site.path(&format!("data/mw/{d}"))).unwrap();
+    }
+    let out = answer("not yet\ndone\n");
+    let shown = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    assert_eq!(
+        shown.matches("Type `done` when it is done").count(),
+        2,
+        "{shown}"
+    );
+    assert!(shown.contains("confirmed on the terminal"), "{shown}");
+}
