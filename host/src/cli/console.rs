@@ -68,12 +68,7 @@ impl Observer for Console {
             Record::Start(spec) => {
                 let d = &spec.document;
                 self.line(&format!(
-                    "{} {} of job {} (site {}) with {} {}{}; journal run {}",
-                    if spec.pid == std::process::id() {
-                        "running"
-                    } else {
-                        "recovering"
-                    },
+                    "running {} of job {} (site {}) with {} {}{}; journal run {}",
                     d.operation,
                     d.job,
                     d.site,

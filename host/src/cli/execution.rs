@@ -159,6 +159,22 @@ pub(super) fn recover(cli: &Cli, yes: bool, json: bool) -> Result<ExitCode> {
                 continue;
             }
         };
+        if !json {
+            match run.spec() {
+                Some(s) => println!(
+                    "recovering run {} ({} of job {}, site {}), journal {}",
+                    s.run,
+                    s.document.operation,
+                    s.document.job,
+                    s.document.site,
+                    run.path.display()
+                ),
+                None => println!(
+                    "closing {}: the run died before it started",
+                    run.path.display()
+                ),
+            }
+        }
         let outcome = execute::recover(run, &console, &faults)?;
         report(&outcome, json);
         if outcome.needs_attention() {

@@ -573,8 +573,7 @@ impl<'a> Executor<'a> {
             outcome: outcome.clone(),
             at: rfc3339(SystemTime::now()),
         };
-        let journal = self.journal.into_inner().unwrap_or_else(|p| p.into_inner());
-        let mut journal = journal;
+        let mut journal = self.journal.into_inner().unwrap_or_else(|p| p.into_inner());
         journal.append(&r)?;
         self.observer.record(&r);
         journal.close()?;
