@@ -27,6 +27,32 @@ pub fn plugin_dir() -> PathBuf {
         .unwrap_or_else(|| repo_root().join("target/plugins"))
 }
 
+/// The `hokan` binary built beside this test or benchmark: `<target>/<profile>/hokan` (cargo
+/// builds it for `cargo xtask test` and, in release, for `cargo xtask bench`), or a panic that
+/// says how to build it.
+pub fn hokan_bin() -> PathBuf {
+    // The executable is <target>/<profile>/deps/<name>-<hash>.
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let bin = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("<target>/<profile>")
+        .join("hokan");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (`cargo build -p hokan`, with --release for benchmarks; \
+         `cargo xtask test` and `cargo xtask bench` do)",
+        bin.display()
+    );
+    bin
+}
+
+/// The median of some timings.
+pub fn median(mut v: Vec<std::time::Duration>) -> std::time::Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
 /// A built component by file name (`mailwise.wasm`, `fixtures/adversary.wasm`), or a panic that
 /// says how to build it.
 pub fn component(name: &str) -> PathBuf {

@@ -14,26 +14,10 @@
 //! (default 1024); `HOKAN_BENCH_KEEP=1` keeps the tree and the sets in
 //! `target/tmp/bench-execute`.
 
-use hokan_e2e::{plugin_dir, repo_root};
-use std::path::{Path, PathBuf};
+use hokan_e2e::{hokan_bin, median, plugin_dir, repo_root};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn hokan_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().and_then(|d| d.parent()).unwrap().join("hokan");
-    assert!(
-        bin.exists(),
-        "{} is missing: `cargo build --release -p hokan` first (cargo xtask bench does)",
-        bin.display()
-    );
-    bin
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
 
 /// Writes `len` bytes of `noise`, starting at an offset that depends on `seed`.
 fn write_file(path: &Path, noise: &[u8], seed: usize, len: usize) {

@@ -11,16 +11,12 @@ use hokan::facts::RealFacts;
 use hokan::planner::{self, PlanInput};
 use hokan::policy::Policy;
 use hokan::runtime::{Limits, Runtime};
-use hokan_e2e::{MAILWISE_POLICY, MailwiseTree, Site, TestFacts, component, plugin_dir};
-use std::path::PathBuf;
+use hokan_e2e::{
+    MAILWISE_POLICY, MailwiseTree, Site, TestFacts, component, hokan_bin, median, plugin_dir,
+};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
 
 fn report(name: &str, samples: Vec<Duration>, target: Option<Duration>) {
     let n = samples.len();
@@ -41,17 +37,6 @@ fn report(name: &str, samples: Vec<Duration>, target: Option<Duration>) {
         None => String::new(),
     };
     println!("{name:<32} median {med:>10.1?}  (min {min:.1?}, max {max:.1?}, n={n})  {verdict}");
-}
-
-fn hokan_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().and_then(|d| d.parent()).unwrap().join("hokan");
-    assert!(
-        bin.exists(),
-        "{} is missing: `cargo build --release -p hokan` first (cargo xtask bench does)",
-        bin.display()
-    );
-    bin
 }
 
 fn main() {

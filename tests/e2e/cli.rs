@@ -1,21 +1,8 @@
 //! The `hokan` binary as an operator meets it.
 
+use hokan_e2e::hokan_bin;
 use hokan_e2e::{MAILWISE_POLICY, MailwiseTree, Site, plugin_dir};
-use std::path::PathBuf;
 use std::process::{Command, Output};
-
-/// The `hokan` binary of this build (cargo builds it for the workspace's tests).
-pub(crate) fn hokan_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
-    let bin = dir.join("hokan");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p hokan` (cargo xtask test does)",
-        bin.display()
-    );
-    bin
-}
 
 fn hokan(site: &Site, args: &[&str]) -> Output {
     Command::new(hokan_bin())

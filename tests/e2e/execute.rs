@@ -1,8 +1,9 @@
 //! `hokan run`, `recover`, `sets` and `verify` against real trees, with mailwise's commands
 //! replaced by the stand-in scripts in tests/fixtures/standins (which record their calls).
 
-use crate::cli::{hokan_bin, text};
-use hokan_e2e::{MailwiseTree, plugin_dir, repo_root};
+use crate::cli::text;
+use hokan_e2e::hokan_bin;
+use hokan_e2e::{MAILWISE_POLICY, MailwiseTree, plugin_dir, repo_root};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -14,40 +15,23 @@ struct RunSite {
     dir: tempfile::TempDir,
 }
 
+/// The e2e policy with mailwise's commands mapped to the stand-ins and a retention rule.
 fn policy(standins: &Path) -> String {
-    format!(
-        r#"
-[site]
-name = "test-site"
-timezone = "Asia/Tokyo"
-
-[[servers]]
-name = "mw1"
-role = "mailwise"
-
-[[servers]]
-name = "mw2"
-role = "mailwise"
-
-[jobs.mailwise]
-plugin = "mailwise"
-servers = ["mw1"]
-backup_root = "backups"
-roots = {{ data = "data" }}
-commands = {{ maintenance-mode = "{0}/mw-maintenance", mwsave = "{0}/mwsave" }}
-params = {{ window = "02:00-04:30" }}
-retention = {{ keep_last = 2 }}
-
-[jobs.standby]
-plugin = "mailwise"
-servers = ["mw2"]
-sets_of = "mailwise"
-roots = {{ data = "standby" }}
-commands = {{ maintenance-mode = "{0}/mw-maintenance" }}
-params = {{ window = "02:00-04:30" }}
-"#,
-        standins.display()
-    )
+    let policy = MAILWISE_POLICY
+        .replace(
+            "/usr/local/bin/mw-maintenance",
+            &standins.join("mw-maintenance").to_string_lossy(),
+        )
+        .replace(
+            "/opt/mailwise/mwsave",
+            &standins.join("mwsave").to_string_lossy(),
+        )
+        .replace(
+            "backup_root = \"backups\"\n",
+            "backup_root = \"backups\"\nretention = { keep_last = 2 }\n",
+        );
+    assert!(policy.contains("keep_last") && !policy.contains("/usr/local/bin"));
+    policy
 }
 
 /// One compile cache for every run of these tests.

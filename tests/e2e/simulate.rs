@@ -1,11 +1,12 @@
 //! `hokan simulate`: dry runs of the bundled policies in their bundled world, with every fault
 //! injected; plugins that break the safety invariants; refusals; bad input.
 
-use crate::cli::{hokan_bin, text};
+use crate::cli::text;
 use hokan::planner::PluginDir;
 use hokan::policy::Policy;
 use hokan::runtime::{Limits, Plugin, Runtime};
 use hokan::simulate::{self, FaultMode, OpReport, World, report};
+use hokan_e2e::hokan_bin;
 use hokan_e2e::{MailwiseTree, plugin_dir, repo_root};
 use std::path::Path;
 use std::process::{Command, Output};
