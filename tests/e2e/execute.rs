@@ -498,6 +498,58 @@ fn a_full_destination_fails_cleanly() {
     );
 }
 
+/// A tmpfs mounted for one test, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// Mounts a tmpfs with these options at `at`, when this process may (root, and a kernel
+    /// that lets it); `None` otherwise.
+    fn mount(at: &Path, options: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(at).unwrap();
+        // SAFETY: geteuid(2) has no preconditions.
+        if unsafe { libc_geteuid() } != 0 {
+            return None;
+        }
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+            .arg(at)
+            .output()
+            .is_ok_and(|o| o.status.success());
+        ok.then(|| Tmpfs(at.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_really_full_destination_fails_cleanly() {
+    // The backup medium has room for the bytes (so the plan's space check passes) but for only
+    // a few files: the copy hits the kernel's ENOSPC half way.
+    let site = RunSite::new();
+    let Some(_fs) = Tmpfs::mount(&site.path("backups"), "size=64m,nr_inodes=12") else {
+        eprintln!(
+            "skipped: mounting a tmpfs needs root; a_full_destination_fails_cleanly covers ENOSPC through the test seam"
+        );
+        return;
+    };
+    let before = snapshot(&site.path("data"));
+    let out = site.run("mailwise", "backup", &[], &[]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(5), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("No space left on device"), "{stdout}");
+    assert!(!site.path("data/mw/data/maint").exists());
+    assert_eq!(snapshot(&site.path("data")), before);
+    assert!(site.sets().is_empty(), "{:?}", site.sets());
+    let left: Vec<_> = std::fs::read_dir(site.path("backups/test-site/mailwise"))
+        .unwrap()
+        .collect();
+    assert!(left.is_empty(), "the partial set is left: {left:?}");
+}
+
 #[test]
 fn bad_roots_and_missing_executables_stop_before_anything_runs() {
     let site = RunSite::new();
