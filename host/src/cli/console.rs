@@ -3,7 +3,7 @@
 //! one JSON event per line.
 
 use hokan::execute::journal::Record;
-use hokan::execute::{Gate, Observer, Phase, StepStatus};
+use hokan::execute::{Gate, Observer, Phase, ProgressUnit, StepStatus};
 use hokan::plan::Step;
 use hokan::simulate::run::size;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -135,7 +135,7 @@ impl Observer for Console {
         }
     }
 
-    fn progress(&self, step: &str, done: u64, total: u64) {
+    fn progress(&self, step: &str, unit: ProgressUnit, done: u64, total: u64) {
         if self.json {
             let mut last = self
                 .last_json_progress
@@ -152,7 +152,7 @@ impl Observer for Console {
             last.insert(step.to_string(), now);
             drop(last);
             self.emit_json(&serde_json::json!({
-                "record": "progress", "step": step, "done": done, "total": total
+                "record": "progress", "step": step, "unit": unit, "done": done, "total": total
             }));
             return;
         }
@@ -162,14 +162,16 @@ impl Observer for Console {
         let mut bars = self.bars.lock().unwrap_or_else(|p| p.into_inner());
         let bar = bars.entry(step.to_string()).or_insert_with(|| {
             let b = ProgressBar::new(total);
-            let style = if total == 0 {
-                ProgressStyle::with_template("  {spinner} {prefix} waiting {elapsed}")
-            } else if step.starts_with("wait") || step.contains("confirm") {
-                ProgressStyle::with_template("  {spinner} {prefix} {elapsed} of {len}ms")
-            } else {
-                ProgressStyle::with_template(
+            let style = match (unit, total) {
+                (ProgressUnit::Bytes, _) => ProgressStyle::with_template(
                     "  {spinner} {prefix:<28} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-                )
+                ),
+                (ProgressUnit::Millis, 0) => {
+                    ProgressStyle::with_template("  {spinner} {prefix:<28} waiting {elapsed}")
+                }
+                (ProgressUnit::Millis, _) => ProgressStyle::with_template(
+                    "  {spinner} {prefix:<28} [{bar:30}] waiting {elapsed}, limit {len} ms",
+                ),
             };
             b.set_style(style.unwrap_or_else(|_| ProgressStyle::default_bar()));
             b.set_prefix(step.to_string());

@@ -197,12 +197,22 @@ pub enum Gate {
     NotConfirmed(String),
 }
 
+/// What a progress report counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProgressUnit {
+    /// Bytes copied (copy-tree).
+    Bytes,
+    /// Milliseconds waited (wait-until); a total of 0 means no time limit.
+    Millis,
+}
+
 /// Who watches a run: progress, journal records as they are written, and manual gates.
 pub trait Observer: Sync {
     /// A record was journaled.
     fn record(&self, _r: &Record) {}
-    /// Progress of a long step: `done` of `total` (bytes for copies, ms for waits).
-    fn progress(&self, _step: &str, _done: u64, _total: u64) {}
+    /// Progress of a long step: `done` of `total`, counted in `unit`.
+    fn progress(&self, _step: &str, _unit: ProgressUnit, _done: u64, _total: u64) {}
     /// A manual step: ask the operator.
     fn gate(&self, step: &Step, instructions: &str, reference: Option<&str>) -> Gate;
 }
@@ -718,6 +728,7 @@ impl<'a> Executor<'a> {
                     }
                     self.observer.progress(
                         &s.id,
+                        ProgressUnit::Millis,
                         start.elapsed().as_millis() as u64,
                         s.timeout_ms.unwrap_or(0),
                     );
@@ -750,7 +761,10 @@ impl<'a> Executor<'a> {
 
     fn copy(&self, s: &Step, from: &Location, to: &Location) -> Result<Done, Failure> {
         let into_new_set = to.root == "set" && self.spec.set.as_ref().is_some_and(|x| x.writes);
-        let progress = |done: u64, total: u64| self.observer.progress(&s.id, done, total);
+        let progress = |done: u64, total: u64| {
+            self.observer
+                .progress(&s.id, ProgressUnit::Bytes, done, total)
+        };
         let copied = fs::copy_tree(
             &self.roots,
             from,
