@@ -562,49 +562,30 @@ fn bad_roots_and_missing_executables_stop_before_anything_runs() {
         assert!(!site.path("backups").exists(), "{what}: a set was started");
     };
 
-    std::fs::write(
-        &policy,
-        original.replace("mw-maintenance\"", "mw-maintenanse\""),
-    )
-    .unwrap();
-    let out = site.run("mailwise", "backup", &[], &[]);
-    assert_eq!(out.status.code(), Some(1));
-    let e = text(&out.stderr);
+    // Each change to the policy is refused with exit 1 before anything runs; the error, on
+    // stderr, is returned.
+    let refused = |from: &str, to: &str, what: &str| -> String {
+        std::fs::write(&policy, original.replace(from, to)).unwrap();
+        let out = site.run("mailwise", "backup", &[], &[]);
+        assert_eq!(out.status.code(), Some(1), "{what}");
+        nothing_ran(what);
+        text(&out.stderr)
+    };
+
+    let e = refused("mw-maintenance\"", "mw-maintenanse\"", "missing executable");
     assert!(
         e.contains("jobs.mailwise.commands.maintenance-mode:")
             && e.contains("mw-maintenanse is not an executable file"),
         "{e}"
     );
-    nothing_ran("missing executable");
-
-    std::fs::write(
-        &policy,
-        original.replace("data = \"data\"", "data = \"nowhere\""),
-    )
-    .unwrap();
-    let out = site.run("mailwise", "backup", &[], &[]);
-    assert_eq!(out.status.code(), Some(1));
-    let e = text(&out.stderr);
+    let e = refused("data = \"data\"", "data = \"nowhere\"", "missing root");
     assert!(
         e.contains("jobs.mailwise.roots") && e.contains("nowhere"),
         "{e}"
     );
-    nothing_ran("missing root");
-
     std::fs::write(site.path("a-file"), b"").unwrap();
-    std::fs::write(
-        &policy,
-        original.replace("data = \"data\"", "data = \"a-file\""),
-    )
-    .unwrap();
-    let out = site.run("mailwise", "backup", &[], &[]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("a-file"),
-        "{}",
-        text(&out.stderr)
-    );
-    nothing_ran("root is a file");
+    let e = refused("data = \"data\"", "data = \"a-file\"", "root is a file");
+    assert!(e.contains("a-file"), "{e}");
 
     // Unreadable for anyone but root (root reads everything, so this part needs another user).
     if unsafe { libc_geteuid() } != 0 {

@@ -195,30 +195,7 @@ pub(super) fn sets(policy: &Path, job: &str, json: bool) -> Result<ExitCode> {
         ))
     })?;
     let listed = sets::list_all(&dir).with_context(|| format!("cannot list {}", dir.display()))?;
-    let rows: Vec<serde_json::Value> = listed
-        .iter()
-        .map(|s| {
-            let m = (s.state == SetState::Good)
-                .then(|| Manifest::read(&s.path))
-                .transpose();
-            let (files, bytes, op, finished, note) = match &m {
-                Ok(Some(m)) => {
-                    let (n, b) = m.entries.iter().fold((0u64, 0u64), |(n, b), e| match e {
-                        manifest::Entry::File { size, .. } => (n + 1, b + size),
-                        _ => (n, b),
-                    });
-                    (Some(n), Some(b), Some(m.operation.clone()), Some(m.finished.clone()), None)
-                }
-                Ok(None) => (None, None, None, None, None),
-                Err(e) => (None, None, None, None, Some(e.to_string())),
-            };
-            serde_json::json!({
-                "id": s.id, "state": if note.is_some() { serde_json::json!("bad-manifest") } else { serde_json::json!(s.state) },
-                "path": s.path, "files": files, "bytes": bytes, "operation": op,
-                "finished": finished, "error": note,
-            })
-        })
-        .collect();
+    let rows: Vec<SetRow> = listed.iter().map(SetRow::of).collect();
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(ExitCode::SUCCESS);
@@ -227,25 +204,81 @@ pub(super) fn sets(policy: &Path, job: &str, json: bool) -> Result<ExitCode> {
         println!("no backup sets in {}", dir.display());
     }
     for r in &rows {
-        let state = r["state"].as_str().unwrap_or("");
-        let what = match state {
-            "good" => format!(
+        let what = match (r.state, &r.error) {
+            (_, Some(e)) => format!("BAD MANIFEST: {e}"),
+            ("good", None) => format!(
                 "{} file(s), {}, {} finished {}",
-                r["files"],
-                size(r["bytes"].as_u64().unwrap_or(0)),
-                r["operation"].as_str().unwrap_or(""),
-                r["finished"].as_str().unwrap_or("")
+                r.files.unwrap_or(0),
+                size(r.bytes.unwrap_or(0)),
+                r.operation.as_deref().unwrap_or(""),
+                r.finished.as_deref().unwrap_or("")
             ),
-            "no-manifest" => "INCOMPLETE: no manifest; never used for a restore".into(),
-            "partial" => {
+            ("partial", None) => {
                 "PARTIAL: being written, or left by a run that died (`hokan recover` removes it)"
                     .into()
             }
-            _ => format!("BAD MANIFEST: {}", r["error"].as_str().unwrap_or("")),
+            _ => "INCOMPLETE: no manifest; never used for a restore".into(),
         };
-        println!("{}  {what}", r["id"].as_str().unwrap_or(""));
+        println!("{}  {what}", r.id);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line of `hokan sets`; its serde form is the `--json` output.
+#[derive(serde::Serialize)]
+struct SetRow<'a> {
+    id: &'a str,
+    /// `good`, `no-manifest`, `partial`, or `bad-manifest` when a manifest cannot be read.
+    state: &'static str,
+    path: &'a Path,
+    files: Option<u64>,
+    bytes: Option<u64>,
+    operation: Option<String>,
+    finished: Option<String>,
+    error: Option<String>,
+}
+
+impl<'a> SetRow<'a> {
+    fn of(s: &'a sets::Listed) -> SetRow<'a> {
+        let mut row = SetRow {
+            id: &s.id,
+            state: match s.state {
+                SetState::Good => "good",
+                SetState::NoManifest => "no-manifest",
+                SetState::Partial => "partial",
+            },
+            path: &s.path,
+            files: None,
+            bytes: None,
+            operation: None,
+            finished: None,
+            error: None,
+        };
+        if s.state == SetState::Good {
+            match Manifest::read(&s.path) {
+                Ok(m) => {
+                    let files = m.files();
+                    row.files = Some(files.len() as u64);
+                    row.bytes = Some(
+                        files
+                            .values()
+                            .map(|e| match e {
+                                manifest::Entry::File { size, .. } => *size,
+                                _ => 0,
+                            })
+                            .sum(),
+                    );
+                    row.operation = Some(m.operation);
+                    row.finished = Some(m.finished);
+                }
+                Err(e) => {
+                    row.state = "bad-manifest";
+                    row.error = Some(e.to_string());
+                }
+            }
+        }
+        row
+    }
 }
 
 pub(super) fn verify(set: &Path, json: bool) -> Result<ExitCode> {
