@@ -153,6 +153,23 @@ impl Roots {
             .map_err(fs_err(format!("cannot read {l}")))
     }
 
+    /// A file's size and mtime (ms since the epoch, as copy-tree records it), from a stat
+    /// that does not follow a final link.
+    pub fn size_and_mtime(&self, l: &Location) -> Result<(u64, i64), FsError> {
+        let m = self
+            .root(l)?
+            .dir
+            .symlink_metadata(rel(l))
+            .map_err(fs_err(l.to_string()))?;
+        let mtime = m
+            .modified()
+            .map_err(fs_err(l.to_string()))?
+            .into_std()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        Ok((m.len(), mtime))
+    }
+
     /// Creates a directory and its parents. Returns `false` when it was already there.
     pub fn ensure_dir(&self, l: &Location) -> Result<bool, FsError> {
         let root = self.root(l)?;
@@ -561,6 +578,11 @@ mod tests {
         assert_eq!(paths, ["copy/a", "copy/sub/b"]);
         let a = copied.files.iter().find(|w| w.path == "copy/a").unwrap();
         assert_eq!(a.blake3, blake3::hash(b"alpha").to_hex().to_string());
+        // The stat that lets verify skip a linked file agrees with what the copy recorded.
+        for w in &copied.files {
+            let src = at(&w.path.replacen("copy", "d", 1));
+            assert_eq!(roots.size_and_mtime(&src).unwrap(), (w.size, w.mtime_ms));
+        }
         let meta = std::fs::metadata(root.join("copy/a")).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o444);
         let b = std::fs::metadata(root.join("copy/sub/b")).unwrap();

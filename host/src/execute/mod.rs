@@ -1110,14 +1110,8 @@ impl<'a> Executor<'a> {
     /// Whether a file still has the size and mtime recorded when it was copied.
     fn unchanged(&self, l: &Location, w: &Written) -> bool {
         self.roots
-            .open_file(l)
-            .and_then(|f| {
-                f.metadata().map_err(|e| fs::FsError {
-                    what: l.to_string(),
-                    source: e,
-                })
-            })
-            .is_ok_and(|m| m.len() == w.size && manifest::mtime_ms(&m) == w.mtime_ms)
+            .size_and_mtime(l)
+            .is_ok_and(|(size, mtime)| (size, mtime) == (w.size, w.mtime_ms))
     }
 
     /// Syncs the new set, writes its manifest, and gives it its id.
