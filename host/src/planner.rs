@@ -214,6 +214,100 @@ pub fn check_job(policy: &Policy, job: &Job, d: &Description) -> Vec<Finding> {
             err(false, field, format!("`{m}` is not a {noun} of {}", d.name));
         }
     }
+    if !d.roles.is_empty() {
+        out.extend(check_roles(policy, job, d));
+    }
+    out
+}
+
+/// The job's servers against the plugin's roles: every role known, every property known, and
+/// each role's count within its bounds.
+fn check_roles(policy: &Policy, job: &Job, d: &Description) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let mut count: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for name in policy.job_servers(job) {
+        let Some(server) = policy.server(&name) else {
+            continue;
+        };
+        let Some(role) = d.role(&server.role) else {
+            out.push(Finding {
+                error: true,
+                message: policy
+                    .server_error(
+                        server,
+                        "role",
+                        format!(
+                            "`{}` is not a role of {} (it has: {}); job `{}` runs on this server",
+                            server.role,
+                            d.name,
+                            names(d.roles.iter().map(|r| &r.name)),
+                            job.name
+                        ),
+                    )
+                    .to_string(),
+            });
+            continue;
+        };
+        count.entry(&role.name).or_default().push(&server.name);
+        for k in server.properties.keys() {
+            if !role.properties.iter().any(|p| &p.name == k) {
+                out.push(Finding {
+                    error: true,
+                    message: policy
+                        .server_error(
+                            server,
+                            &format!("properties.{k}"),
+                            format!(
+                                "`{k}` is not a property of a {} server for {} (it has: {})",
+                                role.name,
+                                d.name,
+                                names(role.properties.iter().map(|p| &p.name))
+                            ),
+                        )
+                        .to_string(),
+                });
+            }
+        }
+    }
+    for role in &d.roles {
+        let have = count.get(role.name.as_str()).map_or(&[][..], Vec::as_slice);
+        let n = have.len() as u32;
+        let wanted = match role.max {
+            Some(max) if n > max => Some(if max == role.min {
+                format!("exactly {max}")
+            } else {
+                format!("at most {max}")
+            }),
+            _ if n < role.min => Some(if role.max == Some(role.min) {
+                format!("exactly {}", role.min)
+            } else {
+                format!("at least {}", role.min)
+            }),
+            _ => None,
+        };
+        if let Some(wanted) = wanted {
+            out.push(Finding {
+                error: true,
+                message: policy
+                    .job_error(
+                        job,
+                        "servers",
+                        format!(
+                            "{} needs {wanted} server(s) with role `{}` ({}); the job's servers have {}",
+                            d.name,
+                            role.name,
+                            role.description,
+                            if have.is_empty() {
+                                "none".to_string()
+                            } else {
+                                format!("{n}: {}", have.join(", "))
+                            }
+                        ),
+                    )
+                    .to_string(),
+            });
+        }
+    }
     out
 }
 
@@ -344,10 +438,21 @@ pub fn prepare(
         servers: policy
             .servers
             .iter()
-            .map(|s| Server {
-                name: s.name.clone(),
-                role: s.role.clone(),
-                address: s.address.clone(),
+            .map(|s| {
+                // The plugin's defaults for the server's role, then what the policy says.
+                let mut properties: BTreeMap<String, String> = d
+                    .role(&s.role)
+                    .into_iter()
+                    .flat_map(|r| &r.properties)
+                    .filter_map(|p| Some((p.name.clone(), p.default.clone()?)))
+                    .collect();
+                properties.extend(s.properties.clone());
+                Server {
+                    name: s.name.clone(),
+                    role: s.role.clone(),
+                    address: s.address.clone(),
+                    properties,
+                }
             })
             .collect(),
         job: job.name.clone(),
@@ -521,6 +626,9 @@ mod tests {
             }],
             maintenance_markers: vec![],
             command_behaviours: vec![],
+            roles: vec![],
+            modelled_states: vec![],
+            conflicts: vec![],
         }
     }
 
@@ -580,5 +688,118 @@ services = { other = { start = ["a"], stop = ["b"] } }
             "{}",
             findings[0].message
         );
+    }
+
+    fn with_roles() -> Description {
+        let mut d = description();
+        d.roles = vec![
+            crate::runtime::RoleInfo {
+                name: "directory".into(),
+                description: "the directory server".into(),
+                min: 1,
+                max: Some(1),
+                properties: vec![ParamInfo {
+                    name: "web_service".into(),
+                    description: String::new(),
+                    default: Some("false".into()),
+                }],
+            },
+            crate::runtime::RoleInfo {
+                name: "application".into(),
+                description: "an application server".into(),
+                min: 0,
+                max: None,
+                properties: vec![],
+            },
+        ];
+        d
+    }
+
+    fn roles_policy(servers: &str, job_servers: &str) -> Policy {
+        Policy::parse(
+            Path::new("/etc/hokan/site.toml"),
+            &format!(
+                "[site]\nname = \"s\"\n{servers}\n[jobs.j]\nplugin = \"product\"\nservers = {job_servers}\nbackup_root = \"/b\"\nroots = {{ data = \"/d\" }}\n"
+            ),
+        )
+        .unwrap()
+    }
+
+    fn errors(policy: &Policy, d: &Description) -> Vec<String> {
+        check_job(policy, policy.job("j").unwrap(), d)
+            .into_iter()
+            .filter(|f| f.error)
+            .map(|f| f.message)
+            .collect()
+    }
+
+    #[test]
+    fn servers_are_checked_against_the_plugins_roles() {
+        let d = with_roles();
+        let servers = "[[servers]]\nname = \"dir\"\nrole = \"directory\"\nproperties = { web_service = true }\n[[servers]]\nname = \"app1\"\nrole = \"application\"\n";
+        let good = roles_policy(servers, r#"["app1", "dir"]"#);
+        assert_eq!(errors(&good, &d), Vec::<String>::new());
+
+        // No directory server among the job's servers.
+        let e = errors(&roles_policy(servers, r#"["app1"]"#), &d);
+        assert_eq!(e.len(), 1, "{e:#?}");
+        assert!(
+            e[0].contains("jobs.j.servers: product needs exactly 1 server(s) with role `directory` (the directory server); the job's servers have none"),
+            "{e:#?}"
+        );
+
+        // An unknown role and an unknown property name the server's own fields and line.
+        let bad = servers
+            .replace("application", "aplication")
+            .replace("web_service", "webservice");
+        let e = errors(&roles_policy(&bad, r#"["app1", "dir"]"#), &d);
+        assert_eq!(e.len(), 2, "{e:#?}");
+        assert!(
+            e.iter().any(|m| m.starts_with("/etc/hokan/site.toml:3:1: servers.dir.properties.webservice: `webservice` is not a property of a directory server for product (it has: web_service)")),
+            "{e:#?}"
+        );
+        assert!(
+            e.iter().any(|m| m.starts_with("/etc/hokan/site.toml:7:1: servers.app1.role: `aplication` is not a role of product (it has: directory, application)")),
+            "{e:#?}"
+        );
+
+        // Too many of a role.
+        let two = format!("{servers}[[servers]]\nname = \"dir2\"\nrole = \"directory\"\n");
+        let e = errors(&roles_policy(&two, r#"["dir", "dir2"]"#), &d);
+        assert!(
+            e[0].contains("needs exactly 1 server(s) with role `directory` (the directory server); the job's servers have 2: dir, dir2"),
+            "{e:#?}"
+        );
+    }
+
+    #[test]
+    fn the_plugin_sees_properties_with_the_roles_defaults() {
+        let d = with_roles();
+        let servers = "[[servers]]\nname = \"dir\"\nrole = \"directory\"\n[[servers]]\nname = \"app1\"\nrole = \"application\"\nproperties = { host_name = \"tw-app1\", cpus = 4 }\n";
+        let policy = roles_policy(servers, r#"["app1", "dir"]"#);
+        let input = PlanInput {
+            operation: "backup",
+            set: None,
+            now: SystemTime::UNIX_EPOCH,
+        };
+        let p = prepare(&policy, policy.job("j").unwrap(), &d, &input, &|_| {
+            Ok(vec![])
+        })
+        .unwrap();
+        let props = |n: &str| {
+            p.topology
+                .servers
+                .iter()
+                .find(|s| s.name == n)
+                .unwrap()
+                .properties
+                .clone()
+        };
+        assert_eq!(
+            props("dir"),
+            BTreeMap::from([("web_service".to_string(), "false".to_string())])
+        );
+        assert_eq!(props("app1")["cpus"], "4");
+        assert_eq!(p.topology.job_servers, ["app1", "dir"]);
     }
 }

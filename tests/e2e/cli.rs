@@ -41,7 +41,7 @@ fn plan_json_is_the_documented_document() {
     let out = plan(&site, "mailwise", "backup", &["--json"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(doc["format_version"], "2");
+    assert_eq!(doc["format_version"], "3");
     assert_eq!(doc["plugin"]["name"], "mailwise");
     assert_eq!(doc["plugin"]["sha256"].as_str().unwrap().len(), 64);
     assert_eq!(doc["operation"], "backup");
@@ -79,7 +79,7 @@ fn plan_text_for_people() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(
-        stdout.starts_with("mailwise 0.2.0 `maintenance-off` for job mailwise at site test-site"),
+        stdout.starts_with("mailwise 0.3.0 `maintenance-off` for job mailwise at site test-site"),
         "{stdout}"
     );
     assert!(stdout.contains("remove data:/mw/data/maint"), "{stdout}");

@@ -184,6 +184,9 @@ pub struct RunSpec {
     pub services: BTreeMap<String, ServiceMap>,
     /// Server name to transport name, for the servers that have one.
     pub transports: BTreeMap<String, String>,
+    /// Server name to address (journals written before 0.3 lack it).
+    #[serde(default)]
+    pub addresses: BTreeMap<String, String>,
     /// The set written or read.
     pub set: Option<SetSpec>,
 }
@@ -297,6 +300,34 @@ struct Executor<'a> {
     faults: &'a TestFaults,
     written: Mutex<BTreeMap<(String, String), Written>>,
     link_dest: Option<LinkDest>,
+    /// Which steps this run started and which succeeded, for `step-*` conditions.
+    progress: Mutex<StepProgress>,
+}
+
+/// The steps a run has started and those that succeeded, from its journal records.
+#[derive(Debug, Default)]
+struct StepProgress {
+    started: std::collections::HashSet<String>,
+    succeeded: std::collections::HashSet<String>,
+}
+
+impl StepProgress {
+    fn note(&mut self, r: &Record) {
+        match r {
+            Record::StepStart { step, .. } => {
+                self.started.insert(step.clone());
+            }
+            Record::StepEnd { step, status, .. } => {
+                if *status == StepStatus::Ok {
+                    self.succeeded.insert(step.clone());
+                } else {
+                    // A retried cleanup step that fails again has not succeeded.
+                    self.succeeded.remove(step);
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Runs a prepared plan: journals it, runs body and cleanup, completes the backup set, prunes
@@ -423,6 +454,12 @@ pub fn recover(
         _ => None,
     });
     let ex = Executor::new(spec, opened, journal, observer, faults);
+    {
+        let mut progress = ex.progress.lock().unwrap_or_else(|p| p.into_inner());
+        for r in &run.records {
+            progress.note(r);
+        }
+    }
     let mut outcome = Outcome::new(RunStatus::Recovered);
     outcome.step = last;
     ex.cleanup(Phase::Recovery, &finished, &mut outcome);
@@ -482,10 +519,15 @@ impl<'a> Executor<'a> {
             faults,
             written: Mutex::new(BTreeMap::new()),
             link_dest,
+            progress: Mutex::default(),
         }
     }
 
     fn log(&self, r: Record) {
+        self.progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .note(&r);
         let mut j = self.journal.lock().unwrap_or_else(|p| p.into_inner());
         if let Err(e) = j.append(&r) {
             tracing::error!("{e}");
@@ -818,6 +860,23 @@ impl<'a> Executor<'a> {
         }
     }
 
+    /// What a command learns about its run from its environment: which server the step
+    /// targets, so that one wrapper script can serve every server of an instance.
+    fn command_env(&self, target: Option<&str>) -> Vec<(&'static str, String)> {
+        let doc = &self.spec.document;
+        let mut env = vec![
+            ("HOKAN_SITE", doc.site.clone()),
+            ("HOKAN_JOB", doc.job.clone()),
+            ("HOKAN_OPERATION", doc.operation.clone()),
+            ("HOKAN_RUN", self.spec.run.clone()),
+            ("HOKAN_SERVER", target.unwrap_or_default().to_string()),
+        ];
+        if let Some(address) = target.and_then(|t| self.spec.addresses.get(t)) {
+            env.push(("HOKAN_SERVER_ADDRESS", address.clone()));
+        }
+        env
+    }
+
     fn exec(
         &self,
         e: &Exec,
@@ -846,6 +905,7 @@ impl<'a> Executor<'a> {
                 args: &args,
                 cwd: cwd.as_deref(),
                 timeout: timeout_ms.map(Duration::from_millis),
+                env: &self.command_env(target),
             })
             .map_err(|err| {
                 Failure::new(format!(
@@ -883,6 +943,7 @@ impl<'a> Executor<'a> {
                 args,
                 cwd: None,
                 timeout: timeout_ms.map(Duration::from_millis),
+                env: &self.command_env(target),
             })
             .map_err(|e| Failure::new(e.to_string()))?;
         if out.timed_out {
@@ -987,6 +1048,18 @@ impl<'a> Executor<'a> {
                 let out = self.exec(e, target, timeout_ms)?;
                 Ok(succeeded(e, out.code.unwrap_or(-1)))
             }
+            Condition::StepStarted { step } => Ok(self
+                .progress
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .started
+                .contains(step)),
+            Condition::StepNotSucceeded { step } => Ok(!self
+                .progress
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .succeeded
+                .contains(step)),
         }
     }
 

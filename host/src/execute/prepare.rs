@@ -193,6 +193,11 @@ pub fn prepare_run(req: &RunRequest<'_>) -> Result<RunSpec, PrepareError> {
         .iter()
         .filter_map(|s| Some((s.name.clone(), s.transport.clone()?)))
         .collect();
+    let addresses = policy
+        .servers
+        .iter()
+        .map(|s| (s.name.clone(), s.address.clone()))
+        .collect();
     Ok(RunSpec {
         run: format!(
             "{}-{}-{}-{}-{}",
@@ -235,6 +240,7 @@ pub fn prepare_run(req: &RunRequest<'_>) -> Result<RunSpec, PrepareError> {
             })
             .collect(),
         transports,
+        addresses,
         set,
     })
 }

@@ -21,6 +21,8 @@ pub struct Invocation<'a> {
     pub cwd: Option<&'a Path>,
     /// Kill it after this long.
     pub timeout: Option<Duration>,
+    /// Variables added to its environment.
+    pub env: &'a [(&'static str, String)],
 }
 
 /// What a command did.
@@ -99,6 +101,7 @@ impl Transport for Local {
         };
         let mut cmd = Command::new(inv.program);
         cmd.args(inv.args)
+            .envs(inv.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -146,14 +149,18 @@ mod tests {
             args: &args,
             cwd: Some(Path::new("/")),
             timeout,
+            env: &[("HOKAN_SERVER", "tw-app1".to_string())],
         })
     }
 
     #[test]
-    fn output_exit_code_and_cwd() {
-        let o = sh("pwd; echo oops >&2; exit 3", None).unwrap();
+    fn output_exit_code_cwd_and_environment() {
+        let o = sh("pwd; echo $HOKAN_SERVER; echo oops >&2; exit 3", None).unwrap();
         assert_eq!(o.code, Some(3));
-        assert_eq!(o.stdout, "/\n");
+        assert_eq!(
+            o.stdout, "/\ntw-app1\n",
+            "the working directory, then the environment"
+        );
         assert_eq!(o.last_line(), Some("oops"));
     }
 
@@ -190,6 +197,7 @@ mod tests {
                 args: &[],
                 cwd: None,
                 timeout: None,
+                env: &[],
             })
             .unwrap_err();
         assert!(

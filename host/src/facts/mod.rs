@@ -57,6 +57,8 @@ pub struct Server {
     pub role: String,
     /// How to reach it.
     pub address: String,
+    /// What the policy says about it, the plugin's defaults applied.
+    pub properties: std::collections::BTreeMap<String, String>,
 }
 
 /// The site as the policy describes it, for the job being planned.

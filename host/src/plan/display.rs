@@ -53,6 +53,8 @@ impl fmt::Display for Condition {
             Condition::CommandSucceeds(e) => {
                 write!(f, "`{}` succeeds", command_line(&e.command, &e.args))
             }
+            Condition::StepStarted { step } => write!(f, "step {step} started"),
+            Condition::StepNotSucceeded { step } => write!(f, "step {step} has not succeeded"),
         }
     }
 }

@@ -7,7 +7,7 @@ use super::model::Plan;
 use serde::{Deserialize, Serialize};
 
 /// The version of the document's shape.
-pub const FORMAT_VERSION: &str = "2";
+pub const FORMAT_VERSION: &str = "3";
 
 /// Which plugin made the plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

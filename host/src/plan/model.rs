@@ -85,6 +85,16 @@ pub enum Condition {
     },
     /// A mapped command succeeds.
     CommandSucceeds(Exec),
+    /// A step of this run has started, whatever came of it.
+    StepStarted {
+        /// The step's id.
+        step: String,
+    },
+    /// A step of this run has not finished successfully (not reached, failed, or interrupted).
+    StepNotSucceeded {
+        /// The step's id.
+        step: String,
+    },
 }
 
 /// A data check the host performs.

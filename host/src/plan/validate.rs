@@ -56,6 +56,7 @@ pub fn validate(plan: &Plan, grants: &Grants) -> Result<(), ValidationError> {
         grants,
         out: Vec::new(),
         at: None,
+        step_refs: Vec::new(),
     };
     let mut ids = HashSet::new();
     for item in &plan.steps {
@@ -83,6 +84,14 @@ pub fn validate(plan: &Plan, grants: &Grants) -> Result<(), ValidationError> {
         v.target(inv.target.as_deref());
         v.condition(&inv.condition);
     }
+    for (at, step) in std::mem::take(&mut v.step_refs) {
+        if !ids.contains(&step) {
+            v.at = at;
+            v.fail(format!(
+                "a condition names the step `{step}`, which is not a step of this plan"
+            ));
+        }
+    }
     if v.out.is_empty() {
         Ok(())
     } else {
@@ -94,6 +103,8 @@ struct Validator<'a> {
     grants: &'a Grants,
     out: Vec<Violation>,
     at: Option<String>,
+    /// Step ids named by conditions, with where: checked once every id is known.
+    step_refs: Vec<(Option<String>, String)>,
 }
 
 impl Validator<'_> {
@@ -211,6 +222,9 @@ impl Validator<'_> {
             Condition::FreeSpaceAtLeast { root, .. } => self.root(root, false),
             Condition::ServiceIs { service, .. } => self.service(service),
             Condition::CommandSucceeds(e) => self.exec(&e.command, e.cwd.as_deref()),
+            Condition::StepStarted { step } | Condition::StepNotSucceeded { step } => {
+                self.step_refs.push((self.at.clone(), step.clone()));
+            }
         }
     }
 
@@ -370,6 +384,26 @@ mod tests {
         assert!(m[5].starts_with("step `run`:") && m[5].contains("server `elsewhere`"));
         assert!(m[6].contains("command `rm`, which the policy does not map"));
         assert!(m[7].starts_with("step `g`:") && m[7].contains("at least one step"));
+    }
+
+    #[test]
+    fn step_conditions_must_name_a_step_of_the_plan() {
+        let mut undo = step("undo", remove("data", "maint"));
+        undo.when = vec![
+            Condition::StepStarted { step: "do".into() },
+            Condition::StepNotSucceeded {
+                step: "redo".into(),
+            },
+        ];
+        let plan = Plan {
+            steps: vec![Item::Step(step("do", remove("data", "x")))],
+            cleanup: vec![undo],
+            ..Plan::default()
+        };
+        assert_eq!(
+            messages(&plan),
+            ["step `undo`: a condition names the step `redo`, which is not a step of this plan"]
+        );
     }
 
     #[test]

@@ -55,6 +55,11 @@ pub struct Server {
     /// How hokan reaches it to run commands: `local` for the host's own machine; `None` when
     /// no transport is configured, and steps cannot target it.
     pub transport: Option<String>,
+    /// What the site says about the server for its product's plugin (its `properties` table:
+    /// for example whether the Web service is installed), as strings.
+    pub properties: BTreeMap<String, String>,
+    /// Where its table starts, for later errors about it.
+    pub line: usize,
 }
 
 /// The transports this host has.
@@ -185,6 +190,28 @@ impl Policy {
         }
     }
 
+    /// The server named `name`.
+    pub fn server(&self, name: &str) -> Option<&Server> {
+        self.servers.iter().find(|s| s.name == name)
+    }
+
+    /// An error about a server, pointing at its `[[servers]]` table; `field` is below
+    /// `servers.<name>` (for example `role`).
+    pub fn server_error(
+        &self,
+        server: &Server,
+        field: &str,
+        message: impl Into<String>,
+    ) -> PolicyError {
+        PolicyError {
+            file: self.file.clone(),
+            line: Some(server.line),
+            column: Some(1),
+            field: Some(format!("servers.{}.{field}", server.name)),
+            message: message.into(),
+        }
+    }
+
     /// An error about a job, pointing at its table.
     pub fn job_error(&self, job: &Job, field: &str, message: impl Into<String>) -> PolicyError {
         PolicyError {
@@ -228,6 +255,8 @@ struct RawServer {
     address: String,
     #[serde(default)]
     transport: Option<Spanned<String>>,
+    #[serde(default)]
+    properties: BTreeMap<String, Spanned<toml::Value>>,
 }
 
 fn localhost() -> String {
@@ -416,11 +445,24 @@ impl Source<'_> {
                 }
                 None => None,
             };
+            let mut properties = BTreeMap::new();
+            for (k, v) in &s.properties {
+                let value = scalar(v.get_ref()).ok_or_else(|| {
+                    self.at(
+                        v,
+                        format!("servers.{name}.properties.{k}"),
+                        "properties are strings, numbers or booleans",
+                    )
+                })?;
+                properties.insert(k.clone(), value);
+            }
             servers.push(Server {
+                line: self.position(span.start).0,
                 name,
                 role: s.role,
                 address: s.address,
                 transport,
+                properties,
             });
         }
         let mut jobs = BTreeMap::new();
@@ -580,19 +622,13 @@ impl Source<'_> {
         }
         let mut params = BTreeMap::new();
         for (k, v) in raw.params {
-            let value = match v.get_ref() {
-                toml::Value::String(s) => s.clone(),
-                toml::Value::Integer(i) => i.to_string(),
-                toml::Value::Float(x) => x.to_string(),
-                toml::Value::Boolean(b) => b.to_string(),
-                _ => {
-                    return Err(self.at(
-                        &v,
-                        f(&format!("params.{k}")),
-                        "parameters are strings, numbers or booleans",
-                    ));
-                }
-            };
+            let value = scalar(v.get_ref()).ok_or_else(|| {
+                self.at(
+                    &v,
+                    f(&format!("params.{k}")),
+                    "parameters are strings, numbers or booleans",
+                )
+            })?;
             params.insert(k, value);
         }
         let schedule = match &raw.schedule {
@@ -617,6 +653,17 @@ impl Source<'_> {
             retention: raw.retention.map(Spanned::into_inner).unwrap_or_default(),
             line,
         })
+    }
+}
+
+/// A parameter or property value as the plugin receives it: a string, a number or a boolean.
+fn scalar(v: &toml::Value) -> Option<String> {
+    match v {
+        toml::Value::String(s) => Some(s.clone()),
+        toml::Value::Integer(i) => Some(i.to_string()),
+        toml::Value::Float(x) => Some(x.to_string()),
+        toml::Value::Boolean(b) => Some(b.to_string()),
+        _ => None,
     }
 }
 
@@ -730,6 +777,26 @@ params = { window = "02:00-04:00", restore_archives = false }
         let job = p.job("mailwise").unwrap();
         assert_eq!(job.commands["maintenance-mode"].args, ["--site", "hq"]);
         assert_eq!(job.schedule, Some(Schedule::Daily { at: 130 }));
+    }
+
+    #[test]
+    fn server_properties_are_scalars() {
+        let text = GOOD.replace(
+            "role = \"mailwise\"\n",
+            "role = \"mailwise\"\nproperties = { web_service = true, host_name = \"mw1\" }\n",
+        );
+        let p = parse(&text).unwrap();
+        let s = p.server("mw1").unwrap();
+        assert_eq!(s.properties["web_service"], "true");
+        assert_eq!(s.properties["host_name"], "mw1");
+        assert_eq!(s.line, 6);
+
+        let e = parse(&text.replace("web_service = true", "web_service = [1]")).unwrap_err();
+        assert_eq!(
+            e.field.as_deref(),
+            Some("servers.mw1.properties.web_service")
+        );
+        assert_eq!(e.line, Some(9), "{e}");
     }
 
     #[test]

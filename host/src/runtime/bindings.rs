@@ -1,9 +1,10 @@
-//! The generated bindings of `hokan:policy@0.2.0` and every conversion between them and the
+//! The generated bindings of `hokan:policy@0.3.0` and every conversion between them and the
 //! host's own types. No other module sees a WIT type.
 
 use super::{
-    CommandBehaviour, Description, Limits, MaintenanceMarker, NameInfo, OperationInfo, ParamInfo,
-    PlanRefusal, PlanRequest, RootInfo, SetUse, SimEffect, State,
+    CommandBehaviour, Conflict, Description, Limits, MaintenanceMarker, ModelledState, NameInfo,
+    OperationInfo, ParamInfo, PlanRefusal, PlanRequest, RoleInfo, RootInfo, SetUse, SimEffect,
+    State,
 };
 use crate::facts as domain_facts;
 use crate::plan::model as m;
@@ -111,6 +112,7 @@ impl wf::Host for State {
                     name: s.name,
                     role: s.role,
                     address: s.address,
+                    properties: s.properties.into_iter().collect(),
                 })
                 .collect(),
             job: t.job,
@@ -200,15 +202,7 @@ pub(super) fn description(d: wp::Description) -> Description {
                 required: r.required,
             })
             .collect(),
-        parameters: d
-            .parameters
-            .into_iter()
-            .map(|p| ParamInfo {
-                name: p.name,
-                description: p.description,
-                default: p.default,
-            })
-            .collect(),
+        parameters: d.parameters.into_iter().map(param_info).collect(),
         commands: d.commands.into_iter().map(name_info).collect(),
         services: d.services.into_iter().map(name_info).collect(),
         maintenance_markers: d
@@ -242,6 +236,44 @@ pub(super) fn description(d: wp::Description) -> Description {
                     .collect(),
             })
             .collect(),
+        roles: d
+            .roles
+            .into_iter()
+            .map(|r| RoleInfo {
+                name: r.name,
+                description: r.description,
+                min: r.min,
+                max: r.max,
+                properties: r.properties.into_iter().map(param_info).collect(),
+            })
+            .collect(),
+        modelled_states: d
+            .modelled_states
+            .into_iter()
+            .map(|s| ModelledState {
+                name: s.name,
+                description: s.description,
+                normal: Budget::state(s.normal),
+            })
+            .collect(),
+        conflicts: d
+            .conflicts
+            .into_iter()
+            .map(|c| Conflict {
+                activity: c.activity,
+                description: c.description,
+                operations: c.operations,
+                reference: c.reference,
+            })
+            .collect(),
+    }
+}
+
+fn param_info(p: wp::ParamInfo) -> ParamInfo {
+    ParamInfo {
+        name: p.name,
+        description: p.description,
+        default: p.default,
     }
 }
 
@@ -411,6 +443,12 @@ impl Budget<'_> {
                 state: Self::state(s.state),
             },
             wt::Condition::CommandSucceeds(e) => m::Condition::CommandSucceeds(self.exec(e)?),
+            wt::Condition::StepStarted(id) => m::Condition::StepStarted {
+                step: self.string(id)?,
+            },
+            wt::Condition::StepNotSucceeded(id) => m::Condition::StepNotSucceeded {
+                step: self.string(id)?,
+            },
         })
     }
 

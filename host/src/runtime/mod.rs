@@ -314,6 +314,51 @@ pub struct Description {
     pub maintenance_markers: Vec<MaintenanceMarker>,
     /// How its commands behave in a dry run, unless a world fixture says otherwise.
     pub command_behaviours: Vec<CommandBehaviour>,
+    /// The product's server roles (empty: the plugin does not care).
+    pub roles: Vec<RoleInfo>,
+    /// Product states a dry run tracks like services.
+    pub modelled_states: Vec<ModelledState>,
+    /// Work that must not overlap some operations.
+    pub conflicts: Vec<Conflict>,
+}
+
+/// A server role of the product.
+#[derive(Debug, Clone, Serialize)]
+pub struct RoleInfo {
+    /// The role, as `[[servers]] role` names it.
+    pub name: String,
+    /// What such a server is.
+    pub description: String,
+    /// Fewest servers with this role a job may have.
+    pub min: u32,
+    /// Most servers with this role a job may have (none: any number).
+    pub max: Option<u32>,
+    /// Properties such a server may have, with defaults.
+    pub properties: Vec<ParamInfo>,
+}
+
+/// A product state a dry run tracks like a service.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelledState {
+    /// Its name in command behaviours' effects.
+    pub name: String,
+    /// What it means.
+    pub description: String,
+    /// Its state before a run.
+    pub normal: crate::plan::ServiceState,
+}
+
+/// Work that must not overlap some of a plugin's operations.
+#[derive(Debug, Clone, Serialize)]
+pub struct Conflict {
+    /// The activity, as site policies name it.
+    pub activity: String,
+    /// What it is and why it conflicts.
+    pub description: String,
+    /// The operations it must not overlap.
+    pub operations: Vec<String>,
+    /// Where the rule comes from.
+    pub reference: Option<String>,
 }
 
 /// A change a simulated command makes to the dry-run world.
@@ -354,6 +399,11 @@ impl Description {
     /// The operation named `name`.
     pub fn operation(&self, name: &str) -> Option<&OperationInfo> {
         self.operations.iter().find(|o| o.name == name)
+    }
+
+    /// The role named `name`.
+    pub fn role(&self, name: &str) -> Option<&RoleInfo> {
+        self.roles.iter().find(|r| r.name == name)
     }
 }
 

@@ -170,6 +170,9 @@ pub fn simulate_op(
     } else {
         Vec::new()
     };
+    // The product states the plugin models start in their normal state on every server of
+    // the job, unless the world says otherwise.
+    let world = &with_modelled_states(world, &d.modelled_states, &prepared.grants.servers);
     let ctx = Context {
         job: &job.name,
         roots: &roots,
@@ -185,4 +188,30 @@ pub fn simulate_op(
         .map(|f| run::run(world, &ctx, f.as_ref()))
         .collect();
     Ok(report)
+}
+
+/// `world`, with every modelled product state the world does not describe set to its normal
+/// state on each of `servers`.
+fn with_modelled_states<'s>(
+    world: &Arc<World>,
+    states: &[crate::runtime::ModelledState],
+    servers: impl IntoIterator<Item = &'s String> + Clone,
+) -> Arc<World> {
+    let missing: Vec<(&String, &crate::runtime::ModelledState)> = servers
+        .into_iter()
+        .flat_map(|server| states.iter().map(move |s| (server, s)))
+        .filter(|(server, s)| {
+            !world
+                .services()
+                .contains_key(&((*server).clone(), s.name.clone()))
+        })
+        .collect();
+    if missing.is_empty() {
+        return world.clone();
+    }
+    let mut w = (**world).clone();
+    for (server, s) in missing {
+        w.set_service_state(server, &s.name, s.normal);
+    }
+    Arc::new(w)
 }

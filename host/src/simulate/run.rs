@@ -536,6 +536,14 @@ impl<'a> Run<'a> {
                 let code = self.behaviour(e).map_or(0, |b| b.exit_code);
                 succeeded(e, code)
             }
+            Condition::StepStarted { step } => self
+                .records
+                .iter()
+                .any(|r| r.id == *step && r.status != Status::Skipped),
+            Condition::StepNotSucceeded { step } => !self
+                .records
+                .iter()
+                .any(|r| r.id == *step && r.status == Status::Ok),
         }
     }
 
@@ -968,20 +976,19 @@ impl<'a> Run<'a> {
     fn finish(self) -> Transcript {
         let ctx = self.ctx;
         let mut inv = Vec::new();
-        // Services the run found running are running again.
-        let mut stopped = Vec::new();
+        // Services (and the product states modelled as services) are as the run found them.
+        let mut changed = Vec::new();
         for ((server, service), m) in self.world.services() {
-            if m.state != ServiceState::Running
-                && self.initial.service(server, service).state == ServiceState::Running
-            {
-                stopped.push(format!("{service} on {server}"));
+            let before = self.initial.service(server, service).state;
+            if m.state != before {
+                changed.push(format!("{service} on {server} left {}", m.state));
             }
         }
         inv.push(verdict(
             "hokan:services-restored",
-            "services that were running before the run are running after it",
-            stopped.is_empty(),
-            (!stopped.is_empty()).then(|| format!("left stopped: {}", stopped.join(", "))),
+            "services and modelled product states are in the state the run found them in",
+            changed.is_empty(),
+            (!changed.is_empty()).then(|| changed.join(", ")),
         ));
         // Maintenance mode released.
         let left: Vec<String> = ctx

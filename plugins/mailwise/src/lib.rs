@@ -121,6 +121,15 @@ impl Plugin for Mailwise {
                     .effect(SimEffect::remove(maint()))
                     .output("mwsave: archive complete"),
             ],
+            roles: vec![role_info(
+                "mailwise",
+                "the server mailwise is installed on",
+                1,
+                Some(1),
+                vec![],
+            )],
+            modelled_states: vec![],
+            conflicts: vec![],
         }
     }
 

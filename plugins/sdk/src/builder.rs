@@ -141,6 +141,16 @@ impl Condition {
     ) -> Condition {
         Condition::CommandSucceeds(exec(command, args))
     }
+    /// The step `id` of this run has started, whatever came of it: for cleanup that undoes
+    /// what the body began.
+    pub fn step_started(id: &str) -> Condition {
+        Condition::StepStarted(id.into())
+    }
+    /// The step `id` of this run has not finished successfully (not reached, failed, or
+    /// interrupted): for cleanup that must not repeat what the body already did.
+    pub fn step_not_succeeded(id: &str) -> Condition {
+        Condition::StepNotSucceeded(id.into())
+    }
 }
 
 fn new_step(id: &str, title: &str, action: Action) -> Step {

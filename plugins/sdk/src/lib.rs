@@ -44,8 +44,9 @@ pub mod facts;
 mod path;
 
 pub use bindings::exports::hokan::policy::plugin::{
-    CommandBehaviour, Description, MaintenanceMarker, NameInfo, OperationInfo, ParamInfo,
-    PlanError, Request, RootInfo, ServiceChange, SetUse, SimEffect,
+    CommandBehaviour, Conflict, Description, MaintenanceMarker, ModelledState, NameInfo,
+    OperationInfo, ParamInfo, PlanError, Request, RoleInfo, RootInfo, ServiceChange, SetUse,
+    SimEffect,
 };
 pub use bindings::hokan::policy::log::Level;
 pub use bindings::hokan::policy::plan_types::{
@@ -93,11 +94,11 @@ impl Request {
     pub fn flag(&self, name: &str, default: bool) -> Result<bool, PlanError> {
         match self.param(name) {
             None => Ok(default),
-            Some("true" | "yes" | "1") => Ok(true),
-            Some("false" | "no" | "0") => Ok(false),
-            Some(other) => Err(PlanError::BadParameter(format!(
-                "parameter `{name}` must be true or false, not `{other}`"
-            ))),
+            Some(v) => parse_flag(v).ok_or_else(|| {
+                PlanError::BadParameter(format!(
+                    "parameter `{name}` must be true or false, not `{v}`"
+                ))
+            }),
         }
     }
 }
@@ -118,6 +119,98 @@ pub fn param_info(name: &str, description: &str, default: Option<&str>) -> Param
         name: name.into(),
         description: description.into(),
         default: default.map(Into::into),
+    }
+}
+
+/// Describes a server role: a job's servers must include `min..=max` of them (`max` none: any
+/// number); `properties` are what the site may say about such a server, with defaults.
+pub fn role_info(
+    name: &str,
+    description: &str,
+    min: u32,
+    max: Option<u32>,
+    properties: Vec<ParamInfo>,
+) -> RoleInfo {
+    RoleInfo {
+        name: name.into(),
+        description: description.into(),
+        min,
+        max,
+        properties,
+    }
+}
+
+/// Describes a product state a dry run tracks like a service, and its state before a run.
+pub fn modelled_state(name: &str, description: &str, normal: ServiceState) -> ModelledState {
+    ModelledState {
+        name: name.into(),
+        description: description.into(),
+        normal,
+    }
+}
+
+/// Declares work that must not overlap `operations` (for the scheduler).
+pub fn conflict(
+    activity: &str,
+    description: &str,
+    operations: &[&str],
+    reference: Option<&str>,
+) -> Conflict {
+    Conflict {
+        activity: activity.into(),
+        description: description.into(),
+        operations: operations.iter().map(|o| (*o).into()).collect(),
+        reference: reference.map(Into::into),
+    }
+}
+
+impl Topology {
+    /// The job's servers with `role`, in the order the job lists them.
+    pub fn job_servers_with_role(&self, role: &str) -> Vec<&Server> {
+        self.job_servers
+            .iter()
+            .filter_map(|n| self.servers.iter().find(|s| &s.name == n))
+            .filter(|s| s.role == role)
+            .collect()
+    }
+
+    /// The job's servers, in the order the job lists them.
+    pub fn job_server_list(&self) -> Vec<&Server> {
+        self.job_servers
+            .iter()
+            .filter_map(|n| self.servers.iter().find(|s| &s.name == n))
+            .collect()
+    }
+}
+
+impl Server {
+    /// A property the site gave for the server (or the role's default).
+    pub fn property(&self, name: &str) -> Option<&str> {
+        self.properties
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A yes/no property; absent means `default`. An error names the server's field.
+    pub fn flag(&self, name: &str, default: bool) -> Result<bool, PlanError> {
+        match self.property(name) {
+            None => Ok(default),
+            Some(v) => parse_flag(v).ok_or_else(|| {
+                PlanError::BadParameter(format!(
+                    "servers.{}.properties.{name} must be true or false, not `{v}`",
+                    self.name
+                ))
+            }),
+        }
+    }
+}
+
+fn parse_flag(v: &str) -> Option<bool> {
+    match v {
+        "true" | "yes" | "1" => Some(true),
+        "false" | "no" | "0" => Some(false),
+        _ => None,
     }
 }
 
@@ -202,8 +295,9 @@ pub mod prelude {
     pub use crate::facts::{self, FactError};
     pub use crate::{
         Action, Condition, Description, Level, MaintenanceMarker, OnError, Path, Plan, PlanBuilder,
-        PlanError, Plugin, Request, Root, ServiceState, SetUse, SimEffect, behaviour, log,
-        maintenance_operation, name_info, operation, param_info, root_info,
+        PlanError, Plugin, Request, Root, Server, ServiceState, SetUse, SimEffect, Topology,
+        behaviour, conflict, log, maintenance_operation, modelled_state, name_info, operation,
+        param_info, role_info, root_info,
     };
 }
 
