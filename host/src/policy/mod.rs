@@ -592,11 +592,7 @@ impl Source<'_> {
                     args: args.clone(),
                 },
             };
-            // A program given as a relative path is relative to the policy file; a bare name is
-            // looked up on PATH when it runs.
-            if c.program.contains('/') && Path::new(&c.program).is_relative() {
-                c.program = base.join(&c.program).to_string_lossy().into_owned();
-            }
+            c.program = program_path(base, &c.program);
             if c.program.trim().is_empty() {
                 return Err(self.at(&spec, f(&format!("commands.{cmd}")), "the program is empty"));
             }
@@ -614,9 +610,9 @@ impl Source<'_> {
             services.insert(
                 svc,
                 ServiceMap {
-                    start: s.start.clone(),
-                    stop: s.stop.clone(),
-                    status: s.status.clone(),
+                    start: program_relative_to(base, &s.start),
+                    stop: program_relative_to(base, &s.stop),
+                    status: s.status.as_deref().map(|l| program_relative_to(base, l)),
                 },
             );
         }
@@ -654,6 +650,25 @@ impl Source<'_> {
             line,
         })
     }
+}
+
+/// A program given as a relative path is relative to the policy file; a bare name is looked up
+/// on PATH when it runs.
+fn program_path(base: &Path, program: &str) -> String {
+    if program.contains('/') && Path::new(program).is_relative() {
+        base.join(program).to_string_lossy().into_owned()
+    } else {
+        program.to_string()
+    }
+}
+
+/// A command line with its program resolved as [`program_path`] does.
+fn program_relative_to(base: &Path, line: &[String]) -> Vec<String> {
+    let mut line = line.to_vec();
+    if let Some(p) = line.first_mut() {
+        *p = program_path(base, p);
+    }
+    line
 }
 
 /// A parameter or property value as the plugin receives it: a string, a number or a boolean.
@@ -714,6 +729,7 @@ schedule = "daily at 02:00"
 roots = { data = "/srv/mailwise" }
 commands = { mwsave = "/srv/mailwise/mwsave", maintenance-mode = { program = "/usr/local/bin/mw-maint", args = ["--site", "hq"] } }
 params = { window = "02:00-04:00", restore_archives = false }
+services = { svc = { start = ["bin/svc", "start"], stop = ["systemctl", "stop", "svc"] } }
 "#;
 
     fn parse(text: &str) -> Result<Policy, PolicyError> {
@@ -732,6 +748,9 @@ params = { window = "02:00-04:00", restore_archives = false }
         );
         assert_eq!(job.commands["maintenance-mode"].args, vec!["--site", "hq"]);
         assert_eq!(job.params["restore_archives"], "false");
+        // Programs given as relative paths are relative to the policy; bare names stay.
+        assert_eq!(job.services["svc"].start, ["/etc/hokan/bin/svc", "start"]);
+        assert_eq!(job.services["svc"].stop, ["systemctl", "stop", "svc"]);
         assert_eq!(job.schedule, Some(Schedule::Daily { at: 120 }));
         assert_eq!(job.line, 10);
     }

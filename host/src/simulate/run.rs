@@ -708,9 +708,12 @@ impl<'a> Run<'a> {
     }
 
     fn effects(&mut self, effects: &[SimEffect], target: &str) {
+        // `{server}` in an effect's path is the server the command ran on.
+        let on_target = |l: &Location| Location::new(l.root.clone(), l.path.replace("{server}", target));
         for e in effects {
             match e {
                 SimEffect::CreateFile(l) => {
+                    let l = &on_target(l);
                     let content = self.world.new_content();
                     let file = FileNode {
                         size: 0,
@@ -727,6 +730,7 @@ impl<'a> Run<'a> {
                     }
                 }
                 SimEffect::Remove(l) => {
+                    let l = &on_target(l);
                     let abs = self.ctx.abs(l);
                     if self.world.node(&abs).is_some() {
                         self.world.remove(&abs);

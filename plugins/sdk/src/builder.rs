@@ -246,6 +246,25 @@ impl PlanBuilder {
         }));
     }
 
+    /// Appends steps that may run at the same time: a group when there are several, a plain
+    /// step when there is one, nothing when there are none. For "on every server, in any
+    /// order".
+    pub fn together(&mut self, id: &str, title: &str, fill: impl FnOnce(&mut GroupBuilder)) {
+        let mut g = GroupBuilder { steps: Vec::new() };
+        fill(&mut g);
+        match g.steps.len() {
+            0 => {}
+            1 => self
+                .steps
+                .push(PlanItem::Step(g.steps.pop().expect("one step"))),
+            _ => self.steps.push(PlanItem::Group(StepGroup {
+                id: id.into(),
+                title: title.into(),
+                steps: g.steps,
+            })),
+        }
+    }
+
     /// Appends a step to the cleanup, which always runs after the body, in order.
     pub fn cleanup(&mut self, id: &str, title: &str, action: Action) -> StepBuilder<'_> {
         self.cleanup.push(new_step(id, title, action));
