@@ -3,8 +3,11 @@
 mod adversarial;
 mod cli;
 mod execute;
+mod groupmax;
 mod mailwise;
 mod simulate;
+mod standin_site;
+mod teamware;
 
 use hokan::runtime::{Limits, Runtime};
 

@@ -1,0 +1,317 @@
+//! The TeamWARE plugin: plan snapshots for a single server and a three-server system, with and
+//! without the Web service; dry runs with every fault; real runs against the stand-ins, whose
+//! recorded calls must follow the guide's orders, also after a crash at any step and `hokan
+//! recover`; and bad topologies.
+
+use crate::cli::text;
+use crate::standin_site::{StandinSite, assert_phases, killed, ok, wait_for_next_second};
+
+/// A system of a directory server and, for `apps > 0`, that many application servers, every
+/// one with the Web service when `web`.
+fn policy(apps: usize, web: bool) -> String {
+    let mut p = String::from("[site]\nname = \"tw-site\"\ntimezone = \"Asia/Tokyo\"\n");
+    let props = if web {
+        "properties = { web_service = true }\n"
+    } else {
+        ""
+    };
+    let mut names = vec!["tw-dir".to_string()];
+    p.push_str(&format!(
+        "\n[[servers]]\nname = \"tw-dir\"\nrole = \"directory\"\n{props}"
+    ));
+    for i in 1..=apps {
+        p.push_str(&format!(
+            "\n[[servers]]\nname = \"tw-app{i}\"\nrole = \"application\"\n{props}"
+        ));
+        names.push(format!("tw-app{i}"));
+    }
+    p.push_str(&format!(
+        "\n[jobs.teamware]\nplugin = \"teamware\"\nservers = {names:?}\nbackup_root = \"backups\"\n\
+         commands = {{ to = \"{{standins}}/teamware/to\", tobkweb = \"{{standins}}/teamware/tobkweb\", \
+         diff-backup = \"{{standins}}/teamware/diff-backup\" }}\n"
+    ));
+    p
+}
+
+fn topology(apps: usize, web: bool) -> String {
+    let w = if web { " web" } else { "" };
+    let mut t = format!("directory tw-dir{w}\n");
+    for i in 1..=apps {
+        t.push_str(&format!("application tw-app{i}{w}\n"));
+    }
+    t
+}
+
+fn site(apps: usize, web: bool) -> StandinSite {
+    StandinSite::new(&policy(apps, web), &topology(apps, web))
+}
+
+fn servers(apps: usize) -> Vec<String> {
+    let mut v: Vec<String> = (1..=apps).map(|i| format!("tw-app{i}")).collect();
+    v.push("tw-dir".into());
+    v
+}
+
+/// Every server serves clients, has no backup area and no Web service backup files.
+fn all_normal(site: &StandinSite, apps: usize, context: &str) {
+    for s in servers(apps) {
+        for key in ["suspended", "backup_area", "web_files", "backing_up"] {
+            assert_eq!(
+                site.state(&s, key),
+                "0",
+                "{context}: {key} on {s}; calls:\n{}",
+                site.calls().join("\n")
+            );
+        }
+    }
+}
+
+#[test]
+fn plans_for_one_and_three_servers_with_and_without_the_web_service() {
+    for (apps, web, name) in [
+        (0, false, "single-server"),
+        (0, true, "single-server-web"),
+        (2, false, "three-servers"),
+        (2, true, "three-servers-web"),
+    ] {
+        let site = site(apps, web);
+        insta::assert_snapshot!(name, site.plan_text("teamware", "backup"));
+    }
+}
+
+#[test]
+fn a_dry_run_with_every_fault_keeps_service_resumed_and_the_area_released() {
+    for (apps, web) in [(0, false), (2, true)] {
+        let site = site(apps, web);
+        let policy = site.policy();
+        let out = site.hokan(
+            &[
+                "simulate",
+                policy.to_str().unwrap(),
+                "--from-tree",
+                "--faults",
+                "each-step",
+                "--json",
+            ],
+            &[],
+        );
+        ok(&out);
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let scenarios = report["runs"][0]["scenarios"].as_array().unwrap();
+        let ids = site.step_ids("teamware", "backup");
+        let body: Vec<&String> = ids.iter().filter(|i| !i.starts_with("cleanup-")).collect();
+        for id in &body {
+            // A failure and a crash at every step of the body were tried...
+            for kind in ["fail", "crash-after"] {
+                let s = scenarios
+                    .iter()
+                    .find(|s| s["fault"]["kind"] == kind && s["fault"]["step"] == id.as_str())
+                    .unwrap_or_else(|| panic!("no {kind} scenario for {id}"));
+                // ...and each left every server in service with its area released and no
+                // tobkweb files: the simulator checks the modelled states against the start.
+                let restored = s["invariants"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|i| i["id"] == "hokan:services-restored")
+                    .unwrap();
+                assert_eq!(restored["held"], true, "{kind} at {id}: {restored}");
+            }
+        }
+        assert!(
+            scenarios.iter().all(|s| s["invariants"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|i| i["held"] == true)),
+            "an invariant broke:\n{}",
+            text(&out.stdout)
+        );
+    }
+}
+
+#[test]
+fn a_real_backup_calls_the_servers_in_the_guides_order() {
+    let site = site(2, true);
+    ok(&site.run("teamware", "backup", &[], &[]));
+    let calls = site.calls();
+    assert_phases(
+        &calls,
+        &[
+            &["tw-app1: to tran suspend", "tw-app2: to tran suspend"],
+            &["tw-dir: to tran suspend"],
+            &[
+                "tw-app1: to backup on",
+                "tw-app2: to backup on",
+                "tw-dir: to backup on",
+            ],
+            &["tw-app1: tobkweb arc", "tw-app2: tobkweb arc"],
+            &["tw-dir: tobkweb arc"],
+            &["tw-dir: to tran resume"],
+            &["tw-app1: to tran resume", "tw-app2: to tran resume"],
+            &[
+                "tw-app1: diff-backup tw-app1",
+                "tw-app2: diff-backup tw-app2",
+                "tw-dir: diff-backup tw-dir",
+            ],
+            &[
+                "tw-app1: tobkweb rm",
+                "tw-app2: tobkweb rm",
+                "tw-dir: tobkweb rm",
+            ],
+            &[
+                "tw-app1: to backup off",
+                "tw-app2: to backup off",
+                "tw-dir: to backup off",
+            ],
+        ],
+    );
+    all_normal(&site, 2, "after the backup");
+    // One folder per server in the set, with the Web service data, and the set verifies.
+    let sets = std::fs::read_dir(site.path("backups/tw-site/teamware"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect::<Vec<_>>();
+    assert_eq!(sets.len(), 1, "{sets:?}");
+    let files = site.files(&format!(
+        "backups/tw-site/teamware/{}",
+        sets[0].file_name().unwrap().to_string_lossy()
+    ));
+    for s in servers(2) {
+        assert!(files.contains(&format!("{s}/database.bak")), "{files:?}");
+        assert!(files.contains(&format!("{s}/web.bak")), "{files:?}");
+    }
+    ok(&site.hokan(&["verify", sets[0].to_str().unwrap()], &[]));
+}
+
+#[test]
+fn a_single_server_without_the_web_service() {
+    let site = site(0, false);
+    ok(&site.run("teamware", "backup", &[], &[]));
+    assert_eq!(
+        site.calls(),
+        [
+            "tw-dir: to tran suspend",
+            "tw-dir: to backup on",
+            "tw-dir: to tran resume",
+            "tw-dir: diff-backup tw-dir",
+            "tw-dir: to backup off",
+        ]
+    );
+    all_normal(&site, 0, "after the backup");
+}
+
+#[test]
+fn a_failed_backup_resumes_service_and_releases_the_area() {
+    let site = site(2, true);
+    // Web service files are left on tw-app2 from an earlier backup: `tobkweb arc` refuses.
+    std::fs::write(site.path("standins/tw-app2.web_files"), "1\n").unwrap();
+    let out = site.run("teamware", "backup", &[], &[]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    let log = std::fs::read_to_string(site.path("calls.log")).unwrap();
+    let accepted: Vec<String> = log
+        .lines()
+        .filter(|l| !l.contains("REFUSED"))
+        .map(str::to_string)
+        .collect();
+    // The cleanup resumed service in the guide's order (directory server first), removed the
+    // Web service files of both application servers (tobkweb arc ran on both), and released
+    // every server's area.
+    let tail: Vec<&str> = accepted
+        .iter()
+        .skip_while(|l| !l.ends_with("tobkweb arc"))
+        .skip(1)
+        .map(String::as_str)
+        .collect();
+    assert_phases(
+        &tail.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        &[
+            &["tw-dir: to tran resume"],
+            &["tw-app1: to tran resume"],
+            &["tw-app2: to tran resume"],
+            &["tw-app1: tobkweb rm"],
+            &["tw-app2: tobkweb rm"],
+            &["tw-app1: to backup off"],
+            &["tw-app2: to backup off"],
+            &["tw-dir: to backup off"],
+        ],
+    );
+    assert!(site.files("backups").is_empty(), "no set is left");
+    all_normal(&site, 2, "after the failed backup");
+}
+
+#[test]
+fn a_crash_after_any_step_and_recover_leave_every_server_in_service() {
+    let site = site(2, true);
+    let ids = site.step_ids("teamware", "backup");
+    for (n, id) in ids.iter().enumerate() {
+        site.clear_calls();
+        let out = site.run("teamware", "backup", &[], &[("HOKAN_TEST_KILL_AFTER", id)]);
+        assert!(
+            killed(&out),
+            "the run was not killed after {id}: {}",
+            text(&out.stderr)
+        );
+        if n == 0 {
+            // Nothing runs on the instance until it is recovered.
+            let refused = site.run("teamware", "backup", &[], &[]);
+            assert_eq!(refused.status.code(), Some(1), "after {id}");
+        }
+        ok(&site.hokan(&["recover"], &[]));
+        all_normal(&site, 2, &format!("recovered after {id}"));
+        let _ = site.calls(); // no stand-in refused a call
+        let sets = site.path("backups/tw-site/teamware");
+        for e in std::fs::read_dir(&sets).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            assert!(!name.starts_with('.'), "a partial set is left after {id}");
+            assert!(e.path().join("manifest.json").is_file(), "{name}");
+        }
+        wait_for_next_second();
+    }
+}
+
+#[test]
+fn bad_topologies_name_the_field() {
+    // No directory server among the job's servers.
+    let p = policy(2, false).replace("servers = [\"tw-dir\", ", "servers = [");
+    let site = StandinSite::new(&p, "");
+    let e = site.plan("teamware", "backup").unwrap_err();
+    assert!(
+        e.contains("jobs.teamware.servers: teamware needs exactly 1 server(s) with role `directory`"),
+        "{e}"
+    );
+    let out = site.run("teamware", "backup", &[], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("jobs.teamware.servers"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // The job names a server the site does not have.
+    let p = policy(2, false).replace("\"tw-app2\"]", "\"tw-app3\"]");
+    let site = StandinSite::new(&p, "");
+    let e = site.plan("teamware", "backup").unwrap_err();
+    assert!(
+        e.contains("jobs.teamware.servers: `tw-app3` is not a server of this site"),
+        "{e}"
+    );
+
+    // A property that is not a yes/no.
+    let p = policy(0, true).replace("web_service = true", "web_service = \"perhaps\"");
+    let site = StandinSite::new(&p, "");
+    let e = site.plan("teamware", "backup").unwrap_err();
+    assert!(
+        e.contains("servers.tw-dir.properties.web_service must be true or false, not `perhaps`"),
+        "{e}"
+    );
+
+    // A role the plugin does not know.
+    let p = policy(1, false).replace("role = \"application\"", "role = \"app\"");
+    let site = StandinSite::new(&p, "");
+    let e = site.plan("teamware", "backup").unwrap_err();
+    assert!(
+        e.contains("servers.tw-app1.role: `app` is not a role of teamware (it has: directory, application)"),
+        "{e}"
+    );
+}
