@@ -1,1 +1,332 @@
-//! placeholder
+//! The Groupmax plugin: plan snapshots of the manual's four cases; dry runs with every fault;
+//! real runs against the stand-ins in the manual's order, with the journal cleared and the set
+//! copied to the secondary medium; a crash at any step and `hokan recover`; bad input.
+
+use crate::cli::text;
+use crate::standin_site::{StandinSite, assert_phases, killed, ok, wait_for_next_second};
+
+/// A master management server keeping journals (when `journals`) and a mail server; one job
+/// backs up the master, one the mail server, both in `mode`.
+fn policy(mode: &str, journals: bool) -> String {
+    let services = r#"
+[jobs.JOB.services]
+address-service = { start = ["{standins}/groupmax/gm-service", "address-service", "start"], stop = ["{standins}/groupmax/gm-service", "address-service", "stop"], status = ["{standins}/groupmax/gm-service", "address-service", "status"] }
+object-server = { start = ["{standins}/groupmax/gm-service", "object-server", "start"], stop = ["{standins}/groupmax/gm-service", "object-server", "stop"], status = ["{standins}/groupmax/gm-service", "object-server", "status"] }
+"#;
+    let commands = r#"APSTOP = "{standins}/groupmax/APSTOP"
+NXSMNGSRV = "{standins}/groupmax/NXSMNGSRV"
+start-servers = "{standins}/groupmax/start-servers"
+nxsrepstat = "{standins}/groupmax/nxsrepstat"
+"#;
+    format!(
+        r#"[site]
+name = "gm-site"
+timezone = "Asia/Tokyo"
+
+[[servers]]
+name = "gm-master"
+role = "master-management"
+properties = {{ journals = {journals}, host_name = "gmmaster" }}
+
+[[servers]]
+name = "gm-mail1"
+role = "mail"
+properties = {{ host_name = "gmmail1" }}
+
+[jobs.master]
+plugin = "groupmax"
+servers = ["gm-master"]
+backup_root = "backups"
+params = {{ mode = "{mode}" }}
+[jobs.master.roots]
+data = "master/GroupMail"
+mng-journal = "master/mng-journal"
+media = "media"
+[jobs.master.commands]
+{commands}{master_services}
+[jobs.mail1]
+plugin = "groupmax"
+servers = ["gm-master", "gm-mail1"]
+backup_root = "backups"
+params = {{ mode = "{mode}", stop_command = "NXSMNGSRV" }}
+[jobs.mail1.roots]
+data = "mail1/GroupMail"
+journal = "master/nxsdir/journal"
+media = "media"
+[jobs.mail1.commands]
+{commands}{mail_services}"#,
+        master_services = services.replace("JOB", "master"),
+        mail_services = services.replace("JOB", "mail1"),
+    )
+}
+
+const TOPOLOGY: &str = "master-management gm-master\nmail gm-mail1\n";
+
+fn site(mode: &str, journals: bool) -> StandinSite {
+    let site = StandinSite::new(&policy(mode, journals), TOPOLOGY);
+    write_files(&site);
+    std::fs::create_dir_all(site.path("media")).unwrap();
+    site
+}
+
+/// The servers' files: backup targets and journals.
+fn write_files(site: &StandinSite) {
+    let files = [
+        "master/GroupMail/nxsdir/address/nxsadr.db",
+        "master/GroupMail/mail/db/mailbox.db",
+        "master/mng-journal/MCH_JOURNAL/00000001.jnl",
+        "master/mng-journal/MCH_JOURNAL/00000002.jnl",
+        // The journals the master keeps for the other servers: gmmail1's two, and two that
+        // are not gmmail1's although their names start alike.
+        "master/nxsdir/journal/gmmail1",
+        "master/nxsdir/journal/gmmail1.001",
+        "master/nxsdir/journal/gmmail10.jnl",
+        "master/nxsdir/journal/gmaddr2",
+        "mail1/GroupMail/nxsdir/address/nxsadr.db",
+        "mail1/GroupMail/mail/db/mailbox.db",
+    ];
+    for f in files {
+        let p = site.path(f);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, format!("contents of {f}\n")).unwrap();
+    }
+}
+
+/// Nothing of Groupmax is left stopped on either server.
+fn all_running(site: &StandinSite, context: &str) {
+    for s in ["gm-master", "gm-mail1"] {
+        for key in [
+            "servers_stopped",
+            "address-service_stopped",
+            "object-server_stopped",
+        ] {
+            assert_eq!(
+                site.state(s, key),
+                "0",
+                "{context}: {key} on {s}; calls:\n{}",
+                site.calls().join("\n")
+            );
+        }
+    }
+}
+
+#[test]
+fn plans_of_the_four_cases() {
+    for (mode, job, name) in [
+        ("by-hand", "master", "case-1-master-by-hand"),
+        ("automated", "master", "case-2-master-automated"),
+        ("by-hand", "mail1", "case-3-mail-server-by-hand"),
+        ("automated", "mail1", "case-4-mail-server-automated"),
+    ] {
+        let site = site(mode, true);
+        insta::assert_snapshot!(name, site.plan_text(job, "backup"));
+    }
+}
+
+#[test]
+fn a_master_without_journals_has_nothing_to_clear() {
+    for mode in ["by-hand", "automated"] {
+        let site = site(mode, false);
+        let text = site.plan_text("master", "backup");
+        assert!(
+            !text.contains("journal") && !text.contains("manual"),
+            "{mode}: {text}"
+        );
+    }
+}
+
+#[test]
+fn a_dry_run_with_every_fault_restarts_everything() {
+    for mode in ["by-hand", "automated"] {
+        let site = site(mode, true);
+        let policy = site.policy();
+        let out = site.hokan(
+            &[
+                "simulate",
+                policy.to_str().unwrap(),
+                "--from-tree",
+                "--faults",
+                "each-step",
+            ],
+            &[],
+        );
+        ok(&out);
+        let stdout = text(&out.stdout);
+        assert!(
+            stdout.contains("2 operation(s)") && stdout.contains("every invariant held"),
+            "{stdout}"
+        );
+    }
+}
+
+#[test]
+fn case_4_calls_both_servers_in_the_manuals_order() {
+    let site = site("automated", true);
+    // Replication to gmmail1 is still running at the first check: the backup waits for it.
+    std::fs::write(site.path("standins/gmmail1.replication_pending"), "1\n").unwrap();
+    let out = site.run("mail1", "backup", &["--json"], &[]);
+    ok(&out);
+    assert_phases(
+        &site.calls(),
+        &[
+            &["gm-master: nxsrepstat gmmail1 (pending)"],
+            &["gm-master: nxsrepstat gmmail1"],
+            &["gm-master: NXSMNGSRV", "gm-mail1: NXSMNGSRV"],
+            &[
+                "gm-master: gm-service address-service stop",
+                "gm-mail1: gm-service address-service stop",
+            ],
+            &["gm-mail1: gm-service object-server stop"],
+            &["gm-mail1: gm-service object-server start"],
+            &[
+                "gm-master: gm-service address-service start",
+                "gm-mail1: gm-service address-service start",
+            ],
+            &["gm-master: start-servers", "gm-mail1: start-servers"],
+        ],
+    );
+    all_running(&site, "after the backup");
+    // The journal files were deleted after the copy was verified and before anything started
+    // again (the run's own record of its steps).
+    let ends: Vec<String> = text(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["record"] == "step-end")
+        .map(|e| e["step"].as_str().unwrap_or_default().to_string())
+        .collect();
+    let at = |id: &str| {
+        ends.iter()
+            .position(|s| s == id)
+            .unwrap_or_else(|| panic!("no step {id} in {ends:?}"))
+    };
+    assert!(at("verify-data") < at("clear-journal-1"), "{ends:?}");
+    assert!(
+        at("clear-journal-2") < at("start-object-server-gm-mail1"),
+        "{ends:?}"
+    );
+    // Only gmmail1's journal files are gone.
+    let journal = site.files("master/nxsdir/journal");
+    assert_eq!(
+        journal.iter().map(String::as_str).collect::<Vec<_>>(),
+        ["gmaddr2", "gmmail10.jnl"]
+    );
+    // The set holds the mail server's targets, and so does the secondary medium.
+    let sets: Vec<String> = site.files("backups/gm-site/mail1").into_iter().collect();
+    assert!(
+        sets.iter().any(|f| f.ends_with("/data/mail/db/mailbox.db")),
+        "{sets:?}"
+    );
+    let media = site.files("media");
+    assert_eq!(media.len(), 2, "{media:?}");
+    assert!(media.iter().all(|f| f.contains("/data/")), "{media:?}");
+}
+
+#[test]
+fn case_2_clears_mch_journal_and_case_1_asks_the_operator() {
+    let site = site("automated", true);
+    ok(&site.run("master", "backup", &[], &[]));
+    assert_eq!(
+        site.calls(),
+        [
+            "gm-master: APSTOP",
+            "gm-master: gm-service address-service stop",
+            "gm-master: gm-service object-server stop",
+            "gm-master: gm-service object-server start",
+            "gm-master: gm-service address-service start",
+            "gm-master: start-servers",
+        ]
+    );
+    assert!(site.files("master/mng-journal").is_empty());
+    assert!(site.path("master/mng-journal/MCH_JOURNAL").is_dir());
+    all_running(&site, "case 2");
+
+    // By hand: without a terminal the run stops at the console step, before anything stopped.
+    let site = self::site("by-hand", true);
+    let out = site.run("master", "backup", &[], &[]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("clear-journal-in-console")
+            || text(&out.stdout).contains("clear-journal-in-console"),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(site.calls().is_empty(), "nothing ran before the gate");
+    assert_eq!(
+        site.files("master/mng-journal").len(),
+        2,
+        "hokan left the journal alone"
+    );
+    // Confirmed, the backup runs; the journal is the console's job.
+    ok(&site.run("master", "backup", &["--yes"], &[]));
+    assert_eq!(site.calls().len(), 6);
+    assert_eq!(site.files("master/mng-journal").len(), 2);
+    all_running(&site, "case 1");
+}
+
+#[test]
+fn a_crash_after_any_step_and_recover_leave_everything_running() {
+    let site = site("automated", true);
+    let ids = site.step_ids("mail1", "backup");
+    for id in &ids {
+        site.clear_calls();
+        // The journal files the last run deleted are back, so that every run plans alike.
+        write_files(&site);
+        let out = site.run("mail1", "backup", &[], &[("HOKAN_TEST_KILL_AFTER", id)]);
+        assert!(
+            killed(&out),
+            "the run was not killed after {id}: {}",
+            text(&out.stderr)
+        );
+        ok(&site.hokan(&["recover"], &[]));
+        all_running(&site, &format!("recovered after {id}"));
+        let _ = site.calls(); // no stand-in refused a call
+        for e in std::fs::read_dir(site.path("backups/gm-site/mail1"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = e.file_name().to_string_lossy().into_owned();
+            assert!(!name.starts_with('.'), "a partial set is left after {id}");
+        }
+        wait_for_next_second();
+    }
+}
+
+#[test]
+fn bad_input_names_the_field() {
+    // Journals kept, but no MNG_JOURNAL granted.
+    let p = policy("automated", true).replace("mng-journal = \"master/mng-journal\"\n", "");
+    let site = StandinSite::new(&p, TOPOLOGY);
+    let e = site.plan("master", "backup").unwrap_err();
+    assert!(
+        e.contains("servers.gm-master.properties.journals is true, but job `master` grants no `mng-journal` root: add jobs.master.roots.mng-journal"),
+        "{e}"
+    );
+    // The automated mail server backup without the master's journal directory.
+    let p = policy("automated", true).replace("journal = \"master/nxsdir/journal\"\n", "");
+    let site = StandinSite::new(&p, TOPOLOGY);
+    let e = site.plan("mail1", "backup").unwrap_err();
+    assert!(e.contains("add jobs.mail1.roots.journal"), "{e}");
+    // No master management server in the job.
+    let p = policy("automated", true).replace(
+        "servers = [\"gm-master\", \"gm-mail1\"]",
+        "servers = [\"gm-mail1\"]",
+    );
+    let site = StandinSite::new(&p, TOPOLOGY);
+    let e = site.plan("mail1", "backup").unwrap_err();
+    assert!(
+        e.contains(
+            "jobs.mail1.servers: groupmax needs exactly 1 server(s) with role `master-management`"
+        ),
+        "{e}"
+    );
+    // A mode the manual does not have.
+    let p = policy("nightly", true);
+    let site = StandinSite::new(&p, TOPOLOGY);
+    let e = site.plan("master", "backup").unwrap_err();
+    assert!(
+        e.contains("parameter `mode` must be `automated` or `by-hand`, not `nightly`"),
+        "{e}"
+    );
+}

@@ -277,7 +277,9 @@ fn bad_topologies_name_the_field() {
     let site = StandinSite::new(&p, "");
     let e = site.plan("teamware", "backup").unwrap_err();
     assert!(
-        e.contains("jobs.teamware.servers: teamware needs exactly 1 server(s) with role `directory`"),
+        e.contains(
+            "jobs.teamware.servers: teamware needs exactly 1 server(s) with role `directory`"
+        ),
         "{e}"
     );
     let out = site.run("teamware", "backup", &[], &[]);
@@ -311,7 +313,9 @@ fn bad_topologies_name_the_field() {
     let site = StandinSite::new(&p, "");
     let e = site.plan("teamware", "backup").unwrap_err();
     assert!(
-        e.contains("servers.tw-app1.role: `app` is not a role of teamware (it has: directory, application)"),
+        e.contains(
+            "servers.tw-app1.role: `app` is not a role of teamware (it has: directory, application)"
+        ),
         "{e}"
     );
 }

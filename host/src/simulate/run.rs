@@ -709,7 +709,8 @@ impl<'a> Run<'a> {
 
     fn effects(&mut self, effects: &[SimEffect], target: &str) {
         // `{server}` in an effect's path is the server the command ran on.
-        let on_target = |l: &Location| Location::new(l.root.clone(), l.path.replace("{server}", target));
+        let on_target =
+            |l: &Location| Location::new(l.root.clone(), l.path.replace("{server}", target));
         for e in effects {
             match e {
                 SimEffect::CreateFile(l) => {

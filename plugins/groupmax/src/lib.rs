@@ -355,7 +355,7 @@ fn backup(req: &Request) -> Result<Plan, PlanError> {
             &format!("Wait until replication to {b} ({host}) has completed (nxsrepstat)"),
             Action::wait_until(
                 Condition::command_succeeds("nxsrepstat", [host]),
-                Duration::from_secs(30),
+                Duration::from_secs(10),
             ),
         )
         .on(master)
