@@ -222,6 +222,35 @@ fn case_4_calls_both_servers_in_the_manuals_order() {
 }
 
 #[test]
+fn a_failure_after_the_journal_was_cleared_keeps_the_backup() {
+    let site = site("automated", true);
+    std::fs::write(site.path("standins/gm-master.fail.start-servers"), "").unwrap();
+    let out = site.run("mail1", "backup", &[], &[]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(4), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("ATTENTION: the step `start-servers-gm-master` failed and the run went on"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("ATTENTION: the cleanup step `cleanup-servers-gm-master` failed"),
+        "{stdout}"
+    );
+    // The journal is cleared, so the backup that goes with it is kept, complete, and copied.
+    assert!(!site.path("master/nxsdir/journal/gmmail1").exists());
+    let sets = std::fs::read_dir(site.path("backups/gm-site/mail1"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect::<Vec<_>>();
+    assert_eq!(sets.len(), 1, "{sets:?}");
+    ok(&site.hokan(&["verify", sets[0].to_str().unwrap()], &[]));
+    assert_eq!(site.files("media").len(), 2);
+    // Everything else was started again.
+    assert_eq!(site.state("gm-mail1", "servers_stopped"), "0");
+    assert_eq!(site.state("gm-master", "address-service_stopped"), "0");
+}
+
+#[test]
 fn case_2_clears_mch_journal_and_case_1_asks_the_operator() {
     let site = site("automated", true);
     ok(&site.run("master", "backup", &[], &[]));

@@ -311,6 +311,8 @@ fn demo() -> Result<()> {
             .arg("--state-dir")
             .arg(&state)
             .args(args)
+            // The product stand-ins keep their state with the demo sites.
+            .env("STANDIN_STATE", demo.join("standins"))
             .current_dir(root());
         c
     };
@@ -341,6 +343,16 @@ fn demo() -> Result<()> {
                 run(&mut hokan(&["plan", &rel, "--job", &job, "--op", &op]))?;
             }
         }
+    }
+    // The multi-server products, for real against their stand-ins: Groupmax's master and mail
+    // server (the two stop together), and TeamWARE's three servers in the guide's order.
+    for (policy, job) in [
+        ("policies/osaka-groupmax.toml", "groupmax-master"),
+        ("policies/osaka-groupmax.toml", "groupmax-mail1"),
+        ("policies/nagoya-teamware.toml", "teamware"),
+    ] {
+        println!("\n=== hokan run {policy} --job {job} --op backup");
+        run(&mut hokan(&["run", policy, "--job", job, "--op", "backup"]))?;
     }
     // Every bundled policy, dry-run in its bundled world (policies/worlds/), with every fault.
     println!("\n=== hokan simulate policies --faults each-step");

@@ -55,6 +55,11 @@ fn report(o: &Outcome, json: bool) {
                 .unwrap_or_default()
         ),
     }
+    for s in &o.steps_failed {
+        println!(
+            "ATTENTION: the step `{s}` failed and the run went on; do by hand what it should have done"
+        );
+    }
     for s in &o.cleanup_failed {
         println!("ATTENTION: the cleanup step `{s}` failed; check the product by hand");
     }

@@ -108,6 +108,10 @@ pub struct Outcome {
     /// Plan invariants that did not hold at the end.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub invariants_broken: Vec<String>,
+    /// Body steps that failed but let the run go on (`on-error: continue`): the run did its
+    /// job, but something the plan wanted done is not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps_failed: Vec<String>,
 }
 
 impl Outcome {
@@ -119,6 +123,7 @@ impl Outcome {
             set: None,
             cleanup_failed: Vec::new(),
             invariants_broken: Vec::new(),
+            steps_failed: Vec::new(),
         }
     }
 
@@ -127,9 +132,12 @@ impl Outcome {
         Outcome::new(RunStatus::Completed)
     }
 
-    /// Whether someone must look at the product: a cleanup step failed or an invariant broke.
+    /// Whether someone must look at the product: a cleanup step failed, an invariant broke, or
+    /// a step allowed to fail did.
     pub fn needs_attention(&self) -> bool {
-        !self.cleanup_failed.is_empty() || !self.invariants_broken.is_empty()
+        !self.cleanup_failed.is_empty()
+            || !self.invariants_broken.is_empty()
+            || !self.steps_failed.is_empty()
     }
 }
 
@@ -545,6 +553,9 @@ impl<'a> Executor<'a> {
             let failed: Option<(&Step, StepStatus)> = match item {
                 Item::Step(s) => {
                     let st = self.step(s, Phase::Body);
+                    if st.failed() && s.on_error == OnError::Continue {
+                        outcome.steps_failed.push(s.id.clone());
+                    }
                     (st.failed()
                         && (s.on_error == OnError::Abort || st == StepStatus::NotConfirmed))
                         .then_some((s, st))
@@ -561,6 +572,13 @@ impl<'a> Executor<'a> {
                             .map(|h| h.join().unwrap_or(StepStatus::Failed))
                             .collect()
                     });
+                    outcome.steps_failed.extend(
+                        g.steps
+                            .iter()
+                            .zip(&statuses)
+                            .filter(|(s, st)| st.failed() && s.on_error == OnError::Continue)
+                            .map(|(s, _)| s.id.clone()),
+                    );
                     g.steps.iter().zip(statuses).find_map(|(s, st)| {
                         (st.failed()
                             && (s.on_error == OnError::Abort || st == StepStatus::NotConfirmed))

@@ -442,7 +442,9 @@ fn backup(req: &Request) -> Result<Plan, PlanError> {
         Action::verify_copy(DATA.path(), SET.join("data")),
     );
 
-    // Clear the journal kept for the server, now that its backup is verified.
+    // Clear the journal kept for the server, now that its backup is verified. From here on a
+    // failure must not throw the backup away (the journal is going or gone): the steps go on
+    // after a failure, and the run ends needing attention with the set kept.
     match (&servers.other, journal_files) {
         (None, Some(files)) => {
             for (i, f) in files.iter().enumerate() {
@@ -451,7 +453,8 @@ fn backup(req: &Request) -> Result<Plan, PlanError> {
                     &format!("Delete {} from MNG_JOURNAL/MCH_JOURNAL", f.file_name()),
                     Action::remove(f.clone()),
                 )
-                .on(master);
+                .on(master)
+                .continue_on_error();
             }
         }
         (Some(other), Some(files)) => {
@@ -465,7 +468,8 @@ fn backup(req: &Request) -> Result<Plan, PlanError> {
                     ),
                     Action::remove(f.clone()),
                 )
-                .on(master);
+                .on(master)
+                .continue_on_error();
             }
             if files.is_empty() {
                 plan.warn(format!(
@@ -485,7 +489,8 @@ fn backup(req: &Request) -> Result<Plan, PlanError> {
         Action::start(OBJECT_SERVER),
     )
     .on(b)
-    .timeout(SERVICE_LIMIT);
+    .timeout(SERVICE_LIMIT)
+    .continue_on_error();
     plan.together(
         "start-address-service",
         &format!("Start the address service on {names_reversed}"),
@@ -497,7 +502,8 @@ fn backup(req: &Request) -> Result<Plan, PlanError> {
                     Action::start(ADDRESS_SERVICE),
                 )
                 .on(s)
-                .timeout(SERVICE_LIMIT);
+                .timeout(SERVICE_LIMIT)
+                .continue_on_error();
             }
         },
     );
@@ -512,7 +518,8 @@ fn backup(req: &Request) -> Result<Plan, PlanError> {
                     Action::exec("start-servers", Vec::<String>::new()),
                 )
                 .on(s)
-                .timeout(STOP_LIMIT);
+                .timeout(STOP_LIMIT)
+                .continue_on_error();
             }
         },
     );
@@ -529,17 +536,21 @@ fn backup(req: &Request) -> Result<Plan, PlanError> {
         Err(e) => return Err(e.into()),
     };
     if media {
-        let dest = MEDIA.join(&format!("{set_id}/data"));
+        // Jobs may share a medium: each writes below its own name. A failure here does not
+        // undo the backup on disk (the journal is already cleared), it needs a person.
+        let dest = MEDIA.join(&format!("{job}/{set_id}/data"));
         plan.step(
             "copy-to-media",
             "Copy the backup set to the secondary medium",
             Action::copy_tree(SET.join("data"), dest.clone()),
-        );
+        )
+        .continue_on_error();
         plan.step(
             "verify-media",
             "Verify the copy on the secondary medium",
             Action::verify_copy(SET.join("data"), dest),
-        );
+        )
+        .continue_on_error();
     } else {
         plan.warn(
             "The manual asks for a copy of a backup taken to disk on a secondary medium. This \
