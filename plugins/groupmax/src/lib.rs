@@ -322,9 +322,7 @@ fn backup(req: &Request) -> Result<Plan, PlanError> {
 
     // What the journal clearing needs, checked before anything is planned.
     let journal_files = match (&servers.other, settings.mode) {
-        (None, Mode::Automated) if journals => {
-            Some(mch_journal_files(job, master)?)
-        }
+        (None, Mode::Automated) if journals => Some(mch_journal_files(job, master)?),
         (Some(other), Mode::Automated) => Some(host_journal_files(job, &topology, other)?),
         _ => None,
     };
@@ -391,7 +389,12 @@ fn backup(req: &Request) -> Result<Plan, PlanError> {
     let stop_on: Vec<&str> = if both { vec![master, b] } else { vec![b] };
     let stop = settings.stop_command;
     let names = stop_on.join(" and ");
-    let names_reversed = stop_on.iter().rev().copied().collect::<Vec<_>>().join(" and ");
+    let names_reversed = stop_on
+        .iter()
+        .rev()
+        .copied()
+        .collect::<Vec<_>>()
+        .join(" and ");
     plan.together(
         "stop-servers",
         &format!("Stop the Groupmax servers on {names}"),
@@ -638,21 +641,42 @@ fn host_journal_files(job: &str, t: &Topology, other: &Server) -> Result<Vec<Pat
         .map(|s| host_name(s).to_ascii_lowercase())
         .collect();
     let own = host_name(other).to_ascii_lowercase();
-    let owner = |file: &str| -> Option<&String> {
-        let file = file.to_ascii_lowercase();
-        hosts
-            .iter()
-            .filter(|h| {
-                file == **h
-                    || file
-                        .strip_prefix(h.as_str())
-                        .is_some_and(|rest| rest.starts_with(['.', '_', '-']))
-            })
-            .max_by_key(|h| h.len())
-    };
     Ok(entries
         .into_iter()
-        .filter(|e| e.kind == EntryKind::File && owner(&e.name) == Some(&own))
+        .filter(|e| e.kind == EntryKind::File && journal_owner(&e.name, &hosts) == Some(&own))
         .map(|e| JOURNAL.join(&e.name))
         .collect())
+}
+
+/// The host (of `hosts`, lower case) a journal file is named after: the file's name is the
+/// host name, or starts with it and `.`, `_` or `-`; the longest such host name wins.
+fn journal_owner<'h>(file: &str, hosts: &'h [String]) -> Option<&'h String> {
+    let file = file.to_ascii_lowercase();
+    hosts
+        .iter()
+        .filter(|h| {
+            file == **h
+                || file
+                    .strip_prefix(h.as_str())
+                    .is_some_and(|rest| rest.starts_with(['.', '_', '-']))
+        })
+        .max_by_key(|h| h.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn journal_files_belong_to_the_longest_host_name_they_start_with() {
+        let hosts: Vec<String> = ["gm1", "gm1-b", "gmmaster"].map(String::from).to_vec();
+        let owner = |f: &str| journal_owner(f, &hosts).map(String::as_str);
+        assert_eq!(owner("gm1"), Some("gm1"));
+        assert_eq!(owner("GM1.001"), Some("gm1"), "host names ignore case");
+        assert_eq!(owner("gm1_2026.jnl"), Some("gm1"));
+        assert_eq!(owner("gm1-b.001"), Some("gm1-b"), "not gm1's");
+        assert_eq!(owner("gm10.jnl"), None, "gm10 is another host");
+        assert_eq!(owner("xgm1"), None);
+        assert_eq!(owner("gmmaster.jnl"), Some("gmmaster"));
+    }
 }

@@ -375,21 +375,17 @@ fn backup(req: &Request) -> Result<Plan, PlanError> {
     }
 
     // 6. Remove the files of step 3, in any order.
-    plan.together(
-        "tobkweb-rm",
-        "Remove the Web service backup files",
-        |g| {
-            for s in &sys.web {
-                g.step(
-                    &format!("tobkweb-rm-{s}"),
-                    &format!("Remove the Web service backup files on {s} (tobkweb rm)"),
-                    Action::exec("tobkweb", ["rm"]),
-                )
-                .on(s)
-                .timeout(TOBKWEB_LIMIT);
-            }
-        },
-    );
+    plan.together("tobkweb-rm", "Remove the Web service backup files", |g| {
+        for s in &sys.web {
+            g.step(
+                &format!("tobkweb-rm-{s}"),
+                &format!("Remove the Web service backup files on {s} (tobkweb rm)"),
+                Action::exec("tobkweb", ["rm"]),
+            )
+            .on(s)
+            .timeout(TOBKWEB_LIMIT);
+        }
+    });
 
     // 7. Every backup has finished (the group above waited for all): release the area on
     //    every server, in any order.
@@ -410,7 +406,10 @@ fn backup(req: &Request) -> Result<Plan, PlanError> {
     );
 
     // The failure path: undo, in the guide's orders, what the body began and did not finish.
-    for s in [d].into_iter().chain(sys.applications.iter().map(String::as_str)) {
+    for s in [d]
+        .into_iter()
+        .chain(sys.applications.iter().map(String::as_str))
+    {
         plan.cleanup(
             &format!("cleanup-resume-{s}"),
             &format!("If service on {s} is still suspended, resume it (to tran resume)"),
@@ -425,7 +424,9 @@ fn backup(req: &Request) -> Result<Plan, PlanError> {
     for s in &sys.web {
         plan.cleanup(
             &format!("cleanup-tobkweb-rm-{s}"),
-            &format!("If the Web service backup files on {s} are still there, remove them (tobkweb rm)"),
+            &format!(
+                "If the Web service backup files on {s} are still there, remove them (tobkweb rm)"
+            ),
             Action::exec("tobkweb", ["rm"]),
         )
         .on(s)
