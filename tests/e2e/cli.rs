@@ -138,7 +138,11 @@ fn plugins_lists_and_describes() {
     let out = hokan(&site, &["plugins"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    assert!(stdout.starts_with("mailwise"), "{stdout}");
+    let names: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(names, ["groupmax", "mailwise", "teamware"], "{stdout}");
     assert!(
         stdout.contains(
             "backup, restore, restore-elsewhere, maintenance-on, maintenance-off, archive"
@@ -156,6 +160,21 @@ fn plugins_lists_and_describes() {
         stdout.contains("Maintenance marker: data:/mw/data/maint"),
         "{stdout}"
     );
+
+    // A multi-server plugin shows its roles, their properties, its modelled states and the
+    // work its backup must not overlap.
+    let out = hokan(&site, &["plugins", "teamware"]);
+    let stdout = text(&out.stdout);
+    for needle in [
+        "directory          the directory server (a single-server system has only this one) (exactly 1)",
+        "application        an application server (any number)",
+        "properties.web_service whether the TeamWARE Web service is installed",
+        "backup-area-reserved",
+        "searchpro-indexing not during backup",
+        "user-management    not during backup",
+    ] {
+        assert!(stdout.contains(needle), "no {needle:?} in\n{stdout}");
+    }
 }
 
 #[test]

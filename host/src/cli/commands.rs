@@ -149,13 +149,40 @@ fn print_description(p: &Plugin) {
     for o in &d.operations {
         println!("  {:<18} {}", o.name, o.description);
     }
-    println!("Roots the policy grants:");
+    if !d.roles.is_empty() {
+        println!("Server roles (a job's servers must have these):");
+        for r in &d.roles {
+            let count = match (r.min, r.max) {
+                (min, Some(max)) if min == max => format!("exactly {min}"),
+                (0, Some(max)) => format!("at most {max}"),
+                (min, Some(max)) => format!("{min} to {max}"),
+                (0, None) => "any number".to_string(),
+                (min, None) => format!("at least {min}"),
+            };
+            println!("  {:<18} {} ({count})", r.name, r.description);
+            for p in &r.properties {
+                println!(
+                    "    properties.{} {}{}",
+                    p.name,
+                    p.description,
+                    p.default
+                        .as_ref()
+                        .map(|d| format!(" [default: {d}]"))
+                        .unwrap_or_default()
+                );
+            }
+        }
+    }
+    if !d.roots.is_empty() {
+        println!("Roots the policy grants:");
+    }
     for r in &d.roots {
         println!(
-            "  {:<18} {}{}",
+            "  {:<18} {}{}{}",
             r.name,
             r.description,
-            if r.writable { " (written)" } else { " (read)" }
+            if r.writable { " (written)" } else { " (read)" },
+            if r.required { "" } else { " (optional)" }
         );
     }
     if !d.parameters.is_empty() {
@@ -182,6 +209,27 @@ fn print_description(p: &Plugin) {
     }
     for m in &d.maintenance_markers {
         println!("Maintenance marker: {} ({})", m.path, m.description);
+    }
+    if !d.modelled_states.is_empty() {
+        println!("Product states dry runs model (per server):");
+        for m in &d.modelled_states {
+            println!("  {:<18} {} [normal: {}]", m.name, m.description, m.normal);
+        }
+    }
+    if !d.conflicts.is_empty() {
+        println!("Work that must not overlap (for the scheduler):");
+        for c in &d.conflicts {
+            println!(
+                "  {:<18} not during {}: {}{}",
+                c.activity,
+                c.operations.join(", "),
+                c.description,
+                c.reference
+                    .as_ref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
+            );
+        }
     }
 }
 
