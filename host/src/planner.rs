@@ -55,6 +55,20 @@ pub enum PlanJobError {
     Sets(String),
 }
 
+impl PlanJobError {
+    /// The policy is at fault (a wrong parameter, property or grant), not the site's state: the
+    /// operator fixes the policy.
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            PlanJobError::Refused { refusal, .. } => {
+                matches!(refusal, PlanRefusal::BadParameter(_))
+            }
+            PlanJobError::Policy(_) => true,
+            _ => false,
+        }
+    }
+}
+
 /// Where plugins are found by name.
 #[derive(Debug, Clone)]
 pub struct PluginDir(pub PathBuf);

@@ -332,6 +332,17 @@ fn bad_input_names_the_field() {
         e.contains("servers.gm-master.properties.journals is true, but job `master` grants no `mng-journal` root: add jobs.master.roots.mng-journal"),
         "{e}"
     );
+    // A policy mistake: bad input (exit 1), nothing ran.
+    write_files(&site);
+    std::fs::create_dir_all(site.path("media")).unwrap();
+    let out = site.run("master", "backup", &[], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("jobs.master.roots.mng-journal"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(site.calls().is_empty());
     // The automated mail server backup without the master's journal directory.
     let p = policy("automated", true).replace("journal = \"master/nxsdir/journal\"\n", "");
     let site = StandinSite::new(&p, TOPOLOGY);

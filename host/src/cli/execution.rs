@@ -124,7 +124,7 @@ pub(super) fn run(cli: &Cli, a: &RunArgs) -> Result<ExitCode> {
         now: SystemTime::now(),
     }) {
         Ok(s) => s,
-        Err(PrepareError::Plan(e @ PlanJobError::Refused { .. })) => {
+        Err(PrepareError::Plan(e @ PlanJobError::Refused { .. })) if !e.is_bad_input() => {
             eprintln!("error: {e}");
             return Ok(ExitCode::from(EXIT_REFUSED));
         }
