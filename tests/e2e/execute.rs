@@ -2,6 +2,7 @@
 //! replaced by the stand-in scripts in tests/fixtures/standins (which record their calls).
 
 use crate::cli::text;
+use crate::standin_site::{killed, ok, step_ids_of, wait_for_next_second};
 use hokan_e2e::hokan_bin;
 use hokan_e2e::{MAILWISE_POLICY, MailwiseTree, plugin_dir, repo_root};
 use std::collections::BTreeMap;
@@ -141,27 +142,12 @@ fn snapshot(dir: &Path) -> BTreeMap<String, Option<Vec<u8>>> {
     out
 }
 
-fn ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-}
-
 /// The JSON events of a `--json` run.
 fn events(out: &Output) -> Vec<serde_json::Value> {
     text(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect()
-}
-
-fn wait_for_next_second() {
-    // Set ids are UTC seconds; two backups in one second would want the same id.
-    std::thread::sleep(std::time::Duration::from_millis(1100));
 }
 
 #[test]
@@ -328,27 +314,7 @@ fn step_ids(site: &RunSite, job: &str, op: &str) -> Vec<String> {
         &[],
     );
     ok(&out);
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let mut ids = Vec::new();
-    for item in doc["steps"].as_array().unwrap() {
-        match item["steps"].as_array() {
-            Some(members) => ids.extend(
-                members
-                    .iter()
-                    .map(|s| s["id"].as_str().unwrap().to_string()),
-            ),
-            None => ids.push(item["id"].as_str().unwrap().to_string()),
-        }
-    }
-    for s in doc["cleanup"].as_array().unwrap() {
-        ids.push(s["id"].as_str().unwrap().to_string());
-    }
-    ids
-}
-
-fn killed(out: &Output) -> bool {
-    use std::os::unix::process::ExitStatusExt;
-    out.status.signal() == Some(9)
+    step_ids_of(&serde_json::from_slice(&out.stdout).unwrap())
 }
 
 /// After a recovery: every listed good set matches its manifest, and nothing partial is left.

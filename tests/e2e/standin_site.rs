@@ -107,6 +107,22 @@ impl StandinSite {
             .unwrap_or_else(|_| "0".into())
     }
 
+    /// Fails the test unless every `key` is unset (0) on every server: the product is as it
+    /// was before the run.
+    pub fn assert_unset(&self, servers: &[impl AsRef<str>], keys: &[&str], context: &str) {
+        for s in servers {
+            for key in keys {
+                assert_eq!(
+                    self.state(s.as_ref(), key),
+                    "0",
+                    "{context}: {key} on {}; calls:\n{}",
+                    s.as_ref(),
+                    self.calls().join("\n")
+                );
+            }
+        }
+    }
+
     /// The step ids of a job's plan, body (group members included) then cleanup.
     pub fn step_ids(&self, job: &str, op: &str) -> Vec<String> {
         let policy = self.policy();
@@ -123,22 +139,7 @@ impl StandinSite {
             &[],
         );
         assert!(out.status.success(), "{}", text(&out.stderr));
-        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        let mut ids = Vec::new();
-        for item in doc["steps"].as_array().unwrap() {
-            match item["steps"].as_array() {
-                Some(members) => ids.extend(
-                    members
-                        .iter()
-                        .map(|s| s["id"].as_str().unwrap().to_string()),
-                ),
-                None => ids.push(item["id"].as_str().unwrap().to_string()),
-            }
-        }
-        for s in doc["cleanup"].as_array().unwrap() {
-            ids.push(s["id"].as_str().unwrap().to_string());
-        }
-        ids
+        step_ids_of(&serde_json::from_slice(&out.stdout).unwrap())
     }
 
     /// The plan of a job's operation as `hokan plan` prints it, made at a fixed time.
@@ -226,6 +227,26 @@ pub fn assert_phases(calls: &[String], phases: &[&[&str]]) {
         "calls after the last phase:\n{}",
         rest.join("\n")
     );
+}
+
+/// The step ids of a plan document (`hokan plan --json`): body, group members included, then
+/// cleanup.
+pub fn step_ids_of(doc: &serde_json::Value) -> Vec<String> {
+    let mut ids = Vec::new();
+    for item in doc["steps"].as_array().unwrap() {
+        match item["steps"].as_array() {
+            Some(members) => ids.extend(
+                members
+                    .iter()
+                    .map(|s| s["id"].as_str().unwrap().to_string()),
+            ),
+            None => ids.push(item["id"].as_str().unwrap().to_string()),
+        }
+    }
+    for s in doc["cleanup"].as_array().unwrap() {
+        ids.push(s["id"].as_str().unwrap().to_string());
+    }
+    ids
 }
 
 /// The process was killed by the test's kill point.

@@ -54,16 +54,11 @@ fn servers(apps: usize) -> Vec<String> {
 
 /// Every server serves clients, has no backup area and no Web service backup files.
 fn all_normal(site: &StandinSite, apps: usize, context: &str) {
-    for s in servers(apps) {
-        for key in ["suspended", "backup_area", "web_files", "backing_up"] {
-            assert_eq!(
-                site.state(&s, key),
-                "0",
-                "{context}: {key} on {s}; calls:\n{}",
-                site.calls().join("\n")
-            );
-        }
-    }
+    site.assert_unset(
+        &servers(apps),
+        &["suspended", "backup_area", "web_files", "backing_up"],
+        context,
+    );
 }
 
 #[test]
