@@ -2,13 +2,12 @@
 //! replaced by the stand-in scripts in tests/fixtures/standins (which record their calls).
 
 use crate::cli::text;
-use crate::standin_site::{killed, ok, step_ids_of, wait_for_next_second};
+use crate::standin_site::{cache, hokan_command, killed, ok, step_ids_of, wait_for_next_second};
 use hokan_e2e::hokan_bin;
 use hokan_e2e::{MAILWISE_POLICY, MailwiseTree, plugin_dir, repo_root};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
 /// A site whose mailwise job runs for real: data in `data/`, a standby in `standby/`, sets in
 /// `backups/`, journals in `state/`.
@@ -35,12 +34,6 @@ fn policy(standins: &Path) -> String {
     policy
 }
 
-/// One compile cache for every run of these tests.
-fn cache() -> &'static Path {
-    static CACHE: OnceLock<tempfile::TempDir> = OnceLock::new();
-    CACHE.get_or_init(|| tempfile::tempdir().unwrap()).path()
-}
-
 impl RunSite {
     fn new() -> RunSite {
         let dir = tempfile::tempdir().unwrap();
@@ -62,23 +55,7 @@ impl RunSite {
     }
 
     fn hokan(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut c = Command::new(hokan_bin());
-        c.arg("--plugin-dir")
-            .arg(plugin_dir())
-            .arg("--cache-dir")
-            .arg(cache())
-            .arg("--state-dir")
-            .arg(self.path("state"))
-            .args(args)
-            .env_remove("HOKAN_LOG")
-            .env_remove("HOKAN_TEST_KILL_AFTER")
-            .env_remove("HOKAN_TEST_SPACE_LEFT")
-            .env("STANDIN_LOG", self.path("calls.log"))
-            .stdin(std::process::Stdio::null());
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        c.output().unwrap()
+        hokan_command(self.dir.path(), args, env).output().unwrap()
     }
 
     fn run(&self, job: &str, op: &str, extra: &[&str], env: &[(&str, &str)]) -> Output {

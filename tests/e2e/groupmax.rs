@@ -134,17 +134,7 @@ fn a_master_without_journals_has_nothing_to_clear() {
 fn a_dry_run_with_every_fault_restarts_everything() {
     for mode in ["by-hand", "automated"] {
         let site = site(mode, true);
-        let policy = site.policy();
-        let out = site.hokan(
-            &[
-                "simulate",
-                policy.to_str().unwrap(),
-                "--from-tree",
-                "--faults",
-                "each-step",
-            ],
-            &[],
-        );
+        let out = site.simulate_each_step(&[]);
         ok(&out);
         let stdout = text(&out.stdout);
         assert!(

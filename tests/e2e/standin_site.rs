@@ -21,10 +21,33 @@ pub struct StandinSite {
     pub dir: tempfile::TempDir,
 }
 
-/// One compile cache for every `hokan` these tests run.
-fn cache() -> &'static Path {
+/// One compile cache for every `hokan` the run tests start.
+pub fn cache() -> &'static Path {
     static CACHE: OnceLock<tempfile::TempDir> = OnceLock::new();
     CACHE.get_or_init(|| tempfile::tempdir().unwrap()).path()
+}
+
+/// `hokan` for a test site in `dir`: the built plugins, the shared compile cache, the site's own
+/// state directory, no inherited log level or test hooks, stand-ins logging to `calls.log`, and
+/// no terminal.
+pub fn hokan_command(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut c = Command::new(hokan_bin());
+    c.arg("--plugin-dir")
+        .arg(plugin_dir())
+        .arg("--cache-dir")
+        .arg(cache())
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .args(args)
+        .env_remove("HOKAN_LOG")
+        .env_remove("HOKAN_TEST_KILL_AFTER")
+        .env_remove("HOKAN_TEST_SPACE_LEFT")
+        .env("STANDIN_LOG", dir.join("calls.log"))
+        .stdin(std::process::Stdio::null());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c
 }
 
 impl StandinSite {
@@ -54,24 +77,25 @@ impl StandinSite {
 
     /// Runs `hokan` with this site's state directory and the stand-ins' state and log.
     pub fn hokan(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut c = Command::new(hokan_bin());
-        c.arg("--plugin-dir")
-            .arg(plugin_dir())
-            .arg("--cache-dir")
-            .arg(cache())
-            .arg("--state-dir")
-            .arg(self.path("state"))
-            .args(args)
-            .env_remove("HOKAN_LOG")
-            .env_remove("HOKAN_TEST_KILL_AFTER")
-            .env_remove("HOKAN_TEST_SPACE_LEFT")
+        hokan_command(self.dir.path(), args, env)
             .env("STANDIN_STATE", self.path("standins"))
-            .env("STANDIN_LOG", self.path("calls.log"))
-            .stdin(std::process::Stdio::null());
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        c.output().unwrap()
+            .output()
+            .unwrap()
+    }
+
+    /// `hokan simulate` of the whole policy in a world scanned from the site, with every
+    /// fault, plus `extra` arguments.
+    pub fn simulate_each_step(&self, extra: &[&str]) -> Output {
+        let policy = self.policy();
+        let mut args = vec![
+            "simulate",
+            policy.to_str().unwrap(),
+            "--from-tree",
+            "--faults",
+            "each-step",
+        ];
+        args.extend_from_slice(extra);
+        self.hokan(&args, &[])
     }
 
     /// `hokan run` of a job's operation.

@@ -78,18 +78,7 @@ fn plans_for_one_and_three_servers_with_and_without_the_web_service() {
 fn a_dry_run_with_every_fault_keeps_service_resumed_and_the_area_released() {
     for (apps, web) in [(0, false), (2, true)] {
         let site = site(apps, web);
-        let policy = site.policy();
-        let out = site.hokan(
-            &[
-                "simulate",
-                policy.to_str().unwrap(),
-                "--from-tree",
-                "--faults",
-                "each-step",
-                "--json",
-            ],
-            &[],
-        );
+        let out = site.simulate_each_step(&["--json"]);
         ok(&out);
         let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let scenarios = report["runs"][0]["scenarios"].as_array().unwrap();
