@@ -564,12 +564,16 @@ fn backup(req: &Request) -> Result<Plan, PlanError> {
 
     // Whatever failed: start what the run stopped and did not start again, in reverse order.
     let restart = |plan: &mut PlanBuilder, id: &str, s: &str, title: String, action: Action| {
-        plan.cleanup(&format!("cleanup-{id}-{s}"), &title, action)
-            .on(s)
-            .timeout(STOP_LIMIT)
-            .retries(2)
-            .when(Condition::step_started(&format!("stop-{id}-{s}")))
-            .when(Condition::step_not_succeeded(&format!("start-{id}-{s}")));
+        plan.cleanup_undo(
+            &format!("cleanup-{id}-{s}"),
+            &title,
+            action,
+            &format!("stop-{id}-{s}"),
+            &format!("start-{id}-{s}"),
+        )
+        .on(s)
+        .timeout(STOP_LIMIT)
+        .retries(2);
     };
     restart(
         &mut plan,

@@ -271,6 +271,22 @@ impl PlanBuilder {
         StepBuilder(self.cleanup.last_mut().expect("just pushed"))
     }
 
+    /// Appends a cleanup step that undoes the body step `began` unless `undone_by` (the body's
+    /// own undo) succeeded: it runs only when `began` started and `undone_by` did not succeed,
+    /// in this run or, after a crash, in the run `hokan recover` finishes.
+    pub fn cleanup_undo(
+        &mut self,
+        id: &str,
+        title: &str,
+        action: Action,
+        began: &str,
+        undone_by: &str,
+    ) -> StepBuilder<'_> {
+        self.cleanup(id, title, action)
+            .when(Condition::step_started(began))
+            .when(Condition::step_not_succeeded(undone_by))
+    }
+
     /// Declares a condition the end state must satisfy, whatever happened.
     pub fn invariant(&mut self, id: &str, description: &str, condition: Condition) {
         self.invariants.push(pt::Invariant {

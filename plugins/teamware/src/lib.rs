@@ -410,42 +410,42 @@ fn backup(req: &Request) -> Result<Plan, PlanError> {
         .into_iter()
         .chain(sys.applications.iter().map(String::as_str))
     {
-        plan.cleanup(
+        plan.cleanup_undo(
             &format!("cleanup-resume-{s}"),
             &format!("If service on {s} is still suspended, resume it (to tran resume)"),
             to(["tran", "resume"]),
+            &format!("suspend-{s}"),
+            &format!("resume-{s}"),
         )
         .on(s)
         .timeout(TO_LIMIT)
-        .retries(2)
-        .when(Condition::step_started(&format!("suspend-{s}")))
-        .when(Condition::step_not_succeeded(&format!("resume-{s}")));
+        .retries(2);
     }
     for s in &sys.web {
-        plan.cleanup(
+        plan.cleanup_undo(
             &format!("cleanup-tobkweb-rm-{s}"),
             &format!(
                 "If the Web service backup files on {s} are still there, remove them (tobkweb rm)"
             ),
             Action::exec("tobkweb", ["rm"]),
+            &format!("tobkweb-arc-{s}"),
+            &format!("tobkweb-rm-{s}"),
         )
         .on(s)
         .timeout(TOBKWEB_LIMIT)
-        .retries(2)
-        .when(Condition::step_started(&format!("tobkweb-arc-{s}")))
-        .when(Condition::step_not_succeeded(&format!("tobkweb-rm-{s}")));
+        .retries(2);
     }
     for s in sys.all() {
-        plan.cleanup(
+        plan.cleanup_undo(
             &format!("cleanup-backup-off-{s}"),
             &format!("If the backup area on {s} is still reserved, release it (to backup off)"),
             to(["backup", "off"]),
+            &format!("backup-on-{s}"),
+            &format!("backup-off-{s}"),
         )
         .on(s)
         .timeout(TO_LIMIT)
-        .retries(2)
-        .when(Condition::step_started(&format!("backup-on-{s}")))
-        .when(Condition::step_not_succeeded(&format!("backup-off-{s}")));
+        .retries(2);
     }
 
     plan.warn(format!(
