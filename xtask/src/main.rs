@@ -15,7 +15,7 @@ usage: cargo xtask <command>
   test      plugins, then every test (host and plugins), clippy and rustfmt
   demo      build what is needed, make a demo site under target/demo/, show the
             validated plans of the bundled policies, and simulate them with every fault
-  bench     plugins, then the runtime and simulation benchmarks (release build)
+  bench     plugins, then the runtime, simulation, execution and ESE benchmarks (release build)
 ";
 
 const DEBIAN_PACKAGES: &[&str] = &["rustc-web", "cargo-web", "rust-web-src", "lld", "wasi-libc"];
@@ -422,5 +422,6 @@ fn bench() -> Result<()> {
     run(cargo().args(["build", "--release", "-p", "hokan"]))?;
     run(cargo().args(["bench", "-p", "hokan-e2e", "--bench", "runtime"]))?;
     run(cargo().args(["bench", "-p", "hokan-e2e", "--bench", "simulate"]))?;
-    run(cargo().args(["bench", "-p", "hokan-e2e", "--bench", "execute"]))
+    run(cargo().args(["bench", "-p", "hokan-e2e", "--bench", "execute"]))?;
+    run(cargo().args(["bench", "-p", "hokan-e2e", "--bench", "ese"]))
 }

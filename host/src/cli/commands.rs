@@ -71,7 +71,68 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
         Command::Recover { yes, json } => super::execution::recover(cli, *yes, *json),
         Command::Sets { policy, job, json } => super::execution::sets(policy, job, *json),
         Command::Verify { set, json } => super::execution::verify(set, *json),
+        Command::EseCheck { file, json } => ese_check(file, *json),
     }
+}
+
+fn ese_check(file: &Path, json: bool) -> Result<ExitCode> {
+    let bar =
+        super::console::bytes_bar(std::fs::metadata(file).map(|m| m.len()).unwrap_or(0), !json);
+    let report = hokan::ese::check_file(file, &mut |done| bar.set_position(done));
+    bar.finish_and_clear();
+    let report = report.with_context(|| format!("{}", file.display()))?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "file": file,
+                "clean": report.is_clean(),
+                "report": report,
+            }))?
+        );
+    } else {
+        let h = &report.header;
+        println!(
+            "{}: ESE database, format {:#x}, {}-byte pages{}, {}",
+            file.display(),
+            h.format_version,
+            h.page_size,
+            if h.page_size_stated {
+                ""
+            } else {
+                " (no page size in the header: 4 KiB)"
+            },
+            h.state
+        );
+        println!(
+            "checked {} pages ({}; {} never used) and both header copies",
+            report.pages,
+            report.formats(),
+            report.uninitialized
+        );
+        for b in &report.bad {
+            println!("{}: {b}", file.display());
+        }
+        if report.bad_count > report.bad.len() as u64 {
+            println!(
+                "... and {} more bad pages",
+                report.bad_count - report.bad.len() as u64
+            );
+        }
+        if report.is_clean() {
+            println!("ok: every page checksum is good");
+        } else {
+            println!(
+                "{} bad page(s): the database is physically corrupt; restore the latest good backup and replay the logs (Eseutil /p only as the last resort: it drops the bad pages)",
+                report.bad_count
+            );
+        }
+    }
+    Ok(if report.is_clean() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_BROKEN)
+    })
 }
 
 fn plugins(cli: &Cli, name: Option<&str>, json: bool) -> Result<ExitCode> {

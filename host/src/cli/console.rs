@@ -48,6 +48,25 @@ impl Console {
     }
 }
 
+/// The look of a bar that counts bytes.
+const BYTES_TEMPLATE: &str =
+    "  {spinner} {prefix:<28} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}";
+
+/// A bar counting `total` bytes on stderr, hidden when `show` is false or stderr is not a
+/// terminal.
+pub(super) fn bytes_bar(total: u64, show: bool) -> ProgressBar {
+    if !show || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let b = ProgressBar::new(total);
+    b.set_style(
+        ProgressStyle::with_template(BYTES_TEMPLATE)
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    b.set_prefix("checking pages");
+    b
+}
+
 fn status_word(s: StepStatus) -> &'static str {
     match s {
         StepStatus::Ok => "ok",
@@ -163,9 +182,7 @@ impl Observer for Console {
         let bar = bars.entry(step.to_string()).or_insert_with(|| {
             let b = ProgressBar::new(total);
             let style = match (unit, total) {
-                (ProgressUnit::Bytes, _) => ProgressStyle::with_template(
-                    "  {spinner} {prefix:<28} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-                ),
+                (ProgressUnit::Bytes, _) => ProgressStyle::with_template(BYTES_TEMPLATE),
                 (ProgressUnit::Millis, 0) => {
                     ProgressStyle::with_template("  {spinner} {prefix:<28} waiting {elapsed}")
                 }

@@ -142,6 +142,18 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check every page checksum of an ESE database (Exchange's Priv.edb, Pub.edb), both the
+    /// legacy XOR-32 and the ECC-32/XOR-32 format, and list each bad page as -1018.
+    ///
+    /// Exit status: 0 every page is good; 1 the file cannot be read or is not an ESE database
+    /// (or is truncated); 4 pages are corrupt.
+    EseCheck {
+        /// The database file.
+        file: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Arguments of `hokan run`.

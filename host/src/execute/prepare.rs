@@ -3,7 +3,7 @@
 
 use super::{RunSpec, SetSpec, rfc3339};
 use crate::plan::document::PlanDocument;
-use crate::plan::model::{Exec, VerifyCheck};
+use crate::plan::model::Exec;
 use crate::plan::{Action, Condition};
 use crate::planner::{self, PlanInput, PlanJobError};
 use crate::policy::{Job, Policy};
@@ -314,12 +314,6 @@ fn preflight(doc: &PlanDocument, policy: &Policy, job: &Job) -> Vec<String> {
             Action::WaitUntil { condition, .. } | Action::Assert { condition, .. } => {
                 conditions.push(condition)
             }
-            Action::Verify {
-                check: VerifyCheck::EsePages { path },
-            } => out.push(format!(
-                "step `{}` checks the ESE pages of {path}, which this hokan cannot do yet",
-                s.id
-            )),
             _ => {}
         }
     }
