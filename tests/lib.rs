@@ -337,6 +337,9 @@ impl hokan::facts::FactSource for TestFacts {
             .or(self.other_free)
             .unwrap_or(real))
     }
+    fn same_volume(&self, a: &str, b: &str) -> Result<bool, hokan::facts::FactError> {
+        self.answer(|f| f.same_volume(a, b))
+    }
     fn read(
         &self,
         p: &hokan::plan::Location,

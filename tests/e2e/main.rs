@@ -2,6 +2,7 @@
 
 mod adversarial;
 mod cli;
+mod exchange;
 mod execute;
 mod groupmax;
 mod mailwise;

@@ -21,7 +21,7 @@ usage: cargo xtask <command>
 const DEBIAN_PACKAGES: &[&str] = &["rustc-web", "cargo-web", "rust-web-src", "lld", "wasi-libc"];
 const WASM_TARGET: &str = "wasm32-wasip2";
 /// Plugin crates whose components are products, and test fixtures.
-const PRODUCTS: &[&str] = &["mailwise", "teamware", "groupmax"];
+const PRODUCTS: &[&str] = &["mailwise", "teamware", "groupmax", "exchange"];
 const FIXTURES: &[&str] = &["adversary", "careless", "future-contract"];
 
 fn main() -> Result<()> {

@@ -199,6 +199,12 @@ pub fn names(roots: &Roots, l: &Location) -> Result<Vec<String>, FsError> {
 /// relative to it, with their sizes. Links are not followed.
 pub fn files_below(roots: &Roots, l: &Location) -> Result<BTreeMap<String, u64>, FsError> {
     let root = roots.root(l)?;
+    // One file is a tree of itself, under the empty relative path.
+    if let Ok(m) = root.dir.symlink_metadata(rel(l))
+        && m.is_file()
+    {
+        return Ok(BTreeMap::from([(String::new(), m.len())]));
+    }
     let mut nodes = Vec::new();
     walk(&root.dir, rel(l), String::new(), &mut nodes)
         .map_err(fs_err(format!("cannot list {l}")))?;
@@ -328,7 +334,8 @@ pub fn copy_tree(
 }
 
 fn walk(dir: &Dir, base: &Path, rel: String, out: &mut Vec<Node>) -> io::Result<()> {
-    let path = base.join(&rel);
+    // Not `base.join("")`: that adds a trailing `/`, which a file (copied alone) refuses.
+    let path = join(base, &rel);
     let m = dir.symlink_metadata(&path)?;
     if m.file_type().is_symlink() {
         out.push(Node::Link(rel));
@@ -595,6 +602,19 @@ mod tests {
         // Never over an existing destination.
         let e = copy_tree(&roots, &at("d"), &at("copy"), &opts()).unwrap_err();
         assert!(e.to_string().contains("already exists"), "{e}");
+    }
+
+    #[test]
+    fn one_nested_file_copies_and_lists_alone() {
+        let (tmp, roots) = setup();
+        let c = copy_tree(&roots, &at("d/sub/b"), &at("staged/b"), &opts()).unwrap();
+        assert_eq!(c.files.len(), 1);
+        assert_eq!(
+            std::fs::read(tmp.path().join("root/staged/b")).unwrap(),
+            std::fs::read(tmp.path().join("root/d/sub/b")).unwrap()
+        );
+        let listed = files_below(&roots, &at("staged/b")).unwrap();
+        assert_eq!(listed.keys().collect::<Vec<_>>(), [""]);
     }
 
     #[test]

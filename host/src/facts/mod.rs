@@ -125,6 +125,8 @@ pub trait FactSource: Send + Sync {
     fn tree_size(&self, p: &crate::plan::Location) -> Result<u64, FactError>;
     /// Bytes available on the volume of a root.
     fn free_space(&self, root: &str) -> Result<u64, FactError>;
+    /// Whether two roots are on the same volume.
+    fn same_volume(&self, a: &str, b: &str) -> Result<bool, FactError>;
     /// A file's bytes, refused above `max_bytes`.
     fn read(&self, p: &crate::plan::Location, max_bytes: u32) -> Result<Vec<u8>, FactError>;
     /// The time of this planning, ms since the Unix epoch.

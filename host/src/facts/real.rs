@@ -138,6 +138,20 @@ pub fn available_space(path: &Path) -> std::io::Result<u64> {
     }
 }
 
+/// The device (filesystem) holding `path`, or its nearest existing ancestor.
+fn device_of(path: &Path) -> std::io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let mut p = path;
+    loop {
+        match std::fs::metadata(p) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                p = p.parent().ok_or(e)?;
+            }
+            other => return other.map(|m| m.dev()),
+        }
+    }
+}
+
 impl FactSource for RealFacts {
     fn exists(&self, p: &Location) -> Result<bool, FactError> {
         let Some((dir, rel)) = self.resolve(p)? else {
@@ -189,6 +203,17 @@ impl FactSource for RealFacts {
             .get(root)
             .ok_or_else(|| FactError::RootNotGranted(root.to_string()))?;
         available_space(&r.path).map_err(|e| FactError::Io(format!("{}: {e}", r.path.display())))
+    }
+
+    fn same_volume(&self, a: &str, b: &str) -> Result<bool, FactError> {
+        let device = |root: &str| -> Result<u64, FactError> {
+            let r = self
+                .roots
+                .get(root)
+                .ok_or_else(|| FactError::RootNotGranted(root.to_string()))?;
+            device_of(&r.path).map_err(|e| FactError::Io(format!("{}: {e}", r.path.display())))
+        };
+        Ok(device(a)? == device(b)?)
     }
 
     fn read(&self, p: &Location, max_bytes: u32) -> Result<Vec<u8>, FactError> {

@@ -1,4 +1,4 @@
-//! The generated bindings of `hokan:policy@0.3.0` and every conversion between them and the
+//! The generated bindings of `hokan:policy@0.4.0` and every conversion between them and the
 //! host's own types. No other module sees a WIT type.
 
 use super::{
@@ -85,6 +85,9 @@ impl wf::Host for State {
     }
     fn free_space(&mut self, root: String) -> Result<u64, wf::FactError> {
         self.timed(|f| f.free_space(&root)).map_err(fact_error)
+    }
+    fn same_volume(&mut self, a: String, b: String) -> Result<bool, wf::FactError> {
+        self.timed(|f| f.same_volume(&a, &b)).map_err(fact_error)
     }
     fn read_text(&mut self, p: wty::Path, max_bytes: u32) -> Result<String, wf::FactError> {
         let loc = location(p);

@@ -797,6 +797,9 @@ impl FactSource for NoFacts {
     fn free_space(&self, root: &str) -> Result<u64, crate::facts::FactError> {
         Err(crate::facts::FactError::RootNotGranted(root.into()))
     }
+    fn same_volume(&self, a: &str, _: &str) -> Result<bool, crate::facts::FactError> {
+        Err(crate::facts::FactError::RootNotGranted(a.into()))
+    }
     fn read(&self, p: &Location, _: u32) -> Result<Vec<u8>, crate::facts::FactError> {
         Err(crate::facts::FactError::RootNotGranted(p.root.clone()))
     }

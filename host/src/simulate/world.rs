@@ -162,6 +162,9 @@ fn below(dir: &str) -> (Bound<String>, Bound<String>) {
     )
 }
 
+/// The largest file whose contents a scan of real directories reads.
+pub const SCAN_READS_UP_TO: u64 = 64 * 1024;
+
 impl World {
     /// An empty world at `now_ms` with `free` bytes everywhere.
     pub fn new(origin: impl Into<String>, now_ms: i64, free: u64) -> World {
@@ -298,6 +301,10 @@ impl World {
 
     /// The files below `dir` by path relative to it.
     pub fn files_below(&self, dir: &str) -> Vec<(&str, &FileNode)> {
+        // One file is a tree of itself, under the empty relative path (as a real copy-tree).
+        if let Some(Node::File(f)) = self.nodes.get(dir) {
+            return vec![("", f)];
+        }
         let cut = if dir == "/" { 1 } else { dir.len() + 1 };
         self.nodes
             .range(below(dir))
@@ -343,7 +350,8 @@ impl World {
         }
     }
 
-    fn volume_of(&self, p: &str) -> Option<&str> {
+    /// The declared volume holding `p` (the deepest), if any.
+    pub fn volume_of(&self, p: &str) -> Option<&str> {
         // Volumes nest; the deepest one holding `p` counts.
         self.volumes
             .keys()
@@ -446,8 +454,10 @@ impl World {
             .collect()
     }
 
-    /// Scans real directories into a world, read-only: names, sizes, mtimes and free space;
-    /// contents are not read. `now_ms` is the clock plans see.
+    /// Scans real directories into a world, read-only: names, sizes, mtimes and free space, and
+    /// the contents of files of at most [`SCAN_READS_UP_TO`] bytes (what plugins read as facts:
+    /// configuration, checkpoints); larger files' contents are not read. `now_ms` is the clock
+    /// plans see.
     pub fn scan<'a>(
         dirs: impl IntoIterator<Item = &'a Path>,
         now_ms: i64,
@@ -484,6 +494,11 @@ impl World {
                         stack.push((entry.path(), k));
                     } else if meta.is_file() {
                         let content = w.new_content();
+                        let text = if meta.len() <= SCAN_READS_UP_TO {
+                            Some(Arc::from(std::fs::read(entry.path()).map_err(err)?))
+                        } else {
+                            None
+                        };
                         let mtime_ms = meta
                             .modified()
                             .ok()
@@ -497,7 +512,7 @@ impl World {
                                 mtime_ms,
                                 readonly: meta.permissions().readonly(),
                                 damaged: false,
-                                text: None,
+                                text,
                             }),
                         );
                     }
@@ -616,6 +631,16 @@ impl FactSource for WorldFacts {
         Ok(self.world.free(at))
     }
 
+    fn same_volume(&self, a: &str, b: &str) -> Result<bool, FactError> {
+        let volume = |root: &str| {
+            self.roots
+                .get(root)
+                .map(|at| self.world.volume_of(at))
+                .ok_or_else(|| FactError::RootNotGranted(root.to_string()))
+        };
+        Ok(volume(a)? == volume(b)?)
+    }
+
     fn read(&self, p: &Location, max_bytes: u32) -> Result<Vec<u8>, FactError> {
         match self.world.node(&self.path(p)?) {
             Some(Node::File(f)) if f.size > u64::from(max_bytes) => {
@@ -706,6 +731,8 @@ mod fixture {
         #[serde(default)]
         text: Option<String>,
         #[serde(default)]
+        hex: Option<String>,
+        #[serde(default)]
         mtime: Option<String>,
         #[serde(default)]
         readonly: bool,
@@ -787,6 +814,31 @@ mod fixture {
         }
     }
 
+    /// Bytes written as hexadecimal digits (whitespace between them is ignored).
+    fn hex_bytes(h: &str) -> Result<Vec<u8>, String> {
+        let digits: Vec<u8> = h.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+        if digits.len() % 2 != 0 {
+            return Err(format!(
+                "`hex` has {} digits; give two per byte",
+                digits.len()
+            ));
+        }
+        digits
+            .chunks(2)
+            .map(|pair| {
+                std::str::from_utf8(pair)
+                    .ok()
+                    .and_then(|d| u8::from_str_radix(d, 16).ok())
+                    .ok_or_else(|| {
+                        format!(
+                            "`hex` holds `{}`, which is not a hexadecimal byte",
+                            String::from_utf8_lossy(pair)
+                        )
+                    })
+            })
+            .collect()
+    }
+
     fn time_ms(t: &str) -> Result<i64, String> {
         humantime::parse_rfc3339(t)
             .ok()
@@ -864,14 +916,22 @@ mod fixture {
                     RawFile::Full(full) => RawFileFull {
                         size: full.size.clone(),
                         text: full.text.clone(),
+                        hex: full.hex.clone(),
                         mtime: full.mtime.clone(),
                         readonly: full.readonly,
                         damaged: full.damaged,
                     },
                 };
-                let text_bytes: Option<Arc<[u8]>> = full.text.map(|t| Arc::from(t.into_bytes()));
+                let text_bytes: Option<Arc<[u8]>> = match (full.text, full.hex) {
+                    (Some(_), Some(_)) => return Err(e("give `text` or `hex`, not both".into())),
+                    (Some(t), None) => Some(Arc::from(t.into_bytes())),
+                    (None, Some(h)) => Some(Arc::from(hex_bytes(&h).map_err(e)?)),
+                    (None, None) => None,
+                };
                 let size = match (&full.size, &text_bytes) {
-                    (Some(_), Some(_)) => return Err(e("give `size` or `text`, not both".into())),
+                    (Some(_), Some(_)) => {
+                        return Err(e("give `size` or `text`/`hex`, not both".into()));
+                    }
                     (Some(s), None) => size(s).map_err(e)?,
                     (None, Some(t)) => t.len() as u64,
                     (None, None) => 0,

@@ -297,6 +297,23 @@ impl PlanBuilder {
         });
     }
 
+    /// Declares a condition the end state of `server` must satisfy, whatever happened (for a
+    /// service's state, which is asked on its server).
+    pub fn invariant_on(
+        &mut self,
+        server: &str,
+        id: &str,
+        description: &str,
+        condition: Condition,
+    ) {
+        self.invariants.push(pt::Invariant {
+            id: id.into(),
+            description: description.into(),
+            target: Some(server.into()),
+            condition,
+        });
+    }
+
     /// Tells the operator something before they approve the plan.
     pub fn warn(&mut self, message: impl Into<String>) {
         self.warnings.push(message.into());

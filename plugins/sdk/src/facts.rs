@@ -60,6 +60,11 @@ pub fn free_space(root: &str) -> Result<u64, FactError> {
     raw::free_space(root)
 }
 
+/// Whether two roots are on the same volume (one disk failure takes both).
+pub fn same_volume(a: &str, b: &str) -> Result<bool, FactError> {
+    raw::same_volume(a, b)
+}
+
 /// A small text file (at most `max_bytes`).
 pub fn read_text(p: &Path, max_bytes: u32) -> Result<String, FactError> {
     raw::read_text(p, max_bytes)

@@ -1,0 +1,1056 @@
+//! Microsoft Exchange Server 4.0–5.5: backups of the information store in the four modes of
+//! its backup API (full, copy, incremental, differential), online or offline; restore; the
+//! last-resort repair; and the advice checks, as Microsoft's KB 271987 ("Exchange Server
+//! database architecture and database engine") describes them.
+//!
+//! Roots: `databases` holds `Priv.edb`, `Pub.edb` and their `.pat` files; `logs` holds
+//! `Edb.log`, the full logs `Edb<gen>.log` and the checkpoint `Edb.chk` (Exchange 5.5 keeps the
+//! checkpoint in its working path, which is the logs directory unless the site moved it). Sets
+//! hold `databases/` and `logs/`.
+
+use hokan_sdk::prelude::*;
+use std::time::Duration;
+
+pub mod store;
+
+use store::Store;
+
+const DATABASES: Root = Root::new("databases");
+const LOGS: Root = Root::new("logs");
+const SET: Root = Root::new("set");
+/// The mapped service of the information store (MSExchangeIS).
+const STORE: &str = "information-store";
+const KB: &str = "Microsoft KB 271987, Exchange Server database architecture";
+/// Largest checkpoint file read (ESE's is 4 or 8 KiB).
+const MAX_CHECKPOINT: u32 = 64 * 1024;
+/// How long a backup program, a copy of the databases or a repair may take.
+const LONG: Duration = Duration::from_secs(12 * 3600);
+/// How long the store may take to stop or start (it replays logs when it starts).
+const SERVICE: Duration = Duration::from_secs(3600);
+
+struct Exchange;
+
+/// A backup mode of the store's backup API.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    Full,
+    Copy,
+    Incremental,
+    Differential,
+}
+
+impl Mode {
+    const ALL: [Mode; 4] = [
+        Mode::Full,
+        Mode::Copy,
+        Mode::Incremental,
+        Mode::Differential,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Full => "full",
+            Mode::Copy => "copy",
+            Mode::Incremental => "incremental",
+            Mode::Differential => "differential",
+        }
+    }
+
+    /// The backup type as Windows NT Backup names it (`ntbackup /t`).
+    fn ntbackup_type(self) -> &'static str {
+        match self {
+            Mode::Full => "normal",
+            other => other.name(),
+        }
+    }
+
+    /// The manual: full and copy copy the databases; so does differential ("the database is
+    /// copied to tape"); incremental copies only logs.
+    fn copies_databases(self) -> bool {
+        self != Mode::Incremental
+    }
+
+    /// Full and incremental delete the logs before the checkpoint; copy and differential
+    /// delete none.
+    fn truncates(self) -> bool {
+        matches!(self, Mode::Full | Mode::Incremental)
+    }
+
+    /// Full keeps only the logs from the checkpoint on; the others every log.
+    fn keeps_old_logs(self) -> bool {
+        self != Mode::Full
+    }
+
+    /// Incremental and differential also back up the new `Edb.log`.
+    fn keeps_new_current(self) -> bool {
+        matches!(self, Mode::Incremental | Mode::Differential)
+    }
+
+    fn description(self) -> &'static str {
+        match self {
+            Mode::Full => {
+                "Back up the databases, .pat files and the logs from the checkpoint on; then the logs before the checkpoint are deleted."
+            }
+            Mode::Copy => {
+                "Back up the databases, .pat files and every log; no log is deleted (does not disturb a full/incremental rotation)."
+            }
+            Mode::Incremental => {
+                "Back up every log and the new Edb.log, and the .pat files; then the logs before the checkpoint are deleted."
+            }
+            Mode::Differential => {
+                "Back up the databases, .pat files, every log and the new Edb.log; no log is deleted."
+            }
+        }
+    }
+}
+
+impl Plugin for Exchange {
+    fn describe() -> Description {
+        let mut operations: Vec<_> = Mode::ALL
+            .iter()
+            .map(|m| {
+                operation(
+                    &format!("backup-{}", m.name()),
+                    m.description(),
+                    SetUse::Writes,
+                )
+            })
+            .collect();
+        operations.extend([
+            operation(
+                "restore",
+                "Put a set's databases, .pat files and logs in place (keeping what was there), remove the stale checkpoint, and start the store so it replays the logs.",
+                SetUse::Reads,
+            ),
+            operation(
+                "repair",
+                "The last resort when no backup can be restored: Eseutil /p (drops bad pages), Eseutil /d, Isinteg -fix, behind an operator's confirmation.",
+                SetUse::None,
+            ),
+            operation(
+                "lint",
+                "Check the store against the manual's advice (logs on their own volume, circular logging off) and report warnings; changes nothing.",
+                SetUse::None,
+            ),
+        ]);
+        Description {
+            name: "exchange".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            product: "Microsoft Exchange Server 4.0-5.5 information store (KB 271987)".into(),
+            summary: "Backs up the private and public information stores online (through the \
+                      site's backup program) or offline, checks every database page's checksum, \
+                      restores, repairs as a last resort, and checks the store's layout."
+                .into(),
+            operations,
+            roots: vec![
+                root_info(
+                    "databases",
+                    "the directory of Priv.edb and Pub.edb (and their .pat files), e.g. exchsrvr\\mdbdata",
+                    true,
+                ),
+                root_info(
+                    "logs",
+                    "the directory of the transaction logs Edb.log, Edb<gen>.log and the checkpoint Edb.chk",
+                    true,
+                ),
+            ],
+            parameters: vec![
+                param_info(
+                    "mode",
+                    "`online`: the site's backup program copies through the store's backup API while the store runs (the manual's recommendation); `offline`: hokan stops the store, copies the files and starts it again (discouraged).",
+                    Some("online"),
+                ),
+                param_info(
+                    "circular_logging",
+                    "Whether the store has circular logging on (`on`, Exchange 5.5's default, or `off`); hokan cannot read the registry, so the site states it.",
+                    Some("on"),
+                ),
+                param_info(
+                    "database",
+                    "repair: the database to repair, `priv` or `pub`.",
+                    None,
+                ),
+            ],
+            commands: vec![
+                name_info(
+                    "backup-program",
+                    "The site's online backup program, e.g. a wrapper around ntbackup: called in the new set's directory as `backup-program <normal|copy|incremental|differential>`; it backs up the information store through its backup API in that mode and leaves the files it backed up there, databases and .pat files in databases/, logs in logs/.",
+                ),
+                name_info(
+                    "eseutil",
+                    "Eseutil.exe (engine-level repair and defragmentation), called with the store stopped.",
+                ),
+                name_info(
+                    "isinteg",
+                    "Isinteg.exe (information-store integrity checker), called with the store stopped.",
+                ),
+            ],
+            services: vec![name_info(
+                STORE,
+                "the Microsoft Exchange Information Store service (MSExchangeIS)",
+            )],
+            maintenance_markers: vec![],
+            command_behaviours: vec![
+                behaviour("eseutil", &[], 0, Duration::from_secs(1800))
+                    .output("Operation completed successfully."),
+                behaviour("isinteg", &[], 0, Duration::from_secs(900))
+                    .output("Isinteg: 0 error(s), 0 warning(s), 0 fix(es)"),
+            ],
+            roles: vec![role_info(
+                "exchange",
+                "the Exchange Server computer that runs the information store",
+                1,
+                Some(1),
+                vec![],
+            )],
+            modelled_states: vec![],
+            conflicts: vec![],
+        }
+    }
+
+    fn plan(req: Request) -> Result<Plan, PlanError> {
+        let op = req.operation.as_str();
+        if let Some(mode) = op
+            .strip_prefix("backup-")
+            .and_then(|m| Mode::ALL.into_iter().find(|x| x.name() == m))
+        {
+            return backup(&req, mode);
+        }
+        match op {
+            "restore" => restore(&req),
+            "repair" => repair(&req),
+            "lint" => lint(&req),
+            other => Err(PlanError::UnknownOperation(other.into())),
+        }
+    }
+}
+
+hokan_sdk::export_plugin!(Exchange);
+
+/// The server every step runs on: the job's Exchange server.
+fn server() -> Result<String, PlanError> {
+    facts::topology()
+        .job_server_list()
+        .first()
+        .map(|s| s.name.clone())
+        .ok_or_else(|| PlanError::BadParameter("the job has no Exchange server".into()))
+}
+
+fn names(p: &Path) -> Result<Vec<String>, PlanError> {
+    Ok(facts::list_dir(p)?.into_iter().map(|e| e.name).collect())
+}
+
+/// The store as the facts show it, and the checkpoint generation from `Edb.chk`.
+fn read_store() -> Result<(Store, u32), PlanError> {
+    let dbs = names(&DATABASES.path())?;
+    let logs = names(&LOGS.path())?;
+    let store = Store::from_names(
+        dbs.iter().map(String::as_str),
+        logs.iter().map(String::as_str),
+    );
+    if store.databases.is_empty() {
+        return Err(PlanError::Refused(format!(
+            "there is no Priv.edb or Pub.edb in {}: check the job's `databases` root (Exchange \
+             5.5 keeps them in exchsrvr\\mdbdata unless moved with the Performance Optimizer).",
+            DATABASES.path()
+        )));
+    }
+    let Some(chk) = store.checkpoint.clone() else {
+        return Err(PlanError::Refused(format!(
+            "there is no Edb.chk in {}: without the checkpoint hokan cannot tell the logs already \
+             written to the databases from those still needed. Check the job's `logs` root; if \
+             the store keeps its checkpoint elsewhere, grant that directory as `logs`.",
+            LOGS.path()
+        )));
+    };
+    let bytes = facts::read_bytes(&LOGS.join(&chk), MAX_CHECKPOINT)?;
+    let checkpoint = store::checkpoint_generation(&bytes).map_err(|why| {
+        PlanError::Refused(format!(
+            "{} cannot be read: {why}. Do not back up or delete logs until the store has been \
+             started and stopped cleanly (it rewrites the checkpoint).",
+            LOGS.join(&chk)
+        ))
+    })?;
+    let gaps = store.gaps();
+    if !gaps.is_empty() {
+        let list: Vec<String> = gaps.iter().map(|g| store::log_name(*g)).collect();
+        return Err(PlanError::Refused(format!(
+            "log generations are missing in {}: {}. Logs replay only in sequence, so no backup \
+             can restore past the gap. Find the missing logs (or take an offline copy of the \
+             databases after a clean shutdown) before backing up.",
+            LOGS.path(),
+            list.join(", ")
+        )));
+    }
+    Ok((store, checkpoint))
+}
+
+fn circular_logging(req: &Request) -> Result<bool, PlanError> {
+    match req.param("circular_logging").unwrap_or("on") {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        other => Err(PlanError::BadParameter(format!(
+            "circular_logging must be `on` or `off`, not `{other}`"
+        ))),
+    }
+}
+
+/// The reason, in the manual's terms, why circular logging defeats restores.
+const CIRCULAR_WHY: &str = "with circular logging on, the store overwrites its logs once they \
+     are written to the databases, so the logs a restore would replay are gone: a restore reaches \
+     only the last full backup, and everything since is lost";
+
+fn same_volume_warning() -> Result<Option<String>, PlanError> {
+    Ok(facts::same_volume(DATABASES.name(), LOGS.name())?.then(|| {
+        "The transaction logs are on the same volume as the databases. The logs hold what the \
+         databases do not yet have; one disk failure now takes both, and a restore can then only \
+         reach the last backup. The manual advises a dedicated (fast) disk for the logs."
+            .to_string()
+    }))
+}
+
+fn backup(req: &Request, mode: Mode) -> Result<Plan, PlanError> {
+    let online = match req.param("mode").unwrap_or("online") {
+        "online" => true,
+        "offline" => false,
+        other => {
+            return Err(PlanError::BadParameter(format!(
+                "mode must be `online` or `offline`, not `{other}`"
+            )));
+        }
+    };
+    let circular = circular_logging(req)?;
+    if circular && mode != Mode::Copy {
+        return Err(PlanError::Refused(format!(
+            "circular logging is on (the job's circular_logging parameter), and a {} backup \
+             depends on the logs: {CIRCULAR_WHY}. Turn circular logging off in the Exchange \
+             Administrator (server properties > Advanced), restart the store, set \
+             circular_logging = \"off\" for this job, and take a full backup.",
+            mode.name()
+        )));
+    }
+    let server = server()?;
+    let (store, checkpoint) = read_store()?;
+    let Some(current) = store.current.clone() else {
+        return Err(PlanError::Refused(format!(
+            "there is no Edb.log in {}: the store has no current log. Check the `logs` root.",
+            LOGS.path()
+        )));
+    };
+    let mut plan = PlanBuilder::new();
+    if circular {
+        plan.warn(format!(
+            "Circular logging is on: this copy backup holds the databases, but {CIRCULAR_WHY}."
+        ));
+    }
+    if let Some(w) = same_volume_warning()? {
+        plan.warn(w);
+    }
+
+    // What goes into the set, by the manual.
+    let databases: Vec<String> = if mode.copies_databases() {
+        store.databases.clone()
+    } else {
+        Vec::new()
+    };
+    let logs_in_set: Vec<&store::Log> = if mode.keeps_old_logs() {
+        store.logs.iter().collect()
+    } else {
+        store.from(checkpoint)
+    };
+    let truncated: Vec<&store::Log> = if mode.truncates() {
+        store.before(checkpoint)
+    } else {
+        Vec::new()
+    };
+    let mut size = 0;
+    for d in &databases {
+        size += facts::stat(&DATABASES.join(d))?.size;
+    }
+    for l in &logs_in_set {
+        size += facts::stat(&LOGS.join(&l.name))?.size;
+    }
+    size += facts::stat(&LOGS.join(&current))?.size;
+    // Room for the patch files and a renamed log or two.
+    let needed = size + size / 20 + 16 * 1024 * 1024;
+    let free = facts::free_space(SET.name())?;
+    if free < needed {
+        return Err(PlanError::Refused(format!(
+            "the backup medium has {free} bytes free; this {} backup needs about {needed}. Free \
+             space there or point the job's backup root elsewhere.",
+            mode.name()
+        )));
+    }
+    plan.step(
+        "check-space",
+        "Check the backup medium has room for this backup",
+        Action::assert(
+            Condition::free_space_at_least(SET.name(), needed),
+            "the backup medium has too little free space for this backup",
+        ),
+    )
+    .on(&server);
+
+    if online {
+        online_backup(
+            &mut plan,
+            &server,
+            mode,
+            &store,
+            checkpoint,
+            &databases,
+            &logs_in_set,
+            &truncated,
+        );
+    } else {
+        offline_backup(
+            &mut plan,
+            &server,
+            mode,
+            &current,
+            &databases,
+            &logs_in_set,
+            &truncated,
+        );
+    }
+    plan.invariant_on(
+        &server,
+        "store-running",
+        "the information store is running after the backup, whatever happened",
+        Condition::running(STORE),
+    );
+    for d in &store.databases {
+        plan.invariant(
+            &format!("{}-in-place", d.to_ascii_lowercase()),
+            &format!("{d} is still in place"),
+            Condition::exists(DATABASES.join(d)),
+        );
+    }
+    Ok(plan.build())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn online_backup(
+    plan: &mut PlanBuilder,
+    server: &str,
+    mode: Mode,
+    store: &Store,
+    checkpoint: u32,
+    databases: &[String],
+    logs_in_set: &[&store::Log],
+    truncated: &[&store::Log],
+) {
+    plan.step(
+        "store-running",
+        "Check the information store is running (an online backup goes through it)",
+        Action::assert(
+            Condition::running(STORE),
+            "the information store is not running; start it, or take an offline backup",
+        ),
+    )
+    .on(server);
+    plan.step(
+        "backup-program",
+        &format!(
+            "Run the backup program: a {} backup of the information store (ntbackup /t {})",
+            mode.name(),
+            mode.ntbackup_type()
+        ),
+        Action::exec_in(SET.name(), "backup-program", [mode.ntbackup_type()]),
+    )
+    .on(server)
+    .timeout(LONG);
+
+    // Check its result: every file the mode backs up is in the set...
+    let renamed = store::log_name(store.next_generation(checkpoint));
+    let mut expected: Vec<Path> = Vec::new();
+    for d in databases {
+        expected.push(SET.join("databases").join(d));
+    }
+    for d in &store.databases {
+        expected.push(SET.join("databases").join(&patch_of(d)));
+    }
+    for l in logs_in_set {
+        expected.push(SET.join("logs").join(&l.name));
+    }
+    expected.push(SET.join("logs").join(&renamed));
+    if mode.keeps_new_current() {
+        expected.push(SET.join("logs").join("Edb.log"));
+    }
+    plan.together(
+        "check-set",
+        "Check the backup program put every file of this mode in the set",
+        |g| {
+            for p in &expected {
+                g.step(
+                    &format!("in-set-{}", p.file_name().to_ascii_lowercase()),
+                    &format!("{p} is in the set"),
+                    Action::assert(
+                        Condition::exists(p.clone()),
+                        "the backup program did not back up this file; read its log",
+                    ),
+                )
+                .on(server);
+            }
+        },
+    );
+    // ...its databases have good pages...
+    for d in databases {
+        plan.step(
+            &format!("verify-pages-{}", d.to_ascii_lowercase()),
+            &format!("Check every page checksum of the backed-up {d} (-1018)"),
+            Action::verify_ese_pages(SET.join("databases").join(d)),
+        )
+        .on(server)
+        .timeout(LONG);
+    }
+    // ...and the store deleted exactly the logs the mode deletes.
+    if mode.truncates() {
+        plan.together(
+            "check-truncated",
+            "Check the store deleted the logs before the checkpoint",
+            |g| {
+                for l in truncated {
+                    g.step(
+                        &format!("gone-{}", l.name.to_ascii_lowercase()),
+                        &format!("{} was deleted", l.name),
+                        Action::assert(
+                            Condition::absent(LOGS.join(&l.name)),
+                            "a log before the checkpoint is still there: the backup did not complete in the store; read the backup program's log and the application event log",
+                        ),
+                    )
+                    .on(server);
+                }
+            },
+        );
+    } else {
+        plan.together(
+            "check-logs-kept",
+            "Check no log was deleted (this mode deletes none)",
+            |g| {
+                for l in &store.logs {
+                    g.step(
+                        &format!("kept-{}", l.name.to_ascii_lowercase()),
+                        &format!("{} is still there", l.name),
+                        Action::assert(
+                            Condition::exists(LOGS.join(&l.name)),
+                            "a log was deleted by a backup mode that deletes none: check circular logging and the backup program's mode",
+                        ),
+                    )
+                    .on(server);
+                }
+            },
+        );
+    }
+}
+
+fn patch_of(database: &str) -> String {
+    let stem = database.rsplit_once('.').map_or(database, |(s, _)| s);
+    format!("{stem}.pat")
+}
+
+fn offline_backup(
+    plan: &mut PlanBuilder,
+    server: &str,
+    mode: Mode,
+    current: &str,
+    databases: &[String],
+    logs_in_set: &[&store::Log],
+    truncated: &[&store::Log],
+) {
+    plan.warn(
+        "Offline backup: the manual discourages it. The files are handled outside the store's \
+         backup API and the store does not check the page checksums (hokan checks them in the \
+         set). The store is stopped while the files are copied: no mail is delivered or read \
+         meanwhile.",
+    );
+    plan.step(
+        "stop-store",
+        "Stop the information store",
+        Action::stop(STORE),
+    )
+    .on(server)
+    .timeout(SERVICE);
+    // Offline there is no new generation: Edb.log is the last log and goes into every set.
+    let mut files: Vec<(Path, Path)> = databases
+        .iter()
+        .map(|d| (DATABASES.join(d), SET.join("databases").join(d)))
+        .collect();
+    files.extend(
+        logs_in_set
+            .iter()
+            .map(|l| (LOGS.join(&l.name), SET.join("logs").join(&l.name))),
+    );
+    files.push((LOGS.join(current), SET.join("logs").join(current)));
+    plan.together("copy", "Copy the store's files to the set", |g| {
+        for (from, to) in &files {
+            g.step(
+                &format!("copy-{}", from.file_name().to_ascii_lowercase()),
+                &format!("Copy {from}"),
+                Action::copy_tree(from.clone(), to.clone()),
+            )
+            .on(server)
+            .timeout(LONG);
+        }
+    });
+    plan.together("verify", "Verify the copies", |g| {
+        for (from, to) in &files {
+            g.step(
+                &format!("verify-{}", from.file_name().to_ascii_lowercase()),
+                &format!("Verify the copy of {from}"),
+                Action::verify_copy(from.clone(), to.clone()),
+            )
+            .on(server)
+            .timeout(LONG);
+        }
+    });
+    for d in databases {
+        plan.step(
+            &format!("verify-pages-{}", d.to_ascii_lowercase()),
+            &format!("Check every page checksum of the copied {d} (-1018)"),
+            Action::verify_ese_pages(SET.join("databases").join(d)),
+        )
+        .on(server)
+        .timeout(LONG);
+    }
+    plan.step(
+        "start-store",
+        "Start the information store again",
+        Action::start(STORE),
+    )
+    .on(server)
+    .timeout(SERVICE);
+    plan.cleanup_undo(
+        "restart-store",
+        "If the store was stopped and not started again, start it",
+        Action::start(STORE),
+        "stop-store",
+        "start-store",
+    )
+    .on(server)
+    .timeout(SERVICE)
+    .retries(2);
+    if mode.truncates() && !truncated.is_empty() {
+        plan.warn(format!(
+            "An offline backup deletes no log: the {} logs before the checkpoint stay until a \
+             full or incremental online backup, whose store deletes them through its backup API. \
+             (Deleting them here could lose them with a set that a crash then discards.)",
+            truncated.len()
+        ));
+    }
+}
+
+fn restore(req: &Request) -> Result<Plan, PlanError> {
+    let server = server()?;
+    let set_id = req.set_id.as_deref().unwrap_or("(unnamed)");
+    let set_dbs = if facts::is_dir(&SET.join("databases"))? {
+        names(&SET.join("databases"))?
+    } else {
+        Vec::new()
+    };
+    let set_logs = if facts::is_dir(&SET.join("logs"))? {
+        names(&SET.join("logs"))?
+    } else {
+        Vec::new()
+    };
+    let set = Store::from_names(
+        set_dbs.iter().map(String::as_str),
+        set_logs.iter().map(String::as_str),
+    );
+    if set.databases.is_empty() {
+        return Err(PlanError::Refused(format!(
+            "set {set_id} has no database (an incremental backup holds only logs). Restore the \
+             last full backup set first; hokan does not yet chain incremental sets onto it."
+        )));
+    }
+    let live_dbs = names(&DATABASES.path())?;
+    let live_logs = names(&LOGS.path())?;
+    let live = Store::from_names(
+        live_dbs.iter().map(String::as_str),
+        live_logs.iter().map(String::as_str),
+    );
+    let kept = format!("hokan-replaced-{set_id}");
+    let staging = DATABASES.join("hokan-restore");
+    for (root, name) in [
+        (DATABASES, &kept),
+        (DATABASES, &"hokan-restore".to_string()),
+        (LOGS, &kept),
+    ] {
+        if facts::exists(&root.join(name))? {
+            return Err(PlanError::Refused(format!(
+                "{} exists (from an earlier restore?). hokan never overwrites data: check what \
+                 it holds, move it away, and plan again.",
+                root.join(name)
+            )));
+        }
+    }
+    let mut incoming = 0;
+    for d in set.databases.iter().chain(&set.patches) {
+        incoming += facts::stat(&SET.join("databases").join(d))?.size;
+    }
+    let needed = incoming + 16 * 1024 * 1024;
+    let free = facts::free_space(DATABASES.name())?;
+    if free < needed {
+        return Err(PlanError::Refused(format!(
+            "the databases' volume has {free} bytes free; the restore needs {needed} (the set's \
+             databases while the current ones are kept)."
+        )));
+    }
+    // Logs from the set that the disk lacks; a generation on disk is the same log and is kept
+    // (the one on disk may be newer, for Edb.log).
+    let live_log_names: Vec<String> = live_logs.iter().map(|n| n.to_ascii_lowercase()).collect();
+    let mut logs: Vec<String> = set.logs.iter().map(|l| l.name.clone()).collect();
+    logs.extend(set.current.clone());
+    let logs: Vec<String> = logs
+        .into_iter()
+        .filter(|n| !live_log_names.contains(&n.to_ascii_lowercase()))
+        .collect();
+
+    let mut plan = PlanBuilder::new();
+    plan.step(
+        "check-space",
+        "Check the databases' volume has room for the restored databases",
+        Action::assert(
+            Condition::free_space_at_least(DATABASES.name(), needed),
+            "the databases' volume has too little free space for this restore",
+        ),
+    )
+    .on(&server);
+    plan.step(
+        "stop-store",
+        "Stop the information store",
+        Action::stop(STORE),
+    )
+    .on(&server)
+    .timeout(SERVICE);
+    let files: Vec<String> = set.databases.iter().chain(&set.patches).cloned().collect();
+    for f in &files {
+        plan.step(
+            &format!("stage-{}", f.to_ascii_lowercase()),
+            &format!("Copy the set's {f} next to the databases"),
+            Action::copy_tree(SET.join("databases").join(f), staging.join(f)),
+        )
+        .on(&server)
+        .timeout(LONG);
+        plan.step(
+            &format!("verify-{}", f.to_ascii_lowercase()),
+            &format!("Verify the staged {f}"),
+            Action::verify_copy(SET.join("databases").join(f), staging.join(f)),
+        )
+        .on(&server)
+        .timeout(LONG);
+    }
+    for d in &set.databases {
+        plan.step(
+            &format!("verify-pages-{}", d.to_ascii_lowercase()),
+            &format!("Check every page checksum of the staged {d} (-1018)"),
+            Action::verify_ese_pages(staging.join(d)),
+        )
+        .on(&server)
+        .timeout(LONG);
+    }
+    // Keep what is there, then put the set's files in place.
+    let in_place = |name: &str| {
+        live.databases
+            .iter()
+            .chain(&live.patches)
+            .find(|l| l.eq_ignore_ascii_case(name))
+            .cloned()
+    };
+    plan.step(
+        "make-kept-dir",
+        &format!("Make {kept} for the current files"),
+        Action::ensure_dir(DATABASES.join(&kept)),
+    )
+    .on(&server);
+    for f in &files {
+        if let Some(old) = in_place(f) {
+            plan.step(
+                &format!("keep-{}", old.to_ascii_lowercase()),
+                &format!("Keep the current {old} in {kept}"),
+                Action::rename(DATABASES.join(&old), DATABASES.join(&kept).join(&old)),
+            )
+            .on(&server);
+        }
+    }
+    for f in &files {
+        plan.step(
+            &format!("place-{}", f.to_ascii_lowercase()),
+            &format!("Put the set's {f} in place"),
+            Action::rename(staging.join(f), DATABASES.join(f)),
+        )
+        .on(&server);
+    }
+    plan.step(
+        "remove-staging",
+        "Remove the (now empty) staging directory",
+        Action::remove(staging.clone()),
+    )
+    .on(&server);
+    for l in &logs {
+        plan.step(
+            &format!("log-{}", l.to_ascii_lowercase()),
+            &format!("Put the set's {l} in the logs directory"),
+            Action::copy_tree(SET.join("logs").join(l), LOGS.join(l)),
+        )
+        .on(&server);
+    }
+    if let Some(chk) = &live.checkpoint {
+        plan.step(
+            "make-kept-logs-dir",
+            &format!("Make {kept} in the logs directory for the stale checkpoint"),
+            Action::ensure_dir(LOGS.join(&kept)),
+        )
+        .on(&server);
+        plan.step(
+            "remove-checkpoint",
+            &format!(
+                "Move the stale checkpoint {chk} aside to {kept}, so the store replays every log"
+            ),
+            Action::rename(LOGS.join(chk), LOGS.join(&kept).join(chk)),
+        )
+        .on(&server);
+    }
+    plan.step(
+        "start-store",
+        "Start the information store: it replays the logs into the restored databases",
+        Action::start(STORE),
+    )
+    .on(&server)
+    .timeout(SERVICE);
+    plan.step(
+        "store-up",
+        "Check the information store came up",
+        Action::wait_until(Condition::running(STORE), Duration::from_secs(10)),
+    )
+    .on(&server)
+    .timeout(Duration::from_secs(600));
+
+    // When the restore stopped before its databases were in place, put the old ones back.
+    for f in &files {
+        if let Some(old) = in_place(f) {
+            plan.cleanup(
+                &format!("put-back-{}", old.to_ascii_lowercase()),
+                &format!("If {old} is not in place, put the kept one back"),
+                Action::rename(DATABASES.join(&kept).join(&old), DATABASES.join(&old)),
+            )
+            .when(Condition::absent(DATABASES.join(&old)))
+            .when(Condition::exists(DATABASES.join(&kept).join(&old)))
+            .on(&server);
+        }
+    }
+    if let Some(chk) = &live.checkpoint {
+        plan.cleanup(
+            "put-back-checkpoint",
+            "If the restored databases are not in place, put the checkpoint back",
+            Action::rename(LOGS.join(&kept).join(chk), LOGS.join(chk)),
+        )
+        .when(Condition::step_not_succeeded("start-store"))
+        .when(Condition::exists(staging.clone()))
+        .when(Condition::exists(LOGS.join(&kept).join(chk)))
+        .on(&server);
+    }
+    plan.cleanup(
+        "discard-staging",
+        "Remove the staging directory (copies of the set, which keeps its own)",
+        Action::remove(staging.clone()),
+    )
+    .on(&server);
+    plan.cleanup_undo(
+        "restart-store",
+        "If the store was stopped and not started again, start it",
+        Action::start(STORE),
+        "stop-store",
+        "start-store",
+    )
+    .on(&server)
+    .timeout(SERVICE)
+    .retries(2);
+    for d in &set.databases {
+        plan.invariant(
+            &format!("{}-in-place", d.to_ascii_lowercase()),
+            &format!("the store has its {d}, restored or previous"),
+            Condition::exists(DATABASES.join(d)),
+        );
+    }
+    plan.invariant(
+        "no-staging-left",
+        "no staged copy is left beside the databases",
+        Condition::absent(staging),
+    );
+    plan.invariant_on(
+        &server,
+        "store-running",
+        "the information store is running after the restore, whatever happened",
+        Condition::running(STORE),
+    );
+    plan.warn(format!(
+        "The databases are replaced by those of set {set_id}; the current ones are kept in \
+         {kept} in the databases directory. The store replays the logs on disk from the set's \
+         checkpoint on: mail since the backup comes back only if those logs are intact."
+    ));
+    Ok(plan.build())
+}
+
+fn repair(req: &Request) -> Result<Plan, PlanError> {
+    let (switch, isinteg, file) = match req.required_param("database")? {
+        "priv" => ("/ispriv", "-pri", "Priv.edb"),
+        "pub" => ("/ispub", "-pub", "Pub.edb"),
+        other => {
+            return Err(PlanError::BadParameter(format!(
+                "database must be `priv` or `pub`, not `{other}`"
+            )));
+        }
+    };
+    let server = server()?;
+    let (store, _) = read_store()?;
+    let Some(db) = store
+        .databases
+        .iter()
+        .find(|d| d.eq_ignore_ascii_case(file))
+        .cloned()
+    else {
+        return Err(PlanError::Refused(format!(
+            "there is no {file} in {}",
+            DATABASES.path()
+        )));
+    };
+    let original = DATABASES.join(&format!("hokan-before-repair/{db}"));
+    if facts::exists(&original)? {
+        return Err(PlanError::Refused(format!(
+            "{original} exists from an earlier repair. Move it away (it is the unrepaired \
+             database) and plan again."
+        )));
+    }
+    let size = facts::stat(&DATABASES.join(&db))?.size;
+    let needed = 2 * size + 16 * 1024 * 1024;
+    let mut plan = PlanBuilder::new();
+    plan.step(
+        "last-resort",
+        "Confirm that no backup can be restored instead",
+        Action::manual(
+            &format!(
+                "Repair is the last resort. Eseutil /p makes a damaged {db} usable again by \
+                 dropping every page it cannot read: the mail on those pages is lost for good. \
+                 The only repair that loses nothing is to restore the latest good backup and \
+                 replay the logs (hokan run --op restore). Continue only if no backup can be \
+                 restored. hokan keeps a copy of the unrepaired database in {original}."
+            ),
+            Some(KB),
+        ),
+    )
+    .on(&server);
+    plan.step(
+        "check-space",
+        "Check the databases' volume has room for a copy and the defragmentation",
+        Action::assert(
+            Condition::free_space_at_least(DATABASES.name(), needed),
+            "the databases' volume needs room for a copy of the database and for Eseutil /d's temporary database",
+        ),
+    )
+    .on(&server);
+    plan.step(
+        "stop-store",
+        "Stop the information store",
+        Action::stop(STORE),
+    )
+    .on(&server)
+    .timeout(SERVICE);
+    plan.step(
+        "keep-original",
+        &format!("Copy the unrepaired {db} to {original}"),
+        Action::copy_tree(DATABASES.join(&db), original.clone()),
+    )
+    .on(&server)
+    .timeout(LONG);
+    plan.step(
+        "verify-original",
+        "Verify the copy",
+        Action::verify_copy(DATABASES.join(&db), original.clone()),
+    )
+    .on(&server)
+    .timeout(LONG);
+    for (id, title, command, args) in [
+        (
+            "eseutil-repair",
+            "Repair the database (Eseutil /p): drops the bad pages",
+            "eseutil",
+            vec!["/p", switch],
+        ),
+        (
+            "eseutil-defragment",
+            "Defragment it offline (Eseutil /d), as the manual requires after /p",
+            "eseutil",
+            vec!["/d", switch],
+        ),
+        (
+            "isinteg-fix",
+            "Fix the information store's consistency (Isinteg -fix -test alltests)",
+            "isinteg",
+            vec![isinteg, "-fix", "-test", "alltests"],
+        ),
+    ] {
+        plan.step(id, title, Action::exec_in(DATABASES.name(), command, args))
+            .on(&server)
+            .timeout(LONG);
+    }
+    plan.step(
+        "start-store",
+        "Start the information store",
+        Action::start(STORE),
+    )
+    .on(&server)
+    .timeout(SERVICE);
+    plan.cleanup_undo(
+        "restart-store",
+        "If the store was stopped and not started again, start it",
+        Action::start(STORE),
+        "stop-store",
+        "start-store",
+    )
+    .on(&server)
+    .timeout(SERVICE)
+    .retries(2);
+    plan.invariant_on(
+        &server,
+        "store-running",
+        "the information store is running after the repair, whatever happened",
+        Condition::running(STORE),
+    );
+    plan.warn(format!(
+        "Eseutil /p drops the pages of {db} it cannot read: the mail on them is lost. Restoring \
+         the latest good backup and replaying the logs is the only repair that loses nothing."
+    ));
+    Ok(plan.build())
+}
+
+fn lint(req: &Request) -> Result<Plan, PlanError> {
+    let mut plan = PlanBuilder::new();
+    if circular_logging(req)? {
+        plan.warn(format!(
+            "Circular logging is on (the job's circular_logging parameter): {CIRCULAR_WHY}. The \
+             manual recommends turning it off; full and incremental backups refuse to run until \
+             it is."
+        ));
+    }
+    if let Some(w) = same_volume_warning()? {
+        plan.warn(w);
+    }
+    let (store, checkpoint) = read_store()?;
+    let old = store.before(checkpoint).len();
+    if old > 0 {
+        plan.warn(format!(
+            "{old} log(s) before the checkpoint are still on disk: they are deleted only by a \
+             full or incremental online backup. Many of them mean no such backup ran lately."
+        ));
+    }
+    plan.step(
+        "store-layout",
+        "The store's files were found and its checkpoint read (advice, if any, is in the warnings)",
+        Action::assert(
+            Condition::exists(LOGS.join(store.checkpoint.as_deref().unwrap_or("Edb.chk"))),
+            "the checkpoint file disappeared",
+        ),
+    );
+    Ok(plan.build())
+}

@@ -1,0 +1,527 @@
+//! The Exchange Server plugin, against store trees the tests build: real ESE databases (the
+//! test builder's, with good page checksums), logs of generations 0x10 to 0x17, `Edb.log`, and a
+//! checkpoint at generation 0x14. Plan snapshots for every backup mode online and offline;
+//! dry runs that check, for each mode, exactly which logs go into the set and which survive;
+//! real runs against the stand-ins (online backups, offline backups, a corrupt database,
+//! restore, repair); `hokan ese-check`; and bad input.
+
+use crate::cli::text;
+use crate::standin_site::{StandinSite, ok, wait_for_next_second};
+use hokan::ese::build::{DbBuilder, PageFormat};
+use std::collections::BTreeSet;
+
+const MODES: [&str; 4] = ["full", "copy", "incremental", "differential"];
+/// The full logs on disk: generations 0x10 to 0x17.
+const GENERATIONS: std::ops::RangeInclusive<u32> = 0x10..=0x17;
+/// The checkpoint: 0x10 to 0x13 are written to the databases, 0x14 on are still needed.
+const CHECKPOINT: u32 = 0x14;
+
+fn log_name(generation: u32) -> String {
+    format!("Edb{generation:05X}.log")
+}
+
+/// A checkpoint file pointing at `generation` (ESE's layout: checksum, the last full backup's
+/// log position, then the checkpoint's, whose generation is at offset 16).
+fn checkpoint_file(generation: u32) -> Vec<u8> {
+    let mut b = vec![0u8; 4096];
+    b[16..20].copy_from_slice(&generation.to_le_bytes());
+    let sum = b[4..].chunks(4).fold(0x89ab_cdefu32, |x, w| {
+        x ^ u32::from_le_bytes(w.try_into().unwrap())
+    });
+    b[..4].copy_from_slice(&sum.to_le_bytes());
+    b
+}
+
+fn policy(params: &str) -> String {
+    format!(
+        "[site]\nname = \"ex-site\"\ntimezone = \"Asia/Tokyo\"\n\n\
+         [[servers]]\nname = \"ex1\"\nrole = \"exchange\"\n\n\
+         [jobs.exchange]\nplugin = \"exchange\"\nservers = [\"ex1\"]\nbackup_root = \"backups\"\n\
+         params = {{ {params} }}\n\
+         roots = {{ databases = \"store/databases\", logs = \"store/logs\" }}\n\
+         commands = {{ backup-program = \"{{standins}}/exchange/backup-program\", \
+         eseutil = \"{{standins}}/exchange/eseutil\", isinteg = \"{{standins}}/exchange/isinteg\" }}\n\
+         [jobs.exchange.services]\n\
+         information-store = {{ start = [\"{{standins}}/exchange/store-service\", \"start\"], \
+         stop = [\"{{standins}}/exchange/store-service\", \"stop\"], \
+         status = [\"{{standins}}/exchange/store-service\", \"status\"] }}\n"
+    )
+}
+
+/// A site with the store built and the stand-ins pointed at it.
+fn site(params: &str) -> StandinSite {
+    let site = StandinSite::new(&policy(params), "exchange ex1\n");
+    let db = site.path("store/databases");
+    let logs = site.path("store/logs");
+    std::fs::create_dir_all(&db).unwrap();
+    std::fs::create_dir_all(&logs).unwrap();
+    DbBuilder::new(PageFormat::Legacy, 4096)
+        .write_file(200, &db.join("Priv.edb"))
+        .unwrap();
+    DbBuilder::new(PageFormat::Legacy, 4096)
+        .seed(7)
+        .write_file(60, &db.join("Pub.edb"))
+        .unwrap();
+    for g in GENERATIONS {
+        std::fs::write(logs.join(log_name(g)), format!("log generation {g:#x}\n")).unwrap();
+    }
+    std::fs::write(logs.join("Edb.log"), "current log\n").unwrap();
+    std::fs::write(logs.join("Res1.log"), "reserve\n").unwrap();
+    std::fs::write(logs.join("Edb.chk"), checkpoint_file(CHECKPOINT)).unwrap();
+    std::fs::write(
+        site.path("standins/ex1.store_dir"),
+        site.path("store").to_string_lossy().as_bytes(),
+    )
+    .unwrap();
+    site
+}
+
+fn params(mode: &str) -> String {
+    format!("mode = \"{mode}\", circular_logging = \"off\"")
+}
+
+fn names(set: &BTreeSet<String>, prefix: &str) -> BTreeSet<String> {
+    set.iter()
+        .filter_map(|f| f.strip_prefix(prefix).map(str::to_string))
+        .collect()
+}
+
+fn logs(generations: impl IntoIterator<Item = u32>) -> BTreeSet<String> {
+    generations.into_iter().map(log_name).collect()
+}
+
+/// Which logs a mode puts in the set (besides the renamed or current Edb.log) and which it
+/// leaves in the logs directory, by KB 271987.
+fn expected_logs(mode: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+    let all = logs(GENERATIONS);
+    let from_checkpoint = logs(CHECKPOINT..=*GENERATIONS.end());
+    let in_set = if mode == "full" {
+        from_checkpoint.clone()
+    } else {
+        all.clone()
+    };
+    let survive = if matches!(mode, "full" | "incremental") {
+        from_checkpoint
+    } else {
+        all
+    };
+    (in_set, survive)
+}
+
+#[test]
+fn plans_for_every_mode_online_and_offline() {
+    for online in ["online", "offline"] {
+        let site = site(&params(online));
+        for mode in MODES {
+            insta::assert_snapshot!(
+                format!("exchange-{mode}-{online}"),
+                site.plan_text("exchange", &format!("backup-{mode}"))
+            );
+        }
+    }
+    let site = site("database = \"priv\", circular_logging = \"off\"");
+    insta::assert_snapshot!("exchange-repair", site.plan_text("exchange", "repair"));
+}
+
+/// The dry run of an offline backup, in a world scanned from the store tree: the changes of the
+/// normal scenario, `+ root:/path` and `- root:/path`.
+fn dry_run_changes(site: &StandinSite, op: &str) -> Vec<String> {
+    let policy = site.policy();
+    let out = site.hokan(
+        &[
+            "simulate",
+            policy.to_str().unwrap(),
+            "--from-tree",
+            "--op",
+            op,
+            "--json",
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let normal = &report["runs"][0]["scenarios"][0];
+    assert_eq!(normal["outcome"]["result"], "completed", "{normal:#}");
+    normal["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["changes"].as_array().unwrap().clone())
+        // "+ set:/logs/Edb.log (1 file(s), 12 B)": the path, without the summary.
+        .map(|c| c.as_str().unwrap().split(" (").next().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn dry_runs_copy_and_delete_exactly_the_logs_each_mode_says() {
+    let site = site(&params("offline"));
+    for mode in MODES {
+        let changes = dry_run_changes(&site, &format!("backup-{mode}"));
+        let copied: BTreeSet<String> = changes
+            .iter()
+            .filter_map(|c| c.strip_prefix("+ set:/logs/"))
+            .map(str::to_string)
+            .collect();
+        let deleted: BTreeSet<String> = changes
+            .iter()
+            .filter_map(|c| c.strip_prefix("- logs:/"))
+            .map(str::to_string)
+            .collect();
+        let (mut in_set, _) = expected_logs(mode);
+        // Offline, Edb.log is not renamed: it is the newest log, and goes into every set.
+        in_set.insert("Edb.log".into());
+        assert_eq!(copied, in_set, "{mode}: the logs in the set");
+        // Only the store deletes logs, in an online backup; an offline one deletes none.
+        assert_eq!(deleted, BTreeSet::new(), "{mode}: the logs deleted");
+        let databases: BTreeSet<String> = changes
+            .iter()
+            .filter_map(|c| c.strip_prefix("+ set:/databases/"))
+            .map(str::to_string)
+            .collect();
+        let expected: BTreeSet<String> = if mode == "incremental" {
+            BTreeSet::new()
+        } else {
+            ["Priv.edb", "Pub.edb"].map(String::from).into()
+        };
+        assert_eq!(databases, expected, "{mode}: the databases in the set");
+    }
+    // Every fault at every step leaves the store running, its databases in place, and no log
+    // deleted unless it is in a complete set.
+    for mode in MODES {
+        let out = site.simulate_each_step(&["--op", &format!("backup-{mode}")]);
+        assert!(
+            out.status.success(),
+            "{mode}: {}\n{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+    }
+}
+
+/// The newest set of the job.
+fn newest_set(site: &StandinSite) -> std::path::PathBuf {
+    let sets = site.path("backups/ex-site/exchange");
+    let mut ids: Vec<_> = std::fs::read_dir(&sets)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    ids.sort();
+    sets.join(ids.last().expect("a set"))
+}
+
+#[test]
+fn online_backups_leave_exactly_the_logs_the_manual_says() {
+    for mode in MODES {
+        let site = site(&params("online"));
+        let out = site.run("exchange", &format!("backup-{mode}"), &[], &[]);
+        ok(&out);
+        let set = newest_set(&site);
+        let files: BTreeSet<String> =
+            site.files(set.strip_prefix(site.dir.path()).unwrap().to_str().unwrap());
+        let (in_set, survive) = expected_logs(mode);
+        // The backup renamed Edb.log to the next generation and started a new one.
+        let renamed = log_name(GENERATIONS.end() + 1);
+        let mut want = in_set.clone();
+        want.insert(renamed.clone());
+        if matches!(mode, "incremental" | "differential") {
+            want.insert("Edb.log".into());
+        }
+        assert_eq!(names(&files, "logs/"), want, "{mode}: logs in the set");
+        let mut dbs: BTreeSet<String> = ["Priv.pat", "Pub.pat"].map(String::from).into();
+        if mode != "incremental" {
+            dbs.extend(["Priv.edb", "Pub.edb"].map(String::from));
+        }
+        assert_eq!(
+            names(&files, "databases/"),
+            dbs,
+            "{mode}: databases in the set"
+        );
+        let left = site.files("store/logs");
+        let mut want_left = survive;
+        want_left.extend([
+            renamed,
+            "Edb.log".into(),
+            "Edb.chk".into(),
+            "Res1.log".into(),
+        ]);
+        assert_eq!(left, want_left, "{mode}: logs left in the store");
+        assert_eq!(site.state("ex1", "store_stopped"), "0", "{mode}");
+        let verify = site.hokan(&["verify", set.to_str().unwrap()], &[]);
+        ok(&verify);
+    }
+}
+
+#[test]
+fn a_backup_program_that_did_not_truncate_fails_the_check() {
+    let site = site(&params("online"));
+    std::fs::write(site.path("standins/ex1.forget_truncate"), "").unwrap();
+    let out = site.run("exchange", "backup-full", &[], &[]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("a log before the checkpoint is still there"),
+        "{}",
+        text(&out.stdout)
+    );
+    let sets = site.path("backups/ex-site/exchange");
+    let left: Vec<_> = std::fs::read_dir(&sets)
+        .map(|d| d.count())
+        .into_iter()
+        .collect();
+    assert!(left.iter().all(|n| *n == 0), "no set is kept: {left:?}");
+}
+
+#[test]
+fn a_corrupt_page_stops_the_backup_before_the_set_is_kept() {
+    let site = site(&params("offline"));
+    // Page 57 of Priv.edb: file page 58 of 4 KiB.
+    let db = site.path("store/databases/Priv.edb");
+    let mut bytes = std::fs::read(&db).unwrap();
+    bytes[58 * 4096 + 1234] ^= 0x10;
+    std::fs::write(&db, &bytes).unwrap();
+    let out = site.run("exchange", "backup-full", &[], &[]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(5), "{stdout}");
+    assert!(
+        stdout.contains("-1018 JET_errReadVerifyFailure: page 57 at offset 237568"),
+        "{stdout}"
+    );
+    // No set, the store running again, and no log deleted.
+    let sets = site.path("backups/ex-site/exchange");
+    assert_eq!(std::fs::read_dir(&sets).unwrap().count(), 0);
+    assert_eq!(site.state("ex1", "store_stopped"), "0");
+    assert!(logs(GENERATIONS).is_subset(&site.files("store/logs")));
+    // The operator's check names the same page.
+    let check = site.hokan(&["ese-check", db.to_str().unwrap()], &[]);
+    assert_eq!(check.status.code(), Some(4));
+    assert!(text(&check.stdout).contains("page 57 at offset 237568"));
+}
+
+#[test]
+fn an_offline_backup_stops_and_starts_the_store_around_the_copy() {
+    let site = site(&params("offline"));
+    ok(&site.run("exchange", "backup-incremental", &[], &[]));
+    assert_eq!(
+        site.calls(),
+        ["ex1: store-service stop", "ex1: store-service start"]
+    );
+    let set = newest_set(&site);
+    let rel = set
+        .strip_prefix(site.dir.path())
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let mut want = logs(GENERATIONS);
+    want.insert("Edb.log".into());
+    assert_eq!(names(&site.files(&rel), "logs/"), want);
+    // An offline backup deletes no log (only the store does, in an online backup).
+    assert_eq!(
+        site.files("store/logs"),
+        logs(GENERATIONS)
+            .into_iter()
+            .chain(["Edb.log", "Edb.chk", "Res1.log"].map(String::from))
+            .collect()
+    );
+}
+
+#[test]
+fn circular_logging_refuses_full_and_incremental_and_warns_on_copy() {
+    let site = site("mode = \"online\", circular_logging = \"on\"");
+    for mode in ["full", "incremental", "differential"] {
+        let err = site
+            .plan("exchange", &format!("backup-{mode}"))
+            .unwrap_err();
+        assert!(
+            err.contains("circular logging is on") && err.contains("last full backup"),
+            "{mode}: {err}"
+        );
+    }
+    let copy = site.plan("exchange", "backup-copy").unwrap();
+    assert!(
+        copy.plan
+            .warnings
+            .iter()
+            .any(|w| w.contains("Circular logging is on") && w.contains("last full backup")),
+        "{:?}",
+        copy.plan.warnings
+    );
+    // The lint names both pieces of advice this site breaks: circular logging, and the logs
+    // on the databases' volume (one temporary directory here).
+    let lint = site.plan("exchange", "lint").unwrap();
+    let all = lint.plan.warnings.join("\n");
+    assert!(all.contains("Circular logging is on"), "{all}");
+    assert!(all.contains("same volume as the databases"), "{all}");
+    assert!(all.contains("4 log(s) before the checkpoint"), "{all}");
+}
+
+#[test]
+fn restore_puts_the_set_in_place_keeps_the_old_files_and_replays() {
+    let site = site(&params("online"));
+    ok(&site.run("exchange", "backup-full", &[], &[]));
+    let set = newest_set(&site);
+    let id = set.file_name().unwrap().to_string_lossy().into_owned();
+    // The disk with Pub.edb is lost; Priv.edb is damaged.
+    std::fs::remove_file(site.path("store/databases/Pub.edb")).unwrap();
+    std::fs::write(site.path("store/databases/Priv.edb"), "damaged").unwrap();
+    // Logs lost too: the set's come back, those on disk are kept.
+    std::fs::remove_file(site.path("store/logs").join(log_name(0x15))).unwrap();
+    site.clear_calls();
+    wait_for_next_second();
+    let out = site.run("exchange", "restore", &["--set", &id], &[]);
+    ok(&out);
+    assert_eq!(
+        site.calls(),
+        ["ex1: store-service stop", "ex1: store-service start"]
+    );
+    for db in ["Priv.edb", "Pub.edb"] {
+        assert_eq!(
+            std::fs::read(site.path("store/databases").join(db)).unwrap(),
+            std::fs::read(set.join("databases").join(db)).unwrap(),
+            "{db} is the set's"
+        );
+    }
+    let kept = format!("store/databases/hokan-replaced-{id}/Priv.edb");
+    assert_eq!(
+        std::fs::read_to_string(site.path(&kept)).unwrap(),
+        "damaged"
+    );
+    assert!(
+        site.path(&format!("store/logs/hokan-replaced-{id}/Edb.chk"))
+            .exists()
+    );
+    assert!(
+        !site.path("store/logs/Edb.chk").exists(),
+        "the stale checkpoint is gone"
+    );
+    assert!(site.path("store/logs").join(log_name(0x15)).exists());
+    assert!(!site.path("store/databases/hokan-restore").exists());
+    assert_eq!(site.state("ex1", "store_stopped"), "0");
+}
+
+#[test]
+fn repair_waits_for_the_operator_then_runs_the_three_tools_in_order() {
+    let site = site("database = \"priv\", circular_logging = \"off\"");
+    let out = site.run("exchange", "repair", &[], &[]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stdout).contains("last-resort"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        site.calls().is_empty(),
+        "nothing ran before the operator said so"
+    );
+    ok(&site.run("exchange", "repair", &["--yes"], &[]));
+    assert_eq!(
+        site.calls(),
+        [
+            "ex1: store-service stop",
+            "ex1: eseutil /p /ispriv",
+            "ex1: eseutil /d /ispriv",
+            "ex1: isinteg -pri -fix -test alltests",
+            "ex1: store-service start",
+        ]
+    );
+    assert_eq!(
+        std::fs::read(site.path("store/databases/hokan-before-repair/Priv.edb")).unwrap(),
+        std::fs::read(site.path("store/databases/Priv.edb")).unwrap()
+    );
+}
+
+#[test]
+fn ese_check_reports_clean_corrupt_and_bad_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("Priv.edb");
+    DbBuilder::new(PageFormat::Ecc, 8192)
+        .write_file(300, &db)
+        .unwrap();
+    let check = |path: &std::path::Path| {
+        std::process::Command::new(hokan_e2e::hokan_bin())
+            .arg("ese-check")
+            .arg(path)
+            .output()
+            .unwrap()
+    };
+    let out = check(&db);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("8192-byte pages"), "{stdout}");
+    assert!(
+        stdout.contains("checked 300 pages (ECC-32/XOR-32; 3 never used)"),
+        "{stdout}"
+    );
+    // One flipped bit: located.
+    let mut bytes = std::fs::read(&db).unwrap();
+    let at = 101 * 8192 + 4000;
+    bytes[at] ^= 0x80;
+    std::fs::write(&db, &bytes).unwrap();
+    let out = check(&db);
+    assert_eq!(out.status.code(), Some(4));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(&format!("page 100 at offset {}", 101 * 8192))
+            && stdout.contains(&format!("one flipped bit: byte {at} bit 7")),
+        "{stdout}"
+    );
+    // Bad input: exit 1, a clear message, no panic.
+    let not_ese = dir.path().join("notes.txt");
+    std::fs::write(&not_ese, "x".repeat(9000)).unwrap();
+    let truncated = dir.path().join("cut.edb");
+    std::fs::write(&truncated, &bytes[..bytes.len() - 10]).unwrap();
+    let odd = dir.path().join("odd.edb");
+    let mut odd_bytes = bytes.clone();
+    odd_bytes[236..240].copy_from_slice(&12345u32.to_le_bytes());
+    std::fs::write(&odd, &odd_bytes).unwrap();
+    for (file, says) in [
+        (&not_ese, "not an ESE database"),
+        (&truncated, "truncated"),
+        (&odd, "12345 bytes"),
+        (&dir.path().join("missing.edb"), "No such file"),
+    ] {
+        let out = check(file);
+        assert_eq!(out.status.code(), Some(1), "{}", file.display());
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains(says) && stderr.contains(&file.display().to_string()),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[test]
+fn bad_input_is_refused_with_the_field() {
+    let site = site("mode = \"sideways\", circular_logging = \"off\"");
+    let err = site.plan("exchange", "backup-full").unwrap_err();
+    assert!(err.contains("mode must be `online` or `offline`"), "{err}");
+    let site = site_without_checkpoint();
+    let err = site.plan("exchange", "backup-full").unwrap_err();
+    assert!(err.contains("no Edb.chk"), "{err}");
+    let site = self::site(&params("online"));
+    std::fs::write(site.path("store/logs/Edb.chk"), vec![7u8; 4096]).unwrap();
+    let err = site.plan("exchange", "backup-full").unwrap_err();
+    assert!(err.contains("damaged"), "{err}");
+    let site = self::site(&params("online"));
+    std::fs::remove_file(site.path("store/logs").join(log_name(0x12))).unwrap();
+    let err = site.plan("exchange", "backup-full").unwrap_err();
+    assert!(
+        err.contains("missing") && err.contains("Edb00012.log"),
+        "{err}"
+    );
+    let site = self::site("circular_logging = \"off\"");
+    let err = site.plan("exchange", "repair").unwrap_err();
+    assert!(err.contains("database"), "{err}");
+}
+
+fn site_without_checkpoint() -> StandinSite {
+    let s = site(&params("online"));
+    std::fs::remove_file(s.path("store/logs/Edb.chk")).unwrap();
+    s
+}
