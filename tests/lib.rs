@@ -354,3 +354,16 @@ impl hokan::facts::FactSource for TestFacts {
         self.inner.topology()
     }
 }
+
+/// ESE's checkpoint file `Edb.chk` (4 KiB) pointing at log generation `generation`: its XOR-32
+/// checksum, the last full backup's log position, then the checkpoint's, whose generation is at
+/// offset 16.
+pub fn ese_checkpoint(generation: u32) -> Vec<u8> {
+    let mut b = vec![0u8; 4096];
+    b[16..20].copy_from_slice(&generation.to_le_bytes());
+    let sum = b[4..].chunks(4).fold(0x89ab_cdefu32, |x, w| {
+        x ^ u32::from_le_bytes(w.try_into().expect("4 bytes"))
+    });
+    b[..4].copy_from_slice(&sum.to_le_bytes());
+    b
+}

@@ -2,12 +2,19 @@
 //! the directories the bundled policies point at, and the stand-ins' state (every product in
 //! service) with the topology they check their order against.
 
+use hokan::ese::build::{DbBuilder, PageFormat};
 use hokan_e2e::MailwiseTree;
 use std::path::{Path, PathBuf};
 
 fn main() {
     let root = PathBuf::from(std::env::args().nth(1).expect("usage: make-demo-site DIR"));
-    for site in ["tokyo-hq", "osaka-groupmax", "nagoya-teamware", "standins"] {
+    for site in [
+        "tokyo-hq",
+        "osaka-groupmax",
+        "nagoya-teamware",
+        "kyoto-exchange",
+        "standins",
+    ] {
         let dir = root.join(site);
         if dir.exists() {
             std::fs::remove_dir_all(&dir).expect("cannot clear the old demo site");
@@ -45,6 +52,40 @@ fn main() {
 
     // TeamWARE keeps its data to itself: the backup set is all hokan sees.
     std::fs::create_dir_all(root.join("nagoya-teamware")).unwrap();
+
+    // Exchange 5.5: real ESE databases (good page checksums), full logs of generations 0x28 to
+    // 0x2F, the current log, and the checkpoint at 0x2C. The stand-ins find the store through
+    // their state.
+    let ex = root.join("kyoto-exchange");
+    let mdbdata = ex.join("exchsrvr/mdbdata");
+    let logs = ex.join("logs");
+    std::fs::create_dir_all(&mdbdata).unwrap();
+    std::fs::create_dir_all(&logs).unwrap();
+    DbBuilder::new(PageFormat::Legacy, 4096)
+        .write_file(4000, &mdbdata.join("Priv.edb"))
+        .unwrap();
+    DbBuilder::new(PageFormat::Legacy, 4096)
+        .seed(2)
+        .write_file(1000, &mdbdata.join("Pub.edb"))
+        .unwrap();
+    for generation in 0x28..=0x2f {
+        let name = format!("Edb{generation:05X}.log");
+        write(&logs.join(&name), &hokan_e2e::filler(&name, 64 * 1024));
+    }
+    write(
+        &logs.join("Edb.log"),
+        &hokan_e2e::filler("Edb.log", 16 * 1024),
+    );
+    write(&logs.join("Res1.log"), &hokan_e2e::filler("Res1.log", 4096));
+    write(&logs.join("Edb.chk"), &hokan_e2e::ese_checkpoint(0x2c));
+    write(
+        &root.join("standins/ex-kyoto.databases_dir"),
+        mdbdata.to_string_lossy().as_bytes(),
+    );
+    write(
+        &root.join("standins/ex-kyoto.logs_dir"),
+        logs.to_string_lossy().as_bytes(),
+    );
 
     // The stand-ins' state: everything in service. `cargo xtask demo` points STANDIN_STATE here.
     write(

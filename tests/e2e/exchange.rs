@@ -20,18 +20,6 @@ fn log_name(generation: u32) -> String {
     format!("Edb{generation:05X}.log")
 }
 
-/// A checkpoint file pointing at `generation` (ESE's layout: checksum, the last full backup's
-/// log position, then the checkpoint's, whose generation is at offset 16).
-fn checkpoint_file(generation: u32) -> Vec<u8> {
-    let mut b = vec![0u8; 4096];
-    b[16..20].copy_from_slice(&generation.to_le_bytes());
-    let sum = b[4..].chunks(4).fold(0x89ab_cdefu32, |x, w| {
-        x ^ u32::from_le_bytes(w.try_into().unwrap())
-    });
-    b[..4].copy_from_slice(&sum.to_le_bytes());
-    b
-}
-
 fn policy(params: &str) -> String {
     format!(
         "[site]\nname = \"ex-site\"\ntimezone = \"Asia/Tokyo\"\n\n\
@@ -67,12 +55,14 @@ fn site(params: &str) -> StandinSite {
     }
     std::fs::write(logs.join("Edb.log"), "current log\n").unwrap();
     std::fs::write(logs.join("Res1.log"), "reserve\n").unwrap();
-    std::fs::write(logs.join("Edb.chk"), checkpoint_file(CHECKPOINT)).unwrap();
-    std::fs::write(
-        site.path("standins/ex1.store_dir"),
-        site.path("store").to_string_lossy().as_bytes(),
-    )
-    .unwrap();
+    std::fs::write(logs.join("Edb.chk"), hokan_e2e::ese_checkpoint(CHECKPOINT)).unwrap();
+    for (key, dir) in [("databases_dir", &db), ("logs_dir", &logs)] {
+        std::fs::write(
+            site.path(&format!("standins/ex1.{key}")),
+            dir.to_string_lossy().as_bytes(),
+        )
+        .unwrap();
+    }
     site
 }
 

@@ -354,6 +354,18 @@ fn demo() -> Result<()> {
         println!("\n=== hokan run {policy} --job {job} --op backup");
         run(&mut hokan(&["run", policy, "--job", job, "--op", "backup"]))?;
     }
+    // Exchange: an online full backup through the backup program, whose databases hokan then
+    // checks page by page; an incremental one after it; and the operator's page check.
+    for op in ["backup-full", "backup-incremental"] {
+        let policy = "policies/kyoto-exchange.toml";
+        println!("\n=== hokan run {policy} --job exchange --op {op}");
+        run(&mut hokan(&[
+            "run", policy, "--job", "exchange", "--op", op,
+        ]))?;
+    }
+    let edb = "target/demo/kyoto-exchange/exchsrvr/mdbdata/Priv.edb";
+    println!("\n=== hokan ese-check {edb}");
+    run(&mut hokan(&["ese-check", edb]))?;
     // Every bundled policy, dry-run in its bundled world (policies/worlds/), with every fault.
     println!("\n=== hokan simulate policies --faults each-step");
     run(&mut hokan(&[

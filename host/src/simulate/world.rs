@@ -817,7 +817,7 @@ mod fixture {
     /// Bytes written as hexadecimal digits (whitespace between them is ignored).
     fn hex_bytes(h: &str) -> Result<Vec<u8>, String> {
         let digits: Vec<u8> = h.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-        if digits.len() % 2 != 0 {
+        if !digits.len().is_multiple_of(2) {
             return Err(format!(
                 "`hex` has {} digits; give two per byte",
                 digits.len()
