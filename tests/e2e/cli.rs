@@ -142,7 +142,11 @@ fn plugins_lists_and_describes() {
         .lines()
         .filter_map(|l| l.split_whitespace().next())
         .collect();
-    assert_eq!(names, ["groupmax", "mailwise", "teamware"], "{stdout}");
+    assert_eq!(
+        names,
+        ["exchange", "groupmax", "mailwise", "teamware"],
+        "{stdout}"
+    );
     assert!(
         stdout.contains(
             "backup, restore, restore-elsewhere, maintenance-on, maintenance-off, archive"

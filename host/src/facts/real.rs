@@ -292,6 +292,29 @@ mod tests {
     }
 
     #[test]
+    fn roots_in_one_filesystem_share_a_volume() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("data")).unwrap();
+        let f = facts(tmp.path());
+        // `set` does not exist yet: its nearest existing parent counts.
+        assert!(f.same_volume("data", "set").unwrap());
+        assert!(matches!(
+            f.same_volume("data", "elsewhere"),
+            Err(FactError::RootNotGranted(_))
+        ));
+        // /proc is another filesystem than any temporary directory.
+        let other = RealFacts::open(
+            [
+                ("data".to_string(), tmp.path().join("data")),
+                ("proc".to_string(), std::path::PathBuf::from("/proc")),
+            ],
+            Topology::default(),
+        )
+        .unwrap();
+        assert!(!other.same_volume("data", "proc").unwrap());
+    }
+
+    #[test]
     fn a_root_not_made_yet_is_empty_with_its_parents_free_space() {
         let tmp = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(tmp.path().join("data")).unwrap();

@@ -1128,6 +1128,54 @@ mod tests {
     }
 
     #[test]
+    fn hex_contents_are_read_and_volumes_tell_roots_apart() {
+        let w = World::parse(
+            Path::new("/site/worlds/w.toml"),
+            r#"
+now = "2026-11-21T02:10:00Z"
+[[dir]]
+path = "../db"
+free = "10 GiB"
+[dir.files]
+"Edb.chk" = { hex = "c3cdab89 00ff" }
+[[dir]]
+path = "../logs"
+free = "5 GiB"
+"#,
+        )
+        .unwrap();
+        let roots = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>()
+        };
+        let f = WorldFacts::new(
+            Arc::new(w),
+            roots(&[
+                ("db", "/site/db"),
+                ("logs", "/site/logs"),
+                ("sub", "/site/db/x"),
+            ]),
+            Topology::default(),
+        );
+        let chk = f.read(&Location::new("db", "Edb.chk"), 100).unwrap();
+        assert_eq!(chk, [0xc3, 0xcd, 0xab, 0x89, 0x00, 0xff]);
+        assert!(!f.same_volume("db", "logs").unwrap());
+        assert!(f.same_volume("db", "sub").unwrap());
+        assert!(f.same_volume("nope", "db").is_err());
+        for (bad, says) in [("\"abc\"", "3 digits"), ("\"zz\"", "`zz`")] {
+            let text = format!(
+                "now = \"2026-11-21T02:10:00Z\"\n[[dir]]\npath = \"d\"\n[dir.files]\n\"f\" = {{ hex = {bad} }}\n"
+            );
+            let e = World::parse(Path::new("w.toml"), &text)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{e}");
+        }
+    }
+
+    #[test]
     fn a_fixture_describes_files_volumes_services_and_commands() {
         let w = World::parse(
             Path::new("/site/worlds/w.toml"),
