@@ -357,6 +357,8 @@ fn demo() -> Result<()> {
     // Exchange: an online full backup through the backup program, whose databases hokan then
     // checks page by page; an incremental one after it; and the operator's page check.
     for op in ["backup-full", "backup-incremental"] {
+        // Set ids are seconds: the second backup must not start in the first one's second.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
         let policy = "policies/kyoto-exchange.toml";
         println!("\n=== hokan run {policy} --job exchange --op {op}");
         run(&mut hokan(&[
