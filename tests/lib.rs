@@ -367,3 +367,17 @@ pub fn ese_checkpoint(generation: u32) -> Vec<u8> {
     b[..4].copy_from_slice(&sum.to_le_bytes());
     b
 }
+
+/// Runs a command to completion and returns how long it took; fails unless it succeeded.
+pub fn timed(mut c: std::process::Command) -> std::time::Duration {
+    let t = std::time::Instant::now();
+    let out = c.output().unwrap();
+    let d = t.elapsed();
+    assert!(
+        out.status.success(),
+        "{c:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    d
+}

@@ -10,23 +10,10 @@
 //! file. `HOKAN_BENCH_MIB` sets the size (default 1024).
 
 use hokan::ese::build::{DbBuilder, PageFormat};
-use hokan_e2e::{hokan_bin, median};
+use hokan_e2e::{hokan_bin, median, timed};
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
-
-fn timed(mut c: Command, ok_codes: &[i32]) -> Duration {
-    let t = Instant::now();
-    let out = c.output().unwrap();
-    let d = t.elapsed();
-    assert!(
-        ok_codes.contains(&out.status.code().unwrap_or(-1)),
-        "{c:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    d
-}
+use std::time::Duration;
 
 fn main() {
     let smoke = !std::env::args().any(|a| a == "--bench");
@@ -59,12 +46,12 @@ fn main() {
             c
         };
         // Warm the page cache for both.
-        timed(cat(), &[0]);
-        timed(check(), &[0]);
+        timed(cat());
+        timed(check());
         let (mut cats, mut checks) = (vec![], vec![]);
         for _ in 0..rounds {
-            cats.push(timed(cat(), &[0]));
-            checks.push(timed(check(), &[0]));
+            cats.push(timed(cat()));
+            checks.push(timed(check()));
         }
         let (cat, check) = (median(cats), median(checks));
         let bytes = std::fs::metadata(&file).unwrap().len();

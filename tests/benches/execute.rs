@@ -14,10 +14,10 @@
 //! (default 1024); `HOKAN_BENCH_KEEP=1` keeps the tree and the sets in
 //! `target/tmp/bench-execute`.
 
-use hokan_e2e::{hokan_bin, median, plugin_dir, repo_root};
+use hokan_e2e::{hokan_bin, median, plugin_dir, repo_root, timed};
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Writes `len` bytes of `noise`, starting at an offset that depends on `seed`.
 fn write_file(path: &Path, noise: &[u8], seed: usize, len: usize) {
@@ -79,19 +79,6 @@ fn generate(data: &Path, mib: u64) -> u64 {
     }
     std::fs::create_dir_all(mw.join("log")).unwrap();
     total
-}
-
-fn timed(mut c: Command) -> Duration {
-    let t = Instant::now();
-    let out = c.output().unwrap();
-    let d = t.elapsed();
-    assert!(
-        out.status.success(),
-        "{c:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    d
 }
 
 fn main() {

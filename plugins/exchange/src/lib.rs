@@ -477,71 +477,96 @@ fn online_backup(
     if mode.keeps_new_current() {
         expected.push(SET.join("logs").join("Edb.log"));
     }
-    plan.together(
-        "check-set",
-        "Check the backup program put every file of this mode in the set",
-        |g| {
-            for p in &expected {
-                g.step(
-                    &format!("in-set-{}", p.file_name().to_ascii_lowercase()),
-                    &format!("{p} is in the set"),
-                    Action::assert(
-                        Condition::exists(p.clone()),
-                        "the backup program did not back up this file; read its log",
-                    ),
-                )
-                .on(server);
-            }
-        },
+    assert_each(
+        plan,
+        server,
+        (
+            "check-set",
+            "Check the backup program put every file of this mode in the set",
+        ),
+        ("in-set", "{path} is in the set"),
+        &expected,
+        Condition::exists,
+        "the backup program did not back up this file; read its log",
     );
     // ...its databases have good pages...
+    verify_pages(plan, server, &SET.join("databases"), databases, "backed-up");
+    // ...and the store deleted exactly the logs the mode deletes.
+    let on_disk =
+        |logs: &[&store::Log]| -> Vec<Path> { logs.iter().map(|l| LOGS.join(&l.name)).collect() };
+    if mode.truncates() {
+        assert_each(
+            plan,
+            server,
+            (
+                "check-truncated",
+                "Check the store deleted the logs before the checkpoint",
+            ),
+            ("gone", "{name} was deleted"),
+            &on_disk(truncated),
+            Condition::absent,
+            "a log before the checkpoint is still there: the backup did not complete in the store; read the backup program's log and the application event log",
+        );
+    } else {
+        let all: Vec<&store::Log> = store.logs.iter().collect();
+        assert_each(
+            plan,
+            server,
+            (
+                "check-logs-kept",
+                "Check no log was deleted (this mode deletes none)",
+            ),
+            ("kept", "{name} is still there"),
+            &on_disk(&all),
+            Condition::exists,
+            "a log was deleted by a backup mode that deletes none: check circular logging and the backup program's mode",
+        );
+    }
+}
+
+/// One step per database: every page checksum of `dir`'s copy (`-1018` for a bad page).
+fn verify_pages(
+    plan: &mut PlanBuilder,
+    server: &str,
+    dir: &Path,
+    databases: &[String],
+    what: &str,
+) {
     for d in databases {
         plan.step(
             &format!("verify-pages-{}", d.to_ascii_lowercase()),
-            &format!("Check every page checksum of the backed-up {d} (-1018)"),
-            Action::verify_ese_pages(SET.join("databases").join(d)),
+            &format!("Check every page checksum of the {what} {d} (-1018)"),
+            Action::verify_ese_pages(dir.join(d)),
         )
         .on(server)
         .timeout(LONG);
     }
-    // ...and the store deleted exactly the logs the mode deletes.
-    if mode.truncates() {
-        plan.together(
-            "check-truncated",
-            "Check the store deleted the logs before the checkpoint",
-            |g| {
-                for l in truncated {
-                    g.step(
-                        &format!("gone-{}", l.name.to_ascii_lowercase()),
-                        &format!("{} was deleted", l.name),
-                        Action::assert(
-                            Condition::absent(LOGS.join(&l.name)),
-                            "a log before the checkpoint is still there: the backup did not complete in the store; read the backup program's log and the application event log",
-                        ),
-                    )
-                    .on(server);
-                }
-            },
-        );
-    } else {
-        plan.together(
-            "check-logs-kept",
-            "Check no log was deleted (this mode deletes none)",
-            |g| {
-                for l in &store.logs {
-                    g.step(
-                        &format!("kept-{}", l.name.to_ascii_lowercase()),
-                        &format!("{} is still there", l.name),
-                        Action::assert(
-                            Condition::exists(LOGS.join(&l.name)),
-                            "a log was deleted by a backup mode that deletes none: check circular logging and the backup program's mode",
-                        ),
-                    )
-                    .on(server);
-                }
-            },
-        );
-    }
+}
+
+/// A group of assertions, one per path: `condition(path)` holds, else `message`. Step ids are
+/// `<prefix>-<file name>`; `{path}` and `{name}` in the step title stand for the path and its
+/// file name.
+fn assert_each(
+    plan: &mut PlanBuilder,
+    server: &str,
+    (id, title): (&str, &str),
+    (prefix, each): (&str, &str),
+    paths: &[Path],
+    condition: fn(Path) -> Condition,
+    message: &str,
+) {
+    plan.together(id, title, |g| {
+        for p in paths {
+            g.step(
+                &format!("{prefix}-{}", p.file_name().to_ascii_lowercase()),
+                &each
+                    .replace("{path}", &p.to_string())
+                    .replace("{name}", p.file_name()),
+                Action::assert(condition(p.clone()), message),
+            )
+            .on(server);
+        }
+    });
 }
 
 fn patch_of(database: &str) -> String {
@@ -604,15 +629,7 @@ fn offline_backup(
             .timeout(LONG);
         }
     });
-    for d in databases {
-        plan.step(
-            &format!("verify-pages-{}", d.to_ascii_lowercase()),
-            &format!("Check every page checksum of the copied {d} (-1018)"),
-            Action::verify_ese_pages(SET.join("databases").join(d)),
-        )
-        .on(server)
-        .timeout(LONG);
-    }
+    verify_pages(plan, server, &SET.join("databases"), databases, "copied");
     plan.step(
         "start-store",
         "Start the information store again",
@@ -740,15 +757,7 @@ fn restore(req: &Request) -> Result<Plan, PlanError> {
         .on(&server)
         .timeout(LONG);
     }
-    for d in &set.databases {
-        plan.step(
-            &format!("verify-pages-{}", d.to_ascii_lowercase()),
-            &format!("Check every page checksum of the staged {d} (-1018)"),
-            Action::verify_ese_pages(staging.join(d)),
-        )
-        .on(&server)
-        .timeout(LONG);
-    }
+    verify_pages(&mut plan, &server, &staging, &set.databases, "staged");
     // Keep what is there, then put the set's files in place.
     let in_place = |name: &str| {
         live.databases
