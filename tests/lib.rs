@@ -381,3 +381,14 @@ pub fn timed(mut c: std::process::Command) -> std::time::Duration {
     );
     d
 }
+
+/// A benchmark's size: `(smoke, mib)`. Without `--bench` (as `cargo test --all-targets` runs it)
+/// it is a smoke run of 16 MiB that claims no figures; `HOKAN_BENCH_MIB` overrides the size.
+pub fn bench_size(default_mib: u64) -> (bool, u64) {
+    let smoke = !std::env::args().any(|a| a == "--bench");
+    let mib = std::env::var("HOKAN_BENCH_MIB")
+        .ok()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(if smoke { 16 } else { default_mib });
+    (smoke, mib)
+}

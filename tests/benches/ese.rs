@@ -16,11 +16,7 @@ use std::process::Command;
 use std::time::Duration;
 
 fn main() {
-    let smoke = !std::env::args().any(|a| a == "--bench");
-    let mib: u64 = std::env::var("HOKAN_BENCH_MIB")
-        .ok()
-        .and_then(|m| m.parse().ok())
-        .unwrap_or(if smoke { 16 } else { 1024 });
+    let (smoke, mib) = hokan_e2e::bench_size(1024);
     let rounds = if smoke { 1 } else { 5 };
     let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-ese");
     std::fs::create_dir_all(&base).unwrap();

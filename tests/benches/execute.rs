@@ -84,11 +84,7 @@ fn generate(data: &Path, mib: u64) -> u64 {
 fn main() {
     // `cargo test --all-targets` runs this too, without `--bench`: then it only checks that it
     // works, on a small tree, and claims no figures.
-    let smoke = !std::env::args().any(|a| a == "--bench");
-    let mib: u64 = std::env::var("HOKAN_BENCH_MIB")
-        .ok()
-        .and_then(|m| m.parse().ok())
-        .unwrap_or(if smoke { 16 } else { 1024 });
+    let (smoke, mib) = hokan_e2e::bench_size(1024);
     let rounds = if smoke { 1 } else { 3 };
     // Beside the build, on the same filesystem as a real target directory.
     let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-execute");

@@ -524,6 +524,31 @@ fn online_backup(
     }
 }
 
+/// Stops the information store (step `stop-store`).
+fn stop_store(plan: &mut PlanBuilder, server: &str) {
+    plan.step(
+        "stop-store",
+        "Stop the information store",
+        Action::stop(STORE),
+    )
+    .on(server)
+    .timeout(SERVICE);
+}
+
+/// Starts the store in cleanup when `stop-store` began and `start-store` did not succeed.
+fn restart_store_in_cleanup(plan: &mut PlanBuilder, server: &str) {
+    plan.cleanup_undo(
+        "restart-store",
+        "If the store was stopped and not started again, start it",
+        Action::start(STORE),
+        "stop-store",
+        "start-store",
+    )
+    .on(server)
+    .timeout(SERVICE)
+    .retries(2);
+}
+
 /// One step per database: every page checksum of `dir`'s copy (`-1018` for a bad page).
 fn verify_pages(
     plan: &mut PlanBuilder,
@@ -589,13 +614,7 @@ fn offline_backup(
          set). The store is stopped while the files are copied: no mail is delivered or read \
          meanwhile.",
     );
-    plan.step(
-        "stop-store",
-        "Stop the information store",
-        Action::stop(STORE),
-    )
-    .on(server)
-    .timeout(SERVICE);
+    stop_store(plan, server);
     // Offline there is no new generation: Edb.log is the last log and goes into every set.
     let mut files: Vec<(Path, Path)> = databases
         .iter()
@@ -637,16 +656,7 @@ fn offline_backup(
     )
     .on(server)
     .timeout(SERVICE);
-    plan.cleanup_undo(
-        "restart-store",
-        "If the store was stopped and not started again, start it",
-        Action::start(STORE),
-        "stop-store",
-        "start-store",
-    )
-    .on(server)
-    .timeout(SERVICE)
-    .retries(2);
+    restart_store_in_cleanup(plan, server);
     if mode.truncates() && !truncated.is_empty() {
         plan.warn(format!(
             "An offline backup deletes no log: the {} logs before the checkpoint stay until a \
@@ -733,13 +743,7 @@ fn restore(req: &Request) -> Result<Plan, PlanError> {
         ),
     )
     .on(&server);
-    plan.step(
-        "stop-store",
-        "Stop the information store",
-        Action::stop(STORE),
-    )
-    .on(&server)
-    .timeout(SERVICE);
+    stop_store(&mut plan, &server);
     let files: Vec<String> = set.databases.iter().chain(&set.patches).cloned().collect();
     for f in &files {
         plan.step(
@@ -865,16 +869,7 @@ fn restore(req: &Request) -> Result<Plan, PlanError> {
         Action::remove(staging.clone()),
     )
     .on(&server);
-    plan.cleanup_undo(
-        "restart-store",
-        "If the store was stopped and not started again, start it",
-        Action::start(STORE),
-        "stop-store",
-        "start-store",
-    )
-    .on(&server)
-    .timeout(SERVICE)
-    .retries(2);
+    restart_store_in_cleanup(&mut plan, &server);
     for d in &set.databases {
         plan.invariant(
             &format!("{}-in-place", d.to_ascii_lowercase()),
@@ -958,13 +953,7 @@ fn repair(req: &Request) -> Result<Plan, PlanError> {
         ),
     )
     .on(&server);
-    plan.step(
-        "stop-store",
-        "Stop the information store",
-        Action::stop(STORE),
-    )
-    .on(&server)
-    .timeout(SERVICE);
+    stop_store(&mut plan, &server);
     plan.step(
         "keep-original",
         &format!("Copy the unrepaired {db} to {original}"),
@@ -1010,16 +999,7 @@ fn repair(req: &Request) -> Result<Plan, PlanError> {
     )
     .on(&server)
     .timeout(SERVICE);
-    plan.cleanup_undo(
-        "restart-store",
-        "If the store was stopped and not started again, start it",
-        Action::start(STORE),
-        "stop-store",
-        "start-store",
-    )
-    .on(&server)
-    .timeout(SERVICE)
-    .retries(2);
+    restart_store_in_cleanup(&mut plan, &server);
     plan.invariant_on(
         &server,
         "store-running",
