@@ -1,10 +1,10 @@
-//! The generated bindings of `hokan:policy@0.4.0` and every conversion between them and the
+//! The generated bindings of `hokan:policy@0.5.0` and every conversion between them and the
 //! host's own types. No other module sees a WIT type.
 
 use super::{
     CommandBehaviour, Conflict, Description, Limits, MaintenanceMarker, ModelledState, NameInfo,
     OperationInfo, ParamInfo, PlanRefusal, PlanRequest, RoleInfo, RootInfo, SetUse, SimEffect,
-    State,
+    State, WindowRules,
 };
 use crate::facts as domain_facts;
 use crate::plan::model as m;
@@ -267,8 +267,14 @@ pub(super) fn description(d: wp::Description) -> Description {
                 description: c.description,
                 operations: c.operations,
                 reference: c.reference,
+                typical_minutes: c.typical_minutes,
+                skipped_in_window: c.skipped_in_window,
             })
             .collect(),
+        window_rules: WindowRules {
+            step_minutes: d.window_rules.step_minutes.max(1),
+            daily: d.window_rules.daily,
+        },
     }
 }
 

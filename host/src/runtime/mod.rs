@@ -320,6 +320,26 @@ pub struct Description {
     pub modelled_states: Vec<ModelledState>,
     /// Work that must not overlap some operations.
     pub conflicts: Vec<Conflict>,
+    /// How the product keeps maintenance windows.
+    pub window_rules: WindowRules,
+}
+
+/// How a product keeps maintenance windows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct WindowRules {
+    /// Windows start and end on multiples of this many minutes (at least 1).
+    pub step_minutes: u32,
+    /// Windows repeat every day.
+    pub daily: bool,
+}
+
+impl Default for WindowRules {
+    fn default() -> WindowRules {
+        WindowRules {
+            step_minutes: 1,
+            daily: false,
+        }
+    }
 }
 
 /// A server role of the product.
@@ -359,6 +379,10 @@ pub struct Conflict {
     pub operations: Vec<String>,
     /// Where the rule comes from.
     pub reference: Option<String>,
+    /// Its usual length in minutes when the site does not say (0: the site must say).
+    pub typical_minutes: u32,
+    /// The product does not start it inside the maintenance window or on its end.
+    pub skipped_in_window: bool,
 }
 
 /// A change a simulated command makes to the dry-run world.

@@ -205,6 +205,7 @@ impl Plugin for Exchange {
             )],
             modelled_states: vec![],
             conflicts: vec![],
+            window_rules: ANY_WINDOW,
         }
     }
 

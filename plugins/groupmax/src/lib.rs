@@ -186,6 +186,7 @@ impl Plugin for Groupmax {
                 ServiceState::Running,
             )],
             conflicts: vec![],
+            window_rules: ANY_WINDOW,
         }
     }
 

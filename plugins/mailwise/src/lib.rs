@@ -22,6 +22,7 @@ const ARCHIVE_REFERENCE_SECS: u64 = 4 * 3600 + 30 * 60;
 
 const BACKUP_REF: &str = "mailwise manual, Backing up and restoring data";
 const MAINT_REF: &str = "mailwise manual, Maintenance > Maintenance mode";
+const DB_CHECK_REF: &str = "mailwise manual, Maintenance > Periodic database check";
 
 struct Mailwise;
 
@@ -129,7 +130,23 @@ impl Plugin for Mailwise {
                 vec![],
             )],
             modelled_states: vec![],
-            conflicts: vec![],
+            conflicts: vec![
+                conflict(
+                    "db-check",
+                    "the periodic database check (corruption check, disk-space check, \
+                     optimisation) sets maintenance mode itself for about 30 minutes and \
+                     releases it when it ends, in the middle of a backup",
+                    &["backup"],
+                    Some(DB_CHECK_REF),
+                )
+                .typical_minutes(30)
+                .skipped_in_window(),
+            ],
+            // Maintenance mode is set in 10-minute steps and repeats daily until released.
+            window_rules: WindowRules {
+                step_minutes: 10,
+                daily: true,
+            },
         }
     }
 

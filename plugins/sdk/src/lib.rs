@@ -46,7 +46,7 @@ mod path;
 pub use bindings::exports::hokan::policy::plugin::{
     CommandBehaviour, Conflict, Description, MaintenanceMarker, ModelledState, NameInfo,
     OperationInfo, ParamInfo, PlanError, Request, RoleInfo, RootInfo, ServiceChange, SetUse,
-    SimEffect,
+    SimEffect, WindowRules,
 };
 pub use bindings::hokan::policy::log::Level;
 pub use bindings::hokan::policy::plan_types::{
@@ -161,8 +161,30 @@ pub fn conflict(
         description: description.into(),
         operations: operations.iter().map(|o| (*o).into()).collect(),
         reference: reference.map(Into::into),
+        typical_minutes: 0,
+        skipped_in_window: false,
     }
 }
+
+impl Conflict {
+    /// How long the activity usually runs, when the site's policy does not say.
+    pub fn typical_minutes(mut self, minutes: u32) -> Self {
+        self.typical_minutes = minutes;
+        self
+    }
+
+    /// The product does not start the activity inside the maintenance window or on its end.
+    pub fn skipped_in_window(mut self) -> Self {
+        self.skipped_in_window = true;
+        self
+    }
+}
+
+/// Maintenance windows on any minute, on any days: what most products allow.
+pub const ANY_WINDOW: WindowRules = WindowRules {
+    step_minutes: 1,
+    daily: false,
+};
 
 impl Topology {
     /// The job's servers with `role`, in the order the job lists them.
@@ -294,10 +316,10 @@ pub fn maintenance_operation(name: &str, description: &str) -> OperationInfo {
 pub mod prelude {
     pub use crate::facts::{self, FactError};
     pub use crate::{
-        Action, Condition, Description, Level, MaintenanceMarker, OnError, Path, Plan, PlanBuilder,
-        PlanError, Plugin, Request, Root, Server, ServiceState, SetUse, SimEffect, Topology,
-        behaviour, conflict, log, maintenance_operation, modelled_state, name_info, operation,
-        param_info, role_info, root_info,
+        ANY_WINDOW, Action, Condition, Description, Level, MaintenanceMarker, OnError, Path, Plan,
+        PlanBuilder, PlanError, Plugin, Request, Root, Server, ServiceState, SetUse, SimEffect,
+        Topology, WindowRules, behaviour, conflict, log, maintenance_operation, modelled_state,
+        name_info, operation, param_info, role_info, root_info,
     };
 }
 

@@ -153,6 +153,7 @@ impl Plugin for TeamWare {
                     Some(GUIDE),
                 ),
             ],
+            window_rules: ANY_WINDOW,
         }
     }
 
