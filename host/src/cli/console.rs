@@ -9,7 +9,8 @@ use hokan::simulate::run::size;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The console observer.
@@ -20,6 +21,10 @@ pub struct Console {
     last_json_progress: Mutex<BTreeMap<String, Instant>>,
     /// Serializes output and questions from concurrent steps.
     out: Mutex<()>,
+    /// The signal that asked the run to stop (0: none); see [`Console::stop_on_signals`].
+    stop: Arc<AtomicUsize>,
+    /// Set by the first signal, so that a second one ends the process.
+    stopping: Arc<AtomicBool>,
 }
 
 impl Console {
@@ -31,7 +36,23 @@ impl Console {
             bars: Mutex::new(BTreeMap::new()),
             last_json_progress: Mutex::new(BTreeMap::new()),
             out: Mutex::new(()),
+            stop: Arc::new(AtomicUsize::new(0)),
+            stopping: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Makes SIGTERM and SIGINT stop the run gracefully: the step in progress finishes, no
+    /// further step starts, and the cleanup runs (releasing maintenance mode, starting services).
+    /// A second signal ends the process at once; `hokan recover` then runs the cleanup.
+    pub fn stop_on_signals(&self) -> std::io::Result<()> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        for sig in [SIGTERM, SIGINT] {
+            // Registered first, so it sees the flag as it was before this signal set it.
+            signal_hook::flag::register_conditional_shutdown(sig, 1, Arc::clone(&self.stopping))?;
+            signal_hook::flag::register(sig, Arc::clone(&self.stopping))?;
+            signal_hook::flag::register_usize(sig, Arc::clone(&self.stop), sig as usize)?;
+        }
+        Ok(())
     }
 
     fn emit_json(&self, v: &impl serde::Serialize) {
@@ -197,6 +218,19 @@ impl Observer for Console {
         });
         bar.set_length(total);
         bar.set_position(done);
+    }
+
+    fn stop_requested(&self) -> Option<String> {
+        let why = match self.stop.load(Ordering::Relaxed) {
+            0 => return None,
+            s if s == signal_hook::consts::SIGTERM as usize => "SIGTERM",
+            _ => "SIGINT",
+        };
+        let why = format!("{why} received; the cleanup runs and the run ends as failed");
+        if !self.json {
+            self.line(&format!("stopping: {why}"));
+        }
+        Some(why)
     }
 
     fn gate(&self, step: &Step, instructions: &str, reference: Option<&str>) -> Gate {

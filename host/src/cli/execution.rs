@@ -134,6 +134,9 @@ pub(super) fn run(cli: &Cli, a: &RunArgs) -> Result<ExitCode> {
         eprintln!("warning: {w}");
     }
     let console = Console::new(a.json, a.yes);
+    console
+        .stop_on_signals()
+        .context("cannot install the SIGTERM handler")?;
     let outcome = execute::execute(&spec, state, &console, &TestFaults::from_env())?;
     report(&outcome, a.json);
     Ok(exit_for(&outcome))

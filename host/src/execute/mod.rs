@@ -226,6 +226,11 @@ pub trait Observer: Sync {
     fn progress(&self, _step: &str, _unit: ProgressUnit, _done: u64, _total: u64) {}
     /// A manual step: ask the operator.
     fn gate(&self, step: &Step, instructions: &str, reference: Option<&str>) -> Gate;
+    /// Asked before each body step (or group): `Some(why)` stops the run there, as if that step
+    /// had failed, so that the step in progress finishes and the cleanup runs (SIGTERM).
+    fn stop_requested(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Faults the tests inject through the environment; unset in real use.
@@ -550,6 +555,19 @@ impl<'a> Executor<'a> {
     fn body(&self) -> Outcome {
         let mut outcome = Outcome::completed();
         for item in &self.spec.document.plan.steps {
+            if let Some(why) = self.observer.stop_requested() {
+                let first = match item {
+                    Item::Step(s) => Some(s),
+                    Item::Group(g) => g.steps.first(),
+                };
+                outcome.status = RunStatus::Failed;
+                outcome.step = first.map(|s| s.id.clone());
+                outcome.reason = Some(format!(
+                    "stopped before step `{}`: {why}",
+                    first.map_or("?", |s| s.id.as_str())
+                ));
+                return outcome;
+            }
             let failed: Option<(&Step, StepStatus)> = match item {
                 Item::Step(s) => {
                     let st = self.step(s, Phase::Body);
