@@ -15,5 +15,6 @@ pub mod plan;
 pub mod planner;
 pub mod policy;
 pub mod runtime;
+pub mod schedule;
 pub mod sets;
 pub mod simulate;

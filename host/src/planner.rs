@@ -231,6 +231,7 @@ pub fn check_job(policy: &Policy, job: &Job, d: &Description) -> Vec<Finding> {
     if !d.roles.is_empty() {
         out.extend(check_roles(policy, job, d));
     }
+    out.extend(crate::schedule::ScheduledJob::of(policy, job, d).1);
     out
 }
 
@@ -643,6 +644,7 @@ mod tests {
             roles: vec![],
             modelled_states: vec![],
             conflicts: vec![],
+            window_rules: Default::default(),
         }
     }
 

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-fn cache_dir(cli: &Cli) -> PathBuf {
+pub(super) fn cache_dir(cli: &Cli) -> PathBuf {
     if let Some(d) = &cli.cache_dir {
         return d.clone();
     }
@@ -72,6 +72,14 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
         Command::Sets { policy, job, json } => super::execution::sets(policy, job, *json),
         Command::Verify { set, json } => super::execution::verify(set, *json),
         Command::EseCheck { file, json } => ese_check(file, *json),
+        Command::Schedule {
+            policies,
+            from,
+            until,
+            json,
+        } => super::scheduling::schedule(cli, policies, from.as_deref(), until.as_deref(), *json),
+        Command::Daemon { policies } => super::scheduling::daemon(cli, policies),
+        Command::Status { json } => super::scheduling::status(cli, *json),
     }
 }
 

@@ -3,6 +3,7 @@
 mod commands;
 mod console;
 mod execution;
+mod scheduling;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -139,6 +140,47 @@ pub enum Command {
         /// The set's directory.
         set: PathBuf,
         /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what the scheduler would run from one instant until another, and what it would hold
+    /// back and why (a run that cannot start within its maximum start delay, a window too short
+    /// for its estimate, a product activity in the way). The same input always gives the same
+    /// answer: nothing is running at --from, and every run takes its estimate.
+    ///
+    /// Exit status: 0 every job could be scheduled; 1 a policy, plugin or scheduling field is
+    /// wrong (the other jobs are still shown).
+    Schedule {
+        /// Policy files or directories of them.
+        #[arg(required = true)]
+        policies: Vec<PathBuf>,
+        /// Start of the period, RFC 3339 (`2026-11-01T00:00:00+09:00`) [default: now].
+        #[arg(long)]
+        from: Option<String>,
+        /// End of the period (exclusive), RFC 3339 [default: a week after --from].
+        #[arg(long)]
+        until: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the scheduled jobs of a policy directory as their slots come due, until SIGTERM.
+    ///
+    /// Before scheduling anything it recovers runs a previous daemon left unfinished. Each run
+    /// is a `hokan run` process with its log under <state-dir>/logs/; the history of every slot
+    /// is in <state-dir>/history.sqlite. Changed policy files are re-read; one that no longer
+    /// loads keeps its previous version. On SIGTERM, running runs finish their current step and
+    /// their cleanup before the daemon exits. `hokan status` asks it what it is doing.
+    Daemon {
+        /// The policy directory (or one policy file).
+        policies: PathBuf,
+    },
+    /// Ask the running daemon for its next runs, running and waiting jobs, last results and
+    /// policy errors.
+    ///
+    /// Exit status: 0 it answered; 1 no daemon answers for this --state-dir.
+    Status {
+        /// Print the daemon's JSON document instead of text.
         #[arg(long)]
         json: bool,
     },

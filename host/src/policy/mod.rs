@@ -5,13 +5,14 @@
 
 mod schedule;
 
-pub use schedule::Schedule;
+pub use schedule::{Schedule, Window, hhmm};
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use toml::Spanned;
 
 /// A policy that cannot be used, with where and why.
@@ -113,10 +114,31 @@ pub struct Job {
     pub params: BTreeMap<String, String>,
     /// When the job runs.
     pub schedule: Option<Schedule>,
+    /// The operation its schedule runs (`schedule_op`, default `backup`).
+    pub schedule_op: String,
+    /// How long a run is expected to take (`estimate`), for window fit and overlaps.
+    pub estimate: Duration,
+    /// How late a run may start (`max_start_delay`); a run that cannot start by then is
+    /// skipped and reported.
+    pub max_start_delay: Duration,
+    /// The maintenance window its runs must fit in.
+    pub window: Option<Window>,
+    /// When the product's own work that conflicts with the job happens (`activities`), by the
+    /// activity names the plugin declares.
+    pub activities: BTreeMap<String, Activity>,
     /// Which of its backup sets the job keeps.
     pub retention: crate::sets::Retention,
     /// Where the job is written, for later errors about it.
     pub line: usize,
+}
+
+/// When a product's own work (an activity its plugin declares as a conflict) happens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Activity {
+    /// Its calendar.
+    pub schedule: Schedule,
+    /// How long it runs; `None` takes the plugin's typical length.
+    pub duration: Option<Duration>,
 }
 
 /// A loaded, checked site policy.
@@ -289,6 +311,26 @@ struct RawJob {
     schedule: Option<Spanned<String>>,
     #[serde(default)]
     retention: Option<Spanned<crate::sets::Retention>>,
+    #[serde(default)]
+    schedule_op: Option<Spanned<String>>,
+    #[serde(default)]
+    estimate: Option<Spanned<String>>,
+    #[serde(default)]
+    max_start_delay: Option<Spanned<String>>,
+    #[serde(default)]
+    window: Option<Spanned<String>>,
+    #[serde(default)]
+    activities: BTreeMap<String, Spanned<RawActivity>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawActivity {
+    Calendar(String),
+    Full {
+        schedule: String,
+        duration: Option<String>,
+    },
 }
 
 #[derive(Deserialize)]
@@ -401,6 +443,16 @@ impl Source<'_> {
                         "site.timezone",
                         format!(
                             "`{}` is not an IANA time zone name such as Asia/Tokyo or UTC",
+                            tz.get_ref()
+                        ),
+                    ));
+                }
+                if let Err(e) = jiff::tz::db().get(tz.get_ref()) {
+                    return Err(self.at(
+                        tz,
+                        "site.timezone",
+                        format!(
+                            "`{}` is not a time zone hokan knows ({e}); use an IANA name such as Asia/Tokyo or Europe/London",
                             tz.get_ref()
                         ),
                     ));
@@ -633,7 +685,61 @@ impl Source<'_> {
                 Some(Schedule::parse(s.get_ref()).map_err(|e| self.at(s, f("schedule"), e))?)
             }
         };
+        let duration = |s: &Option<Spanned<String>>, field: &str, default: u64| match s {
+            None => Ok(Duration::from_secs(default)),
+            Some(d) => match humantime::parse_duration(d.get_ref()) {
+                Ok(v) if !v.is_zero() => Ok(v),
+                _ => Err(self.at(
+                    d,
+                    f(field),
+                    format!(
+                        "`{}` is not a length of time such as `45m` or `1h 30m`",
+                        d.get_ref()
+                    ),
+                )),
+            },
+        };
+        let estimate = duration(&raw.estimate, "estimate", 3600)?;
+        let max_start_delay = duration(&raw.max_start_delay, "max_start_delay", 3600)?;
+        let window = match &raw.window {
+            None => None,
+            Some(w) => Some(Window::parse(w.get_ref()).map_err(|e| self.at(w, f("window"), e))?),
+        };
+        let mut activities = BTreeMap::new();
+        for (name, a) in &raw.activities {
+            let field = f(&format!("activities.{name}"));
+            let (cal, dur) = match a.get_ref() {
+                RawActivity::Calendar(c) => (c, None),
+                RawActivity::Full { schedule, duration } => (schedule, duration.as_ref()),
+            };
+            let schedule = Schedule::parse(cal).map_err(|e| self.at(a, field.clone(), e))?;
+            let duration = match dur {
+                None => None,
+                Some(d) => Some(
+                    humantime::parse_duration(d)
+                        .ok()
+                        .filter(|v| !v.is_zero())
+                        .ok_or_else(|| {
+                            self.at(
+                                a,
+                                format!("{field}.duration"),
+                                format!("`{d}` is not a length of time such as `30m`"),
+                            )
+                        })?,
+                ),
+            };
+            activities.insert(name.clone(), Activity { schedule, duration });
+        }
+        let schedule_op = raw
+            .schedule_op
+            .as_ref()
+            .map_or_else(|| "backup".to_string(), |s| s.get_ref().clone());
         Ok(Job {
+            schedule_op,
+            estimate,
+            max_start_delay,
+            window,
+            activities,
             name: name.to_string(),
             plugin: raw.plugin.into_inner(),
             plugin_sha256,

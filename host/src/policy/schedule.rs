@@ -43,13 +43,7 @@ impl Schedule {
         match words.as_slice() {
             ["daily", "at", t] => Ok(Schedule::Daily { at: time(t)? }),
             ["weekly", "on", days, "at", t] => Ok(Schedule::Weekly {
-                days: list(days, |d| {
-                    WEEKDAYS
-                        .iter()
-                        .position(|w| w.eq_ignore_ascii_case(d))
-                        .map(|i| i as u8)
-                        .ok_or_else(|| format!("`{d}` is not a weekday (mon, tue, ... sun)"))
-                })?,
+                days: list(days, weekday)?,
                 at: time(t)?,
             }),
             ["monthly", "on", days, "at", t] => Ok(Schedule::Monthly {
@@ -80,6 +74,97 @@ impl Schedule {
             )),
         }
     }
+}
+
+/// A maintenance window of a product instance: the times of day its jobs may run in, on some
+/// weekdays or every day. It may wrap past midnight (`22:00-02:00`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Window {
+    /// Minutes after midnight it opens.
+    pub start: u16,
+    /// Minutes after midnight it closes (up to 1440); at or before `start`, the next day.
+    pub end: u16,
+    /// The weekdays it opens on (0 = Sunday); `None` is every day.
+    pub days: Option<Vec<u8>>,
+}
+
+impl Window {
+    /// Parses `02:00-04:00` (every day) or `22:00-02:00 on sat,sun`.
+    pub fn parse(s: &str) -> Result<Window, String> {
+        let bad = |why: &str| {
+            format!(
+                "`{s}`: {why}; write HH:MM-HH:MM, optionally followed by `on` and weekdays, \
+                 e.g. `02:00-04:30` or `22:00-02:00 on sat,sun`"
+            )
+        };
+        let words: Vec<&str> = s.split_whitespace().collect();
+        let (span, days) = match words.as_slice() {
+            [span] => (*span, None),
+            [span, "on", days] => (*span, Some(list(days, weekday).map_err(|e| bad(&e))?)),
+            _ => return Err(bad("not a window")),
+        };
+        let (a, b) = span
+            .split_once('-')
+            .ok_or_else(|| bad("no `-` between the times"))?;
+        let start = time(a).map_err(|e| bad(&e))?;
+        let end = if b == "24:00" {
+            1440
+        } else {
+            time(b).map_err(|e| bad(&e))?
+        };
+        if start == end {
+            return Err(bad("it opens and closes at the same time"));
+        }
+        Ok(Window { start, end, days })
+    }
+
+    /// How long it is open, in minutes.
+    pub fn minutes(&self) -> u32 {
+        if self.end > self.start {
+            u32::from(self.end - self.start)
+        } else {
+            1440 - u32::from(self.start) + u32::from(self.end)
+        }
+    }
+
+    /// The window narrowed to multiples of `step` minutes (the start rounded up, the end
+    /// down), or `None` when nothing of it is left.
+    pub fn narrowed(&self, step: u32) -> Option<Window> {
+        let step = step.max(1) as u16;
+        let start = self.start.div_ceil(step) * step;
+        let end = self.end / step * step;
+        let w = Window {
+            start: start % 1440,
+            end,
+            days: self.days.clone(),
+        };
+        let lost = (start - self.start) + (self.end - end);
+        (u32::from(lost) < self.minutes()).then_some(w)
+    }
+}
+
+impl fmt::Display for Window {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", hhmm(self.start), hhmm(self.end))?;
+        if let Some(days) = &self.days {
+            let names: Vec<&str> = days.iter().map(|d| WEEKDAYS[*d as usize]).collect();
+            write!(f, " on {}", names.join(","))?;
+        }
+        Ok(())
+    }
+}
+
+/// Minutes after midnight as HH:MM.
+pub fn hhmm(m: u16) -> String {
+    format!("{:02}:{:02}", m / 60, m % 60)
+}
+
+fn weekday(d: &str) -> Result<u8, String> {
+    WEEKDAYS
+        .iter()
+        .position(|w| w.eq_ignore_ascii_case(d))
+        .map(|i| i as u8)
+        .ok_or_else(|| format!("`{d}` is not a weekday (mon, tue, ... sun)"))
 }
 
 fn time(t: &str) -> Result<u16, String> {

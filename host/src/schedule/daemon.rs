@@ -1,0 +1,818 @@
+//! `hokan daemon`: runs the jobs of a policy directory as their slots come due.
+//!
+//! - Before scheduling anything it recovers: it waits for runs a previous daemon left going,
+//!   runs `hokan recover` (their cleanup: maintenance mode released, services started), and
+//!   records how they ended.
+//! - Every slot gets a row in the [`History`] before its run starts, so a slot never runs twice;
+//!   one a shutdown interrupted may run again within its maximum start delay. Slots that passed
+//!   while the daemon was down are run late within that delay, or recorded as skipped.
+//! - Runs are `hokan run` child processes (a plugin or a run that dies never takes the daemon
+//!   down); each writes a log under `logs/` in the state directory.
+//! - Policies are re-read when a file changes; a file that no longer loads, or whose scheduled
+//!   jobs are wrong, keeps its previous version and is reported.
+//! - `hokan status` asks over the Unix socket `daemon.sock` in the state directory.
+//! - SIGTERM or SIGINT: no new run starts; each running one is sent SIGTERM, finishes its step,
+//!   runs its cleanup and closes its journal; then the daemon exits.
+
+use super::history::{History, HistoryError, SlotRow, SlotStatus};
+use super::rules::{Busy, Decision, local_text};
+use super::{Loaded, Scheduler, load};
+use crate::planner::PluginDir;
+use crate::policy::Policy;
+use crate::runtime::Runtime;
+use jiff::{SignedDuration, Timestamp};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::io::AsyncWriteExt;
+use tokio::net::UnixListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::task::JoinSet;
+
+/// Why the daemon could not start or go on.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The run history.
+    #[error(transparent)]
+    History(#[from] HistoryError),
+    /// Anything else, with what to do.
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// The daemon's clock: real time, or (for tests and demonstrations) a clock that starts at a
+/// given instant and runs `rate` times as fast.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    origin_real: Instant,
+    origin: Timestamp,
+    rate: f64,
+}
+
+impl Clock {
+    /// The real clock.
+    pub fn real() -> Clock {
+        Clock {
+            origin_real: Instant::now(),
+            origin: Timestamp::now(),
+            rate: 1.0,
+        }
+    }
+
+    /// `START*RATE`, e.g. `2026-11-21T01:59:00Z*60`: starts at START and runs RATE times as fast.
+    pub fn parse(s: &str) -> Result<Clock, String> {
+        let (start, rate) = s.split_once('*').unwrap_or((s, "1"));
+        let origin = start
+            .parse::<Timestamp>()
+            .map_err(|e| format!("clock `{s}`: `{start}` is not an RFC 3339 instant ({e})"))?;
+        let rate = rate
+            .parse::<f64>()
+            .ok()
+            .filter(|r| *r >= 1.0 && *r <= 10_000.0)
+            .ok_or_else(|| format!("clock `{s}`: the rate must be a number from 1 to 10000"))?;
+        Ok(Clock {
+            origin_real: Instant::now(),
+            origin,
+            rate,
+        })
+    }
+
+    /// Now, by this clock.
+    pub fn now(&self) -> Timestamp {
+        let real = self.origin_real.elapsed().as_secs_f64() * self.rate;
+        self.origin + SignedDuration::from_secs_f64(real)
+    }
+
+    /// How long to sleep between looks at the calendar, in real time.
+    fn tick(&self) -> Duration {
+        Duration::from_secs_f64((1.0 / self.rate).clamp(0.05, 1.0))
+    }
+}
+
+/// Where and how the daemon works.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The policy directory (or one policy file).
+    pub policies: PathBuf,
+    /// The state directory: history, journals, locks, logs, socket.
+    pub state: PathBuf,
+    /// The plugin directory.
+    pub plugin_dir: PathBuf,
+    /// The compile cache, passed on to runs.
+    pub cache_dir: Option<PathBuf>,
+    /// The hokan executable the runs use.
+    pub hokan: PathBuf,
+    /// The clock.
+    pub clock: Clock,
+}
+
+/// The answer to `hokan status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// The document's format.
+    pub format: &'static str,
+    /// The daemon's process.
+    pub pid: u32,
+    /// Now, by the daemon's clock.
+    pub now: Timestamp,
+    /// The policy directory.
+    pub policies: PathBuf,
+    /// The next slot of each scheduled job.
+    pub next: Vec<NextRun>,
+    /// The runs going on.
+    pub running: Vec<SlotRow>,
+    /// Slots waiting to start, and what for.
+    pub waiting: Vec<Waiting>,
+    /// The slots that ended last, newest first.
+    pub last: Vec<SlotRow>,
+    /// Policy files that do not load (their previous version is used) and jobs left out.
+    pub policy_errors: Vec<String>,
+    /// `hokan recover` at start-up needed attention: its log.
+    pub recovery_attention: Option<PathBuf>,
+}
+
+/// A job's next slot.
+#[derive(Debug, Clone, Serialize)]
+pub struct NextRun {
+    /// The site.
+    pub site: String,
+    /// The job.
+    pub job: String,
+    /// The operation.
+    pub op: String,
+    /// The slot.
+    pub slot: Timestamp,
+    /// The slot in the site's time.
+    pub slot_local: String,
+}
+
+/// A slot that is due and waits.
+#[derive(Debug, Clone, Serialize)]
+pub struct Waiting {
+    /// The site.
+    pub site: String,
+    /// The job.
+    pub job: String,
+    /// The slot.
+    pub slot: Timestamp,
+    /// What it waits for.
+    pub waiting_for: Vec<String>,
+}
+
+/// A policy file as last read.
+struct PolicyFile {
+    stamp: (SystemTime, u64),
+    /// The version in use (the last good one).
+    policy: Option<Policy>,
+    error: Option<String>,
+}
+
+/// A run going on.
+struct Run {
+    id: i64,
+    site: String,
+    job: String,
+    slot: Timestamp,
+    started: Timestamp,
+    pid: u32,
+    log: PathBuf,
+}
+
+/// The daemon's state between ticks.
+struct Daemon {
+    opts: Options,
+    rt: Runtime,
+    history: History,
+    files: BTreeMap<PathBuf, PolicyFile>,
+    sched: Scheduler,
+    job_errors: Vec<String>,
+    /// Due slots not yet started or skipped: (slot, site, job).
+    pending: BTreeSet<(Timestamp, String, String)>,
+    waiting: BTreeMap<(Timestamp, String, String), Vec<String>>,
+    running: Vec<Run>,
+    children: JoinSet<(i64, std::io::Result<ExitStatus>)>,
+    recovery_attention: Option<PathBuf>,
+    last_reload: Instant,
+}
+
+/// How far back a restart looks for slots it missed.
+const LOOKBACK: SignedDuration = SignedDuration::from_hours(24 * 31);
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(opts: Options, rt: Runtime) -> Result<(), DaemonError> {
+    std::fs::create_dir_all(&opts.state).map_err(|e| {
+        DaemonError::Setup(format!(
+            "cannot make the state directory {}: {e}",
+            opts.state.display()
+        ))
+    })?;
+    let _lock = take_daemon_lock(&opts.state)?;
+    let mut term = signal(SignalKind::terminate())
+        .map_err(|e| DaemonError::Setup(format!("cannot watch for SIGTERM: {e}")))?;
+    let mut int = signal(SignalKind::interrupt())
+        .map_err(|e| DaemonError::Setup(format!("cannot watch for SIGINT: {e}")))?;
+    let history = History::open(&opts.state)?;
+    let mut d = Daemon {
+        opts,
+        rt,
+        history,
+        files: BTreeMap::new(),
+        sched: Scheduler::default(),
+        job_errors: Vec::new(),
+        pending: BTreeSet::new(),
+        waiting: BTreeMap::new(),
+        running: Vec::new(),
+        children: JoinSet::new(),
+        recovery_attention: None,
+        last_reload: Instant::now(),
+    };
+    d.recover().await?;
+    d.reload(true);
+    let sock = d.opts.state.join("daemon.sock");
+    let _ = std::fs::remove_file(&sock);
+    let listener = UnixListener::bind(&sock)
+        .map_err(|e| DaemonError::Setup(format!("cannot listen on {}: {e}", sock.display())))?;
+    tracing::info!("hokan daemon: {} job(s) scheduled", d.sched.jobs().len());
+    println!(
+        "hokan daemon: watching {}, {} scheduled job(s); status on {}",
+        d.opts.policies.display(),
+        d.sched.jobs().len(),
+        sock.display()
+    );
+    let tick = d.opts.clock.tick();
+    let why = loop {
+        tokio::select! {
+            _ = term.recv() => break "SIGTERM",
+            _ = int.recv() => break "SIGINT",
+            Some(done) = d.children.join_next(), if !d.children.is_empty() => {
+                if let Ok((id, status)) = done {
+                    d.finished(id, status, false)?;
+                }
+            }
+            conn = listener.accept() => {
+                if let Ok((mut stream, _)) = conn {
+                    let doc = serde_json::to_vec_pretty(&d.status()?).unwrap_or_default();
+                    let _ = stream.write_all(&doc).await;
+                    let _ = stream.shutdown().await;
+                }
+            }
+            _ = tokio::time::sleep(tick) => d.tick()?,
+        }
+    };
+    println!(
+        "hokan daemon: {why} received; letting {} run(s) finish their step and cleanup",
+        d.running.len()
+    );
+    d.shutdown().await?;
+    let _ = std::fs::remove_file(&sock);
+    println!("hokan daemon: stopped");
+    Ok(())
+}
+
+/// One daemon per state directory.
+fn take_daemon_lock(state: &Path) -> Result<std::fs::File, DaemonError> {
+    let path = state.join("daemon.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| DaemonError::Setup(format!("cannot open {}: {e}", path.display())))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        _ => Err(DaemonError::Setup(format!(
+            "another hokan daemon uses the state directory {} (it holds {}); stop it first, or \
+             give this one its own --state-dir",
+            state.display(),
+            path.display()
+        ))),
+    }
+}
+
+/// How a finished run's log ends: its last line, the run's summary.
+fn last_line(log: &Path) -> String {
+    std::fs::read_to_string(log)
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .map(str::to_string)
+        })
+        .unwrap_or_default()
+}
+
+/// A run's status from its exit status and its last line.
+fn status_of(exit: Option<i32>, summary: &str, stopped: bool) -> SlotStatus {
+    match exit {
+        Some(0) => SlotStatus::Completed,
+        Some(1) => SlotStatus::BadInput,
+        Some(3) => SlotStatus::Refused,
+        Some(4) => SlotStatus::Attention,
+        Some(5) if stopped || summary.contains("SIGTERM received") => SlotStatus::Interrupted,
+        Some(5) => SlotStatus::Failed,
+        _ if stopped => SlotStatus::Interrupted,
+        _ => SlotStatus::Failed,
+    }
+}
+
+impl Daemon {
+    fn now(&self) -> Timestamp {
+        self.opts.clock.now()
+    }
+
+    fn hokan(&self, args: &[&str]) -> tokio::process::Command {
+        let mut c = tokio::process::Command::new(&self.opts.hokan);
+        c.arg("--state-dir")
+            .arg(&self.opts.state)
+            .arg("--plugin-dir")
+            .arg(&self.opts.plugin_dir);
+        if let Some(cache) = &self.opts.cache_dir {
+            c.arg("--cache-dir").arg(cache);
+        }
+        c.args(args).stdin(std::process::Stdio::null());
+        c
+    }
+
+    fn open_log(&self, name: &str) -> Result<(PathBuf, std::fs::File), DaemonError> {
+        let dir = self.opts.state.join("logs");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| DaemonError::Setup(format!("cannot make {}: {e}", dir.display())))?;
+        let path = dir.join(name);
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| DaemonError::Setup(format!("cannot write {}: {e}", path.display())))?;
+        Ok((path, f))
+    }
+
+    /// Finishes what a previous daemon left: waits for its runs, runs `hokan recover`, and
+    /// records how each ended.
+    async fn recover(&mut self) -> Result<(), DaemonError> {
+        let left = self.history.with_status(SlotStatus::Running)?;
+        for r in &left {
+            if let Some(pid) = r.pid.filter(|p| crate::execute::lock::alive(*p as i32)) {
+                println!(
+                    "hokan daemon: waiting for the run of {} {} (pid {pid}) a previous daemon started to finish its cleanup",
+                    r.site, r.job
+                );
+                while crate::execute::lock::alive(pid as i32) {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        let stamp = Timestamp::now().strftime("%Y%m%dT%H%M%SZ").to_string();
+        let (log, file) = self.open_log(&format!("recover-{stamp}.log"))?;
+        let out = file
+            .try_clone()
+            .map_err(|e| DaemonError::Setup(format!("cannot write {}: {e}", log.display())))?;
+        let status = self
+            .hokan(&["recover"])
+            .stdout(out)
+            .stderr(file)
+            .status()
+            .await
+            .map_err(|e| DaemonError::Setup(format!("cannot run `hokan recover`: {e}")))?;
+        if !status.success() {
+            eprintln!(
+                "hokan daemon: `hokan recover` needs attention (exit {:?}); see {}",
+                status.code(),
+                log.display()
+            );
+            self.recovery_attention = Some(log);
+        }
+        let now = self.now();
+        for r in left {
+            let summary = r.log.as_deref().map(last_line).unwrap_or_default();
+            let status = if summary.starts_with("completed") {
+                SlotStatus::Completed
+            } else {
+                SlotStatus::Interrupted
+            };
+            let summary = if status == SlotStatus::Completed {
+                summary
+            } else {
+                format!("the daemon stopped during the run; its cleanup ran ({summary})")
+            };
+            self.history.finish(r.id, status, &summary, now)?;
+        }
+        Ok(())
+    }
+
+    /// Re-reads policy files that changed; `force` reads them all.
+    fn reload(&mut self, force: bool) {
+        self.last_reload = Instant::now();
+        let files = policy_files(&self.opts.policies);
+        let mut changed = force;
+        let gone: Vec<PathBuf> = self
+            .files
+            .keys()
+            .filter(|p| !files.iter().any(|(f, _)| f == *p))
+            .cloned()
+            .collect();
+        for p in gone {
+            println!(
+                "hokan daemon: {} is gone; its jobs are no longer scheduled",
+                p.display()
+            );
+            self.files.remove(&p);
+            changed = true;
+        }
+        for (path, stamp) in files {
+            if self.files.get(&path).is_some_and(|f| f.stamp == stamp) && !force {
+                continue;
+            }
+            changed = true;
+            let loaded = Policy::load(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|p| {
+                    let l = load(
+                        &self.rt,
+                        &PluginDir(self.opts.plugin_dir.clone()),
+                        std::slice::from_ref(&p),
+                    );
+                    if l.errors.is_empty() {
+                        Ok(p)
+                    } else {
+                        Err(l.errors.join("; "))
+                    }
+                });
+            let entry = self.files.entry(path.clone()).or_insert(PolicyFile {
+                stamp,
+                policy: None,
+                error: None,
+            });
+            entry.stamp = stamp;
+            match loaded {
+                Ok(p) => {
+                    if !force {
+                        println!("hokan daemon: reloaded {}", path.display());
+                    }
+                    entry.policy = Some(p);
+                    entry.error = None;
+                }
+                Err(e) => {
+                    let kept = if entry.policy.is_some() {
+                        "the previous version is kept"
+                    } else {
+                        "its jobs are not scheduled"
+                    };
+                    eprintln!("hokan daemon: {e} ({kept})");
+                    entry.error = Some(format!("{e} ({kept})"));
+                }
+            }
+        }
+        if changed {
+            let pols: Vec<Policy> = self
+                .files
+                .values()
+                .filter_map(|f| f.policy.clone())
+                .collect();
+            let Loaded { jobs, errors, .. } =
+                load(&self.rt, &PluginDir(self.opts.plugin_dir.clone()), &pols);
+            self.job_errors = errors;
+            self.sched = Scheduler::new(jobs);
+        }
+    }
+
+    fn index(&self, site: &str, job: &str) -> Option<usize> {
+        self.sched
+            .jobs()
+            .iter()
+            .position(|j| j.site == site && j.job == job)
+    }
+
+    /// Looks at the calendars: new due slots, then what can start.
+    fn tick(&mut self) -> Result<(), DaemonError> {
+        if self.last_reload.elapsed() >= Duration::from_secs(1) {
+            self.reload(false);
+        }
+        let now = self.now();
+        for i in 0..self.sched.jobs().len() {
+            let j = &self.sched.jobs()[i];
+            let (site, job, op) = (j.site.clone(), j.job.clone(), j.op.clone());
+            let fresh = now - j.max_delay;
+            let seen = self.history.seen_until(&site, &job)?;
+            // Recent slots are looked at again after a restart (their rows say whether they
+            // ran); older unseen ones were missed while the daemon was down.
+            let from = seen.map_or(fresh, |s| s.min(fresh)).max(now - LOOKBACK);
+            let slots = self
+                .sched
+                .slots(i, from, now + SignedDuration::from_secs(1));
+            for slot in slots {
+                match self.history.slot(&site, &job, slot)? {
+                    Some(r) if r.status.is_final() || r.status == SlotStatus::Running => continue,
+                    _ => {}
+                }
+                if slot < fresh && self.history.slot(&site, &job, slot)?.is_none() {
+                    let reason = "missed: the daemon was not running, and it is now later than the maximum start delay";
+                    eprintln!("hokan daemon: {site} {job} slot {slot}: {reason}");
+                    self.history.skip(&site, &job, &op, slot, reason, now)?;
+                    continue;
+                }
+                self.pending.insert((slot, site.clone(), job.clone()));
+            }
+            self.history
+                .set_seen_until(&site, &job, now + SignedDuration::from_secs(1))?;
+        }
+        let pending: Vec<_> = self.pending.iter().cloned().collect();
+        self.waiting.clear();
+        for key in pending {
+            let (slot, site, job) = &key;
+            let Some(i) = self.index(site, job) else {
+                // The job left the policies.
+                self.pending.remove(&key);
+                continue;
+            };
+            let busy: Vec<(usize, Busy)> = self
+                .running
+                .iter()
+                .filter_map(|r| {
+                    let k = self.index(&r.site, &r.job)?;
+                    Some((
+                        k,
+                        Busy {
+                            from: r.started,
+                            // How long it will still run is unknown: busy for now.
+                            until: now + SignedDuration::from_secs(1),
+                            what: format!(
+                                "job {} (running since {})",
+                                r.job,
+                                local_text(r.started, &self.sched.jobs()[k].tz)
+                            ),
+                        },
+                    ))
+                })
+                .collect();
+            match self.sched.decide(i, *slot, now, &busy) {
+                Decision::Start { at, .. } if at <= now => {
+                    self.pending.remove(&key);
+                    self.start(i, *slot)?;
+                }
+                Decision::Start { waited, .. } => {
+                    self.waiting.insert(key, waited);
+                }
+                Decision::Skip { reason } => {
+                    self.pending.remove(&key);
+                    eprintln!("hokan daemon: {site} {job} slot {slot} held back: {reason}");
+                    let op = self.sched.jobs()[i].op.clone();
+                    self.history.skip(site, job, &op, *slot, &reason, now)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts slot `slot` of job `i`.
+    fn start(&mut self, i: usize, slot: Timestamp) -> Result<(), DaemonError> {
+        let j = self.sched.jobs()[i].clone();
+        let now = self.now();
+        let name = format!(
+            "{}.{}.{}.log",
+            j.site,
+            j.job,
+            slot.strftime("%Y%m%dT%H%M%SZ")
+        );
+        let (log, file) = self.open_log(&name)?;
+        let Some(id) = self
+            .history
+            .begin(&j.site, &j.job, &j.op, slot, now, &log)?
+        else {
+            return Ok(());
+        };
+        let out = file
+            .try_clone()
+            .map_err(|e| DaemonError::Setup(format!("cannot write {}: {e}", log.display())))?;
+        let policy = j.policy.to_string_lossy().into_owned();
+        let mut cmd = self.hokan(&["run", &policy, "--job", &j.job, "--op", &j.op]);
+        cmd.stdout(out).stderr(file);
+        // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory of the
+        // parent; it runs in the child between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                // If the daemon dies, the run is told to stop as on SIGTERM: its step finishes
+                // and its cleanup runs.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                let why = format!("cannot start `hokan run`: {e}");
+                self.history.finish(id, SlotStatus::Failed, &why, now)?;
+                return Ok(());
+            }
+        };
+        let pid = child.id().unwrap_or(0);
+        self.history.set_pid(id, pid)?;
+        println!(
+            "hokan daemon: started {} {} ({}) for {} (pid {pid}, log {})",
+            j.site,
+            j.job,
+            j.op,
+            local_text(slot, &j.tz),
+            log.display()
+        );
+        self.children.spawn(async move { (id, child.wait().await) });
+        self.running.push(Run {
+            id,
+            site: j.site,
+            job: j.job,
+            slot,
+            started: now,
+            pid,
+            log,
+        });
+        Ok(())
+    }
+
+    /// Records how a run ended.
+    fn finished(
+        &mut self,
+        id: i64,
+        exit: std::io::Result<ExitStatus>,
+        stopped: bool,
+    ) -> Result<(), DaemonError> {
+        let Some(pos) = self.running.iter().position(|r| r.id == id) else {
+            return Ok(());
+        };
+        let r = self.running.remove(pos);
+        let summary = last_line(&r.log);
+        let code = exit.as_ref().ok().and_then(ExitStatus::code);
+        let status = status_of(code, &summary, stopped);
+        println!(
+            "hokan daemon: {} {} slot {} ended {} (exit {code:?}): {summary}",
+            r.site,
+            r.job,
+            r.slot,
+            status.as_str()
+        );
+        self.history.finish(id, status, &summary, self.now())?;
+        Ok(())
+    }
+
+    /// Stops gracefully: every run is asked to stop and awaited.
+    async fn shutdown(&mut self) -> Result<(), DaemonError> {
+        for r in &self.running {
+            // SAFETY: kill(2) only sends a signal to our own child.
+            unsafe {
+                libc::kill(r.pid as i32, libc::SIGTERM);
+            }
+        }
+        while let Some(done) = self.children.join_next().await {
+            if let Ok((id, status)) = done {
+                self.finished(id, status, true)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn status(&self) -> Result<Status, DaemonError> {
+        let now = self.now();
+        let next = self
+            .sched
+            .jobs()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, j)| {
+                let slot = *self
+                    .sched
+                    .slots(i, now + SignedDuration::from_secs(1), now + LOOKBACK)
+                    .first()?;
+                Some(NextRun {
+                    site: j.site.clone(),
+                    job: j.job.clone(),
+                    op: j.op.clone(),
+                    slot,
+                    slot_local: local_text(slot, &j.tz),
+                })
+            })
+            .collect();
+        let mut policy_errors: Vec<String> = self
+            .files
+            .values()
+            .filter_map(|f| f.error.clone())
+            .collect();
+        policy_errors.extend(self.job_errors.iter().cloned());
+        Ok(Status {
+            format: "1",
+            pid: std::process::id(),
+            now,
+            policies: self.opts.policies.clone(),
+            next,
+            running: self.history.with_status(SlotStatus::Running)?,
+            waiting: self
+                .waiting
+                .iter()
+                .map(|((slot, site, job), w)| Waiting {
+                    site: site.clone(),
+                    job: job.clone(),
+                    slot: *slot,
+                    waiting_for: w.clone(),
+                })
+                .collect(),
+            last: self.history.last(20)?,
+            policy_errors,
+            recovery_attention: self.recovery_attention.clone(),
+        })
+    }
+}
+
+/// The policy files under `path` with their modification time and size.
+fn policy_files(path: &Path) -> Vec<(PathBuf, (SystemTime, u64))> {
+    let files: Vec<PathBuf> = if path.is_dir() {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(path)
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    } else {
+        vec![path.to_path_buf()]
+    };
+    files
+        .into_iter()
+        .filter_map(|p| {
+            let m = std::fs::metadata(&p).ok()?;
+            Some((p, (m.modified().ok()?, m.len())))
+        })
+        .collect()
+}
+
+/// Asks the daemon of state directory `state` for its status (the JSON document of [`Status`]).
+pub fn ask_status(state: &Path) -> Result<serde_json::Value, String> {
+    use std::io::Read;
+    let sock = state.join("daemon.sock");
+    let mut stream = std::os::unix::net::UnixStream::connect(&sock).map_err(|e| {
+        format!(
+            "no hokan daemon answers on {} ({e}); start one with `hokan daemon POLICY_DIR --state-dir {}`",
+            sock.display(),
+            state.display()
+        )
+    })?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    stream
+        .read_to_end(&mut buf)
+        .map_err(|e| format!("the daemon on {} did not answer: {e}", sock.display()))?;
+    serde_json::from_slice(&buf).map_err(|e| {
+        format!(
+            "the daemon on {} answered something else than its status: {e}",
+            sock.display()
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fast_clock_runs_fast_from_its_start() {
+        let c = Clock::parse("2026-11-21T01:59:00Z*600").unwrap();
+        let a = c.now();
+        assert!(a >= "2026-11-21T01:59:00Z".parse().unwrap());
+        std::thread::sleep(Duration::from_millis(100));
+        let b = c.now();
+        // 0.1 s real is a minute on this clock.
+        assert!(
+            b.duration_since(a) >= SignedDuration::from_secs(55),
+            "{a} {b}"
+        );
+        assert!(Clock::parse("2026-11-21T01:59:00Z*0").is_err());
+        assert!(
+            Clock::parse("yesterday*2")
+                .unwrap_err()
+                .contains("RFC 3339")
+        );
+    }
+
+    #[test]
+    fn exit_codes_become_slot_statuses() {
+        assert_eq!(status_of(Some(0), "completed", true), SlotStatus::Completed);
+        assert_eq!(status_of(Some(5), "FAILED: x", false), SlotStatus::Failed);
+        assert_eq!(
+            status_of(
+                Some(5),
+                "FAILED: stopped before step `a`: SIGTERM received; ...",
+                false
+            ),
+            SlotStatus::Interrupted
+        );
+        assert_eq!(status_of(Some(4), "ATTENTION", true), SlotStatus::Attention);
+        assert_eq!(status_of(None, "", true), SlotStatus::Interrupted);
+        assert_eq!(status_of(None, "", false), SlotStatus::Failed);
+    }
+}

@@ -1,0 +1,661 @@
+//! The scheduler: when each job's runs fall, and when they may start.
+//!
+//! - [`calendar`] expands calendars and maintenance windows into instants, in the site's time
+//!   zone (daylight-saving changes included).
+//! - [`rules`] decides when one slot can start, given what keeps its product instance busy.
+//! - [`Scheduler`] holds the scheduled jobs of any number of policies, with the plugins' conflict
+//!   rules, and [`Scheduler::preview`] walks a period with estimated run lengths
+//!   (`hokan schedule`).
+//! - [`daemon`] runs the slots for real as they come due (`hokan daemon`), with [`history`].
+//!
+//! A product instance is a set of servers: two jobs of one site that share a server never run
+//! at the same time. A job's maintenance window is also its instance's: mailwise does not start
+//! its database check inside any window of its instance.
+
+pub mod calendar;
+pub mod daemon;
+pub mod history;
+pub mod rules;
+
+use crate::planner::{self, Finding, PluginDir};
+use crate::policy::{Job, Policy, Window};
+use crate::runtime::Description;
+use crate::runtime::Runtime;
+use calendar::{Calendar, window_intervals};
+use jiff::tz::TimeZone;
+use jiff::{SignedDuration, Timestamp};
+use rules::{Busy, Decision, Need, earliest, human, local_text};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// A job the scheduler runs: where, what, when, and under which rules.
+#[derive(Debug, Clone)]
+pub struct ScheduledJob {
+    /// The policy file.
+    pub policy: PathBuf,
+    /// The site.
+    pub site: String,
+    /// The job.
+    pub job: String,
+    /// The operation its schedule runs.
+    pub op: String,
+    /// The site's time zone.
+    pub tz: TimeZone,
+    /// Its calendar, as written.
+    pub calendar_text: String,
+    /// Its calendar.
+    pub calendar: Calendar,
+    /// Its estimated run length.
+    pub estimate: SignedDuration,
+    /// How late a run may start.
+    pub max_delay: SignedDuration,
+    /// The window its runs must fit in, narrowed to the product's steps.
+    pub window: Option<Window>,
+    /// Its servers (the product instance).
+    pub servers: Vec<String>,
+    /// The product's own work that its runs must not overlap.
+    pub activities: Vec<ScheduledActivity>,
+}
+
+/// A product's own work on a calendar, which some operations must not overlap.
+#[derive(Debug, Clone)]
+pub struct ScheduledActivity {
+    /// The activity, as the plugin names it (`db-check`).
+    pub name: String,
+    /// The plugin's name, for messages (`mailwise`).
+    pub plugin: String,
+    /// Its calendar.
+    pub calendar: Calendar,
+    /// How long it runs.
+    pub duration: SignedDuration,
+    /// The product does not start it inside a maintenance window of the instance, nor on a
+    /// window's end.
+    pub skipped_in_window: bool,
+    /// It conflicts with the job's scheduled operation.
+    pub conflicts: bool,
+}
+
+impl ScheduledJob {
+    /// The job as the scheduler sees it (`None` when it has no schedule), with what is wrong or
+    /// doubtful in its scheduling fields given its plugin. Any error finding means `None`.
+    pub fn of(policy: &Policy, job: &Job, d: &Description) -> (Option<ScheduledJob>, Vec<Finding>) {
+        let mut findings = Vec::new();
+        let mut say = |error: bool, field: &str, message: String| {
+            findings.push(Finding {
+                error,
+                message: policy.job_error(job, field, message).to_string(),
+            })
+        };
+        let Some(schedule) = &job.schedule else {
+            for (field, set) in [
+                ("window", job.window.is_some()),
+                ("activities", !job.activities.is_empty()),
+            ] {
+                if set {
+                    say(
+                        false,
+                        field,
+                        "the job has no `schedule`, so this is not used".into(),
+                    );
+                }
+            }
+            return (None, findings);
+        };
+        if d.operation(&job.schedule_op).is_none() {
+            say(
+                true,
+                "schedule_op",
+                format!(
+                    "`{}` is not an operation of {} (it has: {}); set `schedule_op` to the operation the schedule runs",
+                    job.schedule_op,
+                    d.name,
+                    d.operations
+                        .iter()
+                        .map(|o| o.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+        } else if !job.operations.is_empty() && !job.operations.contains(&job.schedule_op) {
+            say(
+                true,
+                "schedule_op",
+                format!(
+                    "the schedule runs `{}`, which the job's `operations` do not allow",
+                    job.schedule_op
+                ),
+            );
+        }
+        let rules = d.window_rules;
+        let window = match &job.window {
+            None => None,
+            Some(w) if rules.daily && w.days.is_some() => {
+                say(
+                    true,
+                    "window",
+                    format!(
+                        "{} keeps a maintenance window every day until it is released; remove the `on` days",
+                        d.name
+                    ),
+                );
+                None
+            }
+            Some(w) => match w.narrowed(rules.step_minutes) {
+                None => {
+                    say(
+                        true,
+                        "window",
+                        format!(
+                            "{} sets windows in {}-minute steps, and nothing of {w} is left on them",
+                            d.name, rules.step_minutes
+                        ),
+                    );
+                    None
+                }
+                Some(n) => {
+                    if n != *w {
+                        say(
+                            false,
+                            "window",
+                            format!(
+                                "{} sets windows in {}-minute steps: runs are fitted in {n}",
+                                d.name, rules.step_minutes
+                            ),
+                        );
+                    }
+                    Some(n)
+                }
+            },
+        };
+        if let Some(w) = &window
+            && job.estimate > std::time::Duration::from_secs(u64::from(w.minutes()) * 60)
+        {
+            say(
+                true,
+                "estimate",
+                format!(
+                    "the estimate of {} is longer than the window {w}: no run could ever start",
+                    humantime::format_duration(job.estimate)
+                ),
+            );
+        }
+        let mut activities = Vec::new();
+        for (name, a) in &job.activities {
+            let Some(c) = d.conflicts.iter().find(|c| &c.activity == name) else {
+                say(
+                    true,
+                    &format!("activities.{name}"),
+                    format!(
+                        "{} declares no activity `{name}`; it declares: {}",
+                        d.name,
+                        if d.conflicts.is_empty() {
+                            "none".to_string()
+                        } else {
+                            d.conflicts
+                                .iter()
+                                .map(|c| c.activity.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        }
+                    ),
+                );
+                continue;
+            };
+            let duration = match a.duration {
+                Some(d) => d,
+                None if c.typical_minutes > 0 => {
+                    std::time::Duration::from_secs(u64::from(c.typical_minutes) * 60)
+                }
+                None => {
+                    say(
+                        true,
+                        &format!("activities.{name}"),
+                        format!(
+                            "say how long it runs: `{name} = {{ schedule = \"{}\", duration = \"2h\" }}`",
+                            a.schedule
+                        ),
+                    );
+                    continue;
+                }
+            };
+            activities.push(ScheduledActivity {
+                name: name.clone(),
+                plugin: d.name.clone(),
+                calendar: Calendar::of(&a.schedule),
+                duration: SignedDuration::try_from(duration).unwrap_or(SignedDuration::MAX),
+                skipped_in_window: c.skipped_in_window,
+                conflicts: c.operations.contains(&job.schedule_op),
+            });
+        }
+        if findings.iter().any(|f| f.error) {
+            return (None, findings);
+        }
+        let tz = jiff::tz::db()
+            .get(&policy.timezone)
+            .expect("the policy checked its time zone");
+        let sd =
+            |d: std::time::Duration| SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX);
+        (
+            Some(ScheduledJob {
+                policy: policy.file.clone(),
+                site: policy.site.clone(),
+                job: job.name.clone(),
+                op: job.schedule_op.clone(),
+                tz,
+                calendar_text: schedule.to_string(),
+                calendar: Calendar::of(schedule),
+                estimate: sd(job.estimate),
+                max_delay: sd(job.max_start_delay),
+                window,
+                servers: policy.job_servers(job),
+                activities,
+            }),
+            findings,
+        )
+    }
+
+    fn label(&self) -> String {
+        format!("job {} ({})", self.job, self.op)
+    }
+}
+
+/// The scheduled jobs of some policies, grouped into product instances.
+#[derive(Debug, Clone, Default)]
+pub struct Scheduler {
+    jobs: Vec<ScheduledJob>,
+    /// Each job's instance group.
+    group: Vec<usize>,
+    /// Each group's jobs, by group.
+    members: BTreeMap<usize, Vec<usize>>,
+}
+
+/// One slot of a job and what happens to it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SlotEntry {
+    /// The site.
+    pub site: String,
+    /// The job.
+    pub job: String,
+    /// The operation.
+    pub op: String,
+    /// When the calendar says.
+    pub slot: Timestamp,
+    /// The slot in the site's time.
+    pub slot_local: String,
+    /// What happens.
+    #[serde(flatten)]
+    pub outcome: SlotOutcome,
+}
+
+/// What happens to a slot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
+pub enum SlotOutcome {
+    /// It runs.
+    Runs {
+        /// Its start.
+        start: Timestamp,
+        /// Its estimated end.
+        estimated_end: Timestamp,
+        /// What it waited for.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        waited_for: Vec<String>,
+    },
+    /// It is held back.
+    Skipped {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One occurrence of a product's own work.
+#[derive(Debug, Clone, Serialize)]
+pub struct ActivityEntry {
+    /// The site.
+    pub site: String,
+    /// The job it was declared under.
+    pub job: String,
+    /// The activity.
+    pub activity: String,
+    /// The plugin that declares it (the product's name).
+    pub plugin: String,
+    /// Its start.
+    pub start: Timestamp,
+    /// Its start in the site's time.
+    pub start_local: String,
+    /// Its expected end.
+    pub end: Timestamp,
+    /// Why the product will not run it, if it will not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_run: Option<String>,
+}
+
+/// What a period holds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Preview {
+    /// From (inclusive).
+    pub from: Timestamp,
+    /// Until (exclusive).
+    pub until: Timestamp,
+    /// Every slot in the period, in order.
+    pub slots: Vec<SlotEntry>,
+    /// The products' own work in the period, in order.
+    pub activities: Vec<ActivityEntry>,
+}
+
+/// A day: activities that start up to a day before a period can still overlap it.
+const DAY: SignedDuration = SignedDuration::from_hours(24);
+
+impl Scheduler {
+    /// Groups the jobs into product instances: jobs of one site that share a server.
+    pub fn new(jobs: Vec<ScheduledJob>) -> Scheduler {
+        let mut parent: Vec<usize> = (0..jobs.len()).collect();
+        fn find(p: &mut [usize], mut i: usize) -> usize {
+            while p[i] != i {
+                p[i] = p[p[i]];
+                i = p[i];
+            }
+            i
+        }
+        let mut owner: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+        for (i, j) in jobs.iter().enumerate() {
+            for s in &j.servers {
+                match owner.get(&(j.site.as_str(), s.as_str())) {
+                    Some(&k) => {
+                        let (a, b) = (find(&mut parent, i), find(&mut parent, k));
+                        parent[a] = b;
+                    }
+                    None => {
+                        owner.insert((&j.site, s), i);
+                    }
+                }
+            }
+        }
+        let group: Vec<usize> = (0..jobs.len()).map(|i| find(&mut parent, i)).collect();
+        let mut members: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for (i, g) in group.iter().enumerate() {
+            members.entry(*g).or_default().push(i);
+        }
+        Scheduler {
+            jobs,
+            group,
+            members,
+        }
+    }
+
+    /// The jobs.
+    pub fn jobs(&self) -> &[ScheduledJob] {
+        &self.jobs
+    }
+
+    /// Whether jobs `a` and `b` run on one product instance.
+    pub fn same_instance(&self, a: usize, b: usize) -> bool {
+        self.group[a] == self.group[b]
+    }
+
+    /// The slots of job `i` in `[from, until)`.
+    pub fn slots(&self, i: usize, from: Timestamp, until: Timestamp) -> Vec<Timestamp> {
+        let j = &self.jobs[i];
+        j.calendar.instants(&j.tz, from, until)
+    }
+
+    /// The maintenance windows of job `i`'s instance in `[from, until)`.
+    fn instance_windows(
+        &self,
+        i: usize,
+        from: Timestamp,
+        until: Timestamp,
+    ) -> Vec<(Timestamp, Timestamp)> {
+        let mut out: Vec<_> = self.members[&self.group[i]]
+            .iter()
+            .filter_map(|&k| {
+                let j = &self.jobs[k];
+                j.window
+                    .as_ref()
+                    .map(|w| window_intervals(w, &j.tz, from, until))
+            })
+            .flatten()
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// Job `i`'s windows in `[from, until)`, if it has one.
+    pub fn windows(
+        &self,
+        i: usize,
+        from: Timestamp,
+        until: Timestamp,
+    ) -> Option<Vec<(Timestamp, Timestamp)>> {
+        let j = &self.jobs[i];
+        j.window
+            .as_ref()
+            .map(|w| window_intervals(w, &j.tz, from, until))
+    }
+
+    /// Job `i`'s activities that start in `[from - 1 day, until)`: whether each runs, and the
+    /// busy times of those that conflict with the job's operation.
+    fn activities(
+        &self,
+        i: usize,
+        from: Timestamp,
+        until: Timestamp,
+    ) -> (Vec<ActivityEntry>, Vec<Busy>) {
+        let j = &self.jobs[i];
+        if j.activities.is_empty() {
+            return (Vec::new(), Vec::new());
+        }
+        let windows = self.instance_windows(i, from - DAY, until + DAY);
+        let (mut entries, mut busy) = (Vec::new(), Vec::new());
+        for a in &j.activities {
+            for start in a.calendar.instants(&j.tz, from - DAY, until) {
+                let not_run = a
+                    .skipped_in_window
+                    .then(|| windows.iter().find(|&&(o, c)| o <= start && start <= c))
+                    .flatten()
+                    .map(|&(o, c)| {
+                        format!(
+                            "{} does not start it inside the maintenance window ({} to {}) or on its end",
+                            a.plugin,
+                            local_text(o, &j.tz),
+                            local_text(c, &j.tz)
+                        )
+                    });
+                let end = start + a.duration;
+                if not_run.is_none() && a.conflicts {
+                    busy.push(Busy {
+                        from: start,
+                        until: end,
+                        what: format!("{}'s {}", a.plugin, a.name),
+                    });
+                }
+                if start >= from {
+                    entries.push(ActivityEntry {
+                        site: j.site.clone(),
+                        job: j.job.clone(),
+                        activity: a.name.clone(),
+                        plugin: a.plugin.clone(),
+                        start,
+                        start_local: local_text(start, &j.tz),
+                        end,
+                        not_run,
+                    });
+                }
+            }
+        }
+        (entries, busy)
+    }
+
+    /// When slot `slot` of job `i` may start, no earlier than `now`, given `running` (what
+    /// already keeps instances busy, by job) and the job's conflicting activities.
+    pub fn decide(
+        &self,
+        i: usize,
+        slot: Timestamp,
+        now: Timestamp,
+        running: &[(usize, Busy)],
+    ) -> Decision {
+        let j = &self.jobs[i];
+        let horizon = slot + j.max_delay + j.estimate + DAY;
+        let (_, activity_busy) = self.activities(i, slot - DAY, horizon);
+        let windows = self.windows(i, slot - DAY, horizon);
+        self.decide_with(i, slot, now, running, &activity_busy, windows.as_deref())
+    }
+
+    fn decide_with(
+        &self,
+        i: usize,
+        slot: Timestamp,
+        now: Timestamp,
+        running: &[(usize, Busy)],
+        activity_busy: &[Busy],
+        windows: Option<&[(Timestamp, Timestamp)]>,
+    ) -> Decision {
+        let j = &self.jobs[i];
+        let busy: Vec<&Busy> = running
+            .iter()
+            .filter(|(k, _)| self.same_instance(i, *k))
+            .map(|(_, b)| b)
+            .chain(activity_busy)
+            .collect();
+        let window_text = j
+            .window
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        earliest(
+            &Need {
+                slot,
+                not_before: now,
+                estimate: j.estimate,
+                max_delay: j.max_delay,
+                windows,
+                window_text: &window_text,
+                tz: &j.tz,
+            },
+            &busy,
+        )
+    }
+
+    /// What `[from, until)` holds, with every run taking its estimate and nothing running at
+    /// `from`.
+    pub fn preview(&self, from: Timestamp, until: Timestamp) -> Preview {
+        let mut slots: Vec<(Timestamp, usize)> = Vec::new();
+        let mut activities = Vec::new();
+        let mut activity_busy = Vec::with_capacity(self.jobs.len());
+        let mut windows = Vec::with_capacity(self.jobs.len());
+        for (i, j) in self.jobs.iter().enumerate() {
+            slots.extend(self.slots(i, from, until).into_iter().map(|t| (t, i)));
+            let (entries, busy) = self.activities(i, from, until + j.max_delay + j.estimate);
+            activities.extend(entries.into_iter().filter(|e| e.start < until));
+            activity_busy.push(busy);
+            windows.push(self.windows(i, from - DAY, until + j.max_delay + j.estimate + DAY));
+        }
+        slots.sort_unstable_by(|a, b| {
+            (a.0, &self.jobs[a.1].site, &self.jobs[a.1].job).cmp(&(
+                b.0,
+                &self.jobs[b.1].site,
+                &self.jobs[b.1].job,
+            ))
+        });
+        // Runs placed so far, by instance group.
+        let mut placed: BTreeMap<usize, Vec<(usize, Busy)>> = BTreeMap::new();
+        let mut out = Vec::with_capacity(slots.len());
+        for (slot, i) in slots {
+            let j = &self.jobs[i];
+            let group = placed.entry(self.group[i]).or_default();
+            let decision = self.decide_with(
+                i,
+                slot,
+                slot,
+                group,
+                &activity_busy[i],
+                windows[i].as_deref(),
+            );
+            let outcome = match decision {
+                Decision::Start { at, waited } => {
+                    let end = at + j.estimate;
+                    group.push((
+                        i,
+                        Busy {
+                            from: at,
+                            until: end,
+                            what: j.label(),
+                        },
+                    ));
+                    SlotOutcome::Runs {
+                        start: at,
+                        estimated_end: end,
+                        waited_for: waited,
+                    }
+                }
+                Decision::Skip { reason } => SlotOutcome::Skipped { reason },
+            };
+            out.push(SlotEntry {
+                site: j.site.clone(),
+                job: j.job.clone(),
+                op: j.op.clone(),
+                slot,
+                slot_local: local_text(slot, &j.tz),
+                outcome,
+            });
+        }
+        activities.sort_by(|a, b| (a.start, &a.site, &a.job).cmp(&(b.start, &b.site, &b.job)));
+        Preview {
+            from,
+            until,
+            slots: out,
+            activities,
+        }
+    }
+}
+
+/// The scheduled jobs of some policies, their plugins loaded (each plugin once).
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// The jobs that have a usable schedule.
+    pub jobs: Vec<ScheduledJob>,
+    /// Problems that keep a job from being scheduled, each naming the file and field.
+    pub errors: Vec<String>,
+    /// Doubtful settings that do not.
+    pub warnings: Vec<String>,
+}
+
+/// Reads the scheduled jobs of `policies`, loading each job's plugin for its conflict rules. A
+/// job whose plugin or scheduling fields are wrong is left out and reported; the others load.
+pub fn load(rt: &Runtime, dir: &PluginDir, policies: &[Policy]) -> Loaded {
+    let mut out = Loaded::default();
+    let mut cache: BTreeMap<(PathBuf, Option<String>), Description> = BTreeMap::new();
+    for pol in policies {
+        for job in pol.jobs.values().filter(|j| j.schedule.is_some()) {
+            let key = (dir.resolve(pol, job), job.plugin_sha256.clone());
+            if !cache.contains_key(&key) {
+                match planner::load_plugin(rt, dir, pol, job) {
+                    Ok(p) => {
+                        cache.insert(key.clone(), p.description().clone());
+                    }
+                    Err(e) => {
+                        out.errors.push(e.to_string());
+                        continue;
+                    }
+                }
+            }
+            let (sj, findings) = ScheduledJob::of(pol, job, &cache[&key]);
+            for f in findings {
+                if f.error {
+                    out.errors.push(f.message);
+                } else {
+                    out.warnings.push(f.message);
+                }
+            }
+            out.jobs.extend(sj);
+        }
+    }
+    out
+}
+
+/// `1h 30m` for a signed duration.
+pub fn duration_text(d: SignedDuration) -> String {
+    human(d)
+}
