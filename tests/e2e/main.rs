@@ -6,6 +6,7 @@ mod exchange;
 mod execute;
 mod groupmax;
 mod mailwise;
+mod schedule;
 mod simulate;
 mod standin_site;
 mod teamware;
