@@ -2,6 +2,7 @@
 
 mod adversarial;
 mod cli;
+mod daemon;
 mod exchange;
 mod execute;
 mod groupmax;

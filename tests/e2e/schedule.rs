@@ -271,16 +271,30 @@ schedule = "daily at 02:10"
     );
     // Policy-level errors name the line.
     for (extra, words) in [
-        (r#"estimate = "soon""#, "jobs.mailwise.estimate: `soon` is not a length of time"),
+        (
+            r#"estimate = "soon""#,
+            "jobs.mailwise.estimate: `soon` is not a length of time",
+        ),
         (r#"window = "2am-4am""#, "jobs.mailwise.window"),
-        (r#"activities = { db-check = "hourly" }"#, "jobs.mailwise.activities.db-check"),
+        (
+            r#"activities = { db-check = "hourly" }"#,
+            "jobs.mailwise.activities.db-check",
+        ),
     ] {
         write(extra);
         let out = run(&["schedule", "--from", "2026-11-01T00:00:00Z"]);
         assert_eq!(out.status.code(), Some(1), "{extra}");
-        assert!(text(&out.stderr).contains(words), "{extra}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains(words),
+            "{extra}: {}",
+            text(&out.stderr)
+        );
     }
-    std::fs::write(&policy, "[site]\nname = \"s\"\ntimezone = \"Mars/Olympus\"\n").unwrap();
+    std::fs::write(
+        &policy,
+        "[site]\nname = \"s\"\ntimezone = \"Mars/Olympus\"\n",
+    )
+    .unwrap();
     let out = run(&["validate"]);
     assert!(
         text(&out.stderr).contains("site.timezone: `Mars/Olympus` is not a time zone"),
@@ -290,7 +304,10 @@ schedule = "daily at 02:10"
     // The command line.
     write("");
     for (args, words) in [
-        (vec!["schedule", "--from", "yesterday"], "--from `yesterday` is not an RFC 3339"),
+        (
+            vec!["schedule", "--from", "yesterday"],
+            "--from `yesterday` is not an RFC 3339",
+        ),
         (
             vec![
                 "schedule",

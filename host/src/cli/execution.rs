@@ -77,7 +77,14 @@ fn unfinished_of(state: &Path, instance: &str) -> Result<Vec<Unfinished>> {
 }
 
 pub(super) fn run(cli: &Cli, a: &RunArgs) -> Result<ExitCode> {
-    let pol = Policy::load(&a.policy)?;
+    let pol = match &a.policy_origin {
+        None => Policy::load(&a.policy)?,
+        Some(origin) => {
+            let text = std::fs::read_to_string(&a.policy)
+                .with_context(|| format!("cannot read {}", a.policy.display()))?;
+            Policy::parse(origin, &text)?
+        }
+    };
     let job = pol.job(&a.job)?;
     let rt = runtime(cli)?;
     let plugin = planner::load_plugin(&rt, &PluginDir(cli.plugin_dir.clone()), &pol, job)?;

@@ -203,6 +203,11 @@ pub enum Command {
 pub struct RunArgs {
     /// The policy file.
     pub policy: PathBuf,
+    /// Read the policy's text from POLICY but treat it as this file (relative paths, error
+    /// messages): `hokan daemon` runs the version of a policy it validated, kept in its state
+    /// directory, even after the file was changed.
+    #[arg(long, hide = true)]
+    pub policy_origin: Option<PathBuf>,
     /// The job.
     #[arg(long)]
     pub job: String,

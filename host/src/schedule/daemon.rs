@@ -164,8 +164,8 @@ pub struct Waiting {
 /// A policy file as last read.
 struct PolicyFile {
     stamp: (SystemTime, u64),
-    /// The version in use (the last good one).
-    policy: Option<Policy>,
+    /// The version in use (the last good one), with its text.
+    policy: Option<(Policy, String)>,
     error: Option<String>,
 }
 
@@ -426,16 +426,14 @@ impl Daemon {
                 continue;
             }
             changed = true;
-            let loaded = Policy::load(&path)
-                .map_err(|e| e.to_string())
-                .and_then(|p| {
-                    let l = load(
-                        &self.rt,
-                        &PluginDir(self.opts.plugin_dir.clone()),
-                        std::slice::from_ref(&p),
-                    );
+            let loaded = std::fs::read_to_string(&path)
+                .map_err(|e| format!("{}: cannot read the policy: {e}", path.display()))
+                .and_then(|text| {
+                    let p = Policy::parse(&path, &text).map_err(|e| e.to_string())?;
+                    let dir = PluginDir(self.opts.plugin_dir.clone());
+                    let l = load(&self.rt, &dir, std::slice::from_ref(&p));
                     if l.errors.is_empty() {
-                        Ok(p)
+                        Ok((p, text))
                     } else {
                         Err(l.errors.join("; "))
                     }
@@ -469,7 +467,7 @@ impl Daemon {
             let pols: Vec<Policy> = self
                 .files
                 .values()
-                .filter_map(|f| f.policy.clone())
+                .filter_map(|f| f.policy.as_ref().map(|(p, _)| p.clone()))
                 .collect();
             let Loaded { jobs, errors, .. } =
                 load(&self.rt, &PluginDir(self.opts.plugin_dir.clone()), &pols);
@@ -550,7 +548,7 @@ impl Daemon {
             match self.sched.decide(i, *slot, now, &busy) {
                 Decision::Start { at, .. } if at <= now => {
                     self.pending.remove(&key);
-                    self.start(i, *slot)?;
+                    self.start(i, *slot, now)?;
                 }
                 Decision::Start { waited, .. } => {
                     self.waiting.insert(key, waited);
@@ -566,10 +564,9 @@ impl Daemon {
         Ok(())
     }
 
-    /// Starts slot `slot` of job `i`.
-    fn start(&mut self, i: usize, slot: Timestamp) -> Result<(), DaemonError> {
+    /// Starts slot `slot` of job `i` at `now` (the tick's clock).
+    fn start(&mut self, i: usize, slot: Timestamp, now: Timestamp) -> Result<(), DaemonError> {
         let j = self.sched.jobs()[i].clone();
-        let now = self.now();
         let name = format!(
             "{}.{}.{}.log",
             j.site,
@@ -586,8 +583,20 @@ impl Daemon {
         let out = file
             .try_clone()
             .map_err(|e| DaemonError::Setup(format!("cannot write {}: {e}", log.display())))?;
-        let policy = j.policy.to_string_lossy().into_owned();
-        let mut cmd = self.hokan(&["run", &policy, "--job", &j.job, "--op", &j.op]);
+        // The run reads the version of the policy this daemon validated, even if the file
+        // changed since.
+        let snapshot = self.snapshot(&j.policy)?;
+        let (snapshot, origin) = (snapshot.to_string_lossy(), j.policy.to_string_lossy());
+        let mut cmd = self.hokan(&[
+            "run",
+            &snapshot,
+            "--policy-origin",
+            &origin,
+            "--job",
+            &j.job,
+            "--op",
+            &j.op,
+        ]);
         cmd.stdout(out).stderr(file);
         // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory of the
         // parent; it runs in the child between fork and exec.
@@ -630,6 +639,28 @@ impl Daemon {
             log,
         });
         Ok(())
+    }
+
+    /// The text of the policy version in use for `file`, saved under `policies/` in the state
+    /// directory (named by its hash), for a run to read.
+    fn snapshot(&self, file: &Path) -> Result<PathBuf, DaemonError> {
+        let text = self
+            .files
+            .get(file)
+            .and_then(|f| f.policy.as_ref())
+            .map(|(_, t)| t.as_str())
+            .ok_or_else(|| {
+                DaemonError::Setup(format!("no usable version of {}", file.display()))
+            })?;
+        let dir = self.opts.state.join("policies");
+        let hash = blake3::hash(text.as_bytes()).to_hex();
+        let path = dir.join(format!("{}.toml", &hash[..16]));
+        if !path.exists() {
+            std::fs::create_dir_all(&dir)
+                .and_then(|()| std::fs::write(&path, text))
+                .map_err(|e| DaemonError::Setup(format!("cannot write {}: {e}", path.display())))?;
+        }
+        Ok(path)
     }
 
     /// Records how a run ended.

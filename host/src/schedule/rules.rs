@@ -70,9 +70,16 @@ pub fn earliest(need: &Need<'_>, busy: &[&Busy]) -> Decision {
     // Each pass moves `t` later or accepts it; the busy list and the windows are finite.
     loop {
         if t > latest {
+            // Already late on the first look (the daemon's clock): say what is in the way now.
+            let now_busy = busy
+                .iter()
+                .filter(|b| b.from <= t && t < b.until)
+                .max_by_key(|b| b.until)
+                .map(|b| format!("{} until {}", b.what, local_text(b.until, need.tz)));
             let why = waited
                 .last()
                 .cloned()
+                .or(now_busy)
                 .unwrap_or_else(|| "it was not started in time".into());
             return Decision::Skip {
                 reason: format!(
