@@ -437,5 +437,6 @@ fn bench() -> Result<()> {
     run(cargo().args(["bench", "-p", "hokan-e2e", "--bench", "runtime"]))?;
     run(cargo().args(["bench", "-p", "hokan-e2e", "--bench", "simulate"]))?;
     run(cargo().args(["bench", "-p", "hokan-e2e", "--bench", "execute"]))?;
-    run(cargo().args(["bench", "-p", "hokan-e2e", "--bench", "ese"]))
+    run(cargo().args(["bench", "-p", "hokan-e2e", "--bench", "ese"]))?;
+    run(cargo().args(["bench", "-p", "hokan-e2e", "--bench", "schedule"]))
 }
