@@ -376,6 +376,20 @@ fn demo() -> Result<()> {
         "--faults",
         "each-step",
     ]))?;
+    // What the scheduler would run in the week of the October daylight-saving change (London),
+    // with mailwise's database check, TeamWARE's SearchPro indexing and Osaka's two jobs on one
+    // server.
+    println!(
+        "\n=== hokan schedule policies --from 2026-10-22T00:00:00Z --until 2026-10-29T00:00:00Z"
+    );
+    run(&mut hokan(&[
+        "schedule",
+        "policies",
+        "--from",
+        "2026-10-22T00:00:00Z",
+        "--until",
+        "2026-10-29T00:00:00Z",
+    ]))?;
     // The set just written: listed, re-hashed against its manifest, and restored (over the
     // live data, and onto the freshly installed standby). --yes confirms the restores' final
     // manual step (look at mailwise in a browser), which nobody can do in a demo.
