@@ -195,7 +195,15 @@ struct Daemon {
     children: JoinSet<(i64, std::io::Result<ExitStatus>)>,
     recovery_attention: Option<PathBuf>,
     last_reload: Instant,
+    /// How far each job's calendar was looked at since start.
+    looked: BTreeMap<(String, String), Timestamp>,
+    /// When `seen` was last written to the history.
+    last_seen_write: Instant,
 }
+
+/// How often the history's `seen` marks are written (a restart looks again at slots up to this
+/// much older than them; their rows say whether they ran).
+const SEEN_EVERY: Duration = Duration::from_secs(60);
 
 /// How far back a restart looks for slots it missed.
 const LOOKBACK: SignedDuration = SignedDuration::from_hours(24 * 31);
@@ -227,6 +235,8 @@ pub async fn run(opts: Options, rt: Runtime) -> Result<(), DaemonError> {
         children: JoinSet::new(),
         recovery_attention: None,
         last_reload: Instant::now(),
+        looked: BTreeMap::new(),
+        last_seen_write: Instant::now(),
     };
     d.recover().await?;
     d.reload(true);
@@ -489,17 +499,24 @@ impl Daemon {
             self.reload(false);
         }
         let now = self.now();
+        let until = now + SignedDuration::from_secs(1);
+        let persist = self.last_seen_write.elapsed() >= SEEN_EVERY;
         for i in 0..self.sched.jobs().len() {
             let j = &self.sched.jobs()[i];
             let (site, job, op) = (j.site.clone(), j.job.clone(), j.op.clone());
             let fresh = now - j.max_delay;
-            let seen = self.history.seen_until(&site, &job)?;
-            // Recent slots are looked at again after a restart (their rows say whether they
-            // ran); older unseen ones were missed while the daemon was down.
-            let from = seen.map_or(fresh, |s| s.min(fresh)).max(now - LOOKBACK);
-            let slots = self
-                .sched
-                .slots(i, from, now + SignedDuration::from_secs(1));
+            let key = (site.clone(), job.clone());
+            let from = match self.looked.get(&key) {
+                Some(t) => *t,
+                // First look since start (or since the job appeared): recent slots are looked
+                // at again (their rows say whether they ran); older ones not seen before were
+                // missed while the daemon was down.
+                None => {
+                    let seen = self.history.seen_until(&site, &job)?;
+                    seen.map_or(fresh, |s| s.min(fresh)).max(now - LOOKBACK)
+                }
+            };
+            let slots = self.sched.slots(i, from, until);
             for slot in slots {
                 match self.history.slot(&site, &job, slot)? {
                     Some(r) if r.status.is_final() || r.status == SlotStatus::Running => continue,
@@ -513,8 +530,13 @@ impl Daemon {
                 }
                 self.pending.insert((slot, site.clone(), job.clone()));
             }
-            self.history
-                .set_seen_until(&site, &job, now + SignedDuration::from_secs(1))?;
+            if persist || !self.looked.contains_key(&key) {
+                self.history.set_seen_until(&site, &job, until)?;
+            }
+            self.looked.insert(key, until);
+        }
+        if persist {
+            self.last_seen_write = Instant::now();
         }
         let pending: Vec<_> = self.pending.iter().cloned().collect();
         self.waiting.clear();
@@ -690,6 +712,9 @@ impl Daemon {
 
     /// Stops gracefully: every run is asked to stop and awaited.
     async fn shutdown(&mut self) -> Result<(), DaemonError> {
+        for ((site, job), until) in &self.looked {
+            self.history.set_seen_until(site, job, *until)?;
+        }
         for r in &self.running {
             // SAFETY: kill(2) only sends a signal to our own child.
             unsafe {
