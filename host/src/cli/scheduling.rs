@@ -117,9 +117,9 @@ pub fn preview_text(sched: &Scheduler, pols: &[Policy], p: &Preview) -> String {
         let hm = |t: Timestamp| t.to_zoned(tz.clone()).strftime("%H:%M %Z").to_string();
         let line = match &s.outcome {
             SlotOutcome::Runs {
-                start,
                 estimated_end,
                 waited_for,
+                ..
             } if waited_for.is_empty() => format!(
                 "{}  run   {} ({}), estimated to end {}",
                 s.slot_local,

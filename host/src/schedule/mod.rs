@@ -24,7 +24,7 @@ use crate::runtime::Runtime;
 use calendar::{Calendar, window_intervals};
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
-use rules::{Busy, Decision, Need, earliest, human, local_text};
+use rules::{Busy, Decision, Need, earliest, local_text};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -653,9 +653,4 @@ pub fn load(rt: &Runtime, dir: &PluginDir, policies: &[Policy]) -> Loaded {
         }
     }
     out
-}
-
-/// `1h 30m` for a signed duration.
-pub fn duration_text(d: SignedDuration) -> String {
-    human(d)
 }
