@@ -796,8 +796,13 @@ fn is_name(s: &str) -> bool {
 
 /// Loads a policy file, or every `*.toml` in a directory (sorted by name).
 pub fn load_all(path: &Path) -> Result<Vec<Policy>, PolicyError> {
+    files(path)?.iter().map(|f| Policy::load(f)).collect()
+}
+
+/// The policy files `path` names: itself, or every `*.toml` in the directory (sorted by name).
+pub fn files(path: &Path) -> Result<Vec<PathBuf>, PolicyError> {
     if !path.is_dir() {
-        return Ok(vec![Policy::load(path)?]);
+        return Ok(vec![path.to_path_buf()]);
     }
     let mut files: Vec<PathBuf> = std::fs::read_dir(path)
         .map_err(|e| PolicyError {
@@ -811,7 +816,7 @@ pub fn load_all(path: &Path) -> Result<Vec<Policy>, PolicyError> {
         .filter(|p| p.extension().is_some_and(|x| x == "toml"))
         .collect();
     files.sort();
-    files.iter().map(|f| Policy::load(f)).collect()
+    Ok(files)
 }
 
 #[cfg(test)]

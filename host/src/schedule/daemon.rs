@@ -161,9 +161,12 @@ pub struct Waiting {
     pub waiting_for: Vec<String>,
 }
 
+/// A file's modification time and size: a change to either means it is read again.
+type Stamp = (SystemTime, u64);
+
 /// A policy file as last read.
 struct PolicyFile {
-    stamp: (SystemTime, u64),
+    stamp: Stamp,
     /// The version in use (the last good one), with its text.
     policy: Option<(Policy, String)>,
     error: Option<String>,
@@ -415,7 +418,14 @@ impl Daemon {
     /// Re-reads policy files that changed; `force` reads them all.
     fn reload(&mut self, force: bool) {
         self.last_reload = Instant::now();
-        let files = policy_files(&self.opts.policies);
+        let files = match policy_files(&self.opts.policies) {
+            Ok(f) => f,
+            Err(e) => {
+                // Nothing changes until the directory can be read again.
+                eprintln!("hokan daemon: {e} (the policies read before are kept)");
+                return;
+            }
+        };
         let mut changed = force;
         let gone: Vec<PathBuf> = self
             .files
@@ -781,28 +791,15 @@ impl Daemon {
 }
 
 /// The policy files under `path` with their modification time and size.
-fn policy_files(path: &Path) -> Vec<(PathBuf, (SystemTime, u64))> {
-    let files: Vec<PathBuf> = if path.is_dir() {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(path)
-            .map(|rd| {
-                rd.filter_map(Result::ok)
-                    .map(|e| e.path())
-                    .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
-                    .collect()
-            })
-            .unwrap_or_default();
-        v.sort();
-        v
-    } else {
-        vec![path.to_path_buf()]
-    };
-    files
+fn policy_files(path: &Path) -> Result<Vec<(PathBuf, Stamp)>, String> {
+    Ok(crate::policy::files(path)
+        .map_err(|e| e.to_string())?
         .into_iter()
         .filter_map(|p| {
             let m = std::fs::metadata(&p).ok()?;
             Some((p, (m.modified().ok()?, m.len())))
         })
-        .collect()
+        .collect())
 }
 
 /// Asks the daemon of state directory `state` for its status (the JSON document of [`Status`]).
