@@ -67,19 +67,24 @@ fn the_spring_change_in_london() {
     insta::assert_snapshot!("schedule_march_london", text(&out.stdout));
 }
 
-#[test]
-fn daylight_saving_nights_run_once_at_the_right_instant() {
+/// When London's backups start (UTC) from `from` until `until`.
+fn london_starts(from: &str, until: &str) -> Vec<String> {
     let doc = preview_json(&[
         "policies/london-branch.toml",
         "--from",
-        "2026-03-28T00:00:00Z",
+        from,
         "--until",
-        "2026-03-31T00:00:00Z",
+        until,
     ]);
-    let starts: Vec<String> = slots(&doc, "london-branch", "mailwise")
+    slots(&doc, "london-branch", "mailwise")
         .iter()
         .map(|s| s["start"].as_str().unwrap().to_string())
-        .collect();
+        .collect()
+}
+
+#[test]
+fn daylight_saving_nights_run_once_at_the_right_instant() {
+    let starts = london_starts("2026-03-28T00:00:00Z", "2026-03-31T00:00:00Z");
     // 01:30 GMT; 01:30 does not exist on the 29th and runs at 02:30 BST (01:30 UTC, the
     // same distance after midnight); then 01:30 BST.
     assert_eq!(
@@ -90,17 +95,7 @@ fn daylight_saving_nights_run_once_at_the_right_instant() {
             "2026-03-30T00:30:00Z"
         ]
     );
-    let doc = preview_json(&[
-        "policies/london-branch.toml",
-        "--from",
-        "2026-10-24T00:00:00Z",
-        "--until",
-        "2026-10-27T00:00:00Z",
-    ]);
-    let starts: Vec<String> = slots(&doc, "london-branch", "mailwise")
-        .iter()
-        .map(|s| s["start"].as_str().unwrap().to_string())
-        .collect();
+    let starts = london_starts("2026-10-24T00:00:00Z", "2026-10-27T00:00:00Z");
     // 01:30 happens twice on the 25th: one run, the first time (01:30 BST = 00:30 UTC).
     assert_eq!(
         starts,

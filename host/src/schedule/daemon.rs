@@ -190,6 +190,8 @@ struct Daemon {
     history: History,
     files: BTreeMap<PathBuf, PolicyFile>,
     sched: Scheduler,
+    /// Each scheduled job's index in `sched`, by site and job.
+    by_name: BTreeMap<(String, String), usize>,
     job_errors: Vec<String>,
     /// Due slots not yet started or skipped: (slot, site, job).
     pending: BTreeSet<(Timestamp, String, String)>,
@@ -231,6 +233,7 @@ pub async fn run(opts: Options, rt: Runtime) -> Result<(), DaemonError> {
         history,
         files: BTreeMap::new(),
         sched: Scheduler::default(),
+        by_name: BTreeMap::new(),
         job_errors: Vec::new(),
         pending: BTreeSet::new(),
         waiting: BTreeMap::new(),
@@ -492,15 +495,19 @@ impl Daemon {
             let Loaded { jobs, errors, .. } =
                 load(&self.rt, &PluginDir(self.opts.plugin_dir.clone()), &pols);
             self.job_errors = errors;
+            self.by_name = jobs
+                .iter()
+                .enumerate()
+                .map(|(i, j)| ((j.site.clone(), j.job.clone()), i))
+                .collect();
             self.sched = Scheduler::new(jobs);
         }
     }
 
     fn index(&self, site: &str, job: &str) -> Option<usize> {
-        self.sched
-            .jobs()
-            .iter()
-            .position(|j| j.site == site && j.job == job)
+        self.by_name
+            .get(&(site.to_string(), job.to_string()))
+            .copied()
     }
 
     /// Looks at the calendars: new due slots, then what can start.
@@ -528,11 +535,14 @@ impl Daemon {
             };
             let slots = self.sched.slots(i, from, until);
             for slot in slots {
-                match self.history.slot(&site, &job, slot)? {
-                    Some(r) if r.status.is_final() || r.status == SlotStatus::Running => continue,
-                    _ => {}
+                let row = self.history.slot(&site, &job, slot)?;
+                if row
+                    .as_ref()
+                    .is_some_and(|r| r.status.is_final() || r.status == SlotStatus::Running)
+                {
+                    continue;
                 }
-                if slot < fresh && self.history.slot(&site, &job, slot)?.is_none() {
+                if slot < fresh && row.is_none() {
                     let reason = "missed: the daemon was not running, and it is now later than the maximum start delay";
                     eprintln!("hokan daemon: {site} {job} slot {slot}: {reason}");
                     self.history.skip(&site, &job, &op, slot, reason, now)?;
