@@ -16,7 +16,7 @@
 
 use super::history::{History, HistoryError, SlotRow, SlotStatus};
 use super::rules::{Busy, Decision, local_text};
-use super::{Loaded, Scheduler, load};
+use super::{ScheduledJob, Scheduler, load};
 use crate::planner::PluginDir;
 use crate::policy::Policy;
 use crate::runtime::Runtime;
@@ -127,7 +127,8 @@ pub struct Status {
     pub waiting: Vec<Waiting>,
     /// The slots that ended last, newest first.
     pub last: Vec<SlotRow>,
-    /// Policy files that do not load (their previous version is used) and jobs left out.
+    /// Policy files that do not load or whose scheduled jobs are wrong (their previous version
+    /// is used, if there is one).
     pub policy_errors: Vec<String>,
     /// `hokan recover` at start-up needed attention: its log.
     pub recovery_attention: Option<PathBuf>,
@@ -167,9 +168,16 @@ type Stamp = (SystemTime, u64);
 /// A policy file as last read.
 struct PolicyFile {
     stamp: Stamp,
-    /// The version in use (the last good one), with its text.
-    policy: Option<(Policy, String)>,
+    /// The version in use (the last good one).
+    version: Option<Version>,
     error: Option<String>,
+}
+
+/// A version of a policy file that loaded: its text (what runs read) and its scheduled jobs
+/// (checked against their plugins when it was read).
+struct Version {
+    text: String,
+    jobs: Vec<ScheduledJob>,
 }
 
 /// A run going on.
@@ -192,7 +200,6 @@ struct Daemon {
     sched: Scheduler,
     /// Each scheduled job's index in `sched`, by site and job.
     by_name: BTreeMap<(String, String), usize>,
-    job_errors: Vec<String>,
     /// Due slots not yet started or skipped: (slot, site, job).
     pending: BTreeSet<(Timestamp, String, String)>,
     waiting: BTreeMap<(Timestamp, String, String), Vec<String>>,
@@ -234,7 +241,6 @@ pub async fn run(opts: Options, rt: Runtime) -> Result<(), DaemonError> {
         files: BTreeMap::new(),
         sched: Scheduler::default(),
         by_name: BTreeMap::new(),
-        job_errors: Vec::new(),
         pending: BTreeSet::new(),
         waiting: BTreeMap::new(),
         running: Vec::new(),
@@ -456,27 +462,27 @@ impl Daemon {
                     let dir = PluginDir(self.opts.plugin_dir.clone());
                     let l = load(&self.rt, &dir, std::slice::from_ref(&p));
                     if l.errors.is_empty() {
-                        Ok((p, text))
+                        Ok(Version { text, jobs: l.jobs })
                     } else {
                         Err(l.errors.join("; "))
                     }
                 });
             let entry = self.files.entry(path.clone()).or_insert(PolicyFile {
                 stamp,
-                policy: None,
+                version: None,
                 error: None,
             });
             entry.stamp = stamp;
             match loaded {
-                Ok(p) => {
+                Ok(v) => {
                     if !force {
                         println!("hokan daemon: reloaded {}", path.display());
                     }
-                    entry.policy = Some(p);
+                    entry.version = Some(v);
                     entry.error = None;
                 }
                 Err(e) => {
-                    let kept = if entry.policy.is_some() {
+                    let kept = if entry.version.is_some() {
                         "the previous version is kept"
                     } else {
                         "its jobs are not scheduled"
@@ -487,14 +493,12 @@ impl Daemon {
             }
         }
         if changed {
-            let pols: Vec<Policy> = self
+            let jobs: Vec<ScheduledJob> = self
                 .files
                 .values()
-                .filter_map(|f| f.policy.as_ref().map(|(p, _)| p.clone()))
+                .filter_map(|f| f.version.as_ref())
+                .flat_map(|v| v.jobs.iter().cloned())
                 .collect();
-            let Loaded { jobs, errors, .. } =
-                load(&self.rt, &PluginDir(self.opts.plugin_dir.clone()), &pols);
-            self.job_errors = errors;
             self.by_name = jobs
                 .iter()
                 .enumerate()
@@ -689,8 +693,8 @@ impl Daemon {
         let text = self
             .files
             .get(file)
-            .and_then(|f| f.policy.as_ref())
-            .map(|(_, t)| t.as_str())
+            .and_then(|f| f.version.as_ref())
+            .map(|v| v.text.as_str())
             .ok_or_else(|| {
                 DaemonError::Setup(format!("no usable version of {}", file.display()))
             })?;
@@ -770,12 +774,11 @@ impl Daemon {
                 })
             })
             .collect();
-        let mut policy_errors: Vec<String> = self
+        let policy_errors: Vec<String> = self
             .files
             .values()
             .filter_map(|f| f.error.clone())
             .collect();
-        policy_errors.extend(self.job_errors.iter().cloned());
         Ok(Status {
             format: "1",
             pid: std::process::id(),
