@@ -3,13 +3,14 @@
 //! root: cap-std refuses such paths with an error instead of following them.
 
 use crate::plan::Location;
-use crate::sets::manifest::{BUFFER, hash_reader, mtime_ms};
+use crate::tree::{self, Bytes, Node, RelPath, ScanOptions};
 use cap_std::fs::Dir;
 use std::collections::BTreeMap;
-use std::io::{self, Read, Seek, Write};
+use std::io::{self, Write};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+
+pub use crate::tree::{Copied, CopyOptions, LinkDest, Written};
 
 /// A granted root, opened.
 #[derive(Debug)]
@@ -121,11 +122,11 @@ impl Roots {
         match root.dir.symlink_metadata(path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(err()(e)),
-            Ok(m) if m.is_dir() => {
-                remove_dir_all(&root.dir, path).map_err(err())?;
+            Ok(_) => {
+                let at = self.locate(l)?;
+                tree::copy::remove_at(at.parent(), at.name()).map_err(err())?;
                 Ok(true)
             }
-            Ok(_) => root.dir.remove_file(path).map(|()| true).map_err(err()),
         }
     }
 
@@ -153,23 +154,6 @@ impl Roots {
             .map_err(fs_err(format!("cannot read {l}")))
     }
 
-    /// A file's size and mtime (ms since the epoch, as copy-tree records it), from a stat
-    /// that does not follow a final link.
-    pub fn size_and_mtime(&self, l: &Location) -> Result<(u64, i64), FsError> {
-        let m = self
-            .root(l)?
-            .dir
-            .symlink_metadata(rel(l))
-            .map_err(fs_err(l.to_string()))?;
-        let mtime = m
-            .modified()
-            .map_err(fs_err(l.to_string()))?
-            .into_std()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
-        Ok((m.len(), mtime))
-    }
-
     /// Creates a directory and its parents. Returns `false` when it was already there.
     pub fn ensure_dir(&self, l: &Location) -> Result<bool, FsError> {
         let root = self.root(l)?;
@@ -183,326 +167,153 @@ impl Roots {
     }
 }
 
-/// The names in a directory.
-pub fn names(roots: &Roots, l: &Location) -> Result<Vec<String>, FsError> {
-    let root = roots.root(l)?;
-    let list = || -> io::Result<Vec<String>> {
-        root.dir
-            .read_dir(rel(l))?
-            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
-            .collect()
+/// A location's parent directory, opened, and its name there (`.` for a root itself): what the
+/// handle-relative calls of [`crate::tree`] start from.
+pub struct Located {
+    parent: Dir,
+    name: Vec<u8>,
+}
+
+impl Located {
+    /// The parent directory.
+    pub fn parent(&self) -> BorrowedFd<'_> {
+        self.parent.as_fd()
+    }
+
+    /// The name in it.
+    pub fn name(&self) -> &[u8] {
+        &self.name
+    }
+
+    /// The location as a copy's end.
+    pub fn end(&self) -> tree::End<'_> {
+        tree::End {
+            parent: self.parent.as_fd(),
+            name: &self.name,
+        }
+    }
+}
+
+impl Roots {
+    /// Opens the parent of a location (intermediate links that stay in the root are
+    /// followed, as cap-std allows; the last component never is).
+    pub fn locate(&self, l: &Location) -> Result<Located, FsError> {
+        let root = self.root(l)?;
+        let err = fs_err(l.to_string());
+        if l.path.is_empty() {
+            return Ok(Located {
+                parent: root.dir.try_clone().map_err(err)?,
+                name: b".".to_vec(),
+            });
+        }
+        let path = RelPath::from(l.path.as_str());
+        let parent = path.parent();
+        let dir = if parent.is_empty() {
+            root.dir.try_clone()
+        } else {
+            root.dir.open_dir(parent.as_path())
+        }
+        .map_err(err)?;
+        Ok(Located {
+            parent: dir,
+            name: path.file_name().to_vec(),
+        })
+    }
+
+    /// Every entry at and below a location, in [`tree::scan`]'s order; paths are relative to
+    /// the location.
+    pub fn scan(&self, l: &Location) -> Result<Vec<Node>, FsError> {
+        let at = self.locate(l)?;
+        tree::scan(at.parent(), at.name(), ScanOptions::default()).map_err(|e| FsError {
+            what: format!("cannot read {}", join(l, &e.path)),
+            source: e.source,
+        })
+    }
+
+    /// The digest of the regular file `rel` below a location (the location itself when `rel`
+    /// is empty), opened without following links or blocking on a FIFO.
+    pub fn digest(&self, l: &Location, rel: &RelPath, size: u64) -> Result<String, FsError> {
+        let at = self.locate(l)?;
+        let r = if rel.is_empty() {
+            tree::meta::open_file_at(at.parent(), at.name())
+                .and_then(|f| tree::digest::digest(&f, size))
+        } else {
+            tree::meta::open_dir_at(at.parent(), at.name())
+                .and_then(|top| crate::sets::manifest::digest_at(top.as_fd(), rel, size))
+        };
+        r.map_err(fs_err(format!("cannot read {}", join(l, rel))))
+    }
+}
+
+/// A location and a path below it, for messages.
+pub fn join(l: &Location, rel: &RelPath) -> String {
+    if rel.is_empty() {
+        l.to_string()
+    } else if l.path.is_empty() {
+        format!("{}:/{rel}", l.root)
+    } else {
+        format!("{l}/{rel}")
+    }
+}
+
+/// The names in a directory, as bytes.
+pub fn names(roots: &Roots, l: &Location) -> Result<Vec<Bytes>, FsError> {
+    let at = roots.locate(l)?;
+    let list = || -> io::Result<Vec<Bytes>> {
+        let fd = tree::meta::open_dir_at(at.parent(), at.name())?;
+        Ok(tree::meta::names(fd.as_fd())?
+            .into_iter()
+            .map(Bytes)
+            .collect())
     };
     list().map_err(fs_err(format!("cannot list {l}")))
 }
 
-/// The files below a location (the location itself when it is a file, as `""`), by path
-/// relative to it, with their sizes. Links are not followed.
-pub fn files_below(roots: &Roots, l: &Location) -> Result<BTreeMap<String, u64>, FsError> {
-    let root = roots.root(l)?;
-    // One file is a tree of itself, under the empty relative path.
-    if let Ok(m) = root.dir.symlink_metadata(rel(l))
-        && m.is_file()
-    {
-        return Ok(BTreeMap::from([(String::new(), m.len())]));
-    }
-    let mut nodes = Vec::new();
-    walk(&root.dir, rel(l), String::new(), &mut nodes)
-        .map_err(fs_err(format!("cannot list {l}")))?;
-    Ok(nodes
-        .into_iter()
-        .filter_map(|n| match n {
-            Node::File(p, size) => Some((p, size)),
-            _ => None,
-        })
-        .collect())
-}
-
-/// Removes a tree inside `dir`, making read-only directories writable on the way.
-fn remove_dir_all(dir: &Dir, path: &Path) -> io::Result<()> {
-    use cap_std::fs::PermissionsExt;
-    match dir.remove_dir_all(path) {
-        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-            let m = dir.symlink_metadata(path)?;
-            if m.is_dir() {
-                dir.set_permissions(
-                    path,
-                    cap_std::fs::Permissions::from_mode(m.permissions().mode() | 0o700),
-                )?;
-                for entry in dir.read_dir(path)? {
-                    let entry = entry?;
-                    if entry.file_type()?.is_dir() {
-                        remove_dir_all(dir, &path.join(entry.file_name()))?;
-                    }
-                }
-            }
-            dir.remove_dir_all(path)
-        }
-        other => other,
-    }
-}
-
-/// A file copy-tree wrote: where (in the destination root), and what.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Written {
-    /// Path in the destination root.
-    pub path: String,
-    /// Bytes.
-    pub size: u64,
-    /// The source's mtime, which the copy keeps.
-    pub mtime_ms: i64,
-    /// BLAKE3 of the copy, hex.
-    pub blake3: String,
-    /// Hard-linked from the previous set instead of copied.
-    pub linked: bool,
-}
-
-/// A previous backup set whose unchanged files a new set links to instead of copying.
-#[derive(Debug)]
-pub struct LinkDest {
-    /// The previous set, opened.
-    pub dir: Dir,
-    /// Its files by path: size, mtime, hash.
-    pub files: BTreeMap<String, (u64, i64, String)>,
-}
-
-/// What copy-tree did.
-#[derive(Debug, Default)]
-pub struct Copied {
-    /// Each file written or linked.
-    pub files: Vec<Written>,
-    /// Bytes copied (linked files not counted).
-    pub bytes: u64,
-}
-
-/// How copy-tree reports and limits itself.
-pub struct CopyOptions<'a> {
-    /// The previous set, when the destination is a new backup set.
-    pub link_dest: Option<&'a LinkDest>,
-    /// Called with (bytes done, bytes in all) as files finish.
-    pub progress: &'a (dyn Fn(u64, u64) + Sync),
-    /// Give up after this instant.
-    pub deadline: Option<Instant>,
-    /// Test seam: fail with ENOSPC once this many bytes have been written.
-    pub space_left: Option<&'a AtomicU64>,
-}
-
-enum Node {
-    Dir(String, std::fs::Permissions, std::time::SystemTime),
-    File(String, u64),
-    Link(String),
-}
-
-/// Copies the tree at `from` to `to`, which must not exist. Files keep their mode and mtime;
-/// links are copied as links, never followed. Each file's BLAKE3 is taken from the copy on disk.
-/// On failure the partial copy is removed: a copy-tree is all or nothing.
+/// Copies the tree at `from` to `to`, which must not exist, keeping everything
+/// [`crate::tree::copy`] keeps. The destination's parents are made as needed, as the simulator
+/// does. On failure the partial copy is removed: a copy-tree is all or nothing.
 pub fn copy_tree(
     roots: &Roots,
     from: &Location,
     to: &Location,
     opts: &CopyOptions<'_>,
 ) -> Result<Copied, FsError> {
-    let (src, dst) = (roots.root(from)?, roots.root(to)?);
     let what = format!("cannot copy {from} to {to}");
-    if roots.exists(to)? {
-        return Err(fs_err(what)(io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            "the destination already exists; copy-tree never overwrites",
-        )));
-    }
-    let mut nodes = Vec::new();
-    walk(&src.dir, rel(from), String::new(), &mut nodes).map_err(fs_err(what.clone()))?;
-    // The destination's parents are made as needed, as the simulator does.
-    if let Some(parent) = rel(to).parent().filter(|p| !p.as_os_str().is_empty()) {
+    let dst = roots.root(to)?;
+    if let Some(parent) = Path::new(&to.path)
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+    {
         dst.dir
             .create_dir_all(parent)
             .map_err(fs_err(what.clone()))?;
     }
-    // The top is made first and alone: only once it is ours may a failure remove it.
-    if let Some(Node::Dir(top, ..)) = nodes.first() {
-        dst.dir
-            .create_dir(join(rel(to), top))
-            .map_err(fs_err(what.clone()))?;
-    }
-    let result = copy_nodes(src, rel(from), dst, rel(to), &to.path, &nodes, opts);
-    if let Err(e) = &result
-        && (matches!(nodes.first(), Some(Node::Dir(..)))
-            || e.kind() != io::ErrorKind::AlreadyExists)
-    {
-        let _ = remove_dir_all(&dst.dir, rel(to)).or_else(|_| dst.dir.remove_file(rel(to)));
-    }
-    result.map_err(fs_err(what))
-}
-
-fn walk(dir: &Dir, base: &Path, rel: String, out: &mut Vec<Node>) -> io::Result<()> {
-    // Not `base.join("")`: that adds a trailing `/`, which a file (copied alone) refuses.
-    let path = join(base, &rel);
-    let m = dir.symlink_metadata(&path)?;
-    if m.file_type().is_symlink() {
-        out.push(Node::Link(rel));
-    } else if m.is_dir() {
-        let mut names: Vec<_> = dir
-            .read_dir(&path)?
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<io::Result<_>>()?;
-        names.sort();
-        let perms = std_perms(&m);
-        out.push(Node::Dir(rel.clone(), perms, m.modified()?.into_std()));
-        for n in names {
-            let child = if rel.is_empty() {
-                n.to_string_lossy().into_owned()
-            } else {
-                format!("{rel}/{}", n.to_string_lossy())
-            };
-            walk(dir, base, child, out)?;
-        }
-    } else {
-        out.push(Node::File(rel, m.len()));
-    }
-    Ok(())
-}
-
-fn std_perms(m: &cap_std::fs::Metadata) -> std::fs::Permissions {
-    use cap_std::fs::PermissionsExt as _;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::Permissions::from_mode(m.permissions().mode())
-}
-
-fn join(base: &Path, rel: &str) -> PathBuf {
-    if rel.is_empty() {
-        base.to_path_buf()
-    } else {
-        base.join(rel)
-    }
-}
-
-fn copy_nodes(
-    src: &Root,
-    from: &Path,
-    dst: &Root,
-    to: &Path,
-    to_in_root: &str,
-    nodes: &[Node],
-    opts: &CopyOptions<'_>,
-) -> io::Result<Copied> {
-    use rayon::prelude::*;
-    let total: u64 = nodes
-        .iter()
-        .map(|n| if let Node::File(_, s) = n { *s } else { 0 })
-        .sum();
-    // Directories first (writable while the copy fills them), then files in parallel, then the
-    // directories' own mode and mtime, deepest first.
-    for n in nodes {
-        match n {
-            Node::Dir(rel, ..) if rel.is_empty() => {} // made by copy_tree
-            Node::Dir(rel, ..) => dst.dir.create_dir(join(to, rel))?,
-            Node::Link(rel) => {
-                let target = src.dir.read_link_contents(join(from, rel))?;
-                dst.dir.symlink_contents(target, join(to, rel))?;
+    let (src, dst) = (roots.locate(from)?, roots.locate(to)?);
+    let to_path = RelPath::from(to.path.as_str());
+    match tree::copy_tree(src.end(), dst.end(), &to_path, opts) {
+        Ok(c) => Ok(c),
+        Err(e) => {
+            // Only a destination that was not there before is ours to remove.
+            if e.source.kind() != io::ErrorKind::AlreadyExists || !e.path.is_empty() {
+                let _ = tree::copy::remove_at(dst.parent(), dst.name());
             }
-            Node::File(..) => {}
+            Err(FsError {
+                what: if e.path.is_empty() {
+                    what
+                } else {
+                    format!("{what}: {}", join(from, &e.path))
+                },
+                source: e.source,
+            })
         }
     }
-    let done = AtomicU64::new(0);
-    let files: Vec<Written> = nodes
-        .par_iter()
-        .filter_map(|n| match n {
-            Node::File(rel, size) => Some((rel, *size)),
-            _ => None,
-        })
-        .map(|(rel, size)| {
-            if opts.deadline.is_some_and(|d| Instant::now() > d) {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "the step's time limit ran out",
-                ));
-            }
-            let in_root = if rel.is_empty() {
-                to_in_root.to_string()
-            } else if to_in_root.is_empty() {
-                rel.clone()
-            } else {
-                format!("{to_in_root}/{rel}")
-            };
-            let w = copy_file(src, &join(from, rel), dst, &join(to, rel), in_root, opts)?;
-            let now = done.fetch_add(size, Ordering::Relaxed) + size;
-            (opts.progress)(now, total);
-            Ok(w)
-        })
-        .collect::<io::Result<_>>()?;
-    for n in nodes.iter().rev() {
-        if let Node::Dir(rel, perms, mtime) = n {
-            // Read-only, not O_PATH (as open_dir would): futimens and fchmod need a real fd.
-            let d = dst
-                .dir
-                .open_with(join(to, rel), cap_std::fs::OpenOptions::new().read(true))?
-                .into_std();
-            d.set_modified(*mtime)?;
-            d.set_permissions(perms.clone())?;
-        }
-    }
-    let bytes = files.iter().filter(|w| !w.linked).map(|w| w.size).sum();
-    Ok(Copied { files, bytes })
-}
-
-fn copy_file(
-    src: &Root,
-    from: &Path,
-    dst: &Root,
-    to: &Path,
-    in_root: String,
-    opts: &CopyOptions<'_>,
-) -> io::Result<Written> {
-    let mut input = src.dir.open(from)?.into_std();
-    let meta = input.metadata()?;
-    let (size, mtime) = (meta.len(), mtime_ms(&meta));
-    if let Some(prev) = opts.link_dest
-        && let Some((psize, pmtime, hash)) = prev.files.get(&in_root)
-        && (*psize, *pmtime) == (size, mtime)
-        && prev.dir.hard_link(&in_root, &dst.dir, to).is_ok()
-    {
-        return Ok(Written {
-            path: in_root,
-            size,
-            mtime_ms: mtime,
-            blake3: hash.clone(),
-            linked: true,
-        });
-    }
-    if let Some(left) = opts.space_left {
-        let before = left.fetch_sub(size.min(left.load(Ordering::Relaxed)), Ordering::Relaxed);
-        if before < size {
-            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
-        }
-    }
-    let mut out = cap_std::fs::OpenOptions::new();
-    out.read(true).write(true).create_new(true);
-    let mut output = dst.dir.open_with(to, &out)?.into_std();
-    // std::io::copy between files uses copy_file_range on Linux: a reflink where the
-    // filesystem shares blocks, an in-kernel copy otherwise, plain reads and writes as a last
-    // resort.
-    let copied = io::copy(&mut input, &mut output)?;
-    if copied != size {
-        return Err(io::Error::other(format!(
-            "the file changed size while being copied ({size} bytes, then {copied})"
-        )));
-    }
-    output.rewind()?;
-    let (blake3, _) = hash_reader(io::BufReader::with_capacity(BUFFER, &mut output).take(size))?;
-    output.set_permissions(meta.permissions())?;
-    output.set_modified(meta.modified()?)?;
-    Ok(Written {
-        path: in_root,
-        size,
-        mtime_ms: mtime,
-        blake3,
-        linked: false,
-    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::sync::atomic::AtomicU64;
 
     fn setup() -> (tempfile::TempDir, Roots) {
         let tmp = tempfile::tempdir().unwrap();
@@ -528,6 +339,7 @@ mod tests {
             progress: &|_, _| {},
             deadline: None,
             space_left: None,
+            owners: tree::meta::is_root(),
         }
     }
 
@@ -550,17 +362,28 @@ mod tests {
         }
         assert!(secret.exists(), "a file outside the root was touched");
         assert!(!tmp.path().join("root/d/copy").exists());
+        // A link as the top of a copy is copied as a link, never followed.
+        copy_tree(&roots, &at("escape"), &at("d/copy"), &opts()).unwrap();
+        assert!(
+            std::fs::symlink_metadata(tmp.path().join("root/d/copy"))
+                .unwrap()
+                .is_symlink()
+        );
         // The link itself is inside the root: removing it removes the link, not its target.
         assert!(roots.remove(&at("escape")).unwrap());
         assert!(secret.exists());
     }
 
     #[test]
-    fn copy_tree_keeps_modes_mtimes_links_and_hashes_what_it_wrote() {
+    fn copy_tree_keeps_modes_mtimes_links_and_digests_what_it_wrote() {
         let (tmp, roots) = setup();
         let root = tmp.path().join("root");
-        std::fs::set_permissions(root.join("d/a"), std::fs::Permissions::from_mode(0o444)).unwrap();
-        let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        std::fs::set_permissions(root.join("d/a"), std::fs::Permissions::from_mode(0o4751))
+            .unwrap();
+        std::fs::set_permissions(root.join("d/sub"), std::fs::Permissions::from_mode(0o555))
+            .unwrap();
+        let old =
+            std::time::SystemTime::UNIX_EPOCH + std::time::Duration::new(1_000_000, 123_456_789);
         std::fs::File::options()
             .write(true)
             .open(root.join("d/sub/b"))
@@ -580,32 +403,28 @@ mod tests {
         )
         .unwrap();
         assert_eq!(copied.bytes, 300_005);
-        let mut paths: Vec<&str> = copied.files.iter().map(|w| w.path.as_str()).collect();
-        paths.sort();
+        let paths: Vec<String> = copied.files.iter().map(|w| w.path.to_string()).collect();
         assert_eq!(paths, ["copy/a", "copy/sub/b"]);
-        let a = copied.files.iter().find(|w| w.path == "copy/a").unwrap();
-        assert_eq!(a.blake3, blake3::hash(b"alpha").to_hex().to_string());
-        // The stat that lets verify skip a linked file agrees with what the copy recorded.
-        for w in &copied.files {
-            let src = at(&w.path.replacen("copy", "d", 1));
-            assert_eq!(roots.size_and_mtime(&src).unwrap(), (w.size, w.mtime_ms));
-        }
+        assert_eq!(copied.files[0].digest, tree::digest::digest_bytes(b"alpha"));
         let meta = std::fs::metadata(root.join("copy/a")).unwrap();
-        assert_eq!(meta.permissions().mode() & 0o777, 0o444);
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o4751);
+        let sub = std::fs::metadata(root.join("copy/sub")).unwrap();
+        assert_eq!(sub.permissions().mode() & 0o7777, 0o555);
         let b = std::fs::metadata(root.join("copy/sub/b")).unwrap();
-        assert_eq!(b.modified().unwrap(), old);
+        assert_eq!(b.modified().unwrap(), old, "nanoseconds are kept");
         assert_eq!(
             std::fs::read_link(root.join("copy/link")).unwrap(),
             Path::new("a")
         );
         assert_eq!(seen.lock().unwrap().last(), Some(&(300_005, 300_005)));
-        // Never over an existing destination.
+        // Never over an existing destination, and the existing one is left alone.
         let e = copy_tree(&roots, &at("d"), &at("copy"), &opts()).unwrap_err();
         assert!(e.to_string().contains("already exists"), "{e}");
+        assert!(root.join("copy/sub/b").exists());
     }
 
     #[test]
-    fn one_nested_file_copies_and_lists_alone() {
+    fn one_nested_file_copies_alone() {
         let (tmp, roots) = setup();
         let c = copy_tree(&roots, &at("d/sub/b"), &at("staged/b"), &opts()).unwrap();
         assert_eq!(c.files.len(), 1);
@@ -613,12 +432,43 @@ mod tests {
             std::fs::read(tmp.path().join("root/staged/b")).unwrap(),
             std::fs::read(tmp.path().join("root/d/sub/b")).unwrap()
         );
-        let listed = files_below(&roots, &at("staged/b")).unwrap();
-        assert_eq!(listed.keys().collect::<Vec<_>>(), [""]);
+        let nodes = roots.scan(&at("staged/b")).unwrap();
+        assert_eq!(nodes.len(), 1);
+        assert!(nodes[0].path.is_empty());
+    }
+
+    fn link_dest(roots: &Roots, set: &str, copied: &Copied) -> LinkDest {
+        let dir = roots.0["data"].dir.open_dir(set).unwrap();
+        LinkDest {
+            dir: std::os::fd::OwnedFd::from(dir.into_std_file()),
+            files: copied
+                .files
+                .iter()
+                .map(|w| {
+                    let m =
+                        std::fs::metadata(roots.0["data"].path.join(set).join(w.path.as_path()))
+                            .unwrap();
+                    (
+                        w.path.clone(),
+                        tree::PrevFile {
+                            size: w.size,
+                            mtime: w.mtime,
+                            mode: m.mode() & 0o7777,
+                            uid: m.uid(),
+                            gid: m.gid(),
+                            xattrs: Default::default(),
+                            digest: w.digest.clone(),
+                            ino: w.ino,
+                            source: w.source,
+                        },
+                    )
+                })
+                .collect(),
+        }
     }
 
     #[test]
-    fn a_failed_copy_leaves_nothing_and_unchanged_files_are_linked() {
+    fn a_failed_copy_leaves_nothing_and_only_unchanged_files_are_linked() {
         let (tmp, roots) = setup();
         let root = tmp.path().join("root");
         let left = AtomicU64::new(1000);
@@ -634,51 +484,106 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.source.raw_os_error(), Some(libc::ENOSPC), "{e}");
         assert!(
+            e.to_string().contains("data:/d/sub/b: No space left"),
+            "the file is named: {e}"
+        );
+        assert!(
             !root.join("copy").exists(),
             "the partial copy is still there"
         );
 
-        let first = copy_tree(&roots, &at("d"), &at("one"), &opts()).unwrap();
-        let prev = LinkDest {
-            dir: roots.0["data"].dir.try_clone().unwrap(),
+        // The "previous set" one/ holds a copy of d at `d`.
+        std::fs::create_dir_all(root.join("one")).unwrap();
+        let first = copy_tree(&roots, &at("d"), &at("one/d"), &opts()).unwrap();
+        let first = Copied {
             files: first
                 .files
-                .iter()
-                .map(|w| {
-                    let p = w.path.replacen("one/", "two/", 1);
-                    (p, (w.size, w.mtime_ms, w.blake3.clone()))
+                .into_iter()
+                .map(|mut w| {
+                    w.path = w.path.strip_prefix(&RelPath::from("one")).unwrap();
+                    w
                 })
                 .collect(),
+            ..first
         };
-        // The previous "set" is the root itself here, so link from one/ by renaming the keys
-        // back: what matters is that unchanged files are linked and changed ones copied.
-        std::fs::rename(root.join("one"), root.join("two")).unwrap();
+        let prev = link_dest(&roots, "one", &first);
+        // a: rewritten with its old size and mtime (only ctime tells); sub/b: untouched.
+        let mtime = std::fs::metadata(root.join("d/a"))
+            .unwrap()
+            .modified()
+            .unwrap();
         std::fs::write(root.join("d/a"), b"ALPHA").unwrap();
-        std::fs::create_dir(root.join("new")).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(root.join("d/a"))
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        std::fs::create_dir(root.join("three")).unwrap();
         let roots2 = Roots::open(&BTreeMap::from([
             ("data".to_string(), root.clone()),
-            ("set".to_string(), root.join("new")),
+            ("set".to_string(), root.join("three")),
         ]))
         .unwrap();
-        let second = copy_tree(
+        let third = copy_tree(
             &roots2,
             &at("d"),
-            &Location::new("set", "two"),
+            &Location::new("set", "d"),
             &CopyOptions {
                 link_dest: Some(&prev),
                 ..opts()
             },
-        );
-        // Linking needs the same relative path in the previous set: `two/sub/b` exists there.
-        let second = second.unwrap();
-        let b = second.files.iter().find(|w| w.path == "two/sub/b").unwrap();
-        let a = second.files.iter().find(|w| w.path == "two/a").unwrap();
-        assert!(b.linked && !a.linked, "{second:?}");
-        assert_eq!(second.bytes, 5);
-        use std::os::unix::fs::MetadataExt;
+        )
+        .unwrap();
+        let b = third
+            .files
+            .iter()
+            .find(|w| w.path.to_string() == "d/sub/b")
+            .unwrap();
+        let a = third
+            .files
+            .iter()
+            .find(|w| w.path.to_string() == "d/a")
+            .unwrap();
+        assert!(b.linked && !a.linked, "{third:?}");
+        assert_eq!(third.bytes, 5);
         assert_eq!(
-            std::fs::metadata(root.join("new/two/sub/b")).unwrap().ino(),
-            std::fs::metadata(root.join("two/sub/b")).unwrap().ino()
+            std::fs::metadata(root.join("three/d/sub/b")).unwrap().ino(),
+            std::fs::metadata(root.join("one/d/sub/b")).unwrap().ino()
+        );
+        assert_eq!(std::fs::read(root.join("three/d/a")).unwrap(), b"ALPHA");
+
+        // Damage in the previous set's copy (a byte flipped, mtime moved) is not linked.
+        std::fs::write(root.join("one/d/sub/b"), vec![8u8; 300_000]).unwrap();
+        std::fs::create_dir(root.join("four")).unwrap();
+        let roots4 = Roots::open(&BTreeMap::from([
+            ("data".to_string(), root.clone()),
+            ("set".to_string(), root.join("four")),
+        ]))
+        .unwrap();
+        let fourth = copy_tree(
+            &roots4,
+            &at("d"),
+            &Location::new("set", "d"),
+            &CopyOptions {
+                link_dest: Some(&prev),
+                ..opts()
+            },
+        )
+        .unwrap();
+        assert!(fourth.files.iter().all(|w| !w.linked), "{fourth:?}");
+        assert!(
+            fourth
+                .warnings
+                .iter()
+                .any(|w| w
+                    .contains("d/sub/b: the previous set's copy no longer matches its manifest")),
+            "{:?}",
+            fourth.warnings
+        );
+        assert_eq!(
+            std::fs::read(root.join("four/d/sub/b")).unwrap(),
+            vec![7u8; 300_000]
         );
     }
 }

@@ -1,22 +1,28 @@
 //! `manifest.json`: what a backup set holds, and the check that it still holds it.
 //!
-//! A set's manifest lists every directory, file and symbolic link in the set with, for files,
-//! size, mtime, mode and BLAKE3 hash. It is written last, just before the set gets its final
-//! name, so a set with a manifest is complete. `docs/execution.md` documents the format.
+//! A set's manifest lists every entry in the set: directories, files, hard links, symbolic
+//! links, FIFOs and devices, each with mode, numeric owner, mtime in nanoseconds and extended
+//! attributes; files also with size, digest ([`crate::tree::digest`]), the inode of the set's
+//! copy and what the backup saw of the source (inode and ctime, for the next backup's change
+//! check). Names are bytes ([`crate::tree::Bytes`]). It is written last, just before the set
+//! gets its final name, so a set with a manifest is complete. `docs/execution.md` documents the
+//! format.
 
 use crate::plan::document::PluginRef;
+use crate::tree::{self, Bytes, Kind, Meta, Node, RelPath, ScanOptions, Source, Time, Xattrs};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Read;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 /// The manifest's file name inside a set.
 pub const MANIFEST: &str = "manifest.json";
+const MANIFEST_TMP: &str = ".manifest.json.tmp";
 /// The version of the manifest's shape.
-pub const FORMAT_VERSION: &str = "1";
-/// Read buffer for hashing and copying.
+pub const FORMAT_VERSION: &str = "2";
+/// Read buffer for hashing streams.
 pub(crate) const BUFFER: usize = 1 << 20;
 
 /// The contents of a backup set.
@@ -38,53 +44,113 @@ pub struct Manifest {
     pub plugin: PluginRef,
     /// When the run started (RFC 3339, UTC).
     pub started: String,
-    /// When the set was complete (RFC 3339, UTC).
+    /// When the set was complete (RFC 3339, UTC, nanoseconds): "newest" means newest by this.
     pub finished: String,
+    /// How file contents are digested ([`tree::digest::ALGORITHM`]).
+    pub digest: String,
+    /// Whether the set's entries carry their owners: only a set written as root does, and only
+    /// then does `verify` compare them.
+    pub owners: bool,
     /// Every entry of the set except the manifest, in path order.
     pub entries: Vec<Entry>,
 }
 
-/// One entry of a set; paths are relative to the set, `/`-separated.
+/// One entry of a set; paths are relative to the set, `/`-separated, bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum Entry {
-    /// A directory.
-    Dir {
-        /// Where.
-        path: String,
-        /// Permission bits.
-        mode: u32,
-    },
-    /// A regular file.
-    File {
-        /// Where.
-        path: String,
-        /// Bytes.
-        size: u64,
-        /// Modification time, milliseconds since the Unix epoch.
-        mtime_ms: i64,
-        /// Permission bits.
-        mode: u32,
-        /// BLAKE3 of the contents, hex.
-        blake3: String,
-    },
-    /// A symbolic link, kept as a link.
-    Symlink {
-        /// Where.
-        path: String,
-        /// What it points to.
-        target: String,
-    },
+pub struct Entry {
+    /// Where.
+    pub path: RelPath,
+    /// What kind of entry.
+    pub kind: Kind,
+    /// Another name of the same inode, listed earlier: this entry is a hard link to it, and
+    /// its other fields are that inode's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hardlink: Option<RelPath>,
+    /// Permission bits with set-uid, set-gid and sticky.
+    pub mode: u32,
+    /// Numeric owner.
+    pub uid: u32,
+    /// Numeric group.
+    pub gid: u32,
+    /// Modification time.
+    pub mtime: Time,
+    /// Bytes (files).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub size: u64,
+    /// Digest of the contents (files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// The inode of the set's copy (files): linking checks it before trusting the copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ino: Option<u64>,
+    /// What the backup saw of the source (files copied from a live tree).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Source>,
+    /// A link's target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<Bytes>,
+    /// A device's number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rdev: Option<u64>,
+    /// Extended attributes, POSIX ACLs included.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub xattrs: Xattrs,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Entry {
-    /// The entry's path in the set.
-    pub fn path(&self) -> &str {
-        match self {
-            Entry::Dir { path, .. } | Entry::File { path, .. } | Entry::Symlink { path, .. } => {
-                path
-            }
+    fn of(n: &Node, digest: Option<String>, source: Option<Source>) -> Entry {
+        let m = &n.meta;
+        let file = m.kind == Kind::File;
+        Entry {
+            path: n.path.clone(),
+            kind: m.kind,
+            hardlink: n.first.clone(),
+            mode: m.mode,
+            uid: m.uid,
+            gid: m.gid,
+            mtime: m.mtime,
+            size: if file { m.size } else { 0 },
+            digest,
+            ino: file.then_some(m.ino),
+            source,
+            target: n.target.clone(),
+            rdev: matches!(m.kind, Kind::CharDevice | Kind::BlockDevice).then_some(m.rdev),
+            xattrs: n.xattrs.clone(),
         }
+    }
+
+    /// The entry as the scan of a faithful set would find it (times and modes as recorded).
+    pub fn node(&self) -> Node {
+        Node {
+            path: self.path.clone(),
+            meta: Meta {
+                kind: self.kind,
+                mode: self.mode,
+                uid: self.uid,
+                gid: self.gid,
+                size: self.size,
+                mtime: self.mtime,
+                atime: Time::default(),
+                ctime: Time::default(),
+                ino: self.ino.unwrap_or(0),
+                dev: 0,
+                nlink: 0,
+                rdev: self.rdev.unwrap_or(0),
+                blocks: 0,
+            },
+            target: self.target.clone(),
+            xattrs: self.xattrs.clone(),
+            first: self.hardlink.clone(),
+        }
+    }
+
+    /// Whether this is a regular file's first name (the one that has contents to check).
+    pub fn is_file(&self) -> bool {
+        self.kind == Kind::File && self.hardlink.is_none()
     }
 }
 
@@ -116,33 +182,51 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SetError + '_ {
     }
 }
 
+fn scan_err(dir: &Path) -> impl FnOnce(tree::ScanError) -> SetError + '_ {
+    move |e| SetError::Io {
+        path: dir.join(e.path.as_path()),
+        source: e.source,
+    }
+}
+
 impl Manifest {
     /// Reads the manifest of the set in `dir`.
     pub fn read(dir: &Path) -> Result<Manifest, SetError> {
         let path = dir.join(MANIFEST);
         let text = std::fs::read(&path).map_err(io_err(&path))?;
-        let m: Manifest = serde_json::from_slice(&text).map_err(|e| SetError::BadManifest {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
-        if m.format_version != FORMAT_VERSION {
+        #[derive(Deserialize)]
+        struct Version {
+            format_version: Option<String>,
+        }
+        let version = serde_json::from_slice::<Version>(&text)
+            .ok()
+            .and_then(|v| v.format_version);
+        if let Some(v) = version.filter(|v| v != FORMAT_VERSION) {
             return Err(SetError::BadManifest {
                 path,
                 message: format!(
-                    "format_version {} is not {FORMAT_VERSION}; use the hokan that wrote it",
-                    m.format_version
+                    "format_version {v} is not {FORMAT_VERSION}; use the hokan that wrote it{}",
+                    if v == "1" {
+                        " (format 1 recorded neither owners nor times to the nanosecond; \
+                         run a new backup with this hokan)"
+                    } else {
+                        ""
+                    }
                 ),
             });
         }
-        Ok(m)
+        serde_json::from_slice(&text).map_err(|e| SetError::BadManifest {
+            path: path.clone(),
+            message: e.to_string(),
+        })
     }
 
-    /// The file entries by path.
-    pub fn files(&self) -> BTreeMap<&str, &Entry> {
+    /// The regular files by path (first names of hard-linked files only).
+    pub fn files(&self) -> BTreeMap<&RelPath, &Entry> {
         self.entries
             .iter()
-            .filter(|e| matches!(e, Entry::File { .. }))
-            .map(|e| (e.path(), e))
+            .filter(|e| e.is_file())
+            .map(|e| (&e.path, e))
             .collect()
     }
 }
@@ -165,63 +249,48 @@ pub fn hash_reader(mut r: impl Read) -> std::io::Result<(String, u64)> {
     Ok((hasher.finalize().to_hex().to_string(), len))
 }
 
-/// Milliseconds since the epoch of a file's mtime.
-pub fn mtime_ms(m: &std::fs::Metadata) -> i64 {
-    m.mtime() * 1000 + m.mtime_nsec() / 1_000_000
+/// Opens a set directory without following a link to it.
+fn open_set(dir: &Path) -> Result<std::os::fd::OwnedFd, SetError> {
+    rustix::fs::open(
+        dir,
+        rustix::fs::OFlags::RDONLY
+            | rustix::fs::OFlags::DIRECTORY
+            | rustix::fs::OFlags::NOFOLLOW
+            | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| SetError::Io {
+        path: dir.to_path_buf(),
+        source: e.into(),
+    })
 }
 
-/// Every entry below `dir` (not following links), in path order, files not yet hashed: their
-/// `blake3` is empty.
-pub fn scan(dir: &Path) -> Result<Vec<Entry>, SetError> {
-    let mut out = Vec::new();
-    scan_into(dir, "", &mut out)?;
-    Ok(out)
+/// Every entry below the set directory `fd` (the manifest left out), in walk order.
+fn scan_set(fd: &std::os::fd::OwnedFd, dir: &Path) -> Result<Vec<Node>, SetError> {
+    let skip = |p: &RelPath| matches!(p.as_bytes(), b"manifest.json" | b".manifest.json.tmp");
+    let mut nodes = tree::scan(
+        fd.as_fd(),
+        b".",
+        ScanOptions {
+            xattrs: true,
+            skip: &skip,
+        },
+    )
+    .map_err(scan_err(dir))?;
+    nodes.remove(0); // the set directory itself
+    Ok(nodes)
 }
 
-fn scan_into(base: &Path, rel: &str, out: &mut Vec<Entry>) -> Result<(), SetError> {
-    let dir = base.join(rel);
-    let mut names: Vec<_> = std::fs::read_dir(&dir)
-        .map_err(io_err(&dir))?
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<Result<_, _>>()
-        .map_err(io_err(&dir))?;
-    names.sort();
-    for name in names {
-        let name = name.to_string_lossy();
-        let path = if rel.is_empty() {
-            name.to_string()
-        } else {
-            format!("{rel}/{name}")
-        };
-        if rel.is_empty() && name == MANIFEST {
-            continue;
-        }
-        let full = base.join(&path);
-        let m = std::fs::symlink_metadata(&full).map_err(io_err(&full))?;
-        let mode = m.permissions().mode() & 0o7777;
-        if m.is_dir() {
-            out.push(Entry::Dir {
-                path: path.clone(),
-                mode,
-            });
-            scan_into(base, &path, out)?;
-        } else if m.file_type().is_symlink() {
-            let target = std::fs::read_link(&full).map_err(io_err(&full))?;
-            out.push(Entry::Symlink {
-                path,
-                target: target.to_string_lossy().into_owned(),
-            });
-        } else {
-            out.push(Entry::File {
-                path,
-                size: m.len(),
-                mtime_ms: mtime_ms(&m),
-                mode,
-                blake3: String::new(),
-            });
-        }
-    }
-    Ok(())
+/// The digest of the regular file at `path` below `set`, opened without following links or
+/// blocking on a FIFO put in its place.
+pub fn digest_at(
+    set: std::os::fd::BorrowedFd<'_>,
+    path: &RelPath,
+    size: u64,
+) -> std::io::Result<String> {
+    let parent = tree::scan::open_path(set, &path.parent())?;
+    let f = tree::meta::open_file_at(parent.as_fd(), path.file_name())?;
+    tree::digest::digest(&f, size)
 }
 
 /// One way a set differs from its manifest.
@@ -231,33 +300,33 @@ pub enum Problem {
     /// The file's contents changed.
     Mismatch {
         /// Which file.
-        path: String,
-        /// The manifest's hash.
+        path: RelPath,
+        /// The manifest's digest.
         expected: String,
-        /// The hash now.
+        /// The digest now.
         actual: String,
     },
     /// The manifest lists it; the set lacks it.
     Missing {
         /// Which entry.
-        path: String,
+        path: RelPath,
     },
     /// The set has it; the manifest does not.
     Extra {
         /// Which entry.
-        path: String,
+        path: RelPath,
     },
-    /// It is there, but a different kind of entry, or a link to elsewhere.
+    /// It is there, but of another kind, mode, owner, time, target or attributes.
     Changed {
         /// Which entry.
-        path: String,
+        path: RelPath,
         /// What differs.
         detail: String,
     },
     /// It could not be read.
     Unreadable {
         /// Which file.
-        path: String,
+        path: RelPath,
         /// Why.
         error: String,
     },
@@ -272,7 +341,7 @@ impl fmt::Display for Problem {
                 actual,
             } => write!(
                 f,
-                "{path}: contents differ from the manifest (blake3 {} expected, {} found)",
+                "{path}: contents differ from the manifest (digest {} expected, {} found)",
                 &expected[..expected.len().min(16)],
                 &actual[..actual.len().min(16)]
             ),
@@ -284,15 +353,28 @@ impl fmt::Display for Problem {
     }
 }
 
+impl Problem {
+    /// The entry it is about.
+    pub fn path(&self) -> &RelPath {
+        match self {
+            Problem::Mismatch { path, .. }
+            | Problem::Missing { path }
+            | Problem::Extra { path }
+            | Problem::Changed { path, .. }
+            | Problem::Unreadable { path, .. } => path,
+        }
+    }
+}
+
 /// What `verify` found.
 #[derive(Debug, Clone, Serialize)]
 pub struct Verification {
     /// The set's manifest.
     #[serde(skip)]
     pub manifest: Manifest,
-    /// Files hashed.
+    /// Files read.
     pub files: u64,
-    /// Bytes hashed.
+    /// Bytes they hold.
     pub bytes: u64,
     /// Every difference, in path order.
     pub problems: Vec<Problem>,
@@ -305,83 +387,72 @@ impl Verification {
     }
 }
 
-/// Re-hashes the set in `dir` against its manifest. Problems with the set's files are
-/// collected, not returned as errors; only an unreadable manifest or directory is an error.
+/// Checks the set in `dir` against its manifest: every entry's kind, mode, owner (for a set
+/// written as root), mtime, link target, device number, attributes and hard links, and every
+/// file's contents, read again. Nothing in the set is opened but regular files, so a FIFO put
+/// there cannot hang it. Problems with the set's entries are collected, not returned as errors;
+/// only an unreadable manifest or directory is an error.
 pub fn verify(dir: &Path) -> Result<Verification, SetError> {
     use rayon::prelude::*;
     let manifest = Manifest::read(dir)?;
-    let found = scan(dir)?;
-    let found: BTreeMap<&str, &Entry> = found.iter().map(|e| (e.path(), e)).collect();
-    let listed: BTreeMap<&str, &Entry> = manifest.entries.iter().map(|e| (e.path(), e)).collect();
+    let fd = open_set(dir)?;
+    let found = scan_set(&fd, dir)?;
+    let found: BTreeMap<&RelPath, &Node> = found.iter().map(|n| (&n.path, n)).collect();
+    let listed: BTreeMap<&RelPath, &Entry> =
+        manifest.entries.iter().map(|e| (&e.path, e)).collect();
     let mut problems: Vec<Problem> = Vec::new();
     let mut to_hash = Vec::new();
     for (path, want) in &listed {
         let Some(have) = found.get(path) else {
             problems.push(Problem::Missing {
-                path: path.to_string(),
+                path: (*path).clone(),
             });
             continue;
         };
-        match (want, have) {
-            (Entry::File { size, blake3, .. }, Entry::File { size: now, .. }) => {
-                to_hash.push((*path, *size, *now, blake3.as_str()));
-            }
-            (Entry::Dir { .. }, Entry::Dir { .. }) => {}
-            (Entry::Symlink { target: a, .. }, Entry::Symlink { target: b, .. }) if a == b => {}
-            (Entry::Symlink { target: a, .. }, Entry::Symlink { target: b, .. }) => {
-                problems.push(Problem::Changed {
-                    path: path.to_string(),
-                    detail: format!("the link points to {b}, not {a}"),
-                })
-            }
-            _ => problems.push(Problem::Changed {
-                path: path.to_string(),
-                detail: format!("is a {}, the manifest says {}", kind(have), kind(want)),
-            }),
+        let diffs = tree::differences(&want.node(), have, manifest.owners, true);
+        let kind_ok = want.kind == have.meta.kind;
+        if !diffs.is_empty() {
+            problems.push(Problem::Changed {
+                path: (*path).clone(),
+                detail: diffs.join("; "),
+            });
+        }
+        if kind_ok && want.is_file() {
+            to_hash.push((*path, want.size, want.digest.as_deref().unwrap_or("")));
         }
     }
     for path in found.keys().filter(|p| !listed.contains_key(*p)) {
         problems.push(Problem::Extra {
-            path: path.to_string(),
+            path: (*path).clone(),
         });
     }
     let hashed: Vec<(Option<Problem>, u64)> = to_hash
         .par_iter()
-        .map(|&(path, size, now, want)| {
-            let full = dir.join(path);
-            match std::fs::File::open(&full).and_then(hash_reader) {
+        .map(
+            |&(path, size, want)| match digest_at(fd.as_fd(), path, size) {
                 Err(e) => (
                     Some(Problem::Unreadable {
-                        path: path.to_string(),
+                        path: path.clone(),
                         error: e.to_string(),
                     }),
                     0,
                 ),
-                Ok((actual, len)) if actual != want => (
-                    Some(if size != now {
-                        Problem::Changed {
-                            path: path.to_string(),
-                            detail: format!(
-                                "is {now} bytes, the manifest says {size} (contents differ)"
-                            ),
-                        }
-                    } else {
-                        Problem::Mismatch {
-                            path: path.to_string(),
-                            expected: want.to_string(),
-                            actual,
-                        }
+                Ok(actual) if actual != want => (
+                    Some(Problem::Mismatch {
+                        path: path.clone(),
+                        expected: want.to_string(),
+                        actual,
                     }),
-                    len,
+                    size,
                 ),
-                Ok((_, len)) => (None, len),
-            }
-        })
+                Ok(_) => (None, size),
+            },
+        )
         .collect();
     let files = hashed.len() as u64;
     let bytes = hashed.iter().map(|(_, b)| b).sum();
     problems.extend(hashed.into_iter().filter_map(|(p, _)| p));
-    problems.sort_by(|a, b| problem_path(a).cmp(problem_path(b)));
+    problems.sort_by(|a, b| a.path().cmp(b.path()));
     Ok(Verification {
         manifest,
         files,
@@ -390,68 +461,59 @@ pub fn verify(dir: &Path) -> Result<Verification, SetError> {
     })
 }
 
-fn problem_path(p: &Problem) -> &str {
-    match p {
-        Problem::Mismatch { path, .. }
-        | Problem::Missing { path }
-        | Problem::Extra { path }
-        | Problem::Changed { path, .. }
-        | Problem::Unreadable { path, .. } => path,
-    }
-}
+/// What a copy into the set already knows of a file: its digest and what it saw of the source.
+pub type Known = BTreeMap<RelPath, (String, Option<Source>)>;
 
-fn kind(e: &Entry) -> &'static str {
-    match e {
-        Entry::Dir { .. } => "directory",
-        Entry::File { .. } => "file",
-        Entry::Symlink { .. } => "symbolic link",
-    }
-}
-
-/// Writes a manifest for the finished tree in `dir`: files whose hash `known` gives (by path)
-/// keep it, the others are hashed now. The manifest is written under a temporary name, synced
+/// Writes a manifest for the finished tree in `dir`: files whose digest `known` gives (by path)
+/// keep it, the others are read now. The manifest is written under a temporary name, synced
 /// and renamed, so it is either whole or absent.
-pub fn write(
-    dir: &Path,
-    mut head: Manifest,
-    known: &BTreeMap<String, String>,
-) -> Result<Manifest, SetError> {
+pub fn write(dir: &Path, mut head: Manifest, known: &Known) -> Result<Manifest, SetError> {
     use rayon::prelude::*;
-    let mut entries = scan(dir)?;
-    entries
-        .par_iter_mut()
-        .try_for_each(|e| -> Result<(), SetError> {
-            if let Entry::File { path, blake3, .. } = e {
-                *blake3 = match known.get(path.as_str()) {
-                    Some(h) => h.clone(),
-                    None => {
-                        let full = dir.join(path.as_str());
-                        std::fs::File::open(&full)
-                            .and_then(hash_reader)
-                            .map_err(io_err(&full))?
-                            .0
-                    }
-                };
+    let fd = open_set(dir)?;
+    let nodes = scan_set(&fd, dir)?;
+    head.entries = nodes
+        .par_iter()
+        .map(|n| -> Result<Entry, SetError> {
+            if n.meta.kind != Kind::File || n.first.is_some() {
+                return Ok(Entry::of(n, None, None));
             }
-            Ok(())
-        })?;
-    head.entries = entries;
-    let tmp = dir.join(format!(".{MANIFEST}.tmp"));
+            let (digest, source) = match known.get(&n.path) {
+                Some((d, s)) => (d.clone(), *s),
+                None => (
+                    digest_at(fd.as_fd(), &n.path, n.meta.size)
+                        .map_err(io_err(&dir.join(n.path.as_path())))?,
+                    None,
+                ),
+            };
+            Ok(Entry::of(n, Some(digest), source))
+        })
+        .collect::<Result<_, _>>()?;
+    head.entries.sort_by(|a, b| a.path.cmp(&b.path));
+    head.digest = tree::digest::ALGORITHM.into();
+    let tmp = dir.join(MANIFEST_TMP);
     let json = serde_json::to_vec_pretty(&head).expect("a manifest serializes");
     let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = std::fs::File::options()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
         std::io::Write::write_all(&mut f, &json)?;
         f.sync_all()?;
         std::fs::rename(&tmp, dir.join(MANIFEST))?;
         std::fs::File::open(dir)?.sync_all()
     };
-    write().map_err(io_err(&dir.join(MANIFEST)))?;
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        io_err(&dir.join(MANIFEST))(e)
+    })?;
     Ok(head)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
 
     fn head() -> Manifest {
         Manifest {
@@ -468,8 +530,19 @@ mod tests {
             },
             started: String::new(),
             finished: String::new(),
+            digest: String::new(),
+            owners: tree::meta::is_root(),
             entries: vec![],
         }
+    }
+
+    fn problems(d: &Path) -> Vec<String> {
+        verify(d)
+            .unwrap()
+            .problems
+            .iter()
+            .map(ToString::to_string)
+            .collect()
     }
 
     #[test]
@@ -479,45 +552,110 @@ mod tests {
         std::fs::create_dir_all(d.join("data/sub")).unwrap();
         std::fs::write(d.join("data/a.odb"), b"alpha").unwrap();
         std::fs::write(d.join("data/sub/b"), b"beta").unwrap();
+        std::fs::hard_link(d.join("data/sub/b"), d.join("data/sub/c")).unwrap();
         std::os::unix::fs::symlink("a.odb", d.join("data/link")).unwrap();
-        let m = write(d, head(), &BTreeMap::new()).unwrap();
+        let sjis = std::ffi::OsStr::from_bytes(b"\x83e\x83X\x83g\\x");
+        std::fs::write(d.join("data").join(sjis), b"sjis").unwrap();
+        let m = write(d, head(), &Known::new()).unwrap();
         assert_eq!(
-            m.entries.iter().map(Entry::path).collect::<Vec<_>>(),
-            ["data", "data/a.odb", "data/link", "data/sub", "data/sub/b"]
+            m.entries
+                .iter()
+                .map(|e| e.path.to_string())
+                .collect::<Vec<_>>(),
+            [
+                "data",
+                "data/a.odb",
+                "data/link",
+                "data/sub",
+                "data/sub/b",
+                "data/sub/c",
+                "data/\\x83e\\x83X\\x83g\\\\x",
+            ]
         );
+        assert_eq!(m.entries[5].hardlink, Some(RelPath::from("data/sub/b")));
+        // The name that is not UTF-8 survives the JSON.
+        let again = Manifest::read(d).unwrap();
+        assert_eq!(again, m);
         let v = verify(d).unwrap();
         assert!(v.ok(), "{:?}", v.problems);
-        assert_eq!((v.files, v.bytes), (2, 9));
+        assert_eq!((v.files, v.bytes), (3, 13));
 
-        // One flipped byte, one file gone, one file added, one link retargeted.
+        // One flipped byte, one file gone, one file added, one link retargeted, a mode.
+        let mtime = std::fs::metadata(d.join("data/a.odb"))
+            .unwrap()
+            .modified()
+            .unwrap();
         std::fs::write(d.join("data/a.odb"), b"alphA").unwrap();
-        std::fs::remove_file(d.join("data/sub/b")).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(d.join("data/a.odb"))
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        std::fs::remove_file(d.join("data/sub/c")).unwrap();
         std::fs::write(d.join("data/new"), b"").unwrap();
         std::fs::remove_file(d.join("data/link")).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", d.join("data/link")).unwrap();
-        let v = verify(d).unwrap();
-        let text: Vec<String> = v.problems.iter().map(ToString::to_string).collect();
-        assert_eq!(text.len(), 4, "{text:#?}");
-        assert!(text[0].starts_with("data/a.odb: contents differ from the manifest"));
-        assert_eq!(
-            text[1],
-            "data/link: the link points to /etc/passwd, not a.odb"
-        );
-        assert_eq!(text[2], "data/new: extra (not in the manifest)");
-        assert_eq!(text[3], "data/sub/b: missing (the manifest lists it)");
+        std::fs::set_permissions(
+            d.join("data/sub/b"),
+            std::fs::Permissions::from_mode(0o6777),
+        )
+        .unwrap();
+        let text = problems(d);
+        let has = |needle: &str| {
+            assert!(
+                text.iter().any(|t| t.contains(needle)),
+                "{needle:?} not in {text:#?}"
+            )
+        };
+        has("data/a.odb: contents differ from the manifest");
+        has("links to /etc/passwd, not a.odb");
+        has("data/new: extra (not in the manifest)");
+        has("data/sub/c: missing (the manifest lists it)");
+        has("data/sub/b: has mode 6777, not 0644");
     }
 
     #[test]
-    fn known_hashes_are_trusted_and_a_bad_manifest_is_refused() {
+    fn a_fifo_planted_in_a_set_is_reported_not_opened() {
         let tmp = tempfile::tempdir().unwrap();
         let d = tmp.path();
         std::fs::write(d.join("f"), b"x").unwrap();
-        let known = BTreeMap::from([("f".to_string(), "feed".to_string())]);
+        write(d, head(), &Known::new()).unwrap();
+        std::fs::remove_file(d.join("f")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            d.join("f").as_path(),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        let text = problems(d);
+        assert_eq!(text.len(), 1, "{text:?}");
+        assert!(
+            text[0].contains("is a named pipe (FIFO), not a file"),
+            "{text:?}"
+        );
+    }
+
+    #[test]
+    fn known_digests_are_trusted_and_bad_or_old_manifests_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        std::fs::write(d.join("f"), b"x").unwrap();
+        let known = Known::from([(RelPath::from("f"), ("feed".to_string(), None))]);
         let m = write(d, head(), &known).unwrap();
-        assert!(matches!(&m.entries[0], Entry::File { blake3, .. } if blake3 == "feed"));
+        assert_eq!(m.entries[0].digest.as_deref(), Some("feed"));
         assert!(!verify(d).unwrap().ok());
-        std::fs::write(d.join(MANIFEST), b"{\"format_version\": \"1\"").unwrap();
+        std::fs::write(d.join(MANIFEST), b"{\"format_version\": \"2\"").unwrap();
         let e = verify(d).unwrap_err().to_string();
         assert!(e.contains("manifest.json: not a hokan manifest"), "{e}");
+        std::fs::write(
+            d.join(MANIFEST),
+            b"{\"format_version\": \"1\", \"entries\": []}",
+        )
+        .unwrap();
+        let e = verify(d).unwrap_err().to_string();
+        assert!(e.contains("format_version 1 is not 2"), "{e}");
     }
 }

@@ -119,28 +119,72 @@ pub fn list(job_dir: &Path) -> std::io::Result<Vec<String>> {
         .collect())
 }
 
+/// The complete sets of a job, oldest first by when they were completed (the manifest's
+/// `finished`), ids breaking ties; a set whose manifest cannot be read counts as oldest.
+pub fn by_completion(job_dir: &Path) -> std::io::Result<Vec<String>> {
+    let mut sets: Vec<(String, String)> = list(job_dir)?
+        .into_iter()
+        .map(|id| {
+            let finished = Manifest::read(&job_dir.join(&id))
+                .map(|m| m.finished)
+                .unwrap_or_default();
+            (finished, id)
+        })
+        .collect();
+    sets.sort();
+    Ok(sets.into_iter().map(|(_, id)| id).collect())
+}
+
+/// A kernel lock on a set directory: readers (a restore, `verify`) hold it shared for as long
+/// as they read, and retention removes a set only if it can hold it exclusively, so a set is
+/// never removed under a restore that reads it.
+#[derive(Debug)]
+pub struct SetLock(#[allow(dead_code)] std::fs::File);
+
+impl SetLock {
+    /// Waits for a shared lock on the set in `dir`.
+    pub fn shared(dir: &Path) -> std::io::Result<SetLock> {
+        let f = std::fs::File::open(dir)?;
+        f.lock_shared()?;
+        Ok(SetLock(f))
+    }
+
+    /// An exclusive lock on the set in `dir`, or `None` when someone reads it.
+    pub fn try_exclusive(dir: &Path) -> std::io::Result<Option<SetLock>> {
+        let f = std::fs::File::open(dir)?;
+        match f.try_lock() {
+            Ok(()) => Ok(Some(SetLock(f))),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+}
+
 /// Removes a tree, making read-only directories in it writable first (mailwise keeps its
 /// archives read-only). Nothing there is success.
 pub fn remove_tree(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let m = match std::fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
+    use std::os::unix::ffi::OsStrExt;
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} is not a removable path", path.display()),
+        ));
     };
-    if !m.is_dir() {
-        return std::fs::remove_file(path);
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    let dir = rustix::fs::open(
+        parent,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    );
+    match dir {
+        Ok(d) => crate::tree::copy::remove_at(std::os::fd::AsFd::as_fd(&d), name.as_bytes()),
+        Err(rustix::io::Errno::NOENT) => Ok(()),
+        Err(e) => Err(e.into()),
     }
-    if m.permissions().mode() & 0o700 != 0o700 {
-        std::fs::set_permissions(
-            path,
-            std::fs::Permissions::from_mode(m.permissions().mode() | 0o700),
-        )?;
-    }
-    for e in std::fs::read_dir(path)? {
-        remove_tree(&e?.path())?;
-    }
-    std::fs::remove_dir(path)
 }
 
 // Howard Hinnant's days-to-civil algorithm.

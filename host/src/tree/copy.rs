@@ -1,0 +1,593 @@
+//! Copying a tree with everything `rsync -aHAXS` keeps: bytes (holes stay holes), names as
+//! bytes, modes, numeric owners (when root), nanosecond times, extended attributes and ACLs,
+//! hard links as links, symbolic links as links, FIFOs and (when root) devices re-created.
+//! Sockets cannot be copied; each is named in a warning.
+//!
+//! A file unchanged since the previous backup set is hard-linked from it instead of copied.
+//! "Unchanged" is the rule restic and borg use: size, mtime to the nanosecond, ctime and inode
+//! are what the previous run saw, and so are mode, owner and attributes. ctime moves on every
+//! write, chmod, chown and attribute change and cannot be set back, so an application that
+//! restores mtime after writing is still caught. The previous set's own copy must also still be
+//! what its manifest recorded (size, mtime, mode, inode); a copy that is not is copied afresh,
+//! with a warning, so damage in one set never spreads into the next.
+
+use super::bytes::RelPath;
+use super::digest;
+use super::meta::{self, Kind, Meta, Time, Xattrs};
+use super::scan::{self, Node, ScanOptions};
+use rustix::fs::{AtFlags, Mode, OFlags};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+/// What a backup saw of a source file beyond its size and mtime: with them, the fingerprint
+/// that decides whether the next backup may link instead of copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Source {
+    /// The source's inode.
+    pub ino: u64,
+    /// The source's ctime.
+    pub ctime: Time,
+}
+
+/// A file of the previous set, as its manifest recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrevFile {
+    /// Bytes.
+    pub size: u64,
+    /// mtime (the source's, which the copy keeps).
+    pub mtime: Time,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Extended attributes.
+    pub xattrs: Xattrs,
+    /// Digest of the contents.
+    pub digest: String,
+    /// The set copy's inode.
+    pub ino: u64,
+    /// What the backup saw of the source.
+    pub source: Source,
+}
+
+/// A previous backup set whose unchanged files a new set links to instead of copying.
+#[derive(Debug)]
+pub struct LinkDest {
+    /// The previous set's directory.
+    pub dir: OwnedFd,
+    /// Its files, by path in the set.
+    pub files: HashMap<RelPath, PrevFile>,
+}
+
+/// A file written (or linked) by a copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    /// Path in the destination's root.
+    pub path: RelPath,
+    /// Bytes.
+    pub size: u64,
+    /// The source's mtime, which the copy keeps.
+    pub mtime: Time,
+    /// Digest of the contents ([`digest`]).
+    pub digest: String,
+    /// Linked from the previous set instead of copied.
+    pub linked: bool,
+    /// What was seen of the source.
+    pub source: Source,
+    /// The copy's inode.
+    pub ino: u64,
+}
+
+/// What a copy did.
+#[derive(Debug, Default)]
+pub struct Copied {
+    /// Each regular file written or linked (other names of a hard-linked file not counted).
+    pub files: Vec<Written>,
+    /// Bytes copied (linked files not counted).
+    pub bytes: u64,
+    /// What was not kept as it was, each naming the file. Never empty when something was left
+    /// out.
+    pub warnings: Vec<String>,
+}
+
+/// How a copy reports and limits itself.
+pub struct CopyOptions<'a> {
+    /// The previous set, when the destination is a new backup set.
+    pub link_dest: Option<&'a LinkDest>,
+    /// Called with (bytes done, bytes in all) as files finish.
+    pub progress: &'a (dyn Fn(u64, u64) + Sync),
+    /// Give up after this instant.
+    pub deadline: Option<Instant>,
+    /// Test seam: fail with ENOSPC once this many bytes have been written.
+    pub space_left: Option<&'a AtomicU64>,
+    /// Set owners (only root can).
+    pub owners: bool,
+}
+
+/// A copy that failed, naming the entry.
+#[derive(Debug, thiserror::Error)]
+#[error("{}{source}", if path.is_empty() { String::new() } else { format!("{path}: ") })]
+pub struct CopyError {
+    /// The entry, relative to the copy's source (empty for the source itself).
+    pub path: RelPath,
+    /// Why.
+    #[source]
+    pub source: io::Error,
+}
+
+fn at(path: &RelPath) -> impl FnOnce(io::Error) -> CopyError + '_ {
+    move |source| CopyError {
+        path: path.clone(),
+        source,
+    }
+}
+
+/// The end of a copy: where it comes from and goes to.
+#[derive(Clone, Copy)]
+pub struct End<'a> {
+    /// The directory holding it.
+    pub parent: BorrowedFd<'a>,
+    /// Its name there (`.` for the parent itself, as the source only).
+    pub name: &'a [u8],
+}
+
+/// Copies `from` to `to`, which must not exist. `to_path` is where `to` is in its root, which
+/// names the written files and finds them in the previous set. On failure what was made is
+/// left for the caller to remove (it knows whether the top was its own).
+pub fn copy_tree(
+    from: End<'_>,
+    to: End<'_>,
+    to_path: &RelPath,
+    opts: &CopyOptions<'_>,
+) -> Result<Copied, CopyError> {
+    let root = RelPath::root();
+    let nodes =
+        scan::scan(from.parent, from.name, ScanOptions::default()).map_err(|e| CopyError {
+            path: e.path,
+            source: e.source,
+        })?;
+    match rustix::fs::statat(to.parent, to.name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(_) => {
+            return Err(at(&root)(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "the destination already exists; a copy never overwrites",
+            )));
+        }
+        Err(rustix::io::Errno::NOENT) => {}
+        Err(e) => return Err(at(&root)(e.into())),
+    }
+    let total = nodes
+        .iter()
+        .filter(|n| n.meta.kind == Kind::File && n.first.is_none())
+        .map(|n| n.meta.size)
+        .fold(0u64, u64::saturating_add);
+    let c = Copier {
+        opts,
+        to,
+        to_path,
+        total,
+        done: AtomicU64::new(0),
+        copied: AtomicU64::new(0),
+        written: Mutex::new(Vec::new()),
+        warnings: Mutex::new(Vec::new()),
+    };
+    let top = &nodes[0];
+    if top.meta.kind == Kind::Dir {
+        c.tree(from, &nodes)?;
+    } else {
+        c.batch(
+            from.parent,
+            from.name,
+            to.parent,
+            to.name,
+            std::slice::from_ref(top),
+        )?;
+    }
+    let mut warnings = c.warnings.into_inner().unwrap_or_else(|p| p.into_inner());
+    if !opts.owners {
+        let me = (
+            rustix::process::geteuid().as_raw(),
+            rustix::process::getegid().as_raw(),
+        );
+        let others = nodes
+            .iter()
+            .filter(|n| (n.meta.uid, n.meta.gid) != me)
+            .count();
+        if others > 0 {
+            warnings.push(format!(
+                "{others} entries belong to other users or groups: their owners are recorded but not set, because hokan is not running as root"
+            ));
+        }
+    }
+    let mut files = c.written.into_inner().unwrap_or_else(|p| p.into_inner());
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(Copied {
+        files,
+        bytes: c.copied.into_inner(),
+        warnings,
+    })
+}
+
+struct Copier<'a> {
+    opts: &'a CopyOptions<'a>,
+    to: End<'a>,
+    to_path: &'a RelPath,
+    total: u64,
+    done: AtomicU64,
+    copied: AtomicU64,
+    written: Mutex<Vec<Written>>,
+    warnings: Mutex<Vec<String>>,
+}
+
+impl Copier<'_> {
+    fn warn(&self, w: String) {
+        tracing::warn!("{w}");
+        self.warnings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(w);
+    }
+
+    /// Copies a directory tree: directories are made as they come (owner-writable while they
+    /// fill), the other entries of each directory are copied together, and each directory gets
+    /// its own metadata once everything below it is done.
+    fn tree(&self, from: End<'_>, nodes: &[Node]) -> Result<(), CopyError> {
+        let top = &nodes[0];
+        let mkdir = |parent: BorrowedFd<'_>, name: &[u8], path: &RelPath| {
+            rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(0o700))
+                .map_err(|e| at(path)(e.into()))
+        };
+        mkdir(self.to.parent, self.to.name, &top.path)?;
+        let open = |parent: BorrowedFd<'_>, name: &[u8], path: &RelPath| {
+            meta::open_dir_at(parent, name).map_err(at(path))
+        };
+        let mut stack: Vec<(OwnedFd, OwnedFd, &Node)> = vec![(
+            open(from.parent, from.name, &top.path)?,
+            open(self.to.parent, self.to.name, &top.path)?,
+            top,
+        )];
+        let mut i = 1;
+        while i < nodes.len() {
+            let n = &nodes[i];
+            let depth = n.path.components().count();
+            while stack.len() > depth {
+                let (_, d, dn) = stack.pop().expect("a directory");
+                self.finish_dir(d.as_fd(), dn)?;
+            }
+            let (s, d, _) = stack.last().expect("the top directory");
+            let name = n.path.file_name();
+            if n.meta.kind == Kind::Dir {
+                mkdir(d.as_fd(), name, &n.path)?;
+                let pair = (
+                    open(s.as_fd(), name, &n.path)?,
+                    open(d.as_fd(), name, &n.path)?,
+                    n,
+                );
+                stack.push(pair);
+                i += 1;
+                continue;
+            }
+            let mut j = i;
+            while j < nodes.len()
+                && nodes[j].meta.kind != Kind::Dir
+                && nodes[j].path.components().count() == depth
+            {
+                j += 1;
+            }
+            self.each_in_dir(s.as_fd(), d.as_fd(), &nodes[i..j])?;
+            i = j;
+        }
+        while let Some((_, d, dn)) = stack.pop() {
+            self.finish_dir(d.as_fd(), dn)?;
+        }
+        Ok(())
+    }
+
+    fn each_in_dir(
+        &self,
+        s: BorrowedFd<'_>,
+        d: BorrowedFd<'_>,
+        batch: &[Node],
+    ) -> Result<(), CopyError> {
+        use rayon::prelude::*;
+        // Regular files in parallel; then the entries that depend on them (hard links) and the
+        // cheap ones, in order.
+        let (files, rest): (Vec<&Node>, Vec<&Node>) = batch
+            .iter()
+            .partition(|n| n.meta.kind == Kind::File && n.first.is_none());
+        files.par_iter().try_for_each(|n| {
+            let name = n.path.file_name();
+            self.file(s, name, d, name, n)
+        })?;
+        for n in rest {
+            let name = n.path.file_name();
+            self.batch(s, name, d, name, std::slice::from_ref(n))?;
+        }
+        Ok(())
+    }
+
+    /// One entry that is not a directory.
+    fn batch(
+        &self,
+        s: BorrowedFd<'_>,
+        sname: &[u8],
+        d: BorrowedFd<'_>,
+        dname: &[u8],
+        nodes: &[Node],
+    ) -> Result<(), CopyError> {
+        for n in nodes {
+            let err = at(&n.path);
+            if let Some(first) = &n.first {
+                // The first name was copied already: it comes earlier in the walk.
+                let first_in_dst = RelPath::from("").join(self.to.name);
+                let first_in_dst = first.under(&first_in_dst);
+                match rustix::fs::linkat(
+                    self.to.parent,
+                    first_in_dst.as_path(),
+                    d,
+                    dname,
+                    AtFlags::empty(),
+                ) {
+                    Ok(()) => continue,
+                    Err(e) => {
+                        return Err(err(io::Error::new(
+                            io::Error::from(e).kind(),
+                            format!(
+                                "cannot make it a hard link to {first}, as it is in the source: {e}"
+                            ),
+                        )));
+                    }
+                }
+            }
+            match n.meta.kind {
+                Kind::File => self.file(s, sname, d, dname, n)?,
+                Kind::Symlink => {
+                    let target = n.target.as_ref().expect("a link has a target");
+                    rustix::fs::symlinkat(target.as_bytes(), d, dname)
+                        .map_err(|e| err(e.into()))?;
+                    self.finish_at(d, dname, n)?;
+                }
+                Kind::Fifo | Kind::CharDevice | Kind::BlockDevice => {
+                    match meta::make_node(d, dname, &n.meta) {
+                        Ok(()) => self.finish_at(d, dname, n)?,
+                        Err(e) if e.raw_os_error() == Some(libc::EPERM) => self.warn(format!(
+                            "{}: a {} ({}:{}) is not re-created: only root can make devices; it is left out of the copy",
+                            n.path,
+                            n.meta.kind.describe(),
+                            rustix::fs::major(n.meta.rdev),
+                            rustix::fs::minor(n.meta.rdev)
+                        )),
+                        Err(e) => return Err(err(e)),
+                    }
+                }
+                Kind::Socket => self.warn(format!(
+                    "{}: a socket is not copied (it exists only while a program listens on it; the program re-creates it)",
+                    n.path
+                )),
+                Kind::Dir => unreachable!("directories are copied by tree"),
+            }
+        }
+        Ok(())
+    }
+
+    fn set_xattrs(&self, d: BorrowedFd<'_>, name: &[u8], n: &Node) -> io::Result<()> {
+        for (attr, e) in meta::set_xattrs_at(d, name, &n.xattrs) {
+            if !self.opts.owners && e.raw_os_error() == Some(libc::EPERM) {
+                self.warn(format!(
+                    "{}: the extended attribute {attr} is not kept: only root can set it",
+                    n.path
+                ));
+            } else {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("cannot set the extended attribute {attr}: {e}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn finish_at(&self, d: BorrowedFd<'_>, name: &[u8], n: &Node) -> Result<(), CopyError> {
+        meta::apply_at(d, name, &n.meta, self.opts.owners, || {
+            self.set_xattrs(d, name, n)
+        })
+        .map_err(at(&n.path))
+    }
+
+    fn finish_dir(&self, d: BorrowedFd<'_>, n: &Node) -> Result<(), CopyError> {
+        meta::apply_fd(d, &n.meta, self.opts.owners, || self.set_xattrs(d, b".", n))
+            .map_err(at(&n.path))
+    }
+
+    /// Copies (or links) one regular file.
+    fn file(
+        &self,
+        s: BorrowedFd<'_>,
+        sname: &[u8],
+        d: BorrowedFd<'_>,
+        dname: &[u8],
+        n: &Node,
+    ) -> Result<(), CopyError> {
+        let err = at(&n.path);
+        if self.opts.deadline.is_some_and(|t| Instant::now() > t) {
+            return Err(err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the step's time limit ran out",
+            )));
+        }
+        let w = self.file_inner(s, sname, d, dname, n).map_err(err)?;
+        let now = self.done.fetch_add(w.size, Ordering::Relaxed) + w.size;
+        (self.opts.progress)(now.min(self.total), self.total);
+        if !w.linked {
+            self.copied.fetch_add(w.size, Ordering::Relaxed);
+        }
+        self.written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(w);
+        Ok(())
+    }
+
+    fn file_inner(
+        &self,
+        s: BorrowedFd<'_>,
+        sname: &[u8],
+        d: BorrowedFd<'_>,
+        dname: &[u8],
+        n: &Node,
+    ) -> io::Result<Written> {
+        let src = meta::open_file_at(s, sname)?;
+        let st = meta::stat_fd(&src)?;
+        let source = Source {
+            ino: st.ino,
+            ctime: st.ctime,
+        };
+        // The scan's attributes, unless the file changed since.
+        let xattrs = if st.ctime == n.meta.ctime && st.ino == n.meta.ino {
+            n.xattrs.clone()
+        } else {
+            meta::xattrs_at(s, sname)?
+        };
+        let path = n.path.under(self.to_path);
+        if let Some(w) = self.link(&path, &st, &xattrs, source, d, dname)? {
+            return Ok(w);
+        }
+        let dst: std::fs::File = rustix::fs::openat(
+            d,
+            dname,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )?
+        .into();
+        let (digest, _) = digest::copy(&src, &dst, st.size, |bytes| match self.opts.space_left {
+            Some(left) => left
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| {
+                    l.checked_sub(bytes)
+                })
+                .map(drop)
+                .map_err(|_| io::Error::from_raw_os_error(libc::ENOSPC)),
+            None => Ok(()),
+        })?;
+        let after = meta::stat_fd(&src)?;
+        if (after.size, after.mtime, after.ctime) != (st.size, st.mtime, st.ctime) {
+            return Err(io::Error::other(format!(
+                "the file changed while it was copied ({} bytes, mtime {}, then {} bytes, mtime {}); \
+                 a copy of a file being written is not a backup: stop what writes it and run again",
+                st.size, st.mtime, after.size, after.mtime
+            )));
+        }
+        let node = Node {
+            xattrs,
+            meta: st.clone(),
+            ..n.clone()
+        };
+        meta::apply_fd(dst.as_fd(), &st, self.opts.owners, || {
+            self.set_xattrs(d, dname, &node)
+        })?;
+        Ok(Written {
+            path,
+            size: st.size,
+            mtime: st.mtime,
+            digest,
+            linked: false,
+            source,
+            ino: meta::stat_fd(&dst)?.ino,
+        })
+    }
+
+    /// Links the previous set's copy of an unchanged file, when that copy is still what its
+    /// manifest says.
+    fn link(
+        &self,
+        path: &RelPath,
+        st: &Meta,
+        xattrs: &Xattrs,
+        source: Source,
+        d: BorrowedFd<'_>,
+        dname: &[u8],
+    ) -> io::Result<Option<Written>> {
+        let Some(ld) = self.opts.link_dest else {
+            return Ok(None);
+        };
+        let Some(prev) = ld.files.get(path) else {
+            return Ok(None);
+        };
+        let unchanged = prev.source == source
+            && (prev.size, prev.mtime, prev.mode) == (st.size, st.mtime, st.mode)
+            && (!self.opts.owners || (prev.uid, prev.gid) == (st.uid, st.gid))
+            && prev.xattrs == *xattrs;
+        if !unchanged {
+            return Ok(None);
+        }
+        let parent = match scan::open_path(ld.dir.as_fd(), &path.parent()) {
+            Ok(p) => p,
+            Err(e) => {
+                self.warn(format!(
+                    "{path}: the previous set's copy cannot be reached ({e}); copied afresh"
+                ));
+                return Ok(None);
+            }
+        };
+        let name = path.file_name();
+        let why = match meta::stat_at(parent.as_fd(), name) {
+            Err(e) => Some(e.to_string()),
+            Ok(c) if c.kind != Kind::File => Some(format!("it is a {}", c.kind.describe())),
+            Ok(c) if c.ino != prev.ino => Some(format!("inode {} is not {}", c.ino, prev.ino)),
+            Ok(c) if c.size != prev.size => Some(format!("{} bytes, not {}", c.size, prev.size)),
+            Ok(c) if c.mtime != prev.mtime => {
+                Some(format!("mtime {} is not {}", c.mtime, prev.mtime))
+            }
+            Ok(c) if c.mode != prev.mode => {
+                Some(format!("mode {:o} is not {:o}", c.mode, prev.mode))
+            }
+            Ok(_) => None,
+        };
+        if let Some(why) = why {
+            self.warn(format!(
+                "{path}: the previous set's copy no longer matches its manifest ({why}); copied afresh"
+            ));
+            return Ok(None);
+        }
+        match rustix::fs::linkat(parent.as_fd(), name, d, dname, AtFlags::empty()) {
+            Ok(()) => Ok(Some(Written {
+                path: path.clone(),
+                size: st.size,
+                mtime: st.mtime,
+                digest: prev.digest.clone(),
+                linked: true,
+                source,
+                ino: prev.ino,
+            })),
+            // Too many links, or another filesystem: a full copy is always right.
+            Err(_) => Ok(None),
+        }
+    }
+}
+
+/// Removes `name` in `dir` and everything below it, making read-only directories writable on
+/// the way (mailwise keeps its archives read-only). Nothing there is success.
+pub fn remove_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
+    let m = match meta::stat_at(dir, name) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if m.kind != Kind::Dir {
+        return Ok(rustix::fs::unlinkat(dir, name, AtFlags::empty())?);
+    }
+    let fd = meta::open_dir_at(dir, name)?;
+    if m.mode & 0o700 != 0o700 {
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(m.mode | 0o700))?;
+    }
+    for child in meta::names(fd.as_fd())? {
+        remove_at(fd.as_fd(), &child)?;
+    }
+    Ok(rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR)?)
+}
