@@ -179,6 +179,8 @@ pub fn write_manifest(set: &Path) {
         },
         started: String::new(),
         finished: String::new(),
+        digest: String::new(),
+        owners: hokan::tree::meta::is_root(),
         entries: vec![],
     };
     hokan::sets::manifest::write(set, head, &Default::default()).unwrap();

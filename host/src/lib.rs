@@ -18,3 +18,4 @@ pub mod runtime;
 pub mod schedule;
 pub mod sets;
 pub mod simulate;
+pub mod tree;

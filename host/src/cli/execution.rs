@@ -55,6 +55,9 @@ fn report(o: &Outcome, json: bool) {
                 .unwrap_or_default()
         ),
     }
+    for w in &o.warnings {
+        println!("warning: {w}");
+    }
     for s in &o.steps_failed {
         println!(
             "ATTENTION: the step `{s}` failed and the run went on; do by hand what it should have done"
@@ -95,8 +98,10 @@ pub(super) fn run(cli: &Cli, a: &RunArgs) -> Result<ExitCode> {
         bail!("{}", f.message);
     }
     let state = &cli.state_dir;
+    journal::check_state_dir(state)?;
     let instance = execute::instance(&pol, job);
-    let _lock = Lock::take(state, &instance, &format!("{} of job {}", a.op, job.name))?;
+    let now = SystemTime::now();
+    let _lock = Lock::take(state, &instance, &execute::run_id(now, &pol, job, &a.op))?;
     if let Some(u) = unfinished_of(state, &instance)?.first() {
         bail!(
             "an earlier run on {instance} did not finish ({}); run `hokan recover --state-dir {}` \
@@ -128,7 +133,8 @@ pub(super) fn run(cli: &Cli, a: &RunArgs) -> Result<ExitCode> {
         job,
         operation: &a.op,
         set: set.as_deref(),
-        now: SystemTime::now(),
+        now,
+        links: !a.no_links,
     }) {
         Ok(s) => s,
         Err(PrepareError::Plan(e @ PlanJobError::Refused { .. })) if !e.is_bad_input() => {
@@ -151,29 +157,65 @@ pub(super) fn run(cli: &Cli, a: &RunArgs) -> Result<ExitCode> {
 
 pub(super) fn recover(cli: &Cli, yes: bool, json: bool) -> Result<ExitCode> {
     let state = &cli.state_dir;
+    journal::check_state_dir(state)?;
     let runs = journal::unfinished(state)
         .with_context(|| format!("cannot read the journals in {}", state.display()))?;
+    let quarantined = journal::quarantined(state);
+    for q in &quarantined {
+        eprintln!(
+            "ATTENTION: the journal {} could not be read or trusted and is not recovered; its run \
+             may have left its product in maintenance mode or a service stopped: check the product \
+             by hand, then remove the file",
+            q.display()
+        );
+    }
+    let quarantine_code = if quarantined.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_BROKEN)
+    };
     if runs.is_empty() {
         if !json {
             println!("nothing to recover in {}", state.display());
         }
-        return Ok(ExitCode::SUCCESS);
+        return Ok(quarantine_code);
     }
     let console = Console::new(json, yes);
     let faults = TestFaults::default();
-    let mut code = ExitCode::SUCCESS;
+    let mut code = quarantine_code;
     for run in &runs {
         let instance = run
             .spec()
             .map_or_else(|| "unknown".to_string(), |s| s.instance.clone());
-        let _lock = match Lock::take(state, &instance, "hokan recover") {
+        let label = format!(
+            "recovery of {}",
+            run.spec()
+                .map_or("a run that never started", |s| s.run.as_str())
+        );
+        let _lock = match Lock::take(state, &instance, &label) {
             Ok(l) => l,
+            // A live run holds it: its journal is unfinished because it is running, and it is
+            // not ours to recover. Another recovery may hold it too; either way, not a fault.
+            Err(e @ hokan::execute::lock::LockError::Held { .. }) => {
+                if !json {
+                    println!("not recovered now, {e}: {}", run.path.display());
+                }
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        // Read again under the lock: the run may have finished, or another recovery may have
+        // finished it, since the journals were listed.
+        let run = match journal::reread(run) {
+            Ok(Some(r)) => r,
+            Ok(None) => continue,
             Err(e) => {
-                eprintln!("skipped {}: {e}", run.path.display());
+                eprintln!("error: {e}");
                 code = ExitCode::from(EXIT_BROKEN);
                 continue;
             }
         };
+        let run = &run;
         if !json {
             match run.spec() {
                 Some(s) => println!(
@@ -274,15 +316,7 @@ impl<'a> SetRow<'a> {
                 Ok(m) => {
                     let files = m.files();
                     row.files = Some(files.len() as u64);
-                    row.bytes = Some(
-                        files
-                            .values()
-                            .map(|e| match e {
-                                manifest::Entry::File { size, .. } => *size,
-                                _ => 0,
-                            })
-                            .sum(),
-                    );
+                    row.bytes = Some(files.values().map(|e| e.size).sum());
                     row.operation = Some(m.operation);
                     row.finished = Some(m.finished);
                 }

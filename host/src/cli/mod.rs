@@ -220,6 +220,10 @@ pub struct RunArgs {
     /// Confirm manual steps without asking (each is journaled as acknowledged).
     #[arg(long)]
     pub yes: bool,
+    /// Copy every file of a backup afresh instead of hard-linking the unchanged ones from the
+    /// previous set: a set that shares no file with any other.
+    #[arg(long)]
+    pub no_links: bool,
     /// Print one JSON event per line (docs/execution.md) instead of text.
     #[arg(long)]
     pub json: bool,

@@ -193,6 +193,7 @@ pub(super) fn daemon(cli: &Cli, policies: &Path) -> Result<ExitCode> {
             policies.display()
         ));
     }
+    hokan::execute::journal::check_state_dir(&cli.state_dir)?;
     let clock = match std::env::var("HOKAN_TEST_CLOCK") {
         Ok(c) => Clock::parse(&c).map_err(|e| anyhow!("HOKAN_TEST_CLOCK: {e}"))?,
         Err(_) => Clock::real(),

@@ -3,13 +3,20 @@
 //! what its cleanup still has to do. `docs/execution.md` documents the records.
 //!
 //! Layout in the state directory: `runs/<run id>.jsonl` while a run is unfinished, moved to
-//! `runs/done/` once its `finish` record is on disk; `locks/<instance>.lock` while one runs.
+//! `runs/done/` once its `finish` record is on disk; `runs/quarantine/` for journals that cannot
+//! be trusted (garbage in the middle, or a file someone else owns or can write), which are never
+//! acted on and are reported until a person removes them; `locks/<instance>.lock` (see
+//! [`super::lock`]).
+//!
+//! A journal whose last line is torn (the host died while writing it) is read without that line,
+//! and the line is cut off before anything is appended, so the journal stays whole.
 
 use super::{Outcome, Phase, RunSpec, StepStatus};
 use crate::execute::transport::Output;
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, Write};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// One line of a journal.
@@ -89,6 +96,60 @@ pub struct Journal {
     file: File,
 }
 
+/// Makes sure the state directory can be trusted before anything in it is acted on, creating it
+/// owner-only (0700) when it does not exist. A state directory that another user owns, or that
+/// others can write, is refused, as ssh refuses a loose key: whoever can write it can forge a
+/// journal that `hokan recover` would carry out as this user.
+pub fn check_state_dir(state: &Path) -> Result<(), JournalError> {
+    let err = |message: String| JournalError {
+        path: state.to_path_buf(),
+        message,
+    };
+    if !state.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(state)
+            .map_err(|e| {
+                err(format!(
+                    "cannot create the state directory: {e}; choose another with --state-dir"
+                ))
+            })?;
+    }
+    let me = rustix::process::geteuid().as_raw();
+    for dir in [state.to_path_buf(), runs_dir(state), state.join("locks")] {
+        let m = match std::fs::metadata(&dir) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(err(format!("{}: {e}", dir.display()))),
+        };
+        let mode = m.permissions().mode() & 0o7777;
+        let why = if !m.is_dir() {
+            Some("is not a directory".to_string())
+        } else if m.uid() != me {
+            Some(format!(
+                "belongs to uid {}, not to this user ({me})",
+                m.uid()
+            ))
+        } else if mode & 0o022 != 0 {
+            Some(format!("can be written by others (mode {mode:04o})"))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(JournalError {
+                path: dir.clone(),
+                message: format!(
+                    "the state directory {why}: anyone who can write it can make `hokan recover` run any command as this user, so it is not used. \
+                     Use a directory only this user can write (`chmod 700 {0}` if it is yours, or another --state-dir)",
+                    dir.display()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Where unfinished runs' journals are.
 pub fn runs_dir(state: &Path) -> PathBuf {
     state.join("runs")
@@ -103,25 +164,49 @@ impl Journal {
             path: path.clone(),
             message: format!("{e}; check that the state directory is writable (--state-dir)"),
         };
-        std::fs::create_dir_all(dir.join("done")).map_err(err)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir.join("done"))
+            .map_err(err)?;
         let file = OpenOptions::new()
             .append(true)
             .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .map_err(err)?;
         File::open(&dir).and_then(|d| d.sync_all()).map_err(err)?;
         Ok(Journal { path, file })
     }
 
-    /// Opens an unfinished run's journal to append to it.
+    /// Opens an unfinished run's journal to append to it, first cutting off a torn last line
+    /// (appending after one would bury it in the middle, where it is garbage).
     pub fn reopen(path: &Path) -> Result<Journal, JournalError> {
+        let err = |e: std::io::Error| JournalError {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        };
+        let bytes = std::fs::read(path).map_err(err)?;
+        let (_, whole) = parse(&bytes).map_err(|message| JournalError {
+            path: path.to_path_buf(),
+            message,
+        })?;
         let file = OpenOptions::new()
             .append(true)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(path)
-            .map_err(|e| JournalError {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            })?;
+            .map_err(err)?;
+        if whole < bytes.len() {
+            tracing::warn!(
+                "{}: cut off a torn last record ({} bytes) before appending",
+                path.display(),
+                bytes.len() - whole
+            );
+            file.set_len(whole as u64)
+                .and_then(|()| file.sync_data())
+                .map_err(err)?;
+        }
         Ok(Journal {
             path: path.to_path_buf(),
             file,
@@ -162,6 +247,29 @@ impl Journal {
     }
 }
 
+/// The records of a journal's bytes, and how many bytes are whole lines. A last line that is
+/// torn (no newline, or not a record) is left out; any other bad line is an error naming it.
+fn parse(bytes: &[u8]) -> Result<(Vec<Record>, usize), String> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    let mut line_no = 0;
+    while pos < bytes.len() {
+        line_no += 1;
+        let Some(nl) = bytes[pos..].iter().position(|&b| b == b'\n') else {
+            break; // torn: the newline never made it to disk
+        };
+        let line = &bytes[pos..pos + nl];
+        let end = pos + nl + 1;
+        match serde_json::from_slice::<Record>(line) {
+            Ok(r) => out.push(r),
+            Err(_) if bytes[end..].iter().all(u8::is_ascii_whitespace) => break,
+            Err(e) => return Err(format!("line {line_no}: {e}")),
+        }
+        pos = end;
+    }
+    Ok((out, pos))
+}
+
 /// Reads a journal. A torn last line (the host died while writing it) is ignored; any other
 /// unreadable line is an error.
 pub fn read(path: &Path) -> Result<Vec<Record>, JournalError> {
@@ -169,20 +277,67 @@ pub fn read(path: &Path) -> Result<Vec<Record>, JournalError> {
         path: path.to_path_buf(),
         message,
     };
-    let file = File::open(path).map_err(|e| err(e.to_string()))?;
-    let lines: Vec<String> = std::io::BufReader::new(file)
-        .lines()
-        .collect::<Result<_, _>>()
-        .map_err(|e| err(e.to_string()))?;
-    let mut out = Vec::new();
-    for (i, line) in lines.iter().enumerate() {
-        match serde_json::from_str(line) {
-            Ok(r) => out.push(r),
-            Err(_) if i + 1 == lines.len() => break,
-            Err(e) => return Err(err(format!("line {}: {e}", i + 1))),
-        }
+    let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    parse(&bytes).map(|(r, _)| r).map_err(err)
+}
+
+/// Where journals that cannot be trusted are moved.
+pub fn quarantine_dir(state: &Path) -> PathBuf {
+    runs_dir(state).join("quarantine")
+}
+
+/// The journals in quarantine, for reports.
+pub fn quarantined(state: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(quarantine_dir(state))
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// Why a journal may not be acted on, if it may not: as ssh refuses a loose key, a journal
+/// that another user owns or that others can write could have been forged to run anything.
+fn untrusted(path: &Path) -> Option<String> {
+    let m = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) => return Some(e.to_string()),
+    };
+    let me = rustix::process::geteuid().as_raw();
+    if !m.file_type().is_file() {
+        Some("it is not a regular file".into())
+    } else if m.uid() != me {
+        Some(format!(
+            "it belongs to uid {}, not to this user ({me})",
+            m.uid()
+        ))
+    } else if m.permissions().mode() & 0o022 != 0 {
+        Some(format!(
+            "others can write it (mode {:04o})",
+            m.permissions().mode() & 0o7777
+        ))
+    } else {
+        None
     }
-    Ok(out)
+}
+
+fn quarantine(state: &Path, path: &Path, why: &str) -> Result<(), JournalError> {
+    let dir = quarantine_dir(state);
+    let to = dir.join(path.file_name().unwrap_or_default());
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .and_then(|()| std::fs::rename(path, &to))
+        .map_err(|e| JournalError {
+            path: path.to_path_buf(),
+            message: format!("{why}, and it cannot be moved to {}: {e}", dir.display()),
+        })?;
+    tracing::error!(
+        "{}: {why}; moved to {}: it is not recovered, check its run's product by hand",
+        path.display(),
+        to.display()
+    );
+    Ok(())
 }
 
 /// An unfinished run found in the state directory.
@@ -205,7 +360,9 @@ impl Unfinished {
 }
 
 /// The runs in the state directory that have no `finish` record, oldest first. Journals that
-/// finished but were not yet moved are moved now.
+/// finished but were not yet moved are moved now. A journal that cannot be read, or cannot be
+/// trusted, is moved to quarantine (see [`quarantined`]) and the others are still returned: one
+/// bad file never wedges every instance.
 pub fn unfinished(state: &Path) -> Result<Vec<Unfinished>, JournalError> {
     let dir = runs_dir(state);
     let entries = match std::fs::read_dir(&dir) {
@@ -225,19 +382,64 @@ pub fn unfinished(state: &Path) -> Result<Vec<Unfinished>, JournalError> {
     paths.sort();
     let mut out = Vec::new();
     for path in paths {
-        let records = read(&path)?;
-        if records.iter().any(|r| matches!(r, Record::Finish { .. })) {
-            Journal::reopen(&path)?.close()?;
-        } else {
-            out.push(Unfinished { path, records });
+        if let Some(why) = untrusted(&path) {
+            quarantine(state, &path, &format!("not trusted: {why}"))?;
+            continue;
+        }
+        match reread_path(&path) {
+            Ok(Some(u)) => out.push(u),
+            Ok(None) => {}
+            Err(e) => quarantine(state, &path, &format!("cannot be read: {}", e.message))?,
         }
     }
     Ok(out)
 }
 
+fn reread_path(path: &Path) -> Result<Option<Unfinished>, JournalError> {
+    let records = match read(path) {
+        Err(e) if !path.exists() => {
+            let _ = e;
+            return Ok(None);
+        }
+        other => other?,
+    };
+    if records.iter().any(|r| matches!(r, Record::Finish { .. })) {
+        Journal::reopen(path)?.close()?;
+        Ok(None)
+    } else {
+        Ok(Some(Unfinished {
+            path: path.to_path_buf(),
+            records,
+        }))
+    }
+}
+
+/// The run read again (under its instance's lock): `None` when it has finished since it was
+/// listed, or its journal is gone (another recovery finished it).
+pub fn reread(run: &Unfinished) -> Result<Option<Unfinished>, JournalError> {
+    reread_path(&run.path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_state_directory_others_can_write_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = tmp.path().join("state");
+        check_state_dir(&state).unwrap();
+        let mode = std::fs::metadata(&state).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = check_state_dir(&state).unwrap_err().to_string();
+        assert!(e.contains("can be written by others (mode 0777)"), "{e}");
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::create_dir(state.join("runs")).unwrap();
+        std::fs::set_permissions(state.join("runs"), std::fs::Permissions::from_mode(0o757))
+            .unwrap();
+        assert!(check_state_dir(&state).is_err());
+    }
 
     #[test]
     fn a_torn_last_line_is_ignored_and_finished_runs_are_moved() {
@@ -256,6 +458,18 @@ mod tests {
             .write_all(b"{\"record\":\"step-e")
             .unwrap();
         assert_eq!(read(j.path()).unwrap(), vec![start.clone()]);
+        // Appending after a torn line first cuts it off.
+        let end = Record::Finish {
+            outcome: Outcome::completed(),
+            at: "t".into(),
+        };
+        let path = j.path().to_path_buf();
+        drop(j);
+        let mut again = Journal::reopen(&path).unwrap();
+        again.append(&start).unwrap();
+        assert_eq!(read(&path).unwrap(), vec![start.clone(), start.clone()]);
+        let _ = end;
+        let j = again;
         let found = unfinished(tmp.path()).unwrap();
         assert_eq!(found.len(), 1);
         assert!(found[0].spec().is_none());
@@ -269,8 +483,79 @@ mod tests {
         assert_eq!(unfinished(tmp.path()).unwrap().len(), 1);
         assert!(tmp.path().join("runs/done/r2.jsonl").exists());
 
+        // Garbage in the middle: quarantined, and the other journal is still found.
         std::fs::write(tmp.path().join("runs/r0.jsonl"), "not json\n{}\n").unwrap();
-        let e = unfinished(tmp.path()).unwrap_err().to_string();
-        assert!(e.contains("r0.jsonl: line 1:"), "{e}");
+        let found = unfinished(tmp.path()).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].path, j.path());
+        assert_eq!(
+            quarantined(tmp.path()),
+            [tmp.path().join("runs/quarantine/r0.jsonl")]
+        );
+
+        // A journal others can write is not acted on.
+        let loose = tmp.path().join("runs/r9.jsonl");
+        std::fs::write(&loose, "").unwrap();
+        std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o666)).unwrap();
+        assert_eq!(unfinished(tmp.path()).unwrap().len(), 1);
+        assert_eq!(quarantined(tmp.path()).len(), 2);
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn journal_bytes() -> impl Strategy<Value = Vec<u8>> {
+        let good = serde_json::to_vec(&Record::StepStart {
+            step: "s".into(),
+            phase: Phase::Body,
+            at: "t".into(),
+        })
+        .unwrap();
+        (
+            0usize..4,
+            prop::collection::vec(any::<u8>(), 0..64),
+            0usize..80,
+        )
+            .prop_map(move |(n, junk, cut)| {
+                let mut b = Vec::new();
+                for _ in 0..n {
+                    b.extend_from_slice(&good);
+                    b.push(b'\n');
+                }
+                b.extend_from_slice(&junk);
+                let keep = b.len().saturating_sub(cut);
+                b.truncate(keep.max(b.len() / 2));
+                b
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Torn, truncated and garbage journals never panic, never wedge the other journals,
+        /// and a journal that can be reopened stays readable after an append.
+        #[test]
+        fn bad_journals_neither_panic_nor_wedge_the_others(bytes in journal_bytes()) {
+            let tmp = tempfile::tempdir().unwrap();
+            let mut good = Journal::create(tmp.path(), "a-good").unwrap();
+            good.append(&Record::StepStart { step: "x".into(), phase: Phase::Body, at: "t".into() }).unwrap();
+            let bad = runs_dir(tmp.path()).join("b-bad.jsonl");
+            std::fs::write(&bad, &bytes).unwrap();
+            let _ = parse(&bytes);
+            let found = unfinished(tmp.path()).unwrap();
+            prop_assert!(found.iter().any(|u| u.path == good.path()));
+            if bad.exists() {
+                let mut j = Journal::reopen(&bad).unwrap();
+                j.append(&Record::StepStart { step: "y".into(), phase: Phase::Recovery, at: "t".into() }).unwrap();
+                let records = read(&bad).unwrap();
+                let is_recovery_record = matches!(records.last(), Some(Record::StepStart { phase: Phase::Recovery, .. }));
+                prop_assert!(is_recovery_record);
+            } else {
+                prop_assert_eq!(quarantined(tmp.path()).len(), 1);
+            }
+        }
     }
 }

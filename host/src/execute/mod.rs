@@ -20,15 +20,16 @@ pub mod lock;
 mod prepare;
 pub mod transport;
 
-pub use prepare::{PrepareError, RunRequest, choose_set, instance, prepare_run};
+pub use prepare::{PrepareError, RunRequest, choose_set, instance, prepare_run, run_id};
 
 use crate::plan::document::PlanDocument;
 use crate::plan::model::{Exec, VerifyCheck};
 use crate::plan::{Action, Condition, Item, Location, OnError, ServiceState, Step};
 use crate::policy::{CommandMap, ServiceMap};
-use crate::sets::manifest::{self, Manifest, hash_reader};
+use crate::sets::manifest::{self, Manifest};
 use crate::sets::{self, Retention};
 use crate::simulate::run::{dur, size};
+use crate::tree::RelPath;
 use fs::{CopyOptions, LinkDest, Roots, Written};
 use journal::{Journal, JournalError, Record};
 use serde::{Deserialize, Serialize};
@@ -112,6 +113,10 @@ pub struct Outcome {
     /// job, but something the plan wanted done is not.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps_failed: Vec<String>,
+    /// What a copy could not keep as it was (a socket, a device without root, a previous set's
+    /// damaged copy copied afresh), each naming its step and file.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl Outcome {
@@ -124,6 +129,7 @@ impl Outcome {
             cleanup_failed: Vec::new(),
             invariants_broken: Vec::new(),
             steps_failed: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 
@@ -311,7 +317,9 @@ struct Executor<'a> {
     journal_failed: Mutex<Option<String>>,
     observer: &'a dyn Observer,
     faults: &'a TestFaults,
-    written: Mutex<BTreeMap<(String, String), Written>>,
+    written: Mutex<BTreeMap<(String, RelPath), Written>>,
+    /// Warnings of this run's copies, for the outcome.
+    warnings: Mutex<Vec<String>>,
     link_dest: Option<LinkDest>,
     /// Which steps this run started and which succeeded, for `step-*` conditions.
     progress: Mutex<StepProgress>,
@@ -351,40 +359,57 @@ pub fn execute(
     observer: &dyn Observer,
     faults: &TestFaults,
 ) -> Result<Outcome, ExecError> {
-    let mut roots = spec.roots.clone();
-    // The partial set is made before the journal names it, and removed again if the run
-    // cannot start.
-    let partial = spec.set.as_ref().filter(|s| s.writes).map(SetSpec::partial);
-    if let Some(p) = &partial {
-        let set = spec.set.as_ref().expect("a set");
-        if set.path().exists() {
-            return Err(ExecError::Setup(format!(
-                "the backup set {} already exists; wait a second and run again",
-                set.path().display()
-            )));
-        }
-        std::fs::create_dir_all(p)
-            .map_err(|e| ExecError::Setup(format!("cannot make {}: {e}", p.display())))?;
-        roots.insert("set".into(), p.clone());
+    let set = spec.set.as_ref();
+    let writes = set.filter(|s| s.writes);
+    if let Some(set) = writes
+        && set.path().exists()
+    {
+        return Err(ExecError::Setup(format!(
+            "the backup set {} already exists; run again in a second",
+            set.path().display()
+        )));
     }
-    let opened = Roots::open(&roots).map_err(|e| {
-        if let Some(p) = &partial {
-            let _ = std::fs::remove_dir(p);
-        }
-        ExecError::Setup(e.to_string())
-    })?;
-    let journal = Journal::create(state, &spec.run).and_then(|mut j| {
+    // The journal comes first, so that a run that dies at any point after this, the partial
+    // set's creation included, is recovered and leaves no partial set behind.
+    let mut journal = Journal::create(state, &spec.run).and_then(|mut j| {
         j.append(&Record::Start(Box::new(spec.clone())))?;
         Ok(j)
-    });
-    let journal = match journal {
-        Ok(j) => j,
+    })?;
+    let setup = || -> Result<(Roots, Option<sets::SetLock>), String> {
+        let mut roots = spec.roots.clone();
+        if writes.is_some() {
+            // The set is written as its partial directory, made below.
+            roots.remove("set");
+        }
+        let mut opened = Roots::open(&roots).map_err(|e| e.to_string())?;
+        if let Some(set) = writes {
+            let (dir, path) = make_partial(set)?;
+            opened.0.insert("set".into(), fs::Root { dir, path });
+        }
+        // A set being read is locked shared for the whole run: retention removes none that is.
+        let reading = match set.filter(|s| !s.writes) {
+            Some(s) => Some(sets::SetLock::shared(&s.path()).map_err(|e| {
+                format!(
+                    "cannot lock the set {} for reading: {e}",
+                    s.path().display()
+                )
+            })?),
+            None => None,
+        };
+        Ok((opened, reading))
+    };
+    let (opened, _reading) = match setup() {
+        Ok(x) => x,
         Err(e) => {
-            // Nothing ran; the partial set is empty.
-            if let Some(p) = &partial {
-                let _ = std::fs::remove_dir(p);
-            }
-            return Err(e.into());
+            let mut outcome = Outcome::new(RunStatus::Failed);
+            outcome.reason = Some(format!("the run could not start: {e}"));
+            let r = Record::Finish {
+                outcome,
+                at: rfc3339(SystemTime::now()),
+            };
+            journal.append(&r)?;
+            journal.close()?;
+            return Err(ExecError::Setup(e));
         }
     };
     observer.record(&Record::Start(Box::new(spec.clone())));
@@ -503,25 +528,15 @@ impl<'a> Executor<'a> {
             .as_ref()
             .filter(|s| s.writes)
             .and_then(|s| Some(s.job_dir.join(s.previous.as_ref()?)))
-            .and_then(|prev| {
-                let m = Manifest::read(&prev).ok()?;
-                let dir =
-                    cap_std::fs::Dir::open_ambient_dir(&prev, cap_std::ambient_authority()).ok()?;
-                let files = m
-                    .entries
-                    .into_iter()
-                    .filter_map(|e| match e {
-                        manifest::Entry::File {
-                            path,
-                            size,
-                            mtime_ms,
-                            blake3,
-                            ..
-                        } => Some((path, (size, mtime_ms, blake3))),
-                        _ => None,
-                    })
-                    .collect();
-                Some(LinkDest { dir, files })
+            .and_then(|prev| match link_dest(&prev) {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    tracing::warn!(
+                        "the previous set {} cannot be linked from, so every file is copied: {e}",
+                        prev.display()
+                    );
+                    None
+                }
             });
         Executor {
             spec,
@@ -531,6 +546,7 @@ impl<'a> Executor<'a> {
             observer,
             faults,
             written: Mutex::new(BTreeMap::new()),
+            warnings: Mutex::new(Vec::new()),
             link_dest,
             progress: Mutex::default(),
         }
@@ -645,6 +661,8 @@ impl<'a> Executor<'a> {
     }
 
     fn finish(self, mut outcome: Outcome) -> Result<Outcome, ExecError> {
+        outcome.warnings =
+            std::mem::take(&mut *self.warnings.lock().unwrap_or_else(|p| p.into_inner()));
         for inv in &self.spec.document.plan.invariants {
             match self.holds(&inv.condition, inv.target.as_deref(), None) {
                 Ok(true) => {}
@@ -852,6 +870,7 @@ impl<'a> Executor<'a> {
                 progress: &progress,
                 deadline: Self::deadline(s),
                 space_left: self.faults.space_left.as_ref(),
+                owners: crate::tree::meta::is_root(),
             },
         )
         .map_err(|e| Failure {
@@ -869,13 +888,30 @@ impl<'a> Executor<'a> {
         for w in copied.files {
             written.insert((to.root.clone(), w.path.clone()), w);
         }
+        drop(written);
+        let warned = copied.warnings.len();
+        let first = copied.warnings.first().cloned();
+        self.warnings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(
+                copied
+                    .warnings
+                    .into_iter()
+                    .map(|w| format!("{}: {w}", s.id)),
+            );
         Ok(format!(
-            "+ {to} ({n} file(s), {} copied{})",
+            "+ {to} ({n} file(s), {} copied{}{})",
             size(copied.bytes),
             if linked > 0 {
                 format!(", {linked} unchanged linked")
             } else {
                 String::new()
+            },
+            match (warned, first) {
+                (0, _) | (_, None) => String::new(),
+                (1, Some(w)) => format!("; warning: {w}"),
+                (n, Some(w)) => format!("; {n} warnings, the first: {w}"),
             }
         )
         .into())
@@ -1108,25 +1144,24 @@ impl<'a> Executor<'a> {
                 partner_suffix,
             } => {
                 let names = fs::names(&self.roots, dir).map_err(|e| Failure::new(e.to_string()))?;
-                let lonely: Vec<&String> = names
+                let names: std::collections::BTreeSet<&[u8]> =
+                    names.iter().map(|n| n.as_bytes()).collect();
+                let ours = |n: &&&[u8]| n.ends_with(suffix.as_bytes());
+                let lonely: Vec<String> = names
                     .iter()
-                    .filter(|n| n.ends_with(suffix.as_str()))
-                    .filter(|n| !names.contains(&format!("{n}{partner_suffix}")))
+                    .filter(ours)
+                    .filter(|n| {
+                        !names.contains([**n, partner_suffix.as_bytes()].concat().as_slice())
+                    })
+                    .map(|n| crate::tree::Bytes(n.to_vec()).to_string())
                     .collect();
                 if lonely.is_empty() {
-                    let n = names
-                        .iter()
-                        .filter(|n| n.ends_with(suffix.as_str()))
-                        .count();
+                    let n = names.iter().filter(ours).count();
                     Ok(format!("{n} file(s) have their {partner_suffix}").into())
                 } else {
                     Err(Failure::new(format!(
                         "in {dir}, no {partner_suffix} for: {}",
-                        lonely
-                            .iter()
-                            .map(|s| s.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        lonely.join(", ")
                     )))
                 }
             }
@@ -1180,104 +1215,134 @@ impl<'a> Executor<'a> {
         )))
     }
 
-    /// Every file below `to` equals its counterpart below `from`, and `from` has no file the
-    /// copy lacks. A file copy-tree wrote in this run is compared by the hash taken then.
+    /// `to` is a faithful copy of `from`: the same entries, each of the same kind, mode, owner
+    /// (when root), mtime, link target, attributes and hard links, and every file with the same
+    /// contents. A file this run copied is compared by the digest taken then; a file it linked
+    /// from the previous set, by the fingerprint that let it link (the source's size, mtime,
+    /// ctime and inode, and the copy's inode), checked again now, as rsync's `--link-dest` does.
     fn copy_matches(&self, from: &Location, to: &Location) -> Result<Done, Failure> {
         use rayon::prelude::*;
         let err = |e: fs::FsError| Failure::new(e.to_string());
-        let copy = fs::files_below(&self.roots, to).map_err(err)?;
-        let orig = fs::files_below(&self.roots, from).map_err(err)?;
+        let orig = self.roots.scan(from).map_err(err)?;
+        let copy = self.roots.scan(to).map_err(err)?;
+        let sockets = orig
+            .iter()
+            .filter(|n| n.meta.kind == crate::tree::Kind::Socket)
+            .count();
+        let orig: BTreeMap<&RelPath, &crate::tree::Node> = orig
+            .iter()
+            .filter(|n| n.meta.kind != crate::tree::Kind::Socket)
+            .map(|n| (&n.path, n))
+            .collect();
+        let copy: BTreeMap<&RelPath, &crate::tree::Node> =
+            copy.iter().map(|n| (&n.path, n)).collect();
         let written = self
             .written
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let join = |base: &Location, rel: &str| {
-            Location::new(
-                base.root.clone(),
-                match (base.path.is_empty(), rel.is_empty()) {
-                    (_, true) => base.path.clone(),
-                    (true, false) => rel.to_string(),
-                    (false, false) => format!("{}/{rel}", base.path),
-                },
-            )
-        };
-        let hash = |l: &Location| -> Result<String, String> {
-            let f = self.roots.open_file(l).map_err(|e| e.to_string())?;
-            hash_reader(f)
-                .map(|(h, _)| h)
-                .map_err(|e| format!("{l}: {e}"))
-        };
-        let mut problems: Vec<String> = orig
+        let to_path = RelPath::from(to.path.as_str());
+        let owners = crate::tree::meta::is_root();
+        let mut problems: Vec<(RelPath, String)> = orig
             .keys()
             .filter(|p| !copy.contains_key(*p))
-            .map(|p| format!("{} is missing from the copy", join(to, p)))
-            .collect();
-        let mut checked: Vec<(String, Option<String>)> = copy
-            .par_iter()
-            .map(|(rel, size)| {
-                let (o, c) = (join(from, rel), join(to, rel));
-                let problem = match orig.get(rel) {
-                    None => Some(format!("{c} has no original at {o}")),
-                    Some(osize) if osize != size => {
-                        Some(format!("{c} is {size} bytes, {o} is {osize}"))
-                    }
-                    // A file this run linked from the previous set was linked because its
-                    // size and mtime had not changed; as rsync's --link-dest, it is not read.
-                    Some(_)
-                        if written
-                            .get(&(c.root.clone(), c.path.clone()))
-                            .is_some_and(|w| w.linked && self.unchanged(&o, w)) =>
-                    {
-                        None
-                    }
-                    Some(_) => {
-                        let copy_hash = match written.get(&(c.root.clone(), c.path.clone())) {
-                            Some(w) => Ok(w.blake3.clone()),
-                            None => hash(&c),
-                        };
-                        match (hash(&o), copy_hash) {
-                            (Ok(a), Ok(b)) if a == b => None,
-                            (Ok(_), Ok(_)) => Some(format!("{c} differs from {o}")),
-                            (Err(e), _) | (_, Err(e)) => Some(e),
-                        }
-                    }
-                };
-                (rel.clone(), problem)
+            .map(|p| {
+                (
+                    (*p).clone(),
+                    format!("{} is missing from the copy", fs::join(to, p)),
+                )
             })
             .collect();
-        checked.sort();
-        problems.extend(checked.iter().filter_map(|(_, p)| p.clone()));
+        problems.extend(copy.keys().filter(|p| !orig.contains_key(*p)).map(|p| {
+            (
+                (*p).clone(),
+                format!(
+                    "{} has no original at {}",
+                    fs::join(to, p),
+                    fs::join(from, p)
+                ),
+            )
+        }));
+        let pairs: Vec<(&RelPath, &crate::tree::Node, &crate::tree::Node)> = orig
+            .iter()
+            .filter_map(|(p, o)| Some((*p, *o, *copy.get(p)?)))
+            .collect();
+        let checked: Vec<(RelPath, String)> = pairs
+            .par_iter()
+            .flat_map_iter(|&(rel, o, c)| {
+                let (oname, cname) = (fs::join(from, rel), fs::join(to, rel));
+                let mut out: Vec<(RelPath, String)> = crate::tree::differences(o, c, owners, false)
+                    .into_iter()
+                    .map(|d| (rel.clone(), format!("{cname} {d} as {oname} is")))
+                    .collect();
+                let file = o.meta.kind == crate::tree::Kind::File && o.first.is_none();
+                if out.is_empty() && file {
+                    let w = written
+                        .get(&(to.root.clone(), rel.under(&to_path)))
+                        .filter(|w| {
+                            (w.ino, w.size, w.mtime) == (c.meta.ino, c.meta.size, c.meta.mtime)
+                        });
+                    let problem = match w {
+                        Some(w)
+                            if w.linked
+                                && w.source
+                                    == crate::tree::Source {
+                                        ino: o.meta.ino,
+                                        ctime: o.meta.ctime,
+                                    } =>
+                        {
+                            None
+                        }
+                        _ => {
+                            let copy_digest = match w {
+                                Some(w) => Ok(w.digest.clone()),
+                                None => self.roots.digest(to, rel, c.meta.size),
+                            };
+                            match (self.roots.digest(from, rel, o.meta.size), copy_digest) {
+                                (Ok(a), Ok(b)) if a == b => None,
+                                (Ok(_), Ok(_)) => Some(format!("{cname} differs from {oname}")),
+                                (Err(e), _) | (_, Err(e)) => Some(e.to_string()),
+                            }
+                        }
+                    };
+                    out.extend(problem.map(|p| (rel.clone(), p)));
+                }
+                out
+            })
+            .collect();
+        problems.extend(checked);
+        problems.sort();
         if problems.is_empty() {
-            Ok(format!("{} file(s) match", copy.len()).into())
+            let files = orig
+                .values()
+                .filter(|n| n.meta.kind == crate::tree::Kind::File)
+                .count();
+            let mut summary = format!("{} entries match ({files} file(s))", orig.len());
+            if sockets > 0 {
+                summary.push_str(&format!("; {sockets} socket(s) in {from} are not copied"));
+            }
+            Ok(summary.into())
         } else {
             let n = problems.len();
-            problems.truncate(10);
+            let shown: Vec<String> = problems.into_iter().take(10).map(|(_, p)| p).collect();
             Err(Failure::new(format!(
                 "{n} difference(s) between {from} and {to}: {}",
-                problems.join("; ")
+                shown.join("; ")
             )))
         }
-    }
-
-    /// Whether a file still has the size and mtime recorded when it was copied.
-    fn unchanged(&self, l: &Location, w: &Written) -> bool {
-        self.roots
-            .size_and_mtime(l)
-            .is_ok_and(|(size, mtime)| (size, mtime) == (w.size, w.mtime_ms))
     }
 
     /// Syncs the new set, writes its manifest, and gives it its id.
     fn complete_set(&self, set: &SetSpec) -> Result<(), String> {
         let partial = set.partial();
         syncfs(&partial).map_err(|e| format!("cannot sync {}: {e}", partial.display()))?;
-        let known: BTreeMap<String, String> = self
+        let known: manifest::Known = self
             .written
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
             .filter(|((root, _), _)| root == "set")
-            .map(|((_, path), w)| (path.clone(), w.blake3.clone()))
+            .map(|((_, path), w)| (path.clone(), (w.digest.clone(), Some(w.source))))
             .collect();
         let d = &self.spec.document;
         let head = Manifest {
@@ -1289,7 +1354,9 @@ impl<'a> Executor<'a> {
             operation: d.operation.clone(),
             plugin: d.plugin.clone(),
             started: self.spec.started.clone(),
-            finished: rfc3339(SystemTime::now()),
+            finished: humantime::format_rfc3339_nanos(SystemTime::now()).to_string(),
+            digest: String::new(),
+            owners: crate::tree::meta::is_root(),
             entries: vec![],
         };
         let m = manifest::write(&partial, head, &known).map_err(|e| e.to_string())?;
@@ -1316,11 +1383,7 @@ impl<'a> Executor<'a> {
         self.log(Record::SetComplete {
             set: set.id.clone(),
             path: set.path(),
-            files: m
-                .entries
-                .iter()
-                .filter(|e| matches!(e, manifest::Entry::File { .. }))
-                .count() as u64,
+            files: m.files().len() as u64,
             bytes_copied: copied,
             files_linked: linked,
         });
@@ -1338,10 +1401,33 @@ impl<'a> Executor<'a> {
                 return;
             }
         };
+        // Never the set just written, nor the newest one by completion: with the clock set
+        // back, ids alone could name either as old.
+        let newest = sets::by_completion(&set.job_dir)
+            .ok()
+            .and_then(|v| v.last().cloned());
         let mut pruned = Vec::new();
         for id in set.retention.prune(&ids) {
-            // The manifest goes first, so a set half-removed is never listed as good.
+            if id == set.id || Some(&id) == newest.as_ref() {
+                continue;
+            }
             let dir = set.job_dir.join(&id);
+            // A set a restore is reading is left for the next run's retention.
+            let _held = match sets::SetLock::try_exclusive(&dir) {
+                Ok(Some(l)) => l,
+                Ok(None) => {
+                    tracing::warn!(
+                        "not pruning the set {} now: it is being read",
+                        dir.display()
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!("cannot prune the set {}: {e}", dir.display());
+                    continue;
+                }
+            };
+            // The manifest goes first, so a set half-removed is never listed as good.
             let r = std::fs::remove_file(dir.join(manifest::MANIFEST))
                 .and_then(|()| sets::remove_tree(&dir));
             match r {
@@ -1353,6 +1439,86 @@ impl<'a> Executor<'a> {
             self.log(Record::Pruned { sets: pruned });
         }
     }
+}
+
+/// Makes a backup's partial set: the job's directories as needed, each opened without following
+/// a link, then the partial directory itself created exclusively (never one that is already
+/// there, which could hold planted files), owner-only until the set is complete.
+fn make_partial(set: &SetSpec) -> Result<(cap_std::fs::Dir, PathBuf), String> {
+    use std::os::fd::AsFd;
+    let partial = set.partial();
+    let err = |e: std::io::Error| format!("cannot make the partial set {}: {e}", partial.display());
+    std::fs::create_dir_all(&set.job_dir).map_err(err)?;
+    let job = rustix::fs::open(
+        &set.job_dir,
+        rustix::fs::OFlags::RDONLY
+            | rustix::fs::OFlags::DIRECTORY
+            | rustix::fs::OFlags::NOFOLLOW
+            | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| err(e.into()))?;
+    let name = sets::partial_name(&set.id);
+    match rustix::fs::mkdirat(
+        job.as_fd(),
+        name.as_str(),
+        rustix::fs::Mode::from_raw_mode(0o700),
+    ) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::EXIST) => {
+            return Err(format!(
+                "{} already exists and is not this run's; nothing of it is used: look at what it holds, remove it, and run again",
+                partial.display()
+            ));
+        }
+        Err(e) => return Err(err(e.into())),
+    }
+    let fd = crate::tree::meta::open_dir_at(job.as_fd(), name.as_bytes()).map_err(err)?;
+    Ok((
+        cap_std::fs::Dir::from_std_file(std::fs::File::from(fd)),
+        partial,
+    ))
+}
+
+/// The previous set as a copy's link source: its directory, opened without following a link,
+/// and its manifest's files that a backup copied from a live tree (only those have the source
+/// fingerprint that decides whether a file is unchanged).
+fn link_dest(prev: &Path) -> Result<LinkDest, manifest::SetError> {
+    let m = Manifest::read(prev)?;
+    let dir = rustix::fs::open(
+        prev,
+        rustix::fs::OFlags::RDONLY
+            | rustix::fs::OFlags::DIRECTORY
+            | rustix::fs::OFlags::NOFOLLOW
+            | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| manifest::SetError::Io {
+        path: prev.to_path_buf(),
+        source: e.into(),
+    })?;
+    let files = m
+        .entries
+        .into_iter()
+        .filter(|e| e.is_file())
+        .filter_map(|e| {
+            Some((
+                e.path,
+                crate::tree::PrevFile {
+                    size: e.size,
+                    mtime: e.mtime,
+                    mode: e.mode,
+                    uid: e.uid,
+                    gid: e.gid,
+                    xattrs: e.xattrs,
+                    digest: e.digest?,
+                    ino: e.ino?,
+                    source: e.source?,
+                },
+            ))
+        })
+        .collect();
+    Ok(LinkDest { dir, files })
 }
 
 fn succeeded(e: &Exec, code: i32) -> bool {

@@ -42,6 +42,21 @@ pub struct RunRequest<'a> {
     pub set: Option<&'a str>,
     /// The clock.
     pub now: SystemTime,
+    /// Link a backup's unchanged files from the previous set (`false`: `--no-links`).
+    pub links: bool,
+}
+
+/// The id of a run of `operation` on `job` started at `now` by this process: what its journal
+/// is named after, and what its lock names to anyone who finds the instance busy.
+pub fn run_id(now: SystemTime, policy: &Policy, job: &Job, operation: &str) -> String {
+    format!(
+        "{}-{}-{}-{}-{}",
+        sets::id_at(now),
+        policy.site,
+        job.name,
+        operation,
+        std::process::id()
+    )
 }
 
 /// The product instance a job runs on, which one lock covers: site, plugin and servers.
@@ -74,7 +89,9 @@ pub fn choose_set(
                 .to_string(),
         )
     })?;
-    let ids = sets::list(&dir).map_err(|e| {
+    // Oldest first by completion, as the manifests record it: after the clock was set back, a
+    // set's id no longer says how new it is.
+    let ids = sets::by_completion(&dir).map_err(|e| {
         PrepareError::Sets(format!("cannot list backup sets in {}: {e}", dir.display()))
     })?;
     let check = |id: &str| -> Result<(), String> {
@@ -172,10 +189,13 @@ pub fn prepare_run(req: &RunRequest<'_>) -> Result<RunSpec, PrepareError> {
         (Some(use_ @ (SetUse::Writes | SetUse::Reads)), Some(id)) => {
             let job_dir = planner::sets_dir(policy, job).expect("prepare checked backup_root");
             let writes = use_ == SetUse::Writes;
+            if writes {
+                check_id_is_newest(&job_dir, id)?;
+            }
             Some(SetSpec {
                 id: id.clone(),
-                previous: if writes {
-                    sets::list(&job_dir)
+                previous: if writes && req.links {
+                    sets::by_completion(&job_dir)
                         .ok()
                         .and_then(|ids| ids.last().cloned())
                 } else {
@@ -199,14 +219,7 @@ pub fn prepare_run(req: &RunRequest<'_>) -> Result<RunSpec, PrepareError> {
         .map(|s| (s.name.clone(), s.address.clone()))
         .collect();
     Ok(RunSpec {
-        run: format!(
-            "{}-{}-{}-{}-{}",
-            sets::id_at(req.now),
-            policy.site,
-            job.name,
-            req.operation,
-            std::process::id()
-        ),
+        run: run_id(req.now, policy, job, req.operation),
         instance: instance(policy, job),
         pid: std::process::id(),
         started: rfc3339(req.now),
@@ -243,6 +256,32 @@ pub fn prepare_run(req: &RunRequest<'_>) -> Result<RunSpec, PrepareError> {
         addresses,
         set,
     })
+}
+
+/// Set ids must grow with every set of a job: restores, retention and links all take the
+/// greatest id for the newest. When the clock is behind the newest set (an RTC reset, an NTP
+/// step back, a restored VM snapshot), the run is refused rather than given an id that sorts
+/// before sets it is newer than: retention would then delete it as the oldest.
+fn check_id_is_newest(job_dir: &Path, id: &str) -> Result<(), PrepareError> {
+    let all = sets::list_all(job_dir).map_err(|e| {
+        PrepareError::Sets(format!(
+            "cannot list backup sets in {}: {e}",
+            job_dir.display()
+        ))
+    })?;
+    match all.iter().map(|s| &s.id).max() {
+        Some(newest) if newest.as_str() == id => Err(PrepareError::Sets(format!(
+            "a backup set {id} already exists in {}: this backup started in the same second; run it again in a second",
+            job_dir.display()
+        ))),
+        Some(newest) if newest.as_str() > id => Err(PrepareError::Sets(format!(
+            "the clock is behind the newest backup set: this backup would be {id}, but {} already has {newest}; \
+             the set would sort before sets it is newer than, and retention would remove it first. \
+             Set the clock right (check NTP, the RTC, a restored VM snapshot) and run again",
+            job_dir.display()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// A program path made absolute; a bare name (looked up on PATH) stays as it is.
