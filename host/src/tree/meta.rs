@@ -102,7 +102,9 @@ pub struct Meta {
 }
 
 impl Meta {
-    /// The metadata in a stat buffer.
+    /// The metadata in a stat buffer. The casts are no-ops on x86_64, but `struct stat`'s field
+    /// types differ between architectures.
+    #[allow(clippy::unnecessary_cast)]
     pub fn of(st: &Stat) -> Meta {
         Meta {
             kind: Kind::of(st.st_mode as u32),
