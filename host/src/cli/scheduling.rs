@@ -194,9 +194,13 @@ pub(super) fn daemon(cli: &Cli, policies: &Path) -> Result<ExitCode> {
         ));
     }
     hokan::execute::journal::check_state_dir(&cli.state_dir)?;
-    let clock = match std::env::var("HOKAN_TEST_CLOCK") {
-        Ok(c) => Clock::parse(&c).map_err(|e| anyhow!("HOKAN_TEST_CLOCK: {e}"))?,
-        Err(_) => Clock::real(),
+    // A fast clock for the daemon's end-to-end tests; the product ignores the variable.
+    let test_clock = std::env::var("HOKAN_TEST_CLOCK")
+        .ok()
+        .filter(|_| cfg!(feature = "test-hooks"));
+    let clock = match test_clock {
+        Some(c) => Clock::parse(&c).map_err(|e| anyhow!("HOKAN_TEST_CLOCK: {e}"))?,
+        None => Clock::real(),
     };
     let opts = Options {
         policies: policies.to_path_buf(),

@@ -101,7 +101,12 @@ impl Roots {
         let name = path
             .file_name()
             .ok_or_else(|| fs_err(l.to_string())(io::ErrorKind::InvalidInput.into()))?;
-        let tmp = path.with_file_name(format!(".{}.hokan-tmp", name.to_string_lossy()));
+        let tmp = path.with_file_name({
+            let mut t = std::ffi::OsString::from(".");
+            t.push(name);
+            t.push(".hokan-tmp");
+            t
+        });
         let write = || -> io::Result<()> {
             let mut f = root.dir.create(&tmp)?;
             f.write_all(contents)?;

@@ -239,7 +239,8 @@ pub trait Observer: Sync {
     }
 }
 
-/// Faults the tests inject through the environment; unset in real use.
+/// Faults the tests inject through the environment, read only in a build with the `test-hooks`
+/// feature (the test crate's); the product ignores the variables.
 ///
 /// - `HOKAN_TEST_KILL_AFTER=<step id>`: the process kills itself (SIGKILL) right after the step
 ///   is journaled as ended.
@@ -251,8 +252,11 @@ pub struct TestFaults {
 }
 
 impl TestFaults {
-    /// Reads the faults from the environment.
+    /// Reads the faults from the environment (none without the `test-hooks` feature).
     pub fn from_env() -> TestFaults {
+        if !cfg!(feature = "test-hooks") {
+            return TestFaults::default();
+        }
         TestFaults {
             kill_after: std::env::var("HOKAN_TEST_KILL_AFTER").ok(),
             space_left: std::env::var("HOKAN_TEST_SPACE_LEFT")
@@ -1449,15 +1453,7 @@ fn make_partial(set: &SetSpec) -> Result<(cap_std::fs::Dir, PathBuf), String> {
     let partial = set.partial();
     let err = |e: std::io::Error| format!("cannot make the partial set {}: {e}", partial.display());
     std::fs::create_dir_all(&set.job_dir).map_err(err)?;
-    let job = rustix::fs::open(
-        &set.job_dir,
-        rustix::fs::OFlags::RDONLY
-            | rustix::fs::OFlags::DIRECTORY
-            | rustix::fs::OFlags::NOFOLLOW
-            | rustix::fs::OFlags::CLOEXEC,
-        rustix::fs::Mode::empty(),
-    )
-    .map_err(|e| err(e.into()))?;
+    let job = crate::tree::meta::open_dir(&set.job_dir).map_err(err)?;
     let name = sets::partial_name(&set.id);
     match rustix::fs::mkdirat(
         job.as_fd(),
@@ -1485,17 +1481,9 @@ fn make_partial(set: &SetSpec) -> Result<(cap_std::fs::Dir, PathBuf), String> {
 /// fingerprint that decides whether a file is unchanged).
 fn link_dest(prev: &Path) -> Result<LinkDest, manifest::SetError> {
     let m = Manifest::read(prev)?;
-    let dir = rustix::fs::open(
-        prev,
-        rustix::fs::OFlags::RDONLY
-            | rustix::fs::OFlags::DIRECTORY
-            | rustix::fs::OFlags::NOFOLLOW
-            | rustix::fs::OFlags::CLOEXEC,
-        rustix::fs::Mode::empty(),
-    )
-    .map_err(|e| manifest::SetError::Io {
+    let dir = crate::tree::meta::open_dir(prev).map_err(|source| manifest::SetError::Io {
         path: prev.to_path_buf(),
-        source: e.into(),
+        source,
     })?;
     let files = m
         .entries

@@ -61,9 +61,11 @@ pub fn run_id(now: SystemTime, policy: &Policy, job: &Job, operation: &str) -> S
 
 /// The product instance a job runs on, which one lock covers: site, plugin and servers.
 pub fn instance(policy: &Policy, job: &Job) -> String {
+    // `plugin` is a policy string, so its stem is text too.
     let plugin = Path::new(&job.plugin)
         .file_stem()
-        .map_or_else(|| job.plugin.clone(), |s| s.to_string_lossy().into_owned());
+        .and_then(|s| s.to_str())
+        .unwrap_or(&job.plugin);
     format!(
         "{}.{plugin}.{}",
         policy.site,
@@ -284,12 +286,15 @@ fn check_id_is_newest(job_dir: &Path, id: &str) -> Result<(), PrepareError> {
     }
 }
 
-/// A program path made absolute; a bare name (looked up on PATH) stays as it is.
+/// A program path made absolute; a bare name (looked up on PATH) stays as it is, and so does a
+/// path that cannot be made absolute as text (a working directory whose name is not UTF-8):
+/// preflight then finds it missing and names the field, rather than running a mangled path.
 fn absolute(program: &str) -> String {
     if program.contains('/') {
         std::path::absolute(program)
-            .map(|p| p.to_string_lossy().into_owned())
-            .unwrap_or_else(|_| program.to_string())
+            .ok()
+            .and_then(|p| p.into_os_string().into_string().ok())
+            .unwrap_or_else(|| program.to_string())
     } else {
         program.to_string()
     }

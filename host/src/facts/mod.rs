@@ -6,6 +6,7 @@
 
 mod real;
 
+pub(crate) use real::plugin_name;
 pub use real::{RealFacts, available_space};
 
 use serde::Serialize;

@@ -138,6 +138,18 @@ pub fn available_space(path: &Path) -> std::io::Result<u64> {
     }
 }
 
+/// A name as a plugin sees it. Plugins speak UTF-8 (WIT strings), so a name that is not UTF-8
+/// (a Shift_JIS attachment) is shown with its other bytes as `\xNN`: the plugin still sees that
+/// the entry exists, counts it and can report it, and a path it builds from that form names no
+/// real file, which the host then refuses by name. Copies never go through this: they walk the
+/// real names as bytes.
+pub(crate) fn plugin_name(name: std::ffi::OsString) -> String {
+    name.into_string().unwrap_or_else(|n| {
+        use std::os::unix::ffi::OsStringExt;
+        crate::tree::Bytes(n.into_vec()).to_string()
+    })
+}
+
 /// The device (filesystem) holding `path`, or its nearest existing ancestor.
 fn device_of(path: &Path) -> std::io::Result<u64> {
     use std::os::unix::fs::MetadataExt;
@@ -171,7 +183,7 @@ impl FactSource for RealFacts {
             let entry = entry.map_err(|e| io_err(p, e))?;
             let meta = entry.metadata().map_err(|e| io_err(p, e))?;
             out.push(DirEntry {
-                name: entry.file_name().to_string_lossy().into_owned(),
+                name: plugin_name(entry.file_name()),
                 kind: kind(meta.file_type()),
                 size: if meta.is_file() { meta.len() } else { 0 },
             });

@@ -644,7 +644,8 @@ impl Source<'_> {
                     args: args.clone(),
                 },
             };
-            c.program = program_path(base, &c.program);
+            c.program = program_path(base, &c.program)
+                .map_err(|why| self.at(&spec, f(&format!("commands.{cmd}")), why))?;
             if c.program.trim().is_empty() {
                 return Err(self.at(&spec, f(&format!("commands.{cmd}")), "the program is empty"));
             }
@@ -659,14 +660,16 @@ impl Source<'_> {
             {
                 return Err(self.at(&spec, f(&format!("services.{svc}")), "start, stop (and status, when given) must each be a command line such as [\"systemctl\", \"start\", \"x\"]"));
             }
-            services.insert(
-                svc,
-                ServiceMap {
-                    start: program_relative_to(base, &s.start),
-                    stop: program_relative_to(base, &s.stop),
-                    status: s.status.as_deref().map(|l| program_relative_to(base, l)),
-                },
-            );
+            let line = |l: &[String]| {
+                program_relative_to(base, l)
+                    .map_err(|why| self.at(&spec, f(&format!("services.{svc}")), why))
+            };
+            let map = ServiceMap {
+                start: line(&s.start)?,
+                stop: line(&s.stop)?,
+                status: s.status.as_deref().map(line).transpose()?,
+            };
+            services.insert(svc, map);
         }
         let mut params = BTreeMap::new();
         for (k, v) in raw.params {
@@ -760,21 +763,26 @@ impl Source<'_> {
 
 /// A program given as a relative path is relative to the policy file; a bare name is looked up
 /// on PATH when it runs.
-fn program_path(base: &Path, program: &str) -> String {
+fn program_path(base: &Path, program: &str) -> Result<String, String> {
     if program.contains('/') && Path::new(program).is_relative() {
-        base.join(program).to_string_lossy().into_owned()
+        base.join(program).into_os_string().into_string().map_err(|p| {
+            format!(
+                "{program} is relative to the policy's directory, whose path {} is not UTF-8 text; give the program as an absolute path",
+                Path::new(&p).display()
+            )
+        })
     } else {
-        program.to_string()
+        Ok(program.to_string())
     }
 }
 
 /// A command line with its program resolved as [`program_path`] does.
-fn program_relative_to(base: &Path, line: &[String]) -> Vec<String> {
+fn program_relative_to(base: &Path, line: &[String]) -> Result<Vec<String>, String> {
     let mut line = line.to_vec();
     if let Some(p) = line.first_mut() {
-        *p = program_path(base, p);
+        *p = program_path(base, p)?;
     }
-    line
+    Ok(line)
 }
 
 /// A parameter or property value as the plugin receives it: a string, a number or a boolean.

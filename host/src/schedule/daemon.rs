@@ -345,7 +345,7 @@ impl Daemon {
         self.opts.clock.now()
     }
 
-    fn hokan(&self, args: &[&str]) -> tokio::process::Command {
+    fn hokan(&self, args: &[&std::ffi::OsStr]) -> tokio::process::Command {
         let mut c = tokio::process::Command::new(&self.opts.hokan);
         c.arg("--state-dir")
             .arg(&self.opts.state)
@@ -392,7 +392,7 @@ impl Daemon {
             .try_clone()
             .map_err(|e| DaemonError::Setup(format!("cannot write {}: {e}", log.display())))?;
         let status = self
-            .hokan(&["recover"])
+            .hokan(&["recover".as_ref()])
             .stdout(out)
             .stderr(file)
             .status()
@@ -632,16 +632,16 @@ impl Daemon {
         // The run reads the version of the policy this daemon validated, even if the file
         // changed since.
         let snapshot = self.snapshot(&j.policy)?;
-        let (snapshot, origin) = (snapshot.to_string_lossy(), j.policy.to_string_lossy());
+        // Paths as they are: a state directory whose name is not UTF-8 still works.
         let mut cmd = self.hokan(&[
-            "run",
-            &snapshot,
-            "--policy-origin",
-            &origin,
-            "--job",
-            &j.job,
-            "--op",
-            &j.op,
+            "run".as_ref(),
+            snapshot.as_os_str(),
+            "--policy-origin".as_ref(),
+            j.policy.as_os_str(),
+            "--job".as_ref(),
+            j.job.as_ref(),
+            "--op".as_ref(),
+            j.op.as_ref(),
         ]);
         cmd.stdout(out).stderr(file);
         // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory of the

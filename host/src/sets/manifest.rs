@@ -13,7 +13,6 @@ use crate::tree::{self, Bytes, Kind, Meta, Node, RelPath, ScanOptions, Source, T
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::Read;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
@@ -22,8 +21,6 @@ pub const MANIFEST: &str = "manifest.json";
 const MANIFEST_TMP: &str = ".manifest.json.tmp";
 /// The version of the manifest's shape.
 pub const FORMAT_VERSION: &str = "2";
-/// Read buffer for hashing streams.
-pub(crate) const BUFFER: usize = 1 << 20;
 
 /// The contents of a backup set.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -221,6 +218,23 @@ impl Manifest {
         })
     }
 
+    /// When the set in `dir` was completed, read without building its entries (retention and
+    /// restores ask this of every set).
+    pub fn finished(dir: &Path) -> Result<String, SetError> {
+        #[derive(Deserialize)]
+        struct Head {
+            finished: String,
+        }
+        let path = dir.join(MANIFEST);
+        let text = std::fs::read(&path).map_err(io_err(&path))?;
+        serde_json::from_slice::<Head>(&text)
+            .map(|h| h.finished)
+            .map_err(|e| SetError::BadManifest {
+                path,
+                message: e.to_string(),
+            })
+    }
+
     /// The regular files by path (first names of hard-linked files only).
     pub fn files(&self) -> BTreeMap<&RelPath, &Entry> {
         self.entries
@@ -231,38 +245,9 @@ impl Manifest {
     }
 }
 
-/// BLAKE3 (hex) and length of everything `r` yields.
-pub fn hash_reader(mut r: impl Read) -> std::io::Result<(String, u64)> {
-    let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; BUFFER];
-    let mut len = 0u64;
-    loop {
-        let n = match r.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        hasher.update(&buf[..n]);
-        len += n as u64;
-    }
-    Ok((hasher.finalize().to_hex().to_string(), len))
-}
-
 /// Opens a set directory without following a link to it.
 fn open_set(dir: &Path) -> Result<std::os::fd::OwnedFd, SetError> {
-    rustix::fs::open(
-        dir,
-        rustix::fs::OFlags::RDONLY
-            | rustix::fs::OFlags::DIRECTORY
-            | rustix::fs::OFlags::NOFOLLOW
-            | rustix::fs::OFlags::CLOEXEC,
-        rustix::fs::Mode::empty(),
-    )
-    .map_err(|e| SetError::Io {
-        path: dir.to_path_buf(),
-        source: e.into(),
-    })
+    tree::meta::open_dir(dir).map_err(io_err(dir))
 }
 
 /// Every entry below the set directory `fd` (the manifest left out), in walk order.

@@ -125,9 +125,7 @@ pub fn by_completion(job_dir: &Path) -> std::io::Result<Vec<String>> {
     let mut sets: Vec<(String, String)> = list(job_dir)?
         .into_iter()
         .map(|id| {
-            let finished = Manifest::read(&job_dir.join(&id))
-                .map(|m| m.finished)
-                .unwrap_or_default();
+            let finished = Manifest::finished(&job_dir.join(&id)).unwrap_or_default();
             (finished, id)
         })
         .collect();

@@ -486,7 +486,8 @@ impl World {
             while let Some((real, key)) = stack.pop() {
                 for entry in std::fs::read_dir(&real).map_err(err)? {
                     let entry = entry.map_err(err)?;
-                    let name = entry.file_name().to_string_lossy().into_owned();
+                    // As the plugin's facts show it, so the model and the real view agree.
+                    let name = crate::facts::plugin_name(entry.file_name());
                     let k = join(&key, &name);
                     let meta = entry.metadata().map_err(err)?;
                     if meta.is_dir() {

@@ -182,13 +182,7 @@ pub fn copy_tree(
     if top.meta.kind == Kind::Dir {
         c.tree(from, &nodes)?;
     } else {
-        c.batch(
-            from.parent,
-            from.name,
-            to.parent,
-            to.name,
-            std::slice::from_ref(top),
-        )?;
+        c.entry(from.parent, from.name, to.parent, to.name, top)?;
     }
     let mut warnings = c.warnings.into_inner().unwrap_or_else(|p| p.into_inner());
     if !opts.owners {
@@ -308,71 +302,64 @@ impl Copier<'_> {
         })?;
         for n in rest {
             let name = n.path.file_name();
-            self.batch(s, name, d, name, std::slice::from_ref(n))?;
+            self.entry(s, name, d, name, n)?;
         }
         Ok(())
     }
 
     /// One entry that is not a directory.
-    fn batch(
+    fn entry(
         &self,
         s: BorrowedFd<'_>,
         sname: &[u8],
         d: BorrowedFd<'_>,
         dname: &[u8],
-        nodes: &[Node],
+        n: &Node,
     ) -> Result<(), CopyError> {
-        for n in nodes {
-            let err = at(&n.path);
-            if let Some(first) = &n.first {
-                // The first name was copied already: it comes earlier in the walk.
-                let first_in_dst = RelPath::from("").join(self.to.name);
-                let first_in_dst = first.under(&first_in_dst);
-                match rustix::fs::linkat(
-                    self.to.parent,
-                    first_in_dst.as_path(),
-                    d,
-                    dname,
-                    AtFlags::empty(),
-                ) {
-                    Ok(()) => continue,
-                    Err(e) => {
-                        return Err(err(io::Error::new(
-                            io::Error::from(e).kind(),
-                            format!(
-                                "cannot make it a hard link to {first}, as it is in the source: {e}"
-                            ),
-                        )));
-                    }
+        let err = at(&n.path);
+        if let Some(first) = &n.first {
+            // The first name was copied already: it comes earlier in the walk.
+            let first_in_dst = first.under(&RelPath::root().join(self.to.name));
+            return rustix::fs::linkat(
+                self.to.parent,
+                first_in_dst.as_path(),
+                d,
+                dname,
+                AtFlags::empty(),
+            )
+            .map_err(|e| {
+                err(io::Error::new(
+                    io::Error::from(e).kind(),
+                    format!("cannot make it a hard link to {first}, as it is in the source: {e}"),
+                ))
+            });
+        }
+        match n.meta.kind {
+            Kind::File => self.file(s, sname, d, dname, n)?,
+            Kind::Symlink => {
+                let target = n.target.as_ref().expect("a link has a target");
+                rustix::fs::symlinkat(target.as_bytes(), d, dname)
+                    .map_err(|e| err(e.into()))?;
+                self.finish_at(d, dname, n)?;
+            }
+            Kind::Fifo | Kind::CharDevice | Kind::BlockDevice => {
+                match meta::make_node(d, dname, &n.meta) {
+                    Ok(()) => self.finish_at(d, dname, n)?,
+                    Err(e) if e.raw_os_error() == Some(libc::EPERM) => self.warn(format!(
+                        "{}: a {} ({}:{}) is not re-created: only root can make devices; it is left out of the copy",
+                        n.path,
+                        n.meta.kind.describe(),
+                        rustix::fs::major(n.meta.rdev),
+                        rustix::fs::minor(n.meta.rdev)
+                    )),
+                    Err(e) => return Err(err(e)),
                 }
             }
-            match n.meta.kind {
-                Kind::File => self.file(s, sname, d, dname, n)?,
-                Kind::Symlink => {
-                    let target = n.target.as_ref().expect("a link has a target");
-                    rustix::fs::symlinkat(target.as_bytes(), d, dname)
-                        .map_err(|e| err(e.into()))?;
-                    self.finish_at(d, dname, n)?;
-                }
-                Kind::Fifo | Kind::CharDevice | Kind::BlockDevice => {
-                    match meta::make_node(d, dname, &n.meta) {
-                        Ok(()) => self.finish_at(d, dname, n)?,
-                        Err(e) if e.raw_os_error() == Some(libc::EPERM) => self.warn(format!(
-                            "{}: a {} ({}:{}) is not re-created: only root can make devices; it is left out of the copy",
-                            n.path,
-                            n.meta.kind.describe(),
-                            rustix::fs::major(n.meta.rdev),
-                            rustix::fs::minor(n.meta.rdev)
-                        )),
-                        Err(e) => return Err(err(e)),
-                    }
-                }
-                Kind::Socket => self.warn(format!(
-                    "{}: a socket is not copied (it exists only while a program listens on it; the program re-creates it)",
-                    n.path
-                )),
-                Kind::Dir => unreachable!("directories are copied by tree"),
-            }
+            Kind::Socket => self.warn(format!(
+                "{}: a socket is not copied (it exists only while a program listens on it; the program re-creates it)",
+                n.path
+            )),
+            Kind::Dir => unreachable!("directories are copied by tree"),
         }
         Ok(())
     }

@@ -143,6 +143,16 @@ pub fn stat_fd(fd: impl AsFd) -> io::Result<Meta> {
     Ok(Meta::of(&rustix::fs::fstat(fd)?))
 }
 
+/// Opens the directory at `path`, refusing a link as its last component (a set, a job's sets
+/// directory: places a link must not redirect).
+pub fn open_dir(path: &std::path::Path) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
 /// Opens the directory `name` in `dir`, refusing a link to one.
 pub fn open_dir_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<OwnedFd> {
     Ok(rustix::fs::openat(
