@@ -920,3 +920,79 @@ fn unsafe_geteuid() -> u32 {
     // SAFETY: geteuid(2) cannot fail and touches no memory.
     unsafe { libc_geteuid() }
 }
+
+#[test]
+fn a_real_run_that_leaves_maintenance_on_needs_attention() {
+    use std::os::unix::fs::PermissionsExt;
+    // The careless fixture releases maintenance mode as the body's last step, not in its
+    // cleanup: a copy that fails leaves the product in maintenance mode. The simulator finds
+    // that in a dry run; the real run must say it too, with exit 4, not just "failed".
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::create_dir_all(d.join("mw-site/mw/data")).unwrap();
+    std::fs::create_dir_all(d.join("mw-site/mw/file/ws1")).unwrap();
+    std::fs::write(d.join("mw-site/mw/data/a.odb"), vec![1u8; 4096]).unwrap();
+    std::fs::write(d.join("mw-site/mw/file/ws1/1.eml"), b"mail").unwrap();
+    let script = d.join("maintenance-mode");
+    std::fs::write(&script, "#!/bin/sh\ntouch mw/data/maint\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        d.join("site.toml"),
+        format!(
+            "[site]\nname = \"s\"\n\n[jobs.careless]\nplugin = \"{}\"\nbackup_root = \"backups\"\n\
+             roots = {{ data = \"mw-site\" }}\ncommands = {{ maintenance-mode = \"{}\" }}\n",
+            plugin_dir().join("fixtures/careless.wasm").display(),
+            script.display()
+        ),
+    )
+    .unwrap();
+    let policy = d.join("site.toml");
+    let out = hokan_command(
+        d,
+        &[
+            "run",
+            policy.to_str().unwrap(),
+            "--job",
+            "careless",
+            "--op",
+            "backup",
+        ],
+        &[("HOKAN_TEST_SPACE_LEFT", "100")],
+    )
+    .output()
+    .unwrap();
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    assert!(
+        stdout.contains("invariant broken: hokan:maintenance-released")
+            && stdout.contains("data:/mw/data/maint still exists"),
+        "{stdout}"
+    );
+    // The same plan, when nothing fails, releases it: no attention.
+    std::fs::remove_file(d.join("mw-site/mw/data/maint")).unwrap();
+    let out = hokan_command(
+        d,
+        &[
+            "run",
+            policy.to_str().unwrap(),
+            "--job",
+            "careless",
+            "--op",
+            "backup",
+        ],
+        &[],
+    )
+    .output()
+    .unwrap();
+    ok(&out);
+    assert!(
+        !text(&out.stdout).contains("invariant broken"),
+        "{}",
+        text(&out.stdout)
+    );
+}

@@ -171,7 +171,7 @@ impl Observer for Console {
                 sets.len(),
                 sets.join(", ")
             )),
-            Record::Finish { .. } => {}
+            Record::Finish { .. } | Record::Observed { .. } => {}
         }
     }
 

@@ -25,6 +25,14 @@ use std::path::{Path, PathBuf};
 pub enum Record {
     /// The run, with everything recovery needs to run its cleanup without the plugin.
     Start(Box<RunSpec>),
+    /// What the run found before its first step, for the safety invariants at its end (and at
+    /// its recovery's end).
+    Observed {
+        /// The product's maintenance markers that were already there.
+        markers: Vec<crate::plan::Location>,
+        /// The services the plan starts or stops, and whether each was running.
+        services: Vec<super::ServiceSeen>,
+    },
     /// A step is about to run.
     StepStart {
         /// The step.

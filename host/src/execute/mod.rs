@@ -203,6 +203,31 @@ pub struct RunSpec {
     pub addresses: BTreeMap<String, String>,
     /// The set written or read.
     pub set: Option<SetSpec>,
+    /// What the built-in safety invariants need to know of the product (journals written before
+    /// 0.6 lack it, and get only the plan's own invariants).
+    #[serde(default)]
+    pub safety: SafetySpec,
+}
+
+/// What the plugin says about the product that the safety invariants check at a run's end.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SafetySpec {
+    /// Files whose existence means the product is in maintenance mode.
+    pub markers: Vec<Location>,
+    /// The operation's purpose is to leave the product in maintenance mode.
+    pub leaves_maintenance: bool,
+}
+
+/// A service the plan starts or stops, as the run found it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceSeen {
+    /// The service.
+    pub service: String,
+    /// The server its steps target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Whether its status command said it was running.
+    pub running: bool,
 }
 
 /// What a manual gate's operator said.
@@ -324,6 +349,10 @@ struct Executor<'a> {
     written: Mutex<BTreeMap<(String, RelPath), Written>>,
     /// Warnings of this run's copies, for the outcome.
     warnings: Mutex<Vec<String>>,
+    /// What the run found before its first step (from the journal, in a recovery).
+    observed: Mutex<Option<(Vec<Location>, Vec<ServiceSeen>)>>,
+    /// This run's copies into the new set, for `hokan:source-unchanged`.
+    copies_into_set: Mutex<Vec<(Location, Location)>>,
     link_dest: Option<LinkDest>,
     /// Which steps this run started and which succeeded, for `step-*` conditions.
     progress: Mutex<StepProgress>,
@@ -418,6 +447,7 @@ pub fn execute(
     };
     observer.record(&Record::Start(Box::new(spec.clone())));
     let ex = Executor::new(spec, opened, journal, observer, faults);
+    ex.observe();
     let mut outcome = ex.body();
     if outcome.status == RunStatus::Completed
         && let Some(set) = spec.set.as_ref().filter(|s| s.writes)
@@ -502,6 +532,11 @@ pub fn recover(
             progress.note(r);
         }
     }
+    *ex.observed.lock().unwrap_or_else(|p| p.into_inner()) =
+        run.records.iter().find_map(|r| match r {
+            Record::Observed { markers, services } => Some((markers.clone(), services.clone())),
+            _ => None,
+        });
     let mut outcome = Outcome::new(RunStatus::Recovered);
     outcome.step = last;
     ex.cleanup(Phase::Recovery, &finished, &mut outcome);
@@ -551,6 +586,8 @@ impl<'a> Executor<'a> {
             faults,
             written: Mutex::new(BTreeMap::new()),
             warnings: Mutex::new(Vec::new()),
+            observed: Mutex::new(None),
+            copies_into_set: Mutex::new(Vec::new()),
             link_dest,
             progress: Mutex::default(),
         }
@@ -667,6 +704,8 @@ impl<'a> Executor<'a> {
     fn finish(self, mut outcome: Outcome) -> Result<Outcome, ExecError> {
         outcome.warnings =
             std::mem::take(&mut *self.warnings.lock().unwrap_or_else(|p| p.into_inner()));
+        let safety = self.safety(outcome.set.is_some());
+        outcome.invariants_broken.extend(safety);
         for inv in &self.spec.document.plan.invariants {
             match self.holds(&inv.condition, inv.target.as_deref(), None) {
                 Ok(true) => {}
@@ -688,6 +727,181 @@ impl<'a> Executor<'a> {
         self.observer.record(&r);
         journal.close()?;
         Ok(outcome)
+    }
+
+    /// The services the plan starts or stops that have a status command, with their targets.
+    fn watched_services(&self) -> Vec<(String, Option<String>)> {
+        let mut out: Vec<(String, Option<String>)> = Vec::new();
+        for s in self.spec.document.plan.all_steps() {
+            if let Action::Service { service, .. } = &s.action {
+                let key = (service.clone(), s.target.clone());
+                let has_status = self
+                    .spec
+                    .services
+                    .get(service)
+                    .is_some_and(|m| m.status.is_some());
+                if has_status && !out.contains(&key) {
+                    out.push(key);
+                }
+            }
+        }
+        out
+    }
+
+    /// Journals what the safety invariants compare the end with: which maintenance markers are
+    /// already there (an operator's own maintenance window is not the run's to release), and
+    /// which services are running.
+    fn observe(&self) {
+        let markers: Vec<Location> = self
+            .spec
+            .safety
+            .markers
+            .iter()
+            .filter(|m| self.roots.exists(m).unwrap_or(false))
+            .cloned()
+            .collect();
+        let services: Vec<ServiceSeen> = self
+            .watched_services()
+            .into_iter()
+            .filter_map(|(service, target)| {
+                let running = self
+                    .service_running(&service, target.as_deref(), Some(30_000))
+                    .ok()?;
+                Some(ServiceSeen {
+                    service,
+                    target,
+                    running,
+                })
+            })
+            .collect();
+        *self.observed.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((markers.clone(), services.clone()));
+        self.log(Record::Observed { markers, services });
+    }
+
+    /// The built-in safety invariants the simulator checks after every dry run, checked on the
+    /// real product: each broken one as a line for `invariants_broken`. `set_complete` says
+    /// whether the backup's set got its name.
+    fn safety(&self, set_complete: bool) -> Vec<String> {
+        use crate::plan::safety::{MAINTENANCE_RELEASED, SERVICES_RESTORED, SOURCE_UNCHANGED};
+        let mut out = Vec::new();
+        let Some((markers_before, services_before)) = self
+            .observed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        else {
+            return out;
+        };
+        if !self.spec.safety.leaves_maintenance {
+            let left: Vec<String> = self
+                .spec
+                .safety
+                .markers
+                .iter()
+                .filter(|m| !markers_before.contains(m))
+                .filter(|m| self.roots.exists(m).unwrap_or(false))
+                .map(|m| format!("{m} still exists"))
+                .collect();
+            if !left.is_empty() {
+                out.push(MAINTENANCE_RELEASED.broken(&left.join(", ")));
+            }
+        }
+        let changed: Vec<String> = services_before
+            .iter()
+            .filter_map(|s| {
+                let now = self
+                    .service_running(&s.service, s.target.as_deref(), Some(30_000))
+                    .ok()?;
+                let on = s
+                    .target
+                    .as_deref()
+                    .map(|t| format!(" on {t}"))
+                    .unwrap_or_default();
+                (now != s.running).then(|| {
+                    format!(
+                        "{}{on} was {}, is {}",
+                        s.service,
+                        if s.running { "running" } else { "stopped" },
+                        if now { "running" } else { "stopped" }
+                    )
+                })
+            })
+            .collect();
+        if !changed.is_empty() {
+            out.push(SERVICES_RESTORED.broken(&changed.join(", ")));
+        }
+        let copies = self
+            .copies_into_set
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        let mut changed = Vec::new();
+        for (from, to) in &copies {
+            let to_path = RelPath::from(to.path.as_str());
+            let now = match self.roots.scan(from) {
+                Ok(n) => n,
+                // Gone after it was copied (Exchange truncates its logs): fine when the set
+                // that holds it is complete.
+                Err(e) if e.source.kind() == std::io::ErrorKind::NotFound && set_complete => {
+                    continue;
+                }
+                Err(e) => {
+                    changed.push(format!("{from} cannot be read: {e}"));
+                    continue;
+                }
+            };
+            // Maintenance markers come and go with the procedure, as in the simulator.
+            let from_path = RelPath::from(from.path.as_str());
+            let markers: Vec<RelPath> = self
+                .spec
+                .safety
+                .markers
+                .iter()
+                .filter(|m| m.root == from.root)
+                .filter_map(|m| RelPath::from(m.path.as_str()).strip_prefix(&from_path))
+                .collect();
+            let files: Vec<&crate::tree::Node> = now
+                .iter()
+                .filter(|n| n.meta.kind == crate::tree::Kind::File && n.first.is_none())
+                .filter(|n| !markers.contains(&n.path))
+                .collect();
+            if files.is_empty() && set_complete {
+                continue;
+            }
+            let differ = files
+                .iter()
+                .filter(|n| {
+                    let w = written.get(&(to.root.clone(), n.path.under(&to_path)));
+                    !w.is_some_and(|w| {
+                        w.source
+                            == crate::tree::Source {
+                                ino: n.meta.ino,
+                                ctime: n.meta.ctime,
+                            }
+                            && (w.size, w.mtime) == (n.meta.size, n.meta.mtime)
+                    })
+                })
+                .count();
+            let copied = written
+                .keys()
+                .filter(|(root, _)| root == &to.root)
+                .filter_map(|(_, p)| p.strip_prefix(&to_path))
+                .filter(|rel| !markers.contains(rel))
+                .count();
+            let gone = copied.saturating_sub(files.len() - differ);
+            if differ > 0 || gone > 0 {
+                changed.push(format!(
+                    "{from}: {} file(s) changed, added or removed since they were copied",
+                    differ.max(gone)
+                ));
+            }
+        }
+        if !changed.is_empty() {
+            out.push(SOURCE_UNCHANGED.broken(&changed.join("; ")));
+        }
+        out
     }
 
     fn step(&self, s: &Step, phase: Phase) -> StepStatus {
@@ -886,6 +1100,12 @@ impl<'a> Executor<'a> {
             message: e.to_string(),
             output: None,
         })?;
+        if into_new_set {
+            self.copies_into_set
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((from.clone(), to.clone()));
+        }
         let linked = copied.files.iter().filter(|w| w.linked).count();
         let n = copied.files.len();
         let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());

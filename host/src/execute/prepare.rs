@@ -257,6 +257,16 @@ pub fn prepare_run(req: &RunRequest<'_>) -> Result<RunSpec, PrepareError> {
         transports,
         addresses,
         set,
+        safety: super::SafetySpec {
+            markers: req
+                .plugin
+                .description()
+                .maintenance_markers
+                .iter()
+                .map(|m| m.path.clone())
+                .collect(),
+            leaves_maintenance: op.is_some_and(|o| o.leaves_maintenance),
+        },
     })
 }
 

@@ -3,6 +3,7 @@
 pub mod display;
 pub mod document;
 pub mod model;
+pub mod safety;
 mod validate;
 
 pub use model::{

@@ -989,9 +989,10 @@ impl<'a> Run<'a> {
                 changed.push(format!("{service} on {server} left {}", m.state));
             }
         }
+        use crate::plan::safety::{MAINTENANCE_RELEASED, SERVICES_RESTORED, SOURCE_UNCHANGED};
         inv.push(verdict(
-            "hokan:services-restored",
-            "services and modelled product states are in the state the run found them in",
+            SERVICES_RESTORED.id,
+            SERVICES_RESTORED.description,
             changed.is_empty(),
             (!changed.is_empty()).then(|| changed.join(", ")),
         ));
@@ -1007,8 +1008,8 @@ impl<'a> Run<'a> {
             .collect();
         if !ctx.markers.is_empty() && !ctx.leaves_maintenance {
             inv.push(verdict(
-                "hokan:maintenance-released",
-                "the product is not left in maintenance mode",
+                MAINTENANCE_RELEASED.id,
+                MAINTENANCE_RELEASED.description,
                 left.is_empty(),
                 (!left.is_empty()).then(|| format!("{} still exists", left.join(", "))),
             ));
@@ -1053,8 +1054,8 @@ impl<'a> Run<'a> {
                 }
             }
             inv.push(verdict(
-                "hokan:source-unchanged",
-                "the data the backup copies is byte-for-byte unchanged by the run, or, where the procedure deletes it after copying, in the complete set as it was",
+                SOURCE_UNCHANGED.id,
+                SOURCE_UNCHANGED.description,
                 changed.is_empty(),
                 (!changed.is_empty()).then(|| changed.join("; ")),
             ));
