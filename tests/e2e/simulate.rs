@@ -451,3 +451,53 @@ fn a_restore_refuses_while_an_earlier_one_left_its_staging_directory() {
         text(&out.stdout)
     );
 }
+
+#[test]
+fn worlds_with_files_of_exabytes_neither_panic_nor_wrap() {
+    // Every bundled world with each GiB-sized file made 8 EiB: two of them no longer add up in
+    // 64 bits. This panicked in the host's tree size; a plugin's sums wrapped.
+    let dir = tempfile::tempdir().unwrap();
+    let policies = repo_root().join("policies");
+    std::fs::create_dir(dir.path().join("worlds")).unwrap();
+    for e in std::fs::read_dir(&policies).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "toml") {
+            let name = p.file_name().unwrap();
+            let text = std::fs::read_to_string(&p).unwrap();
+            std::fs::write(dir.path().join(name), text).unwrap();
+            let world = std::fs::read_to_string(policies.join("worlds").join(name)).unwrap();
+            let huge = world
+                .lines()
+                .map(|l| match l.split_once("= \"") {
+                    Some((k, v)) if v.ends_with(" GiB\"") => format!("{k}= \"8 EiB\""),
+                    _ => l.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            std::fs::write(dir.path().join("worlds").join(name), huge).unwrap();
+        }
+    }
+    let tokyo = std::fs::read_to_string(dir.path().join("worlds/tokyo-hq.toml")).unwrap();
+    assert!(
+        tokyo.contains("\"mw/data/mail.odb\" = \"8 EiB\""),
+        "{tokyo}"
+    );
+    let out = hokan(
+        &dir.path().join("cache"),
+        &[
+            "simulate",
+            dir.path().to_str().unwrap(),
+            "--faults",
+            "each-step",
+        ],
+    );
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // Exit 3: the plugins refuse to plan (no medium holds 16 EiB); every other run goes on.
+    assert_eq!(out.status.code(), Some(3), "{stdout}\n{stderr}");
+    // The sums say so instead of wrapping round to a small number that would pass.
+    assert!(
+        stdout.contains("this backup needs 18446744073709551615"),
+        "{stdout}"
+    );
+}

@@ -112,14 +112,14 @@ fn file_stat(m: &Metadata) -> FileStat {
 }
 
 fn tree_size(dir: &Dir) -> std::io::Result<u64> {
-    let mut total = 0;
+    let mut total = 0u64;
     for entry in dir.entries()? {
         let entry = entry?;
         let t = entry.file_type()?;
         if t.is_dir() {
-            total += tree_size(&entry.open_dir()?)?;
+            total = total.saturating_add(tree_size(&entry.open_dir()?)?);
         } else if t.is_file() {
-            total += entry.metadata()?.len();
+            total = total.saturating_add(entry.metadata()?.len());
         }
     }
     Ok(total)

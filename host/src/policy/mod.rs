@@ -632,6 +632,32 @@ impl Source<'_> {
             .as_ref()
             .map(|b| resolve(b, f("backup_root")))
             .transpose()?;
+        if let (Some(b), Some(spanned)) = (&backup_root, &raw.backup_root) {
+            for (root, dir) in &roots {
+                let why = if nested(b, dir) {
+                    Some(format!(
+                        "{} is inside the root `{root}` ({})",
+                        b.display(),
+                        dir.display()
+                    ))
+                } else if nested(dir, b) {
+                    Some(format!(
+                        "{} holds the root `{root}` ({})",
+                        b.display(),
+                        dir.display()
+                    ))
+                } else {
+                    None
+                };
+                if let Some(why) = why {
+                    return Err(self.at(
+                        spanned,
+                        f("backup_root"),
+                        format!("{why}: a backup would copy the earlier sets into each new one, and a restore would write over them; put backup_root outside every root of the job"),
+                    ));
+                }
+            }
+        }
         let mut commands = BTreeMap::new();
         for (cmd, spec) in raw.commands {
             let mut c = match spec.get_ref() {
@@ -761,6 +787,34 @@ impl Source<'_> {
     }
 }
 
+/// Whether `inner` is `outer` or below it, comparing the paths with `.` and `..` resolved and,
+/// where both exist, with their links resolved too.
+fn nested(inner: &Path, outer: &Path) -> bool {
+    fn lexical(p: &Path) -> PathBuf {
+        let mut out = PathBuf::new();
+        for c in std::path::absolute(p)
+            .unwrap_or_else(|_| p.to_path_buf())
+            .components()
+        {
+            match c {
+                std::path::Component::ParentDir => {
+                    out.pop();
+                }
+                std::path::Component::CurDir => {}
+                c => out.push(c),
+            }
+        }
+        out
+    }
+    if lexical(inner).starts_with(lexical(outer)) {
+        return true;
+    }
+    match (inner.canonicalize(), outer.canonicalize()) {
+        (Ok(i), Ok(o)) => i.starts_with(o),
+        _ => false,
+    }
+}
+
 /// A program given as a relative path is relative to the policy file; a bare name is looked up
 /// on PATH when it runs.
 fn program_path(base: &Path, program: &str) -> Result<String, String> {
@@ -853,6 +907,31 @@ services = { svc = { start = ["bin/svc", "start"], stop = ["systemctl", "stop", 
 
     fn parse(text: &str) -> Result<Policy, PolicyError> {
         Policy::parse(Path::new("/etc/hokan/site.toml"), text)
+    }
+
+    #[test]
+    fn a_backup_root_inside_or_around_a_data_root_is_refused() {
+        for (root, why) in [
+            ("/srv/mailwise/backups", "is inside the root `data`"),
+            ("/srv/mailwise/x/../backups", "is inside the root `data`"),
+            ("/srv", "holds the root `data`"),
+        ] {
+            let text = GOOD.replace(
+                "backup_root = \"backups\"",
+                &format!("backup_root = \"{root}\""),
+            );
+            let e = parse(&text).unwrap_err();
+            assert_eq!(e.field.as_deref(), Some("jobs.mailwise.backup_root"), "{e}");
+            assert!(e.message.contains(why), "{e}");
+            assert!(e.line.is_some(), "{e}");
+        }
+        assert!(
+            parse(&GOOD.replace(
+                "backup_root = \"backups\"",
+                "backup_root = \"/srv/mailwise-backups\""
+            ))
+            .is_ok()
+        );
     }
 
     #[test]

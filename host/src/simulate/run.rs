@@ -626,7 +626,7 @@ impl<'a> Run<'a> {
                     None => (0, String::new(), 0, &[][..]),
                 };
                 if timeout.is_some_and(|t| ms > t) {
-                    self.clock += timeout.unwrap_or(0);
+                    self.clock = self.clock.saturating_add(timeout.unwrap_or(0));
                     self.effects(effects, target);
                     return Err(Failure {
                         message: format!(
@@ -638,7 +638,7 @@ impl<'a> Run<'a> {
                         timed_out: true,
                     });
                 }
-                self.clock += ms;
+                self.clock = self.clock.saturating_add(ms);
                 self.effects(effects, target);
                 let out = output.trim();
                 self.note = Some(if out.is_empty() {
@@ -656,7 +656,7 @@ impl<'a> Run<'a> {
                     ServiceState::Running => m.fails_to_start,
                     ServiceState::Stopped => m.fails_to_stop,
                 };
-                self.clock += 2000;
+                self.clock = self.clock.saturating_add(2000);
                 if refuses {
                     return self.fail(format!(
                         "service `{service}` on {target} did not reach {}",
@@ -677,7 +677,7 @@ impl<'a> Run<'a> {
                     // Nothing in the modelled world changes on its own.
                     return match timeout {
                         Some(t) => {
-                            self.clock += t;
+                            self.clock = self.clock.saturating_add(t);
                             Err(Failure {
                                 message: format!("{condition} still did not hold after {}", dur(t)),
                                 timed_out: true,
@@ -818,7 +818,7 @@ impl<'a> Run<'a> {
             };
             match self.world.put_file(&p, f.clone()) {
                 Ok(()) => {
-                    written += f.size;
+                    written = written.saturating_add(f.size);
                     copied += 1;
                 }
                 Err(e) => error = Some(e),
@@ -830,7 +830,9 @@ impl<'a> Run<'a> {
                 files.len()
             ));
         }
-        self.clock += written.saturating_mul(1000) / self.initial.copy_rate.max(1) + 1;
+        self.clock = self
+            .clock
+            .saturating_add(written.saturating_mul(1000) / self.initial.copy_rate.max(1) + 1);
         let into_set = to.root == "set";
         if let Some(e) = error {
             // All or nothing: the host removes its partial copy.
@@ -871,7 +873,7 @@ impl<'a> Run<'a> {
                 let n = self.world.files_below(&self.ctx.abs(from)).len().max(1);
                 let r = self.copy(s, from, to, Some(n / 2));
                 if timeout {
-                    self.clock += limit;
+                    self.clock = self.clock.saturating_add(limit);
                     return Err(Failure {
                         message: format!(
                             "injected: the copy hung until its limit of {}; the partial copy was removed",
@@ -886,7 +888,7 @@ impl<'a> Run<'a> {
                 // The nastiest hang: the command did its work, then never returned.
                 let effects = self.behaviour(e).map_or(&[][..], |b| b.effects.as_slice());
                 self.effects(effects, s.target.as_deref().unwrap_or(HOST));
-                self.clock += limit;
+                self.clock = self.clock.saturating_add(limit);
                 Err(Failure {
                     message: format!(
                         "injected: `{}` did its work, then hung until its limit of {}",
@@ -898,7 +900,7 @@ impl<'a> Run<'a> {
             }
             Action::Manual { .. } => self.fail("injected: the operator did not confirm"),
             _ if timeout => {
-                self.clock += limit;
+                self.clock = self.clock.saturating_add(limit);
                 Err(Failure {
                     message: format!("injected: hung until its limit of {}", dur(limit)),
                     timed_out: true,

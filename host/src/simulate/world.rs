@@ -263,11 +263,11 @@ impl World {
         if self.nodes.contains_key(p) && p != "/" {
             keys.push(p.to_string());
         }
-        let (mut files, mut bytes) = (0, 0);
+        let (mut files, mut bytes) = (0, 0u64);
         for k in keys {
             if let Some(Node::File(f)) = self.nodes.remove(&k) {
                 files += 1;
-                bytes += f.size;
+                bytes = bytes.saturating_add(f.size);
                 self.add_free(&k, f.size);
             }
         }
@@ -346,7 +346,10 @@ impl World {
     pub fn tree_size(&self, p: &str) -> u64 {
         match self.nodes.get(p) {
             Some(Node::File(f)) => f.size,
-            _ => self.files_below(p).iter().map(|(_, f)| f.size).sum(),
+            _ => self
+                .files_below(p)
+                .iter()
+                .fold(0u64, |a, (_, f)| a.saturating_add(f.size)),
         }
     }
 

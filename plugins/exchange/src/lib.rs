@@ -364,16 +364,18 @@ fn backup(req: &Request, mode: Mode) -> Result<Plan, PlanError> {
     } else {
         Vec::new()
     };
-    let mut size = 0;
+    let mut size = 0u64;
     for d in &databases {
-        size += facts::stat(&DATABASES.join(d))?.size;
+        size = size.saturating_add(facts::stat(&DATABASES.join(d))?.size);
     }
     for l in &logs_in_set {
-        size += facts::stat(&LOGS.join(&l.name))?.size;
+        size = size.saturating_add(facts::stat(&LOGS.join(&l.name))?.size);
     }
-    size += facts::stat(&LOGS.join(&current))?.size;
+    size = size.saturating_add(facts::stat(&LOGS.join(&current))?.size);
     // Room for the patch files and a renamed log or two.
-    let needed = size + size / 20 + 16 * 1024 * 1024;
+    let needed = size
+        .saturating_add(size / 20)
+        .saturating_add(16 * 1024 * 1024);
     let free = facts::free_space(SET.name())?;
     if free < needed {
         return Err(PlanError::Refused(format!(
@@ -712,11 +714,11 @@ fn restore(req: &Request) -> Result<Plan, PlanError> {
             )));
         }
     }
-    let mut incoming = 0;
+    let mut incoming = 0u64;
     for d in set.databases.iter().chain(&set.patches) {
-        incoming += facts::stat(&SET.join("databases").join(d))?.size;
+        incoming = incoming.saturating_add(facts::stat(&SET.join("databases").join(d))?.size);
     }
-    let needed = incoming + 16 * 1024 * 1024;
+    let needed = incoming.saturating_add(16 * 1024 * 1024);
     let free = facts::free_space(DATABASES.name())?;
     if free < needed {
         return Err(PlanError::Refused(format!(
@@ -928,7 +930,7 @@ fn repair(req: &Request) -> Result<Plan, PlanError> {
         )));
     }
     let size = facts::stat(&DATABASES.join(&db))?.size;
-    let needed = 2 * size + 16 * 1024 * 1024;
+    let needed = size.saturating_mul(2).saturating_add(16 * 1024 * 1024);
     let mut plan = PlanBuilder::new();
     plan.step(
         "last-resort",

@@ -337,11 +337,12 @@ fn backup(req: &Request) -> Result<Plan, PlanError> {
     check_mirrors(&mw("data"))?;
     refuse_if_in_maintenance()?;
     let backs = archives(&DATA.join("mw"))?;
-    let mut total = facts::tree_size(&mw("data"))? + facts::tree_size(&mw("file"))?;
+    // Sizes come from the site: saturate rather than wrap, so a huge one can only refuse.
+    let mut total = facts::tree_size(&mw("data"))?.saturating_add(facts::tree_size(&mw("file"))?);
     for b in &backs {
-        total += facts::tree_size(&mw(b))?;
+        total = total.saturating_add(facts::tree_size(&mw(b))?);
     }
-    let needed = total + MIN_FREE;
+    let needed = total.saturating_add(MIN_FREE);
     let free = facts::free_space(SET.name())?;
     if free < needed {
         return Err(PlanError::Refused(format!(
@@ -455,11 +456,12 @@ fn restore(req: &Request, elsewhere: bool) -> Result<Plan, PlanError> {
             )));
         }
     }
-    let mut incoming = facts::tree_size(&SET.join("data"))? + facts::tree_size(&SET.join("file"))?;
+    let mut incoming =
+        facts::tree_size(&SET.join("data"))?.saturating_add(facts::tree_size(&SET.join("file"))?);
     for b in &backs {
-        incoming += facts::tree_size(&SET.join(b))?;
+        incoming = incoming.saturating_add(facts::tree_size(&SET.join(b))?);
     }
-    let needed = incoming + MIN_FREE;
+    let needed = incoming.saturating_add(MIN_FREE);
     let free = facts::free_space(DATA.name())?;
     if free < needed {
         return Err(PlanError::Refused(format!(
@@ -691,12 +693,12 @@ fn archive(req: &Request) -> Result<Plan, PlanError> {
     refuse_if_in_maintenance()?;
     // Free space: both 2 x mw/data and the sum of all mw/file/ws<N>.
     let data_size = facts::tree_size(&mw("data"))?;
-    let mut ws_total = 0;
+    let mut ws_total = 0u64;
     for (_, ws) in facts::numbered_dirs(&mw("file"), "ws")? {
-        ws_total += facts::tree_size(&mw("file").join(&ws))?;
+        ws_total = ws_total.saturating_add(facts::tree_size(&mw("file").join(&ws))?);
     }
     let free = facts::free_space(DATA.name())?;
-    let need_db = 2 * data_size;
+    let need_db = data_size.saturating_mul(2);
     // The manual's two rules, and never less than the 10 MB mailwise needs to keep working.
     let need = need_db.max(ws_total).max(MIN_FREE);
     if free < need {
