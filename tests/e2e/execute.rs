@@ -904,6 +904,9 @@ fn every_kind_of_entry_and_its_metadata_comes_back_from_a_restore() {
     assert_eq!(verify.status.code(), Some(0), "{}", text(&verify.stdout));
 
     ok(&site.run("mailwise", "restore", &["--yes"], &[]));
+    // The kept data can be put back as the advice says without leaving maintenance on.
+    assert!(site.path("data/mw/data_bak").is_dir());
+    assert!(!site.path("data/mw/data_bak/maint").exists());
     let after = listing(&site.path("data/mw/file"));
     for (path, want) in &before {
         assert_eq!(

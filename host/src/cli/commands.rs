@@ -26,7 +26,7 @@ pub(super) fn cache_dir(cli: &Cli) -> PathBuf {
 
 pub(super) fn runtime(cli: &Cli) -> Result<Runtime> {
     Runtime::new(cache_dir(cli), Limits::default())
-        .map_err(|e| anyhow::anyhow!("{e:#}"))
+        .map_err(|e| anyhow::anyhow!("{}", super::message(&e.into())))
         .context("cannot start the WebAssembly runtime")
 }
 

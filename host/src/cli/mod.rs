@@ -257,8 +257,39 @@ pub fn main() -> ExitCode {
     match commands::run(&cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", message(&e));
             ExitCode::from(1)
         }
+    }
+}
+
+/// An error and its causes in one line, each cause once: many of hokan's errors already name
+/// their cause in their own message (so that `to_string` alone says everything), and anyhow's
+/// `{:#}` would then print it a second time.
+pub(crate) fn message(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !out.contains(&c) {
+            out.push_str(": ");
+            out.push_str(&c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_cause_already_in_the_message_is_not_printed_twice() {
+        let io = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let e = anyhow::Error::new(hokan::execute::fs::FsError {
+            what: "cannot read data:/mw".into(),
+            source: io,
+        });
+        let once = super::message(&e);
+        assert_eq!(once.matches("entity not found").count(), 1, "{once}");
+        let e = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(super::message(&e), "outer: inner");
     }
 }

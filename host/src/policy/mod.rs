@@ -386,10 +386,19 @@ impl Source<'_> {
                 && k.chars()
                     .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c))
         });
-        match (header, key) {
+        // The keys that lead to `span` on its line: `retention = { keep_daily = -1 }` puts a
+        // value's span under `retention.keep_daily`, a key's under the tables it is in.
+        let line = before.rsplit('\n').next().unwrap_or("");
+        let (mut keys, pending) = keys_before(line);
+        match pending {
+            Some(k) => keys.push(k),
+            None => keys.extend(key.map(str::to_string)),
+        }
+        let keys = (!keys.is_empty()).then(|| keys.join("."));
+        match (header, keys) {
             (Some(h), Some(k)) => Some(format!("{h}.{k}")),
             (Some(h), None) => Some(h),
-            (None, k) => k.map(str::to_string),
+            (None, k) => k,
         }
     }
 
@@ -787,6 +796,40 @@ impl Source<'_> {
     }
 }
 
+/// The inline tables open at the end of `line` (by key), and the key whose value starts there,
+/// if one does: `a = { b = { c = ` gives (["a", "b"], Some("c")).
+fn keys_before(line: &str) -> (Vec<String>, Option<String>) {
+    let (mut tables, mut pending, mut word, mut current) =
+        (Vec::new(), None::<String>, None::<String>, String::new());
+    let mut quoted = false;
+    for c in line.chars() {
+        if c == '"' {
+            quoted = !quoted;
+            continue;
+        }
+        if quoted {
+            continue;
+        }
+        if c.is_ascii_alphanumeric() || "-_".contains(c) {
+            current.push(c);
+            continue;
+        }
+        if !current.is_empty() {
+            word = Some(std::mem::take(&mut current));
+        }
+        match c {
+            '=' => pending = word.take(),
+            '{' => tables.extend(pending.take()),
+            '}' => {
+                tables.pop();
+            }
+            ',' => pending = None,
+            _ => {}
+        }
+    }
+    (tables, pending)
+}
+
 /// Whether `inner` is `outer` or below it, comparing the paths with `.` and `..` resolved and,
 /// where both exist, with their links resolved too.
 fn nested(inner: &Path, outer: &Path) -> bool {
@@ -910,6 +953,29 @@ services = { svc = { start = ["bin/svc", "start"], stop = ["systemctl", "stop", 
     }
 
     #[test]
+    fn a_bad_value_in_an_inline_table_names_its_key() {
+        let text = GOOD.replace(
+            "backup_root = \"backups\"",
+            "backup_root = \"backups\"\nretention = { keep_last = 2, keep_daily = -1 }",
+        );
+        let e = parse(&text).unwrap_err();
+        assert_eq!(
+            e.field.as_deref(),
+            Some("jobs.mailwise.retention.keep_daily"),
+            "{e}"
+        );
+        let e = parse(&GOOD.replace("backup_root =", "backup_rot =")).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("jobs.mailwise.backup_rot"), "{e}");
+        assert_eq!(
+            keys_before("a = { b = \"x{\", c = { d = "),
+            (
+                vec!["a".to_string(), "c".to_string()],
+                Some("d".to_string())
+            )
+        );
+    }
+
+    #[test]
     fn a_backup_root_inside_or_around_a_data_root_is_refused() {
         for (root, why) in [
             ("/srv/mailwise/backups", "is inside the root `data`"),
@@ -1020,6 +1086,7 @@ services = { svc = { start = ["bin/svc", "start"], stop = ["systemctl", "stop", 
     fn syntax_errors_have_positions() {
         let e = parse("[site]\nname = = \"x\"\n").unwrap_err();
         assert_eq!((e.line, e.column), (Some(2), Some(8)), "{e}");
-        assert_eq!(e.field.as_deref(), Some("site"), "{e}");
+        // The key whose value is broken.
+        assert_eq!(e.field.as_deref(), Some("site.name"), "{e}");
     }
 }

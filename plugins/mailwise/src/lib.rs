@@ -544,13 +544,25 @@ fn restore(req: &Request, elsewhere: bool) -> Result<Plan, PlanError> {
         "Release maintenance mode (delete mw/data/maint; the restored data may carry it)",
         Action::remove(maint()),
     );
+    // The kept data was renamed while in maintenance mode, so it holds the maint file: without
+    // this, putting mw/data_bak back (the advice below) would leave mailwise in maintenance.
+    // The restore itself is done by then: a failure here needs a person, not a rollback.
+    plan.step(
+        "unmark-kept-data",
+        "Take the maintenance file out of the kept data (mw/data_bak/maint)",
+        Action::remove(mw("data_bak").join("maint")),
+    )
+    .when(Condition::exists(mw("data_bak").join("maint")))
+    .continue_on_error();
     plan.step(
         "check-in-browser",
         "Check the restored mailwise in a browser",
         Action::manual(
             "Open mailwise in a browser. Check that the restored mail can be read, and that data \
              can be added and changed. If it cannot, the previous data is still in mw/data_bak \
-             and mw/file_bak.",
+             and mw/file_bak: set maintenance mode, move mw/data and mw/file aside, rename \
+             mw/data_bak and mw/file_bak back to mw/data and mw/file, then release maintenance \
+             mode (delete mw/data/maint).",
             Some(BACKUP_REF),
         ),
     );
