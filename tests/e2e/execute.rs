@@ -859,6 +859,8 @@ fn every_kind_of_entry_and_its_metadata_comes_back_from_a_restore() {
     std::fs::write(euc.join("a\\b"), b"backslash").unwrap();
     std::fs::hard_link(&sjis, euc.join("same-inode")).unwrap();
     std::os::unix::fs::symlink("../0001.eml", euc.join("link")).unwrap();
+    // An archive moved to another volume and linked: kept as a link, and named in a warning.
+    std::os::unix::fs::symlink("/mnt/archive/ws10-old", ws.join("moved")).unwrap();
     let status = Command::new("mkfifo")
         .arg(ws.join("pipe"))
         .status()
@@ -888,6 +890,13 @@ fn every_kind_of_entry_and_its_metadata_comes_back_from_a_restore() {
 
     let out = site.run("mailwise", "backup", &[], &[]);
     ok(&out);
+    assert!(
+        text(&out.stderr).contains(
+            "warning: data:/mw/file/ws10/moved is a symbolic link to /mnt/archive/ws10-old, which is outside the root `data`"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
     assert!(
         text(&out.stdout).contains("ws10/sock: a socket is not copied"),
         "the socket is not named: {}",
