@@ -1008,3 +1008,172 @@ fn a_real_run_that_leaves_maintenance_on_needs_attention() {
         text(&out.stdout)
     );
 }
+
+/// The unfinished journal of the site's instance, and its lines.
+fn journal_of(site: &RunSite) -> (PathBuf, Vec<serde_json::Value>) {
+    let runs = site.path("state/runs");
+    let path = std::fs::read_dir(&runs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .expect("an unfinished journal");
+    let lines = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (path, lines)
+}
+
+fn rewrite(path: &Path, lines: &[serde_json::Value]) {
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn recovery_runs_what_the_policy_maps_never_what_a_journal_says() {
+    let site = RunSite::new();
+    let killed_run = |site: &RunSite| {
+        let out = site.run(
+            "mailwise",
+            "backup",
+            &[],
+            &[("HOKAN_TEST_KILL_AFTER", "maintenance-on")],
+        );
+        assert!(killed(&out), "not killed: {}", text(&out.stderr));
+        assert!(site.path("data/mw/data/maint").exists());
+    };
+    // A journal whose mapping was changed to a shell: the policy's program runs instead.
+    killed_run(&site);
+    let (path, mut lines) = journal_of(&site);
+    let pwned = site.path("pwned");
+    lines[0]["commands"]["maintenance-mode"] = serde_json::json!({
+        "program": "/bin/sh",
+        "args": ["-c", format!("touch {}", pwned.display())],
+    });
+    // ... and whose data root was pointed at a decoy: the policy's root is cleaned up.
+    let decoy = site.path("decoy");
+    std::fs::create_dir_all(decoy.join("mw/data")).unwrap();
+    std::fs::write(decoy.join("mw/data/maint"), b"decoy").unwrap();
+    lines[0]["roots"]["data"] = serde_json::json!(decoy);
+    rewrite(&path, &lines);
+    let out = site.hokan(&["recover", "--yes"], &[]);
+    ok(&out);
+    assert!(!pwned.exists(), "recovery ran the journal's program");
+    assert!(
+        !site.path("data/mw/data/maint").exists(),
+        "maintenance is still on"
+    );
+    assert!(
+        decoy.join("mw/data/maint").exists(),
+        "recovery acted on the journal's root"
+    );
+
+    // A journal that names a command the policy does not map is not recovered at all.
+    killed_run(&site);
+    let (path, mut lines) = journal_of(&site);
+    let cleanup = lines[0]["document"]["cleanup"].as_array_mut().unwrap();
+    cleanup.push(serde_json::json!({
+        "id": "forged", "title": "forged", "target": null, "on_error": "abort",
+        "timeout_ms": null, "retries": 0, "when": [],
+        "action": {"kind": "exec", "command": "forged", "args": [], "cwd": null, "success_codes": []},
+    }));
+    lines[0]["commands"]["forged"] = serde_json::json!({
+        "program": "/bin/sh",
+        "args": ["-c", format!("touch {}", pwned.display())],
+    });
+    rewrite(&path, &lines);
+    let out = site.hokan(&["recover", "--yes"], &[]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout)
+            .contains("the journal names the command `forged`, which jobs.mailwise.commands"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(!pwned.exists(), "recovery ran the journal's program");
+    // The operator checks the product; the journal is still there to recover by hand.
+    assert!(path.exists());
+}
+
+#[test]
+fn eight_runs_and_eight_recoveries_at_once_hold_the_instance_one_at_a_time() {
+    let site = RunSite::new();
+    // The stand-ins count their calls.
+    let mut ons_before = 0;
+    for round in 0..20 {
+        let children: Vec<std::process::Child> = (0..16)
+            .map(|i| {
+                let mut c = if i % 2 == 0 {
+                    hokan_command(
+                        site.path("").as_path(),
+                        &[
+                            "run",
+                            site.path("site.toml").to_str().unwrap(),
+                            "--job",
+                            "mailwise",
+                            "--op",
+                            "backup",
+                        ],
+                        &[],
+                    )
+                } else {
+                    hokan_command(site.path("").as_path(), &["recover", "--yes"], &[])
+                };
+                c.stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let outs: Vec<Output> = children
+            .into_iter()
+            .map(|c| c.wait_with_output().unwrap())
+            .collect();
+        // A run that found the instance busy says who holds it; one that got it in the same
+        // second as a run that finished says the set of that second exists.
+        let busy = outs
+            .iter()
+            .step_by(2)
+            .filter(|o| !o.status.success())
+            .inspect(|o| {
+                let e = text(&o.stderr);
+                assert!(
+                    e.contains("is busy: run") || e.contains("started in the same second"),
+                    "round {round}: {e}"
+                );
+            })
+            .count();
+        let completed = outs
+            .iter()
+            .step_by(2)
+            .filter(|o| o.status.success())
+            .count();
+        for (i, o) in outs.iter().enumerate() {
+            let code = o.status.code();
+            assert!(
+                code == Some(0) || (i % 2 == 0 && code == Some(1)),
+                "round {round}, process {i}: exit {code:?}\n{}\n{}",
+                text(&o.stdout),
+                text(&o.stderr)
+            );
+        }
+        assert!(completed >= 1, "round {round}: no run got the instance");
+        assert_eq!(completed + busy, 8, "round {round}");
+        // Each run that held the instance set maintenance mode once; no one else did, and no
+        // recovery found anything to redo.
+        let ons = site.calls().matches("mw-maintenance on").count();
+        assert_eq!(ons - ons_before, completed, "round {round}");
+        ons_before = ons;
+        assert!(!site.path("data/mw/data/maint").exists(), "round {round}");
+        // Sets are named by the second: the next round needs another one.
+        wait_for_next_second();
+    }
+    // Every completed set is good; nothing half-written is listed as good.
+    for (id, state) in site.sets() {
+        if state == "good" {
+            let out = site.hokan(&["verify", site.set_dir(&id).to_str().unwrap()], &[]);
+            assert_eq!(out.status.code(), Some(0), "{id}: {}", text(&out.stdout));
+        }
+    }
+}

@@ -68,7 +68,11 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
             },
         ),
         Command::Run(args) => super::execution::run(cli, args),
-        Command::Recover { yes, json } => super::execution::recover(cli, *yes, *json),
+        Command::Recover {
+            policies,
+            yes,
+            json,
+        } => super::execution::recover(cli, policies, *yes, *json),
         Command::Sets { policy, job, json } => super::execution::sets(policy, job, *json),
         Command::Verify { set, json } => super::execution::verify(set, *json),
         Command::EseCheck { file, json } => ese_check(file, *json),

@@ -135,6 +135,7 @@ pub(super) fn run(cli: &Cli, a: &RunArgs) -> Result<ExitCode> {
         set: set.as_deref(),
         now,
         links: !a.no_links,
+        policy_file: &a.policy,
     }) {
         Ok(s) => s,
         Err(PrepareError::Plan(e @ PlanJobError::Refused { .. })) if !e.is_bad_input() => {
@@ -155,8 +156,17 @@ pub(super) fn run(cli: &Cli, a: &RunArgs) -> Result<ExitCode> {
     Ok(exit_for(&outcome))
 }
 
-pub(super) fn recover(cli: &Cli, yes: bool, json: bool) -> Result<ExitCode> {
+pub(super) fn recover(
+    cli: &Cli,
+    policies: &[std::path::PathBuf],
+    yes: bool,
+    json: bool,
+) -> Result<ExitCode> {
     let state = &cli.state_dir;
+    let mut given = Vec::new();
+    for p in policies {
+        given.extend(hokan::policy::load_all(p)?);
+    }
     journal::check_state_dir(state)?;
     let runs = journal::unfinished(state)
         .with_context(|| format!("cannot read the journals in {}", state.display()))?;
@@ -232,13 +242,53 @@ pub(super) fn recover(cli: &Cli, yes: bool, json: bool) -> Result<ExitCode> {
                 ),
             }
         }
-        let outcome = execute::recover(run, &console, &faults)?;
+        let spec = match run.spec().map(|s| resolved(s, &given)).transpose() {
+            Ok(spec) => spec,
+            Err(why) => {
+                println!(
+                    "ATTENTION: not recovered: {why}. Its cleanup has not run: check the product \
+                     (maintenance mode, stopped services), then run `hokan recover POLICY` with \
+                     the site's policy"
+                );
+                code = ExitCode::from(EXIT_BROKEN);
+                continue;
+            }
+        };
+        let outcome = execute::recover(run, spec.as_ref(), &console, &faults)?;
         report(&outcome, json);
         if outcome.needs_attention() {
             code = ExitCode::from(EXIT_BROKEN);
         }
     }
     Ok(code)
+}
+
+/// A dead run's spec resolved from the current policy: one of `given` for its site, or else
+/// the policy file the run recorded.
+fn resolved(
+    spec: &execute::RunSpec,
+    given: &[Policy],
+) -> std::result::Result<execute::RunSpec, String> {
+    let site = &spec.document.site;
+    let policy = match given.iter().find(|p| &p.site == site) {
+        Some(p) => p.clone(),
+        None if !given.is_empty() => {
+            return Err(format!("none of the policies given is for site `{site}`"));
+        }
+        None => {
+            let Some(r) = &spec.policy else {
+                return Err(format!(
+                    "run {} recorded no policy file (an older hokan wrote it)",
+                    spec.run
+                ));
+            };
+            let text = std::fs::read_to_string(&r.file).map_err(|e| {
+                format!("the run's policy {} cannot be read: {e}", r.file.display())
+            })?;
+            Policy::parse(&r.origin, &text).map_err(|e| e.to_string())?
+        }
+    };
+    execute::resolve_recovery(spec, &policy).map_err(|e| format!("run {}: {e}", spec.run))
 }
 
 pub(super) fn sets(policy: &Path, job: &str, json: bool) -> Result<ExitCode> {

@@ -113,8 +113,15 @@ pub enum Command {
     /// Finish runs that died (power cut, kill -9): run their unfinished cleanup, remove their
     /// partial backup sets, and mark them failed.
     ///
+    /// Every command, service and root a recovery uses comes from the current policy, by the
+    /// logical names the journal records: the policies given here (files or directories), or
+    /// else the policy file each run recorded. A journal that names something the policy does
+    /// not map is not recovered.
+    ///
     /// Exit status: 0 nothing to recover, or all recovered; 4 a recovery needs attention.
     Recover {
+        /// The site policies (files or directories) [default: the one each run recorded].
+        policies: Vec<PathBuf>,
         /// Confirm manual cleanup steps without asking.
         #[arg(long)]
         yes: bool,

@@ -20,7 +20,9 @@ pub mod lock;
 mod prepare;
 pub mod transport;
 
-pub use prepare::{PrepareError, RunRequest, choose_set, instance, prepare_run, run_id};
+pub use prepare::{
+    PrepareError, RunRequest, choose_set, instance, prepare_run, resolve_recovery, run_id,
+};
 
 use crate::plan::document::PlanDocument;
 use crate::plan::model::{Exec, VerifyCheck};
@@ -203,10 +205,24 @@ pub struct RunSpec {
     pub addresses: BTreeMap<String, String>,
     /// The set written or read.
     pub set: Option<SetSpec>,
+    /// The policy the run read, for its recovery to resolve commands, services and roots from
+    /// (journals written before 0.6 lack it: recover them with `hokan recover POLICY`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyRef>,
     /// What the built-in safety invariants need to know of the product (journals written before
     /// 0.6 lack it, and get only the plan's own invariants).
     #[serde(default)]
     pub safety: SafetySpec,
+}
+
+/// Where a run's policy is: the file read, and the file it stands for (they differ for the
+/// daemon's runs, which read the version the daemon validated).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyRef {
+    /// The text that was read.
+    pub file: PathBuf,
+    /// The file it stands for: relative paths in it are relative to this one's directory.
+    pub origin: PathBuf,
 }
 
 /// What the plugin says about the product that the safety invariants check at a run's end.
@@ -474,13 +490,17 @@ pub fn execute(
 
 /// Runs the unfinished cleanup of a run that died, removes its partial set, and marks it
 /// finished as `recovered`.
+///
+/// `spec` is the run's start record with every command, service and root resolved from the
+/// current policy ([`resolve_recovery`]); `None` when the run died before its start record.
 pub fn recover(
     run: &journal::Unfinished,
+    spec: Option<&RunSpec>,
     observer: &dyn Observer,
     faults: &TestFaults,
 ) -> Result<Outcome, ExecError> {
     let mut journal = Journal::reopen(&run.path)?;
-    let Some(spec) = run.spec() else {
+    let Some(spec) = spec else {
         // The run died before its first record was on disk: nothing ran.
         let outcome = Outcome::new(RunStatus::Recovered);
         journal.append(&Record::Finish {

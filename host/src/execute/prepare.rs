@@ -44,6 +44,8 @@ pub struct RunRequest<'a> {
     pub now: SystemTime,
     /// Link a backup's unchanged files from the previous set (`false`: `--no-links`).
     pub links: bool,
+    /// The file the policy was read from (the daemon's validated copy, or the policy itself).
+    pub policy_file: &'a Path,
 }
 
 /// The id of a run of `operation` on `job` started at `now` by this process: what its journal
@@ -257,6 +259,11 @@ pub fn prepare_run(req: &RunRequest<'_>) -> Result<RunSpec, PrepareError> {
         transports,
         addresses,
         set,
+        policy: Some(super::PolicyRef {
+            file: std::path::absolute(req.policy_file)
+                .unwrap_or_else(|_| req.policy_file.to_path_buf()),
+            origin: std::path::absolute(&policy.file).unwrap_or_else(|_| policy.file.clone()),
+        }),
         safety: super::SafetySpec {
             markers: req
                 .plugin
@@ -268,6 +275,80 @@ pub fn prepare_run(req: &RunRequest<'_>) -> Result<RunSpec, PrepareError> {
             leaves_maintenance: op.is_some_and(|o| o.leaves_maintenance),
         },
     })
+}
+
+/// A dead run's start record with everything it runs taken from `policy`, the current one:
+/// each command, service and root the journal names by its logical name must be mapped there,
+/// and the policy's mapping is what runs. A journal is data, not instructions: one that names a
+/// program or a root the policy does not map is refused, whatever program it spells out.
+pub fn resolve_recovery(spec: &RunSpec, policy: &Policy) -> Result<RunSpec, String> {
+    let d = &spec.document;
+    if policy.site != d.site {
+        return Err(format!(
+            "the run was for site `{}`, the policy {} is for `{}`",
+            d.site,
+            policy.file.display(),
+            policy.site
+        ));
+    }
+    let job = policy.jobs.get(&d.job).ok_or_else(|| {
+        format!(
+            "the policy {} has no job `{}`",
+            policy.file.display(),
+            d.job
+        )
+    })?;
+    let mut out = spec.clone();
+    let unmapped = |what: &str, name: &str| {
+        format!(
+            "the journal names the {what} `{name}`, which jobs.{}.{what}s in {} does not map; \
+             the journal is not trusted to say what runs",
+            d.job,
+            policy.file.display()
+        )
+    };
+    for (name, c) in out.commands.iter_mut() {
+        let mapped = job
+            .commands
+            .get(name)
+            .ok_or_else(|| unmapped("command", name))?;
+        *c = mapped.clone();
+        c.program = absolute(&c.program);
+    }
+    for (name, m) in out.services.iter_mut() {
+        let mapped = job
+            .services
+            .get(name)
+            .ok_or_else(|| unmapped("service", name))?;
+        *m = mapped.clone();
+        for line in [Some(&mut m.start), Some(&mut m.stop), m.status.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            if let Some(p) = line.first_mut() {
+                *p = absolute(p);
+            }
+        }
+    }
+    let sets_dir = planner::sets_dir(policy, job);
+    for (name, path) in out.roots.iter_mut() {
+        if name == "set" {
+            let (Some(dir), Some(set)) = (&sets_dir, &spec.set) else {
+                return Err(unmapped("root", name));
+            };
+            *path = dir.join(&set.id);
+            continue;
+        }
+        *path = job
+            .roots
+            .get(name)
+            .ok_or_else(|| unmapped("root", name))?
+            .clone();
+    }
+    if let Some(set) = out.set.as_mut() {
+        set.job_dir = sets_dir.ok_or_else(|| unmapped("root", "set"))?;
+    }
+    Ok(out)
 }
 
 /// Set ids must grow with every set of a job: restores, retention and links all take the
