@@ -887,6 +887,16 @@ fn every_kind_of_entry_and_its_metadata_comes_back_from_a_restore() {
     }
     std::fs::set_permissions(&euc, std::os::unix::fs::PermissionsExt::from_mode(0o2750)).unwrap();
     let before = listing(&site.path("data/mw/file"));
+    // What `rsync -aHAXS` (Debian's, installed by `cargo xtask test`) keeps of the same tree.
+    let rsynced = site.path("rsync-copy");
+    let status = Command::new("rsync")
+        .arg("-aHAXS")
+        .arg(format!("{}/", site.path("data/mw/file").display()))
+        .arg(&rsynced)
+        .status()
+        .expect("rsync runs (`cargo xtask test` installs Debian's rsync)");
+    assert!(status.success());
+    let by_rsync = listing(&rsynced);
 
     let out = site.run("mailwise", "backup", &[], &[]);
     ok(&out);
@@ -917,6 +927,22 @@ fn every_kind_of_entry_and_its_metadata_comes_back_from_a_restore() {
     assert!(site.path("data/mw/data_bak").is_dir());
     assert!(!site.path("data/mw/data_bak/maint").exists());
     let after = listing(&site.path("data/mw/file"));
+    // hokan keeps at least everything rsync keeps: every entry rsync brought back exactly,
+    // hokan's restore brings back exactly too.
+    let kept_by_rsync: Vec<&Vec<u8>> = before
+        .iter()
+        .filter(|(p, line)| by_rsync.get(*p) == Some(line))
+        .map(|(p, _)| p)
+        .collect();
+    assert!(kept_by_rsync.len() > 10, "{by_rsync:#?}");
+    for p in kept_by_rsync {
+        assert_eq!(
+            after.get(p),
+            before.get(p),
+            "rsync -aHAXS kept {} as it was; hokan did not",
+            String::from_utf8_lossy(p)
+        );
+    }
     for (path, want) in &before {
         assert_eq!(
             after.get(path),

@@ -190,19 +190,7 @@ fn setup() -> Result<Toolchain> {
             "rustup has no {WASM_TARGET} target and cannot download one here; installing Debian's packages: {}",
             DEBIAN_PACKAGES.join(" ")
         );
-        let sudo: &[&str] = if is_root() { &[] } else { &["sudo"] };
-        let apt = |args: &[&str]| {
-            let mut c = Command::new(sudo.first().copied().unwrap_or("apt-get"));
-            if !sudo.is_empty() {
-                c.arg("apt-get");
-            }
-            c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
-            c
-        };
-        run(&mut apt(&["update", "-q"]))?;
-        let mut install = apt(&["install", "-y", "-q", "--no-install-recommends"]);
-        install.args(DEBIAN_PACKAGES);
-        run(&mut install)?;
+        apt_install(DEBIAN_PACKAGES)?;
         if !debian_ready() {
             bail!(
                 "Debian's packages were installed but /usr/bin/rustc or /usr/lib/wasm32-wasi is still missing"
@@ -257,8 +245,45 @@ fn cargo() -> Command {
     c
 }
 
+/// Programs the tests and benchmarks compare hokan with or drive, and the Debian packages that
+/// bring them; installed when missing.
+const TOOLS: &[(&str, &str)] = &[("rsync", "rsync")];
+
+fn tools() -> Result<()> {
+    let missing: Vec<&str> = TOOLS
+        .iter()
+        .filter(|(bin, _)| {
+            output(Command::new("sh").args(["-c", &format!("command -v {bin}")])).is_none()
+        })
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("installing Debian's {}", missing.join(" "));
+    apt_install(&missing)
+}
+
+/// `apt-get update` and `apt-get install` of `packages` (through sudo when not root).
+fn apt_install(packages: &[&str]) -> Result<()> {
+    let sudo = !is_root();
+    let apt = |args: &[&str]| {
+        let mut c = Command::new(if sudo { "sudo" } else { "apt-get" });
+        if sudo {
+            c.arg("apt-get");
+        }
+        c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        c
+    };
+    run(&mut apt(&["update", "-q"]))?;
+    let mut install = apt(&["install", "-y", "-q", "--no-install-recommends"]);
+    install.args(packages);
+    run(&mut install)
+}
+
 fn test() -> Result<()> {
     plugins()?;
+    tools()?;
     // The CLI tests run the `hokan` binary itself; `cargo test` alone does not build it.
     run(cargo().args(["build", "--workspace", "--bins"]))?;
     run(cargo().args(["test", "--workspace", "--all-targets"]))?;
@@ -446,6 +471,7 @@ fn demo_jobs(policy: &Path) -> Result<Vec<(String, Vec<String>)>> {
 
 fn bench() -> Result<()> {
     plugins()?;
+    tools()?;
     // The benchmark runs the release `hokan` binary for the cold-CLI figure.
     run(cargo().args(["build", "--release", "-p", "hokan"]))?;
     run(cargo().args(["bench", "-p", "hokan-e2e", "--bench", "runtime"]))?;
