@@ -330,6 +330,9 @@ impl hokan::facts::FactSource for TestFacts {
     fn tree_size(&self, p: &hokan::plan::Location) -> Result<u64, hokan::facts::FactError> {
         self.answer(|f| f.tree_size(p))
     }
+    fn backup_size(&self, p: &hokan::plan::Location) -> Result<u64, hokan::facts::FactError> {
+        self.answer(|f| f.backup_size(p))
+    }
     fn free_space(&self, root: &str) -> Result<u64, hokan::facts::FactError> {
         let real = self.answer(|f| f.free_space(root))?;
         Ok(self

@@ -585,8 +585,21 @@ pub fn plan_job_prepared(
     input: &PlanInput<'_>,
 ) -> Result<(Prepared, PlanDocument), PlanJobError> {
     let prepared = prepare(policy, job, plugin.description(), input, &sets::list)?;
-    let facts = RealFacts::open(prepared.roots.clone(), prepared.topology.clone())
+    let mut facts = RealFacts::open(prepared.roots.clone(), prepared.topology.clone())
         .map_err(|e| policy.job_error(job, "roots", e.to_string()))?;
+    // A backup's `backup-size` counts only what the newest set cannot supply.
+    let writes = plugin
+        .description()
+        .operation(input.operation)
+        .is_some_and(|o| o.sets == SetUse::Writes);
+    if writes
+        && let Some(dir) = sets_dir(policy, job)
+        && let Some(newest) = sets::by_completion(&dir)
+            .ok()
+            .and_then(|v| v.last().cloned())
+    {
+        facts = facts.with_previous_set(&dir.join(newest));
+    }
     let now_ms = input
         .now
         .duration_since(std::time::UNIX_EPOCH)

@@ -139,7 +139,7 @@ fn every_misbehaviour_is_refused_and_the_host_carries_on() {
             let text = e.to_string();
             assert!(
                 text.contains(
-                    "built for contract hokan:policy@0.9.0, but this host speaks hokan:policy@0.5.0"
+                    "built for contract hokan:policy@0.9.0, but this host speaks hokan:policy@0.6.0"
                 ),
                 "{text}"
             );

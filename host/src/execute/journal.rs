@@ -164,10 +164,14 @@ pub fn runs_dir(state: &Path) -> PathBuf {
 }
 
 impl Journal {
-    /// Creates the journal of a new run.
-    pub fn create(state: &Path, run: &str) -> Result<Journal, JournalError> {
+    /// Creates the journal of a new run with its first record. The record is written and synced
+    /// under a temporary name, which no reader lists, and only then does the journal appear
+    /// under its own name: a journal that is listed always says whose it is, so a recovery
+    /// never mistakes a run that is starting for one that died before it began.
+    pub fn create(state: &Path, run: &str, first: &Record) -> Result<Journal, JournalError> {
         let dir = runs_dir(state);
         let path = dir.join(format!("{run}.jsonl"));
+        let tmp = dir.join(format!(".{run}.jsonl.tmp"));
         let err = |e: std::io::Error| JournalError {
             path: path.clone(),
             message: format!("{e}; check that the state directory is writable (--state-dir)"),
@@ -182,10 +186,25 @@ impl Journal {
             .create_new(true)
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
+            .open(&tmp)
             .map_err(err)?;
-        File::open(&dir).and_then(|d| d.sync_all()).map_err(err)?;
-        Ok(Journal { path, file })
+        let mut j = Journal {
+            path: tmp.clone(),
+            file,
+        };
+        let placed = j.append(first).and_then(|()| {
+            // A hard link never replaces: a second run of the same id fails here.
+            std::fs::hard_link(&tmp, &path)
+                .and_then(|()| std::fs::remove_file(&tmp))
+                .and_then(|()| File::open(&dir)?.sync_all())
+                .map_err(err)
+        });
+        if let Err(e) = placed {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        j.path = path;
+        Ok(j)
     }
 
     /// Opens an unfinished run's journal to append to it, first cutting off a torn last line
@@ -367,8 +386,7 @@ impl Unfinished {
     }
 }
 
-/// The runs in the state directory that have no `finish` record, oldest first. Journals that
-/// finished but were not yet moved are moved now. A journal that cannot be read, or cannot be
+/// The runs in the state directory that have no `finish` record, oldest first. A journal that cannot be read, or cannot be
 /// trusted, is moved to quarantine (see [`quarantined`]) and the others are still returned: one
 /// bad file never wedges every instance.
 pub fn unfinished(state: &Path) -> Result<Vec<Unfinished>, JournalError> {
@@ -394,7 +412,9 @@ pub fn unfinished(state: &Path) -> Result<Vec<Unfinished>, JournalError> {
             quarantine(state, &path, &format!("not trusted: {why}"))?;
             continue;
         }
-        match reread_path(&path) {
+        // Finished journals not yet moved are left to whoever holds their instance's lock
+        // (their run, about to move it, or a recovery): moving one here would race that run.
+        match reread_path(&path, false) {
             Ok(Some(u)) => out.push(u),
             Ok(None) => {}
             Err(e) => quarantine(state, &path, &format!("cannot be read: {}", e.message))?,
@@ -403,7 +423,7 @@ pub fn unfinished(state: &Path) -> Result<Vec<Unfinished>, JournalError> {
     Ok(out)
 }
 
-fn reread_path(path: &Path) -> Result<Option<Unfinished>, JournalError> {
+fn reread_path(path: &Path, tidy: bool) -> Result<Option<Unfinished>, JournalError> {
     let records = match read(path) {
         Err(e) if !path.exists() => {
             let _ = e;
@@ -412,7 +432,9 @@ fn reread_path(path: &Path) -> Result<Option<Unfinished>, JournalError> {
         other => other?,
     };
     if records.iter().any(|r| matches!(r, Record::Finish { .. })) {
-        Journal::reopen(path)?.close()?;
+        if tidy {
+            Journal::reopen(path)?.close()?;
+        }
         Ok(None)
     } else {
         Ok(Some(Unfinished {
@@ -424,8 +446,9 @@ fn reread_path(path: &Path) -> Result<Option<Unfinished>, JournalError> {
 
 /// The run read again (under its instance's lock): `None` when it has finished since it was
 /// listed, or its journal is gone (another recovery finished it).
+/// A finished journal still among the unfinished ones is moved now.
 pub fn reread(run: &Unfinished) -> Result<Option<Unfinished>, JournalError> {
-    reread_path(&run.path)
+    reread_path(&run.path, true)
 }
 
 #[cfg(test)]
@@ -452,13 +475,12 @@ mod tests {
     #[test]
     fn a_torn_last_line_is_ignored_and_finished_runs_are_moved() {
         let tmp = tempfile::tempdir().unwrap();
-        let mut j = Journal::create(tmp.path(), "r1").unwrap();
         let start = Record::StepStart {
             step: "a".into(),
             phase: Phase::Body,
             at: "t".into(),
         };
-        j.append(&start).unwrap();
+        let j = Journal::create(tmp.path(), "r1", &start).unwrap();
         std::fs::OpenOptions::new()
             .append(true)
             .open(j.path())
@@ -482,13 +504,24 @@ mod tests {
         assert_eq!(found.len(), 1);
         assert!(found[0].spec().is_none());
 
-        let mut j2 = Journal::create(tmp.path(), "r2").unwrap();
-        j2.append(&Record::Finish {
-            outcome: Outcome::completed(),
-            at: "t".into(),
-        })
+        let j2 = Journal::create(
+            tmp.path(),
+            "r2",
+            &Record::Finish {
+                outcome: Outcome::completed(),
+                at: "t".into(),
+            },
+        )
         .unwrap();
+        // A finished journal is not listed, and is moved only by its instance's lock holder:
+        // its own run is about to move it.
         assert_eq!(unfinished(tmp.path()).unwrap().len(), 1);
+        assert!(j2.path().exists());
+        let r2 = Unfinished {
+            path: j2.path().to_path_buf(),
+            records: vec![],
+        };
+        assert!(reread(&r2).unwrap().is_none());
         assert!(tmp.path().join("runs/done/r2.jsonl").exists());
 
         // Garbage in the middle: quarantined, and the other journal is still found.
@@ -548,8 +581,7 @@ mod fuzz {
         #[test]
         fn bad_journals_neither_panic_nor_wedge_the_others(bytes in journal_bytes()) {
             let tmp = tempfile::tempdir().unwrap();
-            let mut good = Journal::create(tmp.path(), "a-good").unwrap();
-            good.append(&Record::StepStart { step: "x".into(), phase: Phase::Body, at: "t".into() }).unwrap();
+            let good = Journal::create(tmp.path(), "a-good", &Record::StepStart { step: "x".into(), phase: Phase::Body, at: "t".into() }).unwrap();
             let bad = runs_dir(tmp.path()).join("b-bad.jsonl");
             std::fs::write(&bad, &bytes).unwrap();
             let _ = parse(&bytes);

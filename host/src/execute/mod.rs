@@ -420,10 +420,7 @@ pub fn execute(
     }
     // The journal comes first, so that a run that dies at any point after this, the partial
     // set's creation included, is recovered and leaves no partial set behind.
-    let mut journal = Journal::create(state, &spec.run).and_then(|mut j| {
-        j.append(&Record::Start(Box::new(spec.clone())))?;
-        Ok(j)
-    })?;
+    let mut journal = Journal::create(state, &spec.run, &Record::Start(Box::new(spec.clone())))?;
     let setup = || -> Result<(Roots, Option<sets::SetLock>), String> {
         let mut roots = spec.roots.clone();
         if writes.is_some() {

@@ -124,6 +124,11 @@ pub trait FactSource: Send + Sync {
     fn stat(&self, p: &crate::plan::Location) -> Result<FileStat, FactError>;
     /// Total size of the files below `p`.
     fn tree_size(&self, p: &crate::plan::Location) -> Result<u64, FactError>;
+    /// The bytes a backup of `p` would copy (files the previous set does not hold unchanged);
+    /// without a previous set to link from, [`FactSource::tree_size`].
+    fn backup_size(&self, p: &crate::plan::Location) -> Result<u64, FactError> {
+        self.tree_size(p)
+    }
     /// Bytes available on the volume of a root.
     fn free_space(&self, root: &str) -> Result<u64, FactError>;
     /// Whether two roots are on the same volume.

@@ -22,7 +22,12 @@ pub struct RealFacts {
     roots: BTreeMap<String, GrantedRoot>,
     now_ms: i64,
     topology: Topology,
+    /// What the job's newest set holds unchanged, by the fingerprint the link rule compares.
+    previous: std::collections::HashSet<Fingerprint>,
 }
+
+/// A source file as a backup saw it: what must be the same for it to be linked, not copied.
+type Fingerprint = (u64, crate::tree::Time, u64, crate::tree::Time);
 
 impl RealFacts {
     /// Opens every root. `roots` maps root names to directories.
@@ -52,7 +57,26 @@ impl RealFacts {
             roots: map,
             now_ms,
             topology,
+            previous: Default::default(),
         })
+    }
+
+    /// Answers `backup-size` against the set in `dir` (the job's newest): its manifest's files
+    /// that were copied from a live tree, by inode, ctime, size and mtime. A set whose manifest
+    /// cannot be read links nothing, so every file counts.
+    pub fn with_previous_set(mut self, dir: &std::path::Path) -> Self {
+        if let Ok(m) = crate::sets::Manifest::read(dir) {
+            self.previous = m
+                .entries
+                .iter()
+                .filter(|e| e.is_file())
+                .filter_map(|e| {
+                    let s = e.source?;
+                    Some((s.ino, s.ctime, e.size, e.mtime))
+                })
+                .collect();
+        }
+        self
     }
 
     /// Fixes the clock the plugin sees (tests, reproducible plans).
@@ -209,6 +233,42 @@ impl FactSource for RealFacts {
         tree_size(&sub).map_err(|e| io_err(p, e))
     }
 
+    fn backup_size(&self, p: &Location) -> Result<u64, FactError> {
+        if self.previous.is_empty() {
+            return self.tree_size(p);
+        }
+        let Some((dir, rel)) = self.resolve(p)? else {
+            return Err(Self::missing(p));
+        };
+        let rel = if rel == "." {
+            crate::tree::RelPath::root()
+        } else {
+            crate::tree::RelPath::from(rel)
+        };
+        let err = |e: std::io::Error| io_err(p, e);
+        let top = std::os::fd::AsFd::as_fd(dir);
+        let parent = crate::tree::scan::open_path(top, &rel.parent()).map_err(err)?;
+        let name = if rel.is_empty() {
+            b".".to_vec()
+        } else {
+            rel.file_name().to_vec()
+        };
+        let opts = crate::tree::ScanOptions {
+            xattrs: false,
+            skip: &|_| false,
+        };
+        let nodes = crate::tree::scan(std::os::fd::AsFd::as_fd(&parent), &name, opts)
+            .map_err(|e| io_err(p, e.source))?;
+        Ok(nodes
+            .iter()
+            .filter(|n| n.meta.kind == crate::tree::Kind::File && n.first.is_none())
+            .filter(|n| {
+                let m = &n.meta;
+                !self.previous.contains(&(m.ino, m.ctime, m.size, m.mtime))
+            })
+            .fold(0u64, |a, n| a.saturating_add(n.meta.size)))
+    }
+
     fn free_space(&self, root: &str) -> Result<u64, FactError> {
         let r = self
             .roots
@@ -267,6 +327,82 @@ mod tests {
             Topology::default(),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn backup_size_counts_only_what_the_newest_set_cannot_link() {
+        use crate::sets::manifest;
+        use crate::tree::{RelPath, Source};
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data/mw/data");
+        std::fs::create_dir_all(&data).unwrap();
+        for (name, len) in [("same.odb", 1000), ("changed.odb", 300), ("new.odb", 20)] {
+            std::fs::write(data.join(name), vec![1u8; len]).unwrap();
+        }
+        // The "previous set" recorded what the backup saw of two of them.
+        let set = tmp.path().join("set");
+        std::fs::create_dir_all(set.join("data")).unwrap();
+        let mut known = manifest::Known::new();
+        for name in ["same.odb", "changed.odb"] {
+            std::fs::copy(data.join(name), set.join("data").join(name)).unwrap();
+            let m = crate::tree::meta::stat_at(
+                std::os::fd::AsFd::as_fd(&crate::tree::meta::open_dir(&data).unwrap()),
+                name.as_bytes(),
+            )
+            .unwrap();
+            let copy = set.join("data").join(name);
+            std::fs::File::options()
+                .write(true)
+                .open(&copy)
+                .unwrap()
+                .set_modified(
+                    std::time::UNIX_EPOCH + std::time::Duration::new(m.mtime.0 as u64, m.mtime.1),
+                )
+                .unwrap();
+            known.insert(
+                RelPath::from(format!("data/{name}").as_str()),
+                (
+                    String::new(),
+                    Some(Source {
+                        ino: m.ino,
+                        ctime: m.ctime,
+                    }),
+                ),
+            );
+        }
+        let head = manifest::Manifest {
+            format_version: manifest::FORMAT_VERSION.into(),
+            hokan_version: "0".into(),
+            site: "s".into(),
+            job: "j".into(),
+            set: "20261121T021000Z".into(),
+            operation: "backup".into(),
+            plugin: crate::plan::document::PluginRef {
+                name: "p".into(),
+                version: "1".into(),
+                sha256: String::new(),
+            },
+            started: String::new(),
+            finished: String::new(),
+            digest: String::new(),
+            owners: false,
+            entries: vec![],
+        };
+        manifest::write(&set, head, &known).unwrap();
+        std::fs::write(data.join("changed.odb"), vec![2u8; 300]).unwrap();
+        let loc = Location::new("data", "mw/data");
+        assert_eq!(
+            facts(tmp.path()).backup_size(&loc).unwrap(),
+            1320,
+            "no set: everything"
+        );
+        let f = facts(tmp.path()).with_previous_set(&set);
+        assert_eq!(
+            f.backup_size(&loc).unwrap(),
+            320,
+            "the unchanged file is linked"
+        );
+        assert_eq!(f.tree_size(&loc).unwrap(), 1320);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The generated bindings of `hokan:policy@0.5.0` and every conversion between them and the
+//! The generated bindings of `hokan:policy@0.6.0` and every conversion between them and the
 //! host's own types. No other module sees a WIT type.
 
 use super::{
@@ -83,6 +83,11 @@ impl wf::Host for State {
         self.timed(|f| f.tree_size(&location(p)))
             .map_err(fact_error)
     }
+    fn backup_size(&mut self, p: wty::Path) -> Result<u64, wf::FactError> {
+        self.timed(|f| f.backup_size(&location(p)))
+            .map_err(fact_error)
+    }
+
     fn free_space(&mut self, root: String) -> Result<u64, wf::FactError> {
         self.timed(|f| f.free_space(&root)).map_err(fact_error)
     }

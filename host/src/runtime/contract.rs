@@ -3,7 +3,7 @@
 use wasmparser::{Encoding, Parser, Payload};
 
 /// The contract version this host speaks.
-pub const CONTRACT_VERSION: &str = "0.5.0";
+pub const CONTRACT_VERSION: &str = "0.6.0";
 /// The interface every plugin exports, without its version.
 pub const PLUGIN_INTERFACE: &str = "hokan:policy/plugin";
 

@@ -329,8 +329,9 @@ fn backup(req: &Request) -> Result<Plan, PlanError> {
     };
 
     let mut plan = PlanBuilder::new();
-    // Before anything stops: room for the backup.
-    let size = facts::tree_size(&DATA.path())?;
+    // Before anything stops: room for the backup (what it copies: files the newest set holds
+    // unchanged are linked, not copied).
+    let size = facts::backup_size(&DATA.path())?;
     plan.step(
         "check-space",
         "Check the backup medium has room for the backup targets",

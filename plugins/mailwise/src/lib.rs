@@ -337,17 +337,20 @@ fn backup(req: &Request) -> Result<Plan, PlanError> {
     check_mirrors(&mw("data"))?;
     refuse_if_in_maintenance()?;
     let backs = archives(&DATA.join("mw"))?;
+    // What the backup copies: files the newest set holds unchanged are linked, not copied.
     // Sizes come from the site: saturate rather than wrap, so a huge one can only refuse.
-    let mut total = facts::tree_size(&mw("data"))?.saturating_add(facts::tree_size(&mw("file"))?);
+    let mut total =
+        facts::backup_size(&mw("data"))?.saturating_add(facts::backup_size(&mw("file"))?);
     for b in &backs {
-        total = total.saturating_add(facts::tree_size(&mw(b))?);
+        total = total.saturating_add(facts::backup_size(&mw(b))?);
     }
     let needed = total.saturating_add(MIN_FREE);
     let free = facts::free_space(SET.name())?;
     if free < needed {
         return Err(PlanError::Refused(format!(
             "the backup set's volume has {free} bytes free; this backup needs {needed} \
-             ({total} of data plus a 10 MB margin). Free space on the backup medium or point \
+             ({total} to copy, the files the newest set does not hold unchanged, plus a 10 MB \
+             margin). Free space on the backup medium or point \
              the job's backup root elsewhere."
         )));
     }

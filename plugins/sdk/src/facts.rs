@@ -55,6 +55,13 @@ pub fn tree_size(p: &Path) -> Result<u64, FactError> {
     raw::tree_size(p)
 }
 
+/// The bytes a backup of `p` would copy: [`tree_size`] less the files the job's newest set
+/// holds unchanged, which the host links instead (contract 0.6.0). Use it for the space check
+/// of a backup; use [`tree_size`] for anything that needs the whole size.
+pub fn backup_size(p: &Path) -> Result<u64, FactError> {
+    raw::backup_size(p)
+}
+
 /// Bytes free on the volume of `root`.
 pub fn free_space(root: &str) -> Result<u64, FactError> {
     raw::free_space(root)
