@@ -881,6 +881,37 @@ fn every_kind_of_entry_and_its_metadata_comes_back_from_a_restore() {
         )]),
     );
     assert!(failed.is_empty(), "{failed:?}");
+    // A POSIX ACL on the EUC-JP directory (what `setfacl -m u:1234:r` writes): user::rwx,
+    // user:1234:r--, group::r-x, mask::r-x, other::---.
+    let entry = |tag: u16, perm: u16, id: u32| {
+        [
+            tag.to_le_bytes().as_slice(),
+            &perm.to_le_bytes(),
+            &id.to_le_bytes(),
+        ]
+        .concat()
+    };
+    let acl = [
+        2u32.to_le_bytes().to_vec(),
+        entry(0x01, 7, u32::MAX),
+        entry(0x02, 4, 1234),
+        entry(0x04, 5, u32::MAX),
+        entry(0x10, 5, u32::MAX),
+        entry(0x20, 0, u32::MAX),
+    ]
+    .concat();
+    let failed = hokan::tree::meta::set_xattrs_at(
+        std::os::fd::AsFd::as_fd(&rustix_dir(&ws)),
+        euc.file_name().unwrap().as_bytes(),
+        &hokan::tree::Xattrs::from([(
+            hokan::tree::Bytes::from("system.posix_acl_access"),
+            hokan::tree::Bytes(acl),
+        )]),
+    );
+    assert!(
+        failed.is_empty(),
+        "the test filesystem keeps no ACLs: {failed:?}"
+    );
     if unsafe_geteuid() == 0 {
         // `/dev/zero`'s kind: never opened (it reads without end), re-created as a device.
         let status = Command::new("mknod")

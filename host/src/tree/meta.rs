@@ -206,14 +206,50 @@ pub fn is_root() -> bool {
 pub type Xattrs = BTreeMap<Bytes, Bytes>;
 
 /// A path that reaches `name` in `dir` without resolving anything but the directory handle
-/// itself, for the xattr calls that have no `*at` form.
+/// itself, for the xattr calls that have no `*at` form. `.` (the directory itself) has none:
+/// the `l*` calls would act on `/proc`'s own link, so callers use the `f*` calls on `dir`.
 fn proc_path(dir: BorrowedFd<'_>, name: &[u8]) -> Vec<u8> {
-    let mut p = format!("/proc/self/fd/{}", dir.as_raw_fd()).into_bytes();
-    if name != b"." {
-        p.push(b'/');
-        p.extend_from_slice(name);
-    }
+    let mut p = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
+    p.extend_from_slice(name);
     p
+}
+
+/// Where xattr calls act: the directory handle itself, or an entry in it by path.
+enum Target<'a> {
+    Fd(BorrowedFd<'a>),
+    Path(Vec<u8>),
+}
+
+impl Target<'_> {
+    fn of<'a>(dir: BorrowedFd<'a>, name: &[u8]) -> Target<'a> {
+        if name == b"." {
+            Target::Fd(dir)
+        } else {
+            Target::Path(proc_path(dir, name))
+        }
+    }
+
+    fn list(&self, buf: &mut [u8]) -> rustix::io::Result<usize> {
+        match self {
+            Target::Fd(fd) => rustix::fs::flistxattr(fd, buf),
+            Target::Path(p) => rustix::fs::llistxattr(p.as_slice(), buf),
+        }
+    }
+
+    fn get(&self, name: &[u8], buf: &mut [u8]) -> rustix::io::Result<usize> {
+        match self {
+            Target::Fd(fd) => rustix::fs::fgetxattr(fd, name, buf),
+            Target::Path(p) => rustix::fs::lgetxattr(p.as_slice(), name, buf),
+        }
+    }
+
+    fn set(&self, name: &[u8], value: &[u8]) -> rustix::io::Result<()> {
+        let flags = rustix::fs::XattrFlags::empty();
+        match self {
+            Target::Fd(fd) => rustix::fs::fsetxattr(fd, name, value, flags),
+            Target::Path(p) => rustix::fs::lsetxattr(p.as_slice(), name, value, flags),
+        }
+    }
 }
 
 fn unsupported(e: &rustix::io::Errno) -> bool {
@@ -223,14 +259,14 @@ fn unsupported(e: &rustix::io::Errno) -> bool {
 /// The extended attributes of `name` in `dir` (not following a final link). A filesystem
 /// without them has none.
 pub fn xattrs_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<Xattrs> {
-    let path = proc_path(dir, name);
+    let at = Target::of(dir, name);
     let mut list = vec![0u8; 1024];
     let len = loop {
-        match rustix::fs::llistxattr(path.as_slice(), &mut list[..]) {
+        match at.list(&mut list[..]) {
             Ok(n) => break n,
             Err(e) if unsupported(&e) => return Ok(Xattrs::new()),
             Err(e) if e == rustix::io::Errno::RANGE => {
-                let want = rustix::fs::llistxattr(path.as_slice(), &mut [0u8; 0][..])?;
+                let want = at.list(&mut [0u8; 0][..])?;
                 list.resize(want.max(list.len() * 2), 0);
             }
             Err(e) => return Err(e.into()),
@@ -240,12 +276,12 @@ pub fn xattrs_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<Xattrs> {
     for attr in list[..len].split(|&b| b == 0).filter(|n| !n.is_empty()) {
         let mut value = vec![0u8; 256];
         let n = loop {
-            match rustix::fs::lgetxattr(path.as_slice(), attr, &mut value[..]) {
+            match at.get(attr, &mut value[..]) {
                 Ok(n) => break Some(n),
                 // Removed since it was listed.
                 Err(e) if e == rustix::io::Errno::NODATA => break None,
                 Err(e) if e == rustix::io::Errno::RANGE => {
-                    let want = rustix::fs::lgetxattr(path.as_slice(), attr, &mut [0u8; 0][..])?;
+                    let want = at.get(attr, &mut [0u8; 0][..])?;
                     value.resize(want.max(value.len() * 2), 0);
                 }
                 Err(e) => return Err(e.into()),
@@ -262,18 +298,13 @@ pub fn xattrs_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<Xattrs> {
 /// Sets every attribute of `attrs` on `name` in `dir` (`.` for `dir` itself). Returns the
 /// attributes that could not be set, with why: the caller decides whether that fails the copy.
 pub fn set_xattrs_at(dir: BorrowedFd<'_>, name: &[u8], attrs: &Xattrs) -> Vec<(Bytes, io::Error)> {
-    let path = proc_path(dir, name);
+    let at = Target::of(dir, name);
     attrs
         .iter()
         .filter_map(|(k, v)| {
-            rustix::fs::lsetxattr(
-                path.as_slice(),
-                k.as_bytes(),
-                v.as_bytes(),
-                rustix::fs::XattrFlags::empty(),
-            )
-            .err()
-            .map(|e| (k.clone(), io::Error::from(e)))
+            at.set(k.as_bytes(), v.as_bytes())
+                .err()
+                .map(|e| (k.clone(), io::Error::from(e)))
         })
         .collect()
 }
@@ -398,5 +429,9 @@ mod tests {
             assert_eq!(failed.len(), 1);
         }
         assert!(xattrs_at(dir.as_fd(), b"p").is_ok());
+        // The directory itself, as `.`: through its handle, not /proc's link to it.
+        if set_xattrs_at(dir.as_fd(), b".", &attrs).is_empty() {
+            assert_eq!(xattrs_at(dir.as_fd(), b".").unwrap(), attrs);
+        }
     }
 }
