@@ -214,19 +214,25 @@ fn proc_path(dir: BorrowedFd<'_>, name: &[u8]) -> Vec<u8> {
     p
 }
 
-/// Where xattr calls act: the directory handle itself, or an entry in it by path.
-enum Target<'a> {
-    Fd(BorrowedFd<'a>),
+/// Where xattr calls act: the directory itself, reopened for reading (a root's handle may be
+/// an `O_PATH` one, which the `f*xattr` calls refuse), or an entry in it by path.
+enum Target {
+    Fd(OwnedFd),
     Path(Vec<u8>),
 }
 
-impl Target<'_> {
-    fn of<'a>(dir: BorrowedFd<'a>, name: &[u8]) -> Target<'a> {
-        if name == b"." {
-            Target::Fd(dir)
+impl Target {
+    fn of(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<Target> {
+        Ok(if name == b"." {
+            Target::Fd(rustix::fs::openat(
+                dir,
+                ".",
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?)
         } else {
             Target::Path(proc_path(dir, name))
-        }
+        })
     }
 
     fn list(&self, buf: &mut [u8]) -> rustix::io::Result<usize> {
@@ -259,7 +265,7 @@ fn unsupported(e: &rustix::io::Errno) -> bool {
 /// The extended attributes of `name` in `dir` (not following a final link). A filesystem
 /// without them has none.
 pub fn xattrs_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<Xattrs> {
-    let at = Target::of(dir, name);
+    let at = Target::of(dir, name)?;
     let mut list = vec![0u8; 1024];
     let len = loop {
         match at.list(&mut list[..]) {
@@ -298,7 +304,15 @@ pub fn xattrs_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<Xattrs> {
 /// Sets every attribute of `attrs` on `name` in `dir` (`.` for `dir` itself). Returns the
 /// attributes that could not be set, with why: the caller decides whether that fails the copy.
 pub fn set_xattrs_at(dir: BorrowedFd<'_>, name: &[u8], attrs: &Xattrs) -> Vec<(Bytes, io::Error)> {
-    let at = Target::of(dir, name);
+    let at = match Target::of(dir, name) {
+        Ok(t) => t,
+        Err(e) => {
+            return attrs
+                .keys()
+                .map(|k| (k.clone(), io::Error::new(e.kind(), e.to_string())))
+                .collect();
+        }
+    };
     attrs
         .iter()
         .filter_map(|(k, v)| {
@@ -433,5 +447,9 @@ mod tests {
         if set_xattrs_at(dir.as_fd(), b".", &attrs).is_empty() {
             assert_eq!(xattrs_at(dir.as_fd(), b".").unwrap(), attrs);
         }
+        // A root's handle is an O_PATH one (cap-std's): its own attributes still read.
+        let path_only =
+            rustix::fs::open(d, OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        assert!(xattrs_at(path_only.as_fd(), b".").is_ok());
     }
 }
