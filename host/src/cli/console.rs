@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 pub struct Console {
     json: bool,
     yes: bool,
+    /// Whether stderr is a terminal, asked once: progress comes for every file copied.
+    bars_shown: bool,
     bars: Mutex<BTreeMap<String, ProgressBar>>,
     last_json_progress: Mutex<BTreeMap<String, Instant>>,
     /// Serializes output and questions from concurrent steps.
@@ -33,6 +35,7 @@ impl Console {
         Console {
             json,
             yes,
+            bars_shown: std::io::stderr().is_terminal(),
             bars: Mutex::new(BTreeMap::new()),
             last_json_progress: Mutex::new(BTreeMap::new()),
             out: Mutex::new(()),
@@ -196,7 +199,7 @@ impl Observer for Console {
             }));
             return;
         }
-        if !std::io::stderr().is_terminal() {
+        if !self.bars_shown {
             return;
         }
         let mut bars = self.bars.lock().unwrap_or_else(|p| p.into_inner());

@@ -241,7 +241,7 @@ impl Roots {
         let at = self.locate(l)?;
         let r = if rel.is_empty() {
             tree::meta::open_file_at(at.parent(), at.name())
-                .and_then(|f| tree::digest::digest(&f, size))
+                .and_then(|(f, _)| tree::digest::digest(&f, size))
         } else {
             tree::meta::open_dir_at(at.parent(), at.name())
                 .and_then(|top| crate::sets::manifest::digest_at(top.as_fd(), rel, size))

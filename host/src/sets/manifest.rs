@@ -274,7 +274,7 @@ pub fn digest_at(
     size: u64,
 ) -> std::io::Result<String> {
     let parent = tree::scan::open_path(set, &path.parent())?;
-    let f = tree::meta::open_file_at(parent.as_fd(), path.file_name())?;
+    let (f, _) = tree::meta::open_file_at(parent.as_fd(), path.file_name())?;
     tree::digest::digest(&f, size)
 }
 

@@ -165,8 +165,9 @@ pub fn open_dir_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<OwnedFd> {
 
 /// Opens the regular file `name` in `dir` for reading, never blocking: a link, a FIFO or a
 /// device put there after it was listed is refused, not opened (`O_NONBLOCK` makes the open of
-/// a FIFO return at once; `fstat` then tells what it is).
-pub fn open_file_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<std::fs::File> {
+/// a FIFO return at once; `fstat` then tells what it is). Returns that `fstat` too: a copy
+/// compares it with the file after reading it.
+pub fn open_file_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<(std::fs::File, Meta)> {
     let fd = rustix::fs::openat(
         dir,
         name,
@@ -180,7 +181,7 @@ pub fn open_file_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<std::fs::Fil
             format!("is a {}, not a regular file", m.kind.describe()),
         ));
     }
-    Ok(std::fs::File::from(fd))
+    Ok((std::fs::File::from(fd), m))
 }
 
 /// The names in an open directory, sorted bytewise, without `.` and `..`.
