@@ -221,18 +221,26 @@ impl Manifest {
     /// When the set in `dir` was completed, read without building its entries (retention and
     /// restores ask this of every set).
     pub fn finished(dir: &Path) -> Result<String, SetError> {
-        #[derive(Deserialize)]
-        struct Head {
-            finished: String,
-        }
         let path = dir.join(MANIFEST);
-        let text = std::fs::read(&path).map_err(io_err(&path))?;
-        serde_json::from_slice::<Head>(&text)
-            .map(|h| h.finished)
-            .map_err(|e| SetError::BadManifest {
+        let file = std::fs::File::open(&path).map_err(io_err(&path))?;
+        let mut found = None;
+        // Every run orders a job's sets by completion, several times, and a set of a 100,000
+        // file tree has a manifest of tens of MiB: reading stops at `finished`, which hokan
+        // writes before the entries (a manifest written otherwise is read to the end).
+        let read = serde::de::DeserializeSeed::deserialize(
+            Finished(&mut found),
+            &mut serde_json::Deserializer::from_reader(std::io::BufReader::new(file)),
+        );
+        match (found, read) {
+            (Some(f), _) => Ok(f),
+            (None, r) => Err(SetError::BadManifest {
                 path,
-                message: e.to_string(),
-            })
+                message: match r {
+                    Err(e) => e.to_string(),
+                    Ok(()) => "it has no `finished` field".into(),
+                },
+            }),
+        }
     }
 
     /// The regular files by path (first names of hard-linked files only).
@@ -242,6 +250,37 @@ impl Manifest {
             .filter(|e| e.is_file())
             .map(|e| (&e.path, e))
             .collect()
+    }
+}
+
+/// Reads a manifest's top-level object up to its `finished` field, puts that field in the
+/// `Option`, and then stops the parse with an error (the caller looks at the `Option` first).
+struct Finished<'a>(&'a mut Option<String>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Finished<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Finished<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a manifest (a JSON object)")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "finished" {
+                *self.0 = Some(map.next_value()?);
+                return Err(serde::de::Error::custom("stopped after `finished`"));
+            }
+            map.next_value::<serde::de::IgnoredAny>()?;
+        }
+        Ok(())
     }
 }
 
@@ -528,6 +567,37 @@ mod tests {
             .iter()
             .map(ToString::to_string)
             .collect()
+    }
+
+    #[test]
+    fn finished_is_read_without_the_entries_and_wherever_it_is() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        std::fs::create_dir_all(d.join("data")).unwrap();
+        std::fs::write(d.join("data/a"), b"alpha").unwrap();
+        let m = write(d, head(), &Known::new()).unwrap();
+        assert_eq!(Manifest::finished(d).unwrap(), m.finished);
+        let path = d.join(MANIFEST);
+        let text = std::fs::read_to_string(&path).unwrap();
+        // The entries after `finished` are not read: a manifest cut short there still says it.
+        let cut = text.find("\"entries\"").unwrap();
+        std::fs::write(&path, &text[..cut + 14]).unwrap();
+        assert_eq!(Manifest::finished(d).unwrap(), m.finished);
+        // `finished` after the entries is found too.
+        let mut v: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&text).unwrap();
+        let finished = v.remove("finished").unwrap();
+        v.insert("finished".into(), finished);
+        std::fs::write(&path, serde_json::to_string(&v).unwrap()).unwrap();
+        assert_eq!(Manifest::finished(d).unwrap(), m.finished);
+        // No `finished`, or no JSON: an error naming the file.
+        v.remove("finished");
+        std::fs::write(&path, serde_json::to_string(&v).unwrap()).unwrap();
+        let e = Manifest::finished(d).unwrap_err().to_string();
+        assert!(e.contains("manifest.json") && e.contains("finished"), "{e}");
+        std::fs::write(&path, b"[1, 2").unwrap();
+        let e = Manifest::finished(d).unwrap_err().to_string();
+        assert!(e.contains("manifest.json"), "{e}");
     }
 
     #[test]
