@@ -17,7 +17,8 @@
 //! metadata and with the ctime/inode change check, at least 0.9x the speed of `cp -a`, and an
 //! incremental one at least 10x faster than the full one. `HOKAN_BENCH_MIB` sets the tree size
 //! (default 1024); `HOKAN_BENCH_KEEP=1` keeps the tree and the sets in
-//! `target/tmp/bench-execute`.
+//! `target/tmp/bench-execute`. Every timed copy is kept until the end (see `main`), so the
+//! 1 GiB run needs about 16 GiB free there.
 
 use hokan_e2e::{hokan_bin, median, plugin_dir, repo_root, timed};
 use std::path::Path;
@@ -157,19 +158,24 @@ fn main() {
     let data = base.join("data");
     let bytes = generate(&data, mib);
     let standins = repo_root().join("tests/fixtures/standins");
-    let policy = base.join("site.toml");
-    std::fs::write(
-        &policy,
-        format!(
-            "[site]\nname = \"bench\"\n[[servers]]\nname = \"mw1\"\nrole = \"mailwise\"\n\
-             [jobs.mailwise]\nplugin = \"mailwise\"\nservers = [\"mw1\"]\nbackup_root = \"backups\"\n\
-             roots = {{ data = \"data\" }}\n\
-             commands = {{ maintenance-mode = \"{}/mw-maintenance\" }}\n",
-            standins.display()
-        ),
-    )
-    .unwrap();
-    let backup = || {
+    // One policy per backup root: every full backup writes a set of its own, so that none links
+    // from another's set and none is preceded by a deletion.
+    let policy = |root: &str| {
+        let p = base.join(format!("site-{root}.toml"));
+        std::fs::write(
+            &p,
+            format!(
+                "[site]\nname = \"bench\"\n[[servers]]\nname = \"mw1\"\nrole = \"mailwise\"\n\
+                 [jobs.mailwise]\nplugin = \"mailwise\"\nservers = [\"mw1\"]\nbackup_root = \"{root}\"\n\
+                 roots = {{ data = \"data\" }}\n\
+                 commands = {{ maintenance-mode = \"{}/mw-maintenance\" }}\n",
+                standins.display()
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let backup = |root: &str| {
         let mut c = Command::new(hokan_bin());
         c.arg("--plugin-dir")
             .arg(plugin_dir())
@@ -177,14 +183,9 @@ fn main() {
             .arg(base.join("cache"))
             .arg("--state-dir")
             .arg(base.join("state"))
-            .args([
-                "run",
-                policy.to_str().unwrap(),
-                "--job",
-                "mailwise",
-                "--op",
-                "backup",
-            ]);
+            .arg("run")
+            .arg(policy(root))
+            .args(["--job", "mailwise", "--op", "backup"]);
         c
     };
     let rsync = |to: &Path| {
@@ -203,29 +204,26 @@ fn main() {
         c
     };
     // Warm the compile cache and the page cache alike for everyone.
-    timed(backup());
-    hokan::sets::remove_tree(&base.join("backups")).unwrap();
-    let clear = |p: &Path| hokan::sets::remove_tree(p).unwrap();
+    timed(backup("warm"));
+    // Every copy goes to a directory of its own, and nothing is removed until all are timed:
+    // on ext4 without a journal, creating files within minutes of a mass deletion walks every
+    // recently freed inode (`recently_deleted`), so whoever ran right after a removal paid for
+    // it, by seconds, whatever the tool. Interleaved rounds share out what is left.
     let (mut cps, mut cp_syncs, mut fulls, mut rsyncs) = (vec![], vec![], vec![], vec![]);
-    for _ in 0..rounds {
-        let dst = base.join("cp");
-        cps.push(timed(cp(&dst, false)));
-        clear(&dst);
-        rsyncs.push(timed(rsync(&dst)));
-        clear(&dst);
-        cp_syncs.push(timed(cp(&dst, true)));
-        clear(&dst);
+    for r in 0..rounds {
+        cps.push(timed(cp(&base.join(format!("cp-{r}")), false)));
+        rsyncs.push(timed(rsync(&base.join(format!("rsync-{r}")))));
+        cp_syncs.push(timed(cp(&base.join(format!("cp-sync-{r}")), true)));
         std::thread::sleep(Duration::from_millis(1100));
-        fulls.push(timed(backup()));
-        clear(&base.join("backups"));
+        fulls.push(timed(backup(&format!("full-{r}"))));
     }
     // Incremental: one full set, then re-backups of the unchanged tree.
     std::thread::sleep(Duration::from_millis(1100));
-    timed(backup());
+    timed(backup("incremental"));
     let mut incs = vec![];
     for _ in 0..rounds {
         std::thread::sleep(Duration::from_millis(1100));
-        incs.push(timed(backup()));
+        incs.push(timed(backup("incremental")));
     }
     let (cp, cp_sync, full, inc) = (median(cps), median(cp_syncs), median(fulls), median(incs));
     let rsync = median(rsyncs);
