@@ -87,6 +87,38 @@ fn generate(data: &Path, mib: u64) -> u64 {
     total
 }
 
+/// Writes a policy for one mailwise job on `data` below the policy's directory, its sets in
+/// `backup_root`, and returns its path.
+fn site_policy(path: &Path, site: &str, backup_root: &str, standins: &Path) -> std::path::PathBuf {
+    std::fs::write(
+        path,
+        format!(
+            "[site]\nname = \"{site}\"\n[[servers]]\nname = \"mw1\"\nrole = \"mailwise\"\n\
+             [jobs.mailwise]\nplugin = \"mailwise\"\nservers = [\"mw1\"]\nbackup_root = \"{backup_root}\"\n\
+             roots = {{ data = \"data\" }}\n\
+             commands = {{ maintenance-mode = \"{}/mw-maintenance\" }}\n",
+            standins.display()
+        ),
+    )
+    .unwrap();
+    path.to_path_buf()
+}
+
+/// `hokan run POLICY --job mailwise --op backup` with the bench's compile cache and `state`.
+fn backup_command(base: &Path, state: &Path, policy: &Path) -> Command {
+    let mut c = Command::new(hokan_bin());
+    c.arg("--plugin-dir")
+        .arg(plugin_dir())
+        .arg("--cache-dir")
+        .arg(base.join("cache"))
+        .arg("--state-dir")
+        .arg(state)
+        .arg("run")
+        .arg(policy)
+        .args(["--job", "mailwise", "--op", "backup"]);
+    c
+}
+
 /// A full backup of a mailwise tree whose database and mirror are sparse 5 GiB files with a
 /// little data at each end; checks the set keeps the holes and returns the median time.
 fn sparse_backup(base: &Path, standins: &Path, rounds: usize) -> Duration {
@@ -102,37 +134,12 @@ fn sparse_backup(base: &Path, standins: &Path, rounds: usize) -> Duration {
         f.write_all_at(b"tail", (5 << 30) - 4).unwrap();
     }
     std::fs::write(mw.join("file/ws1/0001.eml"), b"mail").unwrap();
-    let policy = site.join("site.toml");
-    std::fs::write(
-        &policy,
-        format!(
-            "[site]\nname = \"sparse\"\n[[servers]]\nname = \"mw1\"\nrole = \"mailwise\"\n\
-             [jobs.mailwise]\nplugin = \"mailwise\"\nservers = [\"mw1\"]\nbackup_root = \"backups\"\n\
-             roots = {{ data = \"data\" }}\n\
-             commands = {{ maintenance-mode = \"{}/mw-maintenance\" }}\n",
-            standins.display()
-        ),
-    )
-    .unwrap();
+    let policy = site_policy(&site.join("site.toml"), "sparse", "backups", standins);
     let mut times = vec![];
     for _ in 0..rounds {
         std::thread::sleep(Duration::from_millis(1100));
-        let mut c = Command::new(hokan_bin());
-        c.arg("--plugin-dir")
-            .arg(plugin_dir())
-            .arg("--cache-dir")
-            .arg(base.join("cache"))
-            .arg("--state-dir")
-            .arg(site.join("state"))
-            .args([
-                "run",
-                policy.to_str().unwrap(),
-                "--job",
-                "mailwise",
-                "--op",
-                "backup",
-                "--no-links",
-            ]);
+        let mut c = backup_command(base, &site.join("state"), &policy);
+        c.arg("--no-links");
         times.push(timed(c));
         let sets = site.join("backups/sparse/mailwise");
         for set in std::fs::read_dir(&sets).unwrap() {
@@ -160,33 +167,14 @@ fn main() {
     let standins = repo_root().join("tests/fixtures/standins");
     // One policy per backup root: every full backup writes a set of its own, so that none links
     // from another's set and none is preceded by a deletion.
-    let policy = |root: &str| {
-        let p = base.join(format!("site-{root}.toml"));
-        std::fs::write(
-            &p,
-            format!(
-                "[site]\nname = \"bench\"\n[[servers]]\nname = \"mw1\"\nrole = \"mailwise\"\n\
-                 [jobs.mailwise]\nplugin = \"mailwise\"\nservers = [\"mw1\"]\nbackup_root = \"{root}\"\n\
-                 roots = {{ data = \"data\" }}\n\
-                 commands = {{ maintenance-mode = \"{}/mw-maintenance\" }}\n",
-                standins.display()
-            ),
-        )
-        .unwrap();
-        p
-    };
     let backup = |root: &str| {
-        let mut c = Command::new(hokan_bin());
-        c.arg("--plugin-dir")
-            .arg(plugin_dir())
-            .arg("--cache-dir")
-            .arg(base.join("cache"))
-            .arg("--state-dir")
-            .arg(base.join("state"))
-            .arg("run")
-            .arg(policy(root))
-            .args(["--job", "mailwise", "--op", "backup"]);
-        c
+        let policy = site_policy(
+            &base.join(format!("site-{root}.toml")),
+            "bench",
+            root,
+            &standins,
+        );
+        backup_command(&base, &base.join("state"), &policy)
     };
     let rsync = |to: &Path| {
         let mut c = Command::new("rsync");

@@ -1023,20 +1023,18 @@ fn a_real_run_that_leaves_maintenance_on_needs_attention() {
     )
     .unwrap();
     let policy = d.join("site.toml");
-    let out = hokan_command(
-        d,
-        &[
+    let backup = |env: &[(&str, &str)]| {
+        let args = [
             "run",
             policy.to_str().unwrap(),
             "--job",
             "careless",
             "--op",
             "backup",
-        ],
-        &[("HOKAN_TEST_SPACE_LEFT", "100")],
-    )
-    .output()
-    .unwrap();
+        ];
+        hokan_command(d, &args, env).output().unwrap()
+    };
+    let out = backup(&[("HOKAN_TEST_SPACE_LEFT", "100")]);
     let stdout = text(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -1051,20 +1049,7 @@ fn a_real_run_that_leaves_maintenance_on_needs_attention() {
     );
     // The same plan, when nothing fails, releases it: no attention.
     std::fs::remove_file(d.join("mw-site/mw/data/maint")).unwrap();
-    let out = hokan_command(
-        d,
-        &[
-            "run",
-            policy.to_str().unwrap(),
-            "--job",
-            "careless",
-            "--op",
-            "backup",
-        ],
-        &[],
-    )
-    .output()
-    .unwrap();
+    let out = backup(&[]);
     ok(&out);
     assert!(
         !text(&out.stdout).contains("invariant broken"),

@@ -513,17 +513,7 @@ mod tests {
         };
         let prev = link_dest(&roots, "one", &first);
         // a: rewritten with its old size and mtime (only ctime tells); sub/b: untouched.
-        let mtime = std::fs::metadata(root.join("d/a"))
-            .unwrap()
-            .modified()
-            .unwrap();
-        std::fs::write(root.join("d/a"), b"ALPHA").unwrap();
-        std::fs::File::options()
-            .write(true)
-            .open(root.join("d/a"))
-            .unwrap()
-            .set_modified(mtime)
-            .unwrap();
+        crate::tree::testing::rewrite_keeping_mtime(&root.join("d/a"), b"ALPHA");
         std::fs::create_dir(root.join("three")).unwrap();
         let roots2 = Roots::open(&BTreeMap::from([
             ("data".to_string(), root.clone()),

@@ -636,17 +636,7 @@ mod tests {
         assert_eq!((v.files, v.bytes), (3, 13));
 
         // One flipped byte, one file gone, one file added, one link retargeted, a mode.
-        let mtime = std::fs::metadata(d.join("data/a.odb"))
-            .unwrap()
-            .modified()
-            .unwrap();
-        std::fs::write(d.join("data/a.odb"), b"alphA").unwrap();
-        std::fs::File::options()
-            .write(true)
-            .open(d.join("data/a.odb"))
-            .unwrap()
-            .set_modified(mtime)
-            .unwrap();
+        crate::tree::testing::rewrite_keeping_mtime(&d.join("data/a.odb"), b"alphA");
         std::fs::remove_file(d.join("data/sub/c")).unwrap();
         std::fs::write(d.join("data/new"), b"").unwrap();
         std::fs::remove_file(d.join("data/link")).unwrap();

@@ -83,7 +83,10 @@ pub fn list_all(job_dir: &Path) -> std::io::Result<Vec<Listed>> {
     let mut out = Vec::new();
     for entry in entries {
         let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
+        // Set ids are ASCII: a name that is not UTF-8 is no set.
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
         if !entry.file_type()?.is_dir() {
             continue;
         }

@@ -97,3 +97,20 @@ pub fn differences(want: &Node, have: &Node, owners: bool, dir_times: bool) -> V
     }
     out
 }
+
+/// Helpers for the host's unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    /// Rewrites `path` with `bytes` and gives it back its mtime: a change that only the ctime
+    /// shows, as an application that restores mtimes makes.
+    pub fn rewrite_keeping_mtime(path: &std::path::Path, bytes: &[u8]) {
+        let mtime = std::fs::metadata(path).unwrap().modified().unwrap();
+        std::fs::write(path, bytes).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+    }
+}
