@@ -344,6 +344,9 @@ pub struct PlanInput<'a> {
     pub set: Option<&'a str>,
     /// The clock the plugin sees.
     pub now: SystemTime,
+    /// A backup links unchanged files from the newest set (`false`: `--no-links`), so its
+    /// `backup-size` counts only the others.
+    pub links: bool,
 }
 
 /// The roots, grants, request and topology of one planning call.
@@ -356,6 +359,8 @@ pub struct Prepared {
     pub request: PlanRequest,
     /// The site as the plugin sees it.
     pub topology: Topology,
+    /// The set a backup links from, read for its `backup-size` (by [`plan_job_prepared`]).
+    pub previous: Option<sets::Previous>,
 }
 
 /// Lists the backup set ids in a job's sets directory, oldest first: [`sets::list`] for the
@@ -482,6 +487,7 @@ pub fn prepare(
             set_id,
         },
         topology,
+        previous: None,
     })
 }
 
@@ -584,7 +590,7 @@ pub fn plan_job_prepared(
     job: &Job,
     input: &PlanInput<'_>,
 ) -> Result<(Prepared, PlanDocument), PlanJobError> {
-    let prepared = prepare(policy, job, plugin.description(), input, &sets::list)?;
+    let mut prepared = prepare(policy, job, plugin.description(), input, &sets::list)?;
     let mut facts = RealFacts::open(prepared.roots.clone(), prepared.topology.clone())
         .map_err(|e| policy.job_error(job, "roots", e.to_string()))?;
     // A backup's `backup-size` counts only what the newest set cannot supply.
@@ -593,12 +599,22 @@ pub fn plan_job_prepared(
         .operation(input.operation)
         .is_some_and(|o| o.sets == SetUse::Writes);
     if writes
+        && input.links
         && let Some(dir) = sets_dir(policy, job)
-        && let Some(newest) = sets::by_completion(&dir)
-            .ok()
-            .and_then(|v| v.last().cloned())
     {
-        facts = facts.with_previous_set(&dir.join(newest));
+        prepared.previous = match sets::Previous::newest(&dir) {
+            Some(Ok(p)) => Some(p),
+            Some(Err(e)) => {
+                tracing::warn!(
+                    "the newest set cannot be linked from, so every file is copied: {e}"
+                );
+                None
+            }
+            None => None,
+        };
+    }
+    if let Some(p) = &prepared.previous {
+        facts = facts.with_previous_set(p);
     }
     let now_ms = input
         .now
@@ -629,7 +645,7 @@ pub fn links_out_of_their_root(
     roots: &BTreeMap<String, PathBuf>,
 ) -> Vec<String> {
     use crate::plan::Action;
-    use crate::tree::{Kind, RelPath};
+    use crate::tree::RelPath;
     const SHOWN: usize = 20;
     let mut out = Vec::new();
     let mut more = 0;
@@ -657,16 +673,12 @@ pub fn links_out_of_their_root(
             )
         };
         let Ok(parent) = parent else { continue };
-        let opts = crate::tree::ScanOptions {
-            xattrs: false,
-            skip: &|_| false,
-        };
-        let Ok(nodes) = crate::tree::scan(std::os::fd::AsFd::as_fd(&parent), &name, opts) else {
+        let Ok(links) = crate::tree::scan::symlinks(std::os::fd::AsFd::as_fd(&parent), &name)
+        else {
             continue;
         };
-        for n in nodes.iter().filter(|n| n.meta.kind == Kind::Symlink) {
-            let target = n.target.clone().unwrap_or_default();
-            let at = n.path.under(&from_path);
+        for (path, target) in links {
+            let at = path.under(&from_path);
             if !leaves(&at, target.as_bytes()) {
                 continue;
             }
@@ -943,6 +955,7 @@ services = { other = { start = ["a"], stop = ["b"] } }
             operation: "backup",
             set: None,
             now: SystemTime::UNIX_EPOCH,
+            links: true,
         };
         let p = prepare(&policy, policy.job("j").unwrap(), &d, &input, &|_| {
             Ok(vec![])

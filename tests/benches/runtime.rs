@@ -65,6 +65,7 @@ fn main() {
         operation: "backup",
         set: None,
         now: SystemTime::now(),
+        links: true,
     };
     let prepared = planner::prepare(
         &policy,

@@ -44,6 +44,7 @@ fn every_misbehaviour_is_refused_and_the_host_carries_on() {
             operation: op,
             set: None,
             now: SystemTime::now(),
+            links: true,
         };
         planner::plan_job(&rt, &plugin, &policy, job, &input)
     };
@@ -231,6 +232,7 @@ fn slow_facts_do_not_count_against_the_plugin_but_wall_time_is_capped() {
             operation: "backup",
             set: None,
             now: SystemTime::now(),
+            links: true,
         };
         let prepared = planner::prepare(
             &policy,

@@ -234,6 +234,50 @@ fn backup_verify_then_both_restores() {
 }
 
 #[test]
+fn no_links_copies_every_file_and_its_space_check_counts_them_all() {
+    let site = RunSite::new();
+    let backup = |extra: &[&str]| {
+        let args: Vec<&str> = ["--json"].iter().chain(extra).copied().collect();
+        let out = site.run("mailwise", "backup", &args, &[]);
+        ok(&out);
+        let ev = events(&out);
+        let summary = |step: &str| {
+            ev.iter()
+                .find(|e| e["record"] == "step-end" && e["step"] == step)
+                .unwrap_or_else(|| panic!("no {step} in {ev:#?}"))["summary"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        let done = ev.iter().find(|e| e["record"] == "set-complete").unwrap();
+        (
+            summary("check-space"),
+            done["files_linked"].as_u64().unwrap(),
+            done["set"].as_str().unwrap().to_string(),
+        )
+    };
+    let (full_space, linked, _) = backup(&[]);
+    assert_eq!(linked, 0);
+    wait_for_next_second();
+    let (incremental_space, linked, incremental) = backup(&[]);
+    assert!(linked > 0);
+    assert_ne!(incremental_space, full_space, "the links are not counted");
+    wait_for_next_second();
+    // Told not to link, the backup copies everything, and asks for room for everything.
+    let (forced_space, linked, forced) = backup(&["--no-links"]);
+    assert_eq!(linked, 0);
+    assert_eq!(forced_space, full_space);
+    use std::os::unix::fs::MetadataExt;
+    let ino = |id: &str| {
+        std::fs::metadata(site.set_dir(id).join("back1/data/mail.odb"))
+            .unwrap()
+            .ino()
+    };
+    assert_ne!(ino(&incremental), ino(&forced), "the file was linked");
+    ok(&site.hokan(&["verify", site.set_dir(&forced).to_str().unwrap()], &[]));
+}
+
+#[test]
 fn a_corrupted_set_is_reported_and_never_restored() {
     let site = RunSite::new();
     ok(&site.run("mailwise", "backup", &[], &[]));

@@ -75,6 +75,7 @@ fn plan_with_space(
         operation: op,
         set: None,
         now: now(),
+        links: true,
     };
     let prepared = planner::prepare(
         &policy,
@@ -166,6 +167,7 @@ fn restore_from_a_named_set() {
         operation: "restore",
         set: Some(OLD_SET),
         now: now(),
+        links: true,
     };
     let doc = planner::plan_job(
         &m.rt,

@@ -190,6 +190,7 @@ impl StandinSite {
             operation: op,
             set: None,
             now: UNIX_EPOCH + Duration::from_secs(NOW_SECS),
+            links: true,
         };
         planner::plan_job(rt, &plugin, &policy, job, &input).map_err(|e| e.to_string())
     }

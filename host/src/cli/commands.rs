@@ -386,6 +386,8 @@ fn plan(
         operation: op,
         set,
         now: SystemTime::now(),
+        // As `hokan run` does unless told `--no-links`.
+        links: true,
     };
     let doc = planner::plan_job(&rt, &plugin, &pol, job, &input)?;
     if json {

@@ -126,7 +126,7 @@ pub(super) fn run(cli: &Cli, a: &RunArgs) -> Result<ExitCode> {
     } else {
         a.set.clone()
     };
-    let spec = match prepare_run(&RunRequest {
+    let ready = match prepare_run(&RunRequest {
         rt: &rt,
         plugin: &plugin,
         policy: &pol,
@@ -144,6 +144,7 @@ pub(super) fn run(cli: &Cli, a: &RunArgs) -> Result<ExitCode> {
         }
         Err(e) => bail!("{e}"),
     };
+    let spec = &ready.spec;
     for w in &spec.document.plan.warnings {
         eprintln!("warning: {w}");
     }
@@ -151,7 +152,13 @@ pub(super) fn run(cli: &Cli, a: &RunArgs) -> Result<ExitCode> {
     console
         .stop_on_signals()
         .context("cannot install the SIGTERM handler")?;
-    let outcome = execute::execute(&spec, state, &console, &TestFaults::from_env())?;
+    let outcome = execute::execute(
+        spec,
+        ready.previous.as_ref(),
+        state,
+        &console,
+        &TestFaults::from_env(),
+    )?;
     report(&outcome, a.json);
     Ok(exit_for(&outcome))
 }

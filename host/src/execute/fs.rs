@@ -225,11 +225,15 @@ impl Roots {
         })
     }
 
-    /// Every entry at and below a location, in [`tree::scan`]'s order; paths are relative to
-    /// the location.
-    pub fn scan(&self, l: &Location) -> Result<Vec<Node>, FsError> {
+    /// Every entry at and below a location, in [`tree::scan`]'s order, with the attributes
+    /// `xattrs` asks for; paths are relative to the location.
+    pub fn scan(&self, l: &Location, xattrs: tree::Attrs) -> Result<Vec<Node>, FsError> {
         let at = self.locate(l)?;
-        tree::scan(at.parent(), at.name(), ScanOptions::default()).map_err(|e| FsError {
+        let opts = ScanOptions {
+            xattrs,
+            ..ScanOptions::default()
+        };
+        tree::scan(at.parent(), at.name(), opts).map_err(|e| FsError {
             what: format!("cannot read {}", join(l, &e.path)),
             source: e.source,
         })
@@ -437,7 +441,7 @@ mod tests {
             std::fs::read(tmp.path().join("root/staged/b")).unwrap(),
             std::fs::read(tmp.path().join("root/d/sub/b")).unwrap()
         );
-        let nodes = roots.scan(&at("staged/b")).unwrap();
+        let nodes = roots.scan(&at("staged/b"), tree::Attrs::All).unwrap();
         assert_eq!(nodes.len(), 1);
         assert!(nodes[0].path.is_empty());
     }
@@ -461,7 +465,6 @@ mod tests {
                             mode: m.mode() & 0o7777,
                             uid: m.uid(),
                             gid: m.gid(),
-                            xattrs: Default::default(),
                             digest: w.digest.clone(),
                             ino: w.ino,
                             source: w.source,

@@ -369,7 +369,8 @@ struct Executor<'a> {
     observed: Mutex<Option<(Vec<Location>, Vec<ServiceSeen>)>>,
     /// This run's copies into the new set, for `hokan:source-unchanged`.
     copies_into_set: Mutex<Vec<(Location, Location)>>,
-    link_dest: Option<LinkDest>,
+    /// The previous set, which a backup's copies into the new set link from.
+    link_dest: Option<&'a LinkDest>,
     /// Which steps this run started and which succeeded, for `step-*` conditions.
     progress: Mutex<StepProgress>,
 }
@@ -401,9 +402,11 @@ impl StepProgress {
 }
 
 /// Runs a prepared plan: journals it, runs body and cleanup, completes the backup set, prunes
-/// old sets and checks the plan's invariants. The caller holds the instance's lock.
+/// old sets and checks the plan's invariants. The caller holds the instance's lock. `previous`
+/// is the set `spec` names as the one to link from, as planning read it.
 pub fn execute(
     spec: &RunSpec,
+    previous: Option<&sets::Previous>,
     state: &Path,
     observer: &dyn Observer,
     faults: &TestFaults,
@@ -459,19 +462,28 @@ pub fn execute(
         }
     };
     observer.record(&Record::Start(Box::new(spec.clone())));
-    let ex = Executor::new(spec, opened, journal, observer, faults);
+    let ex = Executor::new(spec, opened, journal, observer, faults, previous);
     ex.observe();
     let mut outcome = ex.body();
-    if outcome.status == RunStatus::Completed
-        && let Some(set) = spec.set.as_ref().filter(|s| s.writes)
-    {
-        match ex.complete_set(set) {
-            Ok(()) => outcome.set = Some(set.id.clone()),
-            Err(e) => {
-                outcome.status = RunStatus::Failed;
-                outcome.reason = Some(e);
-            }
+    let completing = outcome.status == RunStatus::Completed;
+    // The sources are compared with their copies before the cleanup, while the product is still
+    // quiesced: what its users do once maintenance ends is not a change under the backup. The
+    // comparison reads the sources and the completion the set, so they go side by side.
+    let (sources_changed, completed) = rayon::join(
+        || ex.sources_changed(completing),
+        || {
+            let set = spec.set.as_ref().filter(|s| s.writes && completing);
+            set.map(|set| ex.complete_set(set).map(|()| set.id.clone()))
+        },
+    );
+    outcome.invariants_broken.extend(sources_changed);
+    match completed {
+        Some(Ok(id)) => outcome.set = Some(id),
+        Some(Err(e)) => {
+            outcome.status = RunStatus::Failed;
+            outcome.reason = Some(e);
         }
+        None => {}
     }
     ex.cleanup(Phase::Cleanup, &[], &mut outcome);
     if let Some(set) = spec.set.as_ref().filter(|s| s.writes) {
@@ -542,7 +554,7 @@ pub fn recover(
         Record::StepEnd { step, .. } => Some(step.clone()),
         _ => None,
     });
-    let ex = Executor::new(spec, opened, journal, observer, faults);
+    let ex = Executor::new(spec, opened, journal, observer, faults, None);
     {
         let mut progress = ex.progress.lock().unwrap_or_else(|p| p.into_inner());
         for r in &run.records {
@@ -578,22 +590,15 @@ impl<'a> Executor<'a> {
         journal: Journal,
         observer: &'a dyn Observer,
         faults: &'a TestFaults,
+        previous: Option<&'a sets::Previous>,
     ) -> Executor<'a> {
-        let link_dest = spec
-            .set
-            .as_ref()
-            .filter(|s| s.writes)
-            .and_then(|s| Some(s.job_dir.join(s.previous.as_ref()?)))
-            .and_then(|prev| match link_dest(&prev) {
-                Ok(l) => Some(l),
-                Err(e) => {
-                    tracing::warn!(
-                        "the previous set {} cannot be linked from, so every file is copied: {e}",
-                        prev.display()
-                    );
-                    None
-                }
-            });
+        let link_dest = previous
+            .filter(|p| {
+                spec.set
+                    .as_ref()
+                    .is_some_and(|s| s.writes && s.previous.as_ref() == Some(&p.id))
+            })
+            .map(|p| &p.link);
         Executor {
             spec,
             roots,
@@ -721,7 +726,7 @@ impl<'a> Executor<'a> {
     fn finish(self, mut outcome: Outcome) -> Result<Outcome, ExecError> {
         outcome.warnings =
             std::mem::take(&mut *self.warnings.lock().unwrap_or_else(|p| p.into_inner()));
-        let safety = self.safety(outcome.set.is_some());
+        let safety = self.released_and_restored();
         outcome.invariants_broken.extend(safety);
         for inv in &self.spec.document.plan.invariants {
             match self.holds(&inv.condition, inv.target.as_deref(), None) {
@@ -799,8 +804,10 @@ impl<'a> Executor<'a> {
     /// The built-in safety invariants the simulator checks after every dry run, checked on the
     /// real product: each broken one as a line for `invariants_broken`. `set_complete` says
     /// whether the backup's set got its name.
-    fn safety(&self, set_complete: bool) -> Vec<String> {
-        use crate::plan::safety::{MAINTENANCE_RELEASED, SERVICES_RESTORED, SOURCE_UNCHANGED};
+    /// The invariants that hold after the cleanup, as the simulator checks them: maintenance
+    /// released, services in their first state.
+    fn released_and_restored(&self) -> Vec<String> {
+        use crate::plan::safety::{MAINTENANCE_RELEASED, SERVICES_RESTORED};
         let mut out = Vec::new();
         let Some((markers_before, services_before)) = self
             .observed
@@ -848,6 +855,23 @@ impl<'a> Executor<'a> {
         if !changed.is_empty() {
             out.push(SERVICES_RESTORED.broken(&changed.join(", ")));
         }
+        out
+    }
+
+    /// `hokan:source-unchanged`: every file this run copied into the new set is still what it
+    /// copied (a file gone since is fine once the set that holds it is complete: Exchange
+    /// truncates its logs). `set_complete`: the body succeeded, so the set is being completed.
+    fn sources_changed(&self, set_complete: bool) -> Vec<String> {
+        use crate::plan::safety::SOURCE_UNCHANGED;
+        let mut out = Vec::new();
+        if self
+            .observed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none()
+        {
+            return out;
+        }
         let copies = self
             .copies_into_set
             .lock()
@@ -857,7 +881,9 @@ impl<'a> Executor<'a> {
         let mut changed = Vec::new();
         for (from, to) in &copies {
             let to_path = RelPath::from(to.path.as_str());
-            let now = match self.roots.scan(from) {
+            // By stat alone: what is compared is the fingerprint, and ctime moves with every
+            // attribute change.
+            let now = match self.roots.scan(from, crate::tree::Attrs::None) {
                 Ok(n) => n,
                 // Gone after it was copied (Exchange truncates its logs): fine when the set
                 // that holds it is complete.
@@ -1101,7 +1127,7 @@ impl<'a> Executor<'a> {
             from,
             to,
             &CopyOptions {
-                link_dest: self.link_dest.as_ref().filter(|_| into_new_set),
+                link_dest: self.link_dest.filter(|_| into_new_set),
                 progress: &progress,
                 deadline: Self::deadline(s),
                 space_left: self.faults.space_left.as_ref(),
@@ -1122,6 +1148,18 @@ impl<'a> Executor<'a> {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .push((from.clone(), to.clone()));
+            // Writeback of what the copy wrote starts now, while the steps after it (verifies,
+            // which only read) run; the sync that makes the set durable before it is named then
+            // has little left. Errors are that sync's to report (see `syncfs`): this one has a
+            // handle of its own.
+            if let Some(root) = self.roots.0.get("set") {
+                let path = root.path.clone();
+                std::thread::spawn(move || {
+                    if let Ok(f) = std::fs::File::open(path) {
+                        let _ = syncfs(std::os::fd::AsFd::as_fd(&f));
+                    }
+                });
+            }
         }
         let linked = copied.files.iter().filter(|w| w.linked).count();
         let n = copied.files.len();
@@ -1464,8 +1502,9 @@ impl<'a> Executor<'a> {
     fn copy_matches(&self, from: &Location, to: &Location) -> Result<Done, Failure> {
         use rayon::prelude::*;
         let err = |e: fs::FsError| Failure::new(e.to_string());
-        let orig = self.roots.scan(from).map_err(err)?;
-        let copy = self.roots.scan(to).map_err(err)?;
+        let all = crate::tree::Attrs::All;
+        let (orig, copy) = rayon::join(|| self.roots.scan(from, all), || self.roots.scan(to, all));
+        let (orig, copy) = (orig.map_err(err)?, copy.map_err(err)?);
         let sockets = orig
             .iter()
             .filter(|n| n.meta.kind == crate::tree::Kind::Socket)
@@ -1511,10 +1550,14 @@ impl<'a> Executor<'a> {
         let checked: Vec<(RelPath, String)> = pairs
             .par_iter()
             .flat_map_iter(|&(rel, o, c)| {
-                let (oname, cname) = (fs::join(from, rel), fs::join(to, rel));
+                // Named only when something differs: most pairs do not.
+                let names = || (fs::join(from, rel), fs::join(to, rel));
                 let mut out: Vec<(RelPath, String)> = crate::tree::differences(o, c, owners, false)
                     .into_iter()
-                    .map(|d| (rel.clone(), format!("{cname} {d} as {oname} is")))
+                    .map(|d| {
+                        let (oname, cname) = names();
+                        (rel.clone(), format!("{cname} {d} as {oname} is"))
+                    })
                     .collect();
                 let file = o.meta.kind == crate::tree::Kind::File && o.first.is_none();
                 if out.is_empty() && file {
@@ -1541,7 +1584,10 @@ impl<'a> Executor<'a> {
                             };
                             match (self.roots.digest(from, rel, o.meta.size), copy_digest) {
                                 (Ok(a), Ok(b)) if a == b => None,
-                                (Ok(_), Ok(_)) => Some(format!("{cname} differs from {oname}")),
+                                (Ok(_), Ok(_)) => {
+                                    let (oname, cname) = names();
+                                    Some(format!("{cname} differs from {oname}"))
+                                }
                                 (Err(e), _) | (_, Err(e)) => Some(e.to_string()),
                             }
                         }
@@ -1576,7 +1622,13 @@ impl<'a> Executor<'a> {
     /// Syncs the new set, writes its manifest, and gives it its id.
     fn complete_set(&self, set: &SetSpec) -> Result<(), String> {
         let partial = set.partial();
-        syncfs(&partial).map_err(|e| format!("cannot sync {}: {e}", partial.display()))?;
+        let root = self
+            .roots
+            .0
+            .get("set")
+            .ok_or_else(|| format!("{} is not open", partial.display()))?;
+        syncfs(std::os::fd::AsFd::as_fd(&root.dir))
+            .map_err(|e| format!("cannot sync {}: {e}", partial.display()))?;
         let known: manifest::Known = self
             .written
             .lock()
@@ -1713,39 +1765,6 @@ fn make_partial(set: &SetSpec) -> Result<(cap_std::fs::Dir, PathBuf), String> {
     ))
 }
 
-/// The previous set as a copy's link source: its directory, opened without following a link,
-/// and its manifest's files that a backup copied from a live tree (only those have the source
-/// fingerprint that decides whether a file is unchanged).
-fn link_dest(prev: &Path) -> Result<LinkDest, manifest::SetError> {
-    let m = Manifest::read(prev)?;
-    let dir = crate::tree::meta::open_dir(prev).map_err(|source| manifest::SetError::Io {
-        path: prev.to_path_buf(),
-        source,
-    })?;
-    let files = m
-        .entries
-        .into_iter()
-        .filter(|e| e.is_file())
-        .filter_map(|e| {
-            Some((
-                e.path,
-                crate::tree::PrevFile {
-                    size: e.size,
-                    mtime: e.mtime,
-                    mode: e.mode,
-                    uid: e.uid,
-                    gid: e.gid,
-                    xattrs: e.xattrs,
-                    digest: e.digest?,
-                    ino: e.ino?,
-                    source: e.source?,
-                },
-            ))
-        })
-        .collect();
-    Ok(LinkDest { dir, files })
-}
-
 fn succeeded(e: &Exec, code: i32) -> bool {
     if e.success_codes.is_empty() {
         code == 0
@@ -1755,11 +1774,13 @@ fn succeeded(e: &Exec, code: i32) -> bool {
 }
 
 /// Flushes the filesystem holding `path` to disk.
-fn syncfs(path: &Path) -> std::io::Result<()> {
+/// syncfs(2) through `fd`. Since Linux 5.8 it reports every writeback error on the filesystem
+/// since `fd` was opened, whoever else has seen it: a set is synced through the handle opened
+/// when it was made, before anything was written into it.
+fn syncfs(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
-    let f = std::fs::File::open(path)?;
-    // SAFETY: syncfs(2) on a file descriptor we own; it touches no memory.
-    if unsafe { libc::syncfs(f.as_raw_fd()) } == 0 {
+    // SAFETY: syncfs(2) on a file descriptor we hold; it touches no memory.
+    if unsafe { libc::syncfs(fd.as_raw_fd()) } == 0 {
         Ok(())
     } else {
         Err(std::io::Error::last_os_error())

@@ -157,8 +157,18 @@ fn problems(v: &Verification) -> String {
     s.join("; ")
 }
 
+/// A run ready to start.
+#[derive(Debug)]
+pub struct Ready {
+    /// What is journaled, and all that recovery needs.
+    pub spec: RunSpec,
+    /// The set that `spec` links from, read once while planning (for `backup-size`) and kept
+    /// for the copies.
+    pub previous: Option<sets::Previous>,
+}
+
 /// Plans the run against the real directories and checks it can run here.
-pub fn prepare_run(req: &RunRequest<'_>) -> Result<RunSpec, PrepareError> {
+pub fn prepare_run(req: &RunRequest<'_>) -> Result<Ready, PrepareError> {
     let (policy, job) = (req.policy, req.job);
     // A root that is not a readable directory is the policy's problem, not the plugin's: say
     // so before the plugin plans against an empty view.
@@ -182,6 +192,7 @@ pub fn prepare_run(req: &RunRequest<'_>) -> Result<RunSpec, PrepareError> {
         operation: req.operation,
         set: req.set,
         now: req.now,
+        links: req.links,
     };
     let (prepared, document) = planner::plan_job_prepared(req.rt, req.plugin, policy, job, &input)?;
     let problems = preflight(&document, policy, job);
@@ -198,13 +209,7 @@ pub fn prepare_run(req: &RunRequest<'_>) -> Result<RunSpec, PrepareError> {
             }
             Some(SetSpec {
                 id: id.clone(),
-                previous: if writes && req.links {
-                    sets::by_completion(&job_dir)
-                        .ok()
-                        .and_then(|ids| ids.last().cloned())
-                } else {
-                    None
-                },
+                previous: prepared.previous.as_ref().map(|p| p.id.clone()),
                 job_dir,
                 writes,
                 retention: job.retention,
@@ -222,7 +227,7 @@ pub fn prepare_run(req: &RunRequest<'_>) -> Result<RunSpec, PrepareError> {
         .iter()
         .map(|s| (s.name.clone(), s.address.clone()))
         .collect();
-    Ok(RunSpec {
+    let spec = RunSpec {
         run: run_id(req.now, policy, job, req.operation),
         instance: instance(policy, job),
         pid: std::process::id(),
@@ -274,6 +279,10 @@ pub fn prepare_run(req: &RunRequest<'_>) -> Result<RunSpec, PrepareError> {
                 .collect(),
             leaves_maintenance: op.is_some_and(|o| o.leaves_maintenance),
         },
+    };
+    Ok(Ready {
+        spec,
+        previous: prepared.previous,
     })
 }
 

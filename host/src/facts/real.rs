@@ -61,21 +61,15 @@ impl RealFacts {
         })
     }
 
-    /// Answers `backup-size` against the set in `dir` (the job's newest): its manifest's files
-    /// that were copied from a live tree, by inode, ctime, size and mtime. A set whose manifest
-    /// cannot be read links nothing, so every file counts.
-    pub fn with_previous_set(mut self, dir: &std::path::Path) -> Self {
-        if let Ok(m) = crate::sets::Manifest::read(dir) {
-            self.previous = m
-                .entries
-                .iter()
-                .filter(|e| e.is_file())
-                .filter_map(|e| {
-                    let s = e.source?;
-                    Some((s.ino, s.ctime, e.size, e.mtime))
-                })
-                .collect();
-        }
+    /// Answers `backup-size` against the set a backup links from: its files that were copied
+    /// from a live tree, by inode, ctime, size and mtime.
+    pub fn with_previous_set(mut self, previous: &crate::sets::Previous) -> Self {
+        self.previous = previous
+            .link
+            .files
+            .values()
+            .map(|f| (f.source.ino, f.source.ctime, f.size, f.mtime))
+            .collect();
         self
     }
 
@@ -254,7 +248,7 @@ impl FactSource for RealFacts {
             rel.file_name().to_vec()
         };
         let opts = crate::tree::ScanOptions {
-            xattrs: false,
+            xattrs: crate::tree::scan::Attrs::None,
             skip: &|_| false,
         };
         let nodes = crate::tree::scan(std::os::fd::AsFd::as_fd(&parent), &name, opts)
@@ -396,7 +390,8 @@ mod tests {
             1320,
             "no set: everything"
         );
-        let f = facts(tmp.path()).with_previous_set(&set);
+        let previous = crate::sets::Previous::read(tmp.path(), "set").unwrap();
+        let f = facts(tmp.path()).with_previous_set(&previous);
         assert_eq!(
             f.backup_size(&loc).unwrap(),
             320,

@@ -191,13 +191,20 @@ impl Manifest {
     pub fn read(dir: &Path) -> Result<Manifest, SetError> {
         let path = dir.join(MANIFEST);
         let text = std::fs::read(&path).map_err(io_err(&path))?;
-        #[derive(Deserialize)]
-        struct Version {
-            format_version: Option<String>,
-        }
-        let version = serde_json::from_slice::<Version>(&text)
-            .ok()
-            .and_then(|v| v.format_version);
+        let parsed = serde_json::from_slice::<Manifest>(&text);
+        // A manifest of another format may not parse at all: its version explains why.
+        let version = match &parsed {
+            Ok(m) => Some(m.format_version.clone()),
+            Err(_) => {
+                #[derive(Deserialize)]
+                struct Version {
+                    format_version: Option<String>,
+                }
+                serde_json::from_slice::<Version>(&text)
+                    .ok()
+                    .and_then(|v| v.format_version)
+            }
+        };
         if let Some(v) = version.filter(|v| v != FORMAT_VERSION) {
             return Err(SetError::BadManifest {
                 path,
@@ -212,7 +219,7 @@ impl Manifest {
                 ),
             });
         }
-        serde_json::from_slice(&text).map_err(|e| SetError::BadManifest {
+        parsed.map_err(|e| SetError::BadManifest {
             path: path.clone(),
             message: e.to_string(),
         })
@@ -296,7 +303,7 @@ fn scan_set(fd: &std::os::fd::OwnedFd, dir: &Path) -> Result<Vec<Node>, SetError
         fd.as_fd(),
         b".",
         ScanOptions {
-            xattrs: true,
+            xattrs: tree::scan::Attrs::All,
             skip: &skip,
         },
     )
@@ -515,7 +522,9 @@ pub fn write(dir: &Path, mut head: Manifest, known: &Known) -> Result<Manifest, 
     head.entries.sort_by(|a, b| a.path.cmp(&b.path));
     head.digest = tree::digest::ALGORITHM.into();
     let tmp = dir.join(MANIFEST_TMP);
-    let json = serde_json::to_vec_pretty(&head).expect("a manifest serializes");
+    let mut json = Vec::with_capacity(256 * (head.entries.len() + 1));
+    let mut ser = serde_json::Serializer::with_formatter(&mut json, Lines::default());
+    head.serialize(&mut ser).expect("a manifest serializes");
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::File::options()
             .write(true)
@@ -531,6 +540,63 @@ pub fn write(dir: &Path, mut head: Manifest, known: &Known) -> Result<Manifest, 
         io_err(&dir.join(MANIFEST))(e)
     })?;
     Ok(head)
+}
+
+/// The manifest's layout: each field of the head on a line of its own, and each entry on one
+/// line, compact. A set of 10,000 files has a manifest of about 2 MiB, written, read and parsed
+/// on every backup: indenting every field made it twice that and its writing twice as slow,
+/// and `grep` or `less` still show one entry per line (`jq .` indents it).
+#[derive(Default)]
+struct Lines {
+    depth: usize,
+}
+
+impl serde_json::ser::Formatter for Lines {
+    fn begin_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.depth += 1;
+        w.write_all(b"{")
+    }
+
+    fn end_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.depth -= 1;
+        w.write_all(if self.depth == 0 { b"\n}\n" } else { b"}" })
+    }
+
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        match (self.depth, first) {
+            (1, true) => w.write_all(b"\n"),
+            (1, false) => w.write_all(b",\n"),
+            (_, true) => Ok(()),
+            (_, false) => w.write_all(b","),
+        }
+    }
+
+    fn begin_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.depth += 1;
+        w.write_all(b"[")
+    }
+
+    fn end_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.depth -= 1;
+        w.write_all(if self.depth == 1 { b"\n]" } else { b"]" })
+    }
+
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        match (self.depth, first) {
+            (2, true) => w.write_all(b"\n"),
+            (2, false) => w.write_all(b",\n"),
+            (_, true) => Ok(()),
+            (_, false) => w.write_all(b","),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -631,6 +697,16 @@ mod tests {
         // The name that is not UTF-8 survives the JSON.
         let again = Manifest::read(d).unwrap();
         assert_eq!(again, m);
+        // One line per field of the head, one per entry.
+        let text = std::fs::read_to_string(d.join(MANIFEST)).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let entry_lines = lines.iter().filter(|l| l.starts_with("{\"path\":"));
+        assert_eq!(entry_lines.count(), m.entries.len(), "{text}");
+        assert!(lines.contains(&"\"set\":\"20261121T021000Z\","), "{text}");
+        assert_eq!(
+            (lines[0], lines[lines.len() - 2], lines[lines.len() - 1]),
+            ("{", "]", "}")
+        );
         let v = verify(d).unwrap();
         assert!(v.ok(), "{:?}", v.problems);
         assert_eq!((v.files, v.bytes), (3, 13));

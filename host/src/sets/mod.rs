@@ -136,6 +136,60 @@ pub fn by_completion(job_dir: &Path) -> std::io::Result<Vec<String>> {
     Ok(sets.into_iter().map(|(_, id)| id).collect())
 }
 
+/// The set a backup links its unchanged files from, and counts its bytes against before it
+/// starts: the job's newest complete set by completion, read once for both.
+#[derive(Debug)]
+pub struct Previous {
+    /// Its id.
+    pub id: String,
+    /// Its directory, and the files of its manifest that a backup copied from a live tree (only
+    /// those have the source fingerprint that decides whether a file is unchanged).
+    pub link: crate::tree::LinkDest,
+}
+
+impl Previous {
+    /// The newest complete set in `job_dir`, read; `None` when the job has none. A set that
+    /// cannot be read is an error to warn about: nothing is linked from it.
+    pub fn newest(job_dir: &Path) -> Option<Result<Previous, SetError>> {
+        let id = by_completion(job_dir).ok()?.pop()?;
+        Some(Self::read(job_dir, &id))
+    }
+
+    /// The set `id` in `job_dir`, read.
+    pub fn read(job_dir: &Path, id: &str) -> Result<Previous, SetError> {
+        let dir = &job_dir.join(id);
+        let m = Manifest::read(dir)?;
+        let fd = crate::tree::meta::open_dir(dir).map_err(|source| SetError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let files = m
+            .entries
+            .into_iter()
+            .filter(|e| e.is_file())
+            .filter_map(|e| {
+                Some((
+                    e.path,
+                    crate::tree::PrevFile {
+                        size: e.size,
+                        mtime: e.mtime,
+                        mode: e.mode,
+                        uid: e.uid,
+                        gid: e.gid,
+                        digest: e.digest?,
+                        ino: e.ino?,
+                        source: e.source?,
+                    },
+                ))
+            })
+            .collect();
+        Ok(Previous {
+            id: id.to_string(),
+            link: crate::tree::LinkDest { dir: fd, files },
+        })
+    }
+}
+
 /// A kernel lock on a set directory: readers (a restore, `verify`) hold it shared for as long
 /// as they read, and retention removes a set only if it can hold it exclusively, so a set is
 /// never removed under a restore that reads it.

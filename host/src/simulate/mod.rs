@@ -128,6 +128,7 @@ pub fn simulate_op(
         operation,
         set: None,
         now: UNIX_EPOCH + Duration::from_millis(world.now_ms.max(0) as u64),
+        links: true,
     };
     let prepared = planner::prepare(policy, job, d, &input, &list_sets)?;
     let roots: BTreeMap<String, String> = prepared

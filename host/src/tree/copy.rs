@@ -5,23 +5,23 @@
 //!
 //! A file unchanged since the previous backup set is hard-linked from it instead of copied.
 //! "Unchanged" is the rule restic and borg use: size, mtime to the nanosecond, ctime and inode
-//! are what the previous run saw, and so are mode, owner and attributes. ctime moves on every
-//! write, chmod, chown and attribute change and cannot be set back, so an application that
-//! restores mtime after writing is still caught. The previous set's own copy must also still be
+//! are what the previous run saw, and so are mode and owner. ctime moves on every write, chmod,
+//! chown and attribute change and cannot be set back, so an application that restores mtime
+//! after writing is still caught, and a linked file's attributes are the previous set's. The previous set's own copy must also still be
 //! what its manifest recorded (size, mtime, mode, inode); a copy that is not is copied afresh,
 //! with a warning, so damage in one set never spreads into the next.
 
 use super::bytes::RelPath;
 use super::digest;
-use super::meta::{self, Kind, Meta, Time, Xattrs};
-use super::scan::{self, Node, ScanOptions};
+use super::meta::{self, Kind, Meta, Time};
+use super::scan::{self, Attrs, Node, ScanOptions};
 use rustix::fs::{AtFlags, Mode, OFlags};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
 /// What a backup saw of a source file beyond its size and mtime: with them, the fingerprint
@@ -47,8 +47,6 @@ pub struct PrevFile {
     pub uid: u32,
     /// Group.
     pub gid: u32,
-    /// Extended attributes.
-    pub xattrs: Xattrs,
     /// Digest of the contents.
     pub digest: String,
     /// The set copy's inode.
@@ -148,11 +146,14 @@ pub fn copy_tree(
     opts: &CopyOptions<'_>,
 ) -> Result<Copied, CopyError> {
     let root = RelPath::root();
-    let nodes =
-        scan::scan(from.parent, from.name, ScanOptions::default()).map_err(|e| CopyError {
-            path: e.path,
-            source: e.source,
-        })?;
+    let scan_opts = ScanOptions {
+        xattrs: Attrs::ExceptFiles,
+        ..ScanOptions::default()
+    };
+    let nodes = scan::scan(from.parent, from.name, scan_opts).map_err(|e| CopyError {
+        path: e.path,
+        source: e.source,
+    })?;
     match rustix::fs::statat(to.parent, to.name, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(_) => {
             return Err(at(&root)(io::Error::new(
@@ -182,7 +183,8 @@ pub fn copy_tree(
     if top.meta.kind == Kind::Dir {
         c.tree(from, &nodes)?;
     } else {
-        c.entry(from.parent, from.name, to.parent, to.name, top)?;
+        let here = Here::new(from.parent, to.parent, to_path.parent());
+        c.entry(&here, from.name, to.name, top)?;
     }
     let mut warnings = c.warnings.into_inner().unwrap_or_else(|p| p.into_inner());
     if !opts.owners {
@@ -207,6 +209,32 @@ pub fn copy_tree(
         bytes: c.copied.into_inner(),
         warnings,
     })
+}
+
+/// One directory of a copy, as its entries need it.
+struct Here<'a> {
+    /// The source directory.
+    s: BorrowedFd<'a>,
+    /// The destination directory.
+    d: BorrowedFd<'a>,
+    /// Where the destination directory is in its root: the previous set's copies are there.
+    in_set: RelPath,
+    /// The previous set's directory at `in_set`, opened for the first file that may be linked.
+    prev: OnceLock<io::Result<OwnedFd>>,
+    /// Held while an entry is created here (see [`Copier::each_in_dir`]).
+    creating: Mutex<()>,
+}
+
+impl<'a> Here<'a> {
+    fn new(s: BorrowedFd<'a>, d: BorrowedFd<'a>, in_set: RelPath) -> Self {
+        Here {
+            s,
+            d,
+            in_set,
+            prev: OnceLock::new(),
+            creating: Mutex::new(()),
+        }
+    }
 }
 
 struct Copier<'a> {
@@ -276,13 +304,17 @@ impl Copier<'_> {
         }
         batches.par_iter().try_for_each(|(dir, batch)| {
             let (s, d) = (below(&src, dir)?, below(&dst, dir)?);
-            self.each_in_dir(s.as_fd(), d.as_fd(), batch)
+            self.each_in_dir(
+                &Here::new(s.as_fd(), d.as_fd(), dir.under(self.to_path)),
+                batch,
+            )
         })?;
         for n in links {
             let dir = n.path.parent();
             let (s, d) = (below(&src, &dir)?, below(&dst, &dir)?);
             let name = n.path.file_name();
-            self.entry(s.as_fd(), name, d.as_fd(), name, n)?;
+            let here = Here::new(s.as_fd(), d.as_fd(), dir.under(self.to_path));
+            self.entry(&here, name, name, n)?;
         }
         for n in dirs.iter().rev() {
             self.finish_dir(below(&dst, &n.path)?.as_fd(), n)?;
@@ -292,26 +324,20 @@ impl Copier<'_> {
 
     /// The entries of one directory (no hard links): regular files in parallel, then the
     /// cheap ones in order.
-    fn each_in_dir(
-        &self,
-        s: BorrowedFd<'_>,
-        d: BorrowedFd<'_>,
-        batch: &[&Node],
-    ) -> Result<(), CopyError> {
+    fn each_in_dir(&self, here: &Here<'_>, batch: &[&Node]) -> Result<(), CopyError> {
         use rayon::prelude::*;
         let (files, rest): (Vec<&Node>, Vec<&Node>) =
             batch.iter().partition(|n| n.meta.kind == Kind::File);
         // The kernel creates the files of one directory one at a time (under the directory's
         // lock), and a thread waiting there spins on its CPU: on a 2-core host that halved the
-        // copy, the other core spinning instead of hashing. Waiting on this lock sleeps.
-        let creating = Mutex::new(());
+        // copy, the other core spinning instead of hashing. Waiting on `here.creating` sleeps.
         files.par_iter().try_for_each(|n| {
             let name = n.path.file_name();
-            self.file(s, name, d, name, n, &creating)
+            self.file(here, name, name, n)
         })?;
         for n in rest {
             let name = n.path.file_name();
-            self.entry(s, name, d, name, n)?;
+            self.entry(here, name, name, n)?;
         }
         Ok(())
     }
@@ -319,13 +345,12 @@ impl Copier<'_> {
     /// One entry that is not a directory.
     fn entry(
         &self,
-        s: BorrowedFd<'_>,
+        here: &Here<'_>,
         sname: &[u8],
-        d: BorrowedFd<'_>,
         dname: &[u8],
         n: &Node,
     ) -> Result<(), CopyError> {
-        let err = at(&n.path);
+        let (err, d) = (at(&n.path), here.d);
         if let Some(first) = &n.first {
             // The first name was copied already: it comes earlier in the walk.
             let first_in_dst = first.under(&RelPath::root().join(self.to.name));
@@ -344,7 +369,7 @@ impl Copier<'_> {
             });
         }
         match n.meta.kind {
-            Kind::File => self.file(s, sname, d, dname, n, &Mutex::new(()))?,
+            Kind::File => self.file(here, sname, dname, n)?,
             Kind::Symlink => {
                 let target = n.target.as_ref().expect("a link has a target");
                 rustix::fs::symlinkat(target.as_bytes(), d, dname)
@@ -403,15 +428,7 @@ impl Copier<'_> {
     }
 
     /// Copies (or links) one regular file.
-    fn file(
-        &self,
-        s: BorrowedFd<'_>,
-        sname: &[u8],
-        d: BorrowedFd<'_>,
-        dname: &[u8],
-        n: &Node,
-        creating: &Mutex<()>,
-    ) -> Result<(), CopyError> {
+    fn file(&self, here: &Here<'_>, sname: &[u8], dname: &[u8], n: &Node) -> Result<(), CopyError> {
         let err = at(&n.path);
         if self.opts.deadline.is_some_and(|t| Instant::now() > t) {
             return Err(err(io::Error::new(
@@ -419,9 +436,7 @@ impl Copier<'_> {
                 "the step's time limit ran out",
             )));
         }
-        let w = self
-            .file_inner(s, sname, d, dname, n, creating)
-            .map_err(err)?;
+        let w = self.file_inner(here, sname, dname, n).map_err(err)?;
         let now = self.done.fetch_add(w.size, Ordering::Relaxed) + w.size;
         (self.opts.progress)(now.min(self.total), self.total);
         if !w.linked {
@@ -434,32 +449,29 @@ impl Copier<'_> {
         Ok(())
     }
 
-    /// `creating` is held while the file is created (see [`Copier::each_in_dir`]).
+    /// Links the file when the scan saw it unchanged since the previous set; otherwise opens
+    /// and copies it. A file that changes after the scan is caught either way: by the stat
+    /// around its copy, or by the verify and the safety check that compare the source with
+    /// the fingerprint recorded here.
     fn file_inner(
         &self,
-        s: BorrowedFd<'_>,
+        here: &Here<'_>,
         sname: &[u8],
-        d: BorrowedFd<'_>,
         dname: &[u8],
         n: &Node,
-        creating: &Mutex<()>,
     ) -> io::Result<Written> {
+        let path = n.path.under(self.to_path);
+        if let Some(w) = self.link(here, &path, &n.meta, dname)? {
+            return Ok(w);
+        }
+        let (s, d) = (here.s, here.d);
         let (src, st) = meta::open_file_at(s, sname)?;
         let source = Source {
             ino: st.ino,
             ctime: st.ctime,
         };
-        // The scan's attributes, unless the file changed since.
-        let xattrs = if st.ctime == n.meta.ctime && st.ino == n.meta.ino {
-            n.xattrs.clone()
-        } else {
-            meta::xattrs_at(s, sname)?
-        };
-        let path = n.path.under(self.to_path);
-        if let Some(w) = self.link(&path, &st, &xattrs, source, d, dname, creating)? {
-            return Ok(w);
-        }
-        let created = creating.lock().unwrap_or_else(|p| p.into_inner());
+        let xattrs = meta::xattrs_fd(src.as_fd())?;
+        let created = here.creating.lock().unwrap_or_else(|p| p.into_inner());
         let dst: std::fs::File = rustix::fs::openat(
             d,
             dname,
@@ -505,18 +517,15 @@ impl Copier<'_> {
         })
     }
 
-    /// Links the previous set's copy of an unchanged file, when that copy is still what its
-    /// manifest says. A link is made under `creating`, as a file is created.
-    #[allow(clippy::too_many_arguments)]
+    /// Links the previous set's copy of a file whose stat `st` is what the previous run saw,
+    /// when that copy is still what its manifest says. Attributes are not compared: changing
+    /// one moves the ctime. A link is made under `here.creating`, as a file is created.
     fn link(
         &self,
+        here: &Here<'_>,
         path: &RelPath,
         st: &Meta,
-        xattrs: &Xattrs,
-        source: Source,
-        d: BorrowedFd<'_>,
         dname: &[u8],
-        creating: &Mutex<()>,
     ) -> io::Result<Option<Written>> {
         let Some(ld) = self.opts.link_dest else {
             return Ok(None);
@@ -524,14 +533,20 @@ impl Copier<'_> {
         let Some(prev) = ld.files.get(path) else {
             return Ok(None);
         };
+        let source = Source {
+            ino: st.ino,
+            ctime: st.ctime,
+        };
         let unchanged = prev.source == source
             && (prev.size, prev.mtime, prev.mode) == (st.size, st.mtime, st.mode)
-            && (!self.opts.owners || (prev.uid, prev.gid) == (st.uid, st.gid))
-            && prev.xattrs == *xattrs;
+            && (!self.opts.owners || (prev.uid, prev.gid) == (st.uid, st.gid));
         if !unchanged {
             return Ok(None);
         }
-        let parent = match scan::open_path(ld.dir.as_fd(), &path.parent()) {
+        let opened = here
+            .prev
+            .get_or_init(|| scan::open_path(ld.dir.as_fd(), &here.in_set));
+        let parent = match opened {
             Ok(p) => p,
             Err(e) => {
                 self.warn(format!(
@@ -560,8 +575,8 @@ impl Copier<'_> {
             ));
             return Ok(None);
         }
-        let linking = creating.lock().unwrap_or_else(|p| p.into_inner());
-        let linked = rustix::fs::linkat(parent.as_fd(), name, d, dname, AtFlags::empty());
+        let linking = here.creating.lock().unwrap_or_else(|p| p.into_inner());
+        let linked = rustix::fs::linkat(parent.as_fd(), name, here.d, dname, AtFlags::empty());
         drop(linking);
         match linked {
             Ok(()) => Ok(Some(Written {

@@ -14,7 +14,7 @@ pub use copy::{
     Copied, CopyError, CopyOptions, End, LinkDest, PrevFile, Source, Written, copy_tree,
 };
 pub use meta::{Kind, Meta, Time, Xattrs};
-pub use scan::{Node, ScanError, ScanOptions, scan};
+pub use scan::{Attrs, Node, ScanError, ScanOptions, scan};
 
 /// How two entries that should be the same differ, one phrase each; empty when they do not.
 /// `want` is what should be there (the source, or the manifest), `have` what is. Owners are

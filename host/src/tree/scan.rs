@@ -34,19 +34,31 @@ pub struct ScanError {
     pub source: io::Error,
 }
 
+/// Whose extended attributes a walk reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attrs {
+    /// Nobody's: a walk that compares stats only (ctime moves on every attribute change).
+    None,
+    /// Every entry's.
+    All,
+    /// Every entry's but regular files': a copy reads those from the file it opens, or takes
+    /// them from the previous set's manifest when it links the file.
+    ExceptFiles,
+}
+
 /// What to collect.
 #[derive(Clone, Copy)]
 pub struct ScanOptions<'a> {
-    /// Read extended attributes.
-    pub xattrs: bool,
+    /// Whose extended attributes to read.
+    pub xattrs: Attrs,
     /// Entries to leave out (with everything below them), by path from the top.
-    pub skip: &'a dyn Fn(&RelPath) -> bool,
+    pub skip: &'a (dyn Fn(&RelPath) -> bool + Sync),
 }
 
 impl Default for ScanOptions<'_> {
     fn default() -> Self {
         ScanOptions {
-            xattrs: true,
+            xattrs: Attrs::All,
             skip: &|_| false,
         }
     }
@@ -55,24 +67,34 @@ impl Default for ScanOptions<'_> {
 /// Walks `name` in `parent` (`.` for `parent` itself). The order is fixed: an entry, then (for
 /// a directory) its other entries by name, then its directories by name, each followed by its
 /// own contents. A hard link's `first` is the name that comes earlier in that order.
+///
+/// The entries of a directory are looked at side by side, and so are its subdirectories: a walk
+/// is a syscall per entry or two, and a backup walks each tree several times (plan, copy,
+/// verify, manifest, safety check). The order does not depend on it.
 pub fn scan(
     parent: BorrowedFd<'_>,
     name: &[u8],
     opts: ScanOptions<'_>,
 ) -> Result<Vec<Node>, ScanError> {
-    let mut w = Walk {
-        opts,
-        out: Vec::new(),
-        inodes: HashMap::new(),
-    };
-    let top = w.node(parent, name, RelPath::root())?;
+    let top = node(&opts, parent, name, RelPath::root())?;
     let is_dir = top.meta.kind == Kind::Dir;
-    w.out.push(top);
+    let mut out = vec![top];
     if is_dir {
         let fd = meta::open_dir_at(parent, name).map_err(at(&RelPath::root()))?;
-        w.children(fd.as_fd(), &RelPath::root())?;
+        out.extend(children(&opts, fd.as_fd(), &RelPath::root())?);
     }
-    Ok(w.out)
+    let mut inodes: HashMap<(u64, u64), RelPath> = HashMap::new();
+    for n in out.iter_mut() {
+        if n.meta.kind != Kind::Dir && n.meta.nlink > 1 {
+            match inodes.entry((n.meta.dev, n.meta.ino)) {
+                std::collections::hash_map::Entry::Occupied(e) => n.first = Some(e.get().clone()),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(n.path.clone());
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn at(path: &RelPath) -> impl FnOnce(io::Error) -> ScanError + '_ {
@@ -82,70 +104,137 @@ fn at(path: &RelPath) -> impl FnOnce(io::Error) -> ScanError + '_ {
     }
 }
 
-struct Walk<'a> {
-    opts: ScanOptions<'a>,
-    out: Vec<Node>,
-    inodes: HashMap<(u64, u64), RelPath>,
+fn node(
+    opts: &ScanOptions<'_>,
+    dir: BorrowedFd<'_>,
+    name: &[u8],
+    path: RelPath,
+) -> Result<Node, ScanError> {
+    let m = meta::stat_at(dir, name).map_err(at(&path))?;
+    let target = if m.kind == Kind::Symlink {
+        let t = rustix::fs::readlinkat(dir, name, Vec::new()).map_err(|e| at(&path)(e.into()))?;
+        Some(Bytes(t.into_bytes()))
+    } else {
+        None
+    };
+    let wanted = match opts.xattrs {
+        Attrs::None => false,
+        Attrs::All => true,
+        Attrs::ExceptFiles => m.kind != Kind::File,
+    };
+    let xattrs = if wanted {
+        meta::xattrs_at(dir, name).map_err(at(&path))?
+    } else {
+        Xattrs::new()
+    };
+    Ok(Node {
+        path,
+        meta: m,
+        target,
+        xattrs,
+        first: None,
+    })
 }
 
-impl Walk<'_> {
-    fn node(&mut self, dir: BorrowedFd<'_>, name: &[u8], path: RelPath) -> Result<Node, ScanError> {
-        let m = meta::stat_at(dir, name).map_err(at(&path))?;
-        let target = if m.kind == Kind::Symlink {
-            let t =
-                rustix::fs::readlinkat(dir, name, Vec::new()).map_err(|e| at(&path)(e.into()))?;
-            Some(Bytes(t.into_bytes()))
-        } else {
-            None
-        };
-        let xattrs = if self.opts.xattrs {
-            meta::xattrs_at(dir, name).map_err(at(&path))?
-        } else {
-            Xattrs::new()
-        };
-        let first = if m.kind != Kind::Dir && m.nlink > 1 {
-            match self.inodes.get(&(m.dev, m.ino)) {
-                Some(p) => Some(p.clone()),
-                None => {
-                    self.inodes.insert((m.dev, m.ino), path.clone());
-                    None
-                }
+/// Everything below the open directory `dir` (at `path`), in walk order.
+fn children(
+    opts: &ScanOptions<'_>,
+    dir: BorrowedFd<'_>,
+    path: &RelPath,
+) -> Result<Vec<Node>, ScanError> {
+    use rayon::prelude::*;
+    let names = meta::names(dir).map_err(at(path))?;
+    let nodes: Vec<(Vec<u8>, Node)> = names
+        .into_par_iter()
+        .with_min_len(64)
+        .filter_map(|name| {
+            let child = path.join(&name);
+            if (opts.skip)(&child) {
+                return None;
             }
-        } else {
-            None
-        };
-        Ok(Node {
-            path,
-            meta: m,
-            target,
-            xattrs,
-            first,
+            Some(node(opts, dir, &name, child).map(|n| (name, n)))
+        })
+        .collect::<Result<_, _>>()?;
+    let (dirs, others): (Vec<_>, Vec<_>) = nodes
+        .into_iter()
+        .partition(|(_, n)| n.meta.kind == Kind::Dir);
+    let below: Vec<Vec<Node>> = dirs
+        .par_iter()
+        .map(|(name, n)| {
+            let fd = meta::open_dir_at(dir, name).map_err(at(&n.path))?;
+            children(opts, fd.as_fd(), &n.path)
+        })
+        .collect::<Result<_, _>>()?;
+    let mut out: Vec<Node> = others.into_iter().map(|(_, n)| n).collect();
+    for ((_, n), below) in dirs.into_iter().zip(below) {
+        out.push(n);
+        out.extend(below);
+    }
+    Ok(out)
+}
+
+/// The symbolic links at and below `name` in `parent`, each with its target, in walk order. Only
+/// directories are opened and only links are looked at: the kind comes from the directory
+/// listing (`d_type`), and an entry is stat'ed only on a filesystem that does not give it, so
+/// a plan's check for links that leave their root costs a listing, not a stat per file.
+pub fn symlinks(parent: BorrowedFd<'_>, name: &[u8]) -> Result<Vec<(RelPath, Bytes)>, ScanError> {
+    fn kind(dir: BorrowedFd<'_>, name: &[u8], t: rustix::fs::FileType) -> io::Result<Kind> {
+        use rustix::fs::FileType;
+        Ok(match t {
+            FileType::Directory => Kind::Dir,
+            FileType::Symlink => Kind::Symlink,
+            FileType::Unknown => meta::stat_at(dir, name)?.kind,
+            _ => Kind::File,
         })
     }
-
-    fn children(&mut self, dir: BorrowedFd<'_>, path: &RelPath) -> Result<(), ScanError> {
-        let names = meta::names(dir).map_err(at(path))?;
-        let mut dirs = Vec::new();
-        for name in names {
-            let child = path.join(&name);
-            if (self.opts.skip)(&child) {
-                continue;
-            }
-            let n = self.node(dir, &name, child)?;
-            if n.meta.kind == Kind::Dir {
-                dirs.push((name, n));
-            } else {
-                self.out.push(n);
+    fn walk(
+        dir: BorrowedFd<'_>,
+        path: &RelPath,
+        out: &mut Vec<(RelPath, Bytes)>,
+    ) -> Result<(), ScanError> {
+        let mut entries = Vec::new();
+        for e in rustix::fs::Dir::read_from(dir).map_err(|e| at(path)(e.into()))? {
+            let e = e.map_err(|e| at(path)(e.into()))?;
+            let n = e.file_name().to_bytes();
+            if n != b"." && n != b".." {
+                entries.push((n.to_vec(), e.file_type()));
             }
         }
-        for (name, n) in dirs {
-            let child = n.path.clone();
-            self.out.push(n);
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut dirs = Vec::new();
+        for (name, t) in entries {
+            let child = path.join(&name);
+            match kind(dir, &name, t).map_err(at(&child))? {
+                Kind::Symlink => {
+                    let t = rustix::fs::readlinkat(dir, name.as_slice(), Vec::new())
+                        .map_err(|e| at(&child)(e.into()))?;
+                    out.push((child, Bytes(t.into_bytes())));
+                }
+                Kind::Dir => dirs.push((name, child)),
+                _ => {}
+            }
+        }
+        for (name, child) in dirs {
             let fd = meta::open_dir_at(dir, &name).map_err(at(&child))?;
-            self.children(fd.as_fd(), &child)?;
+            walk(fd.as_fd(), &child, out)?;
         }
         Ok(())
     }
+    let root = RelPath::root();
+    let mut out = Vec::new();
+    match meta::stat_at(parent, name).map_err(at(&root))?.kind {
+        Kind::Symlink => {
+            let t = rustix::fs::readlinkat(parent, name, Vec::new())
+                .map_err(|e| at(&root)(e.into()))?;
+            out.push((root, Bytes(t.into_bytes())));
+        }
+        Kind::Dir => {
+            let fd = meta::open_dir_at(parent, name).map_err(at(&root))?;
+            walk(fd.as_fd(), &root, &mut out)?;
+        }
+        _ => {}
+    }
+    Ok(out)
 }
 
 /// Opens the directory `path` below `dir` one component at a time, each with `O_NOFOLLOW`.
@@ -184,7 +273,7 @@ mod tests {
             root.as_fd(),
             b"top",
             ScanOptions {
-                xattrs: false,
+                xattrs: Attrs::None,
                 skip: &skip,
             },
         )
@@ -203,6 +292,10 @@ mod tests {
             ]
         );
         assert_eq!(nodes[1].target.as_ref().unwrap().as_bytes(), b"/etc");
+        // The links alone, by the listing's kinds, as the full walk finds them.
+        let links = symlinks(root.as_fd(), b"top").unwrap();
+        assert_eq!(links, [(RelPath::from("a-link"), Bytes::from("/etc"))]);
+        assert!(symlinks(root.as_fd(), b"missing").is_err());
         assert_eq!(nodes[4].first, Some(RelPath::from("z")));
         assert!(nodes[2].first.is_none());
         let fd = open_path(root.as_fd(), &RelPath::from("top/b")).unwrap();
