@@ -360,7 +360,7 @@ pub struct Prepared {
     /// The site as the plugin sees it.
     pub topology: Topology,
     /// The set a backup links from, read for its `backup-size` (by [`plan_job_prepared`]).
-    pub previous: Option<sets::Previous>,
+    pub previous: Option<Arc<sets::Previous>>,
 }
 
 /// Lists the backup set ids in a job's sets directory, oldest first: [`sets::list`] for the
@@ -598,24 +598,11 @@ pub fn plan_job_prepared(
         .description()
         .operation(input.operation)
         .is_some_and(|o| o.sets == SetUse::Writes);
-    if writes
-        && input.links
-        && let Some(dir) = sets_dir(policy, job)
-    {
-        prepared.previous = match sets::Previous::newest(&dir) {
-            Some(Ok(p)) => Some(p),
-            Some(Err(e)) => {
-                tracing::warn!(
-                    "the newest set cannot be linked from, so every file is copied: {e}"
-                );
-                None
-            }
-            None => None,
-        };
-    }
-    if let Some(p) = &prepared.previous {
-        facts = facts.with_previous_set(p);
-    }
+    let previous = Arc::new(match sets_dir(policy, job) {
+        Some(dir) if writes && input.links => sets::PreviousLoad::start(dir),
+        _ => sets::PreviousLoad::ready(None),
+    });
+    facts = facts.with_previous_set(previous.clone());
     let now_ms = input
         .now
         .duration_since(std::time::UNIX_EPOCH)
@@ -633,6 +620,7 @@ pub fn plan_job_prepared(
     doc.plan
         .warnings
         .extend(links_out_of_their_root(&doc.plan, &prepared.roots));
+    prepared.previous = previous.get().cloned();
     Ok((prepared, doc))
 }
 

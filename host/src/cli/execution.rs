@@ -154,7 +154,7 @@ pub(super) fn run(cli: &Cli, a: &RunArgs) -> Result<ExitCode> {
         .context("cannot install the SIGTERM handler")?;
     let outcome = execute::execute(
         spec,
-        ready.previous.as_ref(),
+        ready.previous.as_deref(),
         state,
         &console,
         &TestFaults::from_env(),

@@ -164,7 +164,7 @@ pub struct Ready {
     pub spec: RunSpec,
     /// The set that `spec` links from, read once while planning (for `backup-size`) and kept
     /// for the copies.
-    pub previous: Option<sets::Previous>,
+    pub previous: Option<std::sync::Arc<sets::Previous>>,
 }
 
 /// Plans the run against the real directories and checks it can run here.

@@ -22,8 +22,10 @@ pub struct RealFacts {
     roots: BTreeMap<String, GrantedRoot>,
     now_ms: i64,
     topology: Topology,
-    /// What the job's newest set holds unchanged, by the fingerprint the link rule compares.
-    previous: std::collections::HashSet<Fingerprint>,
+    /// The set a backup links from (being read while the plugin plans), and what it holds by
+    /// the fingerprint the link rule compares.
+    previous: std::sync::Arc<crate::sets::PreviousLoad>,
+    fingerprints: std::sync::OnceLock<std::collections::HashSet<Fingerprint>>,
 }
 
 /// A source file as a backup saw it: what must be the same for it to be linked, not copied.
@@ -57,20 +59,31 @@ impl RealFacts {
             roots: map,
             now_ms,
             topology,
-            previous: Default::default(),
+            previous: std::sync::Arc::new(crate::sets::PreviousLoad::ready(None)),
+            fingerprints: std::sync::OnceLock::new(),
         })
     }
 
     /// Answers `backup-size` against the set a backup links from: its files that were copied
     /// from a live tree, by inode, ctime, size and mtime.
-    pub fn with_previous_set(mut self, previous: &crate::sets::Previous) -> Self {
-        self.previous = previous
-            .link
-            .files
-            .values()
-            .map(|f| (f.source.ino, f.source.ctime, f.size, f.mtime))
-            .collect();
+    pub fn with_previous_set(
+        mut self,
+        previous: std::sync::Arc<crate::sets::PreviousLoad>,
+    ) -> Self {
+        self.previous = previous;
         self
+    }
+
+    fn fingerprints(&self) -> &std::collections::HashSet<Fingerprint> {
+        self.fingerprints.get_or_init(|| match self.previous.get() {
+            Some(p) => p
+                .link
+                .files
+                .values()
+                .map(|f| (f.source.ino, f.source.ctime, f.size, f.mtime))
+                .collect(),
+            None => Default::default(),
+        })
     }
 
     /// Fixes the clock the plugin sees (tests, reproducible plans).
@@ -227,10 +240,9 @@ impl FactSource for RealFacts {
         tree_size(&sub).map_err(|e| io_err(p, e))
     }
 
+    /// The tree's regular files, each inode once (hard links stay links), less those the set a
+    /// backup links from holds unchanged. The tree is walked while that set is still being read.
     fn backup_size(&self, p: &Location) -> Result<u64, FactError> {
-        if self.previous.is_empty() {
-            return self.tree_size(p);
-        }
         let Some((dir, rel)) = self.resolve(p)? else {
             return Err(Self::missing(p));
         };
@@ -253,12 +265,13 @@ impl FactSource for RealFacts {
         };
         let nodes = crate::tree::scan(std::os::fd::AsFd::as_fd(&parent), &name, opts)
             .map_err(|e| io_err(p, e.source))?;
+        let previous = self.fingerprints();
         Ok(nodes
             .iter()
             .filter(|n| n.meta.kind == crate::tree::Kind::File && n.first.is_none())
             .filter(|n| {
                 let m = &n.meta;
-                !self.previous.contains(&(m.ino, m.ctime, m.size, m.mtime))
+                !previous.contains(&(m.ino, m.ctime, m.size, m.mtime))
             })
             .fold(0u64, |a, n| a.saturating_add(n.meta.size)))
     }
@@ -391,7 +404,8 @@ mod tests {
             "no set: everything"
         );
         let previous = crate::sets::Previous::read(tmp.path(), "set").unwrap();
-        let f = facts(tmp.path()).with_previous_set(&previous);
+        let previous = std::sync::Arc::new(crate::sets::PreviousLoad::ready(Some(previous)));
+        let f = facts(tmp.path()).with_previous_set(previous);
         assert_eq!(
             f.backup_size(&loc).unwrap(),
             320,
