@@ -183,7 +183,7 @@ pub fn write_manifest(set: &Path) {
         owners: hokan::tree::meta::is_root(),
         entries: vec![],
     };
-    hokan::sets::manifest::write(set, head, &Default::default()).unwrap();
+    hokan::sets::manifest::write(set, head, &Default::default(), Vec::new()).unwrap();
 }
 
 fn copy_dir(from: &Path, to: &Path) {

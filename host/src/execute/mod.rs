@@ -37,8 +37,8 @@ use journal::{Journal, JournalError, Record};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use transport::{Invocation, Local, Output, Transport};
 
@@ -371,9 +371,19 @@ struct Executor<'a> {
     copies_into_set: Mutex<Vec<(Location, Location)>>,
     /// The previous set, which a backup's copies into the new set link from.
     link_dest: Option<&'a LinkDest>,
+    /// Steps that may write are counted as they start and end (`writes`), and those under way
+    /// (`writing`): a walk taken while neither moved is still true until `writes` moves.
+    writes: AtomicU64,
+    writing: AtomicU64,
+    /// Walks of trees of the new set taken by verify steps, with the `writes` they were taken
+    /// at: the manifest reuses those still true instead of walking them again.
+    set_walks: Mutex<Vec<SetWalk>>,
     /// Which steps this run started and which succeeded, for `step-*` conditions.
     progress: Mutex<StepProgress>,
 }
+
+/// A walk of a tree of the new set: where, at which count of writing steps, what it found.
+type SetWalk = (RelPath, u64, Arc<Vec<crate::tree::Node>>);
 
 /// The steps a run has started and those that succeeded, from its journal records.
 #[derive(Debug, Default)]
@@ -611,6 +621,9 @@ impl<'a> Executor<'a> {
             observed: Mutex::new(None),
             copies_into_set: Mutex::new(Vec::new()),
             link_dest,
+            writes: AtomicU64::new(0),
+            writing: AtomicU64::new(0),
+            set_walks: Mutex::new(Vec::new()),
             progress: Mutex::default(),
         }
     }
@@ -1014,6 +1027,24 @@ impl<'a> Executor<'a> {
     }
 
     fn act(&self, s: &Step) -> Result<Done, Failure> {
+        // Only verifies, assertions and waits only read; anything else (a command, a service, a
+        // manual step) may change any root, the set included.
+        let reads = matches!(
+            s.action,
+            Action::Verify { .. } | Action::Assert { .. } | Action::WaitUntil { .. }
+        );
+        if reads {
+            return self.act_inner(s);
+        }
+        self.writing.fetch_add(1, Ordering::SeqCst);
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        let done = self.act_inner(s);
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        self.writing.fetch_sub(1, Ordering::SeqCst);
+        done
+    }
+
+    fn act_inner(&self, s: &Step) -> Result<Done, Failure> {
         let fail = |e: fs::FsError| Failure::new(e.to_string());
         match &s.action {
             Action::WriteFile { path, contents } => {
@@ -1503,7 +1534,7 @@ impl<'a> Executor<'a> {
         use rayon::prelude::*;
         let err = |e: fs::FsError| Failure::new(e.to_string());
         let all = crate::tree::Attrs::All;
-        let (orig, copy) = rayon::join(|| self.roots.scan(from, all), || self.roots.scan(to, all));
+        let (orig, copy) = rayon::join(|| self.roots.scan(from, all), || self.walk_of_set(to));
         let (orig, copy) = (orig.map_err(err)?, copy.map_err(err)?);
         let sockets = orig
             .iter()
@@ -1619,6 +1650,22 @@ impl<'a> Executor<'a> {
         }
     }
 
+    /// A walk of `l`; kept for the manifest when `l` is in the new set and no step that may
+    /// write ran while it was taken.
+    fn walk_of_set(&self, l: &Location) -> Result<Arc<Vec<crate::tree::Node>>, fs::FsError> {
+        let before = self.writes.load(Ordering::SeqCst);
+        let idle = self.writing.load(Ordering::SeqCst) == 0;
+        let nodes = Arc::new(self.roots.scan(l, crate::tree::Attrs::All)?);
+        let into_new_set = l.root == "set" && self.spec.set.as_ref().is_some_and(|s| s.writes);
+        if into_new_set && idle && self.writes.load(Ordering::SeqCst) == before {
+            self.set_walks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((RelPath::from(l.path.as_str()), before, nodes.clone()));
+        }
+        Ok(nodes)
+    }
+
     /// Syncs the new set, writes its manifest, and gives it its id.
     fn complete_set(&self, set: &SetSpec) -> Result<(), String> {
         let partial = set.partial();
@@ -1652,7 +1699,23 @@ impl<'a> Executor<'a> {
             owners: crate::tree::meta::is_root(),
             entries: vec![],
         };
-        let m = manifest::write(&partial, head, &known).map_err(|e| e.to_string())?;
+        // The verify steps' walks of the set's top-level trees, when nothing has written since.
+        let now = self.writes.load(Ordering::SeqCst);
+        let kept = std::mem::take(&mut *self.set_walks.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut walks: Vec<(RelPath, Vec<crate::tree::Node>)> = kept
+            .into_iter()
+            .filter(|(path, at, nodes)| {
+                *at == now
+                    && path.components().count() == 1
+                    && nodes
+                        .first()
+                        .is_some_and(|n| n.meta.kind == crate::tree::Kind::Dir)
+            })
+            .map(|(path, _, nodes)| (path, Arc::unwrap_or_clone(nodes)))
+            .collect();
+        walks.sort_by(|a, b| a.0.cmp(&b.0));
+        walks.dedup_by(|a, b| a.0 == b.0);
+        let m = manifest::write(&partial, head, &known, walks).map_err(|e| e.to_string())?;
         std::fs::rename(&partial, set.path())
             .and_then(|()| std::fs::File::open(&set.job_dir)?.sync_all())
             .map_err(|e| {

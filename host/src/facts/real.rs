@@ -395,7 +395,7 @@ mod tests {
             owners: false,
             entries: vec![],
         };
-        manifest::write(&set, head, &known).unwrap();
+        manifest::write(&set, head, &known, Vec::new()).unwrap();
         std::fs::write(data.join("changed.odb"), vec![2u8; 300]).unwrap();
         let loc = Location::new("data", "mw/data");
         assert_eq!(

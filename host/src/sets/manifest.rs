@@ -296,10 +296,18 @@ fn open_set(dir: &Path) -> Result<std::os::fd::OwnedFd, SetError> {
     tree::meta::open_dir(dir).map_err(io_err(dir))
 }
 
-/// Every entry below the set directory `fd` (the manifest left out), in walk order.
-fn scan_set(fd: &std::os::fd::OwnedFd, dir: &Path) -> Result<Vec<Node>, SetError> {
-    let skip = |p: &RelPath| matches!(p.as_bytes(), b"manifest.json" | b".manifest.json.tmp");
-    let mut nodes = tree::scan(
+/// Every entry below the set directory `fd` (the manifest left out), in walk order. `walked`:
+/// walks of some of its top-level directories, still true, which are not walked again.
+fn scan_set(
+    fd: &std::os::fd::OwnedFd,
+    dir: &Path,
+    walked: Vec<(RelPath, Vec<Node>)>,
+) -> Result<Vec<Node>, SetError> {
+    let skip = |p: &RelPath| {
+        matches!(p.as_bytes(), b"manifest.json" | b".manifest.json.tmp")
+            || walked.iter().any(|(w, _)| w == p)
+    };
+    let nodes = tree::scan(
         fd.as_fd(),
         b".",
         ScanOptions {
@@ -308,6 +316,11 @@ fn scan_set(fd: &std::os::fd::OwnedFd, dir: &Path) -> Result<Vec<Node>, SetError
         },
     )
     .map_err(scan_err(dir))?;
+    let mut nodes = if walked.is_empty() {
+        nodes
+    } else {
+        tree::scan::merge(nodes, walked)
+    };
     nodes.remove(0); // the set directory itself
     Ok(nodes)
 }
@@ -427,7 +440,7 @@ pub fn verify(dir: &Path) -> Result<Verification, SetError> {
     use rayon::prelude::*;
     let manifest = Manifest::read(dir)?;
     let fd = open_set(dir)?;
-    let found = scan_set(&fd, dir)?;
+    let found = scan_set(&fd, dir, Vec::new())?;
     let found: BTreeMap<&RelPath, &Node> = found.iter().map(|n| (&n.path, n)).collect();
     let listed: BTreeMap<&RelPath, &Entry> =
         manifest.entries.iter().map(|e| (&e.path, e)).collect();
@@ -496,12 +509,18 @@ pub fn verify(dir: &Path) -> Result<Verification, SetError> {
 pub type Known = BTreeMap<RelPath, (String, Option<Source>)>;
 
 /// Writes a manifest for the finished tree in `dir`: files whose digest `known` gives (by path)
-/// keep it, the others are read now. The manifest is written under a temporary name, synced
-/// and renamed, so it is either whole or absent.
-pub fn write(dir: &Path, mut head: Manifest, known: &Known) -> Result<Manifest, SetError> {
+/// keep it, the others are read now; `walked` are walks of top-level directories of the set
+/// that are still true (a verify step's), which are not walked again. The manifest is written
+/// under a temporary name, synced and renamed, so it is either whole or absent.
+pub fn write(
+    dir: &Path,
+    mut head: Manifest,
+    known: &Known,
+    walked: Vec<(RelPath, Vec<Node>)>,
+) -> Result<Manifest, SetError> {
     use rayon::prelude::*;
     let fd = open_set(dir)?;
-    let nodes = scan_set(&fd, dir)?;
+    let nodes = scan_set(&fd, dir, walked)?;
     head.entries = nodes
         .par_iter()
         .map(|n| -> Result<Entry, SetError> {
@@ -641,7 +660,7 @@ mod tests {
         let d = tmp.path();
         std::fs::create_dir_all(d.join("data")).unwrap();
         std::fs::write(d.join("data/a"), b"alpha").unwrap();
-        let m = write(d, head(), &Known::new()).unwrap();
+        let m = write(d, head(), &Known::new(), Vec::new()).unwrap();
         assert_eq!(Manifest::finished(d).unwrap(), m.finished);
         let path = d.join(MANIFEST);
         let text = std::fs::read_to_string(&path).unwrap();
@@ -677,7 +696,7 @@ mod tests {
         std::os::unix::fs::symlink("a.odb", d.join("data/link")).unwrap();
         let sjis = std::ffi::OsStr::from_bytes(b"\x83e\x83X\x83g\\x");
         std::fs::write(d.join("data").join(sjis), b"sjis").unwrap();
-        let m = write(d, head(), &Known::new()).unwrap();
+        let m = write(d, head(), &Known::new(), Vec::new()).unwrap();
         assert_eq!(
             m.entries
                 .iter()
@@ -694,6 +713,17 @@ mod tests {
             ]
         );
         assert_eq!(m.entries[5].hardlink, Some(RelPath::from("data/sub/b")));
+        // A verify step's walk of `data`, reused, gives the same entries.
+        let set = open_set(d).unwrap();
+        let walk = tree::scan(set.as_fd(), b"data", ScanOptions::default()).unwrap();
+        let again = write(
+            d,
+            head(),
+            &Known::new(),
+            vec![(RelPath::from("data"), walk)],
+        )
+        .unwrap();
+        assert_eq!(again.entries, m.entries);
         // The name that is not UTF-8 survives the JSON.
         let again = Manifest::read(d).unwrap();
         assert_eq!(again, m);
@@ -741,7 +771,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let d = tmp.path();
         std::fs::write(d.join("f"), b"x").unwrap();
-        write(d, head(), &Known::new()).unwrap();
+        write(d, head(), &Known::new(), Vec::new()).unwrap();
         std::fs::remove_file(d.join("f")).unwrap();
         rustix::fs::mknodat(
             rustix::fs::CWD,
@@ -765,7 +795,7 @@ mod tests {
         let d = tmp.path();
         std::fs::write(d.join("f"), b"x").unwrap();
         let known = Known::from([(RelPath::from("f"), ("feed".to_string(), None))]);
-        let m = write(d, head(), &known).unwrap();
+        let m = write(d, head(), &known, Vec::new()).unwrap();
         assert_eq!(m.entries[0].digest.as_deref(), Some("feed"));
         assert!(!verify(d).unwrap().ok());
         std::fs::write(d.join(MANIFEST), b"{\"format_version\": \"2\"").unwrap();

@@ -83,8 +83,15 @@ pub fn scan(
         let fd = meta::open_dir_at(parent, name).map_err(at(&RelPath::root()))?;
         out.extend(children(&opts, fd.as_fd(), &RelPath::root())?);
     }
+    name_hard_links(&mut out);
+    Ok(out)
+}
+
+/// Gives each later name of a hard-linked file its `first`, in walk order.
+fn name_hard_links(nodes: &mut [Node]) {
     let mut inodes: HashMap<(u64, u64), RelPath> = HashMap::new();
-    for n in out.iter_mut() {
+    for n in nodes.iter_mut() {
+        n.first = None;
         if n.meta.kind != Kind::Dir && n.meta.nlink > 1 {
             match inodes.entry((n.meta.dev, n.meta.ino)) {
                 std::collections::hash_map::Entry::Occupied(e) => n.first = Some(e.get().clone()),
@@ -94,7 +101,46 @@ pub fn scan(
             }
         }
     }
-    Ok(out)
+}
+
+/// One walk made of several: `base`, a walk that skipped some directories, and `parts`, walks
+/// of those directories (each with its top as the empty path), in [`scan`]'s order with hard
+/// links named across all of them, as one walk of the whole would give. A set's manifest reuses
+/// the walks its verify steps made of the set's trees, when nothing has written since.
+pub fn merge(base: Vec<Node>, parts: Vec<(RelPath, Vec<Node>)>) -> Vec<Node> {
+    let mut out = base;
+    for (top, nodes) in parts {
+        out.extend(nodes.into_iter().map(|mut n| {
+            n.path = n.path.under(&top);
+            n
+        }));
+    }
+    // The walk's order as a sort: level by level, other entries before directories, each by
+    // name, and a directory before what it holds. The runs are sorted already.
+    out.sort_by(walk_order);
+    name_hard_links(&mut out);
+    out
+}
+
+fn walk_order(a: &Node, b: &Node) -> std::cmp::Ordering {
+    let (mut x, mut y) = (
+        a.path.components().peekable(),
+        b.path.components().peekable(),
+    );
+    loop {
+        match (x.next(), y.next()) {
+            (None, None) => return std::cmp::Ordering::Equal,
+            (None, Some(_)) => return std::cmp::Ordering::Less,
+            (Some(_), None) => return std::cmp::Ordering::Greater,
+            (Some(p), Some(q)) if p == q => {}
+            (Some(p), Some(q)) => {
+                // Below this level an entry is a directory when it goes on or is one.
+                let p_dir = x.peek().is_some() || a.meta.kind == Kind::Dir;
+                let q_dir = y.peek().is_some() || b.meta.kind == Kind::Dir;
+                return p_dir.cmp(&q_dir).then_with(|| p.cmp(q));
+            }
+        }
+    }
 }
 
 fn at(path: &RelPath) -> impl FnOnce(io::Error) -> ScanError + '_ {
@@ -301,6 +347,66 @@ mod tests {
         let fd = open_path(root.as_fd(), &RelPath::from("top/b")).unwrap();
         assert_eq!(meta::names(fd.as_fd()).unwrap().len(), 2);
         assert!(open_path(root.as_fd(), &RelPath::from("top/a-link")).is_err());
+    }
+
+    #[test]
+    fn walks_of_parts_merge_into_the_walk_of_the_whole() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        for dir in ["a/x", "b/y/z", "b/w", "c"] {
+            std::fs::create_dir_all(d.join(dir)).unwrap();
+        }
+        for (f, body) in [
+            ("0", "0"),
+            ("a/1", "1"),
+            ("b/2", "2"),
+            ("b/y/z/3", "3"),
+            ("c/4", "4"),
+        ] {
+            std::fs::write(d.join(f), body).unwrap();
+        }
+        // Hard links within a part, across parts, and between the base and a part.
+        std::fs::hard_link(d.join("b/2"), d.join("b/y/2b")).unwrap();
+        std::fs::hard_link(d.join("b/y/z/3"), d.join("a/3a")).unwrap();
+        std::fs::hard_link(d.join("0"), d.join("b/w/0b")).unwrap();
+        std::os::unix::fs::symlink("1", d.join("b/l")).unwrap();
+        let root = rustix::fs::open(
+            d,
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
+            rustix::fs::Mode::empty(),
+        )
+        .unwrap();
+        let whole = scan(root.as_fd(), b".", ScanOptions::default()).unwrap();
+        let skip = |p: &RelPath| matches!(p.as_bytes(), b"b" | b"c");
+        let base = scan(
+            root.as_fd(),
+            b".",
+            ScanOptions {
+                skip: &skip,
+                ..ScanOptions::default()
+            },
+        )
+        .unwrap();
+        let part = |name: &[u8]| {
+            (
+                RelPath::from(std::str::from_utf8(name).unwrap()),
+                scan(root.as_fd(), name, ScanOptions::default()).unwrap(),
+            )
+        };
+        let merged = merge(base, vec![part(b"c"), part(b"b")]);
+        // Reading a directory the first time moves its atime (relatime): all else is the same.
+        let no_atime = |nodes: &[Node]| {
+            let mut v = nodes.to_vec();
+            v.iter_mut().for_each(|n| n.meta.atime = Default::default());
+            v
+        };
+        assert_eq!(no_atime(&merged), no_atime(&whole));
+        // A part's file is a later name of one in the base.
+        let three = merged
+            .iter()
+            .find(|n| n.path.as_bytes() == b"b/y/z/3")
+            .unwrap();
+        assert_eq!(three.first, Some(RelPath::from("a/3a")));
     }
 
     #[test]
