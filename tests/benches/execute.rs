@@ -197,12 +197,23 @@ fn main() {
     // on ext4 without a journal, creating files within minutes of a mass deletion walks every
     // recently freed inode (`recently_deleted`), so whoever ran right after a removal paid for
     // it, by seconds, whatever the tool. Interleaved rounds share out what is left.
+    // Each timed command starts with nothing left to write back (an untimed `sync` first): what
+    // `cp -a` and rsync leave in the page cache would otherwise be written during, and charged
+    // to, whatever runs next, the `sync` after `cp -a` or hokan's syncfs.
+    let settle = || {
+        let ok = Command::new("sync").status().is_ok_and(|s| s.success());
+        assert!(ok, "sync failed");
+    };
     let (mut cps, mut cp_syncs, mut fulls, mut rsyncs) = (vec![], vec![], vec![], vec![]);
     for r in 0..rounds {
+        settle();
         cps.push(timed(cp(&base.join(format!("cp-{r}")), false)));
+        settle();
         rsyncs.push(timed(rsync(&base.join(format!("rsync-{r}")))));
+        settle();
         cp_syncs.push(timed(cp(&base.join(format!("cp-sync-{r}")), true)));
         std::thread::sleep(Duration::from_millis(1100));
+        settle();
         fulls.push(timed(backup(&format!("full-{r}"))));
     }
     // Incremental: one full set, then re-backups of the unchanged tree.
@@ -211,6 +222,7 @@ fn main() {
     let mut incs = vec![];
     for _ in 0..rounds {
         std::thread::sleep(Duration::from_millis(1100));
+        settle();
         incs.push(timed(backup("incremental")));
     }
     let (cp, cp_sync, full, inc) = (median(cps), median(cp_syncs), median(fulls), median(incs));
