@@ -186,15 +186,33 @@ pub fn open_file_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<(std::fs::Fi
 
 /// The names in an open directory, sorted bytewise, without `.` and `..`.
 pub fn names(dir: BorrowedFd<'_>) -> io::Result<Vec<Vec<u8>>> {
+    Ok(entries(dir)?.into_iter().map(|(name, _)| name).collect())
+}
+
+/// The entries of an open directory with the kind the listing gives (`d_type`, `Unknown` on a
+/// filesystem that gives none), sorted bytewise by name, without `.` and `..`.
+pub fn entries(dir: BorrowedFd<'_>) -> io::Result<Vec<(Vec<u8>, FileType)>> {
+    // A handle of its own: the caller's may be an `O_PATH` one, and its offset is the caller's.
+    let fd = rustix::fs::openat(
+        dir,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    // One large buffer: rustix's `Dir` starts with less than 1 KiB and grows slowly, and ext4
+    // rebuilds an indexed directory's hash-order tree on every getdents, so listing a directory
+    // of 1,000 mails took dozens of calls.
+    let mut buf = Vec::with_capacity(64 * 1024);
+    let mut listing = rustix::fs::RawDir::new(&fd, buf.spare_capacity_mut());
     let mut out = Vec::new();
-    for e in rustix::fs::Dir::read_from(dir)? {
+    while let Some(e) = listing.next() {
         let e = e?;
         let n = e.file_name().to_bytes();
         if n != b"." && n != b".." {
-            out.push(n.to_vec());
+            out.push((n.to_vec(), e.file_type()));
         }
     }
-    out.sort();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
 }
 

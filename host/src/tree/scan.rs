@@ -238,15 +238,7 @@ pub fn symlinks(parent: BorrowedFd<'_>, name: &[u8]) -> Result<Vec<(RelPath, Byt
         path: &RelPath,
         out: &mut Vec<(RelPath, Bytes)>,
     ) -> Result<(), ScanError> {
-        let mut entries = Vec::new();
-        for e in rustix::fs::Dir::read_from(dir).map_err(|e| at(path)(e.into()))? {
-            let e = e.map_err(|e| at(path)(e.into()))?;
-            let n = e.file_name().to_bytes();
-            if n != b"." && n != b".." {
-                entries.push((n.to_vec(), e.file_type()));
-            }
-        }
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let entries = meta::entries(dir).map_err(at(path))?;
         let mut dirs = Vec::new();
         for (name, t) in entries {
             let child = path.join(&name);
