@@ -814,11 +814,9 @@ impl<'a> Executor<'a> {
         self.log(Record::Observed { markers, services });
     }
 
-    /// The built-in safety invariants the simulator checks after every dry run, checked on the
-    /// real product: each broken one as a line for `invariants_broken`. `set_complete` says
-    /// whether the backup's set got its name.
-    /// The invariants that hold after the cleanup, as the simulator checks them: maintenance
-    /// released, services in their first state.
+    /// The built-in safety invariants the simulator checks after every dry run that hold after
+    /// the cleanup, checked on the real product: maintenance released, services in their first
+    /// state; each broken one as a line for `invariants_broken`.
     fn released_and_restored(&self) -> Vec<String> {
         use crate::plan::safety::{MAINTENANCE_RELEASED, SERVICES_RESTORED};
         let mut out = Vec::new();
@@ -1836,10 +1834,9 @@ fn succeeded(e: &Exec, code: i32) -> bool {
     }
 }
 
-/// Flushes the filesystem holding `path` to disk.
-/// syncfs(2) through `fd`. Since Linux 5.8 it reports every writeback error on the filesystem
-/// since `fd` was opened, whoever else has seen it: a set is synced through the handle opened
-/// when it was made, before anything was written into it.
+/// Flushes the filesystem holding `fd` to disk: syncfs(2). Since Linux 5.8 it reports every
+/// writeback error on the filesystem since `fd` was opened, whoever else has seen it: a set is
+/// synced through the handle opened when it was made, before anything was written into it.
 fn syncfs(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     // SAFETY: syncfs(2) on a file descriptor we hold; it touches no memory.
