@@ -570,6 +570,24 @@ struct Lines {
     depth: usize,
 }
 
+impl Lines {
+    /// Before a member: on a line of its own at `depth` (1: the head's fields, 2: the
+    /// entries), compact deeper.
+    fn separate<W: ?Sized + std::io::Write>(
+        &self,
+        w: &mut W,
+        depth: usize,
+        first: bool,
+    ) -> std::io::Result<()> {
+        match (self.depth == depth, first) {
+            (true, true) => w.write_all(b"\n"),
+            (true, false) => w.write_all(b",\n"),
+            (false, true) => Ok(()),
+            (false, false) => w.write_all(b","),
+        }
+    }
+}
+
 impl serde_json::ser::Formatter for Lines {
     fn begin_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
         self.depth += 1;
@@ -586,12 +604,7 @@ impl serde_json::ser::Formatter for Lines {
         w: &mut W,
         first: bool,
     ) -> std::io::Result<()> {
-        match (self.depth, first) {
-            (1, true) => w.write_all(b"\n"),
-            (1, false) => w.write_all(b",\n"),
-            (_, true) => Ok(()),
-            (_, false) => w.write_all(b","),
-        }
+        self.separate(w, 1, first)
     }
 
     fn begin_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
@@ -609,12 +622,7 @@ impl serde_json::ser::Formatter for Lines {
         w: &mut W,
         first: bool,
     ) -> std::io::Result<()> {
-        match (self.depth, first) {
-            (2, true) => w.write_all(b"\n"),
-            (2, false) => w.write_all(b",\n"),
-            (_, true) => Ok(()),
-            (_, false) => w.write_all(b","),
-        }
+        self.separate(w, 2, first)
     }
 }
 
