@@ -234,6 +234,52 @@ fn backup_verify_then_both_restores() {
 }
 
 #[test]
+fn what_users_change_once_maintenance_ends_is_not_a_change_under_the_backup() {
+    use std::os::unix::fs::PermissionsExt;
+    // Maintenance mode whose release lets a user write a mail at once, as mailwise's users do:
+    // the sources are compared with their copies before the cleanup releases it, so the run
+    // does not need attention for what the user did afterwards.
+    let site = RunSite::new();
+    let real = repo_root().join("tests/fixtures/standins/mw-maintenance");
+    let wrapper = site.path("mw-maintenance-then-a-user");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh
+set -eu
+{} \"$@\"
+[ \"$1\" = on ] || exit 0
+             setsid sh -c 'i=0; while [ -e mw/data/maint ] && [ $i -lt 2000 ]; do sleep 0.005; \
+             i=$((i+1)); done; echo new >> mw/file/ws1/0000.eml; touch user-wrote' \
+             </dev/null >/dev/null 2>&1 &
+",
+            real.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let policy = std::fs::read_to_string(site.path("site.toml"))
+        .unwrap()
+        .replace(&*real.to_string_lossy(), &wrapper.to_string_lossy());
+    std::fs::write(site.path("site.toml"), policy).unwrap();
+    let out = site.run("mailwise", "backup", &[], &[]);
+    let wrote = site.path("data/user-wrote");
+    for _ in 0..1000 {
+        if wrote.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(wrote.exists(), "the stand-in user never wrote");
+    ok(&out);
+    assert!(
+        !text(&out.stdout).contains("invariant broken"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
 fn no_links_copies_every_file_and_its_space_check_counts_them_all() {
     let site = RunSite::new();
     let backup = |extra: &[&str]| {
