@@ -674,9 +674,10 @@ impl Runtime {
             .instantiate_pre(&component)
             .map_err(compile_err)?;
         let pre = bindings::PluginWorldPre::new(instance_pre).map_err(compile_err)?;
+        // A label for messages: a name that is not UTF-8 is shown with `\xNN` escapes.
         let name = path
             .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
+            .map(|s| crate::tree::Bytes::from(s).to_string())
             .unwrap_or_default();
         let raw = self
             .call(

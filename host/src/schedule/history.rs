@@ -6,6 +6,7 @@
 //! again while its maximum start delay lasts).
 
 use jiff::Timestamp;
+use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -153,8 +154,27 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SlotRow> {
         finished: ts(r.get(8)?),
         pid: r.get(9)?,
         summary: r.get(10)?,
-        log: r.get::<_, Option<String>>(11)?.map(PathBuf::from),
+        log: r.get::<_, Option<Value>>(11)?.and_then(path_of),
     })
+}
+
+/// A path as a column: text when it is UTF-8, so that `sqlite3` shows it, its bytes otherwise
+/// (a path is bytes, and a lossy text would name another file).
+fn path_value(p: &Path) -> Value {
+    use std::os::unix::ffi::OsStrExt;
+    match p.to_str() {
+        Some(s) => Value::Text(s.to_string()),
+        None => Value::Blob(p.as_os_str().as_bytes().to_vec()),
+    }
+}
+
+fn path_of(v: Value) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStringExt;
+    match v {
+        Value::Text(s) => Some(PathBuf::from(s)),
+        Value::Blob(b) => Some(PathBuf::from(std::ffi::OsString::from_vec(b))),
+        _ => None,
+    }
 }
 
 impl History {
@@ -224,7 +244,7 @@ impl History {
             )
             .optional()
             .map_err(e)?;
-        let (now, log) = (now.to_string(), log.to_string_lossy());
+        let (now, log) = (now.to_string(), path_value(log));
         let id = match existing {
             Some((_, s)) if SlotStatus::parse(&s) != SlotStatus::Interrupted => return Ok(None),
             Some((id, _)) => {
@@ -418,5 +438,18 @@ mod tests {
         h.set_seen_until("s", "j", t("05:00")).unwrap();
         h.set_seen_until("s", "j", t("06:00")).unwrap();
         assert_eq!(h.seen_until("s", "j").unwrap(), Some(t("06:00")));
+    }
+
+    #[test]
+    fn a_log_path_that_is_not_utf8_comes_back_as_it_was() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = History::open(dir.path()).unwrap();
+        let log = Path::new(std::ffi::OsStr::from_bytes(b"/var/log/\x83e\x83X\x83g.log"));
+        h.begin("s", "j", "backup", t("02:10"), t("02:10"), log)
+            .unwrap()
+            .unwrap();
+        let row = h.slot("s", "j", t("02:10")).unwrap().unwrap();
+        assert_eq!(row.log.as_deref(), Some(log));
     }
 }

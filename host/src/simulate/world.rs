@@ -124,7 +124,12 @@ pub fn normalize(base: &Path, p: &Path) -> String {
     let mut parts: Vec<String> = Vec::new();
     for c in joined.components() {
         match c {
-            Component::Normal(s) => parts.push(s.to_string_lossy().into_owned()),
+            // A name that is not UTF-8 as the real facts show it to a plugin, with `\xNN`
+            // escapes: two such names stay two paths (a lossy text made them one).
+            Component::Normal(s) => parts.push(match s.to_str() {
+                Some(t) => t.to_string(),
+                None => crate::tree::Bytes::from(s).to_string(),
+            }),
             Component::ParentDir => {
                 parts.pop();
             }
@@ -1059,6 +1064,14 @@ mod tests {
         );
         assert_eq!(normalize(Path::new("/a"), Path::new("/x/../y")), "/y");
         assert_eq!(normalize(Path::new("/"), Path::new("..")), "/");
+        // Names that are not UTF-8 stay apart.
+        use std::os::unix::ffi::OsStrExt;
+        let name = |b: &'static [u8]| Path::new(std::ffi::OsStr::from_bytes(b));
+        assert_eq!(normalize(Path::new("/"), name(b"a\x83")), "/a\\x83");
+        assert_ne!(
+            normalize(Path::new("/"), name(b"a\x83")),
+            normalize(Path::new("/"), name(b"a\x84"))
+        );
     }
 
     #[test]

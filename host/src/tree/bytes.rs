@@ -1,7 +1,7 @@
 //! Byte strings that keep every byte: file names, link targets and extended attributes.
 //!
 //! A Unix file name is any bytes but `/` and NUL. Japanese mail servers are full of Shift_JIS and
-//! EUC-JP names that are not UTF-8, so nothing here goes through `to_string_lossy`. In JSON a
+//! EUC-JP names that are not UTF-8, so nothing here is converted lossily. In JSON a
 //! value that is UTF-8 is written as a plain string, so manifests stay readable; any other value
 //! is written as `{"hex": "..."}`, which no plain string can be mistaken for.
 
@@ -34,6 +34,12 @@ impl From<&[u8]> for Bytes {
 
 impl From<&str> for Bytes {
     fn from(s: &str) -> Bytes {
+        Bytes(s.as_bytes().to_vec())
+    }
+}
+
+impl From<&OsStr> for Bytes {
+    fn from(s: &OsStr) -> Bytes {
         Bytes(s.as_bytes().to_vec())
     }
 }
