@@ -8,6 +8,7 @@
 //! command line over these.
 #![deny(missing_docs)]
 
+pub mod drive;
 pub mod ese;
 pub mod execute;
 pub mod facts;

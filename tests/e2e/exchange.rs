@@ -136,7 +136,7 @@ fn dry_run_changes(site: &StandinSite, op: &str) -> Vec<String> {
     );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let normal = &report["runs"][0]["scenarios"][0];
-    assert_eq!(normal["outcome"]["result"], "completed", "{normal:#}");
+    assert_eq!(normal["outcome"]["status"], "completed", "{normal:#}");
     normal["steps"]
         .as_array()
         .unwrap()

@@ -24,9 +24,12 @@ pub use prepare::{
     PrepareError, RunRequest, choose_set, instance, prepare_run, resolve_recovery, run_id,
 };
 
+pub use crate::drive::{Gate, Outcome, Phase, RunStatus, StepStatus};
+
+use crate::drive::{self, Done, Effects, Failure, Flow, Progress, Ran, SetEnd, StepEnd};
 use crate::plan::document::PlanDocument;
 use crate::plan::model::{Exec, VerifyCheck};
-use crate::plan::{Action, Condition, Item, Location, OnError, ServiceState, Step};
+use crate::plan::{Action, Condition, Location, ServiceState, Step};
 use crate::policy::{CommandMap, ServiceMap};
 use crate::sets::manifest::{self, Manifest};
 use crate::sets::{self, Retention};
@@ -41,113 +44,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use transport::{Invocation, Local, Output, Transport};
-
-/// Which part of a run a step ran in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Phase {
-    /// The plan's steps.
-    Body,
-    /// The plan's cleanup, in the same run.
-    Cleanup,
-    /// The cleanup, run by `hokan recover` after the run died.
-    Recovery,
-}
-
-/// How a step ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum StepStatus {
-    /// It did what it says.
-    Ok,
-    /// Its `when` conditions did not hold.
-    Skipped,
-    /// It failed on every attempt.
-    Failed,
-    /// It ran past its time limit.
-    TimedOut,
-    /// A manual gate nobody confirmed.
-    NotConfirmed,
-}
-
-impl StepStatus {
-    fn failed(self) -> bool {
-        matches!(
-            self,
-            StepStatus::Failed | StepStatus::TimedOut | StepStatus::NotConfirmed
-        )
-    }
-}
-
-/// How a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RunStatus {
-    /// The body finished.
-    Completed,
-    /// A step failed and the body stopped; the cleanup ran.
-    Failed,
-    /// The run died; `hokan recover` ran its cleanup.
-    Recovered,
-}
-
-/// How a run ended, with what needs a person's attention.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Outcome {
-    /// Completed, failed or recovered.
-    pub status: RunStatus,
-    /// The step that failed, or the last one journaled before the run died.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub step: Option<String>,
-    /// Why it failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// The backup set written, when one was completed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub set: Option<String>,
-    /// Cleanup steps that failed: the product may need a person.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub cleanup_failed: Vec<String>,
-    /// Plan invariants that did not hold at the end.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub invariants_broken: Vec<String>,
-    /// Body steps that failed but let the run go on (`on-error: continue`): the run did its
-    /// job, but something the plan wanted done is not.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub steps_failed: Vec<String>,
-    /// What a copy could not keep as it was (a socket, a device without root, a previous set's
-    /// damaged copy copied afresh), each naming its step and file.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub warnings: Vec<String>,
-}
-
-impl Outcome {
-    fn new(status: RunStatus) -> Outcome {
-        Outcome {
-            status,
-            step: None,
-            reason: None,
-            set: None,
-            cleanup_failed: Vec::new(),
-            invariants_broken: Vec::new(),
-            steps_failed: Vec::new(),
-            warnings: Vec::new(),
-        }
-    }
-
-    /// A completed run with nothing to report.
-    pub fn completed() -> Outcome {
-        Outcome::new(RunStatus::Completed)
-    }
-
-    /// Whether someone must look at the product: a cleanup step failed, an invariant broke, or
-    /// a step allowed to fail did.
-    pub fn needs_attention(&self) -> bool {
-        !self.cleanup_failed.is_empty()
-            || !self.invariants_broken.is_empty()
-            || !self.steps_failed.is_empty()
-    }
-}
 
 /// The backup set a run writes or reads.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -246,15 +142,6 @@ pub struct ServiceSeen {
     pub running: bool,
 }
 
-/// What a manual gate's operator said.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Gate {
-    /// Confirmed; how (`confirmed on the terminal`, `--yes`).
-    Confirmed(String),
-    /// Not confirmed; why, and what to do.
-    NotConfirmed(String),
-}
-
 /// What a progress report counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -328,36 +215,6 @@ pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
-struct Failure {
-    message: String,
-    status: StepStatus,
-    output: Option<Output>,
-}
-
-impl Failure {
-    fn new(message: impl Into<String>) -> Failure {
-        Failure {
-            message: message.into(),
-            status: StepStatus::Failed,
-            output: None,
-        }
-    }
-}
-
-struct Done {
-    summary: String,
-    output: Option<Output>,
-}
-
-impl From<String> for Done {
-    fn from(summary: String) -> Done {
-        Done {
-            summary,
-            output: None,
-        }
-    }
-}
-
 /// One run (or one recovery) in progress.
 struct Executor<'a> {
     spec: &'a RunSpec,
@@ -382,38 +239,35 @@ struct Executor<'a> {
     /// Walks of trees of the new set taken by verify steps, with the `writes` they were taken
     /// at: the manifest reuses those still true instead of walking them again.
     set_walks: Mutex<Vec<SetWalk>>,
-    /// Which steps this run started and which succeeded, for `step-*` conditions.
-    progress: Mutex<StepProgress>,
+    /// Which steps this run started, which succeeded, which cleanup steps ended: the driver's.
+    progress: Mutex<Progress>,
+    /// When each step under way started, for its journal record.
+    started_at: Mutex<BTreeMap<String, Instant>>,
+    /// Broken invariants found when the body ended (`hokan:source-unchanged`), for the outcome.
+    broken_at_body_end: Mutex<Vec<String>>,
+}
+
+/// The driver's progress of a run, rebuilt from its journal records.
+fn progress_of(records: &[Record]) -> Progress {
+    let mut p = Progress::default();
+    for r in records {
+        match r {
+            Record::StepStart { step, .. } => p.started(step),
+            Record::StepEnd {
+                step,
+                phase,
+                status,
+                ..
+            } => p.ended(step, *phase, *status),
+            Record::SetComplete { .. } => p.set_completed(),
+            _ => {}
+        }
+    }
+    p
 }
 
 /// A walk of a tree of the new set: where, at which count of writing steps, what it found.
 type SetWalk = (RelPath, u64, Arc<Vec<crate::tree::Node>>);
-
-/// The steps a run has started and those that succeeded, from its journal records.
-#[derive(Debug, Default)]
-struct StepProgress {
-    started: std::collections::HashSet<String>,
-    succeeded: std::collections::HashSet<String>,
-}
-
-impl StepProgress {
-    fn note(&mut self, r: &Record) {
-        match r {
-            Record::StepStart { step, .. } => {
-                self.started.insert(step.clone());
-            }
-            Record::StepEnd { step, status, .. } => {
-                if *status == StepStatus::Ok {
-                    self.succeeded.insert(step.clone());
-                } else {
-                    // A retried cleanup step that fails again has not succeeded.
-                    self.succeeded.remove(step);
-                }
-            }
-            _ => {}
-        }
-    }
-}
 
 /// Runs a prepared plan: journals it, runs body and cleanup, completes the backup set, prunes
 /// old sets and checks the plan's invariants. The caller holds the instance's lock. `previous`
@@ -478,36 +332,11 @@ pub fn execute(
     observer.record(&Record::Start(Box::new(spec.clone())));
     let ex = Executor::new(spec, opened, journal, observer, faults, previous);
     ex.observe();
-    let mut outcome = ex.body();
-    let completing = outcome.status == RunStatus::Completed;
-    // The sources are compared with their copies before the cleanup, while the product is still
-    // quiesced: what its users do once maintenance ends is not a change under the backup. The
-    // comparison reads the sources and the completion the set, so they go side by side.
-    let (sources_changed, completed) = rayon::join(
-        || ex.sources_changed(completing),
-        || {
-            let set = spec.set.as_ref().filter(|s| s.writes && completing);
-            set.map(|set| ex.complete_set(set).map(|()| set.id.clone()))
-        },
-    );
-    outcome.invariants_broken.extend(sources_changed);
-    match completed {
-        Some(Ok(id)) => outcome.set = Some(id),
-        Some(Err(e)) => {
-            outcome.status = RunStatus::Failed;
-            outcome.reason = Some(e);
-        }
-        None => {}
-    }
-    ex.cleanup(Phase::Cleanup, &[], &mut outcome);
-    if let Some(set) = spec.set.as_ref().filter(|s| s.writes) {
-        if outcome.set.is_none() {
-            // Never listed (it has no id as its name), and useless: remove it.
-            let _ = sets::remove_tree(&set.partial());
-        } else if outcome.status == RunStatus::Completed {
-            ex.prune(set);
-        }
-    }
+    let outcome = match drive::run(&spec.document.plan, &ex) {
+        Ran::Finished(outcome) => outcome,
+        // A real run dies for real; a backend that says it crashed is recovered as one would be.
+        Ran::Crashed => drive::recover(&spec.document.plan, &ex),
+    };
     ex.finish(outcome)
 }
 
@@ -556,45 +385,142 @@ pub fn recover(
             Err(e) => tracing::warn!("{e}"),
         }
     }
-    let finished: Vec<String> = run
-        .records
-        .iter()
-        .filter_map(|r| match r {
-            Record::StepEnd { step, phase, .. } if *phase != Phase::Body => Some(step.clone()),
-            _ => None,
-        })
-        .collect();
-    let last = run.records.iter().rev().find_map(|r| match r {
-        Record::StepEnd { step, .. } => Some(step.clone()),
-        _ => None,
-    });
     let ex = Executor::new(spec, opened, journal, observer, faults, None);
-    {
-        let mut progress = ex.progress.lock().unwrap_or_else(|p| p.into_inner());
-        for r in &run.records {
-            progress.note(r);
-        }
-    }
+    *ex.progress.lock().unwrap_or_else(|p| p.into_inner()) = progress_of(&run.records);
     *ex.observed.lock().unwrap_or_else(|p| p.into_inner()) =
         run.records.iter().find_map(|r| match r {
             Record::Observed { markers, services } => Some((markers.clone(), services.clone())),
             _ => None,
         });
-    let mut outcome = Outcome::new(RunStatus::Recovered);
-    outcome.step = last;
-    ex.cleanup(Phase::Recovery, &finished, &mut outcome);
-    if let Some(set) = spec.set.as_ref().filter(|s| s.writes) {
-        if set.path().join(manifest::MANIFEST).is_file() {
-            outcome.set = Some(set.id.clone());
+    let outcome = drive::recover(&spec.document.plan, &ex);
+    ex.finish(outcome)
+}
+
+/// The real site's effects: cap-std roots, transports, the journal, the set on disk.
+impl Effects for Executor<'_> {
+    fn progress(&self) -> &Mutex<Progress> {
+        &self.progress
+    }
+
+    fn holds(&self, c: &Condition, target: Option<&str>) -> Result<bool, Failure> {
+        self.check(c, target, None)
+    }
+
+    fn act(&self, s: &Step) -> Result<Done, Failure> {
+        self.counted(s)
+    }
+
+    fn gate(&self, s: &Step, instructions: &str, reference: Option<&str>) -> Gate {
+        // While a person works, any root may change, the set included.
+        self.writing.fetch_add(1, Ordering::SeqCst);
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        let gate = self.observer.gate(s, instructions, reference);
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        self.writing.fetch_sub(1, Ordering::SeqCst);
+        gate
+    }
+
+    fn pause(&self, _s: &Step, attempt: u32) {
+        std::thread::sleep(Duration::from_millis(500 * u64::from(attempt)));
+    }
+
+    fn started(&self, s: &Step, phase: Phase) {
+        self.started_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(s.id.clone(), Instant::now());
+        self.log(Record::StepStart {
+            step: s.id.clone(),
+            phase,
+            at: rfc3339(SystemTime::now()),
+        });
+    }
+
+    fn ended(&self, s: &Step, phase: Phase, end: StepEnd) -> Flow {
+        let started = self
+            .started_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&s.id);
+        self.log(Record::StepEnd {
+            step: s.id.clone(),
+            phase,
+            status: end.status,
+            attempts: end.attempts,
+            duration_ms: started.map_or(0, |t| t.elapsed().as_millis() as u64),
+            summary: end.summary,
+            output: end.output,
+        });
+        if self.faults.kill_after.as_deref() == Some(s.id.as_str()) {
+            // SAFETY: raise(3) only signals this process.
+            unsafe {
+                libc::raise(libc::SIGKILL);
+            }
         }
-        if let Err(e) = sets::remove_tree(&set.partial()) {
-            outcome.cleanup_failed.push(format!(
-                "cannot remove the partial set {}: {e}",
-                set.partial().display()
-            ));
+        Flow::Go
+    }
+
+    fn stop_requested(&self) -> Option<String> {
+        self.observer.stop_requested()
+    }
+
+    fn halted(&self) -> Option<String> {
+        self.journal_failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|e| {
+                format!(
+                    "the journal cannot be written ({e}); stopped so that a crash could still be recovered"
+                )
+            })
+    }
+
+    fn body_ended(&self, end: &SetEnd) -> Result<Option<String>, String> {
+        let complete = *end == SetEnd::Complete;
+        // The sources are compared with their copies before the cleanup, while the product is
+        // still quiesced: what its users do once maintenance ends is not a change under the
+        // backup. The comparison reads the sources and the completion the set: side by side.
+        let (changed, completed) = rayon::join(
+            || self.sources_changed(complete),
+            || match self.spec.set.as_ref().filter(|s| s.writes && complete) {
+                Some(set) => self.complete_set(set).map(|()| Some(set.id.clone())),
+                None => Ok(None),
+            },
+        );
+        self.broken_at_body_end
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(changed);
+        completed
+    }
+
+    fn cleaned_up(&self, outcome: &Outcome) {
+        if let Some(set) = self.spec.set.as_ref().filter(|s| s.writes) {
+            if outcome.set.is_none() {
+                // Never listed (it has no id as its name), and useless: remove it.
+                let _ = sets::remove_tree(&set.partial());
+            } else if outcome.status == RunStatus::Completed {
+                self.prune(set);
+            }
         }
     }
-    ex.finish(outcome)
+
+    fn recovered_set(&self, _completed: bool) -> Result<Option<String>, String> {
+        let Some(set) = self.spec.set.as_ref().filter(|s| s.writes) else {
+            return Ok(None);
+        };
+        // The disk is the truth: the set is renamed to its id, manifest and all, before its
+        // completion is journaled, so a run can die between the two.
+        let kept = set.path().join(manifest::MANIFEST).is_file();
+        sets::remove_tree(&set.partial()).map_err(|e| {
+            format!(
+                "cannot remove the partial set {}: {e}",
+                set.partial().display()
+            )
+        })?;
+        Ok(kept.then(|| set.id.clone()))
+    }
 }
 
 impl<'a> Executor<'a> {
@@ -629,14 +555,12 @@ impl<'a> Executor<'a> {
             writing: AtomicU64::new(0),
             set_walks: Mutex::new(Vec::new()),
             progress: Mutex::default(),
+            started_at: Mutex::default(),
+            broken_at_body_end: Mutex::default(),
         }
     }
 
     fn log(&self, r: Record) {
-        self.progress
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .note(&r);
         let mut j = self.journal.lock().unwrap_or_else(|p| p.into_inner());
         if let Err(e) = j.append(&r) {
             tracing::error!("{e}");
@@ -648,105 +572,19 @@ impl<'a> Executor<'a> {
         self.observer.record(&r);
     }
 
-    fn body(&self) -> Outcome {
-        let mut outcome = Outcome::completed();
-        for item in &self.spec.document.plan.steps {
-            if let Some(why) = self.observer.stop_requested() {
-                let first = match item {
-                    Item::Step(s) => Some(s),
-                    Item::Group(g) => g.steps.first(),
-                };
-                outcome.status = RunStatus::Failed;
-                outcome.step = first.map(|s| s.id.clone());
-                outcome.reason = Some(format!(
-                    "stopped before step `{}`: {why}",
-                    first.map_or("?", |s| s.id.as_str())
-                ));
-                return outcome;
-            }
-            let failed: Option<(&Step, StepStatus)> = match item {
-                Item::Step(s) => {
-                    let st = self.step(s, Phase::Body);
-                    if st.failed() && s.on_error == OnError::Continue {
-                        outcome.steps_failed.push(s.id.clone());
-                    }
-                    (st.failed()
-                        && (s.on_error == OnError::Abort || st == StepStatus::NotConfirmed))
-                        .then_some((s, st))
-                }
-                Item::Group(g) => {
-                    let statuses: Vec<StepStatus> = std::thread::scope(|scope| {
-                        let handles: Vec<_> = g
-                            .steps
-                            .iter()
-                            .map(|s| scope.spawn(move || self.step(s, Phase::Body)))
-                            .collect();
-                        handles
-                            .into_iter()
-                            .map(|h| h.join().unwrap_or(StepStatus::Failed))
-                            .collect()
-                    });
-                    outcome.steps_failed.extend(
-                        g.steps
-                            .iter()
-                            .zip(&statuses)
-                            .filter(|(s, st)| st.failed() && s.on_error == OnError::Continue)
-                            .map(|(s, _)| s.id.clone()),
-                    );
-                    g.steps.iter().zip(statuses).find_map(|(s, st)| {
-                        (st.failed()
-                            && (s.on_error == OnError::Abort || st == StepStatus::NotConfirmed))
-                            .then_some((s, st))
-                    })
-                }
-            };
-            if let Some((s, st)) = failed {
-                outcome.status = RunStatus::Failed;
-                outcome.step = Some(s.id.clone());
-                outcome.reason = Some(if st == StepStatus::NotConfirmed {
-                    format!(
-                        "stopped at the manual step `{}` ({}): nobody confirmed it",
-                        s.id, s.title
-                    )
-                } else {
-                    format!("step `{}` failed: {}", s.id, s.title)
-                });
-                return outcome;
-            }
-            if let Some(e) = self
-                .journal_failed
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone()
-            {
-                outcome.status = RunStatus::Failed;
-                outcome.reason = Some(format!(
-                    "the journal cannot be written ({e}); stopped so that a crash could still be recovered"
-                ));
-                return outcome;
-            }
-        }
-        outcome
-    }
-
-    fn cleanup(&self, phase: Phase, finished: &[String], outcome: &mut Outcome) {
-        for s in &self.spec.document.plan.cleanup {
-            if finished.contains(&s.id) {
-                continue;
-            }
-            if self.step(s, phase).failed() {
-                outcome.cleanup_failed.push(s.id.clone());
-            }
-        }
-    }
-
     fn finish(self, mut outcome: Outcome) -> Result<Outcome, ExecError> {
+        outcome.invariants_broken.extend(std::mem::take(
+            &mut *self
+                .broken_at_body_end
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        ));
         outcome.warnings =
             std::mem::take(&mut *self.warnings.lock().unwrap_or_else(|p| p.into_inner()));
         let safety = self.released_and_restored();
         outcome.invariants_broken.extend(safety);
         for inv in &self.spec.document.plan.invariants {
-            match self.holds(&inv.condition, inv.target.as_deref(), None) {
+            match self.check(&inv.condition, inv.target.as_deref(), None) {
                 Ok(true) => {}
                 Ok(false) => outcome
                     .invariants_broken
@@ -962,73 +800,13 @@ impl<'a> Executor<'a> {
         out
     }
 
-    fn step(&self, s: &Step, phase: Phase) -> StepStatus {
-        let started = Instant::now();
-        let mut when_failed = None;
-        for c in &s.when {
-            match self.holds(c, s.target.as_deref(), None) {
-                Ok(true) => {}
-                Ok(false) => {
-                    when_failed = Some(Ok(format!("skipped: \"{c}\" is false")));
-                    break;
-                }
-                Err(f) => {
-                    when_failed = Some(Err(format!("cannot evaluate \"{c}\": {}", f.message)));
-                    break;
-                }
-            }
-        }
-        let (status, attempts, summary, output) = match when_failed {
-            Some(Ok(why)) => (StepStatus::Skipped, 0, why, None),
-            Some(Err(why)) => (StepStatus::Failed, 0, why, None),
-            None => {
-                self.log(Record::StepStart {
-                    step: s.id.clone(),
-                    phase,
-                    at: rfc3339(SystemTime::now()),
-                });
-                let mut attempts = 0;
-                let result = loop {
-                    attempts += 1;
-                    let r = self.act(s);
-                    match &r {
-                        Err(f) if attempts <= s.retries && f.status != StepStatus::NotConfirmed => {
-                            tracing::info!("{}: attempt {attempts} failed: {}", s.id, f.message);
-                            std::thread::sleep(Duration::from_millis(500 * u64::from(attempts)));
-                        }
-                        _ => break r,
-                    }
-                };
-                match result {
-                    Ok(d) => (StepStatus::Ok, attempts, d.summary, d.output),
-                    Err(f) => (f.status, attempts, f.message, f.output),
-                }
-            }
-        };
-        self.log(Record::StepEnd {
-            step: s.id.clone(),
-            phase,
-            status,
-            attempts,
-            duration_ms: started.elapsed().as_millis() as u64,
-            summary,
-            output,
-        });
-        if self.faults.kill_after.as_deref() == Some(s.id.as_str()) {
-            // SAFETY: raise(3) only signals this process.
-            unsafe {
-                libc::raise(libc::SIGKILL);
-            }
-        }
-        status
-    }
-
     fn deadline(s: &Step) -> Option<Instant> {
         s.timeout_ms
             .map(|t| Instant::now() + Duration::from_millis(t))
     }
 
-    fn act(&self, s: &Step) -> Result<Done, Failure> {
+    /// One attempt of a step's action, counted as writing unless it only reads.
+    fn counted(&self, s: &Step) -> Result<Done, Failure> {
         // Only verifies, assertions and waits only read; anything else (a command, a service, a
         // manual step) may change any root, the set included.
         let reads = matches!(
@@ -1077,7 +855,7 @@ impl<'a> Executor<'a> {
                     .last_line()
                     .map(|l| format!(": {l}"))
                     .unwrap_or_default();
-                if succeeded(e, code) {
+                if e.succeeded(code) {
                     Ok(Done {
                         summary: format!("exit {code}{line}"),
                         output: Some(out),
@@ -1099,7 +877,7 @@ impl<'a> Executor<'a> {
                 let deadline = Self::deadline(s);
                 let interval = Duration::from_millis((*interval_ms).clamp(50, 60_000));
                 loop {
-                    if self.holds(condition, s.target.as_deref(), s.timeout_ms)? {
+                    if self.check(condition, s.target.as_deref(), s.timeout_ms)? {
                         return Ok(format!(
                             "held after {}",
                             dur(start.elapsed().as_millis() as u64)
@@ -1127,7 +905,7 @@ impl<'a> Executor<'a> {
             }
             Action::Verify { check } => self.verify(s, check),
             Action::Assert { condition, message } => {
-                if self.holds(condition, s.target.as_deref(), s.timeout_ms)? {
+                if self.check(condition, s.target.as_deref(), s.timeout_ms)? {
                     Ok(format!("{condition}").into())
                 } else {
                     Err(Failure::new(format!(
@@ -1135,17 +913,8 @@ impl<'a> Executor<'a> {
                     )))
                 }
             }
-            Action::Manual {
-                instructions,
-                reference,
-            } => match self.observer.gate(s, instructions, reference.as_deref()) {
-                Gate::Confirmed(how) => Ok(how.into()),
-                Gate::NotConfirmed(why) => Err(Failure {
-                    message: why,
-                    status: StepStatus::NotConfirmed,
-                    output: None,
-                }),
-            },
+            // The driver asks the operator (`Effects::gate`), once.
+            Action::Manual { .. } => Err(Failure::new("a manual step is asked, not acted")),
         }
     }
 
@@ -1406,7 +1175,7 @@ impl<'a> Executor<'a> {
         Ok(self.run_line(status, target, timeout_ms)?.code == Some(0))
     }
 
-    fn holds(
+    fn check(
         &self,
         c: &Condition,
         target: Option<&str>,
@@ -1430,20 +1199,14 @@ impl<'a> Executor<'a> {
                 == (*state == ServiceState::Running)),
             Condition::CommandSucceeds(e) => {
                 let out = self.exec(e, target, timeout_ms)?;
-                Ok(succeeded(e, out.code.unwrap_or(-1)))
+                Ok(e.succeeded(out.code.unwrap_or(-1)))
             }
-            Condition::StepStarted { step } => Ok(self
+            Condition::StepStarted { .. } | Condition::StepNotSucceeded { .. } => Ok(self
                 .progress
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .started
-                .contains(step)),
-            Condition::StepNotSucceeded { step } => Ok(!self
-                .progress
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .succeeded
-                .contains(step)),
+                .holds(c)
+                .unwrap_or(false)),
         }
     }
 
@@ -1828,14 +1591,6 @@ fn make_partial(set: &SetSpec) -> Result<(cap_std::fs::Dir, PathBuf), String> {
         cap_std::fs::Dir::from_std_file(std::fs::File::from(fd)),
         partial,
     ))
-}
-
-fn succeeded(e: &Exec, code: i32) -> bool {
-    if e.success_codes.is_empty() {
-        code == 0
-    } else {
-        e.success_codes.contains(&code)
-    }
 }
 
 /// Flushes the filesystem holding `fd` to disk: syncfs(2). Since Linux 5.8 it reports every

@@ -55,6 +55,18 @@ pub struct Exec {
     pub success_codes: Vec<i32>,
 }
 
+impl Exec {
+    /// Whether the command's exit code counts as success: one of `success_codes`, or 0 when it
+    /// names none.
+    pub fn succeeded(&self, code: i32) -> bool {
+        if self.success_codes.is_empty() {
+            code == 0
+        } else {
+            self.success_codes.contains(&code)
+        }
+    }
+}
+
 /// A condition on the site, evaluated by the host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]

@@ -13,8 +13,8 @@ pub mod run;
 pub mod world;
 
 pub use run::{
-    Context, Fault, FaultMode, InvariantResult, KeptFile, Outcome, Phase, Status, StepRecord,
-    Transcript, scenarios,
+    Context, Fault, FaultMode, InvariantResult, KeptFile, Outcome, Phase, RunStatus, StepRecord,
+    StepStatus, Transcript, scenarios,
 };
 pub use world::{World, WorldError, WorldFacts, normalize};
 
@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 /// Version of the JSON document `hokan simulate --json` prints (`docs/simulation.md`).
-pub const FORMAT_VERSION: &str = "1";
+pub const FORMAT_VERSION: &str = "2";
 
 /// Every scenario of one operation of one job.
 #[derive(Debug, Clone, Serialize)]

@@ -2,23 +2,30 @@
 //! XML for CI systems (one test case per scenario). The JSON form is the report's serde form.
 
 use super::run::{dur, size};
-use super::{OpReport, Outcome, Phase, Report, Status, Transcript};
+use super::{OpReport, Phase, Report, RunStatus, StepStatus, Transcript};
 use std::fmt::Write;
 
 fn outcome(t: &Transcript) -> String {
-    match &t.outcome {
-        Outcome::Completed => "completed".into(),
-        Outcome::Aborted { step } => format!("aborted at {step}"),
-        Outcome::Crashed { after } => format!("crashed after {after}, recovered"),
+    let o = &t.outcome;
+    let step = o.step.as_deref().unwrap_or("?");
+    match o.status {
+        RunStatus::Completed if o.steps_failed.is_empty() => "completed".into(),
+        RunStatus::Completed => format!("completed, {} failed", o.steps_failed.join(", ")),
+        RunStatus::Failed if o.step.is_none() => {
+            format!("failed: {}", o.reason.as_deref().unwrap_or("?"))
+        }
+        RunStatus::Failed => format!("aborted at {step}"),
+        RunStatus::Recovered => format!("crashed after {step}, recovered"),
     }
 }
 
-fn status(s: Status) -> &'static str {
+fn status(s: StepStatus) -> &'static str {
     match s {
-        Status::Ok => "ok",
-        Status::Failed => "FAILED",
-        Status::TimedOut => "TIMED OUT",
-        Status::Skipped => "skipped",
+        StepStatus::Ok => "ok",
+        StepStatus::Failed => "FAILED",
+        StepStatus::TimedOut => "TIMED OUT",
+        StepStatus::Skipped => "skipped",
+        StepStatus::NotConfirmed => "UNCONFIRMED",
     }
 }
 
@@ -61,7 +68,7 @@ pub fn transcript(t: &Transcript) -> String {
             "  {:<9} {:<26} {:>11}",
             status(s.status),
             format!("{}{retries}", s.id),
-            if s.status == Status::Skipped {
+            if s.status == StepStatus::Skipped {
                 String::new()
             } else {
                 dur(s.duration_ms)

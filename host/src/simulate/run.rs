@@ -1,21 +1,19 @@
-//! Carrying out a plan in a modelled [`World`]: the effect of every action, the transcript, the
-//! crash-and-recover path, and the invariant report.
+//! Carrying out a plan in a modelled [`World`]: the effect of every action, the injected
+//! faults, the transcript and the invariant report.
 //!
-//! The rules here are the executor's rules, so a dry run predicts a real run:
-//! - a step whose `when` conditions do not all hold is skipped;
-//! - a failed step is retried `retries` times, then aborts the body (or, with `continue`, is
-//!   recorded and the body goes on);
-//! - the cleanup always runs, in order; a failed cleanup step is recorded and the next one runs;
-//! - `copy-tree` is all or nothing: when it fails, the host removes what it had written;
-//! - a backup set is complete only when the body finished and every copy into it succeeded;
-//! - after a crash, recovery runs the cleanup steps that had not finished (the journal knows).
+//! How the steps are driven (conditions, retries, abort and continue, groups, gates, the set's
+//! completion, cleanup and recovery after a crash) is [`crate::drive`]'s, the same code a real
+//! run follows; this module is only the world's side of it.
 
 use super::world::{FileNode, HOST, Node, World};
+use crate::drive::{self, Done, Effects, Failure, Flow, Gate, Progress, Ran, SetEnd, StepEnd};
+pub use crate::drive::{Outcome, Phase, RunStatus, StepStatus};
 use crate::plan::model::{Exec, VerifyCheck};
-use crate::plan::{Action, Condition, Item, Location, OnError, Plan, ServiceState, Step};
+use crate::plan::{Action, Condition, Location, Plan, ServiceState, Step};
 use crate::runtime::{CommandBehaviour, SetUse, SimEffect};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
+use std::sync::{Mutex, MutexGuard};
 
 /// A failure injected into one run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -81,32 +79,6 @@ pub fn scenarios(plan: &Plan, mode: FaultMode) -> Vec<Option<Fault>> {
     out
 }
 
-/// Where in a run a step ran.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Phase {
-    /// The plan's body.
-    Body,
-    /// The cleanup after the body.
-    Cleanup,
-    /// The cleanup run by recovery after a crash.
-    Recovery,
-}
-
-/// How a step ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Status {
-    /// It did what it should.
-    Ok,
-    /// It failed (after its retries).
-    Failed,
-    /// It ran out of time (after its retries).
-    TimedOut,
-    /// Its `when` conditions did not hold.
-    Skipped,
-}
-
 /// One step of a transcript.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StepRecord {
@@ -117,7 +89,7 @@ pub struct StepRecord {
     /// Its action's kind.
     pub kind: &'static str,
     /// How it ended.
-    pub status: Status,
+    pub status: StepStatus,
     /// Attempts made (0 when skipped).
     pub attempts: u32,
     /// Simulated time it started, ms after the run began.
@@ -128,24 +100,6 @@ pub struct StepRecord {
     pub changes: Vec<String>,
     /// What happened, when there is more to say: an error, a command's output, a gate.
     pub note: Option<String>,
-}
-
-/// How a run ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "result", rename_all = "kebab-case")]
-pub enum Outcome {
-    /// The body ran to its end (steps marked `continue` may have failed), then the cleanup.
-    Completed,
-    /// A step failed and stopped the body; the cleanup ran.
-    Aborted {
-        /// The step.
-        step: String,
-    },
-    /// The host died after a step; recovery ran the unfinished cleanup.
-    Crashed {
-        /// The last step that ran.
-        after: String,
-    },
 }
 
 /// One invariant's verdict.
@@ -170,7 +124,8 @@ pub struct Transcript {
     pub fault: Option<Fault>,
     /// Whether the faulted step was reached (a skipped or never-reached step cannot fail).
     pub fault_reached: bool,
-    /// How it ended.
+    /// How it ended, as a real run's journal would say (its invariants aside: see
+    /// `invariants`).
     pub outcome: Outcome,
     /// Whether the backup set ended up complete; `None` when the operation writes none.
     pub set_complete: Option<bool>,
@@ -259,9 +214,115 @@ impl Context<'_> {
 
 /// Runs `ctx.plan` in a copy of `world`, with `fault` injected.
 pub fn run(world: &World, ctx: &Context<'_>, fault: Option<&Fault>) -> Transcript {
-    let mut r = Run::new(world, ctx, fault);
-    r.go();
-    r.finish()
+    let progress = Mutex::new(Progress::default());
+    let sim = Sim {
+        progress: &progress,
+        run: Mutex::new(Run::new(world, ctx, fault, &progress)),
+    };
+    let outcome = match drive::run(ctx.plan, &sim) {
+        Ran::Finished(outcome) => outcome,
+        Ran::Crashed => drive::recover(ctx.plan, &sim),
+    };
+    let run = sim.run.into_inner().unwrap_or_else(|p| p.into_inner());
+    run.finish(outcome)
+}
+
+/// The modelled world as the driver's [`Effects`]: a run's state behind a lock (the driver may
+/// run a group's steps on threads; the world runs them one after the other, each from the
+/// group's start time).
+struct Sim<'a> {
+    progress: &'a Mutex<Progress>,
+    run: Mutex<Run<'a>>,
+}
+
+impl<'a> Sim<'a> {
+    fn run(&self) -> MutexGuard<'_, Run<'a>> {
+        self.run.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Effects for Sim<'_> {
+    fn progress(&self) -> &Mutex<Progress> {
+        self.progress
+    }
+
+    fn holds(&self, c: &Condition, target: Option<&str>) -> Result<bool, Failure> {
+        self.run().holds(c, target)
+    }
+
+    fn act(&self, s: &Step) -> Result<Done, Failure> {
+        let mut run = self.run();
+        let injected = run.fault.filter(|f| f.step() == s.id);
+        if injected.is_some() {
+            run.fault_reached = true;
+        }
+        match injected {
+            Some(Fault::Fail { .. }) => run.inject(s, false),
+            Some(Fault::Timeout { .. }) => run.inject(s, true),
+            _ => run.act(s),
+        }
+        .map(|()| Done::default())
+    }
+
+    fn gate(&self, s: &Step, _instructions: &str, _reference: Option<&str>) -> Gate {
+        let mut run = self.run();
+        match run.fault.filter(|f| f.step() == s.id) {
+            Some(Fault::Fail { .. } | Fault::Timeout { .. }) => {
+                run.fault_reached = true;
+                Gate::NotConfirmed("injected: the operator did not confirm".into())
+            }
+            _ => Gate::Confirmed("gate: the operator confirmed (real runs ask)".into()),
+        }
+    }
+
+    fn started(&self, _s: &Step, _phase: Phase) {
+        let mut run = self.run();
+        run.started_at = run.clock;
+        run.changes.clear();
+        run.note = None;
+    }
+
+    fn ended(&self, s: &Step, phase: Phase, end: StepEnd) -> Flow {
+        self.run().ended(s, phase, end)
+    }
+
+    fn together(
+        &self,
+        steps: &[Step],
+        each: &(dyn Fn(&Step) -> Option<StepStatus> + Sync),
+    ) -> Vec<Option<StepStatus>> {
+        // Started together: each member starts at the group's start; the group ends when its
+        // slowest member does.
+        let start = self.run().clock;
+        let mut end = start;
+        let mut out = Vec::with_capacity(steps.len());
+        for s in steps {
+            self.run().clock = start;
+            out.push(each(s));
+            end = end.max(self.run().clock);
+        }
+        self.run().clock = end;
+        out
+    }
+
+    fn body_ended(&self, set: &SetEnd) -> Result<Option<String>, String> {
+        let mut run = self.run();
+        if run.ctx.set_use != SetUse::Writes {
+            return Ok(None);
+        }
+        let complete = *set == SetEnd::Complete;
+        run.set_complete = Some(complete);
+        Ok(complete.then(|| run.set_id()))
+    }
+
+    fn recovered_set(&self, completed: bool) -> Result<Option<String>, String> {
+        let mut run = self.run();
+        if run.ctx.set_use != SetUse::Writes {
+            return Ok(None);
+        }
+        run.set_complete = Some(completed);
+        Ok(completed.then(|| run.set_id()))
+    }
 }
 
 struct Copy {
@@ -271,11 +332,6 @@ struct Copy {
     ok: bool,
     /// The source's files (relative path, content) when it was copied.
     source: Vec<(String, u64)>,
-}
-
-struct Failure {
-    message: String,
-    timed_out: bool,
 }
 
 struct Run<'a> {
@@ -288,8 +344,14 @@ struct Run<'a> {
     records: Vec<StepRecord>,
     copies: Vec<Copy>,
     kept_broken: Option<String>,
-    outcome: Outcome,
-    body_done: bool,
+    /// The driver's progress, for `step-*` conditions in assertions, waits and invariants.
+    progress: &'a Mutex<Progress>,
+    /// When the step being run started.
+    started_at: u64,
+    /// What became of the set, once the driver settled it.
+    set_complete: Option<bool>,
+    /// The injected crash happened (only once: recovery runs to its end).
+    crashed: bool,
     /// Changes of the step being run.
     changes: Vec<String>,
     note: Option<String>,
@@ -311,7 +373,12 @@ pub fn size(bytes: u64) -> String {
 }
 
 impl<'a> Run<'a> {
-    fn new(initial: &'a World, ctx: &'a Context<'a>, fault: Option<&'a Fault>) -> Self {
+    fn new(
+        initial: &'a World,
+        ctx: &'a Context<'a>,
+        fault: Option<&'a Fault>,
+        progress: &'a Mutex<Progress>,
+    ) -> Self {
         let mut world = initial.clone();
         if ctx.set_use == SetUse::Writes
             && let Some(set) = ctx.roots.get("set")
@@ -329,164 +396,72 @@ impl<'a> Run<'a> {
             records: Vec::new(),
             copies: Vec::new(),
             kept_broken: None,
-            outcome: Outcome::Completed,
-            body_done: false,
+            progress,
+            started_at: 0,
+            set_complete: None,
+            crashed: false,
             changes: Vec::new(),
             note: None,
         }
     }
 
-    fn crash_after(&self, step: &Step) -> bool {
-        matches!(self.fault, Some(Fault::CrashAfter { step: s }) if *s == step.id)
+    /// The new set's id: the last component of its root.
+    fn set_id(&self) -> String {
+        let set = self.ctx.roots.get("set").map_or("", String::as_str);
+        set.rsplit('/').next().unwrap_or(set).to_string()
     }
 
-    fn go(&mut self) {
-        let plan = self.ctx.plan;
-        let mut crashed_in_body = false;
-        'body: for item in &plan.steps {
-            match item {
-                Item::Step(s) => {
-                    let status = self.step(s, Phase::Body);
-                    if self.crash_after(s) {
-                        crashed_in_body = true;
-                        break 'body;
-                    }
-                    if failed(status) && s.on_error == OnError::Abort {
-                        self.outcome = Outcome::Aborted { step: s.id.clone() };
-                        break 'body;
-                    }
-                }
-                Item::Group(g) => {
-                    // Started together: each member starts at the group's start; the group
-                    // ends when its slowest member does.
-                    let start = self.clock;
-                    let mut end = start;
-                    let mut abort = None;
-                    for s in &g.steps {
-                        self.clock = start;
-                        let status = self.step(s, Phase::Body);
-                        end = end.max(self.clock);
-                        if self.crash_after(s) {
-                            self.clock = end;
-                            crashed_in_body = true;
-                            break 'body;
-                        }
-                        if failed(status) && s.on_error == OnError::Abort && abort.is_none() {
-                            abort = Some(s.id.clone());
-                        }
-                    }
-                    self.clock = end;
-                    if let Some(step) = abort {
-                        self.outcome = Outcome::Aborted { step };
-                        break 'body;
-                    }
-                }
-            }
-        }
-        self.body_done = !crashed_in_body && self.outcome == Outcome::Completed;
-        // The cleanup always runs: in the same run, or from the journal after a crash.
-        let mut phase = if crashed_in_body {
-            Phase::Recovery
-        } else {
-            Phase::Cleanup
-        };
-        if crashed_in_body {
-            self.outcome = Outcome::Crashed {
-                after: self.last_step(),
-            };
-        }
-        for s in &plan.cleanup {
-            self.step(s, phase);
-            if phase == Phase::Cleanup && self.crash_after(s) {
-                // Recovery runs the cleanup steps that had not finished.
-                self.outcome = Outcome::Crashed {
-                    after: s.id.clone(),
-                };
-                phase = Phase::Recovery;
-            }
-        }
-    }
-
-    fn last_step(&self) -> String {
-        self.records
-            .last()
-            .map(|r| r.id.clone())
-            .unwrap_or_default()
-    }
-
-    fn step(&mut self, s: &Step, phase: Phase) -> Status {
-        let at_ms = self.clock;
-        let injected = self.fault.filter(|f| f.step() == s.id);
-        if matches!(injected, Some(Fault::CrashAfter { .. })) {
-            // The host dies after the step's turn, whether it ran or was skipped.
-            self.fault_reached = true;
-        }
-        if let Some(c) = s.when.iter().find(|c| !self.holds(c, s.target.as_deref())) {
-            self.records.push(StepRecord {
-                phase,
-                id: s.id.clone(),
-                kind: s.action.kind(),
-                status: Status::Skipped,
-                attempts: 0,
-                at_ms,
-                duration_ms: 0,
-                changes: vec![],
-                note: Some(format!("skipped: \"{c}\" is false")),
-            });
-            return Status::Skipped;
-        }
-        if injected.is_some() {
-            self.fault_reached = true;
-        }
-        self.changes.clear();
-        self.note = None;
-        let mut attempts = 0;
-        let mut result = Ok(());
-        for _ in 0..=s.retries {
-            attempts += 1;
-            result = match injected {
-                Some(Fault::Fail { .. }) => self.inject(s, false),
-                Some(Fault::Timeout { .. }) => self.inject(s, true),
-                _ => self.act(s),
-            };
-            if result.is_ok() {
-                break;
-            }
-        }
-        let status = match &result {
-            Ok(()) => Status::Ok,
-            Err(f) if f.timed_out => Status::TimedOut,
-            Err(_) => Status::Failed,
-        };
-        let note = match result {
-            Ok(()) => self.note.take(),
-            Err(f) => Some(match self.note.take() {
-                Some(n) => format!("{}; {n}", f.message),
-                None => f.message,
+    /// Records a step as the driver ended it; says whether the host dies right after it (the
+    /// injected crash: after the step's turn, whether it ran or was skipped).
+    fn ended(&mut self, s: &Step, phase: Phase, end: StepEnd) -> Flow {
+        let ran = end.attempts > 0;
+        let at_ms = if ran { self.started_at } else { self.clock };
+        let note = match end.status {
+            StepStatus::Ok => self
+                .note
+                .take()
+                .or_else(|| (!end.summary.is_empty()).then_some(end.summary)),
+            StepStatus::Skipped => Some(end.summary),
+            _ => Some(match self.note.take() {
+                Some(n) if ran => format!("{}; {n}", end.summary),
+                _ => end.summary,
             }),
         };
         self.records.push(StepRecord {
             phase,
             id: s.id.clone(),
             kind: s.action.kind(),
-            status,
-            attempts,
+            status: end.status,
+            attempts: end.attempts,
             at_ms,
             duration_ms: self.clock - at_ms,
-            changes: std::mem::take(&mut self.changes),
+            changes: if ran {
+                std::mem::take(&mut self.changes)
+            } else {
+                Vec::new()
+            },
             note,
         });
         // Only these can lose a file; a copy only adds (or removes its own partial copy).
-        if matches!(
-            s.action,
-            Action::Remove { .. }
-                | Action::Rename { .. }
-                | Action::WriteFile { .. }
-                | Action::Exec(_)
-        ) {
+        if ran
+            && matches!(
+                s.action,
+                Action::Remove { .. }
+                    | Action::Rename { .. }
+                    | Action::WriteFile { .. }
+                    | Action::Exec(_)
+            )
+        {
             self.check_kept(&s.id);
         }
-        status
+        match self.fault {
+            Some(Fault::CrashAfter { step }) if *step == s.id && !self.crashed => {
+                self.fault_reached = true;
+                self.crashed = true;
+                Flow::Crash
+            }
+            _ => Flow::Go,
+        }
     }
 
     /// Restores: every file the writable roots had at the start must still be there, at its
@@ -521,11 +496,16 @@ impl<'a> Run<'a> {
         }
     }
 
-    fn holds(&self, c: &Condition, target: Option<&str>) -> bool {
+    fn holds(&self, c: &Condition, target: Option<&str>) -> Result<bool, Failure> {
         let ctx = self.ctx;
-        match c {
-            Condition::Exists { path } => self.world.node(&ctx.abs(path)).is_some(),
-            Condition::Absent { path } => self.world.node(&ctx.abs(path)).is_none(),
+        let node = |l: &Location| {
+            self.world
+                .lookup(&ctx.abs(l))
+                .map_err(|e| Failure::new(format!("{l}: {e}")))
+        };
+        Ok(match c {
+            Condition::Exists { path } => node(path)?.is_some(),
+            Condition::Absent { path } => node(path)?.is_none(),
             Condition::FreeSpaceAtLeast { root, bytes } => {
                 self.world.free(&ctx.abs(&Location::new(root.clone(), ""))) >= *bytes
             }
@@ -533,18 +513,15 @@ impl<'a> Run<'a> {
                 self.world.service(target.unwrap_or(HOST), service).state == *state
             }
             Condition::CommandSucceeds(e) => {
-                let code = self.behaviour(e).map_or(0, |b| b.exit_code);
-                succeeded(e, code)
+                e.succeeded(self.behaviour(e).map_or(0, |b| b.exit_code))
             }
-            Condition::StepStarted { step } => self
-                .records
-                .iter()
-                .any(|r| r.id == *step && r.status != Status::Skipped),
-            Condition::StepNotSucceeded { step } => !self
-                .records
-                .iter()
-                .any(|r| r.id == *step && r.status == Status::Ok),
-        }
+            Condition::StepStarted { .. } | Condition::StepNotSucceeded { .. } => self
+                .progress
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .holds(c)
+                .unwrap_or(false),
+        })
     }
 
     fn behaviour(&self, e: &Exec) -> Option<&'a CommandBehaviour> {
@@ -559,10 +536,7 @@ impl<'a> Run<'a> {
     }
 
     fn fail<T>(&self, message: impl Into<String>) -> Result<T, Failure> {
-        Err(Failure {
-            message: message.into(),
-            timed_out: false,
-        })
+        Err(Failure::new(message))
     }
 
     fn act(&mut self, s: &Step) -> Result<(), Failure> {
@@ -628,15 +602,12 @@ impl<'a> Run<'a> {
                 if timeout.is_some_and(|t| ms > t) {
                     self.clock = self.clock.saturating_add(timeout.unwrap_or(0));
                     self.effects(effects, target);
-                    return Err(Failure {
-                        message: format!(
-                            "`{}` was still running at its time limit of {} (it takes {})",
-                            e.command,
-                            dur(timeout.unwrap_or(0)),
-                            dur(ms)
-                        ),
-                        timed_out: true,
-                    });
+                    return Err(Failure::timed_out(format!(
+                        "`{}` was still running at its time limit of {} (it takes {})",
+                        e.command,
+                        dur(timeout.unwrap_or(0)),
+                        dur(ms)
+                    )));
                 }
                 self.clock = self.clock.saturating_add(ms);
                 self.effects(effects, target);
@@ -646,7 +617,7 @@ impl<'a> Run<'a> {
                 } else {
                     format!("exit {code}: {out}")
                 });
-                if !succeeded(e, code) {
+                if !e.succeeded(code) {
                     return self.fail(format!("`{}` exited with {code}", e.command));
                 }
             }
@@ -673,15 +644,15 @@ impl<'a> Run<'a> {
                 }
             }
             Action::WaitUntil { condition, .. } => {
-                if !self.holds(condition, s.target.as_deref()) {
+                if !self.holds(condition, s.target.as_deref())? {
                     // Nothing in the modelled world changes on its own.
                     return match timeout {
                         Some(t) => {
                             self.clock = self.clock.saturating_add(t);
-                            Err(Failure {
-                                message: format!("{condition} still did not hold after {}", dur(t)),
-                                timed_out: true,
-                            })
+                            Err(Failure::timed_out(format!(
+                                "{condition} still did not hold after {}",
+                                dur(t)
+                            )))
                         }
                         None => self.fail(format!(
                             "{condition} does not hold and nothing will make it; with no time \
@@ -692,13 +663,12 @@ impl<'a> Run<'a> {
             }
             Action::Verify { check } => self.verify(check)?,
             Action::Assert { condition, message } => {
-                if !self.holds(condition, s.target.as_deref()) {
+                if !self.holds(condition, s.target.as_deref())? {
                     return self.fail(format!("{message} ({condition} does not hold)"));
                 }
             }
-            Action::Manual { .. } => {
-                self.note = Some("gate: the operator confirmed (real runs ask)".into());
-            }
+            // The driver asks the operator (`Effects::gate`).
+            Action::Manual { .. } => return self.fail("a manual step is asked, not acted"),
         }
         Ok(())
     }
@@ -837,13 +807,15 @@ impl<'a> Run<'a> {
         if let Some(e) = error {
             // All or nothing: the host removes its partial copy.
             self.world.remove(&dst);
-            self.copies.push(Copy {
-                step: s.id.clone(),
-                from: src,
-                to: dst,
-                ok: false,
-                source,
-            });
+            if into_set {
+                self.copies.push(Copy {
+                    step: s.id.clone(),
+                    from: src,
+                    to: dst,
+                    ok: false,
+                    source,
+                });
+            }
             return self.fail(format!(
                 "copy to {to} failed after {} ({e}); the partial copy was removed",
                 size(written)
@@ -874,13 +846,10 @@ impl<'a> Run<'a> {
                 let r = self.copy(s, from, to, Some(n / 2));
                 if timeout {
                     self.clock = self.clock.saturating_add(limit);
-                    return Err(Failure {
-                        message: format!(
-                            "injected: the copy hung until its limit of {}; the partial copy was removed",
-                            dur(limit)
-                        ),
-                        timed_out: true,
-                    });
+                    return Err(Failure::timed_out(format!(
+                        "injected: the copy hung until its limit of {}; the partial copy was removed",
+                        dur(limit)
+                    )));
                 }
                 r
             }
@@ -889,22 +858,18 @@ impl<'a> Run<'a> {
                 let effects = self.behaviour(e).map_or(&[][..], |b| b.effects.as_slice());
                 self.effects(effects, s.target.as_deref().unwrap_or(HOST));
                 self.clock = self.clock.saturating_add(limit);
-                Err(Failure {
-                    message: format!(
-                        "injected: `{}` did its work, then hung until its limit of {}",
-                        e.command,
-                        dur(limit)
-                    ),
-                    timed_out: true,
-                })
+                Err(Failure::timed_out(format!(
+                    "injected: `{}` did its work, then hung until its limit of {}",
+                    e.command,
+                    dur(limit)
+                )))
             }
-            Action::Manual { .. } => self.fail("injected: the operator did not confirm"),
             _ if timeout => {
                 self.clock = self.clock.saturating_add(limit);
-                Err(Failure {
-                    message: format!("injected: hung until its limit of {}", dur(limit)),
-                    timed_out: true,
-                })
+                Err(Failure::timed_out(format!(
+                    "injected: hung until its limit of {}",
+                    dur(limit)
+                )))
             }
             Action::Exec(e) => self.fail(format!("injected: `{}` exited with 1", e.command)),
             _ => self.fail("injected failure"),
@@ -980,7 +945,7 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
-    fn finish(self) -> Transcript {
+    fn finish(self, outcome: Outcome) -> Transcript {
         let ctx = self.ctx;
         let mut inv = Vec::new();
         // Services (and the product states modelled as services) are as the run found them.
@@ -1016,11 +981,9 @@ impl<'a> Run<'a> {
                 (!left.is_empty()).then(|| format!("{} still exists", left.join(", "))),
             ));
         }
-        let mut set_complete = None;
+        let set_complete = self.set_complete.filter(|_| ctx.set_use == SetUse::Writes);
         if ctx.set_use == SetUse::Writes {
-            let all_copied = self.copies.iter().all(|c| c.ok);
-            let complete = self.body_done && all_copied;
-            set_complete = Some(complete);
+            let complete = set_complete == Some(true);
             // The backup's sources are untouched.
             let mut changed = Vec::new();
             let sources: Vec<String> = ctx
@@ -1064,7 +1027,13 @@ impl<'a> Run<'a> {
             // A set is complete only with every copy in it, as copied.
             let mut wrong = Vec::new();
             if complete {
-                for c in &self.copies {
+                for c in self.copies.iter().filter(|c| !c.ok) {
+                    wrong.push(format!(
+                        "{} (copied by `{}` from {}) failed, yet the set is complete",
+                        c.to, c.step, c.from
+                    ));
+                }
+                for c in self.copies.iter().filter(|c| c.ok) {
                     let now: Vec<(String, u64)> = self
                         .world
                         .files_below(&c.to)
@@ -1101,13 +1070,18 @@ impl<'a> Run<'a> {
             ));
         }
         for i in &ctx.plan.invariants {
-            let held = self.holds(&i.condition, i.target.as_deref());
-            inv.push(verdict(
-                &i.id,
-                &i.description,
-                held,
-                (!held).then(|| format!("{} does not hold at the end", i.condition)),
-            ));
+            let (held, detail) = match self.holds(&i.condition, i.target.as_deref()) {
+                Ok(true) => (true, None),
+                Ok(false) => (
+                    false,
+                    Some(format!("{} does not hold at the end", i.condition)),
+                ),
+                Err(f) => (
+                    false,
+                    Some(format!("{} cannot be checked: {}", i.condition, f.message)),
+                ),
+            };
+            inv.push(verdict(&i.id, &i.description, held, detail));
         }
         Transcript {
             scenario: self
@@ -1115,7 +1089,7 @@ impl<'a> Run<'a> {
                 .map_or_else(|| "normal".to_string(), Fault::label),
             fault: self.fault.cloned(),
             fault_reached: self.fault.is_none() || self.fault_reached,
-            outcome: self.outcome,
+            outcome,
             set_complete,
             duration_ms: self.clock,
             steps: self.records,
@@ -1137,18 +1111,6 @@ fn verdict(id: &str, description: &str, held: bool, detail: Option<String>) -> I
         description: description.to_string(),
         held,
         detail,
-    }
-}
-
-fn failed(s: Status) -> bool {
-    matches!(s, Status::Failed | Status::TimedOut)
-}
-
-fn succeeded(e: &Exec, code: i32) -> bool {
-    if e.success_codes.is_empty() {
-        code == 0
-    } else {
-        e.success_codes.contains(&code)
     }
 }
 

@@ -199,6 +199,23 @@ impl World {
         self.nodes.get(p)
     }
 
+    /// The entry at an absolute path, or why it cannot be looked up: as on a real file system
+    /// (ENOTDIR), a path through a file is an error, not an absence.
+    pub fn lookup(&self, p: &str) -> Result<Option<&Node>, String> {
+        if let Some(n) = self.nodes.get(p) {
+            return Ok(Some(n));
+        }
+        let mut at = p;
+        while let Some(up) = parent(at) {
+            match self.nodes.get(up) {
+                Some(Node::File(_)) => return Err(format!("{up} is a file, not a directory")),
+                Some(Node::Dir) => return Ok(None),
+                None => at = up,
+            }
+        }
+        Ok(None)
+    }
+
     /// Whether a directory is at `p`.
     pub fn is_dir(&self, p: &str) -> bool {
         matches!(self.nodes.get(p), Some(Node::Dir))

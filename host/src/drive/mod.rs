@@ -1,0 +1,649 @@
+//! The one interpreter of a plan's steps, shared by the dry run and the real run.
+//!
+//! A plan says what to do; the rules for *how* it is carried out live here, once, so that
+//! `hokan simulate` predicts `hokan run`:
+//! - a step whose `when` conditions do not all hold is skipped; a condition that cannot be
+//!   evaluated fails the step without running it;
+//! - a failed step is tried again `retries` times, then aborts the body, or with `continue` is
+//!   recorded (`steps_failed`) and the body goes on;
+//! - a manual gate nobody confirmed (refused, or with no terminal to ask on) is never retried
+//!   and always aborts, whatever its `on-error`: a person's step cannot be skipped by a plan;
+//! - the steps of a `together` group start at the same time; the body aborts after the group
+//!   when one of them failed so;
+//! - a backup set is completed when the body finished and no step that writes the set failed
+//!   (even one allowed to), before the cleanup, so a set is never lost to a failing cleanup;
+//! - the cleanup always runs, in order, each step whatever the previous one did;
+//! - after a crash, recovery runs the cleanup steps that had not finished, from what the run had
+//!   recorded (the journal, for a real run), and keeps the set only if it had been completed.
+//!
+//! What a step *does* is the [`Effects`] backend's: the modelled world for `simulate`, cap-std
+//! roots and transports for `execute`. The seam passes plan items and condition values, never
+//! paths or file handles, so a backend on another machine (a server's agent) fits it too.
+
+use crate::execute::transport::Output;
+use crate::plan::{Action, Condition, Item, OnError, Plan, Step};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Which part of a run a step ran in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// The plan's steps.
+    Body,
+    /// The plan's cleanup, in the same run.
+    Cleanup,
+    /// The cleanup, run by recovery after the run died.
+    Recovery,
+}
+
+/// How a step ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StepStatus {
+    /// It did what it says.
+    Ok,
+    /// Its `when` conditions did not hold.
+    Skipped,
+    /// It failed on every attempt, or a `when` condition could not be evaluated.
+    Failed,
+    /// It ran past its time limit.
+    TimedOut,
+    /// A manual gate nobody confirmed.
+    NotConfirmed,
+}
+
+impl StepStatus {
+    /// Whether the step did not do its job (a skipped step did not have one).
+    pub fn failed(self) -> bool {
+        matches!(
+            self,
+            StepStatus::Failed | StepStatus::TimedOut | StepStatus::NotConfirmed
+        )
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunStatus {
+    /// The body finished.
+    Completed,
+    /// A step failed and the body stopped; the cleanup ran.
+    Failed,
+    /// The run died; recovery ran its cleanup.
+    Recovered,
+}
+
+/// How a run ended, with what needs a person's attention: the finish record of a run's journal,
+/// and what a dry run predicts of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// Completed, failed or recovered.
+    pub status: RunStatus,
+    /// The step that failed, or the last one that ended before the run died.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The backup set written, when one was completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set: Option<String>,
+    /// Cleanup steps that failed: the product may need a person.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cleanup_failed: Vec<String>,
+    /// Plan invariants that did not hold at the end.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub invariants_broken: Vec<String>,
+    /// Body steps that failed but let the run go on (`on-error: continue`): the run did its
+    /// job, but something the plan wanted done is not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps_failed: Vec<String>,
+    /// What a copy could not keep as it was (a socket, a device without root, a previous set's
+    /// damaged copy copied afresh), each naming its step and file.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+impl Outcome {
+    /// An outcome with `status` and nothing else to report yet.
+    pub fn new(status: RunStatus) -> Outcome {
+        Outcome {
+            status,
+            step: None,
+            reason: None,
+            set: None,
+            cleanup_failed: Vec::new(),
+            invariants_broken: Vec::new(),
+            steps_failed: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// A completed run with nothing to report.
+    pub fn completed() -> Outcome {
+        Outcome::new(RunStatus::Completed)
+    }
+
+    /// Whether someone must look at the product: a cleanup step failed, an invariant broke, or
+    /// a step allowed to fail did.
+    pub fn needs_attention(&self) -> bool {
+        !self.cleanup_failed.is_empty()
+            || !self.invariants_broken.is_empty()
+            || !self.steps_failed.is_empty()
+    }
+}
+
+/// What a manual gate's operator said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gate {
+    /// Confirmed; how (`confirmed on the terminal`, `--yes`).
+    Confirmed(String),
+    /// Not confirmed (refused, or nobody could be asked); why, and what to do.
+    NotConfirmed(String),
+}
+
+/// One attempt of a step that did its job.
+#[derive(Debug, Clone, Default)]
+pub struct Done {
+    /// What it did, in a line.
+    pub summary: String,
+    /// A command's output, when it ran one.
+    pub output: Option<Output>,
+}
+
+impl From<String> for Done {
+    fn from(summary: String) -> Done {
+        Done {
+            summary,
+            output: None,
+        }
+    }
+}
+
+/// One attempt of a step that did not.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// Why, naming what failed.
+    pub message: String,
+    /// [`StepStatus::Failed`] or [`StepStatus::TimedOut`] ([`StepStatus::NotConfirmed`] is the
+    /// driver's, from [`Effects::gate`]).
+    pub status: StepStatus,
+    /// A command's output, when it ran one.
+    pub output: Option<Output>,
+}
+
+impl Failure {
+    /// A plain failure.
+    pub fn new(message: impl Into<String>) -> Failure {
+        Failure {
+            message: message.into(),
+            status: StepStatus::Failed,
+            output: None,
+        }
+    }
+
+    /// A step that ran past its time limit.
+    pub fn timed_out(message: impl Into<String>) -> Failure {
+        Failure {
+            status: StepStatus::TimedOut,
+            ..Failure::new(message)
+        }
+    }
+}
+
+/// How a step ended, as the driver hands it to the backend to record.
+#[derive(Debug, Clone)]
+pub struct StepEnd {
+    /// How it ended.
+    pub status: StepStatus,
+    /// Attempts made; 0 when it did not run.
+    pub attempts: u32,
+    /// What it did, or why it failed or was skipped.
+    pub summary: String,
+    /// The last attempt's command output.
+    pub output: Option<Output>,
+}
+
+/// Whether the run goes on after a step was recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// On to the next step.
+    Go,
+    /// The run died right after recording the step (a dry run's injected crash: a real run's
+    /// process is simply gone). Recovery takes over from what was recorded.
+    Crash,
+}
+
+/// What the driver decided about the backup set when the body ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SetEnd {
+    /// The body finished and every step that writes the set succeeded: complete it.
+    Complete,
+    /// The set is not whole: remove it after the cleanup. Why, in a line.
+    Discard(String),
+}
+
+/// The steps a run started, those that succeeded and the cleanup steps that ended: what `step-*`
+/// conditions read and what recovery resumes from. A real run's journal records rebuild it.
+#[derive(Debug, Default, Clone)]
+pub struct Progress {
+    started: HashSet<String>,
+    succeeded: HashSet<String>,
+    /// Each cleanup step that ended, with how it last did.
+    cleanup: Vec<(String, StepStatus)>,
+    last: Option<String>,
+    set_completed: bool,
+}
+
+impl Progress {
+    /// The step started running (not when it was skipped or its condition unreadable).
+    pub fn started(&mut self, step: &str) {
+        self.started.insert(step.to_string());
+    }
+
+    /// The step ended so in `phase`.
+    pub fn ended(&mut self, step: &str, phase: Phase, status: StepStatus) {
+        if status == StepStatus::Ok {
+            self.succeeded.insert(step.to_string());
+        } else {
+            // A cleanup step retried by recovery that fails again has not succeeded.
+            self.succeeded.remove(step);
+        }
+        if phase != Phase::Body {
+            match self.cleanup.iter_mut().find(|(s, _)| s == step) {
+                Some(entry) => entry.1 = status,
+                None => self.cleanup.push((step.to_string(), status)),
+            }
+        }
+        self.last = Some(step.to_string());
+    }
+
+    /// The backup set was completed (its manifest is on disk, for a real run).
+    pub fn set_completed(&mut self) {
+        self.set_completed = true;
+    }
+
+    /// The value of a `step-*` condition; `None` for a condition on the site, which the backend
+    /// evaluates.
+    pub fn holds(&self, c: &Condition) -> Option<bool> {
+        match c {
+            Condition::StepStarted { step } => Some(self.started.contains(step)),
+            Condition::StepNotSucceeded { step } => Some(!self.succeeded.contains(step)),
+            _ => None,
+        }
+    }
+
+    /// The last step that ended.
+    pub fn last(&self) -> Option<&str> {
+        self.last.as_deref()
+    }
+}
+
+/// What a step does, and what a run keeps: the part of a run that differs between the modelled
+/// world and a real site. Every method is called by the driver, which owns the order and the
+/// rules; none of them decides what runs next.
+pub trait Effects: Sync {
+    /// The run's [`Progress`], which the driver keeps and the backend reads for `step-*`
+    /// conditions inside its own checks (an assertion, a wait, an invariant).
+    fn progress(&self) -> &Mutex<Progress>;
+
+    /// Evaluates a condition on the site (never a `step-*` one): `Err` when it cannot be.
+    fn holds(&self, c: &Condition, target: Option<&str>) -> Result<bool, Failure>;
+
+    /// One attempt of a step's action (never a manual one: see [`Effects::gate`]).
+    fn act(&self, s: &Step) -> Result<Done, Failure>;
+
+    /// A manual step: asks the operator, or says why nobody can be asked.
+    fn gate(&self, s: &Step, instructions: &str, reference: Option<&str>) -> Gate;
+
+    /// Before the attempt after `attempt`: a real run waits a little.
+    fn pause(&self, _s: &Step, _attempt: u32) {}
+
+    /// The step is about to run (its conditions held).
+    fn started(&self, s: &Step, phase: Phase);
+
+    /// The step ended (or was skipped): record it.
+    fn ended(&self, s: &Step, phase: Phase, end: StepEnd) -> Flow;
+
+    /// Runs the steps of a group at the same time, each through `each`, which answers `None`
+    /// for a step the run did not reach (it died first). By default, a thread each.
+    fn together(
+        &self,
+        steps: &[Step],
+        each: &(dyn Fn(&Step) -> Option<StepStatus> + Sync),
+    ) -> Vec<Option<StepStatus>> {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = steps.iter().map(|s| scope.spawn(move || each(s))).collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or(Some(StepStatus::Failed)))
+                .collect()
+        })
+    }
+
+    /// Asked before each body step (or group): `Some(why)` stops the run there, as if that step
+    /// had failed, so that the step in progress finishes and the cleanup runs (SIGTERM).
+    fn stop_requested(&self) -> Option<String> {
+        None
+    }
+
+    /// Asked after each body step (or group): `Some(why)` when the run cannot safely go on (its
+    /// journal cannot be written, so a crash could not be recovered).
+    fn halted(&self) -> Option<String> {
+        None
+    }
+
+    /// The body ended and the driver decided the set's fate ([`SetEnd`]); only called for an
+    /// operation that writes a set. `Ok(Some(id))` when the set was completed; `Err(why)` when
+    /// it could not be, which fails the run.
+    fn body_ended(&self, set: &SetEnd) -> Result<Option<String>, String>;
+
+    /// The cleanup ran: a backend removes a set that was not completed and applies retention.
+    fn cleaned_up(&self, _outcome: &Outcome) {}
+
+    /// Recovery ran the cleanup of a run that died: what became of its set. `completed` says
+    /// whether the run had completed it. `Ok(Some(id))` for a set that is kept; `Err(why)` when
+    /// what is left of it could not be removed.
+    fn recovered_set(&self, completed: bool) -> Result<Option<String>, String>;
+}
+
+/// How [`run`] ended.
+#[derive(Debug)]
+pub enum Ran {
+    /// Body, set and cleanup ran; the outcome so far (the backend adds its invariants).
+    Finished(Outcome),
+    /// The run died right after a step ([`Flow::Crash`]); [`recover`] takes over.
+    Crashed,
+}
+
+/// Runs `plan` through `fx`: body, the set's completion, cleanup.
+pub fn run<E: Effects>(plan: &Plan, fx: &E) -> Ran {
+    let d = Driver {
+        fx,
+        crashed: AtomicBool::new(false),
+    };
+    let mut outcome = d.body(plan);
+    if d.crashed() {
+        return Ran::Crashed;
+    }
+    let set = d.set_end(plan, &outcome);
+    match fx.body_ended(&set) {
+        Ok(Some(id)) => {
+            fx.progress()
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .set_completed();
+            outcome.set = Some(id);
+        }
+        Ok(None) => {}
+        Err(e) => {
+            outcome.status = RunStatus::Failed;
+            outcome.reason = Some(e);
+        }
+    }
+    for s in &plan.cleanup {
+        if d.step(s, Phase::Cleanup).is_none() {
+            return Ran::Crashed;
+        }
+    }
+    outcome.cleanup_failed = d.cleanup_failed(plan);
+    fx.cleaned_up(&outcome);
+    Ran::Finished(outcome)
+}
+
+/// Recovers a run that died: runs the cleanup steps that had not ended (by `fx`'s progress, from
+/// the journal), and settles its set.
+pub fn recover<E: Effects>(plan: &Plan, fx: &E) -> Outcome {
+    let d = Driver {
+        fx,
+        crashed: AtomicBool::new(false),
+    };
+    let (cleaned, last, completed) = {
+        let p = fx.progress().lock().unwrap_or_else(|p| p.into_inner());
+        let cleaned: Vec<String> = p.cleanup.iter().map(|(s, _)| s.clone()).collect();
+        (cleaned, p.last.clone(), p.set_completed)
+    };
+    let mut outcome = Outcome::new(RunStatus::Recovered);
+    outcome.step = last;
+    for s in plan.cleanup.iter().filter(|s| !cleaned.contains(&s.id)) {
+        // Recovery runs to its end: a crash is injected only once per run.
+        let _ = d.step(s, Phase::Recovery);
+    }
+    outcome.cleanup_failed = d.cleanup_failed(plan);
+    match fx.recovered_set(completed) {
+        Ok(set) => outcome.set = set,
+        Err(e) => outcome.cleanup_failed.push(e),
+    }
+    outcome
+}
+
+struct Driver<'a, E: Effects> {
+    fx: &'a E,
+    crashed: AtomicBool,
+}
+
+impl<E: Effects> Driver<'_, E> {
+    fn crashed(&self) -> bool {
+        self.crashed.load(Ordering::SeqCst)
+    }
+
+    fn body(&self, plan: &Plan) -> Outcome {
+        let mut outcome = Outcome::completed();
+        for item in &plan.steps {
+            let members: &[Step] = match item {
+                Item::Step(s) => std::slice::from_ref(s),
+                Item::Group(g) => &g.steps,
+            };
+            if let Some(why) = self.fx.stop_requested() {
+                let first = members.first().map_or("?", |s| s.id.as_str());
+                outcome.status = RunStatus::Failed;
+                outcome.step = members.first().map(|s| s.id.clone());
+                outcome.reason = Some(format!("stopped before step `{first}`: {why}"));
+                return outcome;
+            }
+            let statuses: Vec<Option<StepStatus>> = match item {
+                Item::Step(s) => vec![self.step(s, Phase::Body)],
+                Item::Group(g) => self
+                    .fx
+                    .together(&g.steps, &|s: &Step| self.step(s, Phase::Body)),
+            };
+            if self.crashed() {
+                return outcome;
+            }
+            let mut abort = None;
+            for (s, st) in members.iter().zip(statuses) {
+                let st = st.unwrap_or(StepStatus::Failed);
+                if !st.failed() {
+                    continue;
+                }
+                if s.on_error == OnError::Continue && st != StepStatus::NotConfirmed {
+                    outcome.steps_failed.push(s.id.clone());
+                } else if abort.is_none() {
+                    abort = Some((s, st));
+                }
+            }
+            if let Some((s, st)) = abort {
+                outcome.status = RunStatus::Failed;
+                outcome.step = Some(s.id.clone());
+                outcome.reason = Some(if st == StepStatus::NotConfirmed {
+                    format!(
+                        "stopped at the manual step `{}` ({}): nobody confirmed it",
+                        s.id, s.title
+                    )
+                } else {
+                    format!("step `{}` failed: {}", s.id, s.title)
+                });
+                return outcome;
+            }
+            if let Some(why) = self.fx.halted() {
+                outcome.status = RunStatus::Failed;
+                outcome.reason = Some(why);
+                return outcome;
+            }
+        }
+        outcome
+    }
+
+    /// The set is whole when the body finished and no step that writes it failed.
+    fn set_end(&self, plan: &Plan, outcome: &Outcome) -> SetEnd {
+        if outcome.status != RunStatus::Completed {
+            return SetEnd::Discard(format!(
+                "the body did not finish ({})",
+                outcome.reason.as_deref().unwrap_or("it failed")
+            ));
+        }
+        let failed_writers: Vec<&str> = outcome
+            .steps_failed
+            .iter()
+            .filter(|id| plan.all_steps().any(|s| &s.id == *id && writes_set(s)))
+            .map(String::as_str)
+            .collect();
+        if failed_writers.is_empty() {
+            SetEnd::Complete
+        } else {
+            SetEnd::Discard(format!(
+                "step(s) that write the set failed: {}",
+                failed_writers.join(", ")
+            ))
+        }
+    }
+
+    /// The cleanup steps whose last end was a failure, in the plan's order: after a recovery,
+    /// those that failed before the run died too.
+    fn cleanup_failed(&self, plan: &Plan) -> Vec<String> {
+        let p = self.progress();
+        plan.cleanup
+            .iter()
+            .filter(|s| p.cleanup.iter().any(|(id, st)| id == &s.id && st.failed()))
+            .map(|s| s.id.clone())
+            .collect()
+    }
+
+    /// Runs one step: its conditions, its attempts, its record. `None` when the run died right
+    /// after it (or before it, in a group).
+    fn step(&self, s: &Step, phase: Phase) -> Option<StepStatus> {
+        if self.crashed() {
+            return None;
+        }
+        let end = match self.conditions(s) {
+            Err(end) => end,
+            Ok(()) => {
+                self.progress().started(&s.id);
+                self.fx.started(s, phase);
+                self.attempts(s)
+            }
+        };
+        let status = end.status;
+        self.progress().ended(&s.id, phase, status);
+        if self.fx.ended(s, phase, end) == Flow::Crash {
+            self.crashed.store(true, Ordering::SeqCst);
+            return None;
+        }
+        Some(status)
+    }
+
+    fn progress(&self) -> std::sync::MutexGuard<'_, Progress> {
+        self.fx.progress().lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `Err` with the step's end when a `when` condition is false (skipped) or cannot be read
+    /// (failed, without running).
+    fn conditions(&self, s: &Step) -> Result<(), StepEnd> {
+        for c in &s.when {
+            // Read before asking the backend, whose own checks lock the progress too.
+            let known = self.progress().holds(c);
+            let value = match known {
+                Some(v) => Ok(v),
+                None => self.fx.holds(c, s.target.as_deref()),
+            };
+            let (status, summary) = match value {
+                Ok(true) => continue,
+                Ok(false) => (StepStatus::Skipped, format!("skipped: \"{c}\" is false")),
+                Err(f) => (
+                    StepStatus::Failed,
+                    format!("cannot evaluate \"{c}\": {}", f.message),
+                ),
+            };
+            return Err(StepEnd {
+                status,
+                attempts: 0,
+                summary,
+                output: None,
+            });
+        }
+        Ok(())
+    }
+
+    fn attempts(&self, s: &Step) -> StepEnd {
+        if let Action::Manual {
+            instructions,
+            reference,
+        } = &s.action
+        {
+            // Asked once: a person who said no is not asked again by a retry.
+            let (status, summary) = match self.fx.gate(s, instructions, reference.as_deref()) {
+                Gate::Confirmed(how) => (StepStatus::Ok, how),
+                Gate::NotConfirmed(why) => (StepStatus::NotConfirmed, why),
+            };
+            return StepEnd {
+                status,
+                attempts: 1,
+                summary,
+                output: None,
+            };
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.fx.act(s) {
+                Ok(d) => {
+                    return StepEnd {
+                        status: StepStatus::Ok,
+                        attempts: attempt,
+                        summary: d.summary,
+                        output: d.output,
+                    };
+                }
+                Err(f) if attempt <= s.retries => {
+                    tracing::info!("{}: attempt {attempt} failed: {}", s.id, f.message);
+                    self.fx.pause(s, attempt);
+                }
+                Err(f) => {
+                    return StepEnd {
+                        status: if f.status == StepStatus::Ok {
+                            StepStatus::Failed
+                        } else {
+                            f.status
+                        },
+                        attempts: attempt,
+                        summary: f.message,
+                        output: f.output,
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// Whether a step writes the backup set, so that its failure leaves the set incomplete: a file
+/// action or copy whose destination is in the `set` root, or a command run in it.
+pub fn writes_set(s: &Step) -> bool {
+    let in_set = |l: &crate::plan::Location| l.root == "set";
+    match &s.action {
+        Action::WriteFile { path, .. } | Action::Remove { path } | Action::EnsureDir { path } => {
+            in_set(path)
+        }
+        Action::Rename { from, to } => in_set(from) || in_set(to),
+        Action::CopyTree { to, .. } => in_set(to),
+        Action::Exec(e) => e.cwd.as_deref() == Some("set"),
+        Action::Service { .. }
+        | Action::WaitUntil { .. }
+        | Action::Verify { .. }
+        | Action::Assert { .. }
+        | Action::Manual { .. } => false,
+    }
+}
