@@ -20,6 +20,9 @@
 //! roots and transports for `execute`. The seam passes plan items and condition values, never
 //! paths or file handles, so a backend on another machine (a server's agent) fits it too.
 
+#[cfg(test)]
+mod tests;
+
 use crate::execute::transport::Output;
 use crate::plan::{Action, Condition, Item, OnError, Plan, Step};
 use serde::{Deserialize, Serialize};

@@ -1,0 +1,523 @@
+//! The driver's rules, against a scripted backend: each step's attempts answer from a script,
+//! and the backend records what the driver asked of it, in order.
+
+use super::*;
+use crate::plan::model::{Exec, Group};
+use crate::plan::{Location, ServiceState};
+use std::collections::BTreeMap;
+
+/// What a scripted step does on each attempt.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Try {
+    Ok,
+    Fail,
+    Hang,
+}
+
+#[derive(Default)]
+struct Script {
+    /// Step id to its attempts; the last one repeats. A step not named succeeds.
+    attempts: BTreeMap<&'static str, Vec<Try>>,
+    /// Gates: step id to whether the operator confirms (default: yes).
+    gates: BTreeMap<&'static str, bool>,
+    /// Conditions on the site: `exists` paths that exist, and those that cannot be read.
+    exists: Vec<&'static str>,
+    unreadable: Vec<&'static str>,
+    crash_after: Option<&'static str>,
+    stop_before: Option<usize>,
+    completion_fails: bool,
+    progress: Mutex<Progress>,
+    /// What the driver asked, in order: `start x`, `end x ok 1`, `gate x`, `set complete`, ...
+    log: Mutex<Vec<String>>,
+    tries: Mutex<BTreeMap<String, usize>>,
+    crashed: AtomicBool,
+    asked_stop: Mutex<usize>,
+}
+
+impl Script {
+    fn note(&self, line: String) {
+        self.log.lock().unwrap().push(line);
+    }
+
+    fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Effects for Script {
+    fn progress(&self) -> &Mutex<Progress> {
+        &self.progress
+    }
+
+    fn holds(&self, c: &Condition, _target: Option<&str>) -> Result<bool, Failure> {
+        match c {
+            Condition::Exists { path } if self.unreadable.contains(&path.path.as_str()) => {
+                Err(Failure::new(format!("{path}: permission denied")))
+            }
+            Condition::Exists { path } => Ok(self.exists.contains(&path.path.as_str())),
+            other => panic!("the script has no value for {other}"),
+        }
+    }
+
+    fn act(&self, s: &Step) -> Result<Done, Failure> {
+        let n = {
+            let mut tries = self.tries.lock().unwrap();
+            let n = tries.entry(s.id.clone()).or_default();
+            *n += 1;
+            *n
+        };
+        let script = self.attempts.get(s.id.as_str());
+        let this = script.map_or(Try::Ok, |a| a[(n - 1).min(a.len() - 1)]);
+        self.note(format!("act {} #{n}", s.id));
+        match this {
+            Try::Ok => Ok(format!("{} done", s.id).into()),
+            Try::Fail => Err(Failure::new(format!("{} broke", s.id))),
+            Try::Hang => Err(Failure::timed_out(format!("{} hung", s.id))),
+        }
+    }
+
+    fn gate(&self, s: &Step, _instructions: &str, _reference: Option<&str>) -> Gate {
+        self.note(format!("gate {}", s.id));
+        if self.gates.get(s.id.as_str()).copied().unwrap_or(true) {
+            Gate::Confirmed("yes".into())
+        } else {
+            Gate::NotConfirmed("no terminal".into())
+        }
+    }
+
+    fn started(&self, s: &Step, phase: Phase) {
+        self.note(format!("start {} {phase:?}", s.id));
+    }
+
+    fn ended(&self, s: &Step, phase: Phase, end: StepEnd) -> Flow {
+        self.note(format!(
+            "end {} {phase:?} {:?} {}",
+            s.id, end.status, end.attempts
+        ));
+        if self.crash_after == Some(s.id.as_str()) && !self.crashed.swap(true, Ordering::SeqCst) {
+            return Flow::Crash;
+        }
+        Flow::Go
+    }
+
+    fn stop_requested(&self) -> Option<String> {
+        let mut asked = self.asked_stop.lock().unwrap();
+        *asked += 1;
+        (Some(*asked) == self.stop_before).then(|| "SIGTERM".into())
+    }
+
+    fn body_ended(&self, set: &SetEnd) -> Result<Option<String>, String> {
+        self.note(format!("set {set:?}"));
+        match set {
+            SetEnd::Complete if self.completion_fails => Err("cannot sync the set".into()),
+            SetEnd::Complete => Ok(Some("S1".into())),
+            SetEnd::Discard(_) => Ok(None),
+        }
+    }
+
+    fn cleaned_up(&self, outcome: &Outcome) {
+        self.note(format!("cleaned up, set {:?}", outcome.set));
+    }
+
+    fn recovered_set(&self, completed: bool) -> Result<Option<String>, String> {
+        self.note(format!("recovered, completed {completed}"));
+        Ok(completed.then(|| "S1".into()))
+    }
+}
+
+fn exec(id: &str) -> Step {
+    Step {
+        id: id.into(),
+        title: format!("run {id}"),
+        target: None,
+        on_error: OnError::Abort,
+        timeout_ms: None,
+        retries: 0,
+        when: vec![],
+        action: Action::Exec(Exec {
+            command: id.into(),
+            args: vec![],
+            cwd: None,
+            success_codes: vec![],
+        }),
+    }
+}
+
+fn copy(id: &str, to_root: &str) -> Step {
+    Step {
+        action: Action::CopyTree {
+            from: Location::new(if to_root == "set" { "data" } else { "set" }, "d"),
+            to: Location::new(to_root, "d"),
+        },
+        ..exec(id)
+    }
+}
+
+fn manual(id: &str) -> Step {
+    Step {
+        action: Action::Manual {
+            instructions: "do it".into(),
+            reference: None,
+        },
+        ..exec(id)
+    }
+}
+
+fn cont(s: Step) -> Step {
+    Step {
+        on_error: OnError::Continue,
+        ..s
+    }
+}
+
+fn plan(body: Vec<Step>, cleanup: Vec<Step>) -> Plan {
+    Plan {
+        steps: body.into_iter().map(Item::Step).collect(),
+        cleanup,
+        invariants: vec![],
+        warnings: vec![],
+    }
+}
+
+fn finished(r: Ran) -> Outcome {
+    match r {
+        Ran::Finished(o) => o,
+        Ran::Crashed => panic!("the run crashed"),
+    }
+}
+
+#[test]
+fn a_finished_body_completes_the_set_before_the_cleanup() {
+    let fx = Script::default();
+    let p = plan(vec![exec("a"), copy("copy", "set")], vec![exec("undo")]);
+    let o = finished(run(&p, &fx));
+    assert_eq!(o.status, RunStatus::Completed);
+    assert_eq!(o.set.as_deref(), Some("S1"));
+    assert!(!o.needs_attention());
+    assert_eq!(
+        fx.log(),
+        [
+            "start a Body",
+            "act a #1",
+            "end a Body Ok 1",
+            "start copy Body",
+            "act copy #1",
+            "end copy Body Ok 1",
+            "set Complete",
+            "start undo Cleanup",
+            "act undo #1",
+            "end undo Cleanup Ok 1",
+            "cleaned up, set Some(\"S1\")",
+        ]
+    );
+}
+
+#[test]
+fn a_failed_step_is_retried_then_aborts_and_the_cleanup_still_runs() {
+    let fx = Script {
+        attempts: BTreeMap::from([("b", vec![Try::Fail, Try::Fail, Try::Fail])]),
+        ..Script::default()
+    };
+    let b = Step {
+        retries: 2,
+        ..exec("b")
+    };
+    let p = plan(vec![exec("a"), b, exec("c")], vec![exec("undo1"), exec("undo2")]);
+    let o = finished(run(&p, &fx));
+    assert_eq!(o.status, RunStatus::Failed);
+    assert_eq!(o.step.as_deref(), Some("b"));
+    assert_eq!(o.reason.as_deref(), Some("step `b` failed: run b"));
+    let log = fx.log();
+    assert!(log.contains(&"end b Body Failed 3".to_string()), "{log:?}");
+    assert!(!log.iter().any(|l| l.contains(" c ")), "c never runs: {log:?}");
+    assert!(log.iter().any(|l| l.starts_with("set Discard")));
+    assert!(log.contains(&"end undo2 Cleanup Ok 1".to_string()));
+}
+
+#[test]
+fn a_retry_that_succeeds_is_ok_and_a_hang_is_timed_out() {
+    let fx = Script {
+        attempts: BTreeMap::from([("a", vec![Try::Fail, Try::Ok]), ("h", vec![Try::Hang])]),
+        ..Script::default()
+    };
+    let a = Step {
+        retries: 1,
+        ..exec("a")
+    };
+    let p = plan(vec![a, exec("h")], vec![]);
+    let o = finished(run(&p, &fx));
+    assert!(fx.log().contains(&"end a Body Ok 2".to_string()));
+    assert!(fx.log().contains(&"end h Body TimedOut 1".to_string()));
+    assert_eq!(o.step.as_deref(), Some("h"));
+}
+
+#[test]
+fn continue_goes_on_and_only_a_failed_writer_of_the_set_makes_it_incomplete() {
+    // A copy out of the set (to media) failing leaves the set whole.
+    let fx = Script {
+        attempts: BTreeMap::from([("to-media", vec![Try::Fail])]),
+        ..Script::default()
+    };
+    let p = plan(
+        vec![copy("into", "set"), cont(copy("to-media", "media")), exec("z")],
+        vec![],
+    );
+    let o = finished(run(&p, &fx));
+    assert_eq!(o.status, RunStatus::Completed);
+    assert_eq!(o.steps_failed, ["to-media"]);
+    assert!(o.needs_attention());
+    assert_eq!(o.set.as_deref(), Some("S1"));
+    assert!(fx.log().contains(&"end z Body Ok 1".to_string()));
+
+    // A copy into the set failing, even allowed to, leaves it incomplete.
+    let fx = Script {
+        attempts: BTreeMap::from([("into", vec![Try::Fail])]),
+        ..Script::default()
+    };
+    let p = plan(vec![cont(copy("into", "set")), exec("z")], vec![]);
+    let o = finished(run(&p, &fx));
+    assert_eq!(o.status, RunStatus::Completed);
+    assert_eq!(o.set, None);
+    assert!(
+        fx.log()
+            .contains(&"set Discard(\"step(s) that write the set failed: into\")".to_string()),
+        "{:?}",
+        fx.log()
+    );
+}
+
+#[test]
+fn an_unconfirmed_gate_is_asked_once_and_aborts_even_with_continue() {
+    let fx = Script {
+        gates: BTreeMap::from([("check", false)]),
+        ..Script::default()
+    };
+    let check = Step {
+        retries: 3,
+        ..cont(manual("check"))
+    };
+    let p = plan(vec![check, exec("after")], vec![exec("undo")]);
+    let o = finished(run(&p, &fx));
+    assert_eq!(o.status, RunStatus::Failed);
+    assert_eq!(o.step.as_deref(), Some("check"));
+    assert!(o.steps_failed.is_empty());
+    assert_eq!(
+        o.reason.as_deref(),
+        Some("stopped at the manual step `check` (run check): nobody confirmed it")
+    );
+    let log = fx.log();
+    assert_eq!(log.iter().filter(|l| *l == "gate check").count(), 1);
+    assert!(log.contains(&"end check Body NotConfirmed 1".to_string()));
+    assert!(!log.iter().any(|l| l.contains("after")));
+    assert!(log.contains(&"end undo Cleanup Ok 1".to_string()));
+
+    // Confirmed, it is a step like any other.
+    let fx = Script::default();
+    let p = plan(vec![manual("check"), exec("after")], vec![]);
+    assert_eq!(finished(run(&p, &fx)).status, RunStatus::Completed);
+}
+
+#[test]
+fn when_conditions_skip_or_fail_a_step_without_running_it() {
+    let fx = Script {
+        exists: vec!["here"],
+        unreadable: vec!["locked"],
+        ..Script::default()
+    };
+    let when = |id: &str, path: &str| Step {
+        when: vec![Condition::Exists {
+            path: Location::new("data", path),
+        }],
+        ..exec(id)
+    };
+    let p = plan(
+        vec![when("runs", "here"), when("skipped", "gone"), when("unreadable", "locked")],
+        vec![],
+    );
+    let o = finished(run(&p, &fx));
+    let log = fx.log();
+    assert!(log.contains(&"end runs Body Ok 1".to_string()));
+    assert!(log.contains(&"end skipped Body Skipped 0".to_string()));
+    assert!(log.contains(&"end unreadable Body Failed 0".to_string()));
+    assert!(!log.iter().any(|l| l.contains("act skipped") || l.contains("act unreadable")));
+    assert!(!log.iter().any(|l| l.starts_with("start skipped")));
+    assert_eq!(o.step.as_deref(), Some("unreadable"));
+}
+
+#[test]
+fn step_conditions_read_what_this_run_started_and_finished() {
+    let fx = Script {
+        attempts: BTreeMap::from([("on", vec![Try::Fail])]),
+        ..Script::default()
+    };
+    let if_started = |id: &str, step: &str| Step {
+        when: vec![Condition::StepStarted { step: step.into() }],
+        ..exec(id)
+    };
+    let p = plan(
+        vec![exec("on")],
+        vec![if_started("off", "on"), if_started("never", "nothing")],
+    );
+    let o = finished(run(&p, &fx));
+    assert_eq!(o.status, RunStatus::Failed);
+    let log = fx.log();
+    assert!(log.contains(&"end off Cleanup Ok 1".to_string()), "{log:?}");
+    assert!(log.contains(&"end never Cleanup Skipped 0".to_string()));
+    let p = plan(
+        vec![cont(exec("on"))],
+        vec![Step {
+            when: vec![Condition::StepNotSucceeded { step: "on".into() }],
+            ..exec("repair")
+        }],
+    );
+    let fx = Script {
+        attempts: BTreeMap::from([("on", vec![Try::Fail])]),
+        ..Script::default()
+    };
+    finished(run(&p, &fx));
+    assert!(fx.log().contains(&"end repair Cleanup Ok 1".to_string()));
+}
+
+#[test]
+fn a_group_runs_every_member_then_aborts() {
+    let fx = Script {
+        attempts: BTreeMap::from([("g1", vec![Try::Fail])]),
+        ..Script::default()
+    };
+    let p = Plan {
+        steps: vec![
+            Item::Group(Group {
+                group: "g".into(),
+                title: "both".into(),
+                steps: vec![exec("g1"), exec("g2")],
+            }),
+            Item::Step(exec("after")),
+        ],
+        cleanup: vec![],
+        invariants: vec![],
+        warnings: vec![],
+    };
+    let o = finished(run(&p, &fx));
+    assert_eq!(o.step.as_deref(), Some("g1"));
+    let log = fx.log();
+    assert!(log.contains(&"end g2 Body Ok 1".to_string()));
+    assert!(!log.iter().any(|l| l.contains("after")));
+}
+
+#[test]
+fn a_crash_is_recovered_by_the_cleanup_steps_that_had_not_ended() {
+    // In the body: the whole cleanup runs as recovery, and the set is not kept.
+    let fx = Script {
+        crash_after: Some("b"),
+        ..Script::default()
+    };
+    let p = plan(
+        vec![exec("a"), copy("b", "set"), exec("c")],
+        vec![exec("u1"), exec("u2")],
+    );
+    assert!(matches!(run(&p, &fx), Ran::Crashed));
+    let o = recover(&p, &fx);
+    assert_eq!(o.status, RunStatus::Recovered);
+    assert_eq!(o.step.as_deref(), Some("b"));
+    assert_eq!(o.set, None);
+    let log = fx.log();
+    assert!(!log.iter().any(|l| l.contains(" c ") || l.starts_with("set ")));
+    assert!(log.contains(&"end u1 Recovery Ok 1".to_string()));
+    assert!(log.contains(&"recovered, completed false".to_string()));
+
+    // In the cleanup: the set was completed and is kept; recovery runs only what had not ended,
+    // and still reports a cleanup step that had failed.
+    let fx = Script {
+        crash_after: Some("u2"),
+        attempts: BTreeMap::from([("u1", vec![Try::Fail])]),
+        ..Script::default()
+    };
+    let p = plan(vec![exec("a")], vec![exec("u1"), exec("u2"), exec("u3")]);
+    assert!(matches!(run(&p, &fx), Ran::Crashed));
+    let o = recover(&p, &fx);
+    assert_eq!(o.set.as_deref(), Some("S1"));
+    assert_eq!(o.cleanup_failed, ["u1"]);
+    let log = fx.log();
+    assert_eq!(log.iter().filter(|l| l.starts_with("act u1")).count(), 1);
+    assert!(log.contains(&"end u3 Recovery Ok 1".to_string()));
+}
+
+#[test]
+fn recovery_resumes_from_a_journal_s_progress() {
+    // As `hokan recover` does: a fresh backend whose progress was rebuilt from records.
+    let fx = Script::default();
+    {
+        let mut p = fx.progress.lock().unwrap();
+        p.started("a");
+        p.ended("a", Phase::Body, StepStatus::Ok);
+        p.started("u1");
+        p.ended("u1", Phase::Cleanup, StepStatus::Ok);
+        p.started("u2");
+    }
+    let p = plan(vec![exec("a")], vec![exec("u1"), exec("u2")]);
+    let o = recover(&p, &fx);
+    assert_eq!(o.step.as_deref(), Some("u1"));
+    assert_eq!(
+        fx.log(),
+        [
+            "start u2 Recovery",
+            "act u2 #1",
+            "end u2 Recovery Ok 1",
+            "recovered, completed false",
+        ]
+    );
+}
+
+#[test]
+fn a_stop_request_ends_the_body_before_the_next_step() {
+    let fx = Script {
+        stop_before: Some(2),
+        ..Script::default()
+    };
+    let p = plan(vec![exec("a"), exec("b")], vec![exec("u")]);
+    let o = finished(run(&p, &fx));
+    assert_eq!(o.status, RunStatus::Failed);
+    assert_eq!(o.step.as_deref(), Some("b"));
+    assert_eq!(o.reason.as_deref(), Some("stopped before step `b`: SIGTERM"));
+    assert!(!fx.log().iter().any(|l| l.contains("act b")));
+    assert!(fx.log().contains(&"end u Cleanup Ok 1".to_string()));
+}
+
+#[test]
+fn a_set_that_cannot_be_completed_fails_the_run() {
+    let fx = Script {
+        completion_fails: true,
+        ..Script::default()
+    };
+    let p = plan(vec![copy("c", "set")], vec![exec("u")]);
+    let o = finished(run(&p, &fx));
+    assert_eq!(o.status, RunStatus::Failed);
+    assert_eq!(o.reason.as_deref(), Some("cannot sync the set"));
+    assert_eq!(o.set, None);
+    assert!(fx.log().contains(&"end u Cleanup Ok 1".to_string()));
+}
+
+#[test]
+fn which_steps_write_the_set() {
+    assert!(writes_set(&copy("c", "set")));
+    assert!(!writes_set(&copy("c", "media")));
+    assert!(!writes_set(&manual("m")));
+    let in_set = Step {
+        action: Action::Exec(Exec {
+            command: "ntbackup".into(),
+            args: vec![],
+            cwd: Some("set".into()),
+            success_codes: vec![],
+        }),
+        ..exec("b")
+    };
+    assert!(writes_set(&in_set));
+    let service = Step {
+        action: Action::Service {
+            service: "store".into(),
+            state: ServiceState::Stopped,
+        },
+        ..exec("s")
+    };
+    assert!(!writes_set(&service));
+}
