@@ -397,3 +397,25 @@ pub fn bench_size(default_mib: u64) -> (bool, u64) {
         .unwrap_or(if smoke { 16 } else { default_mib });
     (smoke, mib)
 }
+
+/// The operator of a run driven by a test: confirms every manual gate but the one named.
+#[derive(Debug, Default)]
+pub struct Gates {
+    /// The gate the operator refuses, if any.
+    pub refuse: Option<String>,
+}
+
+impl hokan::execute::Observer for Gates {
+    fn gate(
+        &self,
+        step: &hokan::plan::Step,
+        _instructions: &str,
+        _reference: Option<&str>,
+    ) -> hokan::execute::Gate {
+        if self.refuse.as_deref() == Some(step.id.as_str()) {
+            hokan::execute::Gate::NotConfirmed("the operator said no".into())
+        } else {
+            hokan::execute::Gate::Confirmed("the test confirmed it".into())
+        }
+    }
+}

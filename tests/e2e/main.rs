@@ -2,6 +2,7 @@
 
 mod adversarial;
 mod cli;
+mod conformance;
 mod daemon;
 mod exchange;
 mod execute;

@@ -28,7 +28,6 @@ use crate::plan::{Action, Condition, Item, OnError, Plan, Step};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Which part of a run a step ran in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -211,13 +210,13 @@ pub struct StepEnd {
     pub output: Option<Output>,
 }
 
-/// Whether the run goes on after a step was recorded.
+/// Whether the run goes on after a step, or a group, ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flow {
     /// On to the next step.
     Go,
-    /// The run died right after recording the step (a dry run's injected crash: a real run's
-    /// process is simply gone). Recovery takes over from what was recorded.
+    /// The run died right there (a dry run's injected crash: a real run's process is simply
+    /// gone). Recovery takes over from what was recorded.
     Crash,
 }
 
@@ -236,9 +235,10 @@ pub enum SetEnd {
 pub struct Progress {
     started: HashSet<String>,
     succeeded: HashSet<String>,
+    /// Every step that ended (skipped included).
+    ended: HashSet<String>,
     /// Each cleanup step that ended, with how it last did.
     cleanup: Vec<(String, StepStatus)>,
-    last: Option<String>,
     set_completed: bool,
 }
 
@@ -262,7 +262,7 @@ impl Progress {
                 None => self.cleanup.push((step.to_string(), status)),
             }
         }
-        self.last = Some(step.to_string());
+        self.ended.insert(step.to_string());
     }
 
     /// The backup set was completed (its manifest is on disk, for a real run).
@@ -278,11 +278,6 @@ impl Progress {
             Condition::StepNotSucceeded { step } => Some(!self.succeeded.contains(step)),
             _ => None,
         }
-    }
-
-    /// The last step that ended.
-    pub fn last(&self) -> Option<&str> {
-        self.last.as_deref()
     }
 }
 
@@ -310,20 +305,27 @@ pub trait Effects: Sync {
     fn started(&self, s: &Step, phase: Phase);
 
     /// The step ended (or was skipped): record it.
-    fn ended(&self, s: &Step, phase: Phase, end: StepEnd) -> Flow;
+    fn ended(&self, s: &Step, phase: Phase, end: StepEnd);
 
-    /// Runs the steps of a group at the same time, each through `each`, which answers `None`
-    /// for a step the run did not reach (it died first). By default, a thread each.
+    /// A step, or every step of a group, ended and was recorded: where a run may die. A crash
+    /// after one step of a group happens once the group ended: its steps started together, so
+    /// the others ran too.
+    fn item_ended(&self, _steps: &[Step]) -> Flow {
+        Flow::Go
+    }
+
+    /// Runs the steps of a group at the same time, each through `each`. By default, a thread
+    /// each.
     fn together(
         &self,
         steps: &[Step],
-        each: &(dyn Fn(&Step) -> Option<StepStatus> + Sync),
-    ) -> Vec<Option<StepStatus>> {
+        each: &(dyn Fn(&Step) -> StepStatus + Sync),
+    ) -> Vec<StepStatus> {
         std::thread::scope(|scope| {
             let handles: Vec<_> = steps.iter().map(|s| scope.spawn(move || each(s))).collect();
             handles
                 .into_iter()
-                .map(|h| h.join().unwrap_or(Some(StepStatus::Failed)))
+                .map(|h| h.join().unwrap_or(StepStatus::Failed))
                 .collect()
         })
     }
@@ -359,20 +361,16 @@ pub trait Effects: Sync {
 pub enum Ran {
     /// Body, set and cleanup ran; the outcome so far (the backend adds its invariants).
     Finished(Outcome),
-    /// The run died right after a step ([`Flow::Crash`]); [`recover`] takes over.
+    /// The run died right after a step or group ([`Flow::Crash`]); [`recover`] takes over.
     Crashed,
 }
 
 /// Runs `plan` through `fx`: body, the set's completion, cleanup.
 pub fn run<E: Effects>(plan: &Plan, fx: &E) -> Ran {
-    let d = Driver {
-        fx,
-        crashed: AtomicBool::new(false),
-    };
-    let mut outcome = d.body(plan);
-    if d.crashed() {
+    let d = Driver { fx };
+    let Some(mut outcome) = d.body(plan) else {
         return Ran::Crashed;
-    }
+    };
     let set = d.set_end(plan, &outcome);
     match fx.body_ended(&set) {
         Ok(Some(id)) => {
@@ -389,7 +387,8 @@ pub fn run<E: Effects>(plan: &Plan, fx: &E) -> Ran {
         }
     }
     for s in &plan.cleanup {
-        if d.step(s, Phase::Cleanup).is_none() {
+        d.step(s, Phase::Cleanup);
+        if fx.item_ended(std::slice::from_ref(s)) == Flow::Crash {
             return Ran::Crashed;
         }
     }
@@ -401,20 +400,26 @@ pub fn run<E: Effects>(plan: &Plan, fx: &E) -> Ran {
 /// Recovers a run that died: runs the cleanup steps that had not ended (by `fx`'s progress, from
 /// the journal), and settles its set.
 pub fn recover<E: Effects>(plan: &Plan, fx: &E) -> Outcome {
-    let d = Driver {
-        fx,
-        crashed: AtomicBool::new(false),
-    };
+    let d = Driver { fx };
     let (cleaned, last, completed) = {
         let p = fx.progress().lock().unwrap_or_else(|p| p.into_inner());
         let cleaned: Vec<String> = p.cleanup.iter().map(|(s, _)| s.clone()).collect();
-        (cleaned, p.last.clone(), p.set_completed)
+        // The last step in the plan's order that ended: the steps of a group end in any order.
+        let last = plan
+            .all_steps()
+            .filter(|s| p.ended.contains(&s.id))
+            .last()
+            .map(|s| s.id.clone());
+        (cleaned, last, p.set_completed)
     };
     let mut outcome = Outcome::new(RunStatus::Recovered);
     outcome.step = last;
     for s in plan.cleanup.iter().filter(|s| !cleaned.contains(&s.id)) {
-        // Recovery runs to its end: a crash is injected only once per run.
-        let _ = d.step(s, Phase::Recovery);
+        d.step(s, Phase::Recovery);
+        // A real recovery can die too; it is recovered again, by the next `hokan recover`.
+        if fx.item_ended(std::slice::from_ref(s)) == Flow::Crash {
+            break;
+        }
     }
     outcome.cleanup_failed = d.cleanup_failed(plan);
     match fx.recovered_set(completed) {
@@ -426,15 +431,11 @@ pub fn recover<E: Effects>(plan: &Plan, fx: &E) -> Outcome {
 
 struct Driver<'a, E: Effects> {
     fx: &'a E,
-    crashed: AtomicBool,
 }
 
 impl<E: Effects> Driver<'_, E> {
-    fn crashed(&self) -> bool {
-        self.crashed.load(Ordering::SeqCst)
-    }
-
-    fn body(&self, plan: &Plan) -> Outcome {
+    /// The body; `None` when the run died in it.
+    fn body(&self, plan: &Plan) -> Option<Outcome> {
         let mut outcome = Outcome::completed();
         for item in &plan.steps {
             let members: &[Step] = match item {
@@ -446,20 +447,19 @@ impl<E: Effects> Driver<'_, E> {
                 outcome.status = RunStatus::Failed;
                 outcome.step = members.first().map(|s| s.id.clone());
                 outcome.reason = Some(format!("stopped before step `{first}`: {why}"));
-                return outcome;
+                return Some(outcome);
             }
-            let statuses: Vec<Option<StepStatus>> = match item {
+            let statuses: Vec<StepStatus> = match item {
                 Item::Step(s) => vec![self.step(s, Phase::Body)],
                 Item::Group(g) => self
                     .fx
                     .together(&g.steps, &|s: &Step| self.step(s, Phase::Body)),
             };
-            if self.crashed() {
-                return outcome;
+            if self.fx.item_ended(members) == Flow::Crash {
+                return None;
             }
             let mut abort = None;
             for (s, st) in members.iter().zip(statuses) {
-                let st = st.unwrap_or(StepStatus::Failed);
                 if !st.failed() {
                     continue;
                 }
@@ -480,15 +480,15 @@ impl<E: Effects> Driver<'_, E> {
                 } else {
                     format!("step `{}` failed: {}", s.id, s.title)
                 });
-                return outcome;
+                return Some(outcome);
             }
             if let Some(why) = self.fx.halted() {
                 outcome.status = RunStatus::Failed;
                 outcome.reason = Some(why);
-                return outcome;
+                return Some(outcome);
             }
         }
-        outcome
+        Some(outcome)
     }
 
     /// The set is whole when the body finished and no step that writes it failed.
@@ -526,12 +526,8 @@ impl<E: Effects> Driver<'_, E> {
             .collect()
     }
 
-    /// Runs one step: its conditions, its attempts, its record. `None` when the run died right
-    /// after it (or before it, in a group).
-    fn step(&self, s: &Step, phase: Phase) -> Option<StepStatus> {
-        if self.crashed() {
-            return None;
-        }
+    /// Runs one step: its conditions, its attempts, its record.
+    fn step(&self, s: &Step, phase: Phase) -> StepStatus {
         let end = match self.conditions(s) {
             Err(end) => end,
             Ok(()) => {
@@ -542,11 +538,8 @@ impl<E: Effects> Driver<'_, E> {
         };
         let status = end.status;
         self.progress().ended(&s.id, phase, status);
-        if self.fx.ended(s, phase, end) == Flow::Crash {
-            self.crashed.store(true, Ordering::SeqCst);
-            return None;
-        }
-        Some(status)
+        self.fx.ended(s, phase, end);
+        status
     }
 
     fn progress(&self) -> std::sync::MutexGuard<'_, Progress> {

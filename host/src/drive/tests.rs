@@ -5,6 +5,7 @@ use super::*;
 use crate::plan::model::{Exec, Group};
 use crate::plan::{Location, ServiceState};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// What a scripted step does on each attempt.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -89,12 +90,18 @@ impl Effects for Script {
         self.note(format!("start {} {phase:?}", s.id));
     }
 
-    fn ended(&self, s: &Step, phase: Phase, end: StepEnd) -> Flow {
+    fn ended(&self, s: &Step, phase: Phase, end: StepEnd) {
         self.note(format!(
             "end {} {phase:?} {:?} {}",
             s.id, end.status, end.attempts
         ));
-        if self.crash_after == Some(s.id.as_str()) && !self.crashed.swap(true, Ordering::SeqCst) {
+    }
+
+    fn item_ended(&self, steps: &[Step]) -> Flow {
+        let hit = steps
+            .iter()
+            .any(|s| self.crash_after == Some(s.id.as_str()));
+        if hit && !self.crashed.swap(true, Ordering::SeqCst) {
             return Flow::Crash;
         }
         Flow::Go
@@ -222,14 +229,20 @@ fn a_failed_step_is_retried_then_aborts_and_the_cleanup_still_runs() {
         retries: 2,
         ..exec("b")
     };
-    let p = plan(vec![exec("a"), b, exec("c")], vec![exec("undo1"), exec("undo2")]);
+    let p = plan(
+        vec![exec("a"), b, exec("c")],
+        vec![exec("undo1"), exec("undo2")],
+    );
     let o = finished(run(&p, &fx));
     assert_eq!(o.status, RunStatus::Failed);
     assert_eq!(o.step.as_deref(), Some("b"));
     assert_eq!(o.reason.as_deref(), Some("step `b` failed: run b"));
     let log = fx.log();
     assert!(log.contains(&"end b Body Failed 3".to_string()), "{log:?}");
-    assert!(!log.iter().any(|l| l.contains(" c ")), "c never runs: {log:?}");
+    assert!(
+        !log.iter().any(|l| l.contains(" c ")),
+        "c never runs: {log:?}"
+    );
     assert!(log.iter().any(|l| l.starts_with("set Discard")));
     assert!(log.contains(&"end undo2 Cleanup Ok 1".to_string()));
 }
@@ -259,7 +272,11 @@ fn continue_goes_on_and_only_a_failed_writer_of_the_set_makes_it_incomplete() {
         ..Script::default()
     };
     let p = plan(
-        vec![copy("into", "set"), cont(copy("to-media", "media")), exec("z")],
+        vec![
+            copy("into", "set"),
+            cont(copy("to-media", "media")),
+            exec("z"),
+        ],
         vec![],
     );
     let o = finished(run(&p, &fx));
@@ -331,7 +348,11 @@ fn when_conditions_skip_or_fail_a_step_without_running_it() {
         ..exec(id)
     };
     let p = plan(
-        vec![when("runs", "here"), when("skipped", "gone"), when("unreadable", "locked")],
+        vec![
+            when("runs", "here"),
+            when("skipped", "gone"),
+            when("unreadable", "locked"),
+        ],
         vec![],
     );
     let o = finished(run(&p, &fx));
@@ -339,7 +360,10 @@ fn when_conditions_skip_or_fail_a_step_without_running_it() {
     assert!(log.contains(&"end runs Body Ok 1".to_string()));
     assert!(log.contains(&"end skipped Body Skipped 0".to_string()));
     assert!(log.contains(&"end unreadable Body Failed 0".to_string()));
-    assert!(!log.iter().any(|l| l.contains("act skipped") || l.contains("act unreadable")));
+    assert!(
+        !log.iter()
+            .any(|l| l.contains("act skipped") || l.contains("act unreadable"))
+    );
     assert!(!log.iter().any(|l| l.starts_with("start skipped")));
     assert_eq!(o.step.as_deref(), Some("unreadable"));
 }
@@ -421,7 +445,10 @@ fn a_crash_is_recovered_by_the_cleanup_steps_that_had_not_ended() {
     assert_eq!(o.step.as_deref(), Some("b"));
     assert_eq!(o.set, None);
     let log = fx.log();
-    assert!(!log.iter().any(|l| l.contains(" c ") || l.starts_with("set ")));
+    assert!(
+        !log.iter()
+            .any(|l| l.contains(" c ") || l.starts_with("set "))
+    );
     assert!(log.contains(&"end u1 Recovery Ok 1".to_string()));
     assert!(log.contains(&"recovered, completed false".to_string()));
 
@@ -478,7 +505,10 @@ fn a_stop_request_ends_the_body_before_the_next_step() {
     let o = finished(run(&p, &fx));
     assert_eq!(o.status, RunStatus::Failed);
     assert_eq!(o.step.as_deref(), Some("b"));
-    assert_eq!(o.reason.as_deref(), Some("stopped before step `b`: SIGTERM"));
+    assert_eq!(
+        o.reason.as_deref(),
+        Some("stopped before step `b`: SIGTERM")
+    );
     assert!(!fx.log().iter().any(|l| l.contains("act b")));
     assert!(fx.log().contains(&"end u Cleanup Ok 1".to_string()));
 }
@@ -520,4 +550,35 @@ fn which_steps_write_the_set() {
         ..exec("s")
     };
     assert!(!writes_set(&service));
+}
+
+#[test]
+fn a_crash_after_a_step_of_a_group_comes_once_the_group_ended() {
+    let fx = Script {
+        crash_after: Some("g2"),
+        ..Script::default()
+    };
+    let p = Plan {
+        steps: vec![
+            Item::Group(Group {
+                group: "g".into(),
+                title: "both".into(),
+                steps: vec![exec("g1"), exec("g2"), exec("g3")],
+            }),
+            Item::Step(exec("after")),
+        ],
+        cleanup: vec![exec("u")],
+        invariants: vec![],
+        warnings: vec![],
+    };
+    assert!(matches!(run(&p, &fx), Ran::Crashed));
+    let log = fx.log();
+    // Started together, every member ran; nothing after the group did.
+    for g in ["g1", "g2", "g3"] {
+        assert!(log.contains(&format!("end {g} Body Ok 1")), "{log:?}");
+    }
+    assert!(!log.iter().any(|l| l.contains("after")));
+    // The last step in the plan's order that ended, whatever order the threads ended in.
+    let o = recover(&p, &fx);
+    assert_eq!(o.step.as_deref(), Some("g3"));
 }

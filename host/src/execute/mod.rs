@@ -436,7 +436,7 @@ impl Effects for Executor<'_> {
         });
     }
 
-    fn ended(&self, s: &Step, phase: Phase, end: StepEnd) -> Flow {
+    fn ended(&self, s: &Step, phase: Phase, end: StepEnd) {
         let started = self
             .started_at
             .lock()
@@ -451,7 +451,12 @@ impl Effects for Executor<'_> {
             summary: end.summary,
             output: end.output,
         });
-        if self.faults.kill_after.as_deref() == Some(s.id.as_str()) {
+    }
+
+    fn item_ended(&self, steps: &[Step]) -> Flow {
+        if let Some(kill) = &self.faults.kill_after
+            && steps.iter().any(|s| s.id == *kill)
+        {
             // SAFETY: raise(3) only signals this process.
             unsafe {
                 libc::raise(libc::SIGKILL);

@@ -282,15 +282,29 @@ impl Effects for Sim<'_> {
         run.note = None;
     }
 
-    fn ended(&self, s: &Step, phase: Phase, end: StepEnd) -> Flow {
-        self.run().ended(s, phase, end)
+    fn ended(&self, s: &Step, phase: Phase, end: StepEnd) {
+        self.run().ended(s, phase, end);
+    }
+
+    fn item_ended(&self, steps: &[Step]) -> Flow {
+        let mut run = self.run();
+        match run.fault {
+            Some(Fault::CrashAfter { step })
+                if !run.crashed && steps.iter().any(|s| s.id == *step) =>
+            {
+                run.fault_reached = true;
+                run.crashed = true;
+                Flow::Crash
+            }
+            _ => Flow::Go,
+        }
     }
 
     fn together(
         &self,
         steps: &[Step],
-        each: &(dyn Fn(&Step) -> Option<StepStatus> + Sync),
-    ) -> Vec<Option<StepStatus>> {
+        each: &(dyn Fn(&Step) -> StepStatus + Sync),
+    ) -> Vec<StepStatus> {
         // Started together: each member starts at the group's start; the group ends when its
         // slowest member does.
         let start = self.run().clock;
@@ -411,9 +425,8 @@ impl<'a> Run<'a> {
         set.rsplit('/').next().unwrap_or(set).to_string()
     }
 
-    /// Records a step as the driver ended it; says whether the host dies right after it (the
-    /// injected crash: after the step's turn, whether it ran or was skipped).
-    fn ended(&mut self, s: &Step, phase: Phase, end: StepEnd) -> Flow {
+    /// Records a step as the driver ended it.
+    fn ended(&mut self, s: &Step, phase: Phase, end: StepEnd) {
         let ran = end.attempts > 0;
         let at_ms = if ran { self.started_at } else { self.clock };
         let note = match end.status {
@@ -453,14 +466,6 @@ impl<'a> Run<'a> {
             )
         {
             self.check_kept(&s.id);
-        }
-        match self.fault {
-            Some(Fault::CrashAfter { step }) if *step == s.id && !self.crashed => {
-                self.fault_reached = true;
-                self.crashed = true;
-                Flow::Crash
-            }
-            _ => Flow::Go,
         }
     }
 
