@@ -736,6 +736,7 @@ mod tests {
             timeout_ms: None,
             retries: 0,
             when: vec![],
+            commits_set: false,
             action: Action::CopyTree {
                 from: Location::new("data", "mw"),
                 to: Location::new("set", "mw"),

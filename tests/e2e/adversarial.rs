@@ -140,7 +140,7 @@ fn every_misbehaviour_is_refused_and_the_host_carries_on() {
             let text = e.to_string();
             assert!(
                 text.contains(
-                    "built for contract hokan:policy@0.9.0, but this host speaks hokan:policy@0.6.0"
+                    "built for contract hokan:policy@0.9.0, but this host speaks hokan:policy@0.5.0, 0.6.0, 0.7.0"
                 ),
                 "{text}"
             );
@@ -266,4 +266,74 @@ fn slow_facts_do_not_count_against_the_plugin_but_wall_time_is_capped() {
         ),
         other => panic!("the wall-clock cap must stop the call, got {other:?}"),
     }
+}
+
+/// A plugin built against the released contract 0.5.0 (the `contract-0-5` fixture, built from
+/// the frozen `wit/0.5.0/`) loads and plans in the same host as the current plugins, with the
+/// defaults of what 0.5.0 lacks; its facts (`tree-size`) are served under 0.5.0's names.
+#[test]
+fn a_plugin_built_against_0_5_0_loads_and_plans_beside_the_current_ones() {
+    let (rt, _cache) = crate::runtime(Limits::default());
+    let site = Site::new(
+        r#"
+[site]
+name = "lab"
+
+[jobs.legacy]
+plugin = "legacy.wasm"
+roots = { data = "data" }
+backup_root = "backups"
+"#,
+    );
+    std::fs::create_dir_all(site.path("data/mail")).unwrap();
+    std::fs::write(site.path("data/mail/1.eml"), vec![b'x'; 5000]).unwrap();
+    std::fs::copy(
+        component("fixtures/contract-0-5.wasm"),
+        site.path("legacy.wasm"),
+    )
+    .unwrap();
+    let legacy = rt
+        .load(&site.path("legacy.wasm"), None)
+        .expect("0.5.0 loads");
+    assert_eq!(legacy.contract(), "0.5.0");
+    // The same plugin built against 0.6.0 loads through that version's bindings.
+    let v0_6 = rt
+        .load(&component("fixtures/contract-0-6.wasm"), None)
+        .expect("0.6.0 loads");
+    assert_eq!(v0_6.contract(), "0.6.0");
+    let current: Vec<_> = ["mailwise", "groupmax", "teamware", "exchange"]
+        .iter()
+        .map(|p| rt.load(&component(&format!("{p}.wasm")), None).unwrap())
+        .collect();
+    for p in &current {
+        assert_eq!(
+            p.contract(),
+            hokan::runtime::CONTRACT_VERSION,
+            "{}",
+            p.description().name
+        );
+    }
+    assert_eq!(legacy.description().name, "legacy");
+
+    let policy = Policy::load(&site.policy()).unwrap();
+    let job = policy.job("legacy").unwrap();
+    let input = PlanInput {
+        operation: "backup",
+        set: None,
+        now: SystemTime::now(),
+        links: true,
+    };
+    let doc = planner::plan_job(&rt, &legacy, &policy, job, &input).expect("0.5.0 plans");
+    let ids: Vec<&str> = doc.plan.all_steps().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, ["check-space", "copy-data", "verify-data"]);
+    // The fact it asked for, answered through 0.5.0's facts interface.
+    let json = serde_json::to_value(&doc.plan.steps[0]).unwrap();
+    assert_eq!(json["action"]["condition"]["bytes"], 5000, "{json:#}");
+    // 0.5.0 has no points of no return.
+    assert!(doc.plan.all_steps().all(|s| !s.commits_set));
+    let doc6 = planner::plan_job(&rt, &v0_6, &policy, job, &input).expect("0.6.0 plans");
+    assert_eq!(doc6.plan, doc.plan);
+    // And the current plugins still plan in the same host afterwards.
+    let mw = &current[0];
+    assert_eq!(mw.description().name, "mailwise");
 }

@@ -70,6 +70,7 @@ fn step(id: &str, action: Action) -> Step {
         timeout_ms: None,
         retries: 0,
         when: vec![],
+        commits_set: false,
         action,
     }
 }

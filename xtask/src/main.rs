@@ -22,7 +22,13 @@ const DEBIAN_PACKAGES: &[&str] = &["rustc-web", "cargo-web", "rust-web-src", "ll
 const WASM_TARGET: &str = "wasm32-wasip2";
 /// Plugin crates whose components are products, and test fixtures.
 const PRODUCTS: &[&str] = &["mailwise", "teamware", "groupmax", "exchange"];
-const FIXTURES: &[&str] = &["adversary", "careless", "future-contract"];
+const FIXTURES: &[&str] = &[
+    "adversary",
+    "careless",
+    "future-contract",
+    "contract-0-5",
+    "contract-0-6",
+];
 
 fn main() -> Result<()> {
     let task = std::env::args().nth(1);

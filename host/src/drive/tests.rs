@@ -141,6 +141,7 @@ fn exec(id: &str) -> Step {
         timeout_ms: None,
         retries: 0,
         when: vec![],
+        commits_set: false,
         action: Action::Exec(Exec {
             command: id.into(),
             args: vec![],

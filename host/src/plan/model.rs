@@ -255,6 +255,10 @@ pub struct Step {
     pub retries: u32,
     /// Runs only when all of these hold at that moment; empty means always.
     pub when: Vec<Condition>,
+    /// A point of no return: once it has succeeded, the backup set is never discarded (what
+    /// it holds exists nowhere else any more). Plans of contracts before 0.7.0 have none.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub commits_set: bool,
     /// What the step does.
     pub action: Action,
 }

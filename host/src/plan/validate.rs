@@ -319,6 +319,7 @@ mod tests {
             timeout_ms: None,
             retries: 0,
             when: vec![],
+            commits_set: false,
             action,
         }
     }

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -120,17 +120,17 @@ pub enum LoadError {
         /// The file.
         path: PathBuf,
     },
-    /// Built against another version of the contract.
+    /// Built against a version of the contract this host does not speak.
     #[error(
-        "{path} was built for contract hokan:policy@{found}, but this host speaks hokan:policy@{expected}; rebuild the plugin against wit/ of this hokan, or use a hokan that speaks {found}"
+        "{path} was built for contract hokan:policy@{found}, but this host speaks hokan:policy@{accepted}; rebuild the plugin against one of those (wit/<version>/ of this hokan), or use a hokan that speaks {found}"
     )]
     ContractMismatch {
         /// The file.
         path: PathBuf,
         /// The plugin's version.
         found: String,
-        /// The host's version.
-        expected: &'static str,
+        /// The versions the host speaks, oldest first.
+        accepted: String,
     },
     /// The policy pinned another hash.
     #[error(
@@ -531,7 +531,9 @@ impl wasmtime::ResourceLimiter for MemoryCap {
 pub struct Plugin {
     path: PathBuf,
     sha256: String,
-    pre: bindings::PluginWorldPre<State>,
+    pre: bindings::Pre,
+    /// The contract version it was built against.
+    contract: String,
     description: Description,
     cache: CacheOutcome,
 }
@@ -548,6 +550,11 @@ impl Plugin {
     /// What it said in `describe()`.
     pub fn description(&self) -> &Description {
         &self.description
+    }
+    /// The contract version it was built against (`0.5.0`): older ones get the defaults of
+    /// what they lack.
+    pub fn contract(&self) -> &str {
+        &self.contract
     }
     /// Whether the compiled code came from the cache.
     pub fn cache_outcome(&self) -> CacheOutcome {
@@ -587,7 +594,7 @@ impl Runtime {
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-        bindings::PluginWorld::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
+        bindings::add_to_linker(&mut linker)?;
         let stop_ticker = Arc::new(AtomicBool::new(false));
         let (weak_engine, stop) = (engine.weak(), stop_ticker.clone());
         std::thread::Builder::new()
@@ -643,13 +650,13 @@ impl Runtime {
                 found: sha256,
             });
         }
-        match inspect(bytes) {
-            Contract::Speaks(v) if v == CONTRACT_VERSION => {}
+        let contract = match inspect(bytes) {
+            Contract::Speaks(v) if bindings::ACCEPTED.contains(&v.as_str()) => v,
             Contract::Speaks(found) => {
                 return Err(LoadError::ContractMismatch {
                     path,
                     found,
-                    expected: CONTRACT_VERSION,
+                    accepted: bindings::ACCEPTED.join(", "),
                 });
             }
             Contract::NotAPlugin => return Err(LoadError::NotAPlugin { path }),
@@ -660,7 +667,7 @@ impl Runtime {
                 });
             }
             Contract::NotWasm(reason) => return Err(LoadError::NotAComponent { path, reason }),
-        }
+        };
         let compile_err = |e: wasmtime::Error| LoadError::Compile {
             path: path.clone(),
             message: format!("{e:#}"),
@@ -673,20 +680,18 @@ impl Runtime {
             .linker
             .instantiate_pre(&component)
             .map_err(compile_err)?;
-        let pre = bindings::PluginWorldPre::new(instance_pre).map_err(compile_err)?;
+        let pre = bindings::Pre::new(&contract, instance_pre)
+            .expect("an accepted version has bindings")
+            .map_err(compile_err)?;
         // A label for messages: a name that is not UTF-8 is shown with `\xNN` escapes.
         let name = path
             .file_stem()
             .map(|s| crate::tree::Bytes::from(s).to_string())
             .unwrap_or_default();
-        let raw = self
-            .call(
-                &pre,
-                &name,
-                "describe",
-                Arc::new(NoFacts),
-                |store, world| world.hokan_policy_plugin().call_describe(store),
-            )
+        let description = self
+            .call(&name, "describe", Arc::new(NoFacts), |store| {
+                pre.describe(store)
+            })
             .map_err(|e| LoadError::Describe {
                 path: path.clone(),
                 source: Box::new(e),
@@ -695,7 +700,8 @@ impl Runtime {
             path,
             sha256,
             pre,
-            description: bindings::description(raw),
+            contract,
+            description,
             cache,
         })
     }
@@ -709,25 +715,25 @@ impl Runtime {
         request: &PlanRequest,
     ) -> Result<Result<Plan, PlanRefusal>, CallError> {
         let name = plugin.description.name.clone();
-        let req = bindings::request(request);
-        let raw = self.call(&plugin.pre, &name, "plan", facts, |store, world| {
-            world.hokan_policy_plugin().call_plan(store, &req)
+        let raw = self.call(&name, "plan", facts, |store| {
+            plugin.pre.plan(store, request, &self.limits)
         })?;
         match raw {
-            Err(refusal) => Ok(Err(bindings::refusal(refusal))),
-            Ok(plan) => bindings::plan(plan, &self.limits)
+            Err(refusal) => Ok(Err(refusal)),
+            Ok(plan) => plan
                 .map(Ok)
                 .map_err(|what| CallError::PlanTooLarge { plugin: name, what }),
         }
     }
 
+    /// Makes a fresh store for one call and runs `f` (instantiate, call, convert) in it, under
+    /// the limits.
     fn call<R>(
         &self,
-        pre: &bindings::PluginWorldPre<State>,
         plugin: &str,
         call: &'static str,
         facts: Arc<dyn FactSource>,
-        f: impl FnOnce(&mut Store<State>, &bindings::PluginWorld) -> wasmtime::Result<R>,
+        f: impl FnOnce(&mut Store<State>) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
         let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
         let wasi = WasiCtxBuilder::new().stderr(stderr.clone()).build();
@@ -771,9 +777,7 @@ impl Runtime {
             }
             Ok(UpdateDeadline::Interrupt)
         });
-        let result = pre
-            .instantiate(&mut store)
-            .and_then(|world| f(&mut store, &world));
+        let result = f(&mut store);
         result.map_err(|e| {
             if store.data().limiter.hit {
                 CallError::Memory {

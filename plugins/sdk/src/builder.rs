@@ -163,6 +163,7 @@ fn new_step(id: &str, title: &str, action: Action) -> Step {
         retries: 0,
         on_error: OnError::Abort,
         when: Vec::new(),
+        commits_set: false,
     }
 }
 
@@ -194,6 +195,14 @@ impl StepBuilder<'_> {
     /// On failure, records it and goes on with the next step instead of aborting.
     pub fn continue_on_error(self) -> Self {
         self.0.on_error = OnError::Continue;
+        self
+    }
+    /// Marks a point of no return: once this step has succeeded, the product holds no longer
+    /// what the new set holds (logs deleted, a journal cleared), so the host never discards the
+    /// set. A later failure still completes it, with its manifest, and the run needs attention;
+    /// a crash after it is recovered by finishing the set, not removing it.
+    pub fn commits_set(self) -> Self {
+        self.0.commits_set = true;
         self
     }
 }

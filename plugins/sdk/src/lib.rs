@@ -30,7 +30,7 @@
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../../wit",
+        path: "../../wit/0.7.0",
         world: "hokan:policy/plugin-world",
         default_bindings_module: "hokan_sdk::bindings",
         pub_export_macro: true,
