@@ -178,6 +178,7 @@ pub fn write_manifest(set: &Path) {
             sha256: String::new(),
         },
         started: String::new(),
+        kept: None,
         finished: String::new(),
         digest: String::new(),
         owners: hokan::tree::meta::is_root(),

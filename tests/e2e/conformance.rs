@@ -212,7 +212,33 @@ fn cases() -> Vec<Case> {
         unreadable: vec![],
         marker: "a-stopped",
     };
-    vec![quiesced, conditional, together]
+    let committed = Case {
+        name: "a point of no return (the logs truncated once copied), then a check",
+        plan: Plan {
+            steps: vec![
+                Item::Step(command("quiesce")),
+                Item::Step(copy("copy-logs", loc("data", "logs"), loc("set", "logs"))),
+                Item::Step(Step {
+                    commits_set: true,
+                    ..command("truncate-logs")
+                }),
+                Item::Step(command("check-set")),
+                Item::Step(cont(copy("copy-db", loc("data", "db"), loc("set", "db")))),
+            ],
+            cleanup: vec![command("release")],
+            invariants: vec![],
+            warnings: vec![],
+        },
+        effects: BTreeMap::from([
+            ("quiesce".into(), (true, "maint")),
+            ("release".into(), (false, "maint")),
+            ("truncate-logs".into(), (false, "logs")),
+            ("check-set".into(), (true, "checked")),
+        ]),
+        unreadable: vec![],
+        marker: "maint",
+    };
+    vec![quiesced, conditional, together, committed]
 }
 
 /// Every scenario of a case: the normal run, then each step failing, timing out (those with a
@@ -293,7 +319,7 @@ fn commands(root: &Path, case: &Case, injected: &Injected) -> BTreeMap<String, C
         .map(|c| {
             let effect = match case.effects.get(&c) {
                 Some((true, p)) => format!("touch '{}'", root.join("data").join(p).display()),
-                Some((false, p)) => format!("rm -f '{}'", root.join("data").join(p).display()),
+                Some((false, p)) => format!("rm -rf '{}'", root.join("data").join(p).display()),
                 None => "true".into(),
             };
             let script = match injected {
@@ -341,7 +367,8 @@ struct Verdict {
     step: Option<String>,
     steps_failed: Vec<String>,
     cleanup_failed: Vec<String>,
-    set_completed: bool,
+    /// `complete`, `kept` (after a point of no return) or `gone`.
+    set: &'static str,
     /// Invariants broken, by id, of those both backends check.
     broken: Vec<String>,
 }
@@ -373,10 +400,11 @@ fn in_group_order(plan: &Plan, steps: &mut [(String, String, String, u32)]) {
 }
 
 /// Both backends check these; the modelled world checks more (what a real run cannot know).
-const SHARED_INVARIANTS: [&str; 3] = [
+const SHARED_INVARIANTS: [&str; 4] = [
     "hokan:maintenance-released",
     "hokan:services-restored",
     "hokan:source-unchanged",
+    "hokan:set-kept-after-point-of-no-return",
 ];
 
 fn real(case: &Case, injected: &Injected) -> Verdict {
@@ -495,6 +523,17 @@ fn real(case: &Case, injected: &Injected) -> Verdict {
     in_group_order(&case.plan, &mut steps);
     let set_dir = root.join("sets/job").join(SET);
     let on_disk = set_dir.join("manifest.json").is_file();
+    let set = match hokan::sets::Manifest::head(&set_dir) {
+        Ok(h) if h.kept.is_some() => "kept",
+        Ok(_) => "complete",
+        Err(_) => "gone",
+    };
+    assert_eq!(
+        set == "kept",
+        outcome.set_kept.is_some(),
+        "{}: the outcome says the set is kept exactly when its manifest does",
+        injected.label()
+    );
     assert_eq!(
         on_disk,
         outcome.set.is_some(),
@@ -506,7 +545,7 @@ fn real(case: &Case, injected: &Injected) -> Verdict {
             .join("sets/job")
             .join(format!(".{SET}.partial"))
             .exists(),
-        "{}: no partial set is left behind",
+        "{}: no partial set is left behind: {outcome:?}",
         injected.label()
     );
     let mut broken: Vec<String> = outcome
@@ -522,7 +561,7 @@ fn real(case: &Case, injected: &Injected) -> Verdict {
         step: outcome.step,
         steps_failed: outcome.steps_failed,
         cleanup_failed: outcome.cleanup_failed,
-        set_completed: on_disk,
+        set,
         broken,
     }
 }
@@ -568,14 +607,21 @@ fn modelled(case: &Case, injected: &Injected) -> Verdict {
         injected.label(),
         t.broken().collect::<Vec<_>>()
     );
-    assert_eq!(t.set_complete.is_some_and(|c| c), t.outcome.set.is_some());
+    assert_eq!(
+        t.set_complete == Some(true) || t.set_kept,
+        t.outcome.set.is_some()
+    );
     Verdict {
         steps,
         status: kebab(&t.outcome.status),
         step: t.outcome.step,
         steps_failed: t.outcome.steps_failed,
         cleanup_failed: t.outcome.cleanup_failed,
-        set_completed: t.set_complete == Some(true),
+        set: match (t.set_complete, t.set_kept) {
+            (Some(true), _) => "complete",
+            (_, true) => "kept",
+            _ => "gone",
+        },
         broken,
     }
 }
@@ -620,14 +666,14 @@ fn the_verdicts_are_the_documented_rules() {
     let v = real(quiesced, &Injected::Fail("copy-to-media".into()));
     assert_eq!(v.status, "completed");
     assert_eq!(v.steps_failed, ["copy-to-media"]);
-    assert!(v.set_completed);
+    assert_eq!(v.set, "complete");
 
     let v = real(quiesced, &Injected::Fail("operator-check".into()));
     assert_eq!(
         (v.status.as_str(), v.step.as_deref()),
         ("failed", Some("operator-check"))
     );
-    assert!(!v.set_completed);
+    assert_eq!(v.set, "gone");
     assert!(v.steps.contains(&(
         "body".into(),
         "operator-check".into(),
@@ -640,10 +686,7 @@ fn the_verdicts_are_the_documented_rules() {
     let v = real(conditional, &Injected::Fail("copy-logs".into()));
     assert_eq!(v.status, "completed");
     assert_eq!(v.steps_failed, ["copy-logs"]);
-    assert!(
-        !v.set_completed,
-        "a set missing a copy is not listed as good"
-    );
+    assert_eq!(v.set, "gone", "a set missing a copy is not listed as good");
 
     let v = real(conditional, &Injected::Unreadable("probe".into()));
     assert_eq!(
@@ -665,10 +708,26 @@ fn the_verdicts_are_the_documented_rules() {
         (v.status.as_str(), v.step.as_deref()),
         ("recovered", Some("copy-data"))
     );
-    assert!(!v.set_completed);
+    assert_eq!(v.set, "gone");
     assert!(
         v.steps
             .contains(&("recovery".into(), "maintenance-off".into(), "ok".into(), 1))
     );
     assert!(v.broken.is_empty(), "{v:?}");
+
+    // After the point of no return: a failure, a crash, a failed copy into the set all keep it.
+    let committed = &cases[3];
+    for injected in [
+        Injected::Fail("check-set".into()),
+        Injected::Timeout("check-set".into()),
+        Injected::CrashAfter("truncate-logs".into()),
+        Injected::Fail("copy-db".into()),
+    ] {
+        let v = real(committed, &injected);
+        assert_eq!(v.set, "kept", "{}: {v:?}", injected.label());
+        assert!(v.broken.is_empty(), "{}: {v:?}", injected.label());
+    }
+    // Before it, the set goes.
+    let v = real(committed, &Injected::Fail("copy-logs".into()));
+    assert_eq!(v.set, "gone");
 }

@@ -142,6 +142,36 @@ fn a_dry_run_with_every_fault_restarts_everything() {
             "{stdout}"
         );
     }
+    // After the journal was cleared, the dry run keeps the set, as the real run does
+    // (`a_crash_after_any_step_and_recover_leave_everything_running`); before, it does not.
+    let site = site("automated", true);
+    let out = site.simulate_each_step(&["--job", "mail1", "--json"]);
+    ok(&out);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let scenarios = report["runs"][0]["scenarios"].as_array().unwrap();
+    let find = |name: &str| {
+        scenarios
+            .iter()
+            .find(|t| t["scenario"] == name)
+            .unwrap_or_else(|| panic!("no scenario {name}"))
+    };
+    for name in [
+        "crash-after clear-journal-1",
+        "crash-after start-object-server-gm-mail1",
+    ] {
+        let t = find(name);
+        assert_eq!(t["set_kept"], true, "{name}: {t:#}");
+        assert!(
+            t["outcome"]["set_kept"]
+                .as_str()
+                .unwrap()
+                .contains("the point of no return `clear-journal-1`"),
+            "{name}: {t:#}"
+        );
+    }
+    let before = find("crash-after verify-data");
+    assert_eq!(before["set_complete"], false);
+    assert!(before.get("set_kept").is_none(), "{before:#}");
 }
 
 #[test]
@@ -282,17 +312,55 @@ fn case_2_clears_mch_journal_and_case_1_asks_the_operator() {
 fn a_crash_after_any_step_and_recover_leave_everything_running() {
     let site = site("automated", true);
     let ids = site.step_ids("mail1", "backup");
-    for id in &ids {
+    // The first journal deletion is the point of no return; the cleanup comes after the body.
+    let committed = ids
+        .iter()
+        .position(|i| i == "clear-journal-1")
+        .expect("the plan clears the journal");
+    let cleanup = ids
+        .iter()
+        .position(|i| i.starts_with("cleanup-"))
+        .expect("the plan has a cleanup");
+    let sets_dir = site.path("backups/gm-site/mail1");
+    for (n, id) in ids.iter().enumerate() {
         site.clear_calls();
         // The journal files the last run deleted are back, so that every run plans alike.
         write_files(&site);
+        let _ = std::fs::remove_dir_all(&sets_dir);
         let out = site.run("mail1", "backup", &[], &[("HOKAN_TEST_KILL_AFTER", id)]);
         assert!(
             killed(&out),
             "the run was not killed after {id}: {}",
             text(&out.stderr)
         );
-        ok(&site.hokan(&["recover"], &[]));
+        let recovered = site.hokan(&["recover"], &[]);
+        if (committed..cleanup).contains(&n) {
+            // The journal is gone: the set is finished and kept, and someone must look.
+            let stdout = text(&recovered.stdout);
+            assert_eq!(recovered.status.code(), Some(4), "after {id}: {stdout}");
+            assert!(
+                stdout.contains(
+                    "KEPT, INCOMPLETE: the run died after the point of no return `clear-journal-1`"
+                ),
+                "after {id}: {stdout}"
+            );
+            let listed = site.hokan(
+                &[
+                    "sets",
+                    site.policy().to_str().unwrap(),
+                    "--job",
+                    "mail1",
+                    "--json",
+                ],
+                &[],
+            );
+            let rows: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+            assert_eq!(rows[0]["state"], "kept", "after {id}: {rows:#}");
+            let set = rows[0]["path"].as_str().unwrap();
+            ok(&site.hokan(&["verify", set], &[]));
+        } else {
+            ok(&recovered);
+        }
         all_running(&site, &format!("recovered after {id}"));
         let _ = site.calls(); // no stand-in refused a call
         for e in std::fs::read_dir(site.path("backups/gm-site/mail1"))

@@ -164,8 +164,10 @@ impl Observer for Console {
                 files,
                 bytes_copied,
                 files_linked,
+                kept,
             } => self.line(&format!(
-                "  backup set {set} complete: {files} file(s), {} copied, {files_linked} linked from the previous set ({})",
+                "  backup set {set} {}: {files} file(s), {} copied, {files_linked} linked from the previous set ({})",
+                if kept.is_some() { "KEPT, INCOMPLETE" } else { "complete" },
                 size(*bytes_copied),
                 path.display()
             )),

@@ -58,6 +58,13 @@ fn report(o: &Outcome, json: bool) {
     for w in &o.warnings {
         println!("warning: {w}");
     }
+    if let (Some(set), Some(why)) = (&o.set, &o.set_kept) {
+        println!(
+            "ATTENTION: the backup set {set} is KEPT, INCOMPLETE: {why}; it is listed as `kept`, not good: check it with `hokan verify`, and fix what failed before the next backup"
+        );
+    } else if let Some(why) = &o.set_kept {
+        println!("ATTENTION: {why}");
+    }
     for s in &o.steps_failed {
         println!(
             "ATTENTION: the step `{s}` failed and the run went on; do by hand what it should have done"
@@ -327,6 +334,14 @@ pub(super) fn sets(policy: &Path, job: &str, json: bool) -> Result<ExitCode> {
                 r.operation.as_deref().unwrap_or(""),
                 r.finished.as_deref().unwrap_or("")
             ),
+            ("kept", None) => format!(
+                "KEPT, INCOMPLETE: {} file(s), {}, {} finished {}; {}; `hokan verify` checks it, a restore uses it only when named with --set",
+                r.files.unwrap_or(0),
+                size(r.bytes.unwrap_or(0)),
+                r.operation.as_deref().unwrap_or(""),
+                r.finished.as_deref().unwrap_or(""),
+                r.kept.as_deref().unwrap_or("")
+            ),
             ("partial", None) => {
                 "PARTIAL: being written, or left by a run that died (`hokan recover` removes it)"
                     .into()
@@ -342,9 +357,13 @@ pub(super) fn sets(policy: &Path, job: &str, json: bool) -> Result<ExitCode> {
 #[derive(serde::Serialize)]
 struct SetRow<'a> {
     id: &'a str,
-    /// `good`, `no-manifest`, `partial`, or `bad-manifest` when a manifest cannot be read.
+    /// `good`, `kept` (incomplete, after a point of no return), `no-manifest`, `partial`, or
+    /// `bad-manifest` when a manifest cannot be read.
     state: &'static str,
     path: &'a Path,
+    /// Why a kept set is kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kept: Option<String>,
     files: Option<u64>,
     bytes: Option<u64>,
     operation: Option<String>,
@@ -358,17 +377,19 @@ impl<'a> SetRow<'a> {
             id: &s.id,
             state: match s.state {
                 SetState::Good => "good",
+                SetState::Kept => "kept",
                 SetState::NoManifest => "no-manifest",
                 SetState::Partial => "partial",
             },
             path: &s.path,
+            kept: None,
             files: None,
             bytes: None,
             operation: None,
             finished: None,
             error: None,
         };
-        if s.state == SetState::Good {
+        if matches!(s.state, SetState::Good | SetState::Kept) {
             match Manifest::read(&s.path) {
                 Ok(m) => {
                     let files = m.files();
@@ -376,6 +397,7 @@ impl<'a> SetRow<'a> {
                     row.bytes = Some(files.values().map(|e| e.size).sum());
                     row.operation = Some(m.operation);
                     row.finished = Some(m.finished);
+                    row.kept = m.kept;
                 }
                 Err(e) => {
                     row.state = "bad-manifest";
@@ -406,6 +428,11 @@ pub(super) fn verify(set: &Path, json: bool) -> Result<ExitCode> {
             v.manifest.job,
             v.manifest.finished
         );
+        if let Some(why) = &v.manifest.kept {
+            println!(
+                "note: this set is KEPT, INCOMPLETE ({why}): it holds what its manifest lists, but its run did not finish"
+            );
+        }
     } else {
         for p in &v.problems {
             println!("{}: {p}", set.display());

@@ -12,6 +12,10 @@
 //!   when one of them failed so;
 //! - a backup set is completed when the body finished and no step that writes the set failed
 //!   (even one allowed to), before the cleanup, so a set is never lost to a failing cleanup;
+//! - once a step marked as a point of no return (`commits_set`) has succeeded, the set is never
+//!   discarded: when the body fails after it, or a step that writes the set fails, the set is
+//!   completed all the same and marked kept, and the run needs attention; a run that dies after
+//!   it is recovered by finishing the set;
 //! - the cleanup always runs, in order, each step whatever the previous one did;
 //! - after a crash, recovery runs the cleanup steps that had not finished, from what the run had
 //!   recorded (the journal, for a real run), and keeps the set only if it had been completed.
@@ -94,6 +98,10 @@ pub struct Outcome {
     /// The backup set written, when one was completed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub set: Option<String>,
+    /// Why the set was kept though the run did not finish it whole: what failed after which
+    /// point of no return. Such a set is listed as `kept`, not as good.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_kept: Option<String>,
     /// Cleanup steps that failed: the product may need a person.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cleanup_failed: Vec<String>,
@@ -118,6 +126,7 @@ impl Outcome {
             step: None,
             reason: None,
             set: None,
+            set_kept: None,
             cleanup_failed: Vec::new(),
             invariants_broken: Vec::new(),
             steps_failed: Vec::new(),
@@ -130,10 +139,11 @@ impl Outcome {
         Outcome::new(RunStatus::Completed)
     }
 
-    /// Whether someone must look at the product: a cleanup step failed, an invariant broke, or
-    /// a step allowed to fail did.
+    /// Whether someone must look at the product: a cleanup step failed, an invariant broke, a
+    /// step allowed to fail did, or a set was kept after a point of no return.
     pub fn needs_attention(&self) -> bool {
-        !self.cleanup_failed.is_empty()
+        self.set_kept.is_some()
+            || !self.cleanup_failed.is_empty()
             || !self.invariants_broken.is_empty()
             || !self.steps_failed.is_empty()
     }
@@ -225,6 +235,9 @@ pub enum Flow {
 pub enum SetEnd {
     /// The body finished and every step that writes the set succeeded: complete it.
     Complete,
+    /// The set is not known whole, but a point of no return has passed: complete it all the
+    /// same, marked kept. Why, in a line, naming what failed and the point of no return.
+    Kept(String),
     /// The set is not whole: remove it after the cleanup. Why, in a line.
     Discard(String),
 }
@@ -342,18 +355,20 @@ pub trait Effects: Sync {
         None
     }
 
-    /// The body ended and the driver decided the set's fate ([`SetEnd`]); only called for an
-    /// operation that writes a set. `Ok(Some(id))` when the set was completed; `Err(why)` when
-    /// it could not be, which fails the run.
+    /// The body ended and the driver decided the set's fate ([`SetEnd`]). `Ok(Some(id))` when
+    /// the set was completed (or kept); `Ok(None)` for an operation that writes no set or a set
+    /// discarded; `Err(why)` when it could not be completed, which fails the run.
     fn body_ended(&self, set: &SetEnd) -> Result<Option<String>, String>;
 
-    /// The cleanup ran: a backend removes a set that was not completed and applies retention.
+    /// The cleanup ran: a backend removes a set that was neither completed nor kept, and
+    /// applies retention after a good one.
     fn cleaned_up(&self, _outcome: &Outcome) {}
 
-    /// Recovery ran the cleanup of a run that died: what became of its set. `completed` says
-    /// whether the run had completed it. `Ok(Some(id))` for a set that is kept; `Err(why)` when
-    /// what is left of it could not be removed.
-    fn recovered_set(&self, completed: bool) -> Result<Option<String>, String>;
+    /// Recovery ran the cleanup of a run that died: what becomes of its set. `completed` says
+    /// whether the run had completed it; `kept`, when a point of no return had passed, why the
+    /// set must be finished and kept instead of removed. `Ok(Some(id))` for a set that is
+    /// there; `Err(why)` when what is left of it could not be removed or finished.
+    fn recovered_set(&self, completed: bool, kept: Option<&str>) -> Result<Option<String>, String>;
 }
 
 /// How [`run`] ended.
@@ -379,9 +394,18 @@ pub fn run<E: Effects>(plan: &Plan, fx: &E) -> Ran {
                 .unwrap_or_else(|p| p.into_inner())
                 .set_completed();
             outcome.set = Some(id);
+            if let SetEnd::Kept(why) = &set {
+                outcome.set_kept = Some(why.clone());
+            }
         }
         Ok(None) => {}
         Err(e) => {
+            if let SetEnd::Kept(why) = &set {
+                // Never removed: what it holds exists nowhere else.
+                outcome.set_kept = Some(format!(
+                    "{why}; but it could not be completed ({e}): its partial directory is left as it is, copy it somewhere safe"
+                ));
+            }
             outcome.status = RunStatus::Failed;
             outcome.reason = Some(e);
         }
@@ -412,6 +436,11 @@ pub fn recover<E: Effects>(plan: &Plan, fx: &E) -> Outcome {
             .map(|s| s.id.clone());
         (cleaned, last, p.set_completed)
     };
+    let point = point_of_no_return(
+        plan,
+        &fx.progress().lock().unwrap_or_else(|p| p.into_inner()),
+    )
+    .map(str::to_string);
     let mut outcome = Outcome::new(RunStatus::Recovered);
     outcome.step = last;
     for s in plan.cleanup.iter().filter(|s| !cleaned.contains(&s.id)) {
@@ -422,11 +451,24 @@ pub fn recover<E: Effects>(plan: &Plan, fx: &E) -> Outcome {
         }
     }
     outcome.cleanup_failed = d.cleanup_failed(plan);
-    match fx.recovered_set(completed) {
-        Ok(set) => outcome.set = set,
+    let kept = point.filter(|_| !completed).map(|p| {
+        format!("the run died after the point of no return `{p}`; recovery finished the set")
+    });
+    match fx.recovered_set(completed, kept.as_deref()) {
+        Ok(set) => {
+            outcome.set_kept = kept.filter(|_| set.is_some());
+            outcome.set = set;
+        }
         Err(e) => outcome.cleanup_failed.push(e),
     }
     outcome
+}
+
+/// The first step of `plan` marked as a point of no return that succeeded, by `progress`.
+pub fn point_of_no_return<'p>(plan: &'p Plan, progress: &Progress) -> Option<&'p str> {
+    plan.all_steps()
+        .find(|s| s.commits_set && progress.succeeded.contains(&s.id))
+        .map(|s| s.id.as_str())
 }
 
 struct Driver<'a, E: Effects> {
@@ -491,27 +533,39 @@ impl<E: Effects> Driver<'_, E> {
         Some(outcome)
     }
 
-    /// The set is whole when the body finished and no step that writes it failed.
+    /// The set is whole when the body finished and no step that writes it failed; otherwise it
+    /// is kept when a point of no return has passed, and discarded when none has.
     fn set_end(&self, plan: &Plan, outcome: &Outcome) -> SetEnd {
-        if outcome.status != RunStatus::Completed {
-            return SetEnd::Discard(format!(
-                "the body did not finish ({})",
-                outcome.reason.as_deref().unwrap_or("it failed")
-            ));
-        }
         let failed_writers: Vec<&str> = outcome
             .steps_failed
             .iter()
             .filter(|id| plan.all_steps().any(|s| &s.id == *id && writes_set(s)))
             .map(String::as_str)
             .collect();
-        if failed_writers.is_empty() {
-            SetEnd::Complete
+        let why = if outcome.status != RunStatus::Completed {
+            match &outcome.step {
+                Some(step) => format!("`{step}` failed"),
+                None => outcome
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| "the body did not finish".into()),
+            }
+        } else if !failed_writers.is_empty() {
+            format!(
+                "`{}` failed, so the set lacks what {} write",
+                failed_writers.join("`, `"),
+                if failed_writers.len() == 1 {
+                    "it was to"
+                } else {
+                    "they were to"
+                }
+            )
         } else {
-            SetEnd::Discard(format!(
-                "step(s) that write the set failed: {}",
-                failed_writers.join(", ")
-            ))
+            return SetEnd::Complete;
+        };
+        match point_of_no_return(plan, &self.progress()) {
+            Some(point) => SetEnd::Kept(format!("{why} after the point of no return `{point}`")),
+            None => SetEnd::Discard(why),
         }
     }
 

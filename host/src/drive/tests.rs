@@ -116,8 +116,10 @@ impl Effects for Script {
     fn body_ended(&self, set: &SetEnd) -> Result<Option<String>, String> {
         self.note(format!("set {set:?}"));
         match set {
-            SetEnd::Complete if self.completion_fails => Err("cannot sync the set".into()),
-            SetEnd::Complete => Ok(Some("S1".into())),
+            SetEnd::Complete | SetEnd::Kept(_) if self.completion_fails => {
+                Err("cannot sync the set".into())
+            }
+            SetEnd::Complete | SetEnd::Kept(_) => Ok(Some("S1".into())),
             SetEnd::Discard(_) => Ok(None),
         }
     }
@@ -126,9 +128,9 @@ impl Effects for Script {
         self.note(format!("cleaned up, set {:?}", outcome.set));
     }
 
-    fn recovered_set(&self, completed: bool) -> Result<Option<String>, String> {
-        self.note(format!("recovered, completed {completed}"));
-        Ok(completed.then(|| "S1".into()))
+    fn recovered_set(&self, completed: bool, kept: Option<&str>) -> Result<Option<String>, String> {
+        self.note(format!("recovered, completed {completed}, kept {kept:?}"));
+        Ok((completed || kept.is_some()).then(|| "S1".into()))
     }
 }
 
@@ -297,8 +299,9 @@ fn continue_goes_on_and_only_a_failed_writer_of_the_set_makes_it_incomplete() {
     assert_eq!(o.status, RunStatus::Completed);
     assert_eq!(o.set, None);
     assert!(
-        fx.log()
-            .contains(&"set Discard(\"step(s) that write the set failed: into\")".to_string()),
+        fx.log().contains(
+            &"set Discard(\"`into` failed, so the set lacks what it was to write\")".to_string()
+        ),
         "{:?}",
         fx.log()
     );
@@ -451,7 +454,7 @@ fn a_crash_is_recovered_by_the_cleanup_steps_that_had_not_ended() {
             .any(|l| l.contains(" c ") || l.starts_with("set "))
     );
     assert!(log.contains(&"end u1 Recovery Ok 1".to_string()));
-    assert!(log.contains(&"recovered, completed false".to_string()));
+    assert!(log.contains(&"recovered, completed false, kept None".to_string()));
 
     // In the cleanup: the set was completed and is kept; recovery runs only what had not ended,
     // and still reports a cleanup step that had failed.
@@ -491,7 +494,7 @@ fn recovery_resumes_from_a_journal_s_progress() {
             "start u2 Recovery",
             "act u2 #1",
             "end u2 Recovery Ok 1",
-            "recovered, completed false",
+            "recovered, completed false, kept None",
         ]
     );
 }
@@ -582,4 +585,116 @@ fn a_crash_after_a_step_of_a_group_comes_once_the_group_ended() {
     // The last step in the plan's order that ended, whatever order the threads ended in.
     let o = recover(&p, &fx);
     assert_eq!(o.step.as_deref(), Some("g3"));
+}
+
+fn commits(s: Step) -> Step {
+    Step {
+        commits_set: true,
+        ..s
+    }
+}
+
+#[test]
+fn after_a_point_of_no_return_a_failure_keeps_the_set_and_needs_attention() {
+    // The backup program ran (it deleted the logs it backed up), then a check failed.
+    let fx = Script {
+        attempts: BTreeMap::from([("verify-pages", vec![Try::Fail])]),
+        ..Script::default()
+    };
+    let p = plan(
+        vec![exec("stop"), commits(exec("backup")), exec("verify-pages")],
+        vec![exec("start")],
+    );
+    let o = finished(run(&p, &fx));
+    assert_eq!(o.status, RunStatus::Failed);
+    assert_eq!(o.set.as_deref(), Some("S1"));
+    assert_eq!(
+        o.set_kept.as_deref(),
+        Some("`verify-pages` failed after the point of no return `backup`")
+    );
+    assert!(o.needs_attention());
+    assert!(fx.log().contains(
+        &"set Kept(\"`verify-pages` failed after the point of no return `backup`\")".to_string()
+    ));
+
+    // Before the point of no return, the same failure discards the set.
+    let fx = Script {
+        attempts: BTreeMap::from([("stop", vec![Try::Fail])]),
+        ..Script::default()
+    };
+    let o = finished(run(&p, &fx));
+    assert_eq!((o.set.as_deref(), o.set_kept.as_deref()), (None, None));
+
+    // A point of no return that failed is none: nothing was committed.
+    let fx = Script {
+        attempts: BTreeMap::from([("backup", vec![Try::Fail])]),
+        ..Script::default()
+    };
+    let o = finished(run(&p, &fx));
+    assert_eq!(o.set, None);
+}
+
+#[test]
+fn after_a_point_of_no_return_a_failed_copy_into_the_set_is_kept_incomplete() {
+    let fx = Script {
+        attempts: BTreeMap::from([("copy-logs", vec![Try::Fail])]),
+        ..Script::default()
+    };
+    let p = plan(
+        vec![
+            commits(exec("clear-journal")),
+            cont(copy("copy-logs", "set")),
+        ],
+        vec![],
+    );
+    let o = finished(run(&p, &fx));
+    assert_eq!(o.status, RunStatus::Completed);
+    assert_eq!(o.steps_failed, ["copy-logs"]);
+    assert_eq!(o.set.as_deref(), Some("S1"));
+    assert_eq!(
+        o.set_kept.as_deref(),
+        Some(
+            "`copy-logs` failed, so the set lacks what it was to write after the point of no return `clear-journal`"
+        )
+    );
+}
+
+#[test]
+fn a_crash_after_a_point_of_no_return_is_recovered_by_finishing_the_set() {
+    let fx = Script {
+        crash_after: Some("backup"),
+        ..Script::default()
+    };
+    let p = plan(
+        vec![commits(exec("backup")), exec("verify-pages")],
+        vec![exec("start")],
+    );
+    assert!(matches!(run(&p, &fx), Ran::Crashed));
+    let o = recover(&p, &fx);
+    assert_eq!(o.status, RunStatus::Recovered);
+    assert_eq!(o.set.as_deref(), Some("S1"));
+    let why = "the run died after the point of no return `backup`; recovery finished the set";
+    assert_eq!(o.set_kept.as_deref(), Some(why));
+    assert!(
+        fx.log()
+            .contains(&format!("recovered, completed false, kept Some({why:?})"))
+    );
+}
+
+#[test]
+fn a_kept_set_that_cannot_be_completed_is_left_in_place() {
+    let fx = Script {
+        attempts: BTreeMap::from([("verify-pages", vec![Try::Fail])]),
+        completion_fails: true,
+        ..Script::default()
+    };
+    let p = plan(vec![commits(exec("backup")), exec("verify-pages")], vec![]);
+    let o = finished(run(&p, &fx));
+    assert_eq!(o.set, None);
+    assert!(o.needs_attention());
+    let kept = o.set_kept.expect("said so");
+    assert!(
+        kept.contains("its partial directory is left as it is"),
+        "{kept}"
+    );
 }

@@ -72,6 +72,9 @@ pub enum Record {
         bytes_copied: u64,
         /// Files hard-linked from the previous set.
         files_linked: u64,
+        /// Why it is kept though its run failed (after a point of no return), for such a set.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        kept: Option<String>,
     },
     /// Old sets removed by the job's retention rules.
     Pruned {

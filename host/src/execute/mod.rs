@@ -366,11 +366,15 @@ pub fn recover(
         .records
         .iter()
         .any(|r| matches!(r, Record::SetComplete { .. }));
+    let progress = progress_of(&run.records);
     let mut roots = spec.roots.clone();
     if let Some(set) = spec.set.as_ref().filter(|s| s.writes) {
         let done = set_done || set.path().join(manifest::MANIFEST).is_file();
         if done {
             roots.insert("set".into(), set.path());
+        } else if drive::point_of_no_return(&spec.document.plan, &progress).is_some() {
+            // Recovery finishes it: its cleanup may read it, and its manifest is written there.
+            roots.insert("set".into(), set.partial());
         } else {
             roots.remove("set");
         }
@@ -378,6 +382,22 @@ pub fn recover(
     // Recovery opens what it can: a step on a root that is gone fails, the others still run.
     let mut opened = Roots::default();
     for (name, path) in &roots {
+        if spec
+            .set
+            .as_ref()
+            .is_some_and(|s| s.writes && *path == s.partial())
+        {
+            // A set recovery finishes is synced through its handle: a real one, not a path.
+            match crate::tree::meta::open_dir(path) {
+                Ok(fd) => {
+                    let dir = cap_std::fs::Dir::from_std_file(std::fs::File::from(fd));
+                    let path = path.clone();
+                    opened.0.insert(name.clone(), fs::Root { dir, path });
+                }
+                Err(e) => tracing::warn!("cannot open the partial set {}: {e}", path.display()),
+            }
+            continue;
+        }
         match Roots::open(&BTreeMap::from([(name.clone(), path.clone())])) {
             Ok(mut r) => {
                 opened.0.append(&mut r.0);
@@ -386,7 +406,7 @@ pub fn recover(
         }
     }
     let ex = Executor::new(spec, opened, journal, observer, faults, None);
-    *ex.progress.lock().unwrap_or_else(|p| p.into_inner()) = progress_of(&run.records);
+    *ex.progress.lock().unwrap_or_else(|p| p.into_inner()) = progress;
     *ex.observed.lock().unwrap_or_else(|p| p.into_inner()) =
         run.records.iter().find_map(|r| match r {
             Record::Observed { markers, services } => Some((markers.clone(), services.clone())),
@@ -482,14 +502,19 @@ impl Effects for Executor<'_> {
     }
 
     fn body_ended(&self, end: &SetEnd) -> Result<Option<String>, String> {
-        let complete = *end == SetEnd::Complete;
+        // A kept set holds what it copied as surely as a complete one.
+        let complete = !matches!(end, SetEnd::Discard(_));
+        let kept = match end {
+            SetEnd::Kept(why) => Some(why.as_str()),
+            _ => None,
+        };
         // The sources are compared with their copies before the cleanup, while the product is
         // still quiesced: what its users do once maintenance ends is not a change under the
         // backup. The comparison reads the sources and the completion the set: side by side.
         let (changed, completed) = rayon::join(
             || self.sources_changed(complete),
             || match self.spec.set.as_ref().filter(|s| s.writes && complete) {
-                Some(set) => self.complete_set(set).map(|()| Some(set.id.clone())),
+                Some(set) => self.complete_set(set, kept).map(|()| Some(set.id.clone())),
                 None => Ok(None),
             },
         );
@@ -502,7 +527,7 @@ impl Effects for Executor<'_> {
 
     fn cleaned_up(&self, outcome: &Outcome) {
         if let Some(set) = self.spec.set.as_ref().filter(|s| s.writes) {
-            if outcome.set.is_none() {
+            if outcome.set.is_none() && outcome.set_kept.is_none() {
                 // Never listed (it has no id as its name), and useless: remove it.
                 let _ = sets::remove_tree(&set.partial());
             } else if outcome.status == RunStatus::Completed {
@@ -511,20 +536,35 @@ impl Effects for Executor<'_> {
         }
     }
 
-    fn recovered_set(&self, _completed: bool) -> Result<Option<String>, String> {
+    fn recovered_set(
+        &self,
+        _completed: bool,
+        kept: Option<&str>,
+    ) -> Result<Option<String>, String> {
         let Some(set) = self.spec.set.as_ref().filter(|s| s.writes) else {
             return Ok(None);
         };
         // The disk is the truth: the set is renamed to its id, manifest and all, before its
         // completion is journaled, so a run can die between the two.
-        let kept = set.path().join(manifest::MANIFEST).is_file();
+        if !set.path().join(manifest::MANIFEST).is_file()
+            && let Some(why) = kept
+        {
+            // What it holds exists nowhere else: finish it instead of removing it.
+            self.complete_set(set, Some(why)).map_err(|e| {
+                format!(
+                    "cannot finish the set {} kept after its point of no return: {e}; it is left as it is, copy it somewhere safe",
+                    set.partial().display()
+                )
+            })?;
+        }
+        let there = set.path().join(manifest::MANIFEST).is_file();
         sets::remove_tree(&set.partial()).map_err(|e| {
             format!(
                 "cannot remove the partial set {}: {e}",
                 set.partial().display()
             )
         })?;
-        Ok(kept.then(|| set.id.clone()))
+        Ok(there.then(|| set.id.clone()))
     }
 }
 
@@ -588,6 +628,16 @@ impl<'a> Executor<'a> {
             std::mem::take(&mut *self.warnings.lock().unwrap_or_else(|p| p.into_inner()));
         let safety = self.released_and_restored();
         outcome.invariants_broken.extend(safety);
+        if self.spec.set.as_ref().is_some_and(|s| s.writes) && outcome.set.is_none() {
+            let progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(point) = drive::point_of_no_return(&self.spec.document.plan, &progress) {
+                outcome
+                    .invariants_broken
+                    .push(crate::plan::safety::SET_KEPT.broken(&format!(
+                        "the point of no return `{point}` passed, yet the set is not there"
+                    )));
+            }
+        }
         for inv in &self.spec.document.plan.invariants {
             match self.check(&inv.condition, inv.target.as_deref(), None) {
                 Ok(true) => {}
@@ -1436,8 +1486,9 @@ impl<'a> Executor<'a> {
         Ok(nodes)
     }
 
-    /// Syncs the new set, writes its manifest, and gives it its id.
-    fn complete_set(&self, set: &SetSpec) -> Result<(), String> {
+    /// Syncs the new set, writes its manifest, and gives it its id; `kept`: why it is kept,
+    /// for a set completed after a point of no return though the run failed.
+    fn complete_set(&self, set: &SetSpec, kept: Option<&str>) -> Result<(), String> {
         let partial = set.partial();
         let root = self
             .roots
@@ -1464,6 +1515,7 @@ impl<'a> Executor<'a> {
             operation: d.operation.clone(),
             plugin: d.plugin.clone(),
             started: self.spec.started.clone(),
+            kept: kept.map(str::to_string),
             finished: humantime::format_rfc3339_nanos(SystemTime::now()).to_string(),
             digest: String::new(),
             owners: crate::tree::meta::is_root(),
@@ -1471,8 +1523,8 @@ impl<'a> Executor<'a> {
         };
         // The verify steps' walks of the set's top-level trees, when nothing has written since.
         let now = self.writes.load(Ordering::SeqCst);
-        let kept = std::mem::take(&mut *self.set_walks.lock().unwrap_or_else(|p| p.into_inner()));
-        let mut walks: Vec<(RelPath, Vec<crate::tree::Node>)> = kept
+        let taken = std::mem::take(&mut *self.set_walks.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut walks: Vec<(RelPath, Vec<crate::tree::Node>)> = taken
             .into_iter()
             .filter(|(path, at, nodes)| {
                 *at == now
@@ -1512,6 +1564,7 @@ impl<'a> Executor<'a> {
             files: m.files().len() as u64,
             bytes_copied: copied,
             files_linked: linked,
+            kept: kept.map(str::to_string),
         });
         Ok(())
     }

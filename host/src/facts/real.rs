@@ -390,6 +390,7 @@ mod tests {
                 sha256: String::new(),
             },
             started: String::new(),
+            kept: None,
             finished: String::new(),
             digest: String::new(),
             owners: false,

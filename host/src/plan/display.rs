@@ -119,6 +119,9 @@ fn step_line(out: &mut String, label: &str, s: &Step) {
     if s.on_error == super::model::OnError::Continue {
         notes.push("continues on error".into());
     }
+    if s.commits_set {
+        notes.push("POINT OF NO RETURN: from here on the set is kept".into());
+    }
     if !notes.is_empty() {
         let _ = write!(out, "  [{}]", notes.join(", "));
     }

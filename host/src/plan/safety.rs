@@ -34,3 +34,10 @@ pub const SOURCE_UNCHANGED: Safety = Safety {
     id: "hokan:source-unchanged",
     description: "the data the backup copies is byte-for-byte unchanged by the run, or, where the procedure deletes it after copying, in the complete set as it was",
 };
+
+/// Once a step marked as a point of no return has succeeded, the backup set is kept (complete,
+/// or kept incomplete): the product no longer holds what the set does.
+pub const SET_KEPT: Safety = Safety {
+    id: "hokan:set-kept-after-point-of-no-return",
+    description: "once a point of no return has passed, the backup set is kept: what it holds exists nowhere else",
+};

@@ -41,6 +41,12 @@ pub struct Manifest {
     pub plugin: PluginRef,
     /// When the run started (RFC 3339, UTC).
     pub started: String,
+    /// Why the set is kept though the run did not finish it: a step had passed its point of no
+    /// return (the product no longer holds what the set does), then something failed. Such a
+    /// set is never listed as good, never pruned, and is restored from only by name. Written
+    /// before `finished`, so that the head alone tells it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept: Option<String>,
     /// When the set was complete (RFC 3339, UTC, nanoseconds): "newest" means newest by this.
     pub finished: String,
     /// How file contents are digested ([`tree::digest::ALGORITHM`]).
@@ -228,18 +234,28 @@ impl Manifest {
     /// When the set in `dir` was completed, read without building its entries (retention and
     /// restores ask this of every set).
     pub fn finished(dir: &Path) -> Result<String, SetError> {
+        Manifest::head(dir).map(|h| h.finished)
+    }
+
+    /// The head of the set in `dir`'s manifest: when it was completed and whether it is kept
+    /// incomplete, read without building its entries (listing asks this of every set).
+    pub fn head(dir: &Path) -> Result<Head, SetError> {
         let path = dir.join(MANIFEST);
         let file = std::fs::File::open(&path).map_err(io_err(&path))?;
         let mut found = None;
+        let mut kept = None;
         // Every run orders a job's sets by completion, several times, and a set of a 100,000
         // file tree has a manifest of tens of MiB: reading stops at `finished`, which hokan
         // writes before the entries (a manifest written otherwise is read to the end).
         let read = serde::de::DeserializeSeed::deserialize(
-            Finished(&mut found),
+            Finished {
+                finished: &mut found,
+                kept: &mut kept,
+            },
             &mut serde_json::Deserializer::from_reader(std::io::BufReader::new(file)),
         );
         match (found, read) {
-            (Some(f), _) => Ok(f),
+            (Some(finished), _) => Ok(Head { finished, kept }),
             (None, r) => Err(SetError::BadManifest {
                 path,
                 message: match r {
@@ -262,7 +278,19 @@ impl Manifest {
 
 /// Reads a manifest's top-level object up to its `finished` field, puts that field in the
 /// `Option`, and then stops the parse with an error (the caller looks at the `Option` first).
-struct Finished<'a>(&'a mut Option<String>);
+/// What [`Manifest::head`] reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    /// When the set was completed.
+    pub finished: String,
+    /// Why it is kept incomplete, for such a set.
+    pub kept: Option<String>,
+}
+
+struct Finished<'a> {
+    finished: &'a mut Option<String>,
+    kept: &'a mut Option<String>,
+}
 
 impl<'de> serde::de::DeserializeSeed<'de> for Finished<'_> {
     type Value = ();
@@ -282,8 +310,12 @@ impl<'de> serde::de::Visitor<'de> for Finished<'_> {
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         while let Some(key) = map.next_key::<String>()? {
             if key == "finished" {
-                *self.0 = Some(map.next_value()?);
+                *self.finished = Some(map.next_value()?);
                 return Err(serde::de::Error::custom("stopped after `finished`"));
+            }
+            if key == "kept" {
+                *self.kept = map.next_value()?;
+                continue;
             }
             map.next_value::<serde::de::IgnoredAny>()?;
         }
@@ -646,6 +678,7 @@ mod tests {
                 sha256: "0".into(),
             },
             started: String::new(),
+            kept: None,
             finished: String::new(),
             digest: String::new(),
             owners: tree::meta::is_root(),

@@ -55,6 +55,10 @@ pub fn partial_name(id: &str) -> String {
 pub enum SetState {
     /// Named by its id, with a manifest: complete.
     Good,
+    /// Named by its id, with a manifest that says it is kept though its run failed after a
+    /// point of no return: whole as far as its manifest goes, but not known good. Never linked
+    /// from, pruned or chosen by default; restored from by name.
+    Kept,
     /// Named by its id but without a manifest: not written by hokan, or damaged. Never used.
     NoManifest,
     /// Still being written, or left by a run that died; `hokan recover` removes it.
@@ -92,10 +96,13 @@ pub fn list_all(job_dir: &Path) -> std::io::Result<Vec<Listed>> {
         }
         let path = entry.path();
         let (id, state) = if is_id(&name) {
-            let state = if path.join(manifest::MANIFEST).is_file() {
-                SetState::Good
-            } else {
+            let state = if !path.join(manifest::MANIFEST).is_file() {
                 SetState::NoManifest
+            } else if Manifest::head(&path).is_ok_and(|h| h.kept.is_some()) {
+                SetState::Kept
+            } else {
+                // A manifest that cannot be read is found out by `hokan sets` and `verify`.
+                SetState::Good
             };
             (name, state)
         } else if let Some(id) = name

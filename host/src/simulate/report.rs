@@ -32,10 +32,11 @@ fn status(s: StepStatus) -> &'static str {
 /// One run's transcript: a line per step, then the invariants.
 pub fn transcript(t: &Transcript) -> String {
     let mut out = String::new();
-    let set = match t.set_complete {
-        Some(true) => "; backup set complete",
-        Some(false) => "; backup set NOT complete",
-        None => "",
+    let set = match (t.set_complete, t.set_kept) {
+        (Some(true), _) => "; backup set complete",
+        (_, true) => "; backup set KEPT, incomplete (a point of no return had passed)",
+        (Some(false), false) => "; backup set NOT complete",
+        (None, false) => "",
     };
     let _ = writeln!(
         out,

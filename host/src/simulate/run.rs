@@ -129,6 +129,9 @@ pub struct Transcript {
     pub outcome: Outcome,
     /// Whether the backup set ended up complete; `None` when the operation writes none.
     pub set_complete: Option<bool>,
+    /// Whether the set, not complete, was kept all the same after a point of no return.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub set_kept: bool,
     /// Simulated time of the whole run.
     pub duration_ms: u64,
     /// Every step, in the order they ran.
@@ -324,18 +327,21 @@ impl Effects for Sim<'_> {
         if run.ctx.set_use != SetUse::Writes {
             return Ok(None);
         }
-        let complete = *set == SetEnd::Complete;
-        run.set_complete = Some(complete);
-        Ok(complete.then(|| run.set_id()))
+        run.set_complete = Some(*set == SetEnd::Complete);
+        run.set_kept = matches!(set, SetEnd::Kept(_));
+        Ok((!matches!(set, SetEnd::Discard(_))).then(|| run.set_id()))
     }
 
-    fn recovered_set(&self, completed: bool) -> Result<Option<String>, String> {
+    fn recovered_set(&self, completed: bool, kept: Option<&str>) -> Result<Option<String>, String> {
         let mut run = self.run();
         if run.ctx.set_use != SetUse::Writes {
             return Ok(None);
         }
-        run.set_complete = Some(completed);
-        Ok(completed.then(|| run.set_id()))
+        if !completed {
+            run.set_complete = Some(false);
+            run.set_kept = kept.is_some();
+        }
+        Ok((completed || kept.is_some()).then(|| run.set_id()))
     }
 }
 
@@ -364,6 +370,8 @@ struct Run<'a> {
     started_at: u64,
     /// What became of the set, once the driver settled it.
     set_complete: Option<bool>,
+    /// The set was kept, incomplete, after a point of no return.
+    set_kept: bool,
     /// The injected crash happened (only once: recovery runs to its end).
     crashed: bool,
     /// Changes of the step being run.
@@ -413,6 +421,7 @@ impl<'a> Run<'a> {
             progress,
             started_at: 0,
             set_complete: None,
+            set_kept: false,
             crashed: false,
             changes: Vec::new(),
             note: None,
@@ -1004,7 +1013,7 @@ impl<'a> Run<'a> {
                 let after = files_map(&self.world, src, ctx);
                 // Some procedures delete what they backed up, once it is in the set (Exchange
                 // truncates its logs): gone is fine when the complete set holds it as it was.
-                let moved_into_set = complete
+                let moved_into_set = (complete || self.set_kept)
                     && after.is_empty()
                     && self.copies.iter().any(|c| {
                         &c.from == src
@@ -1066,6 +1075,24 @@ impl<'a> Run<'a> {
                 },
             ));
         }
+        if ctx.set_use == SetUse::Writes && ctx.plan.all_steps().any(|s| s.commits_set) {
+            use crate::plan::safety::SET_KEPT;
+            let progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+            let point = drive::point_of_no_return(ctx.plan, &progress);
+            let gone = point.is_some() && set_complete != Some(true) && !self.set_kept;
+            inv.push(verdict(
+                SET_KEPT.id,
+                SET_KEPT.description,
+                !gone,
+                point.map(|p| {
+                    if gone {
+                        format!("the point of no return `{p}` passed, yet the set was discarded")
+                    } else {
+                        format!("the point of no return `{p}` passed and the set is there")
+                    }
+                }),
+            ));
+        }
         if ctx.set_use == SetUse::Reads && !ctx.keep.is_empty() {
             inv.push(verdict(
                 "hokan:previous-data-kept",
@@ -1096,6 +1123,7 @@ impl<'a> Run<'a> {
             fault_reached: self.fault.is_none() || self.fault_reached,
             outcome,
             set_complete,
+            set_kept: self.set_kept,
             duration_ms: self.clock,
             steps: self.records,
             invariants: inv,

@@ -452,17 +452,26 @@ fn online_backup(
         ),
     )
     .on(server);
-    plan.step(
-        "backup-program",
-        &format!(
-            "Run the backup program: a {} backup of the information store (ntbackup /t {})",
-            mode.name(),
-            mode.ntbackup_type()
-        ),
-        Action::exec_in(SET.name(), "backup-program", [mode.ntbackup_type()]),
-    )
-    .on(server)
-    .timeout(LONG);
+    let program = plan
+        .step(
+            "backup-program",
+            &format!(
+                "Run the backup program: a {} backup of the information store (ntbackup /t {})",
+                mode.name(),
+                mode.ntbackup_type()
+            ),
+            Action::exec_in(SET.name(), "backup-program", [mode.ntbackup_type()]),
+        )
+        .on(server)
+        .timeout(LONG);
+    // A point of no return in the modes that truncate: "5. 完全バックアップの場合は、チェック
+    // ポイント以前のトランザクション ログ ファイルを削除します。" and "5. 増分バックアップの場合
+    // は、チェックポイント以前のトランザクション ログ ファイルを削除します。" Once the program
+    // has run, the logs it backed up are only in the new set; the earlier sets cannot be rolled
+    // forward without them, so a later failure must keep the set, not discard it.
+    if mode.truncates() {
+        program.commits_set();
+    }
 
     // Check its result: every file the mode backs up is in the set...
     let renamed = store::log_name(store.next_generation(checkpoint));

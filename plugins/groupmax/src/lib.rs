@@ -383,7 +383,11 @@ fn backup(req: &Request) -> Result<Plan, PlanError> {
                 Some(&format!("{MANUAL} {case}")),
             ),
         )
-        .on(master);
+        .on(master)
+        // "データ整合性維持のためのジャーナルがクリアされます。" By hand the journal goes before
+        // the backup is taken: from here on, whatever the run gets is kept, and a failure says
+        // that the journal is already gone.
+        .commits_set();
     }
 
     // Stop: the Groupmax servers, the address service, the Object Server.
@@ -447,9 +451,10 @@ fn backup(req: &Request) -> Result<Plan, PlanError> {
         Action::verify_copy(DATA.path(), SET.join("data")),
     );
 
-    // Clear the journal kept for the server, now that its backup is verified. From here on a
-    // failure must not throw the backup away (the journal is going or gone): the steps go on
-    // after a failure, and the run ends needing attention with the set kept.
+    // Clear the journal kept for the server, now that its backup is verified: "バックアップを
+    // 取得した時点で消去しないと,リストア後のデータ修復ができなくなるので,必ず消去してください。"
+    // Each deletion is a point of no return: from the first one on, a failure or a crash keeps
+    // the set (the journal it goes with is gone) and the run ends needing attention.
     match (&servers.other, journal_files) {
         (None, Some(files)) => {
             for (i, f) in files.iter().enumerate() {
@@ -459,7 +464,8 @@ fn backup(req: &Request) -> Result<Plan, PlanError> {
                     Action::remove(f.clone()),
                 )
                 .on(master)
-                .continue_on_error();
+                .continue_on_error()
+                .commits_set();
             }
         }
         (Some(other), Some(files)) => {
@@ -474,7 +480,8 @@ fn backup(req: &Request) -> Result<Plan, PlanError> {
                     Action::remove(f.clone()),
                 )
                 .on(master)
-                .continue_on_error();
+                .continue_on_error()
+                .commits_set();
             }
             if files.is_empty() {
                 plan.warn(format!(
