@@ -361,20 +361,18 @@ pub struct Prepared {
     pub topology: Topology,
     /// The set a backup links from, read for its `backup-size` (by [`plan_job_prepared`]).
     pub previous: Option<Arc<sets::Previous>>,
+    /// Newer sets a restore passed over because they did not verify, with why.
+    pub passed_over: Vec<(String, String)>,
 }
 
-/// Lists the backup set ids in a job's sets directory, oldest first: [`sets::list`] for the
-/// real directories, the modelled world's for a dry run.
-pub type SetLister<'a> = &'a dyn Fn(&Path) -> std::io::Result<Vec<String>>;
-
-/// Works out the grants and the request of one planning call, choosing the backup set among
-/// those `list_sets` finds.
+/// Works out the grants and the request of one planning call, choosing the backup set a restore
+/// reads among those of `catalog` ([`sets::choose`]).
 pub fn prepare(
     policy: &Policy,
     job: &Job,
     d: &Description,
     input: &PlanInput<'_>,
-    list_sets: SetLister<'_>,
+    catalog: &dyn sets::Catalog,
 ) -> Result<Prepared, PlanJobError> {
     let op = d.operation(input.operation).ok_or_else(|| {
         policy.job_error(
@@ -420,6 +418,7 @@ pub fn prepare(
         servers: policy.job_servers(job).into_iter().collect(),
     };
     let mut set_id = None;
+    let mut passed_over = Vec::new();
     if op.sets != SetUse::None {
         let dir = sets_dir(policy, job).ok_or_else(|| {
             policy.job_error(
@@ -435,7 +434,11 @@ pub fn prepare(
                     .into());
             }
             SetUse::Writes => sets::id_at(input.now),
-            _ => choose_set(&dir, input.set, list_sets)?,
+            _ => {
+                let chosen = sets::choose(catalog, &dir, input.set).map_err(PlanJobError::Sets)?;
+                passed_over = chosen.passed_over;
+                chosen.id
+            }
         };
         roots.insert("set".into(), dir.join(&id));
         grants.roots.insert("set".into(), op.sets == SetUse::Writes);
@@ -488,6 +491,7 @@ pub fn prepare(
         },
         topology,
         previous: None,
+        passed_over,
     })
 }
 
@@ -501,34 +505,6 @@ pub fn sets_dir(policy: &Policy, job: &Job) -> Option<PathBuf> {
         .unwrap_or(job);
     let root = job.backup_root.as_ref().or(owner.backup_root.as_ref())?;
     Some(sets::job_dir(root, &policy.site, &owner.name))
-}
-
-fn choose_set(
-    dir: &Path,
-    wanted: Option<&str>,
-    list_sets: SetLister<'_>,
-) -> Result<String, PlanJobError> {
-    let ids = list_sets(dir).map_err(|e| {
-        PlanJobError::Sets(format!("cannot list backup sets in {}: {e}", dir.display()))
-    })?;
-    match wanted {
-        Some(id) if ids.iter().any(|i| i == id) => Ok(id.to_string()),
-        Some(id) => Err(PlanJobError::Sets(format!(
-            "there is no backup set `{id}` in {}; sets there: {}",
-            dir.display(),
-            if ids.is_empty() {
-                "none".into()
-            } else {
-                ids.join(", ")
-            }
-        ))),
-        None => ids.last().cloned().ok_or_else(|| {
-            PlanJobError::Sets(format!(
-                "there is no backup set in {} yet; run the job's backup first",
-                dir.display()
-            ))
-        }),
-    }
 }
 
 /// Plans an operation against `facts` and validates the result.
@@ -590,7 +566,7 @@ pub fn plan_job_prepared(
     job: &Job,
     input: &PlanInput<'_>,
 ) -> Result<(Prepared, PlanDocument), PlanJobError> {
-    let mut prepared = prepare(policy, job, plugin.description(), input, &sets::list)?;
+    let mut prepared = prepare(policy, job, plugin.description(), input, &sets::OnDisk)?;
     let mut facts = RealFacts::open(prepared.roots.clone(), prepared.topology.clone())
         .map_err(|e| policy.job_error(job, "roots", e.to_string()))?;
     // A backup's `backup-size` counts only what the newest set cannot supply.

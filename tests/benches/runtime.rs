@@ -72,7 +72,7 @@ fn main() {
         job,
         plugin.description(),
         &input,
-        &hokan::sets::list,
+        &hokan::sets::OnDisk,
     )
     .unwrap();
     // The facts' own time is tallied to tell the runtime's share of a call from the disk's.
@@ -109,8 +109,14 @@ fn main() {
         operation: "maintenance-off",
         ..input
     };
-    let prepared_off =
-        planner::prepare(&policy, job, plugin.description(), &off, &hokan::sets::list).unwrap();
+    let prepared_off = planner::prepare(
+        &policy,
+        job,
+        plugin.description(),
+        &off,
+        &hokan::sets::OnDisk,
+    )
+    .unwrap();
     let mut samples = Vec::new();
     for _ in 0..1000 {
         let t = Instant::now();

@@ -239,7 +239,7 @@ fn slow_facts_do_not_count_against_the_plugin_but_wall_time_is_capped() {
             job,
             plugin.description(),
             &input,
-            &hokan::sets::list,
+            &hokan::sets::OnDisk,
         )
         .unwrap();
         let real = hokan::facts::RealFacts::open(prepared.roots.clone(), prepared.topology.clone())

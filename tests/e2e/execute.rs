@@ -370,6 +370,57 @@ fn a_corrupted_set_is_reported_and_never_restored() {
     assert_eq!(snapshot(&site.path("data")), before);
 }
 
+/// `hokan plan` and `hokan run` choose a restore's set with the one rule: the newest that
+/// verifies. A damaged newest set is passed over by both, so the plan shown is the plan run.
+#[test]
+fn the_plan_shown_reads_the_set_the_run_reads() {
+    let site = RunSite::new();
+    ok(&site.run("mailwise", "backup", &[], &[]));
+    wait_for_next_second();
+    // Copied afresh, so that damaging the newer set leaves the older one whole.
+    ok(&site.run("mailwise", "backup", &["--no-links"], &[]));
+    let sets = site.sets();
+    let (older, newer) = (sets[0].0.clone(), sets[1].0.clone());
+    let victim = site.set_dir(&newer).join("file/ws10/0002.eml");
+    let mut bytes = std::fs::read(&victim).unwrap();
+    bytes[100] ^= 0x01;
+    std::fs::write(&victim, bytes).unwrap();
+    let policy = site.path("site.toml");
+    let plan = site.hokan(
+        &[
+            "plan",
+            policy.to_str().unwrap(),
+            "--job",
+            "mailwise",
+            "--op",
+            "restore",
+            "--json",
+        ],
+        &[],
+    );
+    ok(&plan);
+    let doc: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    assert_eq!(
+        doc["set"],
+        older.as_str(),
+        "the plan reads the set that verifies"
+    );
+    let out = site.run("mailwise", "restore", &["--yes", "--json"], &[]);
+    ok(&out);
+    assert!(
+        text(&out.stderr).contains(&format!("passed over the backup set {newer}")),
+        "{}",
+        text(&out.stderr)
+    );
+    let stdout = text(&out.stdout);
+    let start: serde_json::Value = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["record"] == "start")
+        .unwrap_or_else(|| panic!("a start record: {stdout}"));
+    assert_eq!(start["document"]["set"], older.as_str(), "{start:#}");
+}
+
 /// The step ids of an operation's plan: body (group members in place) and cleanup.
 fn step_ids(site: &RunSite, job: &str, op: &str) -> Vec<String> {
     let policy = site.path("site.toml");

@@ -82,7 +82,7 @@ fn plan_with_space(
         job,
         m.plugin.description(),
         &input,
-        &hokan::sets::list,
+        &hokan::sets::OnDisk,
     )?;
     let real = RealFacts::open(prepared.roots.clone(), prepared.topology.clone())
         .unwrap()

@@ -507,3 +507,43 @@ fn worlds_with_files_of_exabytes_neither_panic_nor_wrap() {
         "{stdout}"
     );
 }
+
+/// Paths are compared by what they name: the bundled world given by its absolute path finds
+/// the same sets as given relatively (it used to say "there is no backup set ... yet").
+#[test]
+fn a_world_given_by_its_absolute_path_is_the_same_world() {
+    let root = hokan_e2e::repo_root();
+    let run = |world: &str| {
+        let out = std::process::Command::new(hokan_e2e::hokan_bin())
+            .current_dir(&root)
+            .args([
+                "simulate",
+                "policies/tokyo-hq.toml",
+                "--job",
+                "mailwise",
+                "--op",
+                "archive",
+                "--world",
+                world,
+                "--json",
+                "--plugin-dir",
+            ])
+            .arg(hokan_e2e::plugin_dir())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{world}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        r["runs"][0].clone()
+    };
+    let absolute = root.join("policies/worlds/tokyo-hq.toml");
+    let (a, b) = (
+        run("policies/worlds/tokyo-hq.toml"),
+        run(absolute.to_str().unwrap()),
+    );
+    assert!(a["set"].is_string(), "{a:#}");
+    assert_eq!(a, b);
+}

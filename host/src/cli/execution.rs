@@ -6,12 +6,9 @@ use super::{Cli, RunArgs};
 use anyhow::{Context, Result, bail};
 use hokan::execute::journal::{self, Unfinished};
 use hokan::execute::lock::Lock;
-use hokan::execute::{
-    self, Outcome, PrepareError, RunRequest, RunStatus, TestFaults, choose_set, prepare_run,
-};
+use hokan::execute::{self, Outcome, PrepareError, RunRequest, RunStatus, TestFaults, prepare_run};
 use hokan::planner::{self, PlanJobError, PluginDir};
 use hokan::policy::Policy;
-use hokan::runtime::SetUse;
 use hokan::sets::{self, Manifest, SetState, manifest};
 use hokan::simulate::run::size;
 use std::path::Path;
@@ -117,29 +114,14 @@ pub(super) fn run(cli: &Cli, a: &RunArgs) -> Result<ExitCode> {
             state.display()
         );
     }
-    let reads = plugin
-        .description()
-        .operation(&a.op)
-        .is_some_and(|o| o.sets == SetUse::Reads);
-    let set = if reads {
-        let (id, skipped) = match choose_set(&pol, job, a.set.as_deref()) {
-            Ok(x) => x,
-            Err(e) => bail!("{e}"),
-        };
-        for (bad, why) in skipped {
-            eprintln!("warning: passed over the backup set {bad}: {why}");
-        }
-        Some(id)
-    } else {
-        a.set.clone()
-    };
+    // The planner chooses the set a restore reads (`sets::choose`), as `hokan plan` does.
     let ready = match prepare_run(&RunRequest {
         rt: &rt,
         plugin: &plugin,
         policy: &pol,
         job,
         operation: &a.op,
-        set: set.as_deref(),
+        set: a.set.as_deref(),
         now,
         links: !a.no_links,
         policy_file: &a.policy,
@@ -151,6 +133,9 @@ pub(super) fn run(cli: &Cli, a: &RunArgs) -> Result<ExitCode> {
         }
         Err(e) => bail!("{e}"),
     };
+    for (bad, why) in &ready.passed_over {
+        eprintln!("warning: passed over the backup set {bad}: {why}");
+    }
     let spec = &ready.spec;
     for w in &spec.document.plan.warnings {
         eprintln!("warning: {w}");

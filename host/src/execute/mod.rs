@@ -20,9 +20,7 @@ pub mod lock;
 mod prepare;
 pub mod transport;
 
-pub use prepare::{
-    PrepareError, RunRequest, choose_set, instance, prepare_run, resolve_recovery, run_id,
-};
+pub use prepare::{PrepareError, RunRequest, instance, prepare_run, resolve_recovery, run_id};
 
 pub use crate::drive::{Gate, Outcome, Phase, RunStatus, StepStatus};
 

@@ -8,7 +8,7 @@ use crate::plan::{Action, Condition};
 use crate::planner::{self, PlanInput, PlanJobError};
 use crate::policy::{Job, Policy};
 use crate::runtime::{Plugin, Runtime, SetUse};
-use crate::sets::{self, Verification};
+use crate::sets;
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -75,88 +75,6 @@ pub fn instance(policy: &Policy, job: &Job) -> String {
     )
 }
 
-/// The set a restore reads: the one named, if it verifies, or else the newest set that
-/// verifies. Sets passed over are returned with why, for the operator.
-pub fn choose_set(
-    policy: &Policy,
-    job: &Job,
-    wanted: Option<&str>,
-) -> Result<(String, Vec<(String, String)>), PrepareError> {
-    let dir = planner::sets_dir(policy, job).ok_or_else(|| {
-        PrepareError::Sets(
-            policy
-                .job_error(
-                    job,
-                    "backup_root",
-                    "the job reads backup sets; set `backup_root`",
-                )
-                .to_string(),
-        )
-    })?;
-    // Oldest first by completion, as the manifests record it: after the clock was set back, a
-    // set's id no longer says how new it is.
-    let ids = sets::by_completion(&dir).map_err(|e| {
-        PrepareError::Sets(format!("cannot list backup sets in {}: {e}", dir.display()))
-    })?;
-    let check = |id: &str| -> Result<(), String> {
-        match sets::manifest::verify(&dir.join(id)) {
-            Ok(v) if v.ok() => Ok(()),
-            Ok(v) => Err(problems(&v)),
-            Err(e) => Err(e.to_string()),
-        }
-    };
-    if let Some(id) = wanted {
-        if !ids.iter().any(|i| i == id) {
-            return Err(PrepareError::Sets(format!(
-                "there is no complete backup set `{id}` in {}; complete sets: {}",
-                dir.display(),
-                if ids.is_empty() {
-                    "none".into()
-                } else {
-                    ids.join(", ")
-                }
-            )));
-        }
-        return check(id).map(|()| (id.to_string(), vec![])).map_err(|why| {
-            PrepareError::Sets(format!(
-                "the backup set {id} does not match its manifest, so it is not restored: {why}; \
-                 choose another with --set (`hokan sets` lists them)"
-            ))
-        });
-    }
-    let mut skipped = Vec::new();
-    for id in ids.iter().rev() {
-        match check(id) {
-            Ok(()) => return Ok((id.clone(), skipped)),
-            Err(why) => skipped.push((id.clone(), why)),
-        }
-    }
-    Err(PrepareError::Sets(if ids.is_empty() {
-        format!(
-            "there is no complete backup set in {} yet; run the job's backup first",
-            dir.display()
-        )
-    } else {
-        format!(
-            "no backup set in {} matches its manifest: {}",
-            dir.display(),
-            skipped
-                .iter()
-                .map(|(id, why)| format!("{id}: {why}"))
-                .collect::<Vec<_>>()
-                .join("; ")
-        )
-    }))
-}
-
-fn problems(v: &Verification) -> String {
-    let mut s: Vec<String> = v.problems.iter().take(5).map(ToString::to_string).collect();
-    if v.problems.len() > 5 {
-        s.push(format!("and {} more", v.problems.len() - 5));
-    }
-    s.join("; ")
-}
-
 /// A run ready to start.
 #[derive(Debug)]
 pub struct Ready {
@@ -165,6 +83,8 @@ pub struct Ready {
     /// The set that `spec` links from, read once while planning (for `backup-size`) and kept
     /// for the copies.
     pub previous: Option<std::sync::Arc<sets::Previous>>,
+    /// Newer sets a restore passed over because they did not verify, with why.
+    pub passed_over: Vec<(String, String)>,
 }
 
 /// Plans the run against the real directories and checks it can run here.
@@ -283,6 +203,7 @@ pub fn prepare_run(req: &RunRequest<'_>) -> Result<Ready, PrepareError> {
     Ok(Ready {
         spec,
         previous: prepared.previous,
+        passed_over: prepared.passed_over,
     })
 }
 

@@ -120,6 +120,127 @@ pub fn list_all(job_dir: &Path) -> std::io::Result<Vec<Listed>> {
     Ok(out)
 }
 
+/// Where a restore's sets come from, and how one is checked before it is read: the real sets
+/// directory ([`OnDisk`]), or a modelled world's. [`choose`] is the one rule over either.
+pub trait Catalog {
+    /// The good sets of `dir`, oldest first by completion.
+    fn good(&self, dir: &Path) -> std::io::Result<Vec<String>>;
+    /// The sets of `dir` kept incomplete after a point of no return: a restore reads one only
+    /// when it is named.
+    fn kept(&self, _dir: &Path) -> std::io::Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+    /// `Err(why)` when the set does not match its manifest.
+    fn verify(&self, dir: &Path, id: &str) -> Result<(), String>;
+}
+
+/// The real sets directories: manifests, verified byte for byte.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OnDisk;
+
+impl Catalog for OnDisk {
+    fn good(&self, dir: &Path) -> std::io::Result<Vec<String>> {
+        by_completion(dir)
+    }
+
+    fn kept(&self, dir: &Path) -> std::io::Result<Vec<String>> {
+        Ok(list_all(dir)?
+            .into_iter()
+            .filter(|s| s.state == SetState::Kept)
+            .map(|s| s.id)
+            .collect())
+    }
+
+    fn verify(&self, dir: &Path, id: &str) -> Result<(), String> {
+        match manifest::verify(&dir.join(id)) {
+            Ok(v) if v.ok() => Ok(()),
+            Ok(v) => {
+                let mut s: Vec<String> =
+                    v.problems.iter().take(5).map(ToString::to_string).collect();
+                if v.problems.len() > 5 {
+                    s.push(format!("and {} more", v.problems.len() - 5));
+                }
+                Err(s.join("; "))
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// The set a restore reads, and the newer ones passed over with why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chosen {
+    /// The set's id.
+    pub id: String,
+    /// Newer sets that did not verify, with why, for the operator.
+    pub passed_over: Vec<(String, String)>,
+}
+
+/// The set a restore reads: the one named (good or kept), if it verifies, or else the newest
+/// good set that verifies. `hokan plan`, `hokan simulate` and `hokan run` all choose here, so
+/// the plan shown is the plan run. `Err` says why none can be, and what to do.
+pub fn choose(catalog: &dyn Catalog, dir: &Path, wanted: Option<&str>) -> Result<Chosen, String> {
+    let listing = |e: std::io::Error| format!("cannot list backup sets in {}: {e}", dir.display());
+    // Oldest first by completion, as the manifests record it: after the clock was set back, a
+    // set's id no longer says how new it is.
+    let good = catalog.good(dir).map_err(listing)?;
+    if let Some(id) = wanted {
+        if !good.iter().any(|i| i == id)
+            && !catalog.kept(dir).map_err(listing)?.iter().any(|i| i == id)
+        {
+            return Err(format!(
+                "there is no complete backup set `{id}` in {}; complete sets: {}",
+                dir.display(),
+                if good.is_empty() {
+                    "none".into()
+                } else {
+                    good.join(", ")
+                }
+            ));
+        }
+        return catalog
+            .verify(dir, id)
+            .map(|()| Chosen {
+                id: id.to_string(),
+                passed_over: vec![],
+            })
+            .map_err(|why| {
+                format!(
+                    "the backup set {id} does not match its manifest, so it is not restored: \
+                     {why}; choose another with --set (`hokan sets` lists them)"
+                )
+            });
+    }
+    let mut passed_over = Vec::new();
+    for id in good.iter().rev() {
+        match catalog.verify(dir, id) {
+            Ok(()) => {
+                return Ok(Chosen {
+                    id: id.clone(),
+                    passed_over,
+                });
+            }
+            Err(why) => passed_over.push((id.clone(), why)),
+        }
+    }
+    Err(if good.is_empty() {
+        format!(
+            "there is no complete backup set in {} yet; run the job's backup first",
+            dir.display()
+        )
+    } else {
+        format!(
+            "no backup set in {} matches its manifest: {}",
+            dir.display(),
+            passed_over
+                .iter()
+                .map(|(id, why)| format!("{id}: {why}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        )
+    })
+}
+
 /// The complete sets (those with a manifest) in a job's directory, oldest first.
 pub fn list(job_dir: &Path) -> std::io::Result<Vec<String>> {
     Ok(list_all(job_dir)?

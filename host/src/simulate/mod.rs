@@ -123,18 +123,18 @@ pub fn simulate_op(
     mode: FaultMode,
 ) -> Result<OpReport, PlanJobError> {
     let d = plugin.description();
-    let list_sets = |dir: &Path| Ok(world.set_ids(&normalize(Path::new("/"), dir)));
+
     let input = PlanInput {
         operation,
         set: None,
         now: UNIX_EPOCH + Duration::from_millis(world.now_ms.max(0) as u64),
         links: true,
     };
-    let prepared = planner::prepare(policy, job, d, &input, &list_sets)?;
+    let prepared = planner::prepare(policy, job, d, &input, &WorldSets(world))?;
     let roots: BTreeMap<String, String> = prepared
         .roots
         .iter()
-        .map(|(k, v)| (k.clone(), normalize(Path::new("/"), v)))
+        .map(|(k, v)| (k.clone(), world::absolute(v)))
         .collect();
     let facts = WorldFacts::new(world.clone(), roots.clone(), prepared.topology.clone());
     let mut report = OpReport {
@@ -189,6 +189,20 @@ pub fn simulate_op(
         .map(|f| run::run(world, &ctx, f.as_ref()))
         .collect();
     Ok(report)
+}
+
+/// A modelled world's backup sets: the directories named like set ids, oldest first; every one
+/// verifies (a world has no manifests to compare).
+struct WorldSets<'w>(&'w World);
+
+impl crate::sets::Catalog for WorldSets<'_> {
+    fn good(&self, dir: &Path) -> std::io::Result<Vec<String>> {
+        Ok(self.0.set_ids(&world::absolute(dir)))
+    }
+
+    fn verify(&self, _dir: &Path, _id: &str) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// `world`, with every modelled product state the world does not describe set to its normal

@@ -113,13 +113,27 @@ impl fmt::Display for WorldError {
     }
 }
 
-/// A path made absolute against `base` and cleaned lexically (`.` and `..` resolved, no
+/// What a path names from the current directory, as the world's keys are: made absolute
+/// against it and cleaned lexically. A policy or a world given by a relative path and the same
+/// given by an absolute one name the same directories.
+pub fn absolute(p: &Path) -> String {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    normalize(&cwd, p)
+}
+
+/// A path made absolute against `base` (itself against the current directory, when relative)
+/// and cleaned lexically (`.` and `..` resolved, no
 /// trailing `/`), as the world's keys are. Symlinks are not followed: the world has none.
 pub fn normalize(base: &Path, p: &Path) -> String {
     let joined = if p.is_absolute() {
         p.to_path_buf()
-    } else {
+    } else if base.is_absolute() {
         base.join(p)
+    } else {
+        std::env::current_dir()
+            .unwrap_or_else(|_| PathBuf::from("/"))
+            .join(base)
+            .join(p)
     };
     let mut parts: Vec<String> = Vec::new();
     for c in joined.components() {
@@ -489,7 +503,7 @@ impl World {
     ) -> Result<World, WorldError> {
         let mut w = World::new("a scan of the real directories", now_ms, 0);
         for dir in dirs {
-            let key = normalize(Path::new("/"), dir);
+            let key = absolute(dir);
             let free = crate::facts::available_space(dir).unwrap_or(0);
             w.set_volume(&key, free);
             if !dir.exists() {
