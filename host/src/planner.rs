@@ -922,9 +922,13 @@ services = { other = { start = ["a"], stop = ["b"] } }
             now: SystemTime::UNIX_EPOCH,
             links: true,
         };
-        let p = prepare(&policy, policy.job("j").unwrap(), &d, &input, &|_| {
-            Ok(vec![])
-        })
+        let p = prepare(
+            &policy,
+            policy.job("j").unwrap(),
+            &d,
+            &input,
+            &crate::sets::OnDisk,
+        )
         .unwrap();
         let props = |n: &str| {
             p.topology
