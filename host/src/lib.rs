@@ -11,6 +11,7 @@
 pub mod drive;
 pub mod ese;
 pub mod execute;
+pub mod exit;
 pub mod facts;
 pub mod plan;
 pub mod planner;

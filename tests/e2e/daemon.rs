@@ -195,6 +195,35 @@ fn the_daemon_runs_in_order_stops_gracefully_and_resumes_without_repeats() {
     );
     assert_eq!(first.status, SlotStatus::Completed, "{first:#?}");
     assert_eq!(second.status, SlotStatus::Completed, "{second:#?}");
+    // Status and summary are the run's journal's finish record, not the words on its console.
+    for r in [&first, &second] {
+        let done = dir.join("state/runs/done");
+        let journal = std::fs::read_dir(&done)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| {
+                let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                name.contains(&format!("-{}-{}-{}-", r.site, r.job, r.op))
+            })
+            .expect("the run's journal");
+        let outcome = hokan::execute::journal::read(&journal)
+            .unwrap()
+            .into_iter()
+            .find_map(|rec| match rec {
+                hokan::execute::journal::Record::Finish { outcome, .. } => Some(outcome),
+                _ => None,
+            })
+            .expect("a finish record");
+        assert_eq!(
+            r.summary.as_deref(),
+            Some(outcome.summary().as_str()),
+            "{r:#?}"
+        );
+        assert!(
+            outcome.summary().starts_with("completed; backup set"),
+            "{r:#?}"
+        );
+    }
     // One instance: `second` waited until `first` had finished.
     assert!(second.started.unwrap() >= first.finished.unwrap(), "{r:#?}");
     // `third` could not start within a minute of 02:02: skipped and reported.

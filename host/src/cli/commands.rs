@@ -410,9 +410,9 @@ struct SimulateArgs<'a> {
 }
 
 /// Exit status of `simulate` when a plugin refused to plan in the world.
-pub(super) const EXIT_REFUSED: u8 = 3;
+pub(super) const EXIT_REFUSED: u8 = hokan::exit::REFUSED;
 /// Exit status of `simulate` when an invariant broke.
-pub(super) const EXIT_BROKEN: u8 = 4;
+pub(super) const EXIT_BROKEN: u8 = hokan::exit::ATTENTION;
 
 /// The world a policy's jobs are simulated in.
 fn world_for(pol: &Policy, a: &SimulateArgs<'_>) -> Result<World> {

@@ -15,17 +15,8 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::SystemTime;
 
-/// Exit status of `run` when a step failed and the cleanup ran.
-const EXIT_FAILED: u8 = 5;
-
 fn exit_for(o: &Outcome) -> ExitCode {
-    if o.needs_attention() {
-        ExitCode::from(EXIT_BROKEN)
-    } else if o.status == RunStatus::Completed {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(EXIT_FAILED)
-    }
+    ExitCode::from(hokan::exit::of(o))
 }
 
 fn report(o: &Outcome, json: bool) {

@@ -210,6 +210,13 @@ pub(super) fn daemon(cli: &Cli, policies: &Path) -> Result<ExitCode> {
         cache_dir: Some(cache_dir(cli)),
         hokan: std::env::current_exe().context("cannot find the hokan executable")?,
         clock,
+        events: std::sync::Arc::new(|e: &hokan::schedule::daemon::Event| {
+            if e.is_warning() {
+                eprintln!("hokan daemon: {e}");
+            } else {
+                println!("hokan daemon: {e}");
+            }
+        }),
     };
     let rt = runtime(cli)?;
     tokio::runtime::Builder::new_current_thread()

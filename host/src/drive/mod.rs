@@ -95,6 +95,9 @@ pub struct Outcome {
     /// Why it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The body was stopped on request (SIGTERM) before `step`, not by a failure.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stopped: bool,
     /// The backup set written, when one was completed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub set: Option<String>,
@@ -125,6 +128,7 @@ impl Outcome {
             status,
             step: None,
             reason: None,
+            stopped: false,
             set: None,
             set_kept: None,
             cleanup_failed: Vec::new(),
@@ -137,6 +141,46 @@ impl Outcome {
     /// A completed run with nothing to report.
     pub fn completed() -> Outcome {
         Outcome::new(RunStatus::Completed)
+    }
+
+    /// The run's end in a line, for a history or an alert: how it ended, why, its set.
+    pub fn summary(&self) -> String {
+        let mut s = match self.status {
+            RunStatus::Completed => "completed".to_string(),
+            RunStatus::Failed => format!(
+                "failed: {}",
+                self.reason.as_deref().unwrap_or("a step failed")
+            ),
+            RunStatus::Recovered => format!(
+                "recovered: the run died{}",
+                self.step
+                    .as_deref()
+                    .map(|s| format!(" after `{s}`"))
+                    .unwrap_or_default()
+            ),
+        };
+        match (&self.set, &self.set_kept) {
+            (Some(set), Some(why)) => s += &format!("; backup set {set} KEPT, incomplete: {why}"),
+            (Some(set), None) => s += &format!("; backup set {set} complete"),
+            (None, Some(why)) => s += &format!("; {why}"),
+            (None, None) => {}
+        }
+        let mut attention: Vec<String> = Vec::new();
+        attention.extend(
+            self.steps_failed
+                .iter()
+                .map(|s| format!("step `{s}` failed")),
+        );
+        attention.extend(
+            self.cleanup_failed
+                .iter()
+                .map(|s| format!("cleanup step `{s}` failed")),
+        );
+        attention.extend(self.invariants_broken.iter().cloned());
+        if !attention.is_empty() {
+            s += &format!("; needs attention: {}", attention.join("; "));
+        }
+        s
     }
 
     /// Whether someone must look at the product: a cleanup step failed, an invariant broke, a
@@ -489,6 +533,7 @@ impl<E: Effects> Driver<'_, E> {
                 outcome.status = RunStatus::Failed;
                 outcome.step = members.first().map(|s| s.id.clone());
                 outcome.reason = Some(format!("stopped before step `{first}`: {why}"));
+                outcome.stopped = true;
                 return Some(outcome);
             }
             let statuses: Vec<StepStatus> = match item {

@@ -370,6 +370,41 @@ fn quarantine(state: &Path, path: &Path, why: &str) -> Result<(), JournalError> 
     Ok(())
 }
 
+/// How the run of `site`'s `job`, operation `op`, by process `pid` ended: the finish record of
+/// its journal (the newest such run's), and the journal's path. `None` when no finished journal
+/// has that run: it ended before journaling (bad input, a refusal) or has not finished.
+///
+/// A run's id, and so its journal's name, ends with `-<site>-<job>-<op>-<pid>` ([`super::run_id`]),
+/// which is how the daemon, which knows those of each child it started, finds it.
+pub fn finished_run(
+    state: &Path,
+    site: &str,
+    job: &str,
+    op: &str,
+    pid: u32,
+) -> Option<(PathBuf, Outcome)> {
+    let suffix = format!("-{site}-{job}-{op}-{pid}.jsonl");
+    let done = runs_dir(state).join("done");
+    let mut names: Vec<PathBuf> = std::fs::read_dir(&done)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.ends_with(&suffix))
+        })
+        .collect();
+    // Run ids start with their time: the newest last.
+    names.sort();
+    let path = names.pop()?;
+    let outcome = read(&path).ok()?.into_iter().rev().find_map(|r| match r {
+        Record::Finish { outcome, .. } => Some(outcome),
+        _ => None,
+    })?;
+    Some((path, outcome))
+}
+
 /// An unfinished run found in the state directory.
 #[derive(Debug, Clone)]
 pub struct Unfinished {

@@ -91,8 +91,216 @@ impl Clock {
     }
 }
 
+/// What the daemon tells its operator, as it happens. The daemon prints nothing itself: the
+/// CLI prints each event (`hokan daemon: ...`), a test or another front end may do otherwise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Started: watching the policies, this many jobs scheduled, status on the socket.
+    Watching {
+        /// The policy directory or file.
+        policies: PathBuf,
+        /// Jobs with a schedule.
+        jobs: usize,
+        /// The status socket.
+        socket: PathBuf,
+    },
+    /// A run a previous daemon started is still finishing its cleanup.
+    WaitingForEarlierRun {
+        /// Its site.
+        site: String,
+        /// Its job.
+        job: String,
+        /// Its process.
+        pid: u32,
+    },
+    /// `hokan recover` at start-up did not end cleanly.
+    RecoveryNeedsAttention {
+        /// Its exit status.
+        code: Option<i32>,
+        /// Its log.
+        log: PathBuf,
+    },
+    /// The policy directory cannot be read; the policies read before are kept.
+    PoliciesUnreadable {
+        /// Why.
+        error: String,
+    },
+    /// A policy file is gone: its jobs are no longer scheduled.
+    PolicyGone {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A policy file changed and was read again.
+    Reloaded {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A policy file does not load or its jobs are wrong.
+    PolicyRefused {
+        /// Why, naming the file and field.
+        error: String,
+        /// What is scheduled instead.
+        kept: &'static str,
+    },
+    /// A slot was missed: the daemon was not running then.
+    Missed {
+        /// The site.
+        site: String,
+        /// The job.
+        job: String,
+        /// The slot.
+        slot: Timestamp,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A slot was held back by the job's rules.
+    HeldBack {
+        /// The site.
+        site: String,
+        /// The job.
+        job: String,
+        /// The slot.
+        slot: Timestamp,
+        /// Why.
+        reason: String,
+    },
+    /// A run started.
+    Started {
+        /// The site.
+        site: String,
+        /// The job.
+        job: String,
+        /// The operation.
+        op: String,
+        /// The slot, in the job's time zone.
+        slot: String,
+        /// The run's process.
+        pid: u32,
+        /// Its log.
+        log: PathBuf,
+    },
+    /// A run ended.
+    Ended {
+        /// The site.
+        site: String,
+        /// The job.
+        job: String,
+        /// The slot.
+        slot: Timestamp,
+        /// How, as recorded in the history.
+        status: SlotStatus,
+        /// The run's exit status.
+        exit: Option<i32>,
+        /// Its end in a line (from its journal).
+        summary: String,
+    },
+    /// A signal asked the daemon to stop; its runs finish their step and cleanup first.
+    Stopping {
+        /// `SIGTERM` or `SIGINT`.
+        why: &'static str,
+        /// Runs still going.
+        runs: usize,
+    },
+    /// The daemon stopped.
+    Stopped,
+}
+
+impl Event {
+    /// Whether it reports a problem (the CLI prints those on standard error).
+    pub fn is_warning(&self) -> bool {
+        matches!(
+            self,
+            Event::RecoveryNeedsAttention { .. }
+                | Event::PoliciesUnreadable { .. }
+                | Event::PolicyRefused { .. }
+                | Event::Missed { .. }
+                | Event::HeldBack { .. }
+        )
+    }
+}
+
+impl std::fmt::Display for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Event::Watching {
+                policies,
+                jobs,
+                socket,
+            } => write!(
+                f,
+                "watching {}, {jobs} scheduled job(s); status on {}",
+                policies.display(),
+                socket.display()
+            ),
+            Event::WaitingForEarlierRun { site, job, pid } => write!(
+                f,
+                "waiting for the run of {site} {job} (pid {pid}) a previous daemon started to finish its cleanup"
+            ),
+            Event::RecoveryNeedsAttention { code, log } => write!(
+                f,
+                "`hokan recover` needs attention (exit {code:?}); see {}",
+                log.display()
+            ),
+            Event::PoliciesUnreadable { error } => {
+                write!(f, "{error} (the policies read before are kept)")
+            }
+            Event::PolicyGone { path } => write!(
+                f,
+                "{} is gone; its jobs are no longer scheduled",
+                path.display()
+            ),
+            Event::Reloaded { path } => write!(f, "reloaded {}", path.display()),
+            Event::PolicyRefused { error, kept } => write!(f, "{error} ({kept})"),
+            Event::Missed {
+                site,
+                job,
+                slot,
+                reason,
+            } => write!(f, "{site} {job} slot {slot}: {reason}"),
+            Event::HeldBack {
+                site,
+                job,
+                slot,
+                reason,
+            } => write!(f, "{site} {job} slot {slot} held back: {reason}"),
+            Event::Started {
+                site,
+                job,
+                op,
+                slot,
+                pid,
+                log,
+            } => write!(
+                f,
+                "started {site} {job} ({op}) for {slot} (pid {pid}, log {})",
+                log.display()
+            ),
+            Event::Ended {
+                site,
+                job,
+                slot,
+                status,
+                exit,
+                summary,
+            } => write!(
+                f,
+                "{site} {job} slot {slot} ended {} (exit {exit:?}): {summary}",
+                status.as_str()
+            ),
+            Event::Stopping { why, runs } => write!(
+                f,
+                "{why} received; letting {runs} run(s) finish their step and cleanup"
+            ),
+            Event::Stopped => write!(f, "stopped"),
+        }
+    }
+}
+
+/// Receives the daemon's [`Event`]s.
+pub type Events = std::sync::Arc<dyn Fn(&Event) + Send + Sync>;
+
 /// Where and how the daemon works.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Options {
     /// The policy directory (or one policy file).
     pub policies: PathBuf,
@@ -106,6 +314,21 @@ pub struct Options {
     pub hokan: PathBuf,
     /// The clock.
     pub clock: Clock,
+    /// Who hears what the daemon does.
+    pub events: Events,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("policies", &self.policies)
+            .field("state", &self.state)
+            .field("plugin_dir", &self.plugin_dir)
+            .field("cache_dir", &self.cache_dir)
+            .field("hokan", &self.hokan)
+            .field("clock", &self.clock)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The answer to `hokan status`.
@@ -185,6 +408,7 @@ struct Run {
     id: i64,
     site: String,
     job: String,
+    op: String,
     slot: Timestamp,
     started: Timestamp,
     pid: u32,
@@ -257,12 +481,11 @@ pub async fn run(opts: Options, rt: Runtime) -> Result<(), DaemonError> {
     let listener = UnixListener::bind(&sock)
         .map_err(|e| DaemonError::Setup(format!("cannot listen on {}: {e}", sock.display())))?;
     tracing::info!("hokan daemon: {} job(s) scheduled", d.sched.jobs().len());
-    println!(
-        "hokan daemon: watching {}, {} scheduled job(s); status on {}",
-        d.opts.policies.display(),
-        d.sched.jobs().len(),
-        sock.display()
-    );
+    d.emit(Event::Watching {
+        policies: d.opts.policies.clone(),
+        jobs: d.sched.jobs().len(),
+        socket: sock.clone(),
+    });
     let tick = d.opts.clock.tick();
     let why = loop {
         tokio::select! {
@@ -283,13 +506,13 @@ pub async fn run(opts: Options, rt: Runtime) -> Result<(), DaemonError> {
             _ = tokio::time::sleep(tick) => d.tick()?,
         }
     };
-    println!(
-        "hokan daemon: {why} received; letting {} run(s) finish their step and cleanup",
-        d.running.len()
-    );
+    d.emit(Event::Stopping {
+        why,
+        runs: d.running.len(),
+    });
     d.shutdown().await?;
     let _ = std::fs::remove_file(&sock);
-    println!("hokan daemon: stopped");
+    d.emit(Event::Stopped);
     Ok(())
 }
 
@@ -326,21 +549,11 @@ fn last_line(log: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// A run's status from its exit status and its last line.
-fn status_of(exit: Option<i32>, summary: &str, stopped: bool) -> SlotStatus {
-    match exit {
-        Some(0) => SlotStatus::Completed,
-        Some(1) => SlotStatus::BadInput,
-        Some(3) => SlotStatus::Refused,
-        Some(4) => SlotStatus::Attention,
-        Some(5) if stopped || summary.contains("SIGTERM received") => SlotStatus::Interrupted,
-        Some(5) => SlotStatus::Failed,
-        _ if stopped => SlotStatus::Interrupted,
-        _ => SlotStatus::Failed,
-    }
-}
-
 impl Daemon {
+    fn emit(&self, e: Event) {
+        (self.opts.events)(&e);
+    }
+
     fn now(&self) -> Timestamp {
         self.opts.clock.now()
     }
@@ -377,10 +590,11 @@ impl Daemon {
         let left = self.history.with_status(SlotStatus::Running)?;
         for r in &left {
             if let Some(pid) = r.pid.filter(|p| crate::execute::lock::alive(*p as i32)) {
-                println!(
-                    "hokan daemon: waiting for the run of {} {} (pid {pid}) a previous daemon started to finish its cleanup",
-                    r.site, r.job
-                );
+                self.emit(Event::WaitingForEarlierRun {
+                    site: r.site.clone(),
+                    job: r.job.clone(),
+                    pid,
+                });
                 while crate::execute::lock::alive(pid as i32) {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
@@ -399,25 +613,34 @@ impl Daemon {
             .await
             .map_err(|e| DaemonError::Setup(format!("cannot run `hokan recover`: {e}")))?;
         if !status.success() {
-            eprintln!(
-                "hokan daemon: `hokan recover` needs attention (exit {:?}); see {}",
-                status.code(),
-                log.display()
-            );
+            self.emit(Event::RecoveryNeedsAttention {
+                code: status.code(),
+                log: log.clone(),
+            });
             self.recovery_attention = Some(log);
         }
         let now = self.now();
         for r in left {
-            let summary = r.log.as_deref().map(last_line).unwrap_or_default();
-            let status = if summary.starts_with("completed") {
-                SlotStatus::Completed
-            } else {
-                SlotStatus::Interrupted
-            };
-            let summary = if status == SlotStatus::Completed {
-                summary
-            } else {
-                format!("the daemon stopped during the run; its cleanup ran ({summary})")
+            // How it ended is in its journal: it finished on its own, or `hokan recover` just
+            // finished it.
+            let ended = r.pid.and_then(|pid| {
+                crate::execute::journal::finished_run(&self.opts.state, &r.site, &r.job, &r.op, pid)
+            });
+            let (status, summary) = match ended {
+                Some((_, o)) if o.status != crate::execute::RunStatus::Recovered => {
+                    (SlotStatus::of_outcome(&o, false), o.summary())
+                }
+                Some((_, o)) => (
+                    SlotStatus::Interrupted,
+                    format!(
+                        "the daemon stopped during the run; its cleanup ran ({})",
+                        o.summary()
+                    ),
+                ),
+                None => (
+                    SlotStatus::Interrupted,
+                    "the daemon stopped during the run, which left no journal".to_string(),
+                ),
             };
             self.history.finish(r.id, status, &summary, now)?;
         }
@@ -431,7 +654,9 @@ impl Daemon {
             Ok(f) => f,
             Err(e) => {
                 // Nothing changes until the directory can be read again.
-                eprintln!("hokan daemon: {e} (the policies read before are kept)");
+                self.emit(Event::PoliciesUnreadable {
+                    error: e.to_string(),
+                });
                 return;
             }
         };
@@ -443,10 +668,7 @@ impl Daemon {
             .cloned()
             .collect();
         for p in gone {
-            println!(
-                "hokan daemon: {} is gone; its jobs are no longer scheduled",
-                p.display()
-            );
+            self.emit(Event::PolicyGone { path: p.clone() });
             self.files.remove(&p);
             changed = true;
         }
@@ -476,7 +698,7 @@ impl Daemon {
             match loaded {
                 Ok(v) => {
                     if !force {
-                        println!("hokan daemon: reloaded {}", path.display());
+                        (self.opts.events)(&Event::Reloaded { path: path.clone() });
                     }
                     entry.version = Some(v);
                     entry.error = None;
@@ -487,7 +709,10 @@ impl Daemon {
                     } else {
                         "its jobs are not scheduled"
                     };
-                    eprintln!("hokan daemon: {e} ({kept})");
+                    (self.opts.events)(&Event::PolicyRefused {
+                        error: e.to_string(),
+                        kept,
+                    });
                     entry.error = Some(format!("{e} ({kept})"));
                 }
             }
@@ -548,7 +773,12 @@ impl Daemon {
                 }
                 if slot < fresh && row.is_none() {
                     let reason = "missed: the daemon was not running, and it is now later than the maximum start delay";
-                    eprintln!("hokan daemon: {site} {job} slot {slot}: {reason}");
+                    self.emit(Event::Missed {
+                        site: site.clone(),
+                        job: job.clone(),
+                        slot,
+                        reason,
+                    });
                     self.history.skip(&site, &job, &op, slot, reason, now)?;
                     continue;
                 }
@@ -601,7 +831,12 @@ impl Daemon {
                 }
                 Decision::Skip { reason } => {
                     self.pending.remove(&key);
-                    eprintln!("hokan daemon: {site} {job} slot {slot} held back: {reason}");
+                    self.emit(Event::HeldBack {
+                        site: site.clone(),
+                        job: job.clone(),
+                        slot: *slot,
+                        reason: reason.clone(),
+                    });
                     let op = self.sched.jobs()[i].op.clone();
                     self.history.skip(site, job, &op, *slot, &reason, now)?;
                 }
@@ -666,19 +901,20 @@ impl Daemon {
         };
         let pid = child.id().unwrap_or(0);
         self.history.set_pid(id, pid)?;
-        println!(
-            "hokan daemon: started {} {} ({}) for {} (pid {pid}, log {})",
-            j.site,
-            j.job,
-            j.op,
-            local_text(slot, &j.tz),
-            log.display()
-        );
+        self.emit(Event::Started {
+            site: j.site.clone(),
+            job: j.job.clone(),
+            op: j.op.clone(),
+            slot: local_text(slot, &j.tz),
+            pid,
+            log: log.clone(),
+        });
         self.children.spawn(async move { (id, child.wait().await) });
         self.running.push(Run {
             id,
             site: j.site,
             job: j.job,
+            op: j.op,
             slot,
             started: now,
             pid,
@@ -720,16 +956,28 @@ impl Daemon {
             return Ok(());
         };
         let r = self.running.remove(pos);
-        let summary = last_line(&r.log);
         let code = exit.as_ref().ok().and_then(ExitStatus::code);
-        let status = status_of(code, &summary, stopped);
-        println!(
-            "hokan daemon: {} {} slot {} ended {} (exit {code:?}): {summary}",
-            r.site,
-            r.job,
-            r.slot,
-            status.as_str()
-        );
+        // How the run ended is its journal's finish record; only a run that never journaled
+        // (bad input, a refusal, a crash of hokan itself) is judged by its exit status, with its
+        // log's last line (the error) as the summary.
+        let (status, summary) = match crate::execute::journal::finished_run(
+            &self.opts.state,
+            &r.site,
+            &r.job,
+            &r.op,
+            r.pid,
+        ) {
+            Some((_, o)) => (SlotStatus::of_outcome(&o, stopped), o.summary()),
+            None => (SlotStatus::of_exit(code, stopped), last_line(&r.log)),
+        };
+        self.emit(Event::Ended {
+            site: r.site.clone(),
+            job: r.job.clone(),
+            slot: r.slot,
+            status,
+            exit: code,
+            summary: summary.clone(),
+        });
         self.history.finish(id, status, &summary, self.now())?;
         Ok(())
     }
@@ -866,19 +1114,35 @@ mod tests {
     }
 
     #[test]
-    fn exit_codes_become_slot_statuses() {
-        assert_eq!(status_of(Some(0), "completed", true), SlotStatus::Completed);
-        assert_eq!(status_of(Some(5), "FAILED: x", false), SlotStatus::Failed);
+    fn outcomes_and_exit_statuses_become_slot_statuses() {
+        use crate::execute::{Outcome, RunStatus};
         assert_eq!(
-            status_of(
-                Some(5),
-                "FAILED: stopped before step `a`: SIGTERM received; ...",
-                false
-            ),
+            SlotStatus::of_outcome(&Outcome::completed(), true),
+            SlotStatus::Completed
+        );
+        let mut failed = Outcome::new(RunStatus::Failed);
+        assert_eq!(SlotStatus::of_outcome(&failed, false), SlotStatus::Failed);
+        assert_eq!(
+            SlotStatus::of_outcome(&failed, true),
             SlotStatus::Interrupted
         );
-        assert_eq!(status_of(Some(4), "ATTENTION", true), SlotStatus::Attention);
-        assert_eq!(status_of(None, "", true), SlotStatus::Interrupted);
-        assert_eq!(status_of(None, "", false), SlotStatus::Failed);
+        // Stopped by a SIGTERM the daemon did not send (systemd's, say): the outcome says so.
+        failed.stopped = true;
+        assert_eq!(
+            SlotStatus::of_outcome(&failed, false),
+            SlotStatus::Interrupted
+        );
+        let mut kept = Outcome::new(RunStatus::Failed);
+        kept.set_kept = Some("`check-set` failed after the point of no return `backup`".into());
+        assert_eq!(SlotStatus::of_outcome(&kept, false), SlotStatus::Attention);
+        assert_eq!(
+            SlotStatus::of_outcome(&Outcome::new(RunStatus::Recovered), false),
+            SlotStatus::Interrupted
+        );
+        // A run that never journaled: bad input and refusals, or it died.
+        assert_eq!(SlotStatus::of_exit(Some(1), false), SlotStatus::BadInput);
+        assert_eq!(SlotStatus::of_exit(Some(3), false), SlotStatus::Refused);
+        assert_eq!(SlotStatus::of_exit(None, true), SlotStatus::Interrupted);
+        assert_eq!(SlotStatus::of_exit(None, false), SlotStatus::Failed);
     }
 }

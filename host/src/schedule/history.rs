@@ -45,6 +45,36 @@ pub enum SlotStatus {
 }
 
 impl SlotStatus {
+    /// How a run that journaled its end ended: from its outcome, never from its words.
+    /// `stopped`: the daemon asked it to stop.
+    pub fn of_outcome(o: &crate::execute::Outcome, stopped: bool) -> SlotStatus {
+        use crate::execute::RunStatus;
+        if o.needs_attention() {
+            SlotStatus::Attention
+        } else {
+            match o.status {
+                RunStatus::Completed => SlotStatus::Completed,
+                RunStatus::Failed if o.stopped || stopped => SlotStatus::Interrupted,
+                RunStatus::Failed => SlotStatus::Failed,
+                RunStatus::Recovered => SlotStatus::Interrupted,
+            }
+        }
+    }
+
+    /// How a run that never journaled its end ended, by its exit status ([`crate::exit`]):
+    /// bad input and refusals end before the journal; anything else died.
+    pub fn of_exit(code: Option<i32>, stopped: bool) -> SlotStatus {
+        let code = code.and_then(|c| u8::try_from(c).ok());
+        match code {
+            Some(crate::exit::OK) => SlotStatus::Completed,
+            Some(crate::exit::BAD_INPUT | crate::exit::USAGE) => SlotStatus::BadInput,
+            Some(crate::exit::REFUSED) => SlotStatus::Refused,
+            Some(crate::exit::ATTENTION) => SlotStatus::Attention,
+            _ if stopped => SlotStatus::Interrupted,
+            _ => SlotStatus::Failed,
+        }
+    }
+
     /// Its name in the database and in `hokan status`.
     pub fn as_str(self) -> &'static str {
         match self {
