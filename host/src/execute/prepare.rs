@@ -38,7 +38,8 @@ pub struct RunRequest<'a> {
     pub job: &'a Job,
     /// The operation.
     pub operation: &'a str,
-    /// The set to read, already chosen (see [`choose_set`]).
+    /// The set to read, as named on the command line; `None`: the planner chooses
+    /// ([`crate::sets::choose`]).
     pub set: Option<&'a str>,
     /// The clock.
     pub now: SystemTime,

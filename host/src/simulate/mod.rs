@@ -8,6 +8,7 @@
 //!
 //! [`simulate_op`] plans one operation of a job in a world and runs every scenario.
 
+pub mod faults;
 pub mod report;
 pub mod run;
 pub mod world;
