@@ -8,11 +8,13 @@
 //! command line over these.
 #![deny(missing_docs)]
 
+pub mod describe;
 pub mod drive;
 pub mod ese;
 pub mod execute;
 pub mod exit;
 pub mod facts;
+pub mod lint;
 pub mod plan;
 pub mod planner;
 pub mod policy;

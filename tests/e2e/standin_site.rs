@@ -178,7 +178,7 @@ impl StandinSite {
         let job = policy.job(job).map_err(|e| e.to_string())?;
         let plugin = planner::load_plugin(rt, &PluginDir(plugin_dir()), &policy, job)
             .map_err(|e| e.to_string())?;
-        let errors: Vec<String> = planner::check_job(&policy, job, plugin.description())
+        let errors: Vec<String> = hokan::lint::check_job(&policy, job, plugin.description())
             .into_iter()
             .filter(|f| f.error)
             .map(|f| f.message)

@@ -339,7 +339,7 @@ fn validate(cli: &Cli, paths: &[PathBuf]) -> Result<ExitCode> {
                     }
                 }
                 let plugin = &cache[&key];
-                for f in planner::check_job(pol, job, plugin.description()) {
+                for f in hokan::lint::check_job(pol, job, plugin.description()) {
                     if f.error {
                         eprintln!("error: {}", f.message);
                         job_errors += 1;
@@ -378,7 +378,7 @@ fn plan(
     let job = pol.job(job)?;
     let rt = runtime(cli)?;
     let plugin = planner::load_plugin(&rt, &PluginDir(cli.plugin_dir.clone()), &pol, job)?;
-    let findings = planner::check_job(&pol, job, plugin.description());
+    let findings = hokan::lint::check_job(&pol, job, plugin.description());
     if let Some(f) = findings.iter().find(|f| f.error) {
         bail!("{}", f.message);
     }
@@ -479,7 +479,7 @@ fn simulate(cli: &Cli, a: &SimulateArgs<'_>) -> Result<ExitCode> {
         let world = Arc::new(world_for(pol, a)?);
         for job in jobs {
             let plugin = planner::load_plugin(&rt, &dir, pol, job)?;
-            if let Some(f) = planner::check_job(pol, job, plugin.description())
+            if let Some(f) = hokan::lint::check_job(pol, job, plugin.description())
                 .into_iter()
                 .find(|f| f.error)
             {

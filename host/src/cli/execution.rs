@@ -86,7 +86,7 @@ pub(super) fn run(cli: &Cli, a: &RunArgs) -> Result<ExitCode> {
     let job = pol.job(&a.job)?;
     let rt = runtime(cli)?;
     let plugin = planner::load_plugin(&rt, &PluginDir(cli.plugin_dir.clone()), &pol, job)?;
-    if let Some(f) = planner::check_job(&pol, job, plugin.description())
+    if let Some(f) = hokan::lint::check_job(&pol, job, plugin.description())
         .into_iter()
         .find(|f| f.error)
     {

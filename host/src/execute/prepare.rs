@@ -2,12 +2,13 @@
 //! and check before anything runs that every step can run here.
 
 use super::{RunSpec, SetSpec, rfc3339};
+use crate::describe::SetUse;
 use crate::plan::document::PlanDocument;
 use crate::plan::model::Exec;
 use crate::plan::{Action, Condition};
 use crate::planner::{self, PlanInput, PlanJobError};
 use crate::policy::{Job, Policy};
-use crate::runtime::{Plugin, Runtime, SetUse};
+use crate::runtime::{Plugin, Runtime};
 use crate::sets;
 use std::path::Path;
 use std::time::SystemTime;

@@ -924,6 +924,15 @@ pub fn files(path: &Path) -> Result<Vec<PathBuf>, PolicyError> {
     Ok(files)
 }
 
+/// A problem `hokan validate` found in a job, given its plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// Errors stop the job; warnings do not.
+    pub error: bool,
+    /// The field concerned and what to do.
+    pub message: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,9 +17,10 @@ pub mod daemon;
 pub mod history;
 pub mod rules;
 
-use crate::planner::{self, Finding, PluginDir};
+use crate::describe::Description;
+use crate::planner::{self, PluginDir};
+use crate::policy::Finding;
 use crate::policy::{Job, Policy, Window};
-use crate::runtime::Description;
 use crate::runtime::Runtime;
 use calendar::{Calendar, window_intervals};
 use jiff::tz::TimeZone;

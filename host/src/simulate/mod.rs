@@ -19,10 +19,11 @@ pub use run::{
 };
 pub use world::{World, WorldError, WorldFacts, normalize};
 
+use crate::describe::SetUse;
 use crate::plan::document::PluginRef;
 use crate::planner::{self, PlanInput, PlanJobError};
 use crate::policy::{Job, Policy};
-use crate::runtime::{Plugin, Runtime, SetUse};
+use crate::runtime::{Plugin, Runtime};
 use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -210,10 +211,10 @@ impl crate::sets::Catalog for WorldSets<'_> {
 /// state on each of `servers`.
 fn with_modelled_states<'s>(
     world: &Arc<World>,
-    states: &[crate::runtime::ModelledState],
+    states: &[crate::describe::ModelledState],
     servers: impl IntoIterator<Item = &'s String> + Clone,
 ) -> Arc<World> {
-    let missing: Vec<(&String, &crate::runtime::ModelledState)> = servers
+    let missing: Vec<(&String, &crate::describe::ModelledState)> = servers
         .into_iter()
         .flat_map(|server| states.iter().map(move |s| (server, s)))
         .filter(|(server, s)| {

@@ -6,11 +6,11 @@
 //! run follows; this module is only the world's side of it.
 
 use super::world::{FileNode, HOST, Node, World};
+use crate::describe::{CommandBehaviour, SetUse, SimEffect};
 use crate::drive::{self, Done, Effects, Failure, Flow, Gate, Progress, Ran, SetEnd, StepEnd};
 pub use crate::drive::{Outcome, Phase, RunStatus, StepStatus};
 use crate::plan::model::{Exec, VerifyCheck};
 use crate::plan::{Action, Condition, Location, Plan, ServiceState, Step};
-use crate::runtime::{CommandBehaviour, SetUse, SimEffect};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Mutex, MutexGuard};

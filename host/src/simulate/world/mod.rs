@@ -5,9 +5,9 @@
 //! scanned read-only from real directories ([`World::scan`]). Everything is ordered
 //! (`BTreeMap`), so a run over the same world and plan is the same run every time.
 
+use crate::describe::{CommandBehaviour, SimEffect};
 use crate::facts::{DirEntry, EntryKind, FactError, FactSource, FileStat, Topology};
 use crate::plan::{Location, ServiceState, check_relative};
-use crate::runtime::{CommandBehaviour, SimEffect};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;

@@ -1,0 +1,256 @@
+//! What a plugin says about itself and what it is asked: its description (operations, roots,
+//! commands, services, markers, roles, modelled states, conflicts, window rules), the request
+//! to plan and its refusal. Plain data, converted from every contract version by
+//! `runtime::bindings`, so the modules that read it (the planner, the simulator, the scheduler)
+//! do not depend on wasmtime.
+
+use crate::plan::Location;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// How an operation uses backup sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SetUse {
+    /// No set.
+    None,
+    /// The host makes a new set, granted as root `set`.
+    Writes,
+    /// The host grants an existing set read-only as root `set`.
+    Reads,
+}
+
+/// An operation a plugin offers.
+#[derive(Debug, Clone, Serialize)]
+pub struct OperationInfo {
+    /// Its name.
+    pub name: String,
+    /// What it does.
+    pub description: String,
+    /// How it uses backup sets.
+    pub sets: SetUse,
+    /// Its purpose is to leave the product in maintenance mode.
+    pub leaves_maintenance: bool,
+}
+
+/// A root a plugin needs.
+#[derive(Debug, Clone, Serialize)]
+pub struct RootInfo {
+    /// Its name.
+    pub name: String,
+    /// What directory the site should grant.
+    pub description: String,
+    /// Whether plans write below it.
+    pub writable: bool,
+    /// Whether the policy must grant it.
+    pub required: bool,
+}
+
+/// A parameter a plugin accepts.
+#[derive(Debug, Clone, Serialize)]
+pub struct ParamInfo {
+    /// Its name.
+    pub name: String,
+    /// What it means.
+    pub description: String,
+    /// Its default.
+    pub default: Option<String>,
+}
+
+/// A command or service name the policy maps.
+#[derive(Debug, Clone, Serialize)]
+pub struct NameInfo {
+    /// The logical name.
+    pub name: String,
+    /// What it is.
+    pub description: String,
+}
+
+/// A file whose existence means "in maintenance".
+#[derive(Debug, Clone, Serialize)]
+pub struct MaintenanceMarker {
+    /// Where.
+    pub path: Location,
+    /// What it means.
+    pub description: String,
+}
+
+/// What a plugin says about itself.
+#[derive(Debug, Clone, Serialize)]
+pub struct Description {
+    /// Short name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// Product and manuals.
+    pub product: String,
+    /// One paragraph.
+    pub summary: String,
+    /// Operations.
+    pub operations: Vec<OperationInfo>,
+    /// Roots it needs.
+    pub roots: Vec<RootInfo>,
+    /// Parameters.
+    pub parameters: Vec<ParamInfo>,
+    /// Commands to map.
+    pub commands: Vec<NameInfo>,
+    /// Services to map.
+    pub services: Vec<NameInfo>,
+    /// Maintenance markers.
+    pub maintenance_markers: Vec<MaintenanceMarker>,
+    /// How its commands behave in a dry run, unless a world fixture says otherwise.
+    pub command_behaviours: Vec<CommandBehaviour>,
+    /// The product's server roles (empty: the plugin does not care).
+    pub roles: Vec<RoleInfo>,
+    /// Product states a dry run tracks like services.
+    pub modelled_states: Vec<ModelledState>,
+    /// Work that must not overlap some operations.
+    pub conflicts: Vec<Conflict>,
+    /// How the product keeps maintenance windows.
+    pub window_rules: WindowRules,
+}
+
+/// How a product keeps maintenance windows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct WindowRules {
+    /// Windows start and end on multiples of this many minutes (at least 1).
+    pub step_minutes: u32,
+    /// Windows repeat every day.
+    pub daily: bool,
+}
+
+impl Default for WindowRules {
+    fn default() -> WindowRules {
+        WindowRules {
+            step_minutes: 1,
+            daily: false,
+        }
+    }
+}
+
+/// A server role of the product.
+#[derive(Debug, Clone, Serialize)]
+pub struct RoleInfo {
+    /// The role, as `[[servers]] role` names it.
+    pub name: String,
+    /// What such a server is.
+    pub description: String,
+    /// Fewest servers with this role a job may have.
+    pub min: u32,
+    /// Most servers with this role a job may have (none: any number).
+    pub max: Option<u32>,
+    /// Properties such a server may have, with defaults.
+    pub properties: Vec<ParamInfo>,
+}
+
+/// A product state a dry run tracks like a service.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelledState {
+    /// Its name in command behaviours' effects.
+    pub name: String,
+    /// What it means.
+    pub description: String,
+    /// Its state before a run.
+    pub normal: crate::plan::ServiceState,
+}
+
+/// Work that must not overlap some of a plugin's operations.
+#[derive(Debug, Clone, Serialize)]
+pub struct Conflict {
+    /// The activity, as site policies name it.
+    pub activity: String,
+    /// What it is and why it conflicts.
+    pub description: String,
+    /// The operations it must not overlap.
+    pub operations: Vec<String>,
+    /// Where the rule comes from.
+    pub reference: Option<String>,
+    /// Its usual length in minutes when the site does not say (0: the site must say).
+    pub typical_minutes: u32,
+    /// The product does not start it inside the maintenance window or on its end.
+    pub skipped_in_window: bool,
+}
+
+/// A change a simulated command makes to the dry-run world.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SimEffect {
+    /// Creates an empty file and its parents.
+    CreateFile(Location),
+    /// Removes a file or a tree.
+    Remove(Location),
+    /// Brings a service to a state on the command's server.
+    Service {
+        /// Logical service name.
+        service: String,
+        /// Its new state.
+        state: crate::plan::ServiceState,
+    },
+}
+
+/// How a command behaves in a dry run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CommandBehaviour {
+    /// The logical command.
+    pub command: String,
+    /// Applies to invocations whose arguments start with these.
+    pub args_prefix: Vec<String>,
+    /// Its exit code.
+    pub exit_code: i32,
+    /// What it prints.
+    pub output: String,
+    /// How long it runs.
+    pub duration_ms: u64,
+    /// What it changes, in order.
+    pub effects: Vec<SimEffect>,
+}
+
+impl Description {
+    /// The operation named `name`.
+    pub fn operation(&self, name: &str) -> Option<&OperationInfo> {
+        self.operations.iter().find(|o| o.name == name)
+    }
+
+    /// The role named `name`.
+    pub fn role(&self, name: &str) -> Option<&RoleInfo> {
+        self.roles.iter().find(|r| r.name == name)
+    }
+}
+
+/// A request to plan one operation.
+#[derive(Debug, Clone, Default)]
+pub struct PlanRequest {
+    /// The operation.
+    pub operation: String,
+    /// Parameters (policy values over the plugin's defaults).
+    pub params: BTreeMap<String, String>,
+    /// The backup set used, if any.
+    pub set_id: Option<String>,
+}
+
+/// A plugin's own reason for not planning.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanRefusal {
+    /// Not an operation of the plugin.
+    #[error("the plugin has no operation `{0}`")]
+    UnknownOperation(String),
+    /// A parameter is wrong.
+    #[error("bad parameter: {0}")]
+    BadParameter(String),
+    /// The manual says not to proceed.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// A fact could not be read.
+    #[error("could not read the site: {0}")]
+    Facts(String),
+}
+
+/// Names for a message: `a, b, c`, or `none`.
+pub fn names<'a>(it: impl Iterator<Item = &'a String>) -> String {
+    let v: Vec<&str> = it.map(String::as_str).collect();
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}
