@@ -192,7 +192,7 @@ fn restore_from_a_named_set() {
     .unwrap_err()
     .to_string();
     assert!(
-        e.contains("no backup set `20200101T000000Z`") && e.contains(FRESH_SET),
+        e.contains("no complete backup set `20200101T000000Z`") && e.contains(FRESH_SET),
         "{e}"
     );
 }
@@ -281,7 +281,7 @@ fn archive_refuses_without_a_recent_backup() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("no backup set") && e.contains("run the job's backup first"),
+        e.contains("no complete backup set") && e.contains("run the job's backup first"),
         "{e}"
     );
 }

@@ -35,11 +35,6 @@ impl CompileCache {
         CompileCache { dir: dir.into() }
     }
 
-    /// The directory of the cache.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// The file a component compiled by `engine` is cached in.
     pub fn entry(&self, engine: &Engine, sha256: &str) -> PathBuf {
         let mut h = DefaultHasher::new();

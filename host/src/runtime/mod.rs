@@ -14,7 +14,8 @@ pub use crate::describe::{
     OperationInfo, ParamInfo, PlanRefusal, PlanRequest, RoleInfo, RootInfo, SetUse, SimEffect,
     WindowRules,
 };
-pub use cache::{CacheOutcome, CompileCache};
+pub use cache::CacheOutcome;
+use cache::CompileCache;
 pub use contract::{CONTRACT_VERSION, Contract, PLUGIN_INTERFACE, inspect};
 
 use crate::facts::FactSource;
@@ -226,7 +227,7 @@ fn stderr_note(stderr: &str) -> String {
 }
 
 /// Per-call state: the facts the call may see, WASI with nothing granted, and the limiter.
-pub struct State {
+pub(crate) struct State {
     plugin: String,
     facts: Arc<dyn FactSource>,
     wasi: WasiCtx,
@@ -351,16 +352,29 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// The runtime could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The WebAssembly engine refused its configuration, or the host's imports could not be
+    /// linked (a build of hokan that is wrong, not the site's fault).
+    #[error("the WebAssembly engine cannot start: {0}")]
+    Engine(String),
+    /// The thread that enforces plugins' time limits could not be started.
+    #[error("cannot start the plugin time-limit thread: {0}")]
+    Ticker(#[source] std::io::Error),
+}
+
 impl Runtime {
     /// A runtime with its compile cache in `cache_dir`.
-    pub fn new(cache_dir: impl Into<PathBuf>, limits: Limits) -> wasmtime::Result<Self> {
+    pub fn new(cache_dir: impl Into<PathBuf>, limits: Limits) -> Result<Self, RuntimeError> {
+        let engine_err = |e: wasmtime::Error| RuntimeError::Engine(format!("{e:#}"));
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.max_wasm_stack(1 << 20);
-        let engine = Engine::new(&config)?;
+        let engine = Engine::new(&config).map_err(engine_err)?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-        bindings::add_to_linker(&mut linker)?;
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(engine_err)?;
+        bindings::add_to_linker(&mut linker).map_err(engine_err)?;
         let stop_ticker = Arc::new(AtomicBool::new(false));
         let (weak_engine, stop) = (engine.weak(), stop_ticker.clone());
         std::thread::Builder::new()
@@ -373,7 +387,8 @@ impl Runtime {
                         None => break,
                     }
                 }
-            })?;
+            })
+            .map_err(RuntimeError::Ticker)?;
         Ok(Runtime {
             engine,
             linker,
