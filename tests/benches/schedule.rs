@@ -87,7 +87,13 @@ fn main() {
         .arg(&dir)
         .stdout(std::process::Stdio::null());
     timed(validate);
-    let loaded = schedule::load(&rt, &PluginDir(plugin_dir()), &policies);
+    let plugins = PluginDir(plugin_dir());
+    let describe = |pol: &hokan::policy::Policy, job: &hokan::policy::Job| {
+        hokan::planner::load_plugin(&rt, &plugins, pol, job)
+            .map(|p| p.description().clone())
+            .map_err(|e| e.to_string())
+    };
+    let loaded = schedule::load(&describe, &plugins, &policies);
     assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
     assert_eq!(loaded.jobs.len(), jobs);
     let (f, u) = (from.parse().unwrap(), until.parse().unwrap());

@@ -53,7 +53,8 @@ pub(super) fn schedule(
     }
     let pols = policies(paths)?;
     let rt = runtime(cli)?;
-    let loaded = schedule::load(&rt, &PluginDir(cli.plugin_dir.clone()), &pols);
+    let dir = PluginDir(cli.plugin_dir.clone());
+    let loaded = schedule::load(&describe_with(&rt, &dir), &dir, &pols);
     for w in &loaded.warnings {
         eprintln!("warning: {w}");
     }
@@ -219,11 +220,19 @@ pub(super) fn daemon(cli: &Cli, policies: &Path) -> Result<ExitCode> {
         }),
     };
     let rt = runtime(cli)?;
+    let dir = PluginDir(cli.plugin_dir.clone());
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?
-        .block_on(daemon::run(opts, rt))?;
+        .block_on(daemon::run(
+            opts,
+            Box::new(
+                move |pol: &hokan::policy::Policy, job: &hokan::policy::Job| {
+                    describe_with(&rt, &dir)(pol, job)
+                },
+            ),
+        ))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -361,4 +370,18 @@ fn status_text(doc: &serde_json::Value) -> String {
         );
     }
     out
+}
+
+/// The scheduler's [`schedule::Describer`]: loads a job's plugin with `rt` from `dir` and
+/// returns its description.
+fn describe_with<'a>(
+    rt: &'a hokan::runtime::Runtime,
+    dir: &'a PluginDir,
+) -> impl Fn(&hokan::policy::Policy, &hokan::policy::Job) -> Result<hokan::describe::Description, String>
++ 'a {
+    move |pol, job| {
+        hokan::planner::load_plugin(rt, dir, pol, job)
+            .map(|p| p.description().clone())
+            .map_err(|e| e.to_string())
+    }
 }

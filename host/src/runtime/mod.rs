@@ -461,9 +461,18 @@ impl Runtime {
             .linker
             .instantiate_pre(&component)
             .map_err(compile_err)?;
-        let pre = bindings::Pre::new(&contract, instance_pre)
-            .expect("an accepted version has bindings")
-            .map_err(compile_err)?;
+        let pre = match bindings::Pre::new(&contract, instance_pre) {
+            Some(pre) => pre.map_err(compile_err)?,
+            // `ACCEPTED` and the bindings are listed side by side; should they ever differ, the
+            // plugin is refused like any version this host does not speak.
+            None => {
+                return Err(LoadError::ContractMismatch {
+                    path,
+                    found: contract,
+                    accepted: bindings::ACCEPTED.join(", "),
+                });
+            }
+        };
         // A label for messages: a name that is not UTF-8 is shown with `\xNN` escapes.
         let name = path
             .file_stem()

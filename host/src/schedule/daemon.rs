@@ -19,7 +19,6 @@ use super::rules::{Busy, Decision, local_text};
 use super::{ScheduledJob, Scheduler, load};
 use crate::planner::PluginDir;
 use crate::policy::Policy;
-use crate::runtime::Runtime;
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -418,7 +417,7 @@ struct Run {
 /// The daemon's state between ticks.
 struct Daemon {
     opts: Options,
-    rt: Runtime,
+    describe: Describe,
     history: History,
     files: BTreeMap<PathBuf, PolicyFile>,
     sched: Scheduler,
@@ -444,8 +443,13 @@ const SEEN_EVERY: Duration = Duration::from_secs(60);
 /// How far back a restart looks for slots it missed.
 const LOOKBACK: SignedDuration = SignedDuration::from_hours(24 * 31);
 
-/// Runs the daemon until SIGTERM or SIGINT.
-pub async fn run(opts: Options, rt: Runtime) -> Result<(), DaemonError> {
+/// How the daemon learns a plugin's description: the caller loads plugins (through the
+/// runtime), so the scheduler does not depend on wasmtime.
+pub type Describe =
+    Box<dyn Fn(&Policy, &crate::policy::Job) -> Result<crate::describe::Description, String>>;
+
+/// Runs the daemon until SIGTERM or SIGINT; `describe` loads a job's plugin for its rules.
+pub async fn run(opts: Options, describe: Describe) -> Result<(), DaemonError> {
     std::fs::create_dir_all(&opts.state).map_err(|e| {
         DaemonError::Setup(format!(
             "cannot make the state directory {}: {e}",
@@ -460,7 +464,7 @@ pub async fn run(opts: Options, rt: Runtime) -> Result<(), DaemonError> {
     let history = History::open(&opts.state)?;
     let mut d = Daemon {
         opts,
-        rt,
+        describe,
         history,
         files: BTreeMap::new(),
         sched: Scheduler::default(),
@@ -682,7 +686,7 @@ impl Daemon {
                 .and_then(|text| {
                     let p = Policy::parse(&path, &text).map_err(|e| e.to_string())?;
                     let dir = PluginDir(self.opts.plugin_dir.clone());
-                    let l = load(&self.rt, &dir, std::slice::from_ref(&p));
+                    let l = load(&*self.describe, &dir, std::slice::from_ref(&p));
                     if l.errors.is_empty() {
                         Ok(Version { text, jobs: l.jobs })
                     } else {

@@ -18,10 +18,9 @@ pub mod history;
 pub mod rules;
 
 use crate::describe::Description;
-use crate::planner::{self, PluginDir};
+use crate::planner::PluginDir;
 use crate::policy::Finding;
 use crate::policy::{Job, Policy, Window};
-use crate::runtime::Runtime;
 use calendar::{Calendar, window_intervals};
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
@@ -623,21 +622,27 @@ pub struct Loaded {
     pub warnings: Vec<String>,
 }
 
-/// Reads the scheduled jobs of `policies`, loading each job's plugin for its conflict rules. A
-/// job whose plugin or scheduling fields are wrong is left out and reported; the others load.
-pub fn load(rt: &Runtime, dir: &PluginDir, policies: &[Policy]) -> Loaded {
+/// How the scheduler learns a job's plugin's description (its conflict and window rules): the
+/// caller loads the plugin (the CLI and the daemon through the runtime), so the scheduler does
+/// not depend on wasmtime. `Err` says why the plugin cannot be loaded, naming the file.
+pub type Describer<'a> = &'a dyn Fn(&Policy, &Job) -> Result<Description, String>;
+
+/// Reads the scheduled jobs of `policies`, describing each job's plugin for its conflict rules
+/// (once per plugin file). A job whose plugin or scheduling fields are wrong is left out and
+/// reported; the others load.
+pub fn load(describe: Describer<'_>, dir: &PluginDir, policies: &[Policy]) -> Loaded {
     let mut out = Loaded::default();
     let mut cache: BTreeMap<(PathBuf, Option<String>), Description> = BTreeMap::new();
     for pol in policies {
         for job in pol.jobs.values().filter(|j| j.schedule.is_some()) {
             let key = (dir.resolve(pol, job), job.plugin_sha256.clone());
             if !cache.contains_key(&key) {
-                match planner::load_plugin(rt, dir, pol, job) {
-                    Ok(p) => {
-                        cache.insert(key.clone(), p.description().clone());
+                match describe(pol, job) {
+                    Ok(d) => {
+                        cache.insert(key.clone(), d);
                     }
                     Err(e) => {
-                        out.errors.push(e.to_string());
+                        out.errors.push(e);
                         continue;
                     }
                 }
