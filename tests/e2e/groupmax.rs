@@ -423,3 +423,59 @@ fn bad_input_names_the_field() {
         "{e}"
     );
 }
+
+/// The disagreement: a failed copy to the secondary medium (allowed to fail, copying
+/// out of the set) leaves the set complete, in the real run and in the dry run alike.
+#[test]
+fn a_failed_copy_to_media_keeps_a_complete_set_in_both_worlds() {
+    let site = site("automated", true);
+    // The medium has a file where the job's directory goes: the copy cannot be made.
+    std::fs::create_dir_all(site.path("media")).unwrap();
+    std::fs::write(site.path("media/mail1"), "not a directory").unwrap();
+    let out = site.run("mail1", "backup", &["--json"], &[]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stdout));
+    let finish: serde_json::Value = text(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["record"] == "finish")
+        .expect("a finish record");
+    let real = &finish["outcome"];
+    assert_eq!(real["status"], "completed", "{real:#}");
+    assert!(
+        real["set"].is_string() && real.get("set_kept").is_none(),
+        "{real:#}"
+    );
+    let listed = site.hokan(
+        &[
+            "sets",
+            site.policy().to_str().unwrap(),
+            "--job",
+            "mail1",
+            "--json",
+        ],
+        &[],
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(rows[0]["state"], "good", "{rows:#}");
+    ok(&site.hokan(&["verify", rows[0]["path"].as_str().unwrap()], &[]));
+
+    // The dry run of the same fault says the same.
+    std::fs::remove_file(site.path("media/mail1")).unwrap();
+    write_files(&site);
+    let out = site.simulate_each_step(&["--job", "mail1", "--json"]);
+    ok(&out);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let dry = report["runs"][0]["scenarios"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["scenario"] == "fail copy-to-media")
+        .expect("the scenario")
+        .clone();
+    assert_eq!(dry["set_complete"], true, "{dry:#}");
+    assert_eq!(dry["outcome"]["status"], real["status"]);
+    assert_eq!(
+        dry["outcome"]["steps_failed"], real["steps_failed"],
+        "{dry:#}\n{real:#}"
+    );
+}
