@@ -459,9 +459,11 @@ fn a_failed_copy_to_media_keeps_a_complete_set_in_both_worlds() {
     assert_eq!(rows[0]["state"], "good", "{rows:#}");
     ok(&site.hokan(&["verify", rows[0]["path"].as_str().unwrap()], &[]));
 
-    // The dry run of the same fault says the same.
+    // The dry run of the same fault says the same (in the next second: its new set's id must
+    // not be the real run's).
     std::fs::remove_file(site.path("media/mail1")).unwrap();
     write_files(&site);
+    wait_for_next_second();
     let out = site.simulate_each_step(&["--job", "mail1", "--json"]);
     ok(&out);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
