@@ -250,19 +250,7 @@ fn online_backups_leave_exactly_the_logs_the_manual_says() {
 /// The set of a backup whose point of no return had passed: listed as `kept`, with why, and
 /// whole as far as its manifest goes (`hokan verify`).
 fn assert_kept(site: &StandinSite, why: &str) -> std::path::PathBuf {
-    let policy = site.policy();
-    let listed = site.hokan(
-        &[
-            "sets",
-            policy.to_str().unwrap(),
-            "--job",
-            "exchange",
-            "--json",
-        ],
-        &[],
-    );
-    ok(&listed);
-    let rows: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let rows = site.sets_json("exchange");
     let rows = rows.as_array().unwrap();
     assert_eq!(rows.len(), 1, "{rows:#?}");
     assert_eq!(rows[0]["state"], "kept", "{rows:#?}");

@@ -344,17 +344,7 @@ fn a_crash_after_any_step_and_recover_leave_everything_running() {
                 ),
                 "after {id}: {stdout}"
             );
-            let listed = site.hokan(
-                &[
-                    "sets",
-                    site.policy().to_str().unwrap(),
-                    "--job",
-                    "mail1",
-                    "--json",
-                ],
-                &[],
-            );
-            let rows: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+            let rows = site.sets_json("mail1");
             assert_eq!(rows[0]["state"], "kept", "after {id}: {rows:#}");
             let set = rows[0]["path"].as_str().unwrap();
             ok(&site.hokan(&["verify", set], &[]));
@@ -445,17 +435,7 @@ fn a_failed_copy_to_media_keeps_a_complete_set_in_both_worlds() {
         real["set"].is_string() && real.get("set_kept").is_none(),
         "{real:#}"
     );
-    let listed = site.hokan(
-        &[
-            "sets",
-            site.policy().to_str().unwrap(),
-            "--job",
-            "mail1",
-            "--json",
-        ],
-        &[],
-    );
-    let rows: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let rows = site.sets_json("mail1");
     assert_eq!(rows[0]["state"], "good", "{rows:#}");
     ok(&site.hokan(&["verify", rows[0]["path"].as_str().unwrap()], &[]));
 

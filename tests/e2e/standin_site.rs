@@ -98,6 +98,17 @@ impl StandinSite {
         self.hokan(&args, &[])
     }
 
+    /// `hokan sets --json` of a job: one row per set directory, with its state.
+    pub fn sets_json(&self, job: &str) -> serde_json::Value {
+        let policy = self.policy();
+        let out = self.hokan(
+            &["sets", policy.to_str().unwrap(), "--job", job, "--json"],
+            &[],
+        );
+        ok(&out);
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
     /// `hokan run` of a job's operation.
     pub fn run(&self, job: &str, op: &str, extra: &[&str], env: &[(&str, &str)]) -> Output {
         let policy = self.policy();

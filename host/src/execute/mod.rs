@@ -342,12 +342,7 @@ impl Effects for Executor<'_> {
 
     fn gate(&self, s: &Step, instructions: &str, reference: Option<&str>) -> Gate {
         // While a person works, any root may change, the set included.
-        self.writing.fetch_add(1, Ordering::SeqCst);
-        self.writes.fetch_add(1, Ordering::SeqCst);
-        let gate = self.observer.gate(s, instructions, reference);
-        self.writes.fetch_add(1, Ordering::SeqCst);
-        self.writing.fetch_sub(1, Ordering::SeqCst);
-        gate
+        self.writing(|| self.observer.gate(s, instructions, reference))
     }
 
     fn pause(&self, _s: &Step, attempt: u32) {
@@ -587,12 +582,18 @@ impl<'a> Executor<'a> {
         if reads {
             return self.act_inner(s);
         }
+        self.writing(|| self.act_inner(s))
+    }
+
+    /// Runs `f` counted as a step that may write: `writes` moves as it starts and ends, and
+    /// `writing` says it is under way, so no walk taken meanwhile is reused for the manifest.
+    fn writing<T>(&self, f: impl FnOnce() -> T) -> T {
         self.writing.fetch_add(1, Ordering::SeqCst);
         self.writes.fetch_add(1, Ordering::SeqCst);
-        let done = self.act_inner(s);
+        let out = f();
         self.writes.fetch_add(1, Ordering::SeqCst);
         self.writing.fetch_sub(1, Ordering::SeqCst);
-        done
+        out
     }
 
     fn act_inner(&self, s: &Step) -> Result<Done, Failure> {

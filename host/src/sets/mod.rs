@@ -74,6 +74,9 @@ pub struct Listed {
     pub state: SetState,
     /// Its directory.
     pub path: PathBuf,
+    /// When it was completed, from its manifest's head (read once, for its state too).
+    #[serde(skip)]
+    pub finished: Option<String>,
 }
 
 /// Every set directory in a job's directory, complete or not, oldest first. A missing directory
@@ -95,26 +98,34 @@ pub fn list_all(job_dir: &Path) -> std::io::Result<Vec<Listed>> {
             continue;
         }
         let path = entry.path();
-        let (id, state) = if is_id(&name) {
-            let state = if !path.join(manifest::MANIFEST).is_file() {
-                SetState::NoManifest
-            } else if Manifest::head(&path).is_ok_and(|h| h.kept.is_some()) {
-                SetState::Kept
-            } else {
+        let (id, state, finished) = if is_id(&name) {
+            let head = path
+                .join(manifest::MANIFEST)
+                .is_file()
+                .then(|| Manifest::head(&path));
+            let (state, finished) = match head {
+                None => (SetState::NoManifest, None),
+                Some(Ok(h)) if h.kept.is_some() => (SetState::Kept, Some(h.finished)),
+                Some(Ok(h)) => (SetState::Good, Some(h.finished)),
                 // A manifest that cannot be read is found out by `hokan sets` and `verify`.
-                SetState::Good
+                Some(Err(_)) => (SetState::Good, None),
             };
-            (name, state)
+            (name, state, finished)
         } else if let Some(id) = name
             .strip_prefix('.')
             .and_then(|n| n.strip_suffix(".partial"))
             .filter(|id| is_id(id))
         {
-            (id.to_string(), SetState::Partial)
+            (id.to_string(), SetState::Partial, None)
         } else {
             continue;
         };
-        out.push(Listed { id, state, path });
+        out.push(Listed {
+            id,
+            state,
+            path,
+            finished,
+        });
     }
     out.sort_by(|a, b| a.id.cmp(&b.id).then(a.path.cmp(&b.path)));
     Ok(out)
@@ -253,12 +264,10 @@ pub fn list(job_dir: &Path) -> std::io::Result<Vec<String>> {
 /// The complete sets of a job, oldest first by when they were completed (the manifest's
 /// `finished`), ids breaking ties; a set whose manifest cannot be read counts as oldest.
 pub fn by_completion(job_dir: &Path) -> std::io::Result<Vec<String>> {
-    let mut sets: Vec<(String, String)> = list(job_dir)?
+    let mut sets: Vec<(String, String)> = list_all(job_dir)?
         .into_iter()
-        .map(|id| {
-            let finished = Manifest::finished(&job_dir.join(&id)).unwrap_or_default();
-            (finished, id)
-        })
+        .filter(|s| s.state == SetState::Good)
+        .map(|s| (s.finished.unwrap_or_default(), s.id))
         .collect();
     sets.sort();
     Ok(sets.into_iter().map(|(_, id)| id).collect())

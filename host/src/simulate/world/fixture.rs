@@ -172,7 +172,11 @@ pub(super) fn parse(file: &Path, text: &str) -> Result<World, WorldError> {
     let src = Src { file, text };
     let raw: Raw =
         toml::from_str(text).map_err(|e| src.err(e.span(), "", e.message().to_string()))?;
-    let base = file.parent().unwrap_or(Path::new("."));
+    // Absolute once: the fixture's paths name the same directories however it was given.
+    let dir = file.parent().filter(|d| !d.as_os_str().is_empty());
+    let base = std::path::absolute(dir.unwrap_or(Path::new(".")))
+        .map_err(|e| src.err(None, "", format!("cannot make its directory absolute: {e}")))?;
+    let base = base.as_path();
     let now = time_ms(raw.now.get_ref()).map_err(|m| src.err(Some(raw.now.span()), "now", m))?;
     let at = |s: &Spanned<Size>, field: &str| {
         size(s.get_ref()).map_err(|m| src.err(Some(s.span()), field, m))

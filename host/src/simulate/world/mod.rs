@@ -121,19 +121,14 @@ pub fn absolute(p: &Path) -> String {
     normalize(&cwd, p)
 }
 
-/// A path made absolute against `base` (itself against the current directory, when relative)
-/// and cleaned lexically (`.` and `..` resolved, no
+/// A path made absolute against `base` (absolute: see [`absolute`] for the current
+/// directory) and cleaned lexically (`.` and `..` resolved, no
 /// trailing `/`), as the world's keys are. Symlinks are not followed: the world has none.
 pub fn normalize(base: &Path, p: &Path) -> String {
     let joined = if p.is_absolute() {
         p.to_path_buf()
-    } else if base.is_absolute() {
-        base.join(p)
     } else {
-        std::env::current_dir()
-            .unwrap_or_else(|_| PathBuf::from("/"))
-            .join(base)
-            .join(p)
+        base.join(p)
     };
     let mut parts: Vec<String> = Vec::new();
     for c in joined.components() {
