@@ -22,4 +22,5 @@ pub mod runtime;
 pub mod schedule;
 pub mod sets;
 pub mod simulate;
+pub mod test_hooks;
 pub mod tree;

@@ -9,9 +9,17 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// What `hokan --version` says: a build that reads the `HOKAN_TEST_*` variables says so, so that
+/// it is never taken for the product.
+const VERSION: &str = if hokan::test_hooks::ENABLED {
+    concat!(env!("CARGO_PKG_VERSION"), " (test build: reads HOKAN_TEST_* variables)")
+} else {
+    env!("CARGO_PKG_VERSION")
+};
+
 /// Runs product backup, restore and maintenance procedures encoded as WebAssembly plugins.
 #[derive(Parser, Debug)]
-#[command(name = "hokan", version, about, long_about = None)]
+#[command(name = "hokan", version = VERSION, about, long_about = None)]
 pub struct Cli {
     /// Directory of plugin components (`<name>.wasm`).
     #[arg(

@@ -195,12 +195,8 @@ pub(super) fn daemon(cli: &Cli, policies: &Path) -> Result<ExitCode> {
         ));
     }
     hokan::execute::journal::check_state_dir(&cli.state_dir)?;
-    // A fast clock for the daemon's end-to-end tests; the product has no such variable.
-    #[cfg(feature = "test-hooks")]
-    let test_clock = std::env::var("HOKAN_TEST_CLOCK").ok();
-    #[cfg(not(feature = "test-hooks"))]
-    let test_clock: Option<String> = None;
-    let clock = match test_clock {
+    // A fast clock for the daemon's end-to-end tests; the product ignores the variable.
+    let clock = match hokan::test_hooks::var("HOKAN_TEST_CLOCK") {
         Some(c) => Clock::parse(&c).map_err(|e| anyhow!("HOKAN_TEST_CLOCK: {e}"))?,
         None => Clock::real(),
     };
