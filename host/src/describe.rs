@@ -254,3 +254,51 @@ pub fn names<'a>(it: impl Iterator<Item = &'a String>) -> String {
         v.join(", ")
     }
 }
+
+/// Descriptions made by hand, for the unit tests of what reads them (the scheduler, the
+/// linter) without a plugin or wasmtime.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// A plugin `name` offering `ops` (none of them using sets), with no conflicts or roles.
+    pub(crate) fn description(name: &str, ops: &[&str]) -> Description {
+        Description {
+            name: name.to_string(),
+            version: "1.0.0".to_string(),
+            product: format!("{name} (test)"),
+            summary: String::new(),
+            operations: ops
+                .iter()
+                .map(|o| OperationInfo {
+                    name: o.to_string(),
+                    description: String::new(),
+                    sets: SetUse::None,
+                    leaves_maintenance: false,
+                })
+                .collect(),
+            roots: Vec::new(),
+            parameters: Vec::new(),
+            commands: Vec::new(),
+            services: Vec::new(),
+            maintenance_markers: Vec::new(),
+            command_behaviours: Vec::new(),
+            roles: Vec::new(),
+            modelled_states: Vec::new(),
+            conflicts: Vec::new(),
+            window_rules: WindowRules::default(),
+        }
+    }
+
+    /// A conflicting activity of `minutes` that the product skips inside its window.
+    pub(crate) fn conflict(activity: &str, ops: &[&str], minutes: u32) -> Conflict {
+        Conflict {
+            activity: activity.to_string(),
+            description: String::new(),
+            operations: ops.iter().map(|o| o.to_string()).collect(),
+            reference: None,
+            typical_minutes: minutes,
+            skipped_in_window: true,
+        }
+    }
+}

@@ -12,7 +12,10 @@ use std::process::ExitCode;
 /// What `hokan --version` says: a build that reads the `HOKAN_TEST_*` variables says so, so that
 /// it is never taken for the product.
 const VERSION: &str = if hokan::test_hooks::ENABLED {
-    concat!(env!("CARGO_PKG_VERSION"), " (test build: reads HOKAN_TEST_* variables)")
+    concat!(
+        env!("CARGO_PKG_VERSION"),
+        " (test build: reads HOKAN_TEST_* variables)"
+    )
 } else {
     env!("CARGO_PKG_VERSION")
 };

@@ -14,17 +14,16 @@
 //! - SIGTERM or SIGINT: no new run starts; each running one is sent SIGTERM, finishes its step,
 //!   runs its cleanup and closes its journal; then the daemon exits.
 
+use super::Scheduler;
 use super::history::{History, HistoryError, SlotRow, SlotStatus};
 use super::rules::{Busy, Decision, local_text};
-use super::{ScheduledJob, Scheduler, load};
-use crate::planner::PluginDir;
 use crate::policy::Policy;
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::UnixListener;
 use tokio::signal::unix::{SignalKind, signal};
@@ -32,7 +31,12 @@ use tokio::task::JoinSet;
 
 mod clock;
 mod event;
+mod policies;
+mod runs;
 mod status;
+
+use policies::Policies;
+use runs::Run;
 
 pub use clock::Clock;
 pub use event::{Event, Events};
@@ -81,42 +85,12 @@ impl std::fmt::Debug for Options {
     }
 }
 
-/// A file's modification time and size: a change to either means it is read again.
-type Stamp = (SystemTime, u64);
-
-/// A policy file as last read.
-struct PolicyFile {
-    stamp: Stamp,
-    /// The version in use (the last good one).
-    version: Option<Version>,
-    error: Option<String>,
-}
-
-/// A version of a policy file that loaded: its text (what runs read) and its scheduled jobs
-/// (checked against their plugins when it was read).
-struct Version {
-    text: String,
-    jobs: Vec<ScheduledJob>,
-}
-
-/// A run going on.
-struct Run {
-    id: i64,
-    site: String,
-    job: String,
-    op: String,
-    slot: Timestamp,
-    started: Timestamp,
-    pid: u32,
-    log: PathBuf,
-}
-
 /// The daemon's state between ticks.
 struct Daemon {
     opts: Options,
     describe: Describe,
     history: History,
-    files: BTreeMap<PathBuf, PolicyFile>,
+    policies: Policies,
     sched: Scheduler,
     /// Each scheduled job's index in `sched`, by site and job.
     by_name: BTreeMap<(String, String), usize>,
@@ -163,7 +137,7 @@ pub async fn run(opts: Options, describe: Describe) -> Result<(), DaemonError> {
         opts,
         describe,
         history,
-        files: BTreeMap::new(),
+        policies: Policies::default(),
         sched: Scheduler::default(),
         by_name: BTreeMap::new(),
         pending: BTreeSet::new(),
@@ -237,19 +211,6 @@ fn take_daemon_lock(state: &Path) -> Result<std::fs::File, DaemonError> {
     }
 }
 
-/// How a finished run's log ends: its last line, the run's summary.
-fn last_line(log: &Path) -> String {
-    std::fs::read_to_string(log)
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .map(str::to_string)
-        })
-        .unwrap_or_default()
-}
-
 impl Daemon {
     fn emit(&self, e: Event) {
         (self.opts.events)(&e);
@@ -257,32 +218,6 @@ impl Daemon {
 
     fn now(&self) -> Timestamp {
         self.opts.clock.now()
-    }
-
-    fn hokan(&self, args: &[&std::ffi::OsStr]) -> tokio::process::Command {
-        let mut c = tokio::process::Command::new(&self.opts.hokan);
-        c.arg("--state-dir")
-            .arg(&self.opts.state)
-            .arg("--plugin-dir")
-            .arg(&self.opts.plugin_dir);
-        if let Some(cache) = &self.opts.cache_dir {
-            c.arg("--cache-dir").arg(cache);
-        }
-        c.args(args).stdin(std::process::Stdio::null());
-        c
-    }
-
-    fn open_log(&self, name: &str) -> Result<(PathBuf, std::fs::File), DaemonError> {
-        let dir = self.opts.state.join("logs");
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| DaemonError::Setup(format!("cannot make {}: {e}", dir.display())))?;
-        let path = dir.join(name);
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| DaemonError::Setup(format!("cannot write {}: {e}", path.display())))?;
-        Ok((path, f))
     }
 
     /// Finishes what a previous daemon left: waits for its runs, runs `hokan recover`, and
@@ -302,14 +237,10 @@ impl Daemon {
             }
         }
         let stamp = Timestamp::now().strftime("%Y%m%dT%H%M%SZ").to_string();
-        let (log, file) = self.open_log(&format!("recover-{stamp}.log"))?;
-        let out = file
-            .try_clone()
-            .map_err(|e| DaemonError::Setup(format!("cannot write {}: {e}", log.display())))?;
-        let status = self
-            .hokan(&["recover".as_ref()])
+        let (log, out, err) = runs::open_log(&self.opts.state, &format!("recover-{stamp}.log"))?;
+        let status = runs::hokan(&self.opts, &["recover".as_ref()])
             .stdout(out)
-            .stderr(file)
+            .stderr(err)
             .status()
             .await
             .map_err(|e| DaemonError::Setup(format!("cannot run `hokan recover`: {e}")))?;
@@ -322,27 +253,7 @@ impl Daemon {
         }
         let now = self.now();
         for r in left {
-            // How it ended is in its journal: it finished on its own, or `hokan recover` just
-            // finished it.
-            let ended = r.pid.and_then(|pid| {
-                crate::execute::journal::finished_run(&self.opts.state, &r.site, &r.job, &r.op, pid)
-            });
-            let (status, summary) = match ended {
-                Some((_, o)) if o.status != crate::execute::RunStatus::Recovered => {
-                    (SlotStatus::of_outcome(&o, false), o.summary())
-                }
-                Some((_, o)) => (
-                    SlotStatus::Interrupted,
-                    format!(
-                        "the daemon stopped during the run; its cleanup ran ({})",
-                        o.summary()
-                    ),
-                ),
-                None => (
-                    SlotStatus::Interrupted,
-                    "the daemon stopped during the run, which left no journal".to_string(),
-                ),
-            };
+            let (status, summary) = runs::ended_before(&self.opts.state, &r);
             self.history.finish(r.id, status, &summary, now)?;
         }
         Ok(())
@@ -351,80 +262,15 @@ impl Daemon {
     /// Re-reads policy files that changed; `force` reads them all.
     fn reload(&mut self, force: bool) {
         self.last_reload = Instant::now();
-        let files = match policy_files(&self.opts.policies) {
-            Ok(f) => f,
-            Err(e) => {
-                // Nothing changes until the directory can be read again.
-                self.emit(Event::PoliciesUnreadable {
-                    error: e.to_string(),
-                });
-                return;
-            }
-        };
-        let mut changed = force;
-        let gone: Vec<PathBuf> = self
-            .files
-            .keys()
-            .filter(|p| !files.iter().any(|(f, _)| f == *p))
-            .cloned()
-            .collect();
-        for p in gone {
-            self.emit(Event::PolicyGone { path: p.clone() });
-            self.files.remove(&p);
-            changed = true;
-        }
-        for (path, stamp) in files {
-            if self.files.get(&path).is_some_and(|f| f.stamp == stamp) && !force {
-                continue;
-            }
-            changed = true;
-            let loaded = std::fs::read_to_string(&path)
-                .map_err(|e| format!("{}: cannot read the policy: {e}", path.display()))
-                .and_then(|text| {
-                    let p = Policy::parse(&path, &text).map_err(|e| e.to_string())?;
-                    let dir = PluginDir(self.opts.plugin_dir.clone());
-                    let l = load(&*self.describe, &dir, std::slice::from_ref(&p));
-                    if l.errors.is_empty() {
-                        Ok(Version { text, jobs: l.jobs })
-                    } else {
-                        Err(l.errors.join("; "))
-                    }
-                });
-            let entry = self.files.entry(path.clone()).or_insert(PolicyFile {
-                stamp,
-                version: None,
-                error: None,
-            });
-            entry.stamp = stamp;
-            match loaded {
-                Ok(v) => {
-                    if !force {
-                        (self.opts.events)(&Event::Reloaded { path: path.clone() });
-                    }
-                    entry.version = Some(v);
-                    entry.error = None;
-                }
-                Err(e) => {
-                    let kept = if entry.version.is_some() {
-                        "the previous version is kept"
-                    } else {
-                        "its jobs are not scheduled"
-                    };
-                    (self.opts.events)(&Event::PolicyRefused {
-                        error: e.to_string(),
-                        kept,
-                    });
-                    entry.error = Some(format!("{e} ({kept})"));
-                }
-            }
-        }
-        if changed {
-            let jobs: Vec<ScheduledJob> = self
-                .files
-                .values()
-                .filter_map(|f| f.version.as_ref())
-                .flat_map(|v| v.jobs.iter().cloned())
-                .collect();
+        let events = self.opts.events.clone();
+        let jobs = self.policies.reload(
+            &self.opts.policies,
+            force,
+            &*self.describe,
+            &self.opts.plugin_dir,
+            &|e| events(&e),
+        );
+        if let Some(jobs) = jobs {
             self.by_name = jobs
                 .iter()
                 .enumerate()
@@ -549,57 +395,27 @@ impl Daemon {
     /// Starts slot `slot` of job `i` at `now` (the tick's clock).
     fn start(&mut self, i: usize, slot: Timestamp, now: Timestamp) -> Result<(), DaemonError> {
         let j = self.sched.jobs()[i].clone();
-        let name = format!(
-            "{}.{}.{}.log",
-            j.site,
-            j.job,
-            slot.strftime("%Y%m%dT%H%M%SZ")
-        );
-        let (log, file) = self.open_log(&name)?;
+        let (log, out, err) =
+            runs::open_log(&self.opts.state, &runs::log_name(&j.site, &j.job, slot))?;
         let Some(id) = self
             .history
             .begin(&j.site, &j.job, &j.op, slot, now, &log)?
         else {
             return Ok(());
         };
-        let out = file
-            .try_clone()
-            .map_err(|e| DaemonError::Setup(format!("cannot write {}: {e}", log.display())))?;
-        // The run reads the version of the policy this daemon validated, even if the file
-        // changed since.
-        let snapshot = self.snapshot(&j.policy)?;
-        // Paths as they are: a state directory whose name is not UTF-8 still works.
-        let mut cmd = self.hokan(&[
-            "run".as_ref(),
-            snapshot.as_os_str(),
-            "--policy-origin".as_ref(),
-            j.policy.as_os_str(),
-            "--job".as_ref(),
-            j.job.as_ref(),
-            "--op".as_ref(),
-            j.op.as_ref(),
-        ]);
-        cmd.stdout(out).stderr(file);
-        // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory of the
-        // parent; it runs in the child between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                // If the daemon dies, the run is told to stop as on SIGTERM: its step finishes
-                // and its cleanup runs.
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                    return Err(std::io::Error::last_os_error());
+        let snapshot = self
+            .policies
+            .snapshot(&j.policy, &self.opts.state)
+            .map_err(DaemonError::Setup)?;
+        let mut child =
+            match runs::spawn(&self.opts, &snapshot, &j.policy, &j.job, &j.op, (out, err)) {
+                Ok(c) => c,
+                Err(e) => {
+                    let why = format!("cannot start `hokan run`: {e}");
+                    self.history.finish(id, SlotStatus::Failed, &why, now)?;
+                    return Ok(());
                 }
-                Ok(())
-            });
-        }
-        let mut child = match cmd.spawn() {
-            Ok(c) => c,
-            Err(e) => {
-                let why = format!("cannot start `hokan run`: {e}");
-                self.history.finish(id, SlotStatus::Failed, &why, now)?;
-                return Ok(());
-            }
-        };
+            };
         let pid = child.id().unwrap_or(0);
         self.history.set_pid(id, pid)?;
         self.emit(Event::Started {
@@ -624,28 +440,6 @@ impl Daemon {
         Ok(())
     }
 
-    /// The text of the policy version in use for `file`, saved under `policies/` in the state
-    /// directory (named by its hash), for a run to read.
-    fn snapshot(&self, file: &Path) -> Result<PathBuf, DaemonError> {
-        let text = self
-            .files
-            .get(file)
-            .and_then(|f| f.version.as_ref())
-            .map(|v| v.text.as_str())
-            .ok_or_else(|| {
-                DaemonError::Setup(format!("no usable version of {}", file.display()))
-            })?;
-        let dir = self.opts.state.join("policies");
-        let hash = blake3::hash(text.as_bytes()).to_hex();
-        let path = dir.join(format!("{}.toml", &hash[..16]));
-        if !path.exists() {
-            std::fs::create_dir_all(&dir)
-                .and_then(|()| std::fs::write(&path, text))
-                .map_err(|e| DaemonError::Setup(format!("cannot write {}: {e}", path.display())))?;
-        }
-        Ok(path)
-    }
-
     /// Records how a run ended.
     fn finished(
         &mut self,
@@ -658,19 +452,7 @@ impl Daemon {
         };
         let r = self.running.remove(pos);
         let code = exit.as_ref().ok().and_then(ExitStatus::code);
-        // How the run ended is its journal's finish record; only a run that never journaled
-        // (bad input, a refusal, a crash of hokan itself) is judged by its exit status, with its
-        // log's last line (the error) as the summary.
-        let (status, summary) = match crate::execute::journal::finished_run(
-            &self.opts.state,
-            &r.site,
-            &r.job,
-            &r.op,
-            r.pid,
-        ) {
-            Some((_, o)) => (SlotStatus::of_outcome(&o, stopped), o.summary()),
-            None => (SlotStatus::of_exit(code, stopped), last_line(&r.log)),
-        };
+        let (status, summary) = runs::ended(&self.opts.state, &r, &exit, stopped);
         self.emit(Event::Ended {
             site: r.site.clone(),
             job: r.job.clone(),
@@ -723,11 +505,7 @@ impl Daemon {
                 })
             })
             .collect();
-        let policy_errors: Vec<String> = self
-            .files
-            .values()
-            .filter_map(|f| f.error.clone())
-            .collect();
+        let policy_errors = self.policies.errors();
         Ok(Status {
             format: "1",
             pid: std::process::id(),
@@ -750,18 +528,6 @@ impl Daemon {
             recovery_attention: self.recovery_attention.clone(),
         })
     }
-}
-
-/// The policy files under `path` with their modification time and size.
-fn policy_files(path: &Path) -> Result<Vec<(PathBuf, Stamp)>, String> {
-    Ok(crate::policy::files(path)
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .filter_map(|p| {
-            let m = std::fs::metadata(&p).ok()?;
-            Some((p, (m.modified().ok()?, m.len())))
-        })
-        .collect())
 }
 
 #[cfg(test)]

@@ -660,3 +660,248 @@ pub fn load(describe: Describer<'_>, dir: &PluginDir, policies: &[Policy]) -> Lo
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::describe::testing::{conflict, description};
+    use std::cell::Cell;
+    use std::path::Path;
+
+    /// Two jobs on server `a` (one product instance), one on server `b`, all at 02:00 Tokyo
+    /// time; `extra` goes into job `first`.
+    fn policy(extra: &str) -> Policy {
+        let text = format!(
+            r#"
+[site]
+name = "hq"
+timezone = "Asia/Tokyo"
+
+[[servers]]
+name = "a"
+role = "mail"
+
+[[servers]]
+name = "b"
+role = "mail"
+
+[jobs.first]
+plugin = "mail"
+servers = ["a"]
+schedule = "daily at 02:00"
+estimate = "1h"
+max_start_delay = "3h"
+{extra}
+
+[jobs.second]
+plugin = "mail"
+servers = ["a"]
+schedule = "daily at 02:00"
+estimate = "1h"
+max_start_delay = "30m"
+
+[jobs.elsewhere]
+plugin = "mail"
+servers = ["b"]
+schedule = "daily at 02:00"
+estimate = "1h"
+"#
+        );
+        Policy::parse(Path::new("/etc/hokan/hq.toml"), &text).unwrap()
+    }
+
+    fn plugin() -> Description {
+        let mut d = description("mail", &["backup", "restore"]);
+        d.conflicts = vec![conflict("db-check", &["backup"], 60)];
+        d.window_rules.step_minutes = 30;
+        d
+    }
+
+    fn loaded(p: &Policy) -> Loaded {
+        let d = plugin();
+        load(
+            &|_, _| Ok(d.clone()),
+            &PluginDir("/plugins".into()),
+            std::slice::from_ref(p),
+        )
+    }
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_job_is_scheduled_only_when_its_fields_fit_its_plugin() {
+        let d = plugin();
+        let of = |extra: &str| {
+            let p = policy(extra);
+            let (sj, findings) = ScheduledJob::of(&p, &p.jobs["first"], &d);
+            let messages: Vec<(bool, String)> =
+                findings.into_iter().map(|f| (f.error, f.message)).collect();
+            (sj, messages)
+        };
+        let (sj, m) = of(r#"schedule_op = "archive""#);
+        assert!(sj.is_none());
+        assert!(
+            m[0].0
+                && m[0].1.contains("jobs.first.schedule_op")
+                && m[0].1.contains("it has: backup, restore"),
+            "{m:?}"
+        );
+        let (sj, m) = of(r#"activities = { defrag = "daily at 04:00" }"#);
+        assert!(sj.is_none());
+        assert!(
+            m[0].1
+                .contains("declares no activity `defrag`; it declares: db-check"),
+            "{m:?}"
+        );
+        // Windows in 30-minute steps: 01:10-03:50 becomes 01:30-03:30, and the operator hears it.
+        let (sj, m) = of(r#"window = "01:10-03:50""#);
+        let sj = sj.expect("a narrowed window still schedules");
+        assert_eq!(sj.window.unwrap().to_string(), "01:30-03:30");
+        assert!(
+            !m[0].0 && m[0].1.contains("runs are fitted in 01:30-03:30"),
+            "{m:?}"
+        );
+        // An estimate no window can hold would never start: refused, not silently skipped.
+        let (sj, m) = of(r#"window = "02:00-02:30""#);
+        assert!(sj.is_none());
+        assert!(m[0].1.contains("longer than the window"), "{m:?}");
+        // Without a schedule, scheduling fields are pointed out as unused, not refused.
+        let p = policy(r#"window = "01:00-03:00""#);
+        let mut job = p.jobs["first"].clone();
+        job.schedule = None;
+        let (sj, findings) = ScheduledJob::of(&p, &job, &d);
+        assert!(sj.is_none());
+        assert!(
+            !findings[0].error && findings[0].message.contains("jobs.first.window"),
+            "{findings:?}"
+        );
+    }
+
+    #[test]
+    fn each_plugin_is_described_once_and_a_failure_names_the_job() {
+        let p = policy("");
+        let calls = Cell::new(0);
+        let d = plugin();
+        let l = load(
+            &|_, _| {
+                calls.set(calls.get() + 1);
+                Ok(d.clone())
+            },
+            &PluginDir("/plugins".into()),
+            std::slice::from_ref(&p),
+        );
+        assert_eq!(calls.get(), 1, "three jobs, one plugin file");
+        assert_eq!(l.jobs.len(), 3);
+        assert!(l.errors.is_empty(), "{:?}", l.errors);
+        let l = load(
+            &|_, job| Err(format!("{}: the plugin does not load", job.name)),
+            &PluginDir("/plugins".into()),
+            std::slice::from_ref(&p),
+        );
+        assert!(l.jobs.is_empty());
+        // The failure is remembered per plugin file, so it is reported for each job asking.
+        assert!(!l.errors.is_empty() && l.errors[0].contains("does not load"));
+    }
+
+    #[test]
+    fn jobs_of_one_instance_wait_for_each_other_and_other_instances_do_not() {
+        let p = policy("");
+        let sched = Scheduler::new(loaded(&p).jobs);
+        let index = |name: &str| sched.jobs().iter().position(|j| j.job == name).unwrap();
+        let (first, second, elsewhere) = (index("first"), index("second"), index("elsewhere"));
+        let now = at("2026-12-01T17:00:00Z"); // 02:00 in Tokyo
+        let busy = |until: &str| Busy {
+            from: now,
+            until: at(until),
+            what: "job first (backup)".into(),
+        };
+        // `first` runs until 17:20Z: `second` shares server a and waits for it, within its
+        // 30-minute delay; `elsewhere` is on server b and starts at once.
+        let running = vec![(first, busy("2026-12-01T17:20:00Z"))];
+        match sched.decide(second, now, now, &running) {
+            Decision::Start { at: start, waited } => {
+                assert_eq!(start, at("2026-12-01T17:20:00Z"));
+                assert!(waited[0].contains("job first (backup)"), "{waited:?}");
+            }
+            d => panic!("{d:?}"),
+        }
+        assert!(matches!(
+            sched.decide(elsewhere, now, now, &running),
+            Decision::Start { at: start, ref waited } if start == now && waited.is_empty()
+        ));
+        // Busy past the maximum start delay: held back, saying why.
+        let running = vec![(first, busy("2026-12-01T18:00:00Z"))];
+        match sched.decide(second, now, now, &running) {
+            Decision::Skip { reason } => assert!(reason.contains("job first"), "{reason}"),
+            d => panic!("{d:?}"),
+        }
+    }
+
+    #[test]
+    fn the_preview_places_each_run_after_the_ones_before_it_on_its_instance() {
+        let p = policy("");
+        let sched = Scheduler::new(loaded(&p).jobs);
+        let from = at("2026-12-01T16:00:00Z");
+        let preview = sched.preview(from, from + SignedDuration::from_hours(2));
+        let outcome = |job: &str| {
+            preview
+                .slots
+                .iter()
+                .find(|s| s.job == job)
+                .map(|s| s.outcome.clone())
+                .unwrap()
+        };
+        // Slots at one instant are taken in (site, job) order: elsewhere, first, second.
+        let two = at("2026-12-01T17:00:00Z");
+        assert!(matches!(outcome("elsewhere"), SlotOutcome::Runs { start, .. } if start == two));
+        assert!(matches!(outcome("first"), SlotOutcome::Runs { start, .. } if start == two));
+        // `second` would wait an hour for `first`, past its 30-minute delay.
+        assert!(
+            matches!(outcome("second"), SlotOutcome::Skipped { ref reason } if reason.contains("job first"))
+        );
+        assert_eq!(
+            preview.slots[0].slot_local,
+            local_text(two, &sched.jobs()[0].tz)
+        );
+    }
+
+    #[test]
+    fn a_conflicting_activity_holds_a_run_back_unless_the_window_keeps_it_from_starting() {
+        // db-check at 02:00 for an hour (the plugin's typical length) conflicts with backup.
+        let p = policy(r#"activities = { db-check = "daily at 02:00" }"#);
+        let sched = Scheduler::new(loaded(&p).jobs);
+        let first = sched.jobs().iter().position(|j| j.job == "first").unwrap();
+        let now = at("2026-12-01T17:00:00Z");
+        match sched.decide(first, now, now, &[]) {
+            Decision::Start { at: start, waited } => {
+                assert_eq!(start, at("2026-12-01T18:00:00Z"));
+                assert!(waited[0].contains("mail's db-check"), "{waited:?}");
+            }
+            d => panic!("{d:?}"),
+        }
+        // Inside the job's window the product does not start its check: nothing to wait for.
+        let p = policy(
+            r#"activities = { db-check = "daily at 02:00" }
+window = "01:30-04:00""#,
+        );
+        let sched = Scheduler::new(loaded(&p).jobs);
+        let preview = sched.preview(
+            now - SignedDuration::from_hours(1),
+            now + SignedDuration::from_hours(1),
+        );
+        let check = &preview.activities[0];
+        assert!(
+            check
+                .not_run
+                .as_deref()
+                .is_some_and(|w| w.contains("inside the maintenance window")),
+            "{check:?}"
+        );
+        assert!(matches!(
+            sched.decide(first, now, now, &[]),
+            Decision::Start { at: start, .. } if start == now
+        ));
+    }
+}
