@@ -4,9 +4,12 @@
 //! `runtime::bindings`, so the modules that read it (the planner, the simulator, the scheduler)
 //! do not depend on wasmtime.
 
-use crate::plan::Location;
+use crate::facts::FactSource;
+use crate::plan::{Location, Plan};
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// How an operation uses backup sets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -228,6 +231,102 @@ pub struct PlanRequest {
     pub set_id: Option<String>,
 }
 
+/// A plugin that can be asked for plans. The planner and the simulator ask through this, so
+/// that they do not depend on how the plugin runs: the runtime's components
+/// (`runtime::Runtime::bind`) are one kind; a plugin on a remote host, or a scripted one in a
+/// test, can be others.
+pub trait Planner {
+    /// What it said about itself.
+    fn description(&self) -> &Description;
+    /// SHA-256 of its code, hex, for the plan document.
+    fn sha256(&self) -> &str;
+    /// Asks it for a plan, answering its facts from `facts`. The outer error is the host's (the
+    /// plugin misbehaved); the inner one is the plugin's own refusal.
+    fn plan(
+        &self,
+        facts: Arc<dyn FactSource>,
+        request: &PlanRequest,
+    ) -> Result<Result<Plan, PlanRefusal>, CallError>;
+}
+
+/// The two clocks a call is held to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deadline {
+    /// The plugin's own computing time (`runtime::Limits::call_timeout`).
+    OwnTime,
+    /// Wall-clock time, facts included (`runtime::Limits::call_wall_timeout`).
+    WallTime,
+}
+
+impl std::fmt::Display for Deadline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Deadline::OwnTime => "its own computing time",
+            Deadline::WallTime => "wall-clock time (site facts included)",
+        })
+    }
+}
+
+/// Why a call into a plugin failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The call ran past its deadline and was interrupted.
+    #[error(
+        "plugin `{plugin}` did not finish {call}() within {limit:?} of {counting} and was stopped"
+    )]
+    Timeout {
+        /// The plugin.
+        plugin: String,
+        /// Which export.
+        call: &'static str,
+        /// The deadline.
+        limit: Duration,
+        /// Which clock ran out.
+        counting: Deadline,
+    },
+    /// The plugin tried to grow its memory past the cap.
+    #[error(
+        "plugin `{plugin}` tried to use more than {limit_mib} MiB of memory in {call}() and was stopped"
+    )]
+    Memory {
+        /// The plugin.
+        plugin: String,
+        /// Which export.
+        call: &'static str,
+        /// The cap.
+        limit_mib: usize,
+    },
+    /// The plugin trapped (a panic, an out-of-bounds access...).
+    #[error("plugin `{plugin}` crashed in {call}(): {message}{}", stderr_note(.stderr))]
+    Trap {
+        /// The plugin.
+        plugin: String,
+        /// Which export.
+        call: &'static str,
+        /// wasmtime's description.
+        message: String,
+        /// What the plugin wrote to stderr (its panic message).
+        stderr: String,
+    },
+    /// The plan exceeded a size limit.
+    #[error("plugin `{plugin}` returned a plan that is too large: {what}")]
+    PlanTooLarge {
+        /// The plugin.
+        plugin: String,
+        /// Which limit.
+        what: String,
+    },
+}
+
+fn stderr_note(stderr: &str) -> String {
+    let s = stderr.trim();
+    if s.is_empty() {
+        String::new()
+    } else {
+        format!("\n  plugin output: {}", s.replace('\n', "\n  "))
+    }
+}
+
 /// A plugin's own reason for not planning.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanRefusal {
@@ -287,6 +386,41 @@ pub(crate) mod testing {
             modelled_states: Vec::new(),
             conflicts: Vec::new(),
             window_rules: WindowRules::default(),
+        }
+    }
+
+    /// A plugin that answers every request with the same plan or refusal, and counts calls.
+    pub(crate) struct Scripted {
+        pub(crate) description: Description,
+        pub(crate) answer: Result<Plan, PlanRefusal>,
+        pub(crate) calls: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Scripted {
+        pub(crate) fn new(description: Description, answer: Result<Plan, PlanRefusal>) -> Self {
+            Scripted {
+                description,
+                answer,
+                calls: Default::default(),
+            }
+        }
+    }
+
+    impl Planner for Scripted {
+        fn description(&self) -> &Description {
+            &self.description
+        }
+        fn sha256(&self) -> &str {
+            "00"
+        }
+        fn plan(
+            &self,
+            _facts: Arc<dyn FactSource>,
+            _request: &PlanRequest,
+        ) -> Result<Result<Plan, PlanRefusal>, CallError> {
+            self.calls
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(self.answer.clone())
         }
     }
 

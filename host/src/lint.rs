@@ -210,3 +210,190 @@ fn check_roles(policy: &Policy, job: &Job, d: &Description) -> Vec<Finding> {
     }
     out
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::describe::{Description, NameInfo, OperationInfo, ParamInfo, RootInfo};
+    use std::path::Path;
+
+    fn description() -> Description {
+        Description {
+            name: "product".into(),
+            version: "1".into(),
+            product: "Product".into(),
+            summary: String::new(),
+            operations: vec![OperationInfo {
+                name: "backup".into(),
+                description: String::new(),
+                sets: SetUse::Writes,
+                leaves_maintenance: false,
+            }],
+            roots: vec![RootInfo {
+                name: "data".into(),
+                description: "the data".into(),
+                writable: true,
+                required: true,
+            }],
+            parameters: vec![ParamInfo {
+                name: "window".into(),
+                description: String::new(),
+                default: None,
+            }],
+            commands: vec![NameInfo {
+                name: "ctl".into(),
+                description: "control".into(),
+            }],
+            services: vec![NameInfo {
+                name: "svc".into(),
+                description: "service".into(),
+            }],
+            maintenance_markers: vec![],
+            command_behaviours: vec![],
+            roles: vec![],
+            modelled_states: vec![],
+            conflicts: vec![],
+            window_rules: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_job_is_checked_against_its_plugin() {
+        let policy = Policy::parse(
+            Path::new("/etc/hokan/site.toml"),
+            r#"
+[site]
+name = "s"
+
+[jobs.j]
+plugin = "product"
+operations = ["backup", "restore"]
+roots = { logs = "/var/log" }
+params = { windw = "02:00-04:00" }
+commands = { extra = "/bin/true" }
+services = { other = { start = ["a"], stop = ["b"] } }
+"#,
+        )
+        .unwrap();
+        let findings = check_job(&policy, policy.job("j").unwrap(), &description());
+        let text: Vec<(bool, &str)> = findings
+            .iter()
+            .map(|f| (f.error, f.message.as_str()))
+            .collect();
+        let has = |error: bool, needle: &str| {
+            assert!(
+                text.iter().any(|(e, m)| *e == error && m.contains(needle)),
+                "no {} containing {needle:?} in {text:#?}",
+                if error { "error" } else { "warning" }
+            )
+        };
+        has(
+            true,
+            "jobs.j.operations: `restore` is not an operation of product (it has: backup)",
+        );
+        has(
+            true,
+            "jobs.j.roots: product needs the root `data` (the data)",
+        );
+        has(true, "jobs.j.backup_root: product keeps backup sets");
+        has(
+            true,
+            "jobs.j.params: `windw` is not a parameter of product (it has: window)",
+        );
+        has(false, "the root `logs` is not used by product");
+        has(false, "`ctl` is not mapped");
+        has(false, "`svc` is not mapped");
+        has(false, "`extra` is not a command of product");
+        has(false, "`other` is not a service of product");
+        assert_eq!(findings.len(), 9, "{text:#?}");
+        assert!(
+            findings[0]
+                .message
+                .starts_with("/etc/hokan/site.toml:5:1: "),
+            "{}",
+            findings[0].message
+        );
+    }
+
+    pub(crate) fn with_roles() -> Description {
+        let mut d = description();
+        d.roles = vec![
+            crate::describe::RoleInfo {
+                name: "directory".into(),
+                description: "the directory server".into(),
+                min: 1,
+                max: Some(1),
+                properties: vec![ParamInfo {
+                    name: "web_service".into(),
+                    description: String::new(),
+                    default: Some("false".into()),
+                }],
+            },
+            crate::describe::RoleInfo {
+                name: "application".into(),
+                description: "an application server".into(),
+                min: 0,
+                max: None,
+                properties: vec![],
+            },
+        ];
+        d
+    }
+
+    pub(crate) fn roles_policy(servers: &str, job_servers: &str) -> Policy {
+        Policy::parse(
+            Path::new("/etc/hokan/site.toml"),
+            &format!(
+                "[site]\nname = \"s\"\n{servers}\n[jobs.j]\nplugin = \"product\"\nservers = {job_servers}\nbackup_root = \"/b\"\nroots = {{ data = \"/d\" }}\n"
+            ),
+        )
+        .unwrap()
+    }
+
+    fn errors(policy: &Policy, d: &Description) -> Vec<String> {
+        check_job(policy, policy.job("j").unwrap(), d)
+            .into_iter()
+            .filter(|f| f.error)
+            .map(|f| f.message)
+            .collect()
+    }
+
+    #[test]
+    fn servers_are_checked_against_the_plugins_roles() {
+        let d = with_roles();
+        let servers = "[[servers]]\nname = \"dir\"\nrole = \"directory\"\nproperties = { web_service = true }\n[[servers]]\nname = \"app1\"\nrole = \"application\"\n";
+        let good = roles_policy(servers, r#"["app1", "dir"]"#);
+        assert_eq!(errors(&good, &d), Vec::<String>::new());
+
+        // No directory server among the job's servers.
+        let e = errors(&roles_policy(servers, r#"["app1"]"#), &d);
+        assert_eq!(e.len(), 1, "{e:#?}");
+        assert!(
+            e[0].contains("jobs.j.servers: product needs exactly 1 server(s) with role `directory` (the directory server); the job's servers have none"),
+            "{e:#?}"
+        );
+
+        // An unknown role and an unknown property name the server's own fields and line.
+        let bad = servers
+            .replace("application", "aplication")
+            .replace("web_service", "webservice");
+        let e = errors(&roles_policy(&bad, r#"["app1", "dir"]"#), &d);
+        assert_eq!(e.len(), 2, "{e:#?}");
+        assert!(
+            e.iter().any(|m| m.starts_with("/etc/hokan/site.toml:3:1: servers.dir.properties.webservice: `webservice` is not a property of a directory server for product (it has: web_service)")),
+            "{e:#?}"
+        );
+        assert!(
+            e.iter().any(|m| m.starts_with("/etc/hokan/site.toml:7:1: servers.app1.role: `aplication` is not a role of product (it has: directory, application)")),
+            "{e:#?}"
+        );
+
+        // Too many of a role.
+        let two = format!("{servers}[[servers]]\nname = \"dir2\"\nrole = \"directory\"\n");
+        let e = errors(&roles_policy(&two, r#"["dir", "dir2"]"#), &d);
+        assert!(
+            e[0].contains("needs exactly 1 server(s) with role `directory` (the directory server); the job's servers have 2: dir, dir2"),
+            "{e:#?}"
+        );
+    }
+}

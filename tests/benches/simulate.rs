@@ -129,8 +129,9 @@ fn main() {
             for job in pol.jobs.values() {
                 let plugin = hokan::planner::load_plugin(&rt, &dir, pol, job).unwrap();
                 for op in &job.operations {
-                    let r = simulate_op(&rt, &plugin, pol, job, op, &world, FaultMode::EachStep)
-                        .unwrap();
+                    let r =
+                        simulate_op(&rt.bind(&plugin), pol, job, op, &world, FaultMode::EachStep)
+                            .unwrap();
                     assert_eq!(r.broken().count(), 0, "{}", r.name());
                     count += r.scenarios.len();
                 }
@@ -174,8 +175,9 @@ fn main() {
                 let job = pol.job("mailwise").unwrap();
                 let mut n = (0, 0);
                 for op in ops {
-                    let r = simulate_op(&rt, &plugin, pol, job, op, world, FaultMode::EachStep)
-                        .unwrap_or_else(|e| panic!("{}: {e}", pol.site));
+                    let r =
+                        simulate_op(&rt.bind(&plugin), pol, job, op, world, FaultMode::EachStep)
+                            .unwrap_or_else(|e| panic!("{}: {e}", pol.site));
                     assert_eq!(r.broken().count(), 0, "{}", r.name());
                     n.0 += r.scenarios.len();
                     n.1 += usize::from(r.refused.is_some());

@@ -46,7 +46,7 @@ fn every_misbehaviour_is_refused_and_the_host_carries_on() {
             now: SystemTime::now(),
             links: true,
         };
-        planner::plan_job(&rt, &plugin, &policy, job, &input)
+        planner::plan_job(&rt.bind(&plugin), &policy, job, &input)
     };
     // The host serves a well-behaved request between every hostile one.
     let still_serving = || {
@@ -246,7 +246,7 @@ fn slow_facts_do_not_count_against_the_plugin_but_wall_time_is_capped() {
             .unwrap();
         // A backup plan asks about ten questions: about a second of facts in all.
         let facts = Arc::new(TestFacts::new(real).delay(Duration::from_millis(100)));
-        planner::plan_with(&rt, &plugin, &policy, job, &prepared, facts)
+        planner::plan_with(&rt.bind(&plugin), &policy, job, &prepared, facts)
     };
     let tight_own_time = Limits {
         call_timeout: Duration::from_millis(300),
@@ -323,7 +323,7 @@ backup_root = "backups"
         now: SystemTime::now(),
         links: true,
     };
-    let doc = planner::plan_job(&rt, &legacy, &policy, job, &input).expect("0.5.0 plans");
+    let doc = planner::plan_job(&rt.bind(&legacy), &policy, job, &input).expect("0.5.0 plans");
     let ids: Vec<&str> = doc.plan.all_steps().map(|s| s.id.as_str()).collect();
     assert_eq!(ids, ["check-space", "copy-data", "verify-data"]);
     // The fact it asked for, answered through 0.5.0's facts interface.
@@ -331,7 +331,7 @@ backup_root = "backups"
     assert_eq!(json["action"]["condition"]["bytes"], 5000, "{json:#}");
     // 0.5.0 has no points of no return.
     assert!(doc.plan.all_steps().all(|s| !s.commits_set));
-    let doc6 = planner::plan_job(&rt, &v0_6, &policy, job, &input).expect("0.6.0 plans");
+    let doc6 = planner::plan_job(&rt.bind(&v0_6), &policy, job, &input).expect("0.6.0 plans");
     assert_eq!(doc6.plan, doc.plan);
     // And the current plugins still plan in the same host afterwards.
     let mw = &current[0];

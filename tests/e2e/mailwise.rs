@@ -91,7 +91,13 @@ fn plan_with_space(
         TestFacts::new(real).other_roots_free(50 * GIB),
         |f, (root, bytes)| f.free(root, *bytes),
     );
-    planner::plan_with(&m.rt, &m.plugin, &policy, job, &prepared, Arc::new(facts))
+    planner::plan_with(
+        &m.rt.bind(&m.plugin),
+        &policy,
+        job,
+        &prepared,
+        Arc::new(facts),
+    )
 }
 
 fn plan(site: &Site, job: &str, op: &str) -> PlanDocument {
@@ -170,8 +176,7 @@ fn restore_from_a_named_set() {
         links: true,
     };
     let doc = planner::plan_job(
-        &m.rt,
-        &m.plugin,
+        &m.rt.bind(&m.plugin),
         &policy,
         policy.job("mailwise").unwrap(),
         &input,
@@ -183,8 +188,7 @@ fn restore_from_a_named_set() {
         ..input
     };
     let e = planner::plan_job(
-        &m.rt,
-        &m.plugin,
+        &m.rt.bind(&m.plugin),
         &policy,
         policy.job("mailwise").unwrap(),
         &missing,

@@ -47,7 +47,7 @@ fn bundled() -> &'static Bundled {
 fn simulate_bundled(job: &str, op: &str, mode: FaultMode) -> OpReport {
     let b = bundled();
     let job = b.policy.job(job).unwrap();
-    simulate::simulate_op(&b.rt, &b.plugin, &b.policy, job, op, &b.world, mode)
+    simulate::simulate_op(&b.rt.bind(&b.plugin), &b.policy, job, op, &b.world, mode)
         .unwrap_or_else(|e| panic!("{op}: {e}"))
 }
 

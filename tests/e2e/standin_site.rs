@@ -203,7 +203,7 @@ impl StandinSite {
             now: UNIX_EPOCH + Duration::from_secs(NOW_SECS),
             links: true,
         };
-        planner::plan_job(rt, &plugin, &policy, job, &input).map_err(|e| e.to_string())
+        planner::plan_job(&rt.bind(&plugin), &policy, job, &input).map_err(|e| e.to_string())
     }
 
     /// The files below `rel`, relative to it, sorted.

@@ -389,7 +389,7 @@ fn plan(
         // As `hokan run` does unless told `--no-links`.
         links: true,
     };
-    let doc = planner::plan_job(&rt, &plugin, &pol, job, &input)?;
+    let doc = planner::plan_job(&rt.bind(&plugin), &pol, job, &input)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
@@ -497,7 +497,12 @@ fn simulate(cli: &Cli, a: &SimulateArgs<'_>) -> Result<ExitCode> {
             };
             for op in &ops {
                 runs.push(simulate::simulate_op(
-                    &rt, &plugin, pol, job, op, &world, a.mode,
+                    &rt.bind(&plugin),
+                    pol,
+                    job,
+                    op,
+                    &world,
+                    a.mode,
                 )?);
             }
         }

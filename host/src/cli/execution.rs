@@ -107,8 +107,7 @@ pub(super) fn run(cli: &Cli, a: &RunArgs) -> Result<ExitCode> {
     }
     // The planner chooses the set a restore reads (`sets::choose`), as `hokan plan` does.
     let ready = match prepare_run(&RunRequest {
-        rt: &rt,
-        plugin: &plugin,
+        plugin: &rt.bind(&plugin),
         policy: &pol,
         job,
         operation: &a.op,

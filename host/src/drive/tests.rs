@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::plan::model::{Exec, Group};
+use crate::plan::testing::{cont, copy, exec, manual, plan};
 use crate::plan::{Location, ServiceState};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -131,61 +132,6 @@ impl Effects for Script {
     fn recovered_set(&self, completed: bool, kept: Option<&str>) -> Result<Option<String>, String> {
         self.note(format!("recovered, completed {completed}, kept {kept:?}"));
         Ok((completed || kept.is_some()).then(|| "S1".into()))
-    }
-}
-
-fn exec(id: &str) -> Step {
-    Step {
-        id: id.into(),
-        title: format!("run {id}"),
-        target: None,
-        on_error: OnError::Abort,
-        timeout_ms: None,
-        retries: 0,
-        when: vec![],
-        commits_set: false,
-        action: Action::Exec(Exec {
-            command: id.into(),
-            args: vec![],
-            cwd: None,
-            success_codes: vec![],
-        }),
-    }
-}
-
-fn copy(id: &str, to_root: &str) -> Step {
-    Step {
-        action: Action::CopyTree {
-            from: Location::new(if to_root == "set" { "data" } else { "set" }, "d"),
-            to: Location::new(to_root, "d"),
-        },
-        ..exec(id)
-    }
-}
-
-fn manual(id: &str) -> Step {
-    Step {
-        action: Action::Manual {
-            instructions: "do it".into(),
-            reference: None,
-        },
-        ..exec(id)
-    }
-}
-
-fn cont(s: Step) -> Step {
-    Step {
-        on_error: OnError::Continue,
-        ..s
-    }
-}
-
-fn plan(body: Vec<Step>, cleanup: Vec<Step>) -> Plan {
-    Plan {
-        steps: body.into_iter().map(Item::Step).collect(),
-        cleanup,
-        invariants: vec![],
-        warnings: vec![],
     }
 }
 

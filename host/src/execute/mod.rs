@@ -22,6 +22,8 @@ pub mod journal;
 pub mod lock;
 mod prepare;
 mod spec;
+#[cfg(test)]
+mod tests;
 pub mod transport;
 mod verify;
 

@@ -8,7 +8,6 @@ use crate::plan::model::Exec;
 use crate::plan::{Action, Condition};
 use crate::planner::{self, PlanInput, PlanJobError};
 use crate::policy::{Job, Policy};
-use crate::runtime::{Plugin, Runtime};
 use crate::sets;
 use std::path::Path;
 use std::time::SystemTime;
@@ -29,10 +28,8 @@ pub enum PrepareError {
 
 /// What to run.
 pub struct RunRequest<'a> {
-    /// The runtime.
-    pub rt: &'a Runtime,
-    /// The job's plugin, loaded.
-    pub plugin: &'a Plugin,
+    /// The job's plugin, ready to plan.
+    pub plugin: &'a dyn crate::describe::Planner,
     /// The policy.
     pub policy: &'a Policy,
     /// The job.
@@ -116,7 +113,7 @@ pub fn prepare_run(req: &RunRequest<'_>) -> Result<Ready, PrepareError> {
         now: req.now,
         links: req.links,
     };
-    let (prepared, document) = planner::plan_job_prepared(req.rt, req.plugin, policy, job, &input)?;
+    let (prepared, document) = planner::plan_job_prepared(req.plugin, policy, job, &input)?;
     let problems = preflight(&document, policy, job);
     if !problems.is_empty() {
         return Err(PrepareError::Preflight(problems));

@@ -140,3 +140,38 @@ pub trait FactSource: Send + Sync {
     /// The site's topology for this job.
     fn topology(&self) -> Topology;
 }
+
+/// No facts at all: every question is refused as outside the grants. What `describe()` is
+/// given (a description must not depend on the site), and what a test gives a plugin that
+/// should need none.
+pub struct NoFacts;
+
+impl FactSource for NoFacts {
+    fn exists(&self, p: &crate::plan::Location) -> Result<bool, FactError> {
+        Err(FactError::RootNotGranted(p.root.clone()))
+    }
+    fn list_dir(&self, p: &crate::plan::Location) -> Result<Vec<DirEntry>, FactError> {
+        Err(FactError::RootNotGranted(p.root.clone()))
+    }
+    fn stat(&self, p: &crate::plan::Location) -> Result<FileStat, FactError> {
+        Err(FactError::RootNotGranted(p.root.clone()))
+    }
+    fn tree_size(&self, p: &crate::plan::Location) -> Result<u64, FactError> {
+        Err(FactError::RootNotGranted(p.root.clone()))
+    }
+    fn free_space(&self, root: &str) -> Result<u64, FactError> {
+        Err(FactError::RootNotGranted(root.into()))
+    }
+    fn same_volume(&self, a: &str, _: &str) -> Result<bool, FactError> {
+        Err(FactError::RootNotGranted(a.into()))
+    }
+    fn read(&self, p: &crate::plan::Location, _: u32) -> Result<Vec<u8>, FactError> {
+        Err(FactError::RootNotGranted(p.root.clone()))
+    }
+    fn now_ms(&self) -> i64 {
+        0
+    }
+    fn topology(&self) -> Topology {
+        Topology::default()
+    }
+}

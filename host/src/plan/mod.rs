@@ -4,6 +4,8 @@ pub mod display;
 pub mod document;
 pub mod model;
 pub mod safety;
+#[cfg(test)]
+pub(crate) mod testing;
 mod validate;
 
 pub use model::{

@@ -10,16 +10,16 @@ mod cache;
 mod contract;
 
 pub use crate::describe::{
-    CommandBehaviour, Conflict, Description, MaintenanceMarker, ModelledState, NameInfo,
-    OperationInfo, ParamInfo, PlanRefusal, PlanRequest, RoleInfo, RootInfo, SetUse, SimEffect,
-    WindowRules,
+    CallError, CommandBehaviour, Conflict, Deadline, Description, MaintenanceMarker, ModelledState,
+    NameInfo, OperationInfo, ParamInfo, PlanRefusal, PlanRequest, Planner, RoleInfo, RootInfo,
+    SetUse, SimEffect, WindowRules,
 };
 pub use cache::CacheOutcome;
 use cache::CompileCache;
 pub use contract::{CONTRACT_VERSION, Contract, PLUGIN_INTERFACE, inspect};
 
 use crate::facts::FactSource;
-use crate::plan::{Location, Plan};
+use crate::plan::Plan;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -32,32 +32,14 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 /// How often the epoch advances; deadlines are counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
-/// The two clocks a call is held to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Deadline {
-    /// The plugin's own computing time ([`Limits::call_timeout`]).
-    OwnTime,
-    /// Wall-clock time, facts included ([`Limits::call_wall_timeout`]).
-    WallTime,
-}
-
-impl Deadline {
-    fn limit(self, limits: &Limits) -> Duration {
-        match self {
-            Deadline::OwnTime => limits.call_timeout,
-            Deadline::WallTime => limits.call_wall_timeout,
-        }
+/// The limit `deadline` counts against.
+fn limit(deadline: Deadline, limits: &Limits) -> Duration {
+    match deadline {
+        Deadline::OwnTime => limits.call_timeout,
+        Deadline::WallTime => limits.call_wall_timeout,
     }
 }
 
-impl std::fmt::Display for Deadline {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Deadline::OwnTime => "its own computing time",
-            Deadline::WallTime => "wall-clock time (site facts included)",
-        })
-    }
-}
 /// How much of a plugin's stderr (panic messages) is kept for the error report.
 const STDERR_CAPTURE: usize = 16 * 1024;
 
@@ -166,66 +148,6 @@ pub enum LoadError {
     },
 }
 
-/// Why a call into a plugin failed.
-#[derive(Debug, thiserror::Error)]
-pub enum CallError {
-    /// The call ran past its deadline and was interrupted.
-    #[error(
-        "plugin `{plugin}` did not finish {call}() within {limit:?} of {counting} and was stopped"
-    )]
-    Timeout {
-        /// The plugin.
-        plugin: String,
-        /// Which export.
-        call: &'static str,
-        /// The deadline.
-        limit: Duration,
-        /// Which clock ran out.
-        counting: Deadline,
-    },
-    /// The plugin tried to grow its memory past the cap.
-    #[error(
-        "plugin `{plugin}` tried to use more than {limit_mib} MiB of memory in {call}() and was stopped"
-    )]
-    Memory {
-        /// The plugin.
-        plugin: String,
-        /// Which export.
-        call: &'static str,
-        /// The cap.
-        limit_mib: usize,
-    },
-    /// The plugin trapped (a panic, an out-of-bounds access...).
-    #[error("plugin `{plugin}` crashed in {call}(): {message}{}", stderr_note(.stderr))]
-    Trap {
-        /// The plugin.
-        plugin: String,
-        /// Which export.
-        call: &'static str,
-        /// wasmtime's description.
-        message: String,
-        /// What the plugin wrote to stderr (its panic message).
-        stderr: String,
-    },
-    /// The plan exceeded a size limit.
-    #[error("plugin `{plugin}` returned a plan that is too large: {what}")]
-    PlanTooLarge {
-        /// The plugin.
-        plugin: String,
-        /// Which limit.
-        what: String,
-    },
-}
-
-fn stderr_note(stderr: &str) -> String {
-    let s = stderr.trim();
-    if s.is_empty() {
-        String::new()
-    } else {
-        format!("\n  plugin output: {}", s.replace('\n', "\n  "))
-    }
-}
-
 /// Per-call state: the facts the call may see, WASI with nothing granted, and the limiter.
 pub(crate) struct State {
     plugin: String,
@@ -326,6 +248,38 @@ impl Plugin {
     /// Whether the compiled code came from the cache.
     pub fn cache_outcome(&self) -> CacheOutcome {
         self.cache
+    }
+}
+
+/// A plugin with the runtime that calls it: a [`Planner`].
+#[derive(Clone, Copy)]
+pub struct Bound<'a> {
+    rt: &'a Runtime,
+    plugin: &'a Plugin,
+}
+
+impl Bound<'_> {
+    /// The plugin.
+    pub fn plugin(&self) -> &Plugin {
+        self.plugin
+    }
+}
+
+impl Planner for Bound<'_> {
+    fn description(&self) -> &Description {
+        &self.plugin.description
+    }
+
+    fn sha256(&self) -> &str {
+        &self.plugin.sha256
+    }
+
+    fn plan(
+        &self,
+        facts: Arc<dyn FactSource>,
+        request: &PlanRequest,
+    ) -> Result<Result<Plan, PlanRefusal>, CallError> {
+        self.rt.plan(self.plugin, facts, request)
     }
 }
 
@@ -479,9 +433,12 @@ impl Runtime {
             .map(|s| crate::tree::Bytes::from(s).to_string())
             .unwrap_or_default();
         let description = self
-            .call(&name, "describe", Arc::new(NoFacts), |store| {
-                pre.describe(store)
-            })
+            .call(
+                &name,
+                "describe",
+                Arc::new(crate::facts::NoFacts),
+                |store| pre.describe(store),
+            )
             .map_err(|e| LoadError::Describe {
                 path: path.clone(),
                 source: Box::new(e),
@@ -494,6 +451,11 @@ impl Runtime {
             description,
             cache,
         })
+    }
+
+    /// `plugin`, called through this runtime: what the planner and the simulator are given.
+    pub fn bind<'a>(&'a self, plugin: &'a Plugin) -> Bound<'a> {
+        Bound { rt: self, plugin }
     }
 
     /// Asks a plugin for a plan, answering its facts from `facts`. The outer error is the host's
@@ -579,7 +541,7 @@ impl Runtime {
                 CallError::Timeout {
                     plugin: plugin.into(),
                     call,
-                    limit: counting.limit(&self.limits),
+                    limit: limit(counting, &self.limits),
                     counting,
                 }
             } else {
@@ -594,38 +556,83 @@ impl Runtime {
     }
 }
 
-/// Facts for `describe()`, which must not depend on the site.
-struct NoFacts;
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl FactSource for NoFacts {
-    fn exists(&self, p: &Location) -> Result<bool, crate::facts::FactError> {
-        Err(crate::facts::FactError::RootNotGranted(p.root.clone()))
+    fn runtime(dir: &Path) -> Runtime {
+        Runtime::new(dir.join("cache"), Limits::default()).unwrap()
     }
-    fn list_dir(
-        &self,
-        p: &Location,
-    ) -> Result<Vec<crate::facts::DirEntry>, crate::facts::FactError> {
-        Err(crate::facts::FactError::RootNotGranted(p.root.clone()))
+
+    #[test]
+    fn what_is_not_a_plugin_is_refused_naming_the_file_and_what_it_is() {
+        let tmp = tempfile::tempdir().unwrap();
+        let rt = runtime(tmp.path());
+        let at = Path::new("/usr/lib/hokan/plugins/mailwise.wasm");
+        let e = rt.load_bytes(at, b"#!/bin/sh\n", None).err().unwrap();
+        assert!(matches!(e, LoadError::NotAComponent { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("/usr/lib/hokan/plugins/mailwise.wasm is not a WebAssembly component"),
+            "{e}"
+        );
+        let e = rt.load_bytes(at, b"\0asm\x01\0\0\0", None).err().unwrap();
+        assert!(e.to_string().contains("(it is a core module)"), "{e}");
+        let e = rt.load_bytes(at, b"\0asm\x0d\0\x01\0", None).err().unwrap();
+        assert!(matches!(e, LoadError::NotAPlugin { .. }), "{e}");
+        let e = rt.load(&tmp.path().join("gone.wasm"), None).err().unwrap();
+        assert!(
+            matches!(e, LoadError::Read { .. }) && e.to_string().contains("gone.wasm"),
+            "{e}"
+        );
     }
-    fn stat(&self, p: &Location) -> Result<crate::facts::FileStat, crate::facts::FactError> {
-        Err(crate::facts::FactError::RootNotGranted(p.root.clone()))
+
+    #[test]
+    fn a_pin_is_checked_before_the_bytes_are_even_parsed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let rt = runtime(tmp.path());
+        let bytes = b"\0asm\x0d\0\x01\0";
+        let sha = sha256_hex(bytes);
+        let e = rt
+            .load_bytes(Path::new("p.wasm"), bytes, Some("ab12"))
+            .err()
+            .unwrap();
+        match &e {
+            LoadError::PinMismatch {
+                expected, found, ..
+            } => {
+                assert_eq!((expected.as_str(), found.as_str()), ("ab12", sha.as_str()));
+            }
+            other => panic!("{other}"),
+        }
+        assert!(
+            e.to_string()
+                .contains("update `plugin_sha256` in the policy"),
+            "{e}"
+        );
+        // The right pin, in either case, gets past the check (and on to what the bytes are).
+        let e = rt
+            .load_bytes(Path::new("p.wasm"), bytes, Some(&sha.to_uppercase()))
+            .err()
+            .unwrap();
+        assert!(matches!(e, LoadError::NotAPlugin { .. }), "{e}");
     }
-    fn tree_size(&self, p: &Location) -> Result<u64, crate::facts::FactError> {
-        Err(crate::facts::FactError::RootNotGranted(p.root.clone()))
-    }
-    fn free_space(&self, root: &str) -> Result<u64, crate::facts::FactError> {
-        Err(crate::facts::FactError::RootNotGranted(root.into()))
-    }
-    fn same_volume(&self, a: &str, _: &str) -> Result<bool, crate::facts::FactError> {
-        Err(crate::facts::FactError::RootNotGranted(a.into()))
-    }
-    fn read(&self, p: &Location, _: u32) -> Result<Vec<u8>, crate::facts::FactError> {
-        Err(crate::facts::FactError::RootNotGranted(p.root.clone()))
-    }
-    fn now_ms(&self) -> i64 {
-        0
-    }
-    fn topology(&self) -> crate::facts::Topology {
-        crate::facts::Topology::default()
+
+    #[test]
+    fn each_deadline_counts_against_its_own_limit() {
+        let limits = Limits {
+            call_timeout: Duration::from_millis(7),
+            call_wall_timeout: Duration::from_millis(70),
+            ..Limits::default()
+        };
+        assert_eq!(limit(Deadline::OwnTime, &limits), Duration::from_millis(7));
+        assert_eq!(
+            limit(Deadline::WallTime, &limits),
+            Duration::from_millis(70)
+        );
+        assert_eq!(
+            sha256_hex(b""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
     }
 }

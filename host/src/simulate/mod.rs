@@ -19,11 +19,10 @@ pub use run::{
 };
 pub use world::{World, WorldError, WorldFacts, normalize};
 
-use crate::describe::SetUse;
+use crate::describe::{Planner, SetUse};
 use crate::plan::document::PluginRef;
 use crate::planner::{self, PlanInput, PlanJobError};
 use crate::policy::{Job, Policy};
-use crate::runtime::{Plugin, Runtime};
 use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -116,8 +115,7 @@ impl Report {
 
 /// Plans `operation` of `job` in `world` and runs every scenario of `mode`, on all cores.
 pub fn simulate_op(
-    rt: &Runtime,
-    plugin: &Plugin,
+    plugin: &dyn Planner,
     policy: &Policy,
     job: &Job,
     operation: &str,
@@ -152,7 +150,7 @@ pub fn simulate_op(
         refused: None,
         scenarios: Vec::new(),
     };
-    let doc = match planner::plan_with(rt, plugin, policy, job, &prepared, Arc::new(facts)) {
+    let doc = match planner::plan_with(plugin, policy, job, &prepared, Arc::new(facts)) {
         Ok(doc) => doc,
         Err(PlanJobError::Refused { refusal, .. }) => {
             report.refused = Some(refusal.to_string());
@@ -231,4 +229,95 @@ fn with_modelled_states<'s>(
         w.set_service_state(server, &s.name, s.normal);
     }
     Arc::new(w)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::describe::PlanRefusal;
+    use crate::describe::testing::{Scripted, description};
+    use crate::plan::testing::{exec, plan};
+
+    fn policy() -> Policy {
+        Policy::parse(
+            Path::new("/etc/hokan/s.toml"),
+            r#"
+[site]
+name = "s"
+
+[[servers]]
+name = "a"
+role = "r"
+
+[jobs.j]
+plugin = "p"
+servers = ["a"]
+roots = { data = "/site/data" }
+commands = { prepare = "/bin/true", finish = "/bin/true" }
+"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn an_operation_is_planned_once_and_run_in_every_scenario() {
+        let p = Scripted::new(
+            description("p", &["maintain"]),
+            Ok(plan(vec![exec("prepare")], vec![exec("finish")])),
+        );
+        let policy = policy();
+        let world = Arc::new(World::new("test", 0, 1 << 30));
+        let job = policy.job("j").unwrap();
+        let r = simulate_op(&p, &policy, job, "maintain", &world, FaultMode::EachStep).unwrap();
+        assert_eq!(p.calls.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(r.name(), "s/j/maintain");
+        let names: Vec<&str> = r.scenarios.iter().map(|t| t.scenario.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "normal",
+                "fail prepare",
+                "crash-after prepare",
+                "fail finish",
+                "crash-after finish"
+            ]
+        );
+        assert!(r.scenarios.iter().all(|t| t.set_complete.is_none()));
+        assert_eq!(r.broken().count(), 0);
+        let report = Report::new(FaultMode::EachStep, vec![r]);
+        assert_eq!(
+            report.summary,
+            Summary {
+                operations: 1,
+                scenarios: 5,
+                broken: 0,
+                refused: 0
+            }
+        );
+    }
+
+    #[test]
+    fn a_plugin_that_refuses_in_this_world_is_reported_with_no_scenarios() {
+        let p = Scripted::new(
+            description("p", &["maintain"]),
+            Err(PlanRefusal::Refused("the store is not dismounted".into())),
+        );
+        let policy = policy();
+        let world = Arc::new(World::new("test", 0, 1 << 30));
+        let r = simulate_op(
+            &p,
+            &policy,
+            policy.job("j").unwrap(),
+            "maintain",
+            &world,
+            FaultMode::EachStep,
+        )
+        .unwrap();
+        assert_eq!(
+            r.refused.as_deref(),
+            Some("refused: the store is not dismounted")
+        );
+        assert!(r.scenarios.is_empty());
+        assert_eq!(Report::new(FaultMode::None, vec![r]).summary.refused, 1);
+    }
 }

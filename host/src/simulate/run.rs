@@ -18,6 +18,8 @@ use std::sync::{Mutex, MutexGuard};
 pub use super::faults::{Fault, FaultMode, scenarios};
 
 mod invariants;
+#[cfg(test)]
+mod tests;
 
 /// One step of a transcript.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

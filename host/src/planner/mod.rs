@@ -1,0 +1,278 @@
+//! From a policy's job to a validated plan: find and load the plugin ([`load_plugin`]), grant
+//! its roots and choose its set ([`prepare`], no plugin involved), ask it to plan through a
+//! [`Planner`] and validate what it returned ([`plan_with`]). `hokan plan`, the simulator and
+//! the executor all plan through here, so the plan shown is the plan run.
+//!
+//! Only [`load_plugin`] touches the runtime; everything else asks a [`Planner`], which is how
+//! the simulator plans without knowing how a plugin runs.
+
+mod links;
+mod load;
+mod prepare;
+
+pub use links::links_out_of_their_root;
+pub use load::{PluginDir, load_plugin};
+pub use prepare::{PlanInput, Prepared, prepare, sets_dir};
+
+use crate::describe::CallError;
+use crate::describe::{PlanRefusal, Planner, SetUse};
+use crate::facts::{FactSource, RealFacts};
+use crate::plan::document::{FORMAT_VERSION, PlanDocument, PluginRef};
+use crate::plan::{ValidationError, validate};
+use crate::policy::{Job, Policy, PolicyError};
+use crate::runtime::LoadError;
+use crate::sets;
+use std::sync::Arc;
+
+/// Why a job could not be planned.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanJobError {
+    /// The policy is wrong for this job.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// The plugin could not be loaded.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The plugin misbehaved.
+    #[error(transparent)]
+    Call(#[from] CallError),
+    /// The plugin declined, for a reason of its own.
+    #[error("{plugin} cannot plan `{operation}` for job `{job}`: {refusal}")]
+    Refused {
+        /// The plugin.
+        plugin: String,
+        /// The job.
+        job: String,
+        /// The operation.
+        operation: String,
+        /// Its reason.
+        refusal: PlanRefusal,
+    },
+    /// The plan broke the site's rules.
+    #[error("the plan of {plugin} for `{operation}` of job `{job}` is not allowed: {error}")]
+    Invalid {
+        /// The plugin.
+        plugin: String,
+        /// The job.
+        job: String,
+        /// The operation.
+        operation: String,
+        /// Every violation.
+        error: ValidationError,
+    },
+    /// A set was needed and none could be found or read.
+    #[error("{0}")]
+    Sets(String),
+}
+
+impl PlanJobError {
+    /// The policy is at fault (a wrong parameter, property or grant), not the site's state: the
+    /// operator fixes the policy.
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            PlanJobError::Refused { refusal, .. } => {
+                matches!(refusal, PlanRefusal::BadParameter(_))
+            }
+            PlanJobError::Policy(_) => true,
+            _ => false,
+        }
+    }
+}
+
+/// Plans an operation against `facts` and validates the result.
+pub fn plan_with(
+    plugin: &dyn Planner,
+    policy: &Policy,
+    job: &Job,
+    prepared: &Prepared,
+    facts: Arc<dyn FactSource>,
+) -> Result<PlanDocument, PlanJobError> {
+    let d = plugin.description();
+    let operation = prepared.request.operation.clone();
+    let plan = plugin
+        .plan(facts, &prepared.request)?
+        .map_err(|refusal| PlanJobError::Refused {
+            plugin: d.name.clone(),
+            job: job.name.clone(),
+            operation: operation.clone(),
+            refusal,
+        })?;
+    validate(&plan, &prepared.grants).map_err(|error| PlanJobError::Invalid {
+        plugin: d.name.clone(),
+        job: job.name.clone(),
+        operation: operation.clone(),
+        error,
+    })?;
+    Ok(PlanDocument {
+        format_version: FORMAT_VERSION.into(),
+        plugin: PluginRef {
+            name: d.name.clone(),
+            version: d.version.clone(),
+            sha256: plugin.sha256().to_string(),
+        },
+        site: policy.site.clone(),
+        job: job.name.clone(),
+        operation,
+        set: prepared.request.set_id.clone(),
+        plan,
+    })
+}
+
+/// Plans an operation against the real directories, read-only.
+pub fn plan_job(
+    plugin: &dyn Planner,
+    policy: &Policy,
+    job: &Job,
+    input: &PlanInput<'_>,
+) -> Result<PlanDocument, PlanJobError> {
+    plan_job_prepared(plugin, policy, job, input).map(|(_, doc)| doc)
+}
+
+/// [`plan_job`], also returning the roots and grants the plan was made with.
+pub fn plan_job_prepared(
+    plugin: &dyn Planner,
+    policy: &Policy,
+    job: &Job,
+    input: &PlanInput<'_>,
+) -> Result<(Prepared, PlanDocument), PlanJobError> {
+    let mut prepared = prepare(policy, job, plugin.description(), input, &sets::OnDisk)?;
+    let mut facts = RealFacts::open(prepared.roots.clone(), prepared.topology.clone())
+        .map_err(|e| policy.job_error(job, "roots", e.to_string()))?;
+    // A backup's `backup-size` counts only what the newest set cannot supply.
+    let writes = plugin
+        .description()
+        .operation(input.operation)
+        .is_some_and(|o| o.sets == SetUse::Writes);
+    let previous = Arc::new(match sets_dir(policy, job) {
+        Some(dir) if writes && input.links => sets::PreviousLoad::start(dir),
+        _ => sets::PreviousLoad::ready(None),
+    });
+    facts = facts.with_previous_set(previous.clone());
+    let now_ms = input
+        .now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let doc = plan_with(
+        plugin,
+        policy,
+        job,
+        &prepared,
+        Arc::new(facts.with_now_ms(now_ms)),
+    )?;
+    let mut doc = doc;
+    doc.plan
+        .warnings
+        .extend(links_out_of_their_root(&doc.plan, &prepared.roots));
+    prepared.previous = previous.get().cloned();
+    Ok((prepared, doc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::describe::testing::{Scripted, description};
+    use crate::plan::testing::{exec, plan};
+    use crate::plan::{Action, Location};
+    use std::time::SystemTime;
+
+    fn policy() -> Policy {
+        Policy::parse(
+            std::path::Path::new("/etc/hokan/s.toml"),
+            r#"
+[site]
+name = "s"
+
+[[servers]]
+name = "a"
+role = "r"
+
+[jobs.j]
+plugin = "p"
+servers = ["a"]
+roots = { data = "/srv/data" }
+commands = { prepare = "/bin/true" }
+"#,
+        )
+        .unwrap()
+    }
+
+    fn plan_of(p: &Scripted) -> Result<PlanDocument, PlanJobError> {
+        let policy = policy();
+        let job = policy.job("j").unwrap();
+        let input = PlanInput {
+            operation: "backup",
+            set: None,
+            now: SystemTime::UNIX_EPOCH,
+            links: false,
+        };
+        let prepared = prepare(&policy, job, &p.description, &input, &sets::OnDisk)?;
+        let facts = Arc::new(crate::facts::NoFacts);
+        plan_with(p, &policy, job, &prepared, facts)
+    }
+
+    #[test]
+    fn a_plan_is_validated_against_the_grants_before_anyone_sees_it() {
+        let good = Scripted::new(
+            description("p", &["backup"]),
+            Ok(plan(vec![exec("prepare")], vec![])),
+        );
+        let doc = plan_of(&good).unwrap();
+        assert_eq!((doc.site.as_str(), doc.job.as_str()), ("s", "j"));
+        assert_eq!(doc.plugin.sha256, "00");
+        assert_eq!(doc.plan.steps.len(), 1);
+
+        // The plugin writes into `data`, which it did not declare writable.
+        let mut write = exec("write");
+        write.action = Action::WriteFile {
+            path: Location::new("data", "x"),
+            contents: b"x".to_vec(),
+        };
+        let bad = Scripted::new(description("p", &["backup"]), Ok(plan(vec![write], vec![])));
+        match plan_of(&bad) {
+            Err(e @ PlanJobError::Invalid { .. }) => {
+                let text = e.to_string();
+                assert!(
+                    text.contains("`backup` of job `j` is not allowed"),
+                    "{text}"
+                );
+                assert!(!e.is_bad_input());
+            }
+            other => panic!("{other:?}"),
+        }
+        // A command the policy does not map is refused the same way.
+        let unmapped = Scripted::new(
+            description("p", &["backup"]),
+            Ok(plan(vec![exec("rm")], vec![])),
+        );
+        assert!(matches!(
+            plan_of(&unmapped),
+            Err(PlanJobError::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn the_plugins_refusal_names_it_and_a_bad_parameter_is_the_policys_fault() {
+        let refusing = Scripted::new(
+            description("p", &["backup"]),
+            Err(crate::describe::PlanRefusal::BadParameter(
+                "window: 25:00".into(),
+            )),
+        );
+        let e = plan_of(&refusing).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "p cannot plan `backup` for job `j`: bad parameter: window: 25:00"
+        );
+        assert!(e.is_bad_input());
+        // An operation the plugin lacks never reaches it.
+        let other = Scripted::new(description("p", &["restore"]), Ok(plan(vec![], vec![])));
+        let e = plan_of(&other).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("p has no operation `backup` (it has: restore)"),
+            "{e}"
+        );
+        assert_eq!(other.calls.load(std::sync::atomic::Ordering::Relaxed), 0);
+    }
+}
