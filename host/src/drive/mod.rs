@@ -27,7 +27,6 @@
 #[cfg(test)]
 mod tests;
 
-use crate::execute::transport::Output;
 use crate::plan::{Action, Condition, Item, OnError, Plan, Step};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -190,6 +189,29 @@ impl Outcome {
             || !self.cleanup_failed.is_empty()
             || !self.invariants_broken.is_empty()
             || !self.steps_failed.is_empty()
+    }
+}
+
+/// What a command did, wherever it ran (locally, or on a remote server through its agent).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Output {
+    /// Exit code; `None` when a signal ended it (or the time limit did).
+    pub code: Option<i32>,
+    /// It ran past its time limit and was killed.
+    pub timed_out: bool,
+    /// Standard output, capped at `execute::transport::OUTPUT_CAP` bytes by the local transport.
+    pub stdout: String,
+    /// Standard error, capped at `execute::transport::OUTPUT_CAP` bytes by the local transport.
+    pub stderr: String,
+}
+
+impl Output {
+    /// The last line of output (stderr first), for one-line summaries.
+    pub fn last_line(&self) -> Option<&str> {
+        [&self.stderr, &self.stdout]
+            .into_iter()
+            .filter_map(|s| s.lines().rev().map(str::trim).find(|l| !l.is_empty()))
+            .next()
     }
 }
 

@@ -25,28 +25,8 @@ pub struct Invocation<'a> {
     pub env: &'a [(&'static str, String)],
 }
 
-/// What a command did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Output {
-    /// Exit code; `None` when a signal ended it (or the time limit did).
-    pub code: Option<i32>,
-    /// It ran past its time limit and was killed.
-    pub timed_out: bool,
-    /// Standard output, capped at [`OUTPUT_CAP`] bytes.
-    pub stdout: String,
-    /// Standard error, capped at [`OUTPUT_CAP`] bytes.
-    pub stderr: String,
-}
-
-impl Output {
-    /// The last line of output (stderr first), for one-line summaries.
-    pub fn last_line(&self) -> Option<&str> {
-        [&self.stderr, &self.stdout]
-            .into_iter()
-            .filter_map(|s| s.lines().rev().map(str::trim).find(|l| !l.is_empty()))
-            .next()
-    }
-}
+/// What a command did: the driver's type, since every backend's commands end in one.
+pub use crate::drive::Output;
 
 /// A command that could not be run at all.
 #[derive(Debug, thiserror::Error)]
