@@ -454,6 +454,7 @@ fn a_backup_killed_after_any_step_is_recovered() {
     let ids = step_ids(&site, "mailwise", "backup");
     assert!(ids.len() >= 10, "{ids:?}");
     let before = snapshot(&site.path("data"));
+    let mut partials_seen = 0;
     for (n, step) in ids.iter().enumerate() {
         let out = site.run(
             "mailwise",
@@ -462,6 +463,13 @@ fn a_backup_killed_after_any_step_is_recovered() {
             &[("HOKAN_TEST_KILL_AFTER", step)],
         );
         assert!(killed(&out), "{step}: not killed: {}", text(&out.stderr));
+        // The dead run's partial set is listed as the one `hokan recover` removes.
+        for (id, state) in site.sets() {
+            if state.starts_with("partial") {
+                assert_eq!(state, "partial", "{step}: {id}");
+                partials_seen += 1;
+            }
+        }
         if n == 0 {
             // Nothing runs on the instance until the dead run is recovered.
             let out = site.run("mailwise", "backup", &[], &[]);
@@ -504,6 +512,8 @@ fn a_backup_killed_after_any_step_is_recovered() {
         );
         wait_for_next_second();
     }
+    // Every kill after the partial set was made left one.
+    assert!(partials_seen >= ids.len() / 2, "{partials_seen} of {}", ids.len());
 }
 
 #[test]
@@ -975,8 +985,9 @@ fn a_clock_behind_the_newest_set_or_a_planted_partial_refuses_the_backup() {
             || stderr.contains("the clock is behind the newest backup set"),
         "{stderr}"
     );
+    // No run is writing them and recovery will not remove them: listed as left.
     assert!(
-        site.sets().iter().all(|(_, state)| state == "partial"),
+        site.sets().iter().all(|(_, state)| state == "partial-left"),
         "a set was completed from a planted partial: {:?}",
         site.sets()
     );

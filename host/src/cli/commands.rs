@@ -73,7 +73,9 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
             yes,
             json,
         } => super::execution::recover(cli, policies, *yes, *json),
-        Command::Sets { policy, job, json } => super::execution::sets(policy, job, *json),
+        Command::Sets { policy, job, json } => {
+            super::execution::sets(policy, job, *json, &cli.state_dir)
+        }
         Command::Verify { set, json } => super::execution::verify(set, *json),
         Command::EseCheck { file, json } => ese_check(file, *json),
         Command::Schedule {

@@ -280,7 +280,7 @@ fn resolved(
     execute::resolve_recovery(spec, &policy).map_err(|e| format!("run {}: {e}", spec.run))
 }
 
-pub(super) fn sets(policy: &Path, job: &str, json: bool) -> Result<ExitCode> {
+pub(super) fn sets(policy: &Path, job: &str, json: bool, state: &Path) -> Result<ExitCode> {
     let pol = Policy::load(policy)?;
     let job = pol.job(job)?;
     let dir = planner::sets_dir(&pol, job).ok_or_else(|| {
@@ -291,7 +291,17 @@ pub(super) fn sets(policy: &Path, job: &str, json: bool) -> Result<ExitCode> {
         ))
     })?;
     let listed = sets::list_all(&dir).with_context(|| format!("cannot list {}", dir.display()))?;
-    let rows: Vec<SetRow> = listed.iter().map(SetRow::of).collect();
+    let writing = partials_of_unfinished_runs(state);
+    let rows: Vec<SetRow> = listed
+        .iter()
+        .map(|l| {
+            let mut row = SetRow::of(l);
+            if l.state == SetState::Partial && !writing.iter().any(|w| w.is(&l.id, &dir)) {
+                row.state = "partial-left";
+            }
+            row
+        })
+        .collect();
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(ExitCode::SUCCESS);
@@ -321,6 +331,11 @@ pub(super) fn sets(policy: &Path, job: &str, json: bool) -> Result<ExitCode> {
                 "PARTIAL: being written, or left by a run that died (`hokan recover` removes it)"
                     .into()
             }
+            ("partial-left", None) => "PARTIAL, LEFT: no run is writing it and `hokan recover` \
+                 will not remove it. A run kept it after a point of no return but could not \
+                 complete it (that run's outcome says why), or it was left by a run of another \
+                 state directory: copy what it holds somewhere safe before removing it"
+                .into(),
             _ => "INCOMPLETE: no manifest; never used for a restore".into(),
         };
         println!("{}  {what}", r.id);
@@ -328,11 +343,49 @@ pub(super) fn sets(policy: &Path, job: &str, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The set a run not yet finished (running, or dead and not yet recovered) writes: its partial
+/// directory is that run's, and `hokan recover` removes it if the run died.
+struct Writing {
+    id: String,
+    job_dir: Option<std::fs::Metadata>,
+}
+
+impl Writing {
+    /// Whether this is set `id` of `dir`, comparing the directories by what they name.
+    fn is(&self, id: &str, dir: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let same =
+            |a: &std::fs::Metadata, b: &std::fs::Metadata| a.dev() == b.dev() && a.ino() == b.ino();
+        self.id == id
+            && match (&self.job_dir, std::fs::metadata(dir)) {
+                (Some(a), Ok(b)) => same(a, &b),
+                _ => false,
+            }
+    }
+}
+
+/// The sets the unfinished runs of `state` write. A state directory that cannot be read
+/// names none: then every partial set is reported as nobody's, which errs on the side of
+/// keeping it.
+fn partials_of_unfinished_runs(state: &Path) -> Vec<Writing> {
+    execute::journal::unfinished(state)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|u| u.spec()?.set.clone())
+        .filter(|s| s.writes)
+        .map(|s| Writing {
+            job_dir: std::fs::metadata(&s.job_dir).ok(),
+            id: s.id,
+        })
+        .collect()
+}
+
 /// One line of `hokan sets`; its serde form is the `--json` output.
 #[derive(serde::Serialize)]
 struct SetRow<'a> {
     id: &'a str,
-    /// `good`, `kept` (incomplete, after a point of no return), `no-manifest`, `partial`, or
+    /// `good`, `kept` (incomplete, after a point of no return), `no-manifest`, `partial` (an
+    /// unfinished run's), `partial-left` (no unfinished run's: recovery will not remove it), or
     /// `bad-manifest` when a manifest cannot be read.
     state: &'static str,
     path: &'a Path,
