@@ -1,6 +1,7 @@
 //! What a plugin says about itself and what it is asked: its description (operations, roots,
 //! commands, services, markers, roles, modelled states, conflicts, window rules), the request
-//! to plan and its refusal. Plain data, converted from every contract version by
+//! to plan and its refusal, and the [`Planner`] through which plans are asked for, with the
+//! [`CallError`]s of a call. Plain data, converted from every contract version by
 //! `runtime::bindings`, so the modules that read it (the planner, the simulator, the scheduler)
 //! do not depend on wasmtime.
 

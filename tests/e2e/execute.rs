@@ -513,7 +513,11 @@ fn a_backup_killed_after_any_step_is_recovered() {
         wait_for_next_second();
     }
     // Every kill after the partial set was made left one.
-    assert!(partials_seen >= ids.len() / 2, "{partials_seen} of {}", ids.len());
+    assert!(
+        partials_seen >= ids.len() / 2,
+        "{partials_seen} of {}",
+        ids.len()
+    );
 }
 
 #[test]

@@ -100,31 +100,19 @@ mod tests {
 
     #[test]
     fn links_that_leave_their_root_are_named() {
-        use crate::plan::{Action, Item, Location, OnError, Plan, Step};
+        use crate::plan::{Action, Location};
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("site");
         std::fs::create_dir_all(root.join("mw/data")).unwrap();
         std::os::unix::fs::symlink("/mnt/archive/back2", root.join("mw/back2")).unwrap();
         std::os::unix::fs::symlink("../../../etc", root.join("mw/data/up")).unwrap();
         std::os::unix::fs::symlink("../file", root.join("mw/data/sibling")).unwrap();
-        let step = Step {
-            id: "copy".into(),
-            title: "copy".into(),
-            target: None,
-            on_error: OnError::Abort,
-            timeout_ms: None,
-            retries: 0,
-            when: vec![],
-            commits_set: false,
-            action: Action::CopyTree {
-                from: Location::new("data", "mw"),
-                to: Location::new("set", "mw"),
-            },
+        let mut step = crate::plan::testing::exec("copy");
+        step.action = Action::CopyTree {
+            from: Location::new("data", "mw"),
+            to: Location::new("set", "mw"),
         };
-        let plan = Plan {
-            steps: vec![Item::Step(step)],
-            ..Plan::default()
-        };
+        let plan = crate::plan::testing::plan(vec![step], vec![]);
         let w = links_out_of_their_root(&plan, &BTreeMap::from([("data".to_string(), root)]));
         assert_eq!(w.len(), 2, "{w:#?}");
         assert!(w[0].starts_with("data:/mw/back2 is a symbolic link to /mnt/archive/back2, which is outside the root `data`"), "{w:#?}");
