@@ -1414,3 +1414,46 @@ fn retention_never_removes_a_set_being_read() {
     assert_eq!(ids.len(), 2, "{ids:?}");
     assert!(!ids.contains(&oldest));
 }
+
+/// A database whose mirror is gone is backed up all the same (the manual gives no reason not
+/// to, and a damaged database is when a backup matters most: "データベースファイルが破損した場合
+/// でも、もう一方のデータベースファイルから復旧できます"); the run needs attention, naming the
+/// check; a restore from that set refuses, saying what to do instead.
+#[test]
+fn a_backup_with_a_missing_mirror_completes_needing_attention_and_its_restore_refuses() {
+    let site = RunSite::new();
+    std::fs::remove_file(site.path("data/mw/data/address.odb.mrr")).unwrap();
+    let out = site.run("mailwise", "backup", &[], &[]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(4), "{stdout}{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("warning: DAMAGED DATABASES: address.odb"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("step `check-mirrors` failed"), "{stdout}");
+    let sets = site.sets();
+    assert_eq!(sets.len(), 1, "{sets:?}");
+    assert_eq!(
+        sets[0].1, "good",
+        "a faithful copy of what there is: {sets:?}"
+    );
+    let set = site.set_dir(&sets[0].0);
+    assert_eq!(
+        std::fs::read(set.join("data/address.odb")).unwrap(),
+        std::fs::read(site.path("data/mw/data/address.odb")).unwrap()
+    );
+    assert!(!site.path("data/mw/data/maint").exists());
+
+    wait_for_next_second();
+    let before = snapshot(&site.path("data"));
+    let out = site.run("mailwise", "restore", &["--yes"], &[]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stdout));
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        said.contains("address.odb without its mirror .odb.mrr")
+            && said.contains("Restore from an older set whose pairs are whole"),
+        "{said}"
+    );
+    assert_eq!(snapshot(&site.path("data")), before);
+}

@@ -196,23 +196,32 @@ fn require_dir(p: &Path, what: &str) -> Result<(), PlanError> {
     }
 }
 
-/// Every `X.odb` in `dir` has its mirror `X.odb.mrr` (the manual: each database is written twice).
-fn check_mirrors(dir: &Path) -> Result<(), PlanError> {
+/// The database files `X.odb` in `dir` without their mirror `X.odb.mrr`. The manual: "データを
+/// 書き込む際、2つのファイルに同時に同じ内容を書き込みます。そのため、データベースファイルが破損した場合
+/// でも、もう一方のデータベースファイルから復旧できます" (every write goes to both files, so that a
+/// damaged one can be repaired from the other).
+fn unpaired_databases(dir: &Path) -> Result<Vec<String>, PlanError> {
     let entries = facts::list_dir(dir)?;
     let names: std::collections::BTreeSet<&str> = entries.iter().map(|e| e.name.as_str()).collect();
-    let unpaired: Vec<String> = entries
+    Ok(entries
         .iter()
         .filter(|e| e.name.ends_with(".odb"))
         .filter(|e| !names.contains(format!("{}.mrr", e.name).as_str()))
         .map(|e| e.name.clone())
-        .collect();
+        .collect())
+}
+
+/// Refuses to restore from (or archive) databases whose mirrors are missing: mailwise could not
+/// repair them from their mirror afterwards.
+fn check_mirrors(dir: &Path, what_to_do: &str) -> Result<(), PlanError> {
+    let unpaired = unpaired_databases(dir)?;
     if unpaired.is_empty() {
         return Ok(());
     }
     Err(PlanError::Refused(format!(
         "{dir} is inconsistent: {} without its mirror .odb.mrr. Every database file is written \
-         twice; a copy of one without the other cannot be restored. Run mailwise's database \
-         check and contact Cybozu support before backing up.",
+         twice, so that mailwise can repair one from the other; without the pair it cannot. \
+         {what_to_do}",
         unpaired.join(", ")
     )))
 }
@@ -334,7 +343,19 @@ fn backup(req: &Request) -> Result<Plan, PlanError> {
         &mw("file"),
         "mailwise's attachment and mail-source directory",
     )?;
-    check_mirrors(&mw("data"))?;
+    // A missing mirror is no reason not to back up: it is when the databases are damaged that
+    // a backup matters most, and nothing in the manual makes it one. The operator hears it
+    // loudly, at plan time and, through the check steps below, as a run that needs attention.
+    let unpaired = unpaired_databases(&mw("data"))?;
+    if !unpaired.is_empty() {
+        plan.warn(format!(
+            "DAMAGED DATABASES: {} in mw/data has no mirror .odb.mrr. mailwise writes every \
+             database twice so that it can repair one from the other; this backup keeps what \
+             there is, but a restore of it will refuse until the pair is whole. Run mailwise's \
+             database check now, and contact Cybozu support if the mirror does not come back.",
+            unpaired.join(", ")
+        ));
+    }
     refuse_if_in_maintenance()?;
     let backs = archives(&DATA.join("mw"))?;
     // What the backup copies: files the newest set holds unchanged are linked, not copied.
@@ -362,11 +383,14 @@ fn backup(req: &Request) -> Result<Plan, PlanError> {
             "the backup medium has too little free space for this backup",
         ),
     );
+    // Checked again at run time, but a broken pair does not stop the backup: the run goes on
+    // and ends needing attention, naming this step.
     plan.step(
         "check-mirrors",
         "Check every database file X.odb has its mirror X.odb.mrr",
         Action::verify_pairs(mw("data"), ".odb", ".mrr"),
-    );
+    )
+    .continue_on_error();
 
     // 2. Set maintenance mode.
     set_maintenance(&mut plan, req, "maintenance-on")?;
@@ -395,7 +419,8 @@ fn backup(req: &Request) -> Result<Plan, PlanError> {
         "verify-set-mirrors",
         "Check the copied databases are complete pairs (X.odb with X.odb.mrr)",
         Action::verify_pairs(SET.join("data"), ".odb", ".mrr"),
-    );
+    )
+    .continue_on_error();
 
     // 4. Release maintenance mode, whatever happened.
     release_maintenance_in_cleanup(&mut plan, req);
@@ -416,7 +441,12 @@ fn restore(req: &Request, elsewhere: bool) -> Result<Plan, PlanError> {
     let set_id = req.set_id.as_deref().unwrap_or("(unnamed)");
     require_dir(&SET.join("data"), "the backup set has no data directory")?;
     require_dir(&SET.join("file"), "the backup set has no file directory")?;
-    check_mirrors(&SET.join("data"))?;
+    check_mirrors(
+        &SET.join("data"),
+        "Restore from an older set whose pairs are whole (`hokan sets` lists them; name one with \
+         --set), or, if this set holds the only copy of the data you need, copy its mw/data \
+         aside and contact Cybozu support before restoring it by hand.",
+    )?;
     require_dir(
         &mw("data"),
         "mailwise's database directory; install mailwise on this server first",
@@ -704,9 +734,16 @@ fn archive(req: &Request) -> Result<Plan, PlanError> {
         )));
     }
     require_dir(&mw("data"), "mailwise's database directory")?;
-    check_mirrors(&mw("data"))?;
+    check_mirrors(
+        &mw("data"),
+        "Archived data cannot be restored, so do not archive damaged databases: run mailwise's \
+         database check, and archive once the pairs are whole.",
+    )?;
     refuse_if_in_maintenance()?;
-    // Free space: both 2 x mw/data and the sum of all mw/file/ws<N>.
+    // Free space for both of the manual's rules at once: "次の両方の空き容量があるか確認してく
+    // ださい。(データディレクトリ)/mw/dataフォルダ容量の2倍の空き容量 / (データディレクトリ)/mw/file/
+    // すべてのws[数字]フォルダ容量の合計値分の空き容量" (check that there is free space for both:
+    // twice mw/data, and the total of every mw/file/ws<N>).
     let data_size = facts::tree_size(&mw("data"))?;
     let mut ws_total = 0u64;
     for (_, ws) in facts::numbered_dirs(&mw("file"), "ws")? {
@@ -714,19 +751,22 @@ fn archive(req: &Request) -> Result<Plan, PlanError> {
     }
     let free = facts::free_space(DATA.name())?;
     let need_db = data_size.saturating_mul(2);
-    // The manual's two rules, and never less than the 10 MB mailwise needs to keep working.
-    let need = need_db.max(ws_total).max(MIN_FREE);
+    // Both of them, and the 10 MB mailwise needs to keep working at the end of it:
+    // "DiskFreeSpaceの値が10MBを切ると、安全のためメールワイズが動作しなくなります" (below 10 MB
+    // free, mailwise stops working). mwsave runs for hours and must not be interrupted, so the
+    // whole of it is asked for before it starts.
+    let need = need_db.saturating_add(ws_total).saturating_add(MIN_FREE);
     if free < need {
         return Err(PlanError::Refused(format!(
-            "archive needs free space of at least twice mw/data ({need_db} bytes), at least \
-             the mail spaces mw/file/ws<N> together ({ws_total} bytes), and never less than \
-             the 10 MB mailwise needs ({MIN_FREE} bytes); the data volume has {free}. Free \
-             space on the data volume first."
+            "archive needs {need} bytes free on the data volume, the manual's two rules together \
+             plus the 10 MB mailwise needs to keep working: twice mw/data ({need_db} bytes), \
+             plus the mail spaces mw/file/ws<N> ({ws_total} bytes), plus {MIN_FREE} bytes; the \
+             data volume has {free}. Free space on the data volume first."
         )));
     }
     plan.step(
         "check-space",
-        "Check free space: 2 x mw/data and the sum of mw/file/ws<N>",
+        "Check free space: 2 x mw/data, plus the sum of mw/file/ws<N>, plus 10 MB",
         Action::assert(
             Condition::free_space_at_least(DATA.name(), need),
             "too little free space on the data volume for mwsave",
