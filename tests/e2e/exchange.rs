@@ -466,34 +466,83 @@ fn an_offline_backup_stops_and_starts_the_store_around_the_copy() {
     );
 }
 
+/// The article (exchange-database-architecture, 循環ログ): "ログ ファイルを再生できないため、
+/// 復元できるのは、最後に実行した完全バックアップの状態までです": with circular logging on, a
+/// restore reaches the last full backup, so a full backup is exactly what still works (and
+/// circular logging is Exchange 5.5's default). Incremental and differential backups are logs
+/// to replay, which the store overwrites.
 #[test]
-fn circular_logging_refuses_full_and_incremental_and_warns_on_copy() {
+fn circular_logging_allows_full_and_copy_backups_and_refuses_the_log_backups() {
     let site = site("mode = \"online\", circular_logging = \"on\"");
-    for mode in ["full", "incremental", "differential"] {
+    for mode in ["incremental", "differential"] {
         let err = site
             .plan("exchange", &format!("backup-{mode}"))
             .unwrap_err();
         assert!(
-            err.contains("circular logging is on") && err.contains("last full backup"),
+            err.contains("circular logging is on")
+                && err.contains("Exchange does not take one while circular logging is on")
+                && err.contains("Take full backups instead"),
             "{mode}: {err}"
         );
     }
-    let copy = site.plan("exchange", "backup-copy").unwrap();
-    assert!(
-        copy.plan
-            .warnings
-            .iter()
-            .any(|w| w.contains("Circular logging is on") && w.contains("last full backup")),
-        "{:?}",
-        copy.plan.warnings
-    );
+    for mode in ["full", "copy"] {
+        let doc = site.plan("exchange", &format!("backup-{mode}")).unwrap();
+        assert!(
+            doc.plan.warnings.iter().any(|w| w.contains(&format!(
+                "Circular logging is on: a restore of this {mode} backup reaches only the moment it was taken"
+            ))),
+            "{mode}: {:?}",
+            doc.plan.warnings
+        );
+        // The store recycles its logs meanwhile: no step counts on one surviving.
+        let ids: Vec<&str> = doc.plan.all_steps().map(|s| s.id.as_str()).collect();
+        assert!(
+            !ids.iter().any(|id| id.starts_with("check-logs-kept")),
+            "{mode}: {ids:?}"
+        );
+        assert!(
+            !ids.iter()
+                .any(|id| id.starts_with("in-set-") && id.contains(".log")),
+            "{mode}: {ids:?}"
+        );
+    }
     // The lint names both pieces of advice this site breaks: circular logging, and the logs
     // on the databases' volume (one temporary directory here).
     let lint = site.plan("exchange", "lint").unwrap();
     let all = lint.plan.warnings.join("\n");
     assert!(all.contains("Circular logging is on"), "{all}");
+    assert!(
+        all.contains("a restore reaches only the last full backup"),
+        "{all}"
+    );
     assert!(all.contains("same volume as the databases"), "{all}");
     assert!(all.contains("4 log(s) before the checkpoint"), "{all}");
+}
+
+/// A copy backup of a store with circular logging on, whose old logs are reused while it runs:
+/// the backup completes with the databases, and nothing fails for logs the store recycled.
+#[test]
+fn a_copy_backup_completes_while_circular_logging_recycles_the_logs() {
+    let site = site("mode = \"online\", circular_logging = \"on\"");
+    std::fs::write(site.path("standins/ex1.circular"), "").unwrap();
+    for mode in ["copy", "full"] {
+        let out = site.run("exchange", &format!("backup-{mode}"), &[], &[]);
+        ok(&out);
+        let sets = site.sets_json("exchange");
+        let newest = sets.as_array().unwrap().last().unwrap();
+        assert_eq!(newest["state"], "good", "{mode}: {sets:?}");
+        let set = std::path::Path::new(newest["path"].as_str().unwrap());
+        assert!(set.join("databases/Priv.edb").is_file(), "{mode}");
+        assert!(set.join("databases/Pub.edb").is_file(), "{mode}");
+        // The store's old logs were recycled, not kept by the backup.
+        assert!(
+            !site
+                .path(&format!("store/logs/{}", log_name(*GENERATIONS.start())))
+                .exists(),
+            "{mode}"
+        );
+        wait_for_next_second();
+    }
 }
 
 #[test]

@@ -321,11 +321,18 @@ fn backup(req: &Request, mode: Mode) -> Result<Plan, PlanError> {
         }
     };
     let circular = circular_logging(req)?;
-    if circular && mode != Mode::Copy {
+    // With circular logging on, "ログ ファイルを再生できないため、復元できるのは、最後に実行
+    // した完全バックアップの状態までです" (the logs cannot be replayed, so a restore reaches the
+    // last full backup): a full backup is exactly what still works, and the default server has
+    // circular logging on. Incremental and differential backups are nothing but logs to replay
+    // on a full one, and Exchange refuses them while the store recycles its logs.
+    if circular && matches!(mode, Mode::Incremental | Mode::Differential) {
         return Err(PlanError::Refused(format!(
-            "circular logging is on (the job's circular_logging parameter), and a {} backup \
-             depends on the logs: {CIRCULAR_WHY}. Turn circular logging off in the Exchange \
-             Administrator (server properties > Advanced), restart the store, set \
+            "circular logging is on (the job's circular_logging parameter), and a {} backup is \
+             the logs since the last full backup, which the store overwrites: {CIRCULAR_WHY}. \
+             Exchange does not take one while circular logging is on. Take full backups \
+             instead (each is all a restore can reach), or turn circular logging off in the \
+             Exchange Administrator (server properties > Advanced), restart the store, set \
              circular_logging = \"off\" for this job, and take a full backup.",
             mode.name()
         )));
@@ -341,7 +348,9 @@ fn backup(req: &Request, mode: Mode) -> Result<Plan, PlanError> {
     let mut plan = PlanBuilder::new();
     if circular {
         plan.warn(format!(
-            "Circular logging is on: this copy backup holds the databases, but {CIRCULAR_WHY}."
+            "Circular logging is on: a restore of this {} backup reaches only the moment it was \
+             taken ({CIRCULAR_WHY}). Turn circular logging off to restore up to a failure.",
+            mode.name()
         ));
     }
     if let Some(w) = same_volume_warning()? {
@@ -399,6 +408,7 @@ fn backup(req: &Request, mode: Mode) -> Result<Plan, PlanError> {
             &mut plan,
             &server,
             mode,
+            circular,
             &store,
             checkpoint,
             &databases,
@@ -437,6 +447,7 @@ fn online_backup(
     plan: &mut PlanBuilder,
     server: &str,
     mode: Mode,
+    circular: bool,
     store: &Store,
     checkpoint: u32,
     databases: &[String],
@@ -482,12 +493,18 @@ fn online_backup(
     for d in &store.databases {
         expected.push(SET.join("databases").join(&patch_of(d)));
     }
-    for l in logs_in_set {
-        expected.push(SET.join("logs").join(&l.name));
-    }
-    expected.push(SET.join("logs").join(&renamed));
-    if mode.keeps_new_current() {
-        expected.push(SET.join("logs").join("Edb.log"));
+    // With circular logging the store recycles its logs while it runs ("チェックポイント ファイル
+    // が次のログ ファイルに移動すると、古いログ ファイルが再利用されます"): which ones the program
+    // finds is not known when planning, so the set is checked for its databases and patch
+    // files only.
+    if !circular {
+        for l in logs_in_set {
+            expected.push(SET.join("logs").join(&l.name));
+        }
+        expected.push(SET.join("logs").join(&renamed));
+        if mode.keeps_new_current() {
+            expected.push(SET.join("logs").join("Edb.log"));
+        }
     }
     assert_each(
         plan,
@@ -519,7 +536,8 @@ fn online_backup(
             Condition::absent,
             "a log before the checkpoint is still there: the backup did not complete in the store; read the backup program's log and the application event log",
         );
-    } else {
+    } else if !circular {
+        // A mode that deletes no log: every log is still there, unless the store recycled it.
         let all: Vec<&store::Log> = store.logs.iter().collect();
         assert_each(
             plan,
@@ -1030,8 +1048,8 @@ fn lint(req: &Request) -> Result<Plan, PlanError> {
     if circular_logging(req)? {
         plan.warn(format!(
             "Circular logging is on (the job's circular_logging parameter): {CIRCULAR_WHY}. The \
-             manual recommends turning it off; full and incremental backups refuse to run until \
-             it is."
+             manual recommends turning it off; until it is, a restore reaches only the last \
+             full backup, and incremental and differential backups refuse to run."
         ));
     }
     if let Some(w) = same_volume_warning()? {
