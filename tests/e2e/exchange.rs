@@ -710,3 +710,51 @@ fn site_without_checkpoint() -> StandinSite {
     std::fs::remove_file(s.path("store/logs/Edb.chk")).unwrap();
     s
 }
+
+/// The article (exchange-database-architecture, Isinteg): Isinteg's first task is "オフライン
+/// バックアップからデータを復元後にインフォメーション ストアを修正します" (fixing the store after
+/// restoring an offline backup). A restore of an offline set (no .pat files) asks first, then
+/// runs Isinteg on each restored database with the store stopped, then starts the store; a
+/// restore of an online set runs no Isinteg.
+#[test]
+fn a_restore_of_an_offline_set_asks_then_fixes_the_store_with_isinteg() {
+    let site = site(&params("offline"));
+    ok(&site.run("exchange", "backup-full", &[], &[]));
+    let set = newest_set(&site);
+    let id = set.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        !set.join("databases/Priv.pat").exists(),
+        "an offline set has no .pat"
+    );
+    std::fs::write(site.path("store/databases/Priv.edb"), "damaged").unwrap();
+    site.clear_calls();
+    wait_for_next_second();
+    // Refused (no terminal to ask): nothing is changed.
+    let out = site.run("exchange", "restore", &["--set", &id], &[]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stdout).contains("confirm-isinteg"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(site.calls().is_empty(), "{:?}", site.calls());
+    assert_eq!(
+        std::fs::read_to_string(site.path("store/databases/Priv.edb")).unwrap(),
+        "damaged"
+    );
+    wait_for_next_second();
+    ok(&site.run("exchange", "restore", &["--set", &id, "--yes"], &[]));
+    assert_eq!(
+        site.calls(),
+        [
+            "ex1: store-service stop",
+            "ex1: isinteg -pri -fix -test alltests",
+            "ex1: isinteg -pub -fix -test alltests",
+            "ex1: store-service start",
+        ]
+    );
+    assert_eq!(
+        std::fs::read(site.path("store/databases/Priv.edb")).unwrap(),
+        std::fs::read(set.join("databases/Priv.edb")).unwrap()
+    );
+}

@@ -119,7 +119,7 @@ impl Plugin for Exchange {
         operations.extend([
             operation(
                 "restore",
-                "Put a set's databases, .pat files and logs in place (keeping what was there), remove the stale checkpoint, and start the store so it replays the logs.",
+                "Put a set's databases, .pat files and logs in place (keeping what was there), remove the stale checkpoint, fix the store with Isinteg after an offline set (asked first), and start the store so it replays the logs.",
                 SetUse::Reads,
             ),
             operation(
@@ -764,6 +764,30 @@ fn restore(req: &Request) -> Result<Plan, PlanError> {
         .collect();
 
     let mut plan = PlanBuilder::new();
+    // A set without .pat files is an offline backup (an online one always has them). The
+    // article names fixing the store after one is restored as Isinteg's first task:
+    // "オフライン バックアップからデータを復元後にインフォメーション ストアを修正します". Isinteg
+    // changes the store, so it is asked for first, as repair asks, before anything changes.
+    let offline = set.patches.is_empty();
+    if offline {
+        plan.step(
+            "confirm-isinteg",
+            "Confirm that Isinteg may fix the restored store (an offline set)",
+            Action::manual(
+                &format!(
+                    "Set {set_id} is an offline backup (it has no .pat files). After its \
+                     databases are in place, hokan runs Isinteg -fix -test alltests on each \
+                     ({}) with the store stopped, as the manual says to after restoring an \
+                     offline backup, and only then starts the store. Isinteg changes the \
+                     store's data to make it consistent. Confirm to restore and fix; refuse \
+                     and nothing is changed.",
+                    set.databases.join(", ")
+                ),
+                Some(KB),
+            ),
+        )
+        .on(&server);
+    }
     plan.step(
         "check-space",
         "Check the databases' volume has room for the restored databases",
@@ -853,6 +877,26 @@ fn restore(req: &Request) -> Result<Plan, PlanError> {
             Action::rename(LOGS.join(chk), LOGS.join(&kept).join(chk)),
         )
         .on(&server);
+    }
+    if offline {
+        for d in &set.databases {
+            let which = if d.eq_ignore_ascii_case("Priv.edb") {
+                "-pri"
+            } else {
+                "-pub"
+            };
+            plan.step(
+                &format!("isinteg-fix-{}", d.to_ascii_lowercase()),
+                &format!("Fix the restored {d} with Isinteg -fix -test alltests"),
+                Action::exec_in(
+                    DATABASES.name(),
+                    "isinteg",
+                    [which, "-fix", "-test", "alltests"],
+                ),
+            )
+            .on(&server)
+            .timeout(LONG);
+        }
     }
     plan.step(
         "start-store",
