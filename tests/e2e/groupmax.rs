@@ -461,3 +461,43 @@ fn a_failed_copy_to_media_keeps_a_complete_set_in_both_worlds() {
         "{dry:#}\n{real:#}"
     );
 }
+
+/// The manual, case (3) step 1: "nxsrepstatコマンドを使用して,バックアップサーバへのレプリケー
+/// ションが完了しているかを確認します。完了していない場合は運転席の名前データベースウィンドウで
+/// 整合性を確保してください。" Replication that does not complete within the limit ends the run
+/// before anything is stopped, saying to restore consistency in the console; the cleanup runs.
+#[test]
+fn replication_that_never_completes_stops_the_run_saying_to_restore_consistency() {
+    let site = StandinSite::new(
+        &policy("by-hand", true).replace(
+            "params = { mode = \"by-hand\", stop_command = \"NXSMNGSRV\" }",
+            "params = { mode = \"by-hand\", stop_command = \"NXSMNGSRV\", replication_timeout_minutes = 1 }",
+        ),
+        TOPOLOGY,
+    );
+    write_files(&site);
+    std::fs::create_dir_all(site.path("media")).unwrap();
+    std::fs::write(site.path("standins/gmmail1.replication_pending"), "1000\n").unwrap();
+    let out = site.run("mail1", "backup", &["--yes"], &[]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(5), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains(
+            "FAILED: step `replication-complete` failed: Wait until replication to gm-mail1 \
+             (gmmail1) has completed (nxsrepstat); if it has not within 1 minute(s), nothing is \
+             stopped: restore consistency in the administrator console's name database window"
+        ),
+        "{stdout}"
+    );
+    // Nothing but nxsrepstat ran: no server was stopped, no journal cleared.
+    assert!(
+        site.calls()
+            .iter()
+            .all(|c| c.contains("nxsrepstat gmmail1")),
+        "{:?}",
+        site.calls()
+    );
+    all_running(&site, "after the refusal");
+    assert_eq!(site.files("master/nxsdir/journal").len(), 4);
+    assert!(site.sets_json("mail1").as_array().unwrap().is_empty());
+}

@@ -350,9 +350,20 @@ fn backup(req: &Request) -> Result<Plan, PlanError> {
     // Multi-server: replication to the server must be complete before anything stops.
     if let Some(other) = &servers.other {
         let host = host_name(other);
+        // "完了していない場合は運転席の名前データベースウィンドウで整合性を確保してください。
+        // レプリケーションが完了したら,手順2に進んでください。" (if it has not completed, restore
+        // consistency in the console's name database window; once replication has completed, go
+        // on to step 2). Waiting longer does not do that: when the limit passes, the run stops
+        // here, before anything is stopped, and its failure (this step's title) says what to do.
         plan.step(
             "replication-complete",
-            &format!("Wait until replication to {b} ({host}) has completed (nxsrepstat)"),
+            &format!(
+                "Wait until replication to {b} ({host}) has completed (nxsrepstat); if it has not \
+                 within {} minute(s), nothing is stopped: restore consistency in the \
+                 administrator console's name database window (運転席の名前データベースウィンドウ\
+                 で整合性を確保), then run the backup again",
+                settings.replication_limit.as_secs() / 60
+            ),
             Action::wait_until(
                 Condition::command_succeeds("nxsrepstat", [host]),
                 Duration::from_secs(10),
