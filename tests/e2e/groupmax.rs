@@ -501,3 +501,28 @@ fn replication_that_never_completes_stops_the_run_saying_to_restore_consistency(
     assert_eq!(site.files("master/nxsdir/journal").len(), 4);
     assert!(site.sets_json("mail1").as_array().unwrap().is_empty());
 }
+
+/// The manual, case (2): "マスタ管理サーバのサーバを停止します。APSTOPコマンドを使用してください。"
+/// Only case (4) allows "APSTOPコマンド又はNXSMNGSRVコマンド".
+#[test]
+fn the_masters_automated_backup_stops_its_servers_with_apstop_only() {
+    let text = policy("automated", true).replacen(
+        "params = { mode = \"automated\" }",
+        "params = { mode = \"automated\", stop_command = \"NXSMNGSRV\" }",
+        1,
+    );
+    assert!(
+        text.contains("stop_command = \"NXSMNGSRV\" }\n[jobs.master.roots]"),
+        "{text}"
+    );
+    let site = StandinSite::new(&text, TOPOLOGY);
+    write_files(&site);
+    std::fs::create_dir_all(site.path("media")).unwrap();
+    let err = site.plan("master", "backup").unwrap_err();
+    assert!(
+        err.contains("case (2)") && err.contains("set stop_command = \"APSTOP\""),
+        "{err}"
+    );
+    // Case (4) may use either.
+    assert!(site.plan("mail1", "backup").is_ok());
+}

@@ -320,6 +320,20 @@ fn backup(req: &Request) -> Result<Plan, PlanError> {
         .set_id
         .clone()
         .ok_or_else(|| PlanError::BadParameter("the host gave no backup set id".into()))?;
+    // Case (2), the master management server automated: "マスタ管理サーバのサーバを停止します。
+    // APSTOPコマンドを使用してください。" Only case (4) allows "APSTOPコマンド又はNXSMNGSRVコマンド".
+    if servers.other.is_none()
+        && settings.mode == Mode::Automated
+        && settings.stop_command != "APSTOP"
+    {
+        return Err(PlanError::BadParameter(format!(
+            "parameter `stop_command` is `{}`, but the manual's case (2), the automated backup \
+             of the master management server, stops its servers with APSTOP only \
+             (APSTOPコマンドを使用してください); set stop_command = \"APSTOP\" for this job. \
+             NXSMNGSRV is for the backup of an address or mail server, case (4).",
+            settings.stop_command
+        )));
+    }
 
     // What the journal clearing needs, checked before anything is planned.
     let journal_files = match (&servers.other, settings.mode) {
