@@ -73,19 +73,26 @@ fn site(root: &Path, plan: Plan) -> RunSpec {
 
 /// A cleanup step that leaves `work/cleaned`, so a test sees that cleanup ran.
 fn tidy() -> Step {
-    let mut s = crate::plan::testing::exec("tidy");
-    s.action = Action::WriteFile {
-        path: Location::new("work", "cleaned"),
-        contents: b"yes".to_vec(),
-    };
-    s
+    crate::plan::testing::step(
+        "tidy",
+        Action::WriteFile {
+            path: Location::new("work", "cleaned"),
+            contents: b"yes".to_vec(),
+        },
+    )
 }
 
+/// The names in `dir`, sorted; a name that is not UTF-8 fails the test rather than being
+/// compared mangled.
 fn entries(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .map(|r| {
             r.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .map(|e| {
+                    e.file_name()
+                        .into_string()
+                        .unwrap_or_else(|n| panic!("{n:?} in {} is not UTF-8", dir.display()))
+                })
                 .collect()
         })
         .unwrap_or_default();

@@ -24,6 +24,11 @@ pub(crate) fn exec(id: &str) -> Step {
     }
 }
 
+/// Step `id` doing `action`, aborting on failure.
+pub(crate) fn step(id: &str, action: Action) -> Step {
+    Step { action, ..exec(id) }
+}
+
 /// Copies `d` into `to_root` (`set`: the backup; otherwise out of the set).
 pub(crate) fn copy(id: &str, to_root: &str) -> Step {
     Step {

@@ -299,7 +299,8 @@ pub fn check_relative(path: &str) -> Result<(), &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::model::{Exec, Group, OnError};
+    use crate::plan::model::{Exec, Group};
+    use crate::plan::testing::step;
 
     fn grants() -> Grants {
         Grants {
@@ -307,20 +308,6 @@ mod tests {
             commands: ["mwsave".to_string()].into(),
             services: BTreeSet::new(),
             servers: ["mw1".to_string()].into(),
-        }
-    }
-
-    fn step(id: &str, action: Action) -> Step {
-        Step {
-            id: id.into(),
-            title: "t".into(),
-            target: None,
-            on_error: OnError::Abort,
-            timeout_ms: None,
-            retries: 0,
-            when: vec![],
-            commits_set: false,
-            action,
         }
     }
 

@@ -107,11 +107,13 @@ mod tests {
         std::os::unix::fs::symlink("/mnt/archive/back2", root.join("mw/back2")).unwrap();
         std::os::unix::fs::symlink("../../../etc", root.join("mw/data/up")).unwrap();
         std::os::unix::fs::symlink("../file", root.join("mw/data/sibling")).unwrap();
-        let mut step = crate::plan::testing::exec("copy");
-        step.action = Action::CopyTree {
-            from: Location::new("data", "mw"),
-            to: Location::new("set", "mw"),
-        };
+        let step = crate::plan::testing::step(
+            "copy",
+            Action::CopyTree {
+                from: Location::new("data", "mw"),
+                to: Location::new("set", "mw"),
+            },
+        );
         let plan = crate::plan::testing::plan(vec![step], vec![]);
         let w = links_out_of_their_root(&plan, &BTreeMap::from([("data".to_string(), root)]));
         assert_eq!(w.len(), 2, "{w:#?}");

@@ -177,24 +177,10 @@ mod tests {
     use std::time::SystemTime;
 
     fn policy() -> Policy {
-        Policy::parse(
-            std::path::Path::new("/etc/hokan/s.toml"),
-            r#"
-[site]
-name = "s"
-
-[[servers]]
-name = "a"
-role = "r"
-
-[jobs.j]
-plugin = "p"
-servers = ["a"]
-roots = { data = "/srv/data" }
-commands = { prepare = "/bin/true" }
-"#,
+        crate::policy::testing::one_job(
+            r#"roots = { data = "/srv/data" }
+commands = { prepare = "/bin/true" }"#,
         )
-        .unwrap()
     }
 
     fn plan_of(p: &Scripted) -> Result<PlanDocument, PlanJobError> {

@@ -1099,3 +1099,19 @@ services = { svc = { start = ["bin/svc", "start"], stop = ["systemctl", "stop", 
         assert_eq!(e.field.as_deref(), Some("site.name"), "{e}");
     }
 }
+
+/// Policies made in the unit tests of what reads them (the planner, the simulator).
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::Policy;
+
+    /// Site `s` with server `a` (role `r`) and job `j` of plugin `p` on it; `grants` are the
+    /// job's lines that grant roots and commands.
+    pub(crate) fn one_job(grants: &str) -> Policy {
+        let text = format!(
+            "[site]\nname = \"s\"\n\n[[servers]]\nname = \"a\"\nrole = \"r\"\n\n\
+             [jobs.j]\nplugin = \"p\"\nservers = [\"a\"]\n{grants}\n"
+        );
+        Policy::parse(std::path::Path::new("/etc/hokan/s.toml"), &text).unwrap()
+    }
+}

@@ -239,24 +239,10 @@ mod tests {
     use crate::plan::testing::{exec, plan};
 
     fn policy() -> Policy {
-        Policy::parse(
-            Path::new("/etc/hokan/s.toml"),
-            r#"
-[site]
-name = "s"
-
-[[servers]]
-name = "a"
-role = "r"
-
-[jobs.j]
-plugin = "p"
-servers = ["a"]
-roots = { data = "/site/data" }
-commands = { prepare = "/bin/true", finish = "/bin/true" }
-"#,
+        crate::policy::testing::one_job(
+            r#"roots = { data = "/site/data" }
+commands = { prepare = "/bin/true", finish = "/bin/true" }"#,
         )
-        .unwrap()
     }
 
     #[test]

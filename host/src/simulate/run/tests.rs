@@ -124,11 +124,13 @@ fn every_injected_fault_ends_as_the_driver_says_and_breaks_no_invariant() {
 
 #[test]
 fn a_backup_that_changes_its_source_breaks_the_invariant_naming_the_step() {
-    let mut touch = exec("touch");
-    touch.action = Action::WriteFile {
-        path: Location::new("data", "d/a"),
-        contents: b"changed".to_vec(),
-    };
+    let touch = crate::plan::testing::step(
+        "touch",
+        Action::WriteFile {
+            path: Location::new("data", "d/a"),
+            contents: b"changed".to_vec(),
+        },
+    );
     let (roots, p) = (roots(), plan(vec![copy("copy", "set"), touch], vec![]));
     let ctx = context(&roots, &p);
     let t = run(&world(1 << 30), &ctx, None);
