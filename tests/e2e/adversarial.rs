@@ -140,7 +140,7 @@ fn every_misbehaviour_is_refused_and_the_host_carries_on() {
             let text = e.to_string();
             assert!(
                 text.contains(
-                    "built for contract hokan:policy@0.9.0, but this host speaks hokan:policy@0.5.0, 0.6.0, 0.7.0"
+                    "built for contract hokan:policy@0.9.0, but this host speaks hokan:policy@0.5.0, 0.6.0, 0.7.0, 0.8.0"
                 ),
                 "{text}"
             );
@@ -301,6 +301,10 @@ backup_root = "backups"
         .load(&component("fixtures/contract-0-6.wasm"), None)
         .expect("0.6.0 loads");
     assert_eq!(v0_6.contract(), "0.6.0");
+    let v0_7 = rt
+        .load(&component("fixtures/contract-0-7.wasm"), None)
+        .expect("0.7.0 loads");
+    assert_eq!(v0_7.contract(), "0.7.0");
     let current: Vec<_> = ["mailwise", "groupmax", "teamware", "exchange"]
         .iter()
         .map(|p| rt.load(&component(&format!("{p}.wasm")), None).unwrap())
@@ -333,6 +337,10 @@ backup_root = "backups"
     assert!(doc.plan.all_steps().all(|s| !s.commits_set));
     let doc6 = planner::plan_job(&rt.bind(&v0_6), &policy, job, &input).expect("0.6.0 plans");
     assert_eq!(doc6.plan, doc.plan);
+    // 0.7.0 has no command that must never be killed, and its invariants always apply.
+    let doc7 = planner::plan_job(&rt.bind(&v0_7), &policy, job, &input).expect("0.7.0 plans");
+    assert_eq!(doc7.plan, doc.plan);
+    assert!(doc7.plan.all_steps().all(|s| !s.no_kill));
     // And the current plugins still plan in the same host afterwards.
     let mw = &current[0];
     assert_eq!(mw.description().name, "mailwise");

@@ -71,6 +71,7 @@ fn step(id: &str, action: Action) -> Step {
         retries: 0,
         when: vec![],
         commits_set: false,
+        no_kill: false,
         action,
     }
 }
@@ -238,7 +239,56 @@ fn cases() -> Vec<Case> {
         unreadable: vec![],
         marker: "maint",
     };
-    vec![quiesced, conditional, together, committed]
+    let repair = Case {
+        name: "files removed as found, a command never killed, steps that follow only a success",
+        plan: Plan {
+            steps: vec![
+                Item::Step(command("stop")),
+                Item::Step(step(
+                    "clear-logs",
+                    Action::RemoveFiles {
+                        dir: loc("data", "logs"),
+                        patterns: vec!["E0000*.LOG".into()],
+                        except: vec!["e00002.log".into()],
+                        ignore_case: true,
+                    },
+                )),
+                Item::Step(Step {
+                    no_kill: true,
+                    timeout_ms: Some(LIMIT_MS),
+                    ..command("archive")
+                }),
+                Item::Step(cont(command("fix"))),
+                Item::Step(Step {
+                    when: vec![Condition::StepSucceeded { step: "fix".into() }],
+                    ..command("start")
+                }),
+            ],
+            cleanup: vec![Step {
+                when: vec![
+                    Condition::StepStarted {
+                        step: "stop".into(),
+                    },
+                    Condition::StepNotStarted { step: "fix".into() },
+                    Condition::StepNotSucceeded {
+                        step: "start".into(),
+                    },
+                ],
+                ..command("restart")
+            }],
+            invariants: vec![],
+            warnings: vec![],
+        },
+        effects: BTreeMap::from([
+            ("stop".into(), (true, "stopped")),
+            ("archive".into(), (true, "archived")),
+            ("start".into(), (false, "stopped")),
+            ("restart".into(), (false, "stopped")),
+        ]),
+        unreadable: vec![],
+        marker: "stopped",
+    };
+    vec![quiesced, conditional, together, committed, repair]
 }
 
 /// Every scenario of a case: the normal run, then each step failing, timing out (those with a
@@ -284,6 +334,15 @@ fn make_site(root: &Path, injected: &Injected, case: &Case) {
         })
     };
     match injected {
+        // A remove-files step fails on an entry it chose that is not a file.
+        Injected::Fail(id)
+            if case
+                .plan
+                .all_steps()
+                .any(|s| s.id == *id && matches!(s.action, Action::RemoveFiles { .. })) =>
+        {
+            std::fs::create_dir(data.join("logs/E00009.LOG")).unwrap()
+        }
         Injected::Fail(id) => match copy_of(id) {
             // A copy out of the set finds its destination taken; one into it, its source gone.
             Some((_, to)) if to.root == "media" => {
@@ -322,8 +381,18 @@ fn commands(root: &Path, case: &Case, injected: &Injected) -> BTreeMap<String, C
                 Some((false, p)) => format!("rm -rf '{}'", root.join("data").join(p).display()),
                 None => "true".into(),
             };
+            let never_killed = case
+                .plan
+                .all_steps()
+                .any(|s| s.no_kill && matches!(&s.action, Action::Exec(e) if e.command == c));
             let script = match injected {
                 Injected::Fail(s) if *s == c => "exit 1".to_string(),
+                // A command hokan must never kill hangs past its limit, until the operator
+                // stops it.
+                Injected::Timeout(s) if *s == c && never_killed => format!(
+                    "{effect}; sleep {}; kill -TERM $$",
+                    (LIMIT_MS * 2) as f64 / 1000.0
+                ),
                 Injected::Timeout(s) if *s == c => format!("{effect}; exec sleep 30"),
                 _ => effect,
             };
@@ -730,4 +799,28 @@ fn the_verdicts_are_the_documented_rules() {
     // Before it, the set goes.
     let v = real(committed, &Injected::Fail("copy-logs".into()));
     assert_eq!(v.set, "gone");
+
+    let repair = &cases[4];
+    let ended = |v: &Verdict, phase: &str, id: &str| {
+        v.steps
+            .iter()
+            .find(|s| s.0 == phase && s.1 == id)
+            .map(|s| s.2.clone())
+            .unwrap_or_else(|| panic!("{id} did not end in the {phase}: {v:?}"))
+    };
+    // A command that must never be killed, hung past its limit, is not timed out: the operator
+    // stopped it, and it failed.
+    let v = real(repair, &Injected::Timeout("archive".into()));
+    assert_eq!(ended(&v, "body", "archive"), "failed", "{v:?}");
+    // The fix failed: what follows only its success is skipped, and so is the cleanup's undo
+    // that holds only while the fix never began. What the run left is reported.
+    let v = real(repair, &Injected::Fail("fix".into()));
+    assert_eq!(v.steps_failed, ["fix"]);
+    assert_eq!(ended(&v, "body", "start"), "skipped");
+    assert_eq!(ended(&v, "cleanup", "restart"), "skipped");
+    assert_eq!(v.broken, ["hokan:maintenance-released"]);
+    // Failing before the fix, the undo runs.
+    let v = real(repair, &Injected::Fail("archive".into()));
+    assert_eq!(ended(&v, "cleanup", "restart"), "ok");
+    assert!(v.broken.is_empty(), "{v:?}");
 }

@@ -28,6 +28,7 @@ const FIXTURES: &[&str] = &[
     "future-contract",
     "contract-0-5",
     "contract-0-6",
+    "contract-0-7",
 ];
 
 fn main() -> Result<()> {

@@ -64,6 +64,9 @@ fn report(o: &Outcome, json: bool) {
     for i in &o.invariants_broken {
         println!("ATTENTION: invariant broken: {i}");
     }
+    for l in &o.left_on_purpose {
+        println!("ATTENTION: left so on purpose: {l}");
+    }
 }
 
 /// The unfinished runs of one instance.

@@ -27,7 +27,7 @@
 #[cfg(test)]
 mod tests;
 
-use crate::plan::{Action, Condition, Item, OnError, Plan, Step};
+use crate::plan::{Action, Condition, Invariant, Item, OnError, Plan, Step};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -114,10 +114,16 @@ pub struct Outcome {
     /// job, but something the plan wanted done is not.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps_failed: Vec<String>,
-    /// What a copy could not keep as it was (a socket, a device without root, a previous set's
-    /// damaged copy copied afresh), each naming its step and file.
+    /// What the steps that did their job warned of (a file a copy could not keep as it was, a
+    /// command that must not be killed running past its limit, nothing left to remove), each
+    /// naming its step.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// What the plan left changed on purpose, by its invariants that applied at the end
+    /// ([`left_on_purpose`]): "the store is left stopped, the repair did not finish". A person
+    /// must finish it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub left_on_purpose: Vec<String>,
 }
 
 impl Outcome {
@@ -134,6 +140,7 @@ impl Outcome {
             invariants_broken: Vec::new(),
             steps_failed: Vec::new(),
             warnings: Vec::new(),
+            left_on_purpose: Vec::new(),
         }
     }
 
@@ -176,6 +183,11 @@ impl Outcome {
                 .map(|s| format!("cleanup step `{s}` failed")),
         );
         attention.extend(self.invariants_broken.iter().cloned());
+        attention.extend(
+            self.left_on_purpose
+                .iter()
+                .map(|l| format!("left so on purpose: {l}")),
+        );
         if !attention.is_empty() {
             s += &format!("; needs attention: {}", attention.join("; "));
         }
@@ -183,12 +195,14 @@ impl Outcome {
     }
 
     /// Whether someone must look at the product: a cleanup step failed, an invariant broke, a
-    /// step allowed to fail did, or a set was kept after a point of no return.
+    /// step allowed to fail did, a set was kept after a point of no return, or the plan left
+    /// something changed on purpose.
     pub fn needs_attention(&self) -> bool {
         self.set_kept.is_some()
             || !self.cleanup_failed.is_empty()
             || !self.invariants_broken.is_empty()
             || !self.steps_failed.is_empty()
+            || !self.left_on_purpose.is_empty()
     }
 }
 
@@ -199,6 +213,9 @@ pub struct Output {
     pub code: Option<i32>,
     /// It ran past its time limit and was killed.
     pub timed_out: bool,
+    /// It ran past its time limit and was waited for, not killed ([`AtLimit::Report`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub overran: bool,
     /// Standard output, capped at `execute::transport::OUTPUT_CAP` bytes by the local transport.
     pub stdout: String,
     /// Standard error, capped at `execute::transport::OUTPUT_CAP` bytes by the local transport.
@@ -231,13 +248,17 @@ pub struct Done {
     pub summary: String,
     /// A command's output, when it ran one.
     pub output: Option<Output>,
+    /// What the operator must hear of though the step did its job (a file a copy could not
+    /// keep as it was, a command that ran past its limit, nothing left to remove): they go
+    /// into the run's outcome, each naming the step.
+    pub warnings: Vec<String>,
 }
 
 impl From<String> for Done {
     fn from(summary: String) -> Done {
         Done {
             summary,
-            output: None,
+            ..Done::default()
         }
     }
 }
@@ -355,6 +376,8 @@ impl Progress {
         match c {
             Condition::StepStarted { step } => Some(self.started.contains(step)),
             Condition::StepNotSucceeded { step } => Some(!self.succeeded.contains(step)),
+            Condition::StepSucceeded { step } => Some(self.succeeded.contains(step)),
+            Condition::StepNotStarted { step } => Some(!self.started.contains(step)),
             _ => None,
         }
     }
@@ -441,14 +464,14 @@ pub trait Effects: Sync {
 #[derive(Debug)]
 pub enum Ran {
     /// Body, set and cleanup ran; the outcome so far (the backend adds its invariants).
-    Finished(Outcome),
+    Finished(Box<Outcome>),
     /// The run died right after a step or group ([`Flow::Crash`]); [`recover`] takes over.
     Crashed,
 }
 
 /// Runs `plan` through `fx`: body, the set's completion, cleanup.
 pub fn run<E: Effects>(plan: &Plan, fx: &E) -> Ran {
-    let d = Driver { fx };
+    let d = Driver::new(fx);
     let Some(mut outcome) = d.body(plan) else {
         return Ran::Crashed;
     };
@@ -483,14 +506,15 @@ pub fn run<E: Effects>(plan: &Plan, fx: &E) -> Ran {
         }
     }
     outcome.cleanup_failed = d.cleanup_failed(plan);
+    outcome.warnings = d.take_warnings();
     fx.cleaned_up(&outcome);
-    Ran::Finished(outcome)
+    Ran::Finished(Box::new(outcome))
 }
 
 /// Recovers a run that died: runs the cleanup steps that had not ended (by `fx`'s progress, from
 /// the journal), and settles its set.
 pub fn recover<E: Effects>(plan: &Plan, fx: &E) -> Outcome {
-    let d = Driver { fx };
+    let d = Driver::new(fx);
     let (cleaned, last, completed) = {
         let p = fx.progress().lock().unwrap_or_else(|p| p.into_inner());
         let cleaned: Vec<String> = p.cleanup.iter().map(|(s, _)| s.clone()).collect();
@@ -517,6 +541,7 @@ pub fn recover<E: Effects>(plan: &Plan, fx: &E) -> Outcome {
         }
     }
     outcome.cleanup_failed = d.cleanup_failed(plan);
+    outcome.warnings = d.take_warnings();
     let kept = point.filter(|_| !completed).map(|p| {
         format!("the run died after the point of no return `{p}`; recovery finished the set")
     });
@@ -530,6 +555,58 @@ pub fn recover<E: Effects>(plan: &Plan, fx: &E) -> Outcome {
     outcome
 }
 
+/// Whether a plan invariant applies at the end of a run: every one of its `when` conditions
+/// holds, the `step-*` ones by the run's `progress`, the others on the site by `site`. One rule
+/// for the dry run and the real run.
+pub fn applies(
+    inv: &Invariant,
+    progress: &Progress,
+    site: impl Fn(&Condition) -> Result<bool, Failure>,
+) -> Result<bool, Failure> {
+    for c in &inv.when {
+        let holds = match progress.holds(c) {
+            Some(v) => v,
+            None => site(c)?,
+        };
+        if !holds {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// The plan invariants by which a run may leave a service changed on purpose: a `service-is`
+/// invariant with a `when` made of `step-*` conditions only, all holding by `progress` ("the
+/// store is stopped when eseutil /p began and the repair did not finish"). When the backend
+/// finds such a service changed, the built-in "services as found" does not hold it against the
+/// run, the invariant itself checks the state, and the run needs attention
+/// ([`Outcome::left_on_purpose`], by [`on_purpose`]).
+pub fn left_on_purpose<'p>(plan: &'p Plan, progress: &Progress) -> Vec<&'p Invariant> {
+    plan.invariants
+        .iter()
+        .filter(|i| matches!(i.condition, Condition::ServiceIs { .. }))
+        .filter(|i| {
+            !i.when.is_empty()
+                && i.when
+                    .iter()
+                    .all(|c| progress.holds(c).is_some_and(|held| held))
+        })
+        .collect()
+}
+
+/// The line of [`Outcome::left_on_purpose`] for `service` on `target` (`None`: the host's
+/// own), which a backend found changed since the run began: `Some` when one of `left` (from
+/// [`left_on_purpose`]) says the run leaves it so, `None` when the change breaks "services as
+/// found". Only the backend knows how a service was found, so it asks this for each change.
+pub fn on_purpose(left: &[&Invariant], target: Option<&str>, service: &str) -> Option<String> {
+    left.iter()
+        .find(|i| {
+            i.target.as_deref() == target
+                && matches!(&i.condition, Condition::ServiceIs { service: s, .. } if s == service)
+        })
+        .map(|i| format!("{}: {}", i.id, i.description))
+}
+
 /// The first step of `plan` marked as a point of no return that succeeded, by `progress`.
 pub fn point_of_no_return<'p>(plan: &'p Plan, progress: &Progress) -> Option<&'p str> {
     plan.all_steps()
@@ -539,6 +616,21 @@ pub fn point_of_no_return<'p>(plan: &'p Plan, progress: &Progress) -> Option<&'p
 
 struct Driver<'a, E: Effects> {
     fx: &'a E,
+    /// The warnings of the steps that did their job, each naming its step.
+    warnings: Mutex<Vec<String>>,
+}
+
+impl<'a, E: Effects> Driver<'a, E> {
+    fn new(fx: &'a E) -> Self {
+        Driver {
+            fx,
+            warnings: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn take_warnings(&self) -> Vec<String> {
+        std::mem::take(&mut *self.warnings.lock().unwrap_or_else(|p| p.into_inner()))
+    }
 }
 
 impl<E: Effects> Driver<'_, E> {
@@ -718,6 +810,10 @@ impl<E: Effects> Driver<'_, E> {
             attempt += 1;
             match self.fx.act(s) {
                 Ok(d) => {
+                    self.warnings
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .extend(d.warnings.into_iter().map(|w| format!("{}: {w}", s.id)));
                     return StepEnd {
                         status: StepStatus::Ok,
                         attempts: attempt,
@@ -746,6 +842,80 @@ impl<E: Effects> Driver<'_, E> {
     }
 }
 
+/// What becomes of a step's command at its time limit: one rule for the real run (the
+/// transport) and the dry run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AtLimit {
+    /// Killed, with everything it started; the step has timed out.
+    Kill,
+    /// Reported and waited for: the command must never be killed (`no-kill`: mailwise's
+    /// mwsave, "退避処理の実行中は、途中でサーバーマシンが強制終了しないように注意"). Only a
+    /// person stops it.
+    Report,
+}
+
+impl AtLimit {
+    /// The rule for `s`'s command.
+    pub fn of(s: &Step) -> AtLimit {
+        if s.no_kill {
+            AtLimit::Report
+        } else {
+            AtLimit::Kill
+        }
+    }
+}
+
+/// The warning of a step whose command ran past its limit (`limit`, for people) and was waited
+/// for, not killed.
+pub fn overran(command: &str, limit: &str) -> String {
+    format!(
+        "`{command}` ran past its time limit of {limit}; it must never be killed, so hokan \
+         reported it and waited for it to end"
+    )
+}
+
+/// How a `remove-files` step ended, from what it removed and the entries it chose that are not
+/// regular files: one rule for the real run and the dry run. Nothing matching is done but
+/// reported as a warning (the manual may say the files must go: Groupmax's journal); an entry
+/// that is not a file fails the step, since what the plan wanted gone is still there.
+pub fn removed_files(
+    step: &str,
+    dir: &crate::plan::Location,
+    removed: &[crate::tree::Bytes],
+    not_files: &[crate::tree::Bytes],
+) -> Result<Done, Failure> {
+    let list = |names: &[crate::tree::Bytes]| {
+        names
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if !not_files.is_empty() {
+        return Err(Failure::new(format!(
+            "{} in {dir} matched but {} not a regular file, so it was left: look at it and \
+             remove it by hand if it must go{}",
+            list(not_files),
+            if not_files.len() == 1 { "is" } else { "are" },
+            if removed.is_empty() {
+                String::new()
+            } else {
+                format!(" (removed: {})", list(removed))
+            }
+        )));
+    }
+    if removed.is_empty() {
+        let none =
+            format!("none found: no file in {dir} matched when `{step}` ran; nothing removed");
+        return Ok(Done {
+            summary: none.clone(),
+            output: None,
+            warnings: vec![none],
+        });
+    }
+    Ok(format!("- {} in {dir}", list(removed)).into())
+}
+
 /// Whether a step writes the backup set, so that its failure leaves the set incomplete: a file
 /// action or copy whose destination is in the `set` root, or a command run in it.
 pub fn writes_set(s: &Step) -> bool {
@@ -762,5 +932,6 @@ pub fn writes_set(s: &Step) -> bool {
         | Action::Verify { .. }
         | Action::Assert { .. }
         | Action::Manual { .. } => false,
+        Action::RemoveFiles { dir, .. } => in_set(dir),
     }
 }

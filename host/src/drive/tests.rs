@@ -137,7 +137,7 @@ impl Effects for Script {
 
 fn finished(r: Ran) -> Outcome {
     match r {
-        Ran::Finished(o) => o,
+        Ran::Finished(o) => *o,
         Ran::Crashed => panic!("the run crashed"),
     }
 }
@@ -643,4 +643,202 @@ fn a_kept_set_that_cannot_be_completed_is_left_in_place() {
         kept.contains("its partial directory is left as it is"),
         "{kept}"
     );
+}
+
+#[test]
+fn step_succeeded_and_step_not_started_read_the_run_too() {
+    // The repair's shape: `fix` may fail; `start` runs only after it succeeded, and the
+    // cleanup's undo only while `fix` never began.
+    let when = |id: &str, c: Vec<Condition>| Step {
+        when: c,
+        ..exec(id)
+    };
+    let succeeded = |s: &str| Condition::StepSucceeded { step: s.into() };
+    let not_started = |s: &str| Condition::StepNotStarted { step: s.into() };
+    let p = plan(
+        vec![cont(exec("fix")), when("start", vec![succeeded("fix")])],
+        vec![when("undo", vec![not_started("fix")])],
+    );
+    for (fix, start, undo) in [
+        (Try::Ok, "end start Body Ok 1", "end undo Cleanup Skipped 0"),
+        (
+            Try::Fail,
+            "end start Body Skipped 0",
+            "end undo Cleanup Skipped 0",
+        ),
+    ] {
+        let fx = Script {
+            attempts: BTreeMap::from([("fix", vec![fix])]),
+            ..Script::default()
+        };
+        finished(run(&p, &fx));
+        let log = fx.log();
+        assert!(log.contains(&start.to_string()), "{fix:?}: {log:?}");
+        assert!(log.contains(&undo.to_string()), "{fix:?}: {log:?}");
+    }
+    // Never reached (the body aborted before it): not started.
+    let p = plan(
+        vec![exec("before"), exec("fix")],
+        vec![when("undo", vec![not_started("fix")])],
+    );
+    let fx = Script {
+        attempts: BTreeMap::from([("before", vec![Try::Fail])]),
+        ..Script::default()
+    };
+    finished(run(&p, &fx));
+    assert!(fx.log().contains(&"end undo Cleanup Ok 1".to_string()));
+}
+
+#[test]
+fn an_invariant_applies_only_when_its_conditions_hold_and_one_may_leave_a_service_on_purpose() {
+    let stopped = |when: Vec<Condition>| Invariant {
+        id: "store-left-stopped".into(),
+        description: "the repair did not finish: the store is left stopped".into(),
+        target: Some("ex1".into()),
+        condition: Condition::ServiceIs {
+            service: "store".into(),
+            state: ServiceState::Stopped,
+        },
+        when,
+    };
+    let began = Condition::StepStarted {
+        step: "repair".into(),
+    };
+    let unfinished = Condition::StepNotSucceeded {
+        step: "repair".into(),
+    };
+    let mut p = plan(vec![exec("repair")], vec![]);
+    p.invariants = vec![stopped(vec![began.clone(), unfinished.clone()])];
+    let failing = || Script {
+        attempts: BTreeMap::from([("repair", vec![Try::Fail])]),
+        ..Script::default()
+    };
+
+    // The repair began and failed: the invariant applies, and a backend that finds the store
+    // changed reports it as left so on purpose, which needs attention.
+    let fx = failing();
+    let mut o = finished(run(&p, &fx));
+    let progress = fx.progress.lock().unwrap().clone();
+    assert!(
+        applies(&p.invariants[0], &progress, |_| panic!(
+            "only step conditions"
+        ))
+        .unwrap()
+    );
+    let left = left_on_purpose(&p, &progress);
+    let line = on_purpose(&left, Some("ex1"), "store");
+    assert_eq!(
+        line.as_deref(),
+        Some("store-left-stopped: the repair did not finish: the store is left stopped")
+    );
+    assert_eq!(
+        on_purpose(&left, None, "store"),
+        None,
+        "another server's store is not"
+    );
+    assert_eq!(on_purpose(&left, Some("ex1"), "mta"), None);
+    assert!(
+        o.left_on_purpose.is_empty(),
+        "the driver cannot know how the store was found"
+    );
+    o.left_on_purpose.extend(line);
+    assert!(o.needs_attention());
+    assert!(
+        o.summary()
+            .contains("left so on purpose: store-left-stopped"),
+        "{}",
+        o.summary()
+    );
+
+    // It succeeded: the invariant does not apply, nothing is left on purpose.
+    let fx = Script::default();
+    finished(run(&p, &fx));
+    let progress = fx.progress.lock().unwrap().clone();
+    assert!(!applies(&p.invariants[0], &progress, |_| Ok(true)).unwrap());
+    assert!(left_on_purpose(&p, &progress).is_empty());
+
+    // A `when` on the site is the backend's to read; such an invariant leaves nothing on
+    // purpose, since only the run's own record can say what it meant to leave.
+    p.invariants = vec![stopped(vec![
+        began,
+        Condition::Exists {
+            path: Location::new("data", "flag"),
+        },
+    ])];
+    let fx = failing();
+    finished(run(&p, &fx));
+    let progress = fx.progress.lock().unwrap().clone();
+    assert!(left_on_purpose(&p, &progress).is_empty());
+    assert!(applies(&p.invariants[0], &progress, |_| Ok(true)).unwrap());
+    assert!(!applies(&p.invariants[0], &progress, |_| Ok(false)).unwrap());
+}
+
+#[test]
+fn a_command_that_must_not_be_killed_is_reported_at_its_limit() {
+    assert_eq!(AtLimit::of(&exec("x")), AtLimit::Kill);
+    let mwsave = Step {
+        no_kill: true,
+        ..exec("mwsave")
+    };
+    assert_eq!(AtLimit::of(&mwsave), AtLimit::Report);
+    assert!(overran("mwsave", "3 h 00 min").contains("must never be killed"));
+}
+
+#[test]
+fn removed_files_say_what_went_and_none_found_is_a_warning() {
+    let dir = Location::new("journal", "");
+    let names = |n: &[&str]| -> Vec<crate::tree::Bytes> { n.iter().map(|s| (*s).into()).collect() };
+    let d = removed_files("clear", &dir, &names(&["gm1", "gm1.001"]), &[]).unwrap();
+    assert!(
+        d.summary.contains("gm1, gm1.001") && d.warnings.is_empty(),
+        "{d:?}"
+    );
+    let d = removed_files("clear", &dir, &[], &[]).unwrap();
+    assert!(d.summary.starts_with("none found"), "{d:?}");
+    assert_eq!(d.warnings, std::slice::from_ref(&d.summary));
+    let f = removed_files("clear", &dir, &names(&["gm1"]), &names(&["gm1.d"])).unwrap_err();
+    assert!(
+        f.message.contains("gm1.d")
+            && f.message.contains("not a regular file")
+            && f.message.contains("removed: gm1"),
+        "{}",
+        f.message
+    );
+}
+
+#[test]
+fn the_warnings_of_steps_that_did_their_job_reach_the_outcome_naming_the_step() {
+    struct Warns(Script);
+    impl Effects for Warns {
+        fn progress(&self) -> &Mutex<Progress> {
+            self.0.progress()
+        }
+        fn holds(&self, c: &Condition, t: Option<&str>) -> Result<bool, Failure> {
+            self.0.holds(c, t)
+        }
+        fn act(&self, s: &Step) -> Result<Done, Failure> {
+            Ok(Done {
+                warnings: vec![format!("{} warned", s.id)],
+                ..Done::default()
+            })
+        }
+        fn gate(&self, s: &Step, i: &str, r: Option<&str>) -> Gate {
+            self.0.gate(s, i, r)
+        }
+        fn started(&self, s: &Step, phase: Phase) {
+            self.0.started(s, phase)
+        }
+        fn ended(&self, s: &Step, phase: Phase, end: StepEnd) {
+            self.0.ended(s, phase, end)
+        }
+        fn body_ended(&self, set: &SetEnd) -> Result<Option<String>, String> {
+            self.0.body_ended(set)
+        }
+        fn recovered_set(&self, c: bool, k: Option<&str>) -> Result<Option<String>, String> {
+            self.0.recovered_set(c, k)
+        }
+    }
+    let p = plan(vec![exec("a")], vec![exec("b")]);
+    let o = finished(run(&p, &Warns(Script::default())));
+    assert_eq!(o.warnings, ["a: a warned", "b: b warned"]);
 }

@@ -41,6 +41,7 @@ impl Executor<'_> {
         e: &Exec,
         target: Option<&str>,
         timeout_ms: Option<u64>,
+        at_limit: AtLimit,
     ) -> Result<Output, Failure> {
         let map = self.spec.commands.get(&e.command).ok_or_else(|| {
             Failure::new(format!(
@@ -64,6 +65,7 @@ impl Executor<'_> {
                 args: &args,
                 cwd: cwd.as_deref(),
                 timeout: timeout_ms.map(Duration::from_millis),
+                at_limit,
                 env: &self.command_env(target),
             })
             .map_err(|err| {
@@ -102,6 +104,7 @@ impl Executor<'_> {
                 args,
                 cwd: None,
                 timeout: timeout_ms.map(Duration::from_millis),
+                at_limit: AtLimit::Kill,
                 env: &self.command_env(target),
             })
             .map_err(|e| Failure::new(e.to_string()))?;
@@ -167,6 +170,7 @@ impl Executor<'_> {
                 if want { "started" } else { "stopped" }
             ),
             output: Some(out),
+            warnings: Vec::new(),
         })
     }
 

@@ -265,6 +265,56 @@ pub fn join(l: &Location, rel: &RelPath) -> String {
     }
 }
 
+/// What [`Roots::remove_files`] did.
+#[derive(Debug, Default)]
+pub struct Removed {
+    /// The files removed, by name.
+    pub files: Vec<Bytes>,
+    /// Entries whose names were chosen but that are not regular files, left where they are.
+    pub not_files: Vec<Bytes>,
+}
+
+impl Roots {
+    /// Removes the regular files directly in the directory `dir` whose names `select` chooses,
+    /// as the directory is now: the names are read when this runs, not taken from a plan.
+    /// Entries chosen that are not regular files (a directory, a link) are left and listed.
+    pub fn remove_files(
+        &self,
+        dir: &Location,
+        select: impl Fn(&[u8]) -> bool,
+    ) -> Result<Removed, FsError> {
+        let at = self.locate(dir)?;
+        let fd = tree::meta::open_dir_at(at.parent(), at.name())
+            .map_err(fs_err(format!("cannot open {dir}")))?;
+        let names = tree::meta::names(fd.as_fd()).map_err(fs_err(format!("cannot list {dir}")))?;
+        let mut out = Removed::default();
+        for name in names.into_iter().filter(|n| select(n)) {
+            let what = || format!("cannot remove {dir}/{}", Bytes(name.clone()));
+            let m = match tree::meta::stat_at(fd.as_fd(), &name) {
+                Ok(m) => m,
+                // Gone since the listing (the product removed it itself): nothing to remove.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(fs_err(what())(e)),
+            };
+            if m.kind != tree::Kind::File {
+                out.not_files.push(Bytes(name));
+                continue;
+            }
+            match rustix::fs::unlinkat(fd.as_fd(), name.as_slice(), rustix::fs::AtFlags::empty()) {
+                Ok(()) => out.files.push(Bytes(name)),
+                Err(rustix::io::Errno::NOENT) => {}
+                Err(e) => return Err(fs_err(what())(e.into())),
+            }
+        }
+        if !out.files.is_empty() {
+            // The removals are what a later restore depends on (Groupmax's journal): on disk
+            // before the step counts as done.
+            rustix::fs::fsync(&fd).map_err(|e| fs_err(format!("cannot sync {dir}"))(e.into()))?;
+        }
+        Ok(out)
+    }
+}
+
 /// The names in a directory, as bytes.
 pub fn names(roots: &Roots, l: &Location) -> Result<Vec<Bytes>, FsError> {
     let at = roots.locate(l)?;
@@ -340,6 +390,32 @@ mod tests {
 
     fn at(p: &str) -> Location {
         Location::new("data", p)
+    }
+
+    #[test]
+    fn remove_files_removes_only_the_regular_files_chosen_by_name_bytes() {
+        use std::os::unix::ffi::OsStrExt;
+        let (tmp, roots) = setup();
+        let d = tmp.path().join("root/d");
+        let odd = std::ffi::OsStr::from_bytes(b"a.\xff");
+        std::fs::write(d.join(odd), b"not utf-8").unwrap();
+        std::fs::write(d.join("b"), b"kept").unwrap();
+        // `a*` chooses a, a.\xff, and the directory and link below, which are not files.
+        let chosen = |n: &[u8]| n.starts_with(b"a") || n == b"link" || n == b"sub";
+        let r = roots.remove_files(&at("d"), chosen).unwrap();
+        let names: Vec<String> = r.files.iter().map(ToString::to_string).collect();
+        assert_eq!(names, ["a", "a.\\xff"]);
+        let left: Vec<String> = r.not_files.iter().map(ToString::to_string).collect();
+        assert_eq!(left, ["link", "sub"]);
+        assert!(!d.join("a").exists() && !d.join(odd).exists());
+        assert!(d.join("b").exists() && d.join("sub/b").exists());
+        assert!(
+            std::fs::symlink_metadata(d.join("link")).is_ok(),
+            "a link is not removed"
+        );
+        // Through a link out of the root, nothing is listed, let alone removed.
+        assert!(roots.remove_files(&at("escape"), |_| true).is_err());
+        assert!(tmp.path().join("outside/secret").exists());
     }
 
     fn opts() -> CopyOptions<'static> {

@@ -56,8 +56,9 @@ impl Executor<'_> {
 
     /// The built-in safety invariants the simulator checks after every dry run that hold after
     /// the cleanup, checked on the real product: maintenance released, services in their first
-    /// state; each broken one as a line for `invariants_broken`.
-    pub(super) fn released_and_restored(&self) -> Vec<String> {
+    /// state; each broken one as a line for `invariants_broken`, then the lines of the services
+    /// the plan left changed on purpose (`left_on_purpose`).
+    pub(super) fn released_and_restored(&self) -> (Vec<String>, Vec<String>) {
         use crate::plan::safety::{MAINTENANCE_RELEASED, SERVICES_RESTORED};
         let mut out = Vec::new();
         let Some((markers_before, services_before)) = self
@@ -66,7 +67,7 @@ impl Executor<'_> {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
         else {
-            return out;
+            return (out, Vec::new());
         };
         if !self.spec.safety.leaves_maintenance {
             let left: Vec<String> = self
@@ -82,6 +83,13 @@ impl Executor<'_> {
                 out.push(MAINTENANCE_RELEASED.broken(&left.join(", ")));
             }
         }
+        let progress = self
+            .progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let left = drive::left_on_purpose(&self.spec.document.plan, &progress);
+        let mut on_purpose = Vec::new();
         let changed: Vec<String> = services_before
             .iter()
             .filter_map(|s| {
@@ -93,20 +101,25 @@ impl Executor<'_> {
                     .as_deref()
                     .map(|t| format!(" on {t}"))
                     .unwrap_or_default();
-                (now != s.running).then(|| {
-                    format!(
-                        "{}{on} was {}, is {}",
-                        s.service,
-                        if s.running { "running" } else { "stopped" },
-                        if now { "running" } else { "stopped" }
-                    )
-                })
+                if now == s.running {
+                    return None;
+                }
+                if let Some(line) = drive::on_purpose(&left, s.target.as_deref(), &s.service) {
+                    on_purpose.push(line);
+                    return None;
+                }
+                Some(format!(
+                    "{}{on} was {}, is {}",
+                    s.service,
+                    if s.running { "running" } else { "stopped" },
+                    if now { "running" } else { "stopped" }
+                ))
             })
             .collect();
         if !changed.is_empty() {
             out.push(SERVICES_RESTORED.broken(&changed.join(", ")));
         }
-        out
+        (out, on_purpose)
     }
 
     /// `hokan:source-unchanged`: every file this run copied into the new set is still what it

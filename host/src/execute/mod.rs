@@ -35,7 +35,7 @@ pub use prepare::{PrepareError, RunRequest, instance, prepare_run, resolve_recov
 
 pub use crate::drive::{Gate, Outcome, Phase, RunStatus, StepStatus};
 
-use crate::drive::{self, Done, Effects, Failure, Flow, Progress, Ran, SetEnd, StepEnd};
+use crate::drive::{self, AtLimit, Done, Effects, Failure, Flow, Progress, Ran, SetEnd, StepEnd};
 use crate::plan::document::PlanDocument;
 use crate::plan::model::{Exec, VerifyCheck};
 use crate::plan::{Action, Condition, Location, ServiceState, Step};
@@ -128,8 +128,6 @@ struct Executor<'a> {
     observer: &'a dyn Observer,
     faults: &'a TestFaults,
     written: Mutex<BTreeMap<(String, RelPath), Written>>,
-    /// Warnings of this run's copies, for the outcome.
-    warnings: Mutex<Vec<String>>,
     /// What the run found before its first step (from the journal, in a recovery).
     observed: Mutex<Option<(Vec<Location>, Vec<ServiceSeen>)>>,
     /// This run's copies into the new set, for `hokan:source-unchanged`.
@@ -237,7 +235,7 @@ pub fn execute(
     let ex = Executor::new(spec, opened, journal, observer, faults, previous);
     ex.observe();
     let outcome = match drive::run(&spec.document.plan, &ex) {
-        Ran::Finished(outcome) => outcome,
+        Ran::Finished(outcome) => *outcome,
         // A real run dies for real; a backend that says it crashed is recovered as one would be.
         Ran::Crashed => drive::recover(&spec.document.plan, &ex),
     };
@@ -491,7 +489,6 @@ impl<'a> Executor<'a> {
             observer,
             faults,
             written: Mutex::new(BTreeMap::new()),
-            warnings: Mutex::new(Vec::new()),
             observed: Mutex::new(None),
             copies_into_set: Mutex::new(Vec::new()),
             link_dest,
@@ -523,10 +520,9 @@ impl<'a> Executor<'a> {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner()),
         ));
-        outcome.warnings =
-            std::mem::take(&mut *self.warnings.lock().unwrap_or_else(|p| p.into_inner()));
-        let safety = self.released_and_restored();
+        let (safety, on_purpose) = self.released_and_restored();
         outcome.invariants_broken.extend(safety);
+        outcome.left_on_purpose.extend(on_purpose);
         if self.spec.set.as_ref().is_some_and(|s| s.writes) && outcome.set.is_none() {
             let progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(point) = drive::point_of_no_return(&self.spec.document.plan, &progress) {
@@ -538,7 +534,22 @@ impl<'a> Executor<'a> {
             }
         }
         for inv in &self.spec.document.plan.invariants {
-            match self.check(&inv.condition, inv.target.as_deref(), None) {
+            let applies = {
+                let progress = self
+                    .progress
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                drive::applies(inv, &progress, |c| {
+                    self.check(c, inv.target.as_deref(), None)
+                })
+            };
+            let held = match applies {
+                Ok(true) => self.check(&inv.condition, inv.target.as_deref(), None),
+                Ok(false) => Ok(true),
+                Err(e) => Err(e),
+            };
+            match held {
                 Ok(true) => {}
                 Ok(false) => outcome
                     .invariants_broken
@@ -614,8 +625,27 @@ impl<'a> Executor<'a> {
             }
             .into()),
             Action::CopyTree { from, to } => self.copy(s, from, to),
+            Action::RemoveFiles {
+                dir,
+                patterns,
+                except,
+                ignore_case,
+            } => {
+                let removed = self
+                    .roots
+                    .remove_files(dir, |name| {
+                        crate::plan::pattern::selects(patterns, except, name, *ignore_case)
+                    })
+                    .map_err(fail)?;
+                drive::removed_files(&s.id, dir, &removed.files, &removed.not_files)
+            }
             Action::Exec(e) => {
-                let out = self.exec(e, s.target.as_deref(), s.timeout_ms)?;
+                let out = self.exec(e, s.target.as_deref(), s.timeout_ms, AtLimit::of(s))?;
+                let warnings = if out.overran {
+                    vec![drive::overran(&e.command, &dur(s.timeout_ms.unwrap_or(0)))]
+                } else {
+                    Vec::new()
+                };
                 let code = out.code.unwrap_or(-1);
                 let line = out
                     .last_line()
@@ -625,6 +655,7 @@ impl<'a> Executor<'a> {
                     Ok(Done {
                         summary: format!("exit {code}{line}"),
                         output: Some(out),
+                        warnings,
                     })
                 } else {
                     Err(Failure {
@@ -738,16 +769,7 @@ impl<'a> Executor<'a> {
         drop(written);
         let warned = copied.warnings.len();
         let first = copied.warnings.first().cloned();
-        self.warnings
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend(
-                copied
-                    .warnings
-                    .into_iter()
-                    .map(|w| format!("{}: {w}", s.id)),
-            );
-        Ok(format!(
+        let summary = format!(
             "+ {to} ({n} file(s), {} copied{}{})",
             size(copied.bytes),
             if linked > 0 {
@@ -760,7 +782,11 @@ impl<'a> Executor<'a> {
                 (1, Some(w)) => format!("; warning: {w}"),
                 (n, Some(w)) => format!("; {n} warnings, the first: {w}"),
             }
-        )
-        .into())
+        );
+        Ok(Done {
+            summary,
+            output: None,
+            warnings: copied.warnings,
+        })
     }
 }

@@ -434,6 +434,7 @@ mod tests {
             retries: 0,
             when: vec![],
             commits_set: false,
+            no_kill: false,
             action,
         }
     }

@@ -19,14 +19,17 @@ pub struct Invocation<'a> {
     pub args: &'a [String],
     /// Working directory.
     pub cwd: Option<&'a Path>,
-    /// Kill it after this long.
+    /// Its time limit.
     pub timeout: Option<Duration>,
+    /// What happens at the limit: kill it, or report it and keep waiting (a command that must
+    /// never be killed), again each time the limit passes once more.
+    pub at_limit: AtLimit,
     /// Variables added to its environment.
     pub env: &'a [(&'static str, String)],
 }
 
 /// What a command did: the driver's type, since every backend's commands end in one.
-pub use crate::drive::Output;
+pub use crate::drive::{AtLimit, Output};
 
 /// A command that could not be run at all.
 #[derive(Debug, thiserror::Error)]
@@ -92,26 +95,45 @@ impl Transport for Local {
         let mut child = cmd.spawn().map_err(err)?;
         let out = capped(child.stdout.take().expect("piped"));
         let errs = capped(child.stderr.take().expect("piped"));
-        let deadline = inv.timeout.map(|t| Instant::now() + t);
+        let started = Instant::now();
+        let mut deadline = inv.timeout.map(|t| started + t);
         let mut timed_out = false;
+        let mut overran = false;
         let status = loop {
             if let Some(s) = child.try_wait().map_err(err)? {
                 break s;
             }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                // SAFETY: kill(2) with a negative pid signals the child's process group; it
-                // touches no memory.
-                unsafe {
-                    libc::kill(-(child.id() as i32), libc::SIGKILL);
+            if let Some(d) = deadline
+                && Instant::now() >= d
+            {
+                if inv.at_limit == AtLimit::Report {
+                    // Never killed: say so where the operator looks, with what to stop by
+                    // hand if it must be stopped, and wait one more limit.
+                    overran = true;
+                    tracing::warn!(
+                        "`{}` (process group {}) is still running after {} s, past its time                          limit; it must never be killed, so hokan keeps waiting. Stop it                          yourself only if you must: kill -TERM -{}",
+                        inv.program,
+                        child.id(),
+                        started.elapsed().as_secs(),
+                        child.id()
+                    );
+                    deadline = inv.timeout.map(|t| d + t);
+                } else {
+                    // SAFETY: kill(2) with a negative pid signals the child's process group;
+                    // it touches no memory.
+                    unsafe {
+                        libc::kill(-(child.id() as i32), libc::SIGKILL);
+                    }
+                    timed_out = true;
+                    break child.wait().map_err(err)?;
                 }
-                timed_out = true;
-                break child.wait().map_err(err)?;
             }
             std::thread::sleep(Duration::from_millis(10));
         };
         Ok(Output {
             code: if timed_out { None } else { status.code() },
             timed_out,
+            overran,
             stdout: out.join().unwrap_or_default(),
             stderr: errs.join().unwrap_or_default(),
         })
@@ -129,6 +151,7 @@ mod tests {
             args: &args,
             cwd: Some(Path::new("/")),
             timeout,
+            at_limit: AtLimit::Kill,
             env: &[("HOKAN_SERVER", "tw-app1".to_string())],
         })
     }
@@ -170,6 +193,23 @@ mod tests {
     }
 
     #[test]
+    fn a_command_that_must_not_be_killed_runs_past_its_limit_to_its_end() {
+        let args = vec!["-c".to_string(), "sleep 0.6; echo done".to_string()];
+        let o = Local
+            .run(&Invocation {
+                program: "/bin/sh",
+                args: &args,
+                cwd: None,
+                timeout: Some(Duration::from_millis(150)),
+                at_limit: AtLimit::Report,
+                env: &[],
+            })
+            .unwrap();
+        assert!(!o.timed_out && o.overran, "{o:?}");
+        assert_eq!((o.code, o.stdout.trim()), (Some(0), "done"), "{o:?}");
+    }
+
+    #[test]
     fn a_missing_program_says_which() {
         let e = Local
             .run(&Invocation {
@@ -177,6 +217,7 @@ mod tests {
                 args: &[],
                 cwd: None,
                 timeout: None,
+                at_limit: AtLimit::Kill,
                 env: &[],
             })
             .unwrap_err();

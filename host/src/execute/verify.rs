@@ -27,10 +27,13 @@ impl Executor<'_> {
                 .service_running(service, target, timeout_ms)?
                 == (*state == ServiceState::Running)),
             Condition::CommandSucceeds(e) => {
-                let out = self.exec(e, target, timeout_ms)?;
+                let out = self.exec(e, target, timeout_ms, AtLimit::Kill)?;
                 Ok(e.succeeded(out.code.unwrap_or(-1)))
             }
-            Condition::StepStarted { .. } | Condition::StepNotSucceeded { .. } => Ok(self
+            Condition::StepStarted { .. }
+            | Condition::StepNotSucceeded { .. }
+            | Condition::StepSucceeded { .. }
+            | Condition::StepNotStarted { .. } => Ok(self
                 .progress
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())

@@ -55,6 +55,8 @@ impl fmt::Display for Condition {
             }
             Condition::StepStarted { step } => write!(f, "step {step} started"),
             Condition::StepNotSucceeded { step } => write!(f, "step {step} has not succeeded"),
+            Condition::StepSucceeded { step } => write!(f, "step {step} succeeded"),
+            Condition::StepNotStarted { step } => write!(f, "step {step} has not started"),
         }
     }
 }
@@ -100,6 +102,25 @@ impl fmt::Display for Action {
                 Some(r) => write!(f, "manual step ({r})"),
                 None => write!(f, "manual step"),
             },
+            Action::RemoveFiles {
+                dir,
+                patterns,
+                except,
+                ignore_case,
+            } => {
+                write!(
+                    f,
+                    "remove the files in {dir} named {}",
+                    patterns.join(" or ")
+                )?;
+                if !except.is_empty() {
+                    write!(f, ", except {}", except.join(" or "))?;
+                }
+                if *ignore_case {
+                    write!(f, " (ignoring case)")?;
+                }
+                write!(f, ", as found when the step runs")
+            }
         }
     }
 }
@@ -121,6 +142,9 @@ fn step_line(out: &mut String, label: &str, s: &Step) {
     }
     if s.commits_set {
         notes.push("POINT OF NO RETURN: from here on the set is kept".into());
+    }
+    if s.no_kill {
+        notes.push("NEVER KILLED: past its time limit hokan reports it and waits".into());
     }
     if !notes.is_empty() {
         let _ = write!(out, "  [{}]", notes.join(", "));
@@ -182,9 +206,15 @@ pub fn render(doc: &PlanDocument) -> String {
     if !doc.plan.invariants.is_empty() {
         let _ = writeln!(out, "\nInvariants (checked at the end, whatever happened):");
         for inv in &doc.plan.invariants {
+            let when = if inv.when.is_empty() {
+                String::new()
+            } else {
+                let all: Vec<String> = inv.when.iter().map(ToString::to_string).collect();
+                format!(", when {}", all.join(" and "))
+            };
             let _ = writeln!(
                 out,
-                "  - {}: {} ({})",
+                "  - {}: {} ({}{when})",
                 inv.id, inv.description, inv.condition
             );
         }

@@ -3,6 +3,7 @@
 pub mod display;
 pub mod document;
 pub mod model;
+pub mod pattern;
 pub mod safety;
 #[cfg(test)]
 pub(crate) mod testing;

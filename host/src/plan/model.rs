@@ -107,6 +107,29 @@ pub enum Condition {
         /// The step's id.
         step: String,
     },
+    /// A step of this run finished successfully. Since contract 0.8.0.
+    StepSucceeded {
+        /// The step's id.
+        step: String,
+    },
+    /// A step of this run has not started (not reached, or skipped). Since contract 0.8.0.
+    StepNotStarted {
+        /// The step's id.
+        step: String,
+    },
+}
+
+impl Condition {
+    /// The step a `step-*` condition reads, `None` for a condition on the site.
+    pub fn step(&self) -> Option<&str> {
+        match self {
+            Condition::StepStarted { step }
+            | Condition::StepNotSucceeded { step }
+            | Condition::StepSucceeded { step }
+            | Condition::StepNotStarted { step } => Some(step),
+            _ => None,
+        }
+    }
 }
 
 /// A data check the host performs.
@@ -207,6 +230,20 @@ pub enum Action {
         /// Where the procedure comes from.
         reference: Option<String>,
     },
+    /// Removes the regular files directly in `dir` whose names match `patterns` and not
+    /// `except`, chosen when the step runs. Since contract 0.8.0.
+    RemoveFiles {
+        /// The directory.
+        dir: Location,
+        /// Names to remove; `*` stands for any run of characters.
+        patterns: Vec<String>,
+        /// Names to keep though a pattern matches them.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        except: Vec<String>,
+        /// Whether names match ignoring ASCII case.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        ignore_case: bool,
+    },
 }
 
 impl Action {
@@ -224,6 +261,7 @@ impl Action {
             Action::Verify { .. } => "verify",
             Action::Assert { .. } => "assert",
             Action::Manual { .. } => "manual",
+            Action::RemoveFiles { .. } => "remove-files",
         }
     }
 }
@@ -259,6 +297,10 @@ pub struct Step {
     /// it holds exists nowhere else any more). Plans of contracts before 0.7.0 have none.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub commits_set: bool,
+    /// Its command must never be killed: at the time limit the host reports it and keeps
+    /// waiting (mailwise's mwsave). Plans of contracts before 0.8.0 have none.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_kill: bool,
     /// What the step does.
     pub action: Action,
 }
@@ -299,6 +341,10 @@ pub struct Invariant {
     pub target: Option<String>,
     /// The condition.
     pub condition: Condition,
+    /// The invariant applies only when all of these hold at the end; empty means always.
+    /// Plans of contracts before 0.8.0 have none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub when: Vec<Condition>,
 }
 
 /// A plan as a plugin returned it.

@@ -41,3 +41,10 @@ pub const SET_KEPT: Safety = Safety {
     id: "hokan:set-kept-after-point-of-no-return",
     description: "once a point of no return has passed, the backup set is kept: what it holds exists nowhere else",
 };
+
+/// A command that must never be killed (`no-kill`) was not: hokan reported it at its limit
+/// and waited, and only a person may stop it.
+pub const NEVER_KILLED: Safety = Safety {
+    id: "hokan:never-killed",
+    description: "no command that must never be killed was killed by hokan",
+};

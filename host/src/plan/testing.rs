@@ -15,6 +15,7 @@ pub(crate) fn exec(id: &str) -> Step {
         retries: 0,
         when: vec![],
         commits_set: false,
+        no_kill: false,
         action: Action::Exec(Exec {
             command: id.into(),
             args: vec![],

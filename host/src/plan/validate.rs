@@ -83,6 +83,9 @@ pub fn validate(plan: &Plan, grants: &Grants) -> Result<(), ValidationError> {
         v.id(&inv.id, &mut inv_ids);
         v.target(inv.target.as_deref());
         v.condition(&inv.condition);
+        for c in &inv.when {
+            v.condition(c);
+        }
     }
     for (at, step) in std::mem::take(&mut v.step_refs) {
         if !ids.contains(&step) {
@@ -157,6 +160,12 @@ impl Validator<'_> {
         for c in &s.when {
             self.condition(c);
         }
+        if s.no_kill && !matches!(s.action, Action::Exec(_)) {
+            self.fail(format!(
+                "no-kill is for a step that runs a command, not for a {} step",
+                s.action.kind()
+            ));
+        }
         self.action(&s.action);
     }
 
@@ -213,6 +222,26 @@ impl Validator<'_> {
                     self.fail("a manual step must tell the operator what to do");
                 }
             }
+            Action::RemoveFiles {
+                dir,
+                patterns,
+                except,
+                ..
+            } => {
+                self.location(dir, true);
+                if patterns.is_empty() {
+                    self.fail("remove-files needs at least one pattern of the names to remove");
+                }
+                for p in patterns.iter().chain(except) {
+                    if p.is_empty() || p.contains(['/', '\\', '\0']) || p == "." || p == ".." {
+                        self.fail(format!(
+                            "remove-files pattern `{}` is not a file name pattern: it must be \
+                             non-empty, not `.` or `..`, and contain no `/`, `\\` or NUL",
+                            p.escape_debug()
+                        ));
+                    }
+                }
+            }
         }
     }
 
@@ -222,7 +251,10 @@ impl Validator<'_> {
             Condition::FreeSpaceAtLeast { root, .. } => self.root(root, false),
             Condition::ServiceIs { service, .. } => self.service(service),
             Condition::CommandSucceeds(e) => self.exec(&e.command, e.cwd.as_deref()),
-            Condition::StepStarted { step } | Condition::StepNotSucceeded { step } => {
+            Condition::StepStarted { step }
+            | Condition::StepNotSucceeded { step }
+            | Condition::StepSucceeded { step }
+            | Condition::StepNotStarted { step } => {
                 self.step_refs.push((self.at.clone(), step.clone()));
             }
         }
@@ -391,6 +423,68 @@ mod tests {
         assert_eq!(
             messages(&plan),
             ["step `undo`: a condition names the step `redo`, which is not a step of this plan"]
+        );
+    }
+
+    #[test]
+    fn no_kill_is_for_commands_and_remove_files_for_plain_names() {
+        let remove_files = |patterns: &[&str]| Action::RemoveFiles {
+            dir: Location::new("data", "journal"),
+            patterns: patterns.iter().map(|p| p.to_string()).collect(),
+            except: vec!["../x".into()],
+            ignore_case: false,
+        };
+        let mut never = step("never", remove("data", "x"));
+        never.no_kill = true;
+        let mut mwsave = crate::plan::testing::exec("mwsave");
+        mwsave.no_kill = true;
+        let mut inv_when = crate::plan::Invariant {
+            id: "left".into(),
+            description: "left".into(),
+            target: None,
+            condition: Condition::Absent {
+                path: Location::new("data", "x"),
+            },
+            when: vec![Condition::StepSucceeded {
+                step: "nowhere".into(),
+            }],
+        };
+        inv_when.when.push(Condition::StepNotStarted {
+            step: "mwsave".into(),
+        });
+        let plan = Plan {
+            steps: vec![
+                Item::Step(never),
+                Item::Step(mwsave),
+                Item::Step(step("none", remove_files(&[]))),
+                Item::Step(step("bad", remove_files(&["a/b", "*.jnl"]))),
+                Item::Step(step(
+                    "ro",
+                    Action::RemoveFiles {
+                        dir: Location::new("set", "data"),
+                        patterns: vec!["*".into()],
+                        except: vec![],
+                        ignore_case: true,
+                    },
+                )),
+            ],
+            invariants: vec![inv_when],
+            ..Plan::default()
+        };
+        let m = messages(&plan);
+        assert_eq!(m.len(), 7, "{m:#?}");
+        assert!(m[0].starts_with("step `never`: no-kill is for a step that runs a command"));
+        assert!(m[1].starts_with("step `none`:") && m[1].contains("at least one pattern"));
+        assert!(
+            m[2].contains("pattern `../x` is not a file name pattern"),
+            "{m:#?}"
+        );
+        assert!(m[3].starts_with("step `bad`:") && m[3].contains("pattern `a/b`"));
+        assert!(m[4].contains("pattern `../x`"));
+        assert!(m[5].starts_with("step `ro`:") && m[5].contains("read-only"));
+        assert!(
+            m[6].contains("invariant left") && m[6].contains("the step `nowhere`"),
+            "an invariant's `when` is checked too: {m:#?}"
         );
     }
 

@@ -4,7 +4,7 @@ use wasmparser::{Encoding, Parser, Payload};
 
 /// The contract version plugins are built against now (the SDK's); the host also loads older
 /// ones (`bindings::ACCEPTED`).
-pub const CONTRACT_VERSION: &str = "0.7.0";
+pub const CONTRACT_VERSION: &str = "0.8.0";
 /// The interface every plugin exports, without its version.
 pub const PLUGIN_INTERFACE: &str = "hokan:policy/plugin";
 

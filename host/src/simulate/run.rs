@@ -10,7 +10,9 @@ use crate::describe::{CommandBehaviour, SetUse, SimEffect};
 use crate::drive::{self, Done, Effects, Failure, Flow, Gate, Progress, Ran, SetEnd, StepEnd};
 pub use crate::drive::{Outcome, Phase, RunStatus, StepStatus};
 use crate::plan::model::{Exec, VerifyCheck};
+use crate::plan::pattern;
 use crate::plan::{Action, Condition, Location, Plan, ServiceState, Step};
+use crate::tree::Bytes;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
@@ -165,7 +167,7 @@ pub fn run(world: &World, ctx: &Context<'_>, fault: Option<&Fault>) -> Transcrip
         run: Mutex::new(Run::new(world, ctx, fault, &progress)),
     };
     let outcome = match drive::run(ctx.plan, &sim) {
-        Ran::Finished(outcome) => outcome,
+        Ran::Finished(outcome) => *outcome,
         Ran::Crashed => drive::recover(ctx.plan, &sim),
     };
     let run = sim.run.into_inner().unwrap_or_else(|p| p.into_inner());
@@ -202,11 +204,14 @@ impl Effects for Sim<'_> {
             run.fault_reached = true;
         }
         match injected {
-            Some(Fault::Fail { .. }) => run.inject(s, false),
-            Some(Fault::Timeout { .. }) => run.inject(s, true),
+            Some(Fault::Fail { .. }) => run.inject(s, false).map(|()| Vec::new()),
+            Some(Fault::Timeout { .. }) => run.inject(s, true).map(|()| Vec::new()),
             _ => run.act(s),
         }
-        .map(|()| Done::default())
+        .map(|warnings| Done {
+            warnings,
+            ..Done::default()
+        })
     }
 
     fn gate(&self, s: &Step, _instructions: &str, _reference: Option<&str>) -> Gate {
@@ -319,6 +324,8 @@ struct Run<'a> {
     /// Changes of the step being run.
     changes: Vec<String>,
     note: Option<String>,
+    /// The steps whose command hokan killed at its time limit.
+    killed: Vec<String>,
 }
 
 /// Simulated time for people: `850 ms`, `3.0 s`, `1 min 03 s`, `2 h 05 min`.
@@ -367,6 +374,7 @@ impl<'a> Run<'a> {
             crashed: false,
             changes: Vec::new(),
             note: None,
+            killed: Vec::new(),
         }
     }
 
@@ -471,7 +479,10 @@ impl<'a> Run<'a> {
             Condition::CommandSucceeds(e) => {
                 e.succeeded(self.behaviour(e).map_or(0, |b| b.exit_code))
             }
-            Condition::StepStarted { .. } | Condition::StepNotSucceeded { .. } => self
+            Condition::StepStarted { .. }
+            | Condition::StepNotSucceeded { .. }
+            | Condition::StepSucceeded { .. }
+            | Condition::StepNotStarted { .. } => self
                 .progress
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -495,7 +506,8 @@ impl<'a> Run<'a> {
         Err(Failure::new(message))
     }
 
-    fn act(&mut self, s: &Step) -> Result<(), Failure> {
+    /// One attempt of a step's action: the warnings of a step that did its job.
+    fn act(&mut self, s: &Step) -> Result<Vec<String>, Failure> {
         let ctx = self.ctx;
         let target = s.target.as_deref().unwrap_or(HOST);
         let timeout = s.timeout_ms;
@@ -544,7 +556,9 @@ impl<'a> Run<'a> {
                     }
                 }
             }
-            Action::CopyTree { from, to } => return self.copy(s, from, to, None),
+            Action::CopyTree { from, to } => {
+                return self.copy(s, from, to, None).map(|()| Vec::new());
+            }
             Action::Exec(e) => {
                 let (code, output, ms, effects) = match self.behaviour(e) {
                     Some(b) => (
@@ -555,15 +569,24 @@ impl<'a> Run<'a> {
                     ),
                     None => (0, String::new(), 0, &[][..]),
                 };
-                if timeout.is_some_and(|t| ms > t) {
-                    self.clock = self.clock.saturating_add(timeout.unwrap_or(0));
-                    self.effects(effects, target);
-                    return Err(Failure::timed_out(format!(
-                        "`{}` was still running at its time limit of {} (it takes {})",
-                        e.command,
-                        dur(timeout.unwrap_or(0)),
-                        dur(ms)
-                    )));
+                let mut warnings = Vec::new();
+                if let Some(limit) = timeout.filter(|&t| ms > t) {
+                    match drive::AtLimit::of(s) {
+                        drive::AtLimit::Kill => {
+                            self.clock = self.clock.saturating_add(limit);
+                            self.effects(effects, target);
+                            self.killed.push(s.id.clone());
+                            return Err(Failure::timed_out(format!(
+                                "`{}` was still running at its time limit of {} (it takes {})",
+                                e.command,
+                                dur(limit),
+                                dur(ms)
+                            )));
+                        }
+                        drive::AtLimit::Report => {
+                            warnings.push(drive::overran(&e.command, &dur(limit)));
+                        }
+                    }
                 }
                 self.clock = self.clock.saturating_add(ms);
                 self.effects(effects, target);
@@ -576,6 +599,7 @@ impl<'a> Run<'a> {
                 if !e.succeeded(code) {
                     return self.fail(format!("`{}` exited with {code}", e.command));
                 }
+                return Ok(warnings);
             }
             Action::Service { service, state } => {
                 let m = self.world.service(target, service);
@@ -625,8 +649,42 @@ impl<'a> Run<'a> {
             }
             // The driver asks the operator (`Effects::gate`).
             Action::Manual { .. } => return self.fail("a manual step is asked, not acted"),
+            Action::RemoveFiles {
+                dir,
+                patterns,
+                except,
+                ignore_case,
+            } => {
+                let abs = ctx.abs(dir);
+                if !self.world.is_dir(&abs) {
+                    return self.fail(format!("cannot open {dir}: not a directory"));
+                }
+                let chosen: Vec<(String, bool)> = self
+                    .world
+                    .children(&abs)
+                    .into_iter()
+                    .filter(|(name, _)| {
+                        pattern::selects(patterns, except, name.as_bytes(), *ignore_case)
+                    })
+                    .map(|(name, n)| (name.to_string(), matches!(n, Node::File(_))))
+                    .collect();
+                let mut removed = Vec::new();
+                let mut not_files = Vec::new();
+                for (name, file) in chosen {
+                    if file {
+                        self.world.remove(&format!("{abs}/{name}"));
+                        self.change(format!("- {dir}/{name}"));
+                        removed.push(Bytes::from(name.as_str()));
+                    } else {
+                        not_files.push(Bytes::from(name.as_str()));
+                    }
+                }
+                let done = drive::removed_files(&s.id, dir, &removed, &not_files)?;
+                self.note = Some(done.summary.clone());
+                return Ok(done.warnings);
+            }
         }
-        Ok(())
+        Ok(Vec::new())
     }
 
     fn now(&self) -> i64 {
@@ -809,11 +867,23 @@ impl<'a> Run<'a> {
                 }
                 r
             }
+            Action::Exec(e) if timeout && drive::AtLimit::of(s) == drive::AtLimit::Report => {
+                // A command that must never be killed hangs: hokan reports it at its limit and
+                // keeps waiting, until the operator decides to stop it.
+                self.clock = self.clock.saturating_add(limit);
+                Err(Failure::new(format!(
+                    "injected: `{}` hung past its limit of {}; hokan reported it and kept \
+                     waiting (it must never be killed), until the operator stopped it",
+                    e.command,
+                    dur(limit)
+                )))
+            }
             Action::Exec(e) if timeout => {
                 // The nastiest hang: the command did its work, then never returned.
                 let effects = self.behaviour(e).map_or(&[][..], |b| b.effects.as_slice());
                 self.effects(effects, s.target.as_deref().unwrap_or(HOST));
                 self.clock = self.clock.saturating_add(limit);
+                self.killed.push(s.id.clone());
                 Err(Failure::timed_out(format!(
                     "injected: `{}` did its work, then hung until its limit of {}",
                     e.command,

@@ -86,6 +86,23 @@ impl Action {
             message: message.into(),
         })
     }
+    /// Removes the regular files directly in `dir` whose names match one of `patterns` and
+    /// none of `except` (`*` is any run of characters), chosen when the step runs, so a file
+    /// written after planning goes too; `ignore_case` matches ignoring ASCII case. The host
+    /// reports what it removed, or "none found".
+    pub fn remove_files(
+        dir: Path,
+        patterns: impl IntoIterator<Item = String>,
+        except: impl IntoIterator<Item = String>,
+        ignore_case: bool,
+    ) -> Action {
+        Action::RemoveFiles(pt::RemoveFiles {
+            dir,
+            patterns: patterns.into_iter().collect(),
+            except: except.into_iter().collect(),
+            ignore_case,
+        })
+    }
     /// A step a person performs; real runs wait for an acknowledgement.
     pub fn manual(instructions: &str, reference: Option<&str>) -> Action {
         Action::Manual(pt::Manual {
@@ -151,6 +168,16 @@ impl Condition {
     pub fn step_not_succeeded(id: &str) -> Condition {
         Condition::StepNotSucceeded(id.into())
     }
+    /// The step `id` of this run finished successfully: to go on only after a step allowed to
+    /// fail did not ("start the store only if the repair finished").
+    pub fn step_succeeded(id: &str) -> Condition {
+        Condition::StepSucceeded(id.into())
+    }
+    /// The step `id` of this run has not started (not reached, or skipped): for cleanup that
+    /// may undo only until a step began ("start the store again unless eseutil /p began").
+    pub fn step_not_started(id: &str) -> Condition {
+        Condition::StepNotStarted(id.into())
+    }
 }
 
 fn new_step(id: &str, title: &str, action: Action) -> Step {
@@ -164,6 +191,7 @@ fn new_step(id: &str, title: &str, action: Action) -> Step {
         on_error: OnError::Abort,
         when: Vec::new(),
         commits_set: false,
+        no_kill: false,
     }
 }
 
@@ -203,6 +231,29 @@ impl StepBuilder<'_> {
     /// a crash after it is recovered by finishing the set, not removing it.
     pub fn commits_set(self) -> Self {
         self.0.commits_set = true;
+        self
+    }
+    /// The step's command must never be killed (a program the manual says must not be
+    /// interrupted): at its time limit the host reports that it still runs and keeps waiting,
+    /// reporting again each time the limit passes once more; only a person stops it. For a
+    /// step that runs a command.
+    pub fn no_kill(self) -> Self {
+        self.0.no_kill = true;
+        self
+    }
+}
+
+/// Adjusts the invariant just added: `plan.invariant(..).when(..)`.
+pub struct InvariantBuilder<'a>(&'a mut pt::Invariant);
+
+impl InvariantBuilder<'_> {
+    /// The invariant applies only when `condition` holds at the end; called again, only when
+    /// all the conditions hold. With `step-*` conditions and a service's state, it says what a
+    /// run leaves changed on purpose ("the store is stopped when the repair began and did not
+    /// finish"): the host then does not hold that service against the run, and reports that
+    /// the run needs attention.
+    pub fn when(self, condition: Condition) -> Self {
+        self.0.when.push(condition);
         self
     }
 }
@@ -297,13 +348,20 @@ impl PlanBuilder {
     }
 
     /// Declares a condition the end state must satisfy, whatever happened.
-    pub fn invariant(&mut self, id: &str, description: &str, condition: Condition) {
+    pub fn invariant(
+        &mut self,
+        id: &str,
+        description: &str,
+        condition: Condition,
+    ) -> InvariantBuilder<'_> {
         self.invariants.push(pt::Invariant {
             id: id.into(),
             description: description.into(),
             target: None,
             condition,
+            when: Vec::new(),
         });
+        InvariantBuilder(self.invariants.last_mut().expect("just pushed"))
     }
 
     /// Declares a condition the end state of `server` must satisfy, whatever happened (for a
@@ -314,13 +372,15 @@ impl PlanBuilder {
         id: &str,
         description: &str,
         condition: Condition,
-    ) {
+    ) -> InvariantBuilder<'_> {
         self.invariants.push(pt::Invariant {
             id: id.into(),
             description: description.into(),
             target: Some(server.into()),
             condition,
+            when: Vec::new(),
         });
+        InvariantBuilder(self.invariants.last_mut().expect("just pushed"))
     }
 
     /// Tells the operator something before they approve the plan.

@@ -30,7 +30,7 @@
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../../wit/0.7.0",
+        path: "../../wit/0.8.0",
         world: "hokan:policy/plugin-world",
         default_bindings_module: "hokan_sdk::bindings",
         pub_export_macro: true,
@@ -55,7 +55,7 @@ pub use bindings::hokan::policy::plan_types::{
 pub use bindings::hokan::policy::types::{
     DirEntry, EntryKind, FileStat, Server, ServiceState, Topology,
 };
-pub use builder::{GroupBuilder, PlanBuilder, StepBuilder};
+pub use builder::{GroupBuilder, InvariantBuilder, PlanBuilder, StepBuilder};
 pub use path::{Path, Root};
 
 /// What every plugin implements; [`export_plugin!`] connects it to the host.

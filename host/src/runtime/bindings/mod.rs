@@ -11,13 +11,14 @@
 pub mod v0_5;
 pub mod v0_6;
 pub mod v0_7;
+pub mod v0_8;
 
 use super::{Description, Limits, PlanRefusal, PlanRequest, State};
 use crate::plan::model as m;
 
 /// The contract versions a plugin may be built against, oldest first; the last is the one the
 /// SDK builds against ([`super::CONTRACT_VERSION`]).
-pub const ACCEPTED: [&str; 3] = ["0.5.0", "0.6.0", "0.7.0"];
+pub const ACCEPTED: [&str; 4] = ["0.5.0", "0.6.0", "0.7.0", "0.8.0"];
 
 /// Log lines kept from one call.
 const MAX_LOG_LINES: u32 = 200;
@@ -31,9 +32,21 @@ const MAX_FACT_READ: u32 = 1 << 20;
 /// description types of `super::super`.
 ///
 /// - `facts_since_0_6`: the facts that version has beyond 0.5.0's, as methods of its facts host;
-/// - `commits_set`: how to read a step's point of no return (`|_| false` before 0.7.0).
+/// - `commits_set`: how to read a step's point of no return (`|_| false` before 0.7.0);
+/// - `since_0_8`: what 0.8.0 added, in the terms of the budget `$b` (a `&mut Budget`): a step's
+///   `no_kill` (`|_| false` before), an invariant's `when` (`Ok(Vec::new())` before), and the
+///   match arms of the new conditions and actions (none before).
 macro_rules! contract {
-    (facts_since_0_6: { $($facts_since_0_6:tt)* }, commits_set: $commits_set:expr $(,)?) => {
+    (
+        facts_since_0_6: { $($facts_since_0_6:tt)* },
+        commits_set: $commits_set:expr,
+        since_0_8: ($b:ident) {
+            no_kill: $no_kill:expr,
+            invariant_when: |$inv:ident| $invariant_when:expr,
+            conditions: { $($conditions:tt)* },
+            actions: { $($actions:tt)* } $(,)?
+        } $(,)?
+    ) => {
         // ---- imports served by the host -------------------------------------------------------------
 
         impl wty::Host for State {}
@@ -347,12 +360,15 @@ macro_rules! contract {
             let invariants = p
                 .invariants
                 .into_iter()
-                .map(|i| {
+                .map(|$inv| {
+                    let $b = &mut budget;
+                    let when: Vec<m::Condition> = $invariant_when?;
                     Ok(m::Invariant {
-                        id: budget.string(i.id)?,
-                        description: budget.string(i.description)?,
-                        target: i.target.map(|t| budget.string(t)).transpose()?,
-                        condition: budget.condition(i.condition)?,
+                        id: $b.string($inv.id)?,
+                        description: $b.string($inv.description)?,
+                        target: $inv.target.map(|t| $b.string(t)).transpose()?,
+                        condition: $b.condition($inv.condition)?,
+                        when,
                     })
                 })
                 .collect::<Result<_, String>>()?;
@@ -415,6 +431,7 @@ macro_rules! contract {
                     return Err(format!("more than {} steps", self.limits.max_steps));
                 }
                 let commits_set = ($commits_set)(&s);
+                let no_kill = ($no_kill)(&s);
                 Ok(m::Step {
                     id: self.string(s.id)?,
                     title: self.string(s.title)?,
@@ -431,6 +448,7 @@ macro_rules! contract {
                         .map(|c| self.condition(c))
                         .collect::<Result<_, _>>()?,
                     commits_set,
+                    no_kill,
                     action: self.action(s.action)?,
                 })
             }
@@ -452,93 +470,97 @@ macro_rules! contract {
             }
 
             fn condition(&mut self, c: wt::Condition) -> Result<m::Condition, String> {
+                let $b = self;
                 Ok(match c {
                     wt::Condition::Exists(p) => m::Condition::Exists {
-                        path: self.location(p)?,
+                        path: $b.location(p)?,
                     },
                     wt::Condition::Absent(p) => m::Condition::Absent {
-                        path: self.location(p)?,
+                        path: $b.location(p)?,
                     },
                     wt::Condition::FreeSpaceAtLeast(f) => m::Condition::FreeSpaceAtLeast {
-                        root: self.string(f.root)?,
+                        root: $b.string(f.root)?,
                         bytes: f.bytes,
                     },
                     wt::Condition::ServiceIs(s) => m::Condition::ServiceIs {
-                        service: self.string(s.service)?,
-                        state: Self::state(s.state),
+                        service: $b.string(s.service)?,
+                        state: Budget::state(s.state),
                     },
-                    wt::Condition::CommandSucceeds(e) => m::Condition::CommandSucceeds(self.exec(e)?),
+                    wt::Condition::CommandSucceeds(e) => m::Condition::CommandSucceeds($b.exec(e)?),
                     wt::Condition::StepStarted(id) => m::Condition::StepStarted {
-                        step: self.string(id)?,
+                        step: $b.string(id)?,
                     },
                     wt::Condition::StepNotSucceeded(id) => m::Condition::StepNotSucceeded {
-                        step: self.string(id)?,
+                        step: $b.string(id)?,
                     },
+                    $($conditions)*
                 })
             }
 
             fn action(&mut self, a: wt::Action) -> Result<m::Action, String> {
+                let $b = self;
                 Ok(match a {
                     wt::Action::WriteFile(w) => {
-                        if w.contents.len() > self.limits.max_write_file_bytes {
+                        if w.contents.len() > $b.limits.max_write_file_bytes {
                             return Err(format!(
                                 "a write-file of {} bytes (the limit is {})",
                                 w.contents.len(),
-                                self.limits.max_write_file_bytes
+                                $b.limits.max_write_file_bytes
                             ));
                         }
                         m::Action::WriteFile {
-                            path: self.location(w.path)?,
+                            path: $b.location(w.path)?,
                             contents: w.contents,
                         }
                     }
                     wt::Action::Remove(p) => m::Action::Remove {
-                        path: self.location(p)?,
+                        path: $b.location(p)?,
                     },
                     wt::Action::Rename(r) => m::Action::Rename {
-                        from: self.location(r.from)?,
-                        to: self.location(r.to)?,
+                        from: $b.location(r.from)?,
+                        to: $b.location(r.to)?,
                     },
                     wt::Action::EnsureDir(p) => m::Action::EnsureDir {
-                        path: self.location(p)?,
+                        path: $b.location(p)?,
                     },
                     wt::Action::CopyTree(c) => m::Action::CopyTree {
-                        from: self.location(c.from)?,
-                        to: self.location(c.to)?,
+                        from: $b.location(c.from)?,
+                        to: $b.location(c.to)?,
                     },
-                    wt::Action::Exec(e) => m::Action::Exec(self.exec(e)?),
+                    wt::Action::Exec(e) => m::Action::Exec($b.exec(e)?),
                     wt::Action::Service(s) => m::Action::Service {
-                        service: self.string(s.service)?,
-                        state: Self::state(s.state),
+                        service: $b.string(s.service)?,
+                        state: Budget::state(s.state),
                     },
                     wt::Action::WaitUntil(w) => m::Action::WaitUntil {
-                        condition: self.condition(w.condition)?,
+                        condition: $b.condition(w.condition)?,
                         interval_ms: w.interval_ms,
                     },
                     wt::Action::Verify(v) => m::Action::Verify {
                         check: match v {
                             wt::Verify::CopyMatches(c) => m::VerifyCheck::CopyMatches {
-                                from: self.location(c.from)?,
-                                to: self.location(c.to)?,
+                                from: $b.location(c.from)?,
+                                to: $b.location(c.to)?,
                             },
                             wt::Verify::PairedFiles(p) => m::VerifyCheck::PairedFiles {
-                                dir: self.location(p.dir)?,
-                                suffix: self.string(p.suffix)?,
-                                partner_suffix: self.string(p.partner_suffix)?,
+                                dir: $b.location(p.dir)?,
+                                suffix: $b.string(p.suffix)?,
+                                partner_suffix: $b.string(p.partner_suffix)?,
                             },
                             wt::Verify::EsePages(p) => m::VerifyCheck::EsePages {
-                                path: self.location(p)?,
+                                path: $b.location(p)?,
                             },
                         },
                     },
                     wt::Action::Assert(a) => m::Action::Assert {
-                        condition: self.condition(a.condition)?,
-                        message: self.string(a.message)?,
+                        condition: $b.condition(a.condition)?,
+                        message: $b.string(a.message)?,
                     },
                     wt::Action::Manual(mn) => m::Action::Manual {
-                        instructions: self.string(mn.instructions)?,
-                        reference: mn.reference.map(|r| self.string(r)).transpose()?,
+                        instructions: $b.string(mn.instructions)?,
+                        reference: mn.reference.map(|r| $b.string(r)).transpose()?,
                     },
+                    $($actions)*
                 })
             }
         }
@@ -583,6 +605,8 @@ pub(super) enum Pre {
     V0_6(v0_6::PluginWorldPre<State>),
     /// `hokan:policy@0.7.0`.
     V0_7(v0_7::PluginWorldPre<State>),
+    /// `hokan:policy@0.8.0`.
+    V0_8(v0_8::PluginWorldPre<State>),
 }
 
 impl Pre {
@@ -595,6 +619,7 @@ impl Pre {
             "0.5.0" => v0_5::PluginWorldPre::new(pre).map(Pre::V0_5),
             "0.6.0" => v0_6::PluginWorldPre::new(pre).map(Pre::V0_6),
             "0.7.0" => v0_7::PluginWorldPre::new(pre).map(Pre::V0_7),
+            "0.8.0" => v0_8::PluginWorldPre::new(pre).map(Pre::V0_8),
             _ => return None,
         })
     }
@@ -608,6 +633,7 @@ impl Pre {
             Pre::V0_5(p) => v0_5::call_describe(p, store),
             Pre::V0_6(p) => v0_6::call_describe(p, store),
             Pre::V0_7(p) => v0_7::call_describe(p, store),
+            Pre::V0_8(p) => v0_8::call_describe(p, store),
         }
     }
 
@@ -622,6 +648,7 @@ impl Pre {
             Pre::V0_5(p) => v0_5::call_plan(p, store, req, limits),
             Pre::V0_6(p) => v0_6::call_plan(p, store, req, limits),
             Pre::V0_7(p) => v0_7::call_plan(p, store, req, limits),
+            Pre::V0_8(p) => v0_8::call_plan(p, store, req, limits),
         }
     }
 }
@@ -634,6 +661,7 @@ pub(super) fn add_to_linker(
     v0_5::PluginWorld::add_to_linker::<State, HasSelf<State>>(linker, |s| s)?;
     v0_6::PluginWorld::add_to_linker::<State, HasSelf<State>>(linker, |s| s)?;
     v0_7::PluginWorld::add_to_linker::<State, HasSelf<State>>(linker, |s| s)?;
+    v0_8::PluginWorld::add_to_linker::<State, HasSelf<State>>(linker, |s| s)?;
     Ok(())
 }
 

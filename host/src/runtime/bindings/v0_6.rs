@@ -20,4 +20,10 @@ use exports::hokan::policy::plugin as wp;
 super::contract!(
     facts_since_0_6: { super::backup_size!(); },
     commits_set: |_: &wt::Step| false,
+    since_0_8: (b) {
+        no_kill: |_: &wt::Step| false,
+        invariant_when: |i| Ok::<_, String>(Vec::new()),
+        conditions: {},
+        actions: {},
+    },
 );

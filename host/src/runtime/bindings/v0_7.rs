@@ -1,4 +1,4 @@
-//! `hokan:policy@0.7.0`, the current version: points of no return (`commits-set`).
+//! `hokan:policy@0.7.0`: points of no return (`commits-set`).
 
 use super::super::{
     CommandBehaviour, Conflict, Description, Limits, MaintenanceMarker, ModelledState, NameInfo,
@@ -20,4 +20,10 @@ use exports::hokan::policy::plugin as wp;
 super::contract!(
     facts_since_0_6: { super::backup_size!(); },
     commits_set: |s: &wt::Step| s.commits_set,
+    since_0_8: (b) {
+        no_kill: |_: &wt::Step| false,
+        invariant_when: |i| Ok::<_, String>(Vec::new()),
+        conditions: {},
+        actions: {},
+    },
 );

@@ -5,14 +5,26 @@
 use super::*;
 
 impl Run<'_> {
-    pub(super) fn finish(self, outcome: Outcome) -> Transcript {
+    pub(super) fn finish(self, mut outcome: Outcome) -> Transcript {
         let ctx = self.ctx;
         let mut inv = Vec::new();
         // Services (and the product states modelled as services) are as the run found them.
         let mut changed = Vec::new();
+        let progress = self
+            .progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let left = drive::left_on_purpose(ctx.plan, &progress);
         for ((server, service), m) in self.world.services() {
             let before = self.initial.service(server, service).state;
-            if m.state != before {
+            let target = (server != HOST).then_some(server.as_str());
+            if m.state == before {
+                continue;
+            }
+            if let Some(line) = drive::on_purpose(&left, target, service) {
+                outcome.left_on_purpose.push(line);
+            } else {
                 changed.push(format!("{service} on {server} left {}", m.state));
             }
         }
@@ -139,6 +151,21 @@ impl Run<'_> {
                 }),
             ));
         }
+        if ctx.plan.all_steps().any(|s| s.no_kill) {
+            use crate::plan::safety::NEVER_KILLED;
+            let killed: Vec<&str> = ctx
+                .plan
+                .all_steps()
+                .filter(|s| s.no_kill && self.killed.contains(&s.id))
+                .map(|s| s.id.as_str())
+                .collect();
+            inv.push(verdict(
+                NEVER_KILLED.id,
+                NEVER_KILLED.description,
+                killed.is_empty(),
+                (!killed.is_empty()).then(|| format!("killed: {}", killed.join(", "))),
+            ));
+        }
         if ctx.set_use == SetUse::Reads && !ctx.keep.is_empty() {
             inv.push(verdict(
                 "hokan:previous-data-kept",
@@ -148,7 +175,13 @@ impl Run<'_> {
             ));
         }
         for i in &ctx.plan.invariants {
-            let (held, detail) = match self.holds(&i.condition, i.target.as_deref()) {
+            let applies = drive::applies(i, &progress, |c| self.holds(c, i.target.as_deref()));
+            let held = match applies {
+                Ok(true) => self.holds(&i.condition, i.target.as_deref()),
+                Ok(false) => Ok(true),
+                Err(f) => Err(f),
+            };
+            let (held, detail) = match held {
                 Ok(true) => (true, None),
                 Ok(false) => (
                     false,

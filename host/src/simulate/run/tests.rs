@@ -3,7 +3,7 @@
 //! plan breaks it.
 
 use super::*;
-use crate::plan::testing::{copy, exec, plan};
+use crate::plan::testing::{copy, exec, plan, step};
 use crate::plan::{Action, Location};
 use crate::simulate::world::FileNode;
 
@@ -193,4 +193,120 @@ fn a_point_of_no_return_keeps_the_set_through_a_later_failure_and_a_crash() {
     assert_eq!(t.outcome.status, RunStatus::Recovered);
     assert!(t.outcome.set.is_some(), "{t:#?}");
     assert!(broken(&t).is_empty(), "{:?}", broken(&t));
+}
+
+fn file(w: &mut World, path: &str) {
+    let content = w.new_content();
+    let f = FileNode {
+        size: 10,
+        content,
+        mtime_ms: 0,
+        readonly: false,
+        damaged: false,
+        text: None,
+    };
+    w.put_file(path, f).unwrap();
+}
+
+fn remove_gm1(except: &[&str]) -> Step {
+    step(
+        "clear",
+        Action::RemoveFiles {
+            dir: Location::new("data", "journal"),
+            patterns: vec!["gm1".into(), "gm1.*".into()],
+            except: except.iter().map(|s| s.to_string()).collect(),
+            ignore_case: true,
+        },
+    )
+}
+
+#[test]
+fn remove_files_takes_what_matches_in_the_world_when_it_runs() {
+    let mut w = world(1 << 30);
+    for f in ["GM1", "gm1.001", "gm1.keep", "gm10.jnl"] {
+        file(&mut w, &format!("/site/data/journal/{f}"));
+    }
+    let roots = roots();
+    let p = plan(vec![remove_gm1(&["*.keep"])], vec![]);
+    let t = run(&w, &context(&roots, &p), None);
+    assert_eq!(t.outcome.status, RunStatus::Completed, "{t:#?}");
+    let left: Vec<&str> = t.steps[0].changes.iter().map(String::as_str).collect();
+    assert_eq!(
+        left,
+        ["- data:/journal/GM1", "- data:/journal/gm1.001"],
+        "{t:#?}"
+    );
+    assert!(t.outcome.warnings.is_empty(), "{:?}", t.outcome.warnings);
+
+    // Nothing matches: done, and the outcome says none was found.
+    let mut w = world(1 << 30);
+    file(&mut w, "/site/data/journal/gm10.jnl");
+    let t = run(&w, &context(&roots, &p), None);
+    assert_eq!(t.outcome.status, RunStatus::Completed);
+    assert_eq!(t.outcome.warnings.len(), 1, "{:?}", t.outcome.warnings);
+    assert!(t.outcome.warnings[0].starts_with("clear: none found"));
+
+    // A directory that matches is left, and the step fails naming it.
+    let mut w = world(1 << 30);
+    w.mkdir_p("/site/data/journal/gm1.d").unwrap();
+    let t = run(&w, &context(&roots, &p), None);
+    assert_eq!(t.outcome.status, RunStatus::Failed);
+    assert!(
+        t.steps[0]
+            .note
+            .as_deref()
+            .is_some_and(|n| n.contains("gm1.d") && n.contains("not a regular file")),
+        "{t:#?}"
+    );
+}
+
+#[test]
+fn a_command_that_must_not_be_killed_is_waited_for_and_never_killed() {
+    let slow = CommandBehaviour {
+        command: "mwsave".into(),
+        args_prefix: vec![],
+        exit_code: 0,
+        output: String::new(),
+        duration_ms: 5_000,
+        effects: vec![],
+    };
+    let limited = |no_kill: bool| Step {
+        timeout_ms: Some(1_000),
+        no_kill,
+        ..exec("mwsave")
+    };
+    let roots = roots();
+    let behaviours = [slow];
+    for no_kill in [false, true] {
+        let p = plan(vec![limited(no_kill)], vec![]);
+        let ctx = Context {
+            behaviours: &behaviours,
+            ..context(&roots, &p)
+        };
+        let t = run(&world(1 << 30), &ctx, None);
+        let never_killed = t.invariants.iter().find(|i| i.id == "hokan:never-killed");
+        if no_kill {
+            // Past its limit it is reported and waited for, to its end.
+            assert_eq!(statuses(&t), [("mwsave".into(), StepStatus::Ok)]);
+            assert_eq!(t.duration_ms, 5_000);
+            assert!(
+                t.outcome.warnings[0].contains("ran past its time limit"),
+                "{t:#?}"
+            );
+            assert!(never_killed.is_some_and(|i| i.held), "{t:#?}");
+            // Hung, it is still not killed: the operator stops it, and the step fails.
+            let hang = Fault::Timeout {
+                step: "mwsave".into(),
+            };
+            let t = run(&world(1 << 30), &ctx, Some(&hang));
+            assert_eq!(statuses(&t), [("mwsave".into(), StepStatus::Failed)]);
+            assert!(broken(&t).is_empty(), "{:?}", broken(&t));
+        } else {
+            assert_eq!(statuses(&t), [("mwsave".into(), StepStatus::TimedOut)]);
+            assert!(
+                never_killed.is_none(),
+                "only plans with such a command check it"
+            );
+        }
+    }
 }
