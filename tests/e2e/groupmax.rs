@@ -156,7 +156,7 @@ fn a_dry_run_with_every_fault_restarts_everything() {
             .unwrap_or_else(|| panic!("no scenario {name}"))
     };
     for name in [
-        "crash-after clear-journal-1",
+        "crash-after clear-journal",
         "crash-after start-object-server-gm-mail1",
     ] {
         let t = find(name);
@@ -165,7 +165,7 @@ fn a_dry_run_with_every_fault_restarts_everything() {
             t["outcome"]["set_kept"]
                 .as_str()
                 .unwrap()
-                .contains("the point of no return `clear-journal-1`"),
+                .contains("the point of no return `clear-journal`"),
             "{name}: {t:#}"
         );
     }
@@ -214,9 +214,9 @@ fn case_4_calls_both_servers_in_the_manuals_order() {
             .position(|s| s == id)
             .unwrap_or_else(|| panic!("no step {id} in {ends:?}"))
     };
-    assert!(at("verify-data") < at("clear-journal-1"), "{ends:?}");
+    assert!(at("verify-data") < at("clear-journal"), "{ends:?}");
     assert!(
-        at("clear-journal-2") < at("start-object-server-gm-mail1"),
+        at("clear-journal") < at("start-object-server-gm-mail1"),
         "{ends:?}"
     );
     // Only gmmail1's journal files are gone.
@@ -234,6 +234,82 @@ fn case_4_calls_both_servers_in_the_manuals_order() {
     let media = site.files("media");
     assert_eq!(media.len(), 2, "{media:?}");
     assert!(media.iter().all(|f| f.contains("/data/")), "{media:?}");
+}
+
+/// "バックアップを取得したサーバのホスト名が付いたファイルを削除します" and "必ず消去してください":
+/// the files are those in the directory when the deletion runs. One the master writes while the
+/// servers stop (after the plan was made) is deleted too; when there is none, the run says so.
+#[test]
+fn the_journal_files_deleted_are_those_there_when_the_step_runs() {
+    let site = site("automated", true);
+    // NXSMNGSRV on the master writes one more journal file for gmmail1 as it stops.
+    let wrapper = site.path("NXSMNGSRV-writes-a-journal");
+    let journal = site.path("master/nxsdir/journal");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n[ \"$HOKAN_SERVER\" != gm-master ] || echo late > '{}/GMMAIL1_late.jnl'\nexec '{}' \"$@\"\n",
+            journal.display(),
+            hokan_e2e::repo_root()
+                .join("tests/fixtures/standins/groupmax/NXSMNGSRV")
+                .display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let policy = std::fs::read_to_string(site.policy()).unwrap();
+    let mapped = policy
+        .lines()
+        .map(|l| {
+            if l.starts_with("NXSMNGSRV = ") {
+                format!("NXSMNGSRV = \"{}\"", wrapper.display())
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(site.policy(), mapped).unwrap();
+    let plan = site.plan_text("mail1", "backup");
+    assert!(!plan.contains("GMMAIL1_late"), "{plan}");
+    let out = site.run("mail1", "backup", &[], &[]);
+    ok(&out);
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("GMMAIL1_late.jnl"), "{stdout}");
+    assert_eq!(
+        site.files("master/nxsdir/journal")
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        ["gmaddr2", "gmmail10.jnl"]
+    );
+
+    // The next backup finds none: done, and the run says so.
+    wait_for_next_second();
+    site.clear_calls();
+    std::fs::remove_file(&wrapper).unwrap();
+    std::fs::write(
+        site.policy(),
+        std::fs::read_to_string(site.policy()).unwrap().replace(
+            &wrapper.display().to_string(),
+            &format!(
+                "{}/tests/fixtures/standins/groupmax/NXSMNGSRV",
+                hokan_e2e::repo_root().display()
+            ),
+        ),
+    )
+    .unwrap();
+    let out = site.run("mail1", "backup", &[], &[]);
+    ok(&out);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("warning: clear-journal: none found: no file in journal:/ matched"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -315,7 +391,7 @@ fn a_crash_after_any_step_and_recover_leave_everything_running() {
     // The first journal deletion is the point of no return; the cleanup comes after the body.
     let committed = ids
         .iter()
-        .position(|i| i == "clear-journal-1")
+        .position(|i| i == "clear-journal")
         .expect("the plan clears the journal");
     let cleanup = ids
         .iter()
@@ -340,7 +416,7 @@ fn a_crash_after_any_step_and_recover_leave_everything_running() {
             assert_eq!(recovered.status.code(), Some(4), "after {id}: {stdout}");
             assert!(
                 stdout.contains(
-                    "KEPT, INCOMPLETE: the run died after the point of no return `clear-journal-1`"
+                    "KEPT, INCOMPLETE: the run died after the point of no return `clear-journal`"
                 ),
                 "after {id}: {stdout}"
             );

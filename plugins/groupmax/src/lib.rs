@@ -336,11 +336,11 @@ fn backup(req: &Request) -> Result<Plan, PlanError> {
     }
 
     // What the journal clearing needs, checked before anything is planned.
-    let journal_files = match (&servers.other, settings.mode) {
-        (None, Mode::Automated) if journals => Some(mch_journal_files(job, master)?),
-        (Some(other), Mode::Automated) => Some(host_journal_files(job, &topology, other)?),
-        _ => None,
-    };
+    match (&servers.other, settings.mode) {
+        (None, Mode::Automated) if journals => check_mch_journal(job, master)?,
+        (Some(other), Mode::Automated) => check_journal_root(job, other)?,
+        _ => {}
+    }
 
     let mut plan = PlanBuilder::new();
     // Before anything stops: room for the backup (what it copies: files the newest set holds
@@ -478,43 +478,43 @@ fn backup(req: &Request) -> Result<Plan, PlanError> {
 
     // Clear the journal kept for the server, now that its backup is verified: "バックアップを
     // 取得した時点で消去しないと,リストア後のデータ修復ができなくなるので,必ず消去してください。"
-    // Each deletion is a point of no return: from the first one on, a failure or a crash keeps
+    // The files are chosen by the host when the step runs, not listed at plan time: a journal
+    // file written between planning and the stop is deleted too, and "none found" is reported
+    // as such. The deletion is a point of no return: from then on, a failure or a crash keeps
     // the set (the journal it goes with is gone) and the run ends needing attention.
-    match (&servers.other, journal_files) {
-        (None, Some(files)) => {
-            for (i, f) in files.iter().enumerate() {
-                plan.step(
-                    &format!("clear-mch-journal-{}", i + 1),
-                    &format!("Delete {} from MNG_JOURNAL/MCH_JOURNAL", f.file_name()),
-                    Action::remove(f.clone()),
-                )
-                .on(master)
-                .continue_on_error()
-                .commits_set();
-            }
+    match &servers.other {
+        // Case (2): "<MNG_JOURNALで指定したディレクトリ>/MCH_JOURNAL下のすべてのファイル".
+        None if settings.mode == Mode::Automated && journals => {
+            plan.step(
+                "clear-mch-journal",
+                "Delete every file in MNG_JOURNAL/MCH_JOURNAL (as found when the step runs)",
+                Action::remove_files(
+                    MNG_JOURNAL.join("MCH_JOURNAL"),
+                    ["*".to_string()],
+                    [],
+                    false,
+                ),
+            )
+            .on(master)
+            .continue_on_error()
+            .commits_set();
         }
-        (Some(other), Some(files)) => {
-            for (i, f) in files.iter().enumerate() {
-                plan.step(
-                    &format!("clear-journal-{}", i + 1),
-                    &format!(
-                        "Delete the journal file {} kept for {} on the master management server",
-                        f.file_name(),
-                        host_name(other)
-                    ),
-                    Action::remove(f.clone()),
-                )
-                .on(master)
-                .continue_on_error()
-                .commits_set();
-            }
-            if files.is_empty() {
-                plan.warn(format!(
-                    "The master's journal directory has no file named after {} ({b}): there \
-                     is no journal to clear for it.",
-                    host_name(other)
-                ));
-            }
+        // Case (4): "バックアップを取得したサーバのホスト名が付いたファイルを削除します。"
+        Some(other) if settings.mode == Mode::Automated => {
+            let (patterns, except) = journal_patterns(&topology, other);
+            plan.step(
+                "clear-journal",
+                &format!(
+                    "Delete the journal files named after {} ({b}) in the master's journal \
+                     directory: {} (as found when the step runs)",
+                    host_name(other),
+                    patterns.join(", ")
+                ),
+                Action::remove_files(JOURNAL.path(), patterns, except, true),
+            )
+            .on(master)
+            .continue_on_error()
+            .commits_set();
         }
         _ => {}
     }
@@ -637,84 +637,98 @@ fn backup(req: &Request) -> Result<Plan, PlanError> {
     Ok(plan.build())
 }
 
-/// Case (2): every file under `<MNG_JOURNAL>/MCH_JOURNAL`.
-fn mch_journal_files(job: &str, master: &str) -> Result<Vec<Path>, PlanError> {
-    let dir = MNG_JOURNAL.join("MCH_JOURNAL");
-    match facts::list_dir(&dir) {
-        Ok(entries) => Ok(entries.into_iter().map(|e| dir.join(&e.name)).collect()),
+/// Case (2): the `mng-journal` root is granted and holds MCH_JOURNAL.
+fn check_mch_journal(job: &str, master: &str) -> Result<(), PlanError> {
+    match facts::stat(&MNG_JOURNAL.join("MCH_JOURNAL")) {
+        Ok(st) if st.kind == EntryKind::Dir => Ok(()),
+        Ok(_) | Err(FactError::NotFound(_)) => Err(PlanError::Refused(format!(
+            "servers.{master}.properties.journals is true, but MCH_JOURNAL is not a directory \
+             in the directory jobs.{job}.roots.mng-journal grants: check that the root is the \
+             directory MNG_JOURNAL names"
+        ))),
         Err(FactError::RootNotGranted(_)) => Err(PlanError::BadParameter(format!(
             "servers.{master}.properties.journals is true, but job `{job}` grants no \
              `mng-journal` root: add jobs.{job}.roots.mng-journal with the directory MNG_JOURNAL \
              names on the master management server (or set journals = false if it keeps none)"
         ))),
-        Err(FactError::NotFound(_)) => Err(PlanError::Refused(format!(
-            "servers.{master}.properties.journals is true, but MCH_JOURNAL does not exist in \
-             the directory jobs.{job}.roots.mng-journal grants: check that the root is the \
-             directory MNG_JOURNAL names"
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Case (4): the `journal` root is granted.
+fn check_journal_root(job: &str, other: &Server) -> Result<(), PlanError> {
+    match facts::stat(&JOURNAL.path()) {
+        Ok(_) => Ok(()),
+        Err(FactError::RootNotGranted(_)) => Err(PlanError::BadParameter(format!(
+            "an automated backup of {} must delete its journal files on the master \
+             management server, but job `{job}` grants no `journal` root: add \
+             jobs.{job}.roots.journal with /usr/GroupMail/nxsdir/journal of the master \
+             (HP-UX, AIX: /var/opt/GroupMail/nxsdir/journal)",
+            other.name
         ))),
         Err(e) => Err(e.into()),
     }
 }
 
-/// Case (4): the files of the master's journal directory named after the server's host name:
-/// the host name itself, or followed by `.`, `_` or `-` and more, unless a longer host name of
-/// another server of the site matches the file too.
-fn host_journal_files(job: &str, t: &Topology, other: &Server) -> Result<Vec<Path>, PlanError> {
-    let entries = match facts::list_dir(&JOURNAL.path()) {
-        Ok(e) => e,
-        Err(FactError::RootNotGranted(_)) => {
-            return Err(PlanError::BadParameter(format!(
-                "an automated backup of {} must delete its journal files on the master \
-                 management server, but job `{job}` grants no `journal` root: add \
-                 jobs.{job}.roots.journal with /usr/GroupMail/nxsdir/journal of the master \
-                 (HP-UX, AIX: /var/opt/GroupMail/nxsdir/journal)",
-                other.name
-            )));
-        }
-        Err(e) => return Err(e.into()),
+/// Case (4): the names of the journal files of `other`, as `remove-files` patterns: its host
+/// name itself, or followed by `.`, `_` or `-` and more; except those of a longer host name of
+/// the site that such a name starts with (`gm1-b`'s files are not `gm1`'s). Host names match
+/// ignoring case.
+fn journal_patterns(t: &Topology, other: &Server) -> (Vec<String>, Vec<String>) {
+    let named = |host: &str| {
+        [
+            host.to_string(),
+            format!("{host}.*"),
+            format!("{host}_*"),
+            format!("{host}-*"),
+        ]
     };
-    let hosts: Vec<String> = t
+    let own = host_name(other).to_ascii_lowercase();
+    let mut longer: Vec<String> = t
         .servers
         .iter()
         .map(|s| host_name(s).to_ascii_lowercase())
+        .filter(|h| h.len() > own.len() && h.starts_with(&own))
         .collect();
-    let own = host_name(other).to_ascii_lowercase();
-    Ok(entries
-        .into_iter()
-        .filter(|e| e.kind == EntryKind::File && journal_owner(&e.name, &hosts) == Some(&own))
-        .map(|e| JOURNAL.join(&e.name))
-        .collect())
-}
-
-/// The host (of `hosts`, lower case) a journal file is named after: the file's name is the
-/// host name, or starts with it and `.`, `_` or `-`; the longest such host name wins.
-fn journal_owner<'h>(file: &str, hosts: &'h [String]) -> Option<&'h String> {
-    let file = file.to_ascii_lowercase();
-    hosts
-        .iter()
-        .filter(|h| {
-            file == **h
-                || file
-                    .strip_prefix(h.as_str())
-                    .is_some_and(|rest| rest.starts_with(['.', '_', '-']))
-        })
-        .max_by_key(|h| h.len())
+    longer.sort();
+    longer.dedup();
+    (
+        named(&own).to_vec(),
+        longer.iter().flat_map(|h| named(h)).collect(),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn server(name: &str, host: &str) -> Server {
+        Server {
+            name: name.into(),
+            role: MAIL.into(),
+            address: String::new(),
+            properties: vec![("host_name".into(), host.into())],
+        }
+    }
+
     #[test]
-    fn journal_files_belong_to_the_longest_host_name_they_start_with() {
-        let hosts: Vec<String> = ["gm1", "gm1-b", "gmmaster"].map(String::from).to_vec();
-        let owner = |f: &str| journal_owner(f, &hosts).map(String::as_str);
-        assert_eq!(owner("gm1"), Some("gm1"));
-        assert_eq!(owner("GM1.001"), Some("gm1"), "host names ignore case");
-        assert_eq!(owner("gm1_2026.jnl"), Some("gm1"));
-        assert_eq!(owner("gm1-b.001"), Some("gm1-b"), "not gm1's");
-        assert_eq!(owner("gm10.jnl"), None, "gm10 is another host");
-        assert_eq!(owner("xgm1"), None);
-        assert_eq!(owner("gmmaster.jnl"), Some("gmmaster"));
+    fn journal_files_are_those_named_after_the_host_not_a_longer_one() {
+        // "バックアップを取得したサーバのホスト名が付いたファイルを削除します。"
+        let t = Topology {
+            site: "s".into(),
+            timezone: "Asia/Tokyo".into(),
+            servers: vec![
+                server("gm-1", "GM1"),
+                server("gm-1b", "gm1-b"),
+                server("gm-10", "gm10"),
+                server("gm-master", "gmmaster"),
+            ],
+            job: "j".into(),
+            job_servers: vec!["gm-1".into()],
+        };
+        let (patterns, except) = journal_patterns(&t, &t.servers[0]);
+        assert_eq!(patterns, ["gm1", "gm1.*", "gm1_*", "gm1-*"]);
+        // gm10's names do not match `gm1` followed by a separator, so only gm1-b is excepted.
+        assert_eq!(except, ["gm1-b", "gm1-b.*", "gm1-b_*", "gm1-b-*"]);
     }
 }
