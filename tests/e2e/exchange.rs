@@ -6,7 +6,7 @@
 //! restore, repair); `hokan ese-check`; and bad input.
 
 use crate::cli::text;
-use crate::standin_site::{StandinSite, ok, wait_for_next_second};
+use crate::standin_site::{StandinSite, killed, ok, wait_for_next_second};
 use hokan::ese::build::{DbBuilder, PageFormat};
 use std::collections::BTreeSet;
 
@@ -618,6 +618,77 @@ fn repair_waits_for_the_operator_then_runs_the_three_tools_in_order() {
         std::fs::read(site.path("store/databases/hokan-before-repair/Priv.edb")).unwrap(),
         std::fs::read(site.path("store/databases/Priv.edb")).unwrap()
     );
+}
+
+/// KB 271987 names Eseutil /d and Isinteg as what must follow Eseutil /p: a repair that stops
+/// half-way never starts the store on the half-repaired database. It leaves it stopped, says
+/// what is left to do, and needs attention; a failure before /p starts the store again.
+#[test]
+fn a_repair_that_stops_after_eseutil_p_leaves_the_store_stopped_and_says_what_is_left() {
+    for (failing, left) in [
+        (
+            "eseutil",
+            "Eseutil /p /ispriv, then Eseutil /d /ispriv, then Isinteg",
+        ),
+        (
+            "isinteg",
+            "Isinteg -pri -fix -test alltests; then start the store",
+        ),
+    ] {
+        let site = site("database = \"priv\", circular_logging = \"off\"");
+        std::fs::write(site.path(&format!("standins/ex1.fail.{failing}")), "").unwrap();
+        let out = site.run("exchange", "repair", &["--yes"], &[]);
+        let stdout = text(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(4),
+            "{failing}: {stdout}{}",
+            text(&out.stderr)
+        );
+        assert!(
+            stdout.contains("store-left-stopped-before-") && stdout.contains(left),
+            "{failing}: {stdout}"
+        );
+        let calls = site.calls();
+        assert!(
+            !calls.iter().any(|c| c.contains("store-service start")),
+            "{failing}: the store was started again: {calls:?}"
+        );
+        assert_eq!(site.state("ex1", "store_stopped"), "1", "{failing}");
+        assert!(
+            !stdout.contains("hokan:services-restored"),
+            "left stopped on purpose, not broken: {stdout}"
+        );
+    }
+    // A run that dies before Eseutil /p began changed no database: recovery starts the
+    // store. One that dies in the repair leaves it stopped, and says so.
+    for (after, started) in [("keep-original", true), ("eseutil-defragment", false)] {
+        let site = site("database = \"priv\", circular_logging = \"off\"");
+        let out = site.run(
+            "exchange",
+            "repair",
+            &["--yes"],
+            &[("HOKAN_TEST_KILL_AFTER", after)],
+        );
+        assert!(killed(&out), "after {after}: {}", text(&out.stderr));
+        let recovered = site.hokan(&["recover"], &[]);
+        let stdout = text(&recovered.stdout);
+        if started {
+            ok(&recovered);
+            assert_eq!(
+                site.state("ex1", "store_stopped"),
+                "0",
+                "after {after}: {stdout}"
+            );
+        } else {
+            assert_eq!(recovered.status.code(), Some(4), "after {after}: {stdout}");
+            assert!(
+                stdout.contains("left so on purpose: store-left-stopped-before-isinteg-fix"),
+                "after {after}: {stdout}"
+            );
+            assert_eq!(site.state("ex1", "store_stopped"), "1", "after {after}");
+        }
+    }
 }
 
 #[test]

@@ -1042,29 +1042,42 @@ fn repair(req: &Request) -> Result<Plan, PlanError> {
     )
     .on(&server)
     .timeout(LONG);
-    for (id, title, command, args) in [
+    // "修復モードの Eseutil では、単純に破損したページが削除される": once Eseutil /p has begun,
+    // the database is no longer the one the store had, and only the whole sequence (/p, then
+    // /d, then Isinteg -fix, KB 271987) makes it consistent again. Each step runs only after
+    // the one before succeeded; when one fails (or the run dies in one), the store is left
+    // stopped, never started on a half-repaired database, and the run says what is left.
+    let steps = [
         (
             "eseutil-repair",
             "Repair the database (Eseutil /p): drops the bad pages",
             "eseutil",
             vec!["/p", switch],
+            format!("Eseutil /p {switch}"),
         ),
         (
             "eseutil-defragment",
             "Defragment it offline (Eseutil /d), as the manual requires after /p",
             "eseutil",
             vec!["/d", switch],
+            format!("Eseutil /d {switch}"),
         ),
         (
             "isinteg-fix",
             "Fix the information store's consistency (Isinteg -fix -test alltests)",
             "isinteg",
             vec![isinteg, "-fix", "-test", "alltests"],
+            format!("Isinteg {isinteg} -fix -test alltests"),
         ),
-    ] {
-        plan.step(id, title, Action::exec_in(DATABASES.name(), command, args))
-            .on(&server)
-            .timeout(LONG);
+    ];
+    for (id, title, command, args, _) in &steps {
+        plan.step(
+            id,
+            title,
+            Action::exec_in(DATABASES.name(), command, args.clone()),
+        )
+        .on(&server)
+        .timeout(LONG);
     }
     plan.step(
         "start-store",
@@ -1073,13 +1086,70 @@ fn repair(req: &Request) -> Result<Plan, PlanError> {
     )
     .on(&server)
     .timeout(SERVICE);
-    restart_store_in_cleanup(&mut plan, &server);
+    // Started again in cleanup only while the database is as it was (Eseutil /p never began),
+    // or once the repair has finished.
+    plan.cleanup(
+        "restart-store",
+        "If the store was stopped, Eseutil /p never began and the store was not started again, start it",
+        Action::start(STORE),
+    )
+    .when(Condition::step_started("stop-store"))
+    .when(Condition::step_not_started("eseutil-repair"))
+    .when(Condition::step_not_succeeded("start-store"))
+    .on(&server)
+    .timeout(SERVICE)
+    .retries(2);
+    plan.cleanup(
+        "restart-store-after-repair",
+        "If the repair finished and the store did not start, try again",
+        Action::start(STORE),
+    )
+    .when(Condition::step_succeeded("isinteg-fix"))
+    .when(Condition::step_not_succeeded("start-store"))
+    .on(&server)
+    .timeout(SERVICE)
+    .retries(2);
     plan.invariant_on(
         &server,
         "store-running",
-        "the information store is running after the repair, whatever happened",
+        "the information store is running after the repair, whatever happened, unless Eseutil /p began",
         Condition::running(STORE),
-    );
+    )
+    .when(Condition::step_not_started("eseutil-repair"));
+    plan.invariant_on(
+        &server,
+        "store-running-after-repair",
+        "the information store is running once the repair finished",
+        Condition::running(STORE),
+    )
+    .when(Condition::step_succeeded("isinteg-fix"));
+    for (i, (id, _, _, _, _)) in steps.iter().enumerate() {
+        let left: Vec<&str> = steps[i..].iter().map(|s| s.4.as_str()).collect();
+        let began = if i == 0 {
+            "eseutil-repair"
+        } else {
+            steps[i - 1].0
+        };
+        let mut inv = plan.invariant_on(
+            &server,
+            &format!("store-left-stopped-before-{id}"),
+            &format!(
+                "Eseutil /p {} {db} and the repair did not finish: the information store \
+                 is left stopped, so that it does not serve a database that is not consistent. \
+                 Left to do by hand, in this order: {}; then start the store. The unrepaired \
+                 database is in {original}.",
+                if i == 0 { "began to change" } else { "changed" },
+                left.join(", then ")
+            ),
+            Condition::stopped(STORE),
+        );
+        inv = if i == 0 {
+            inv.when(Condition::step_started(began))
+        } else {
+            inv.when(Condition::step_succeeded(began))
+        };
+        inv.when(Condition::step_not_succeeded(id));
+    }
     plan.warn(format!(
         "Eseutil /p drops the pages of {db} it cannot read: the mail on them is lost. Restoring \
          the latest good backup and replaying the logs is the only repair that loses nothing."
