@@ -91,6 +91,9 @@ pub struct MailwiseTree {
     pub db_bytes: usize,
     /// Bytes per mail file.
     pub mail_bytes: usize,
+    /// Whether the archive's command file `mwsave` is there, made after the last archive (the
+    /// archives' directories are dated a day back).
+    pub archive_command: bool,
 }
 
 impl Default for MailwiseTree {
@@ -102,6 +105,7 @@ impl Default for MailwiseTree {
             archives: vec![1, 2, 10],
             db_bytes: 4096,
             mail_bytes: 1500,
+            archive_command: true,
         }
     }
 }
@@ -143,6 +147,19 @@ impl MailwiseTree {
         }
         write(&mw.join("log/sched/dynamic/Maintenance.log"), b"");
         std::fs::create_dir_all(mw.join("back-notes")).unwrap();
+        // The last archive ran a day ago; the command file for the next one was made since.
+        let day_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(86_400);
+        for b in &self.archives {
+            std::fs::File::open(mw.join(format!("back{b}")))
+                .and_then(|d| d.set_modified(day_ago))
+                .unwrap();
+        }
+        if self.archive_command {
+            write(
+                &data.join("mwsave"),
+                b"#!/bin/sh\n# made by mailwise: archive ws1 up to 2026-06-30\n",
+            );
+        }
     }
 
     /// Builds a backup set of this tree at `set`, with its manifest, as a hokan backup of job

@@ -264,6 +264,61 @@ fn archive_never_plans_below_ten_megabytes() {
     );
 }
 
+/// The manual (mailwise-maintenance, 退避処理の実行ファイルを作成する): "指定する日付以前のデータ
+/// を退避する実行ファイルを作成します", (データディレクトリー)/mwsave or mwsave.bat, made in System
+/// settings with a mail space and a date. Without it there is nothing to run; one older than
+/// the last archive was made for that run, with its mail space and its date.
+#[test]
+fn archive_needs_a_command_file_made_since_the_last_archive() {
+    let site = Site::new(MAILWISE_POLICY);
+    let tree = MailwiseTree {
+        archive_command: false,
+        ..MailwiseTree::default()
+    };
+    tree.build(&site.path("data"));
+    hokan_e2e::write_manifest(&site.path(&format!("backups/test-site/mailwise/{FRESH_SET}")));
+    let e = refusal(plan_with_space(&site, "mailwise", "archive", &[]));
+    assert!(
+        e.contains("there is no archive command file (data:/mwsave or data:/mwsave.bat)")
+            && e.contains("Archive past data (過去データの退避)"),
+        "{e}"
+    );
+    // Windows' name does as well.
+    std::fs::write(site.path("data/mwsave.bat"), "rem made by mailwise\r\n").unwrap();
+    plan_with_space(&site, "mailwise", "archive", &[]).expect("mwsave.bat is the command file");
+    // Made before the last archive (mw/back10, a day ago): the last run's.
+    let two_days_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 86_400);
+    std::fs::File::options()
+        .write(true)
+        .open(site.path("data/mwsave.bat"))
+        .and_then(|f| f.set_modified(two_days_ago))
+        .unwrap();
+    let e = refusal(plan_with_space(&site, "mailwise", "archive", &[]));
+    assert!(
+        e.contains("data:/mwsave.bat is older than the last archive (data:/mw/back10)")
+            && e.contains("Make a new one"),
+        "{e}"
+    );
+}
+
+/// "退避処理の実行中は、途中でサーバーマシンが強制終了しないように注意してください": mwsave is
+/// never killed. Past its limit hokan reports it and waits for its end.
+#[test]
+fn mwsave_is_never_killed_past_its_limit() {
+    let site = site();
+    let doc = plan_with_space(&site, "mailwise", "archive", &[]).unwrap();
+    let mwsave = doc
+        .plan
+        .all_steps()
+        .find(|s| s.id == "mwsave")
+        .expect("the archive runs mwsave");
+    assert!(mwsave.no_kill, "{mwsave:?}");
+    assert!(
+        mwsave.timeout_ms.is_some_and(|t| t >= 3_600_000),
+        "{mwsave:?}"
+    );
+}
+
 #[test]
 fn archive_refuses_without_a_recent_backup() {
     let site = Site::new(MAILWISE_POLICY);

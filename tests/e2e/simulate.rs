@@ -315,6 +315,7 @@ free = "{free}"
 "mw/data/a.odb" = "512 MiB"
 "mw/data/a.odb.mrr" = "512 MiB"
 "mw/file/ws1/1.eml" = "3 GiB"
+"mwsave" = {{ text = "mwsave, made by mailwise for ws1\n" }}
 
 [[dir]]
 path = "../backups/s/mailwise/20261121T011000Z"

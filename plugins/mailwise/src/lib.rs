@@ -4,6 +4,7 @@
 //! "Maintenance" (メンテナンスする). Paths are relative to the root `data`, the directory that
 //! holds mailwise's `mw/` folder (the install or data directory); backup sets are the root `set`.
 
+use hokan_sdk::EntryKind;
 use hokan_sdk::prelude::*;
 use std::time::Duration;
 
@@ -224,6 +225,47 @@ fn check_mirrors(dir: &Path, what_to_do: &str) -> Result<(), PlanError> {
          {what_to_do}",
         unpaired.join(", ")
     )))
+}
+
+/// The archive's command file, made in the UI for one run: "指定する日付以前のデータを退避する実行
+/// ファイルを作成します" ((data directory)/mwsave.bat on Windows, (data directory)/mwsave on
+/// Linux), with the mail space and the date chosen there. It must exist, and be newer than the
+/// last archive (the newest mw/back<N>): an older one is the last run's, with its mail space and
+/// its date.
+fn check_archive_command_file() -> Result<(), PlanError> {
+    let mut found = None;
+    for name in ["mwsave", "mwsave.bat"] {
+        match facts::stat(&DATA.join(name)) {
+            Ok(st) if st.kind == EntryKind::File => {
+                found = Some((name, st));
+                break;
+            }
+            Ok(_) | Err(FactError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let Some((name, file)) = found else {
+        return Err(PlanError::Refused(format!(
+            "there is no archive command file ({} or {}): mailwise makes it in System settings \
+             > Data management > Archive past data (過去データの退避), for the mail space and the \
+             date you choose there. Make it, then run archive again.",
+            DATA.join("mwsave"),
+            DATA.join("mwsave.bat")
+        )));
+    };
+    if let Some(last) = archives(&mw(""))?.last().map(|n| mw(n)) {
+        let done = facts::stat(&last)?;
+        if file.mtime_ms <= done.mtime_ms {
+            return Err(PlanError::Refused(format!(
+                "the archive command file {} is older than the last archive ({last}): it is \
+                 the one made for that run, with its mail space and its date. Make a new one in \
+                 System settings > Data management > Archive past data (過去データの退避), \
+                 choosing the mail space and the date to archive up to, then run archive again.",
+                DATA.join(name)
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn refuse_if_in_maintenance() -> Result<(), PlanError> {
@@ -740,6 +782,7 @@ fn archive(req: &Request) -> Result<Plan, PlanError> {
          database check, and archive once the pairs are whole.",
     )?;
     refuse_if_in_maintenance()?;
+    check_archive_command_file()?;
     // Free space for both of the manual's rules at once: "次の両方の空き容量があるか確認してく
     // ださい。(データディレクトリ)/mw/dataフォルダ容量の2倍の空き容量 / (データディレクトリ)/mw/file/
     // すべてのws[数字]フォルダ容量の合計値分の空き容量" (check that there is free space for both:
@@ -774,13 +817,18 @@ fn archive(req: &Request) -> Result<Plan, PlanError> {
     );
     let estimate =
         (data_size + ws_total).saturating_mul(ARCHIVE_REFERENCE_SECS) / ARCHIVE_REFERENCE_BYTES;
+    // "退避処理の実行中は、途中でサーバーマシンが強制終了しないように注意してください。" (while
+    // the archive runs, take care that the server is not forced to stop): mwsave is never
+    // killed. Past three times the estimate (an hour at least) hokan reports that it still
+    // runs, and keeps waiting; only the operator may decide to stop it.
     let timeout = Duration::from_secs((estimate * 3).max(3600));
     plan.step(
         "mwsave",
-        "Archive old data with mwsave (sets maintenance mode and stops receiving while it runs)",
+        "Archive old data with mwsave (sets maintenance mode and stops receiving while it runs; never killed)",
         Action::exec_in(DATA.name(), "mwsave", Vec::<String>::new()),
     )
-    .timeout(timeout);
+    .timeout(timeout)
+    .no_kill();
     plan.step(
         "mwsave-released",
         "Check mwsave released maintenance mode",
