@@ -17,6 +17,7 @@ object-server = { start = ["{standins}/groupmax/gm-service", "object-server", "s
 NXSMNGSRV = "{standins}/groupmax/NXSMNGSRV"
 start-servers = "{standins}/groupmax/start-servers"
 nxsrepstat = "{standins}/groupmax/nxsrepstat"
+console-closed = "{standins}/groupmax/console-closed"
 "#;
     format!(
         r#"[site]
@@ -184,6 +185,7 @@ fn case_4_calls_both_servers_in_the_manuals_order() {
     assert_phases(
         &site.calls(),
         &[
+            &["gm-master: console-closed"],
             &["gm-master: nxsrepstat gmmail1 (pending)"],
             &["gm-master: nxsrepstat gmmail1"],
             &["gm-master: NXSMNGSRV", "gm-mail1: NXSMNGSRV"],
@@ -312,6 +314,35 @@ fn the_journal_files_deleted_are_those_there_when_the_step_runs() {
     );
 }
 
+/// Cases (2) and (4): "運転席を停止した状態で実行してください。" A scheduled run has nobody to
+/// ask, so an automated backup checks that the console is not running before it stops
+/// anything, and refuses to go on while it is.
+#[test]
+fn an_automated_backup_runs_only_with_the_console_stopped() {
+    for job in ["master", "mail1"] {
+        let site = site("automated", true);
+        std::fs::write(site.path("standins/gm-master.console_open"), "1\n").unwrap();
+        let out = site.run(job, "backup", &[], &[]);
+        let stdout = text(&out.stdout);
+        assert_eq!(out.status.code(), Some(5), "{job}: {stdout}");
+        assert!(
+            stdout.contains("the administrator console (運転席) is running on the master")
+                && stdout.contains("Exit the console, then run the backup again"),
+            "{job}: {stdout}"
+        );
+        assert_eq!(
+            site.calls(),
+            ["gm-master: console-closed (running)"],
+            "{job}: nothing was stopped"
+        );
+        assert_eq!(site.files("master/nxsdir/journal").len(), 4, "{job}");
+        all_running(&site, job);
+    }
+    // By hand, the operator closes the console at the gate: no check is planned.
+    let site = site("by-hand", true);
+    assert!(!site.step_ids("mail1", "backup").contains(&"console-closed".to_string()));
+}
+
 #[test]
 fn a_failure_after_the_journal_was_cleared_keeps_the_backup() {
     let site = site("automated", true);
@@ -348,6 +379,7 @@ fn case_2_clears_mch_journal_and_case_1_asks_the_operator() {
     assert_eq!(
         site.calls(),
         [
+            "gm-master: console-closed",
             "gm-master: APSTOP",
             "gm-master: gm-service address-service stop",
             "gm-master: gm-service object-server stop",

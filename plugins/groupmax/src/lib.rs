@@ -145,6 +145,12 @@ impl Plugin for Groupmax {
                      when replication to HOST has completed (a wrapper that reads \
                      nxsrepstat's report)",
                 ),
+                name_info(
+                    "console-closed",
+                    "exits 0 when the administrator console (運転席) is not running on the \
+                     master management server, non-zero when it is (a site script that looks \
+                     for its process); needed by automated backups",
+                ),
             ],
             services: vec![
                 name_info(ADDRESS_SERVICE, "the address service"),
@@ -160,6 +166,8 @@ impl Plugin for Groupmax {
                     .effect(SimEffect::service(SERVERS, ServiceState::Running)),
                 behaviour("nxsrepstat", &[], 0, Duration::from_secs(2))
                     .output("replication complete"),
+                behaviour("console-closed", &[], 0, Duration::from_secs(1))
+                    .output("the administrator console is not running"),
             ],
             roles: vec![
                 role_info(
@@ -354,11 +362,24 @@ fn backup(req: &Request) -> Result<Plan, PlanError> {
             "the backup medium has too little free space for this backup",
         ),
     );
+    // Cases (2) and (4): "運転席を停止した状態で実行してください。" (run it with the console
+    // stopped). A scheduled run has nobody to ask, so it is a check, before anything stops:
+    // the console holds the name database, and an automated backup does what the operator
+    // would do in it.
     if settings.mode == Mode::Automated {
-        plan.warn(
-            "The administrator console (運転席) must not be running during an automated \
-             backup; close it on every machine before the run.",
-        );
+        plan.step(
+            "console-closed",
+            "Check the administrator console (運転席) is not running: 運転席を停止した状態で\
+             実行してください",
+            Action::assert(
+                Condition::command_succeeds("console-closed", Vec::<String>::new()),
+                "the administrator console (運転席) is running on the master management \
+                 server: an automated backup runs only with it stopped. Exit the console, then \
+                 run the backup again",
+            ),
+        )
+        .on(master)
+        .timeout(Duration::from_secs(60));
     }
 
     // Multi-server: replication to the server must be complete before anything stops.
