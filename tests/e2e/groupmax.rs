@@ -340,7 +340,11 @@ fn an_automated_backup_runs_only_with_the_console_stopped() {
     }
     // By hand, the operator closes the console at the gate: no check is planned.
     let site = site("by-hand", true);
-    assert!(!site.step_ids("mail1", "backup").contains(&"console-closed".to_string()));
+    assert!(
+        !site
+            .step_ids("mail1", "backup")
+            .contains(&"console-closed".to_string())
+    );
 }
 
 #[test]

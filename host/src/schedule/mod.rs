@@ -69,8 +69,8 @@ pub struct ScheduledActivity {
     pub calendar: Calendar,
     /// How long it runs.
     pub duration: SignedDuration,
-    /// The product does not start it inside a maintenance window of the instance, nor on a
-    /// window's end.
+    /// The product does not start it while a maintenance window is set (by a run of the
+    /// instance in progress), nor on a window's end.
     pub skipped_in_window: bool,
     /// It conflicts with the job's scheduled operation.
     pub conflicts: bool,
@@ -266,8 +266,6 @@ pub struct Scheduler {
     jobs: Vec<ScheduledJob>,
     /// Each job's instance group.
     group: Vec<usize>,
-    /// Each group's jobs, by group.
-    members: BTreeMap<usize, Vec<usize>>,
 }
 
 /// One slot of a job and what happens to it.
@@ -373,15 +371,7 @@ impl Scheduler {
             }
         }
         let group: Vec<usize> = (0..jobs.len()).map(|i| find(&mut parent, i)).collect();
-        let mut members: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-        for (i, g) in group.iter().enumerate() {
-            members.entry(*g).or_default().push(i);
-        }
-        Scheduler {
-            jobs,
-            group,
-            members,
-        }
+        Scheduler { jobs, group }
     }
 
     /// The jobs.
@@ -400,27 +390,6 @@ impl Scheduler {
         j.calendar.instants(&j.tz, from, until)
     }
 
-    /// The maintenance windows of job `i`'s instance in `[from, until)`.
-    fn instance_windows(
-        &self,
-        i: usize,
-        from: Timestamp,
-        until: Timestamp,
-    ) -> Vec<(Timestamp, Timestamp)> {
-        let mut out: Vec<_> = self.members[&self.group[i]]
-            .iter()
-            .filter_map(|&k| {
-                let j = &self.jobs[k];
-                j.window
-                    .as_ref()
-                    .map(|w| window_intervals(w, &j.tz, from, until))
-            })
-            .flatten()
-            .collect();
-        out.sort_unstable();
-        out
-    }
-
     /// Job `i`'s windows in `[from, until)`, if it has one.
     pub fn windows(
         &self,
@@ -435,31 +404,46 @@ impl Scheduler {
     }
 
     /// Job `i`'s activities that start in `[from - 1 day, until)`: whether each runs, and the
-    /// busy times of those that conflict with the job's operation.
+    /// busy times of those that conflict with the job's operation. `running`: the runs in
+    /// progress, by job.
+    ///
+    /// An activity the product skips inside a maintenance window (mailwise's check: "開始時刻
+    /// が、あらかじめ設定済みのメンテナンスモードの時間帯に重なっている、またはメンテナンスモード
+    /// の終了時刻と一致している場合は、データベースの定期チェックは実施されません") is skipped only
+    /// when a window is *set* at its start: hokan sets its window for a run and removes it at the
+    /// run's end, so between runs none is, whatever the job's `window` says. Only a run of the
+    /// instance in progress at the activity's start (or ending on it) holds one; a planned run
+    /// does not yet, and the activity is then counted as running.
     fn activities(
         &self,
         i: usize,
         from: Timestamp,
         until: Timestamp,
+        running: &[(usize, Busy)],
     ) -> (Vec<ActivityEntry>, Vec<Busy>) {
         let j = &self.jobs[i];
         if j.activities.is_empty() {
             return (Vec::new(), Vec::new());
         }
-        let windows = self.instance_windows(i, from - DAY, until + DAY);
         let (mut entries, mut busy) = (Vec::new(), Vec::new());
         for a in &j.activities {
             for start in a.calendar.instants(&j.tz, from - DAY, until) {
                 let not_run = a
                     .skipped_in_window
-                    .then(|| windows.iter().find(|&&(o, c)| o <= start && start <= c))
+                    .then(|| {
+                        running.iter().find(|(k, b)| {
+                            self.same_instance(i, *k) && b.from <= start && start <= b.until
+                        })
+                    })
                     .flatten()
-                    .map(|&(o, c)| {
+                    .map(|(_, b)| {
                         format!(
-                            "{} does not start it inside the maintenance window ({} to {}) or on its end",
+                            "{} does not start it while a maintenance window is set: {} holds \
+                             one from {} to {}",
                             a.plugin,
-                            local_text(o, &j.tz),
-                            local_text(c, &j.tz)
+                            b.what,
+                            local_text(b.from, &j.tz),
+                            local_text(b.until, &j.tz)
                         )
                     });
                 let end = start + a.duration;
@@ -498,7 +482,7 @@ impl Scheduler {
     ) -> Decision {
         let j = &self.jobs[i];
         let horizon = slot + j.max_delay + j.estimate + DAY;
-        let (_, activity_busy) = self.activities(i, slot - DAY, horizon);
+        let (_, activity_busy) = self.activities(i, slot - DAY, horizon, running);
         let windows = self.windows(i, slot - DAY, horizon);
         self.decide_with(i, slot, now, running, &activity_busy, windows.as_deref())
     }
@@ -547,7 +531,7 @@ impl Scheduler {
         let mut windows = Vec::with_capacity(self.jobs.len());
         for (i, j) in self.jobs.iter().enumerate() {
             slots.extend(self.slots(i, from, until).into_iter().map(|t| (t, i)));
-            let (entries, busy) = self.activities(i, from, until + j.max_delay + j.estimate);
+            let (entries, busy) = self.activities(i, from, until + j.max_delay + j.estimate, &[]);
             activities.extend(entries.into_iter().filter(|e| e.start < until));
             activity_busy.push(busy);
             windows.push(self.windows(i, from - DAY, until + j.max_delay + j.estimate + DAY));
@@ -868,7 +852,7 @@ estimate = "1h"
     }
 
     #[test]
-    fn a_conflicting_activity_holds_a_run_back_unless_the_window_keeps_it_from_starting() {
+    fn a_conflicting_activity_holds_a_run_back_unless_a_run_in_progress_keeps_it_from_starting() {
         // db-check at 02:00 for an hour (the plugin's typical length) conflicts with backup.
         let p = policy(r#"activities = { db-check = "daily at 02:00" }"#);
         let sched = Scheduler::new(loaded(&p).jobs);
@@ -881,7 +865,8 @@ estimate = "1h"
             }
             d => panic!("{d:?}"),
         }
-        // Inside the job's window the product does not start its check: nothing to wait for.
+        // A job's `window` is not a window set in mailwise: hokan sets one only while its run
+        // lasts. The check runs, and the backup still waits for it.
         let p = policy(
             r#"activities = { db-check = "daily at 02:00" }
 window = "01:30-04:00""#,
@@ -891,17 +876,34 @@ window = "01:30-04:00""#,
             now - SignedDuration::from_hours(1),
             now + SignedDuration::from_hours(1),
         );
-        let check = &preview.activities[0];
-        assert!(
-            check
-                .not_run
-                .as_deref()
-                .is_some_and(|w| w.contains("inside the maintenance window")),
-            "{check:?}"
-        );
+        assert!(preview.activities[0].not_run.is_none(), "{preview:?}");
         assert!(matches!(
             sched.decide(first, now, now, &[]),
-            Decision::Start { at: start, .. } if start == now
+            Decision::Start { at: start, .. } if start == at("2026-12-01T18:00:00Z")
         ));
+        // A run of the instance in progress at the check's start has set its window: the
+        // product does not start the check, and nothing waits for it.
+        let second = sched.jobs().iter().position(|j| j.job == "second").unwrap();
+        let running = [(
+            second,
+            Busy {
+                from: now - SignedDuration::from_mins(10),
+                until: now + SignedDuration::from_mins(5),
+                what: "job second (backup)".into(),
+            },
+        )];
+        let (entries, busy) =
+            sched.activities(first, now, now + SignedDuration::from_hours(1), &running);
+        assert!(
+            busy.iter().all(|b| b.from < now - DAY / 2),
+            "only yesterday's: {busy:?}"
+        );
+        assert!(
+            entries[0]
+                .not_run
+                .as_deref()
+                .is_some_and(|w| w.contains("while a maintenance window is set: job second")),
+            "{entries:?}"
+        );
     }
 }

@@ -132,12 +132,22 @@ impl Plugin for Mailwise {
             )],
             modelled_states: vec![],
             conflicts: vec![
+                // "データベースの定期チェック中は、メンテナンスモードに設定されます。... 処理が
+                // 終了すると、メンテナンスモードは自動的に解除されます。" The check releases
+                // maintenance mode when it ends, whoever set it: every operation that holds
+                // maintenance mode must stay clear of it.
                 conflict(
                     "db-check",
                     "the periodic database check (corruption check, disk-space check, \
                      optimisation) sets maintenance mode itself for about 30 minutes and \
-                     releases it when it ends, in the middle of a backup",
-                    &["backup"],
+                     releases it when it ends, in the middle of whatever set it",
+                    &[
+                        "backup",
+                        "restore",
+                        "restore-elsewhere",
+                        "maintenance-on",
+                        "archive",
+                    ],
                     Some(DB_CHECK_REF),
                 )
                 .typical_minutes(30)
