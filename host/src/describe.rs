@@ -230,6 +230,9 @@ pub struct PlanRequest {
     pub params: BTreeMap<String, String>,
     /// The backup set used, if any.
     pub set_id: Option<String>,
+    /// The window the run was given (a scheduled slot's opening of the job's `window`, or
+    /// `hokan run --window`); `None` for a run started without one.
+    pub window: Option<crate::plan::model::TimeWindow>,
 }
 
 /// A plugin that can be asked for plans. The planner and the simulator ask through this, so

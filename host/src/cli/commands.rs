@@ -390,6 +390,7 @@ fn plan(
         now: SystemTime::now(),
         // As `hokan run` does unless told `--no-links`.
         links: true,
+        window: None,
     };
     let doc = planner::plan_job(&rt.bind(&plugin), &pol, job, &input)?;
     if json {

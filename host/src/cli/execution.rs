@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 use hokan::execute::journal::{self, Unfinished};
 use hokan::execute::lock::Lock;
 use hokan::execute::{self, Outcome, PrepareError, RunRequest, RunStatus, TestFaults, prepare_run};
+use hokan::plan::model::TimeWindow;
 use hokan::planner::{self, PlanJobError, PluginDir};
 use hokan::policy::Policy;
 use hokan::sets::{self, Manifest, SetState, manifest};
@@ -17,6 +18,24 @@ use std::time::SystemTime;
 
 fn exit_for(o: &Outcome) -> ExitCode {
     ExitCode::from(hokan::exit::of(o))
+}
+
+/// The opening of `--window` a run started at `now` is given, in the site's time zone.
+fn run_window(pol: &Policy, text: &str, now: SystemTime) -> Result<TimeWindow> {
+    let w = hokan::policy::Window::parse(text).map_err(|e| anyhow::anyhow!("--window {e}"))?;
+    let tz = jiff::tz::db().get(&pol.timezone).map_err(|e| {
+        anyhow::anyhow!(
+            "site.timezone `{}` is not a time zone this host knows: {e}",
+            pol.timezone
+        )
+    })?;
+    let now = jiff::Timestamp::try_from(now)?;
+    let (opens, closes) = hokan::schedule::calendar::opening_at(&w, &tz, now)
+        .ok_or_else(|| anyhow::anyhow!("--window {text} does not open in the coming week"))?;
+    Ok(TimeWindow {
+        start_ms: opens.as_millisecond(),
+        end_ms: closes.as_millisecond(),
+    })
 }
 
 fn report(o: &Outcome, json: bool) {
@@ -108,6 +127,10 @@ pub(super) fn run(cli: &Cli, a: &RunArgs) -> Result<ExitCode> {
             state.display()
         );
     }
+    let window = match &a.window {
+        None => None,
+        Some(text) => Some(run_window(&pol, text, now)?),
+    };
     // The planner chooses the set a restore reads (`sets::choose`), as `hokan plan` does.
     let ready = match prepare_run(&RunRequest {
         plugin: &rt.bind(&plugin),
@@ -117,6 +140,7 @@ pub(super) fn run(cli: &Cli, a: &RunArgs) -> Result<ExitCode> {
         set: a.set.as_deref(),
         now,
         links: !a.no_links,
+        window,
         policy_file: &a.policy,
     }) {
         Ok(s) => s,

@@ -242,6 +242,12 @@ pub struct RunArgs {
     /// previous set: a set that shares no file with any other.
     #[arg(long)]
     pub no_links: bool,
+    /// Run inside this window, HH:MM-HH:MM in the site's time (as a job's `window`): the
+    /// opening that contains now, or else the next. A product that keeps maintenance windows
+    /// (mailwise) sets exactly it, and no data step runs outside it. Without it, such a product
+    /// sets one from now for the run's estimate. `hokan daemon` passes the job's `window`.
+    #[arg(long, value_name = "HH:MM-HH:MM")]
+    pub window: Option<String>,
     /// Print one JSON event per line (docs/execution.md) instead of text.
     #[arg(long)]
     pub json: bool,

@@ -27,6 +27,7 @@
 #[cfg(test)]
 mod tests;
 
+use crate::plan::model::PlanWindow;
 use crate::plan::{Action, Condition, Invariant, Item, OnError, Plan, Step};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -444,6 +445,22 @@ pub trait Effects: Sync {
         None
     }
 
+    /// The run's clock, milliseconds since the Unix epoch: the wall clock for a real run, the
+    /// modelled one for a dry run. Read for the plan's window.
+    fn now_ms(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64)
+    }
+
+    /// Waits until the run's clock reads `ms` (the plan's window has not begun yet).
+    fn wait_until_ms(&self, ms: i64) {
+        let left = ms.saturating_sub(self.now_ms());
+        if left > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(left as u64));
+        }
+    }
+
     /// The body ended and the driver decided the set's fate ([`SetEnd`]). `Ok(Some(id))` when
     /// the set was completed (or kept); `Ok(None)` for an operation that writes no set or a set
     /// discarded; `Err(why)` when it could not be completed, which fails the run.
@@ -637,11 +654,25 @@ impl<E: Effects> Driver<'_, E> {
     /// The body; `None` when the run died in it.
     fn body(&self, plan: &Plan) -> Option<Outcome> {
         let mut outcome = Outcome::completed();
+        let bound = plan
+            .window
+            .as_ref()
+            .map(|w| w.bound(plan))
+            .unwrap_or_default();
         for item in &plan.steps {
             let members: &[Step] = match item {
                 Item::Step(s) => std::slice::from_ref(s),
                 Item::Group(g) => &g.steps,
             };
+            if let Some(w) = &plan.window
+                && members.iter().any(|s| bound.contains(&s.id.as_str()))
+                && let Err(why) = self.enter_window(w, members)
+            {
+                outcome.status = RunStatus::Failed;
+                outcome.step = members.first().map(|s| s.id.clone());
+                outcome.reason = Some(why);
+                return Some(outcome);
+            }
             if let Some(why) = self.fx.stop_requested() {
                 let first = members.first().map_or("?", |s| s.id.as_str());
                 outcome.status = RunStatus::Failed;
@@ -690,6 +721,28 @@ impl<E: Effects> Driver<'_, E> {
             }
         }
         Some(outcome)
+    }
+
+    /// Before a body step the plan's window binds: waits for the window to begin; `Err` when it
+    /// has ended, so that no data step runs while users may be back.
+    fn enter_window(&self, w: &PlanWindow, members: &[Step]) -> Result<(), String> {
+        let now = self.fx.now_ms();
+        let first = members.first().map_or("?", |s| s.id.as_str());
+        if now >= w.window.end_ms {
+            return Err(format!(
+                "the window the plan set ended at {} before step `{first}`: no step that reads \
+                 or changes the data runs after it (users may be back)",
+                instant(w.window.end_ms)
+            ));
+        }
+        if now < w.window.start_ms {
+            tracing::info!(
+                "waiting for the window the plan set, from {}, before step `{first}`",
+                instant(w.window.start_ms)
+            );
+            self.fx.wait_until_ms(w.window.start_ms);
+        }
+        Ok(())
     }
 
     /// The set is whole when the body finished and no step that writes it failed; otherwise it
@@ -872,6 +925,13 @@ pub fn overran(command: &str, limit: &str) -> String {
         "`{command}` ran past its time limit of {limit}; it must never be killed, so hokan \
          reported it and waited for it to end"
     )
+}
+
+/// An instant for messages, in UTC (RFC 3339); the milliseconds as they are when out of range.
+pub fn instant(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| t.round(jiff::Unit::Second).unwrap_or(t).to_string())
+        .unwrap_or_else(|_| format!("{ms} ms"))
 }
 
 /// How a `remove-files` step ended, from what it removed and the entries it chose that are not

@@ -370,6 +370,7 @@ fn a_group_runs_every_member_then_aborts() {
         cleanup: vec![],
         invariants: vec![],
         warnings: vec![],
+        window: None,
     };
     let o = finished(run(&p, &fx));
     assert_eq!(o.step.as_deref(), Some("g1"));
@@ -520,6 +521,7 @@ fn a_crash_after_a_step_of_a_group_comes_once_the_group_ended() {
         cleanup: vec![exec("u")],
         invariants: vec![],
         warnings: vec![],
+        window: None,
     };
     assert!(matches!(run(&p, &fx), Ran::Crashed));
     let log = fx.log();

@@ -386,6 +386,18 @@ impl Effects for Executor<'_> {
         self.observer.stop_requested()
     }
 
+    fn wait_until_ms(&self, ms: i64) {
+        // A second at a time, so that a stop request ends the wait; the next step's stop check
+        // then stops the run.
+        loop {
+            let left = ms.saturating_sub(self.now_ms());
+            if left <= 0 || self.observer.stop_requested().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(left.min(1000) as u64));
+        }
+    }
+
     fn halted(&self) -> Option<String> {
         self.journal_failed
             .lock()

@@ -43,6 +43,8 @@ pub struct RunRequest<'a> {
     pub now: SystemTime,
     /// Link a backup's unchanged files from the previous set (`false`: `--no-links`).
     pub links: bool,
+    /// The window the run was given (`--window`, or the daemon's for a scheduled run).
+    pub window: Option<crate::plan::model::TimeWindow>,
     /// The file the policy was read from (the daemon's validated copy, or the policy itself).
     pub policy_file: &'a Path,
 }
@@ -112,6 +114,7 @@ pub fn prepare_run(req: &RunRequest<'_>) -> Result<Ready, PrepareError> {
         set: req.set,
         now: req.now,
         links: req.links,
+        window: req.window,
     };
     let (prepared, document) = planner::plan_job_prepared(req.plugin, policy, job, &input)?;
     let problems = preflight(&document, policy, job);

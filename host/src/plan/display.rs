@@ -179,6 +179,16 @@ pub fn render(doc: &PlanDocument) -> String {
     for w in &doc.plan.warnings {
         let _ = writeln!(out, "  ! {w}");
     }
+    if let Some(w) = &doc.plan.window {
+        let _ = writeln!(
+            out,
+            "  window: steps {} to {} run between {} and {} (UTC), none before or after",
+            w.from_step,
+            w.until_step,
+            crate::drive::instant(w.window.start_ms),
+            crate::drive::instant(w.window.end_ms)
+        );
+    }
     let _ = writeln!(out, "\nSteps:");
     for (i, item) in doc.plan.steps.iter().enumerate() {
         match item {

@@ -358,6 +358,59 @@ pub struct Plan {
     pub invariants: Vec<Invariant>,
     /// What the operator must know before approving.
     pub warnings: Vec<String>,
+    /// The period its data steps must run in (the product's maintenance window as the plan
+    /// sets it). Plans of contracts before 0.8.0 have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<PlanWindow>,
+}
+
+/// A period between two instants, milliseconds since the Unix epoch: `start_ms` is in it,
+/// `end_ms` is not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimeWindow {
+    /// The first instant in it.
+    pub start_ms: i64,
+    /// The first instant after it.
+    pub end_ms: i64,
+}
+
+/// The period a plan's data steps must run in: for the body steps from `from_step` to
+/// `until_step` (both included), none starts before `window.start_ms` (the run waits) nor at
+/// or after `window.end_ms` (the run stops there, the cleanup runs). The maintenance window the
+/// plan sets, during which users are kept out (mailwise).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanWindow {
+    /// The period.
+    pub window: TimeWindow,
+    /// The first body step it binds.
+    pub from_step: String,
+    /// The last body step it binds.
+    pub until_step: String,
+}
+
+impl PlanWindow {
+    /// The ids of the body steps it binds, in order (group members in place).
+    pub fn bound<'p>(&self, plan: &'p Plan) -> Vec<&'p str> {
+        let ids: Vec<&str> = plan
+            .steps
+            .iter()
+            .flat_map(|item| match item {
+                Item::Step(s) => std::slice::from_ref(s),
+                Item::Group(g) => g.steps.as_slice(),
+            })
+            .map(|s| s.id.as_str())
+            .collect();
+        let Some(from) = ids.iter().position(|id| *id == self.from_step) else {
+            return Vec::new();
+        };
+        let until = ids
+            .iter()
+            .position(|id| *id == self.until_step)
+            .unwrap_or(ids.len() - 1);
+        ids.get(from..=until.max(from))
+            .map(<[_]>::to_vec)
+            .unwrap_or_default()
+    }
 }
 
 impl Plan {

@@ -48,3 +48,10 @@ pub const NEVER_KILLED: Safety = Safety {
     id: "hokan:never-killed",
     description: "no command that must never be killed was killed by hokan",
 };
+
+/// The steps a plan's window binds ran inside it: none started before it began, none ended
+/// after it ended (mailwise's maintenance window, while users are kept out).
+pub const INSIDE_WINDOW: Safety = Safety {
+    id: "hokan:inside-window",
+    description: "the steps that read or change the data ran inside the window the plan set",
+};

@@ -67,5 +67,6 @@ pub(crate) fn plan(body: Vec<Step>, cleanup: Vec<Step>) -> Plan {
         cleanup,
         invariants: vec![],
         warnings: vec![],
+        window: None,
     }
 }

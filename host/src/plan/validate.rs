@@ -87,6 +87,33 @@ pub fn validate(plan: &Plan, grants: &Grants) -> Result<(), ValidationError> {
             v.condition(c);
         }
     }
+    if let Some(w) = &plan.window {
+        v.at = Some("window".into());
+        let body: Vec<&str> = plan
+            .steps
+            .iter()
+            .flat_map(|item| match item {
+                Item::Step(s) => std::slice::from_ref(s),
+                Item::Group(g) => g.steps.as_slice(),
+            })
+            .map(|s| s.id.as_str())
+            .collect();
+        let at = |id: &str| body.iter().position(|b| *b == id);
+        match (at(&w.from_step), at(&w.until_step)) {
+            (Some(a), Some(b)) if a <= b => {}
+            (Some(_), Some(_)) => v.fail(format!(
+                "the window's until-step `{}` comes before its from-step `{}`",
+                w.until_step, w.from_step
+            )),
+            _ => v.fail(format!(
+                "the window names the steps `{}` and `{}`; both must be body steps of this plan",
+                w.from_step, w.until_step
+            )),
+        }
+        if w.window.end_ms <= w.window.start_ms {
+            v.fail("the window ends before it starts");
+        }
+    }
     for (at, step) in std::mem::take(&mut v.step_refs) {
         if !ids.contains(&step) {
             v.at = at;

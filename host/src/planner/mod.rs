@@ -191,6 +191,7 @@ commands = { prepare = "/bin/true" }"#,
             set: None,
             now: SystemTime::UNIX_EPOCH,
             links: false,
+            window: None,
         };
         let prepared = prepare(&policy, job, &p.description, &input, &sets::OnDisk)?;
         let facts = Arc::new(crate::facts::NoFacts);

@@ -25,6 +25,9 @@ pub struct PlanInput<'a> {
     /// A backup links unchanged files from the newest set (`false`: `--no-links`), so its
     /// `backup-size` counts only the others.
     pub links: bool,
+    /// The window the run was given (a scheduled slot's opening of the job's `window`, or
+    /// `--window`); `None` for a run started without one.
+    pub window: Option<crate::plan::model::TimeWindow>,
 }
 
 /// The roots, grants, request and topology of one planning call.
@@ -166,6 +169,7 @@ pub fn prepare(
             operation: input.operation.to_string(),
             params,
             set_id,
+            window: input.window,
         },
         topology,
         previous: None,
@@ -200,6 +204,7 @@ mod tests {
             set: None,
             now: SystemTime::UNIX_EPOCH,
             links: true,
+            window: None,
         };
         let p = prepare(
             &policy,

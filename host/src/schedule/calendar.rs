@@ -7,9 +7,9 @@
 //! RFC 5545 and most schedulers do.
 
 use crate::policy::{Schedule, Window};
-use jiff::Timestamp;
 use jiff::civil::{Date, DateTime};
 use jiff::tz::TimeZone;
+use jiff::{SignedDuration, Timestamp};
 
 /// A calendar as sets of minutes, hours, days, months and weekdays (cron's model; the named
 /// calendars are special cases of it).
@@ -173,6 +173,15 @@ fn cron_bits(field: &str, lo: u32, hi: u32) -> u64 {
         }
     }
     out
+}
+
+/// The opening of `w` that `now` is in, or else the next one (within a week): the window a
+/// run started now is given (`hokan run --window`, and the daemon's scheduled runs).
+pub fn opening_at(w: &Window, tz: &TimeZone, now: Timestamp) -> Option<(Timestamp, Timestamp)> {
+    let day = SignedDuration::from_hours(24);
+    window_intervals(w, tz, now - day, now + day * 8)
+        .into_iter()
+        .find(|&(_, closes)| closes > now)
 }
 
 /// The times a window is open in `[from, until)` (and the ones that overlap its edges), in

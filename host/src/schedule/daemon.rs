@@ -407,15 +407,14 @@ impl Daemon {
             .policies
             .snapshot(&j.policy, &self.opts.state)
             .map_err(DaemonError::Setup)?;
-        let mut child =
-            match runs::spawn(&self.opts, &snapshot, &j.policy, &j.job, &j.op, (out, err)) {
-                Ok(c) => c,
-                Err(e) => {
-                    let why = format!("cannot start `hokan run`: {e}");
-                    self.history.finish(id, SlotStatus::Failed, &why, now)?;
-                    return Ok(());
-                }
-            };
+        let mut child = match runs::spawn(&self.opts, &snapshot, &j, (out, err)) {
+            Ok(c) => c,
+            Err(e) => {
+                let why = format!("cannot start `hokan run`: {e}");
+                self.history.finish(id, SlotStatus::Failed, &why, now)?;
+                return Ok(());
+            }
+        };
         let pid = child.id().unwrap_or(0);
         self.history.set_pid(id, pid)?;
         self.emit(Event::Started {

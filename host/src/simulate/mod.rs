@@ -129,6 +129,7 @@ pub fn simulate_op(
         set: None,
         now: UNIX_EPOCH + Duration::from_millis(world.now_ms.max(0) as u64),
         links: true,
+        window: None,
     };
     let prepared = planner::prepare(policy, job, d, &input, &WorldSets(world))?;
     let roots: BTreeMap<String, String> = prepared

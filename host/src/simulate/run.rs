@@ -197,6 +197,16 @@ impl Effects for Sim<'_> {
         self.run().holds(c, target)
     }
 
+    fn now_ms(&self) -> i64 {
+        self.run().now()
+    }
+
+    fn wait_until_ms(&self, ms: i64) {
+        let mut run = self.run();
+        let at = (ms - run.initial.now_ms).max(0) as u64;
+        run.clock = run.clock.max(at);
+    }
+
     fn act(&self, s: &Step) -> Result<Done, Failure> {
         let mut run = self.run();
         let injected = run.fault.filter(|f| f.step() == s.id);

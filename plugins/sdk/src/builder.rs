@@ -278,6 +278,7 @@ pub struct PlanBuilder {
     cleanup: Vec<Step>,
     invariants: Vec<pt::Invariant>,
     warnings: Vec<String>,
+    window: Option<pt::PlanWindow>,
 }
 
 impl PlanBuilder {
@@ -388,6 +389,17 @@ impl PlanBuilder {
         self.warnings.push(message.into());
     }
 
+    /// The window the plan's data steps must run in, `from_step` to `until_step` (body steps,
+    /// both included): the maintenance window the plan sets, while users are kept out. The
+    /// host waits for it to begin before the first of them, and starts none after it ended.
+    pub fn window(&mut self, window: crate::TimeWindow, from_step: &str, until_step: &str) {
+        self.window = Some(pt::PlanWindow {
+            window,
+            from_step: from_step.into(),
+            until_step: until_step.into(),
+        });
+    }
+
     /// The finished plan.
     pub fn build(self) -> Plan {
         Plan {
@@ -395,6 +407,7 @@ impl PlanBuilder {
             cleanup: self.cleanup,
             invariants: self.invariants,
             warnings: self.warnings,
+            window: self.window,
         }
     }
 }

@@ -4,7 +4,7 @@
 //! that cannot read what it needs stops with the host's explanation.
 
 use crate::bindings::hokan::policy::facts as raw;
-use crate::{DirEntry, EntryKind, FileStat, Path, PlanError, Topology};
+use crate::{DirEntry, EntryKind, FileStat, LocalTime, Path, PlanError, Topology};
 
 pub use raw::FactError;
 
@@ -90,6 +90,12 @@ pub fn now_ms() -> i64 {
 /// The site and the job's servers.
 pub fn topology() -> Topology {
     raw::site_topology()
+}
+
+/// What the site's clocks show at `ms` (milliseconds since the Unix epoch), in its time zone,
+/// by the host's time zone database: for a product that keeps times of day.
+pub fn site_time(ms: i64) -> Result<LocalTime, FactError> {
+    raw::site_time(ms)
 }
 
 /// The host's explanation of a failed fact, in a sentence.

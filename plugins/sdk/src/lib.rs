@@ -53,7 +53,7 @@ pub use bindings::hokan::policy::plan_types::{
     Action, Condition, OnError, Plan, PlanItem, Step, StepGroup,
 };
 pub use bindings::hokan::policy::types::{
-    DirEntry, EntryKind, FileStat, Server, ServiceState, Topology,
+    DirEntry, EntryKind, FileStat, LocalTime, Server, ServiceState, TimeWindow, Topology,
 };
 pub use builder::{GroupBuilder, InvariantBuilder, PlanBuilder, StepBuilder};
 pub use path::{Path, Root};

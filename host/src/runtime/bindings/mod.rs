@@ -44,7 +44,9 @@ macro_rules! contract {
             no_kill: $no_kill:expr,
             invariant_when: |$inv:ident| $invariant_when:expr,
             conditions: { $($conditions:tt)* },
-            actions: { $($actions:tt)* } $(,)?
+            actions: { $($actions:tt)* },
+            plan_window: $plan_window:expr,
+            request: ($r:ident) { $($request:tt)* } $(,)?
         } $(,)?
     ) => {
         // ---- imports served by the host -------------------------------------------------------------
@@ -181,15 +183,16 @@ macro_rules! contract {
 
         // ---- exports called by the host -------------------------------------------------------------
 
-        pub(in crate::runtime) fn request(r: &PlanRequest) -> wp::Request {
+        pub(in crate::runtime) fn request($r: &PlanRequest) -> wp::Request {
             wp::Request {
-                operation: r.operation.clone(),
-                params: r
+                operation: $r.operation.clone(),
+                params: $r
                     .params
                     .iter()
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect(),
-                set_id: r.set_id.clone(),
+                set_id: $r.set_id.clone(),
+                $($request)*
             }
         }
 
@@ -321,12 +324,13 @@ macro_rules! contract {
         }
 
         /// Converts a plan, enforcing the size limits as it goes.
-        pub(in crate::runtime) fn plan(p: wt::Plan, limits: &Limits) -> Result<m::Plan, String> {
+        pub(in crate::runtime) fn plan(mut p: wt::Plan, limits: &Limits) -> Result<m::Plan, String> {
             let mut budget = Budget {
                 limits,
                 steps: 0,
                 bytes: 0,
             };
+            let window: Option<m::PlanWindow> = ($plan_window)(&mut budget, &mut p)?;
             let steps = p
                 .steps
                 .into_iter()
@@ -385,6 +389,7 @@ macro_rules! contract {
                 cleanup,
                 invariants,
                 warnings,
+                window,
             })
         }
 
@@ -675,3 +680,28 @@ macro_rules! backup_size {
     };
 }
 pub(crate) use backup_size;
+
+/// `site-time` (since 0.8.0): an instant in the site's time zone, by the host's own time zone
+/// database, so a plugin needs none.
+macro_rules! site_time {
+    () => {
+        fn site_time(&mut self, ms: i64) -> Result<wty::LocalTime, wf::FactError> {
+            let tz = self.facts.topology().timezone;
+            let zoned = jiff::Timestamp::from_millisecond(ms)
+                .map_err(|e| wf::FactError::Io(format!("{ms} ms is not an instant: {e}")))?
+                .in_tz(&tz)
+                .map_err(|e| {
+                    wf::FactError::Io(format!("the site's time zone `{tz}` is not known: {e}"))
+                })?;
+            Ok(wty::LocalTime {
+                year: zoned.year(),
+                month: zoned.month() as u8,
+                day: zoned.day() as u8,
+                hour: zoned.hour() as u8,
+                minute: zoned.minute() as u8,
+                second: zoned.second() as u8,
+            })
+        }
+    };
+}
+pub(crate) use site_time;

@@ -25,5 +25,7 @@ super::contract!(
         invariant_when: |i| Ok::<_, String>(Vec::new()),
         conditions: {},
         actions: {},
+        plan_window: |_: &mut Budget, _: &mut wt::Plan| Ok::<_, String>(None),
+        request: (r) {},
     },
 );

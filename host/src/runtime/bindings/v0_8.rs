@@ -20,7 +20,7 @@ use self::hokan::policy::{facts as wf, log as wl, plan_types as wt, types as wty
 use exports::hokan::policy::plugin as wp;
 
 super::contract!(
-    facts_since_0_6: { super::backup_size!(); },
+    facts_since_0_6: { super::backup_size!(); super::site_time!(); },
     commits_set: |s: &wt::Step| s.commits_set,
     since_0_8: (b) {
         no_kill: |s: &wt::Step| s.no_kill,
@@ -44,6 +44,27 @@ super::contract!(
                 except: b.strings(r.except)?,
                 ignore_case: r.ignore_case,
             },
+        },
+        plan_window: |b: &mut Budget, p: &mut wt::Plan| {
+            p.window
+                .take()
+                .map(|w| {
+                    Ok::<_, String>(m::PlanWindow {
+                        window: m::TimeWindow {
+                            start_ms: w.window.start_ms,
+                            end_ms: w.window.end_ms,
+                        },
+                        from_step: b.string(w.from_step)?,
+                        until_step: b.string(w.until_step)?,
+                    })
+                })
+                .transpose()
+        },
+        request: (r) {
+            window: r.window.map(|w| wty::TimeWindow {
+                start_ms: w.start_ms,
+                end_ms: w.end_ms,
+            }),
         },
     },
 );

@@ -9,6 +9,7 @@ use super::DaemonError;
 use super::Options;
 use crate::execute::RunStatus;
 use crate::execute::journal::finished_run;
+use crate::schedule::ScheduledJob;
 use crate::schedule::history::{SlotRow, SlotStatus};
 use jiff::Timestamp;
 use std::ffi::OsStr;
@@ -71,25 +72,28 @@ pub(super) fn log_name(site: &str, job: &str, slot: Timestamp) -> String {
 pub(super) fn spawn(
     opts: &Options,
     snapshot: &Path,
-    origin: &Path,
-    job: &str,
-    op: &str,
+    j: &ScheduledJob,
     log: (std::fs::File, std::fs::File),
 ) -> std::io::Result<tokio::process::Child> {
     // Paths as they are: a state directory whose name is not UTF-8 still works.
-    let mut cmd = hokan(
-        opts,
-        &[
-            "run".as_ref(),
-            snapshot.as_os_str(),
-            "--policy-origin".as_ref(),
-            origin.as_os_str(),
-            "--job".as_ref(),
-            job.as_ref(),
-            "--op".as_ref(),
-            op.as_ref(),
-        ],
-    );
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "run".into(),
+        snapshot.into(),
+        "--policy-origin".into(),
+        j.policy.clone().into(),
+        "--job".into(),
+        j.job.clone().into(),
+        "--op".into(),
+        j.op.clone().into(),
+    ];
+    // The run is given the opening of the job's window its slot is in: a product that keeps
+    // maintenance windows (mailwise) sets that one, not one of its own.
+    if let Some(w) = &j.window {
+        args.push("--window".into());
+        args.push(w.to_string().into());
+    }
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    let mut cmd = hokan(opts, &args);
     cmd.stdout(log.0).stderr(log.1);
     // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory of the
     // parent; it runs in the child between fork and exec.

@@ -166,6 +166,56 @@ impl Run<'_> {
                 (!killed.is_empty()).then(|| format!("killed: {}", killed.join(", "))),
             ));
         }
+        if let Some(w) = &ctx.plan.window {
+            use crate::plan::safety::INSIDE_WINDOW;
+            let bound = w.bound(ctx.plan);
+            let outside: Vec<String> = self
+                .records
+                .iter()
+                .filter(|r| r.phase == Phase::Body && r.attempts > 0)
+                .filter(|r| bound.contains(&r.id.as_str()))
+                .filter_map(|r| {
+                    let start = self.initial.now_ms + r.at_ms as i64;
+                    let end = start + r.duration_ms as i64;
+                    if start < w.window.start_ms {
+                        Some(format!(
+                            "`{}` started at {}, before it",
+                            r.id,
+                            drive::instant(start)
+                        ))
+                    } else if end > w.window.end_ms {
+                        Some(format!(
+                            "`{}` ended at {}, after it",
+                            r.id,
+                            drive::instant(end)
+                        ))
+                    } else {
+                        None
+                    }
+                })
+                .collect();
+            inv.push(verdict(
+                INSIDE_WINDOW.id,
+                INSIDE_WINDOW.description,
+                outside.is_empty(),
+                Some(if outside.is_empty() {
+                    format!(
+                        "`{}` to `{}`, inside {} to {}",
+                        w.from_step,
+                        w.until_step,
+                        drive::instant(w.window.start_ms),
+                        drive::instant(w.window.end_ms)
+                    )
+                } else {
+                    format!(
+                        "window {} to {}: {}",
+                        drive::instant(w.window.start_ms),
+                        drive::instant(w.window.end_ms),
+                        outside.join("; ")
+                    )
+                }),
+            ));
+        }
         if ctx.set_use == SetUse::Reads && !ctx.keep.is_empty() {
             inv.push(verdict(
                 "hokan:previous-data-kept",

@@ -310,3 +310,64 @@ fn a_command_that_must_not_be_killed_is_waited_for_and_never_killed() {
         }
     }
 }
+
+#[test]
+fn the_plans_window_is_waited_for_kept_to_and_checked() {
+    use crate::plan::model::{PlanWindow, TimeWindow};
+    let slow = CommandBehaviour {
+        command: "copy".into(),
+        args_prefix: vec![],
+        exit_code: 0,
+        output: String::new(),
+        duration_ms: 5_000,
+        effects: vec![],
+    };
+    let behaviours = [slow];
+    let roots = roots();
+    let with = |start_ms: i64, end_ms: i64| {
+        let mut p = plan(
+            vec![exec("prepare"), exec("copy"), exec("after")],
+            vec![exec("tidy")],
+        );
+        p.window = Some(PlanWindow {
+            window: TimeWindow { start_ms, end_ms },
+            from_step: "copy".into(),
+            until_step: "copy".into(),
+        });
+        p
+    };
+    let run_it = |p: &Plan| {
+        let ctx = Context {
+            behaviours: &behaviours,
+            ..context(&roots, p)
+        };
+        run(&world(1 << 30), &ctx, None)
+    };
+    let inside = |t: &Transcript| {
+        t.invariants
+            .iter()
+            .find(|i| i.id == "hokan:inside-window")
+            .map(|i| i.held)
+    };
+    // The world's clock reads 0: a window from 60 s is waited for, and the copy fits in it.
+    let t = run_it(&with(60_000, 120_000));
+    assert_eq!(t.outcome.status, RunStatus::Completed, "{t:#?}");
+    let copy = t.steps.iter().find(|s| s.id == "copy").unwrap();
+    assert_eq!(copy.at_ms, 60_000);
+    assert_eq!(inside(&t), Some(true));
+    // Too short for the copy: it ran past the end, and the invariant says so.
+    let t = run_it(&with(0, 1_000));
+    assert_eq!(inside(&t), Some(false), "{t:#?}");
+    // Already over: the run stops before the copy, and the cleanup runs.
+    let t = run_it(&with(-10_000, -1));
+    assert_eq!(t.outcome.status, RunStatus::Failed);
+    assert_eq!(t.outcome.step.as_deref(), Some("copy"));
+    assert!(
+        t.outcome
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("window the plan set ended"))
+    );
+    assert!(t.steps.iter().all(|s| s.id != "copy"), "{:?}", statuses(&t));
+    assert!(t.steps.iter().any(|s| s.id == "tidy"));
+}
