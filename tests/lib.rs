@@ -244,7 +244,7 @@ servers = ["mw1"]
 backup_root = "backups"
 roots = { data = "data" }
 commands = { maintenance-mode = "/usr/local/bin/mw-maintenance", mwsave = "/opt/mailwise/mwsave" }
-params = { window = "02:00-04:30" }
+params = { maintenance_method = "command" }
 
 [jobs.standby]
 plugin = "mailwise"
@@ -252,7 +252,7 @@ servers = ["mw2"]
 sets_of = "mailwise"
 roots = { data = "standby" }
 commands = { maintenance-mode = "/usr/local/bin/mw-maintenance" }
-params = { window = "02:00-04:30" }
+params = { maintenance_method = "command" }
 "#;
 
 impl Site {

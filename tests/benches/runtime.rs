@@ -66,6 +66,7 @@ fn main() {
         set: None,
         now: SystemTime::now(),
         links: true,
+        window: None,
     };
     let prepared = planner::prepare(
         &policy,

@@ -45,6 +45,7 @@ fn every_misbehaviour_is_refused_and_the_host_carries_on() {
             set: None,
             now: SystemTime::now(),
             links: true,
+            window: None,
         };
         planner::plan_job(&rt.bind(&plugin), &policy, job, &input)
     };
@@ -233,6 +234,7 @@ fn slow_facts_do_not_count_against_the_plugin_but_wall_time_is_capped() {
             set: None,
             now: SystemTime::now(),
             links: true,
+            window: None,
         };
         let prepared = planner::prepare(
             &policy,
@@ -326,6 +328,7 @@ backup_root = "backups"
         set: None,
         now: SystemTime::now(),
         links: true,
+        window: None,
     };
     let doc = planner::plan_job(&rt.bind(&legacy), &policy, job, &input).expect("0.5.0 plans");
     let ids: Vec<&str> = doc.plan.all_steps().map(|s| s.id.as_str()).collect();

@@ -79,7 +79,7 @@ fn plan_text_for_people() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(
-        stdout.starts_with("mailwise 0.3.0 `maintenance-off` for job mailwise at site test-site"),
+        stdout.starts_with("mailwise 0.4.0 `maintenance-off` for job mailwise at site test-site"),
         "{stdout}"
     );
     assert!(stdout.contains("remove data:/mw/data/maint"), "{stdout}");
@@ -100,15 +100,17 @@ fn validate_reports_policy_errors_with_position() {
 
 #[test]
 fn validate_checks_jobs_against_their_plugin() {
-    let site = Site::new(
-        &MAILWISE_POLICY.replace(r#"window = "02:00-04:30" }"#, r#"windw = "02:00-04:30" }"#),
-    );
+    let site = Site::new(&MAILWISE_POLICY.replacen(
+        r#"maintenance_method = "command" }"#,
+        r#"maintenance_methd = "command" }"#,
+        1,
+    ));
     let policy = site.policy();
     let out = hokan(&site, &["validate", policy.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
     assert!(
-        stderr.contains("jobs.mailwise.params: `windw` is not a parameter of mailwise"),
+        stderr.contains("jobs.mailwise.params: `maintenance_methd` is not a parameter of mailwise"),
         "{stderr}"
     );
 

@@ -147,6 +147,7 @@ fn cases() -> Vec<Case> {
             cleanup: vec![command("maintenance-off")],
             invariants: vec![],
             warnings: vec![],
+            window: None,
         },
         effects: BTreeMap::from([
             ("maintenance-on".into(), (true, "maint")),
@@ -180,6 +181,7 @@ fn cases() -> Vec<Case> {
             }],
             invariants: vec![],
             warnings: vec![],
+            window: None,
         },
         effects: BTreeMap::from([
             ("probe".into(), (true, "probing")),
@@ -203,6 +205,7 @@ fn cases() -> Vec<Case> {
             cleanup: vec![command("start-a"), command("start-b")],
             invariants: vec![],
             warnings: vec![],
+            window: None,
         },
         effects: BTreeMap::from([
             ("stop-a".into(), (true, "a-stopped")),
@@ -229,6 +232,7 @@ fn cases() -> Vec<Case> {
             cleanup: vec![command("release")],
             invariants: vec![],
             warnings: vec![],
+            window: None,
         },
         effects: BTreeMap::from([
             ("quiesce".into(), (true, "maint")),
@@ -278,6 +282,7 @@ fn cases() -> Vec<Case> {
             }],
             invariants: vec![],
             warnings: vec![],
+            window: None,
         },
         effects: BTreeMap::from([
             ("stop".into(), (true, "stopped")),

@@ -25,7 +25,6 @@ max_start_delay = "{delay}"
 backup_root = "../backups"
 roots = {{ data = "../data" }}
 commands = {{ maintenance-mode = "{m}" }}
-params = {{ window = "02:00-04:00" }}
 "#,
             m = standins.join("mw-maintenance").display()
         )

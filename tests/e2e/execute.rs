@@ -127,6 +127,51 @@ fn events(out: &Output) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// A run given a window (`--window`, as the daemon gives a scheduled one) sets exactly that
+/// one in mailwise, the opening that contains now, and its data steps run inside it.
+#[test]
+fn a_run_given_a_window_sets_that_one() {
+    let site = RunSite::new();
+    let tz = jiff::tz::db().get(&site_timezone(&site)).unwrap();
+    let now = jiff::Timestamp::now().to_zoned(tz);
+    // From the last 10-minute step before now to two hours later, in the site's time.
+    let start = now.time().minute() as i64 / 10 * 10;
+    let hhmm = |h: i64, m: i64| format!("{:02}:{:02}", h.rem_euclid(24), m);
+    let (from, until) = (
+        hhmm(now.hour() as i64, start),
+        hhmm(now.hour() as i64 + 2, start),
+    );
+    let window = format!("{from}-{until}");
+    let out = site.run("mailwise", "backup", &["--window", &window], &[]);
+    ok(&out);
+    let calls = site.calls();
+    assert!(
+        calls.starts_with(&format!(
+            "mw-maintenance on --start {from} --end {until} --message "
+        )),
+        "{calls}"
+    );
+    // One off mailwise's 10-minute steps is refused before anything runs.
+    let site = RunSite::new();
+    let out = site.run("mailwise", "backup", &["--window", "02:05-04:00"], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("10-minute steps"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(site.calls().is_empty());
+}
+
+fn site_timezone(site: &RunSite) -> String {
+    let policy = std::fs::read_to_string(site.path("site.toml")).unwrap();
+    policy
+        .lines()
+        .find_map(|l| l.strip_prefix("timezone = "))
+        .map(|v| v.trim_matches('"').to_string())
+        .unwrap_or_else(|| "UTC".into())
+}
+
 #[test]
 fn backup_verify_then_both_restores() {
     let site = RunSite::new();
@@ -140,12 +185,17 @@ fn backup_verify_then_both_restores() {
     let done = ev.iter().find(|e| e["record"] == "set-complete").unwrap();
     let first = done["set"].as_str().unwrap().to_string();
     assert_eq!(done["files_linked"], 0);
-    assert!(
-        site.calls()
-            .starts_with("mw-maintenance on --start 02:00 --end 04:30 --message "),
-        "{}",
-        site.calls()
-    );
+    // Run without a window, it set one from now for its estimate, in mailwise's steps.
+    let calls = site.calls();
+    let on: Vec<&str> = calls.split_whitespace().take(6).collect();
+    assert_eq!(on[..3], ["mw-maintenance", "on", "--start"], "{calls}");
+    assert_eq!(on[4], "--end", "{calls}");
+    for t in [on[3], on[5]] {
+        assert!(
+            t.len() == 5 && t.ends_with('0') && &t[2..3] == ":",
+            "{t}: {calls}"
+        );
+    }
     assert!(!site.path("data/mw/data/maint").exists());
     assert_eq!(
         snapshot(&site.path("data")),

@@ -3,6 +3,7 @@
 
 use hokan::facts::RealFacts;
 use hokan::plan::document::PlanDocument;
+use hokan::plan::model::TimeWindow;
 use hokan::planner::{self, PlanInput, PlanJobError, PluginDir};
 use hokan::policy::Policy;
 use hokan::runtime::{Limits, PlanRefusal, Plugin, Runtime};
@@ -68,6 +69,23 @@ fn plan_with_space(
     op: &str,
     free: &[(&str, u64)],
 ) -> Result<PlanDocument, PlanJobError> {
+    plan_in(site, job, op, free, None)
+}
+
+/// 2026-11-21 at `hh:mm` in Tokyo (the test sites' time zone), in ms; the plans' clock reads
+/// 11:10 there.
+fn tokyo(hh: i64, mm: i64) -> i64 {
+    (NOW_SECS as i64 + ((hh - 11) * 3600 + (mm - 10) * 60)) * 1000
+}
+
+/// A plan given the window `[start, end)` (as `hokan run --window` or a scheduled slot).
+fn plan_in(
+    site: &Site,
+    job: &str,
+    op: &str,
+    free: &[(&str, u64)],
+    window: Option<(i64, i64)>,
+) -> Result<PlanDocument, PlanJobError> {
     let m = mailwise();
     let policy = Policy::load(&site.policy()).expect("policy loads");
     let job = policy.job(job).expect("job exists");
@@ -76,6 +94,7 @@ fn plan_with_space(
         set: None,
         now: now(),
         links: true,
+        window: window.map(|(start_ms, end_ms)| TimeWindow { start_ms, end_ms }),
     };
     let prepared = planner::prepare(
         &policy,
@@ -151,7 +170,17 @@ fn plan_restore_elsewhere() {
 #[test]
 fn plan_maintenance_on_and_off() {
     let site = site();
-    snapshot!("maintenance-on", plan(&site, "mailwise", "maintenance-on"));
+    snapshot!(
+        "maintenance-on",
+        plan_in(
+            &site,
+            "mailwise",
+            "maintenance-on",
+            &[],
+            Some((tokyo(13, 0), tokyo(15, 30)))
+        )
+        .unwrap()
+    );
     snapshot!(
         "maintenance-off",
         plan(&site, "mailwise", "maintenance-off")
@@ -174,6 +203,7 @@ fn restore_from_a_named_set() {
         set: Some(OLD_SET),
         now: now(),
         links: true,
+        window: None,
     };
     let doc = planner::plan_job(
         &m.rt.bind(&m.plugin),
@@ -387,16 +417,161 @@ fn backup_refuses_when_the_medium_is_too_small() {
     );
 }
 
+/// The manual (mailwise-maintenance): "バージョンアップやバックアップ作業などを行うときは、必ず、
+/// 手動でメンテナンスモードを設定してください": a backup may run inside an operator's own
+/// maintenance session, and must not release a window it did not set. The restore is for
+/// "サーバーが異常終了した場合", when a crash may have left maintenance set: it restores inside
+/// it, sets the window to cover the run, and releases it at the end, so users never reach the
+/// damaged data meanwhile.
 #[test]
-fn nothing_starts_while_mailwise_is_already_in_maintenance() {
+fn an_existing_maintenance_window_is_worked_in_never_released_by_a_backup() {
     let site = site();
     std::fs::write(site.path("data/mw/data/maint"), "set by an administrator").unwrap();
-    for op in ["backup", "restore", "maintenance-on", "archive"] {
-        let e = refusal(plan_with_space(&site, "mailwise", op, &[]));
-        assert!(e.contains("already in maintenance mode"), "{op}: {e}");
+    let ids = |doc: &PlanDocument| -> Vec<String> {
+        doc.plan.all_steps().map(|s| s.id.clone()).collect()
+    };
+    let backup = plan(&site, "mailwise", "backup");
+    let steps = ids(&backup);
+    assert!(steps.contains(&"copy-data".to_string()), "{steps:?}");
+    assert!(
+        !steps.iter().any(|s| s.starts_with("maintenance-")),
+        "the backup neither sets nor releases the operator's maintenance: {steps:?}"
+    );
+    assert!(
+        backup
+            .plan
+            .warnings
+            .iter()
+            .any(|w| w.contains("runs inside that maintenance session")),
+        "{:?}",
+        backup.plan.warnings
+    );
+    assert!(backup.plan.window.is_none(), "the window is the operator's");
+
+    let restore = plan(&site, "mailwise", "restore");
+    let steps = ids(&restore);
+    for id in ["maintenance-on", "release-maintenance", "maintenance-off"] {
+        assert!(steps.contains(&id.to_string()), "{id}: {steps:?}");
     }
+    assert!(
+        restore
+            .plan
+            .warnings
+            .iter()
+            .any(|w| w.contains("already in maintenance mode")
+                && w.contains("releases maintenance mode when it ends")),
+        "{:?}",
+        restore.plan.warnings
+    );
+    // Setting another window, or archiving (mwsave sets its own), waits for that work to end.
+    let e = refusal(plan_with_space(&site, "mailwise", "archive", &[]));
+    assert!(e.contains("already in maintenance mode"), "archive: {e}");
+    let e = refusal(plan_in(
+        &site,
+        "mailwise",
+        "maintenance-on",
+        &[],
+        Some((tokyo(13, 0), tokyo(14, 0))),
+    ));
+    assert!(e.contains("already in maintenance mode"), "{e}");
     // Releasing it is what maintenance-off is for.
     plan(&site, "mailwise", "maintenance-off");
+}
+
+/// The manual (mailwise-maintenance): "時間 メンテナンス時間の開始時間と終了時間を選択します。時間は
+/// 10分単位で設定できます。", repeated "解除するまで設定した時間に毎日", and users can work "メンテナ
+/// ンス時間の前後で". A plan that reads or changes data runs inside the window it sets: the one
+/// the run was given (a scheduled slot, or --window), which must fit it, or else one from now
+/// for its estimate, in 10-minute steps.
+#[test]
+fn a_plan_that_changes_data_runs_inside_the_window_it_sets() {
+    let site = site();
+    let args = |doc: &PlanDocument| -> Vec<String> {
+        let on = doc
+            .plan
+            .all_steps()
+            .find(|s| s.id == "maintenance-on")
+            .unwrap();
+        match &on.action {
+            hokan::plan::Action::Exec(e) => e.args.clone(),
+            other => panic!("{other:?}"),
+        }
+    };
+    // At 11:10 with no window given, a restore sets one from now for its estimate.
+    let restore = plan(&site, "mailwise", "restore");
+    let w = restore.plan.window.clone().expect("the restore's window");
+    assert_eq!(w.window.start_ms, tokyo(11, 10));
+    assert_eq!(w.window.end_ms, tokyo(11, 20));
+    assert_eq!(
+        (w.from_step.as_str(), w.until_step.as_str()),
+        ("stage-data", "release-maintenance")
+    );
+    assert_eq!(
+        args(&restore)[..5],
+        ["on", "--start", "11:10", "--end", "11:20"]
+    );
+    assert!(
+        restore
+            .plan
+            .warnings
+            .iter()
+            .any(|m| m.contains("Maintenance window 11:10-11:20")),
+        "the operator sees it in the plan: {:?}",
+        restore.plan.warnings
+    );
+    // Given a window (a scheduled run's), that one is set, exactly.
+    let backup = plan_in(
+        &site,
+        "mailwise",
+        "backup",
+        &[],
+        Some((tokyo(11, 0), tokyo(13, 30))),
+    )
+    .unwrap();
+    assert_eq!(
+        args(&backup)[..5],
+        ["on", "--start", "11:00", "--end", "13:30"]
+    );
+    let w = backup.plan.window.clone().unwrap();
+    assert_eq!(
+        (w.window.start_ms, w.window.end_ms),
+        (tokyo(11, 0), tokyo(13, 30))
+    );
+    assert_eq!(
+        (w.from_step.as_str(), w.until_step.as_str()),
+        ("copy-data", "verify-set-mirrors")
+    );
+    // One that leaves too little of it is refused, with why.
+    let e = refusal(plan_in(
+        &site,
+        "mailwise",
+        "backup",
+        &[],
+        Some((tokyo(10, 0), tokyo(11, 10))),
+    ));
+    assert!(
+        e.contains("leaves 0 min") && e.contains("users would be back"),
+        "{e}"
+    );
+    // One off mailwise's steps cannot be set.
+    match plan_in(
+        &site,
+        "mailwise",
+        "backup",
+        &[],
+        Some((tokyo(11, 5), tokyo(13, 0))),
+    ) {
+        Err(PlanJobError::Refused {
+            refusal: PlanRefusal::BadParameter(m),
+            ..
+        }) => assert!(m.contains("10-minute steps") && m.contains("11:05"), "{m}"),
+        other => panic!("expected a bad parameter, got {other:?}"),
+    }
+    // maintenance-on is an operator's session: without a window, from now for
+    // maintenance_minutes (60), in steps.
+    let on = plan(&site, "mailwise", "maintenance-on");
+    assert_eq!(args(&on)[..5], ["on", "--start", "11:10", "--end", "12:10"]);
+    assert!(on.plan.window.is_none(), "it moves no data");
 }
 
 #[test]
@@ -405,19 +580,6 @@ fn restore_never_overwrites_an_earlier_restores_data() {
     std::fs::create_dir_all(site.path("data/mw/data_bak")).unwrap();
     let e = refusal(plan_with_space(&site, "mailwise", "restore", &[]));
     assert!(e.contains("data:/mw/data_bak already exists"), "{e}");
-}
-
-#[test]
-fn the_window_must_use_ten_minute_steps() {
-    let site = Site::new(&MAILWISE_POLICY.replace("02:00-04:30", "02:05-04:30"));
-    MailwiseTree::default().build(&site.path("data"));
-    match plan_with_space(&site, "mailwise", "maintenance-on", &[]) {
-        Err(PlanJobError::Refused {
-            refusal: PlanRefusal::BadParameter(m),
-            ..
-        }) => assert!(m.contains("10-minute steps"), "{m}"),
-        other => panic!("expected a bad parameter, got {other:?}"),
-    }
 }
 
 #[test]

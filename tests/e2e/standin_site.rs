@@ -202,6 +202,7 @@ impl StandinSite {
             set: None,
             now: UNIX_EPOCH + Duration::from_secs(NOW_SECS),
             links: true,
+            window: None,
         };
         planner::plan_job(&rt.bind(&plugin), &policy, job, &input).map_err(|e| e.to_string())
     }

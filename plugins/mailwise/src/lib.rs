@@ -4,13 +4,11 @@
 //! "Maintenance" (メンテナンスする). Paths are relative to the root `data`, the directory that
 //! holds mailwise's `mw/` folder (the install or data directory); backup sets are the root `set`.
 
-use hokan_sdk::EntryKind;
 use hokan_sdk::prelude::*;
+use hokan_sdk::{EntryKind, TimeWindow};
 use std::time::Duration;
 
 mod window;
-
-use window::Window;
 
 const DATA: Root = Root::new("data");
 const SET: Root = Root::new("set");
@@ -71,9 +69,9 @@ impl Plugin for Mailwise {
             )],
             parameters: vec![
                 param_info(
-                    "window",
-                    "Maintenance window, HH:MM-HH:MM in 10-minute steps (site time). mailwise repeats it daily until released.",
-                    Some("00:00-23:50"),
+                    "maintenance_minutes",
+                    "maintenance-on without --window: how long the window set from now lasts, in minutes (rounded out to mailwise's 10-minute steps).",
+                    Some("60"),
                 ),
                 param_info(
                     "message",
@@ -290,9 +288,47 @@ fn refuse_if_in_maintenance() -> Result<(), PlanError> {
     Ok(())
 }
 
-/// Maintenance mode on, then wait until mailwise shows it (its marker file exists).
-fn set_maintenance(plan: &mut PlanBuilder, req: &Request, id: &str) -> Result<(), PlanError> {
-    let window = Window::parse(req.param("window").unwrap_or("00:00-23:50"))?;
+/// How long a copy and its verification take per byte, for a run's estimate: 20 MiB/s, well
+/// below what a disk does, since the manual gives no figure and a window that is too short lets
+/// users back in while data is copied.
+const COPY_BYTES_PER_SEC: u64 = 20 * 1024 * 1024;
+/// What every run needs besides its copies: setting and releasing maintenance mode, renames.
+const RUN_MARGIN_MS: i64 = 10 * 60 * 1000;
+
+/// The estimate of a run that copies and verifies `bytes`.
+fn estimate_ms(bytes: u64) -> i64 {
+    i64::try_from(bytes / COPY_BYTES_PER_SEC * 1000)
+        .unwrap_or(i64::MAX / 2)
+        .saturating_add(RUN_MARGIN_MS)
+}
+
+/// Sets maintenance mode for the window of a run that takes about `estimate_ms` (see
+/// [`window::for_run`]), then waits until mailwise shows it (its marker file exists). Returns
+/// the window, which the plan's data steps must run in ([`PlanBuilder::window`]); the plan tells
+/// the operator which it is.
+fn set_maintenance(
+    plan: &mut PlanBuilder,
+    req: &Request,
+    id: &str,
+    estimate_ms: i64,
+) -> Result<TimeWindow, PlanError> {
+    let planned = window::for_run(req.window, facts::now_ms(), estimate_ms, |ms| {
+        facts::site_time(ms).map_err(PlanError::from)
+    })?;
+    let window = &planned.text();
+    // A run with data to move is told its window; maintenance-on is the operator's own.
+    if req.operation != "maintenance-on" {
+        plan.warn(format!(
+            "Maintenance window {window} ({}; about {} of work): users are kept out of mailwise \
+         between these times, and no step that reads or changes its data runs outside them.",
+            if req.window.is_some() {
+                "the window this run was given"
+            } else {
+                "set from now for the run's estimate, in mailwise's 10-minute steps"
+            },
+            window::minutes(estimate_ms)
+        ));
+    }
     let default_message = match req.operation.as_str() {
         "backup" => "mailwise is being backed up. Please try again later.",
         "restore" | "restore-elsewhere" => {
@@ -312,9 +348,9 @@ fn set_maintenance(plan: &mut PlanBuilder, req: &Request, id: &str) -> Result<()
                     [
                         "on".to_string(),
                         "--start".into(),
-                        window.start(),
+                        planned.start.clone(),
                         "--end".into(),
-                        window.end(),
+                        planned.end.clone(),
                         "--message".into(),
                         message.into(),
                     ],
@@ -348,7 +384,7 @@ fn set_maintenance(plan: &mut PlanBuilder, req: &Request, id: &str) -> Result<()
         Action::wait_until(Condition::exists(maint()), Duration::from_secs(2)),
     )
     .timeout(Duration::from_secs(300));
-    Ok(())
+    Ok(planned.bounds)
 }
 
 /// Releases maintenance mode whatever happened: deletes the marker (as the manual allows), and
@@ -408,7 +444,10 @@ fn backup(req: &Request) -> Result<Plan, PlanError> {
             unpaired.join(", ")
         ));
     }
-    refuse_if_in_maintenance()?;
+    // "バックアップ作業などを行うときは、必ず、手動でメンテナンスモードを設定してください": an
+    // operator may have set maintenance mode for their own session and back up inside it. The
+    // backup then neither sets it nor releases it: the window is theirs.
+    let operator_session = facts::exists(&maint())?;
     let backs = archives(&DATA.join("mw"))?;
     // What the backup copies: files the newest set holds unchanged are linked, not copied.
     // Sizes come from the site: saturate rather than wrap, so a huge one can only refuse.
@@ -444,8 +483,25 @@ fn backup(req: &Request) -> Result<Plan, PlanError> {
     )
     .continue_on_error();
 
-    // 2. Set maintenance mode.
-    set_maintenance(&mut plan, req, "maintenance-on")?;
+    // 2. Set maintenance mode, for a window that fits the copies, unless the operator's own is
+    // set.
+    let window = if operator_session {
+        plan.warn(format!(
+            "mailwise is already in maintenance mode ({} exists): this backup runs inside that \
+             maintenance session and leaves it set, as it is not hokan's. Make sure its window \
+             covers the backup (about {}), and release it when your work is done.",
+            maint(),
+            window::minutes(estimate_ms(total))
+        ));
+        None
+    } else {
+        Some(set_maintenance(
+            &mut plan,
+            req,
+            "maintenance-on",
+            estimate_ms(total),
+        )?)
+    };
 
     // 3. Copy mw/data, mw/file and every mw/back<N>.
     let mut copies = vec![
@@ -473,9 +529,14 @@ fn backup(req: &Request) -> Result<Plan, PlanError> {
         Action::verify_pairs(SET.join("data"), ".odb", ".mrr"),
     )
     .continue_on_error();
+    if let Some(w) = window {
+        plan.window(w, "copy-data", "verify-set-mirrors");
+    }
 
-    // 4. Release maintenance mode, whatever happened.
-    release_maintenance_in_cleanup(&mut plan, req);
+    // 4. Release maintenance mode, whatever happened, when this run set it.
+    if !operator_session {
+        release_maintenance_in_cleanup(&mut plan, req);
+    }
     plan.invariant(
         "data-volume-usable",
         "mailwise's data volume keeps at least 10 MB free",
@@ -567,7 +628,18 @@ fn restore(req: &Request, elsewhere: bool) -> Result<Plan, PlanError> {
             ),
         );
     }
-    refuse_if_in_maintenance()?;
+    // The restore is for "サーバーが異常終了した場合": a crash during the database check or an
+    // archive may have left maintenance mode set. Users must not reach damaged data, so the
+    // restore goes on inside it: it sets the window to cover the run and releases it at the end.
+    if facts::exists(&maint())? {
+        plan.warn(format!(
+            "mailwise is already in maintenance mode ({} exists), perhaps left by a server that \
+             stopped during the database check or an archive. The restore keeps users out: it \
+             sets the maintenance window to cover the run, and releases maintenance mode when \
+             it ends.",
+            maint()
+        ));
+    }
     plan.step(
         "check-space",
         "Check the data volume has room for the restored data",
@@ -576,8 +648,15 @@ fn restore(req: &Request, elsewhere: bool) -> Result<Plan, PlanError> {
             "the data volume has too little free space for this restore",
         ),
     );
-    // Set maintenance mode.
-    set_maintenance(&mut plan, req, "maintenance-on")?;
+    // Set maintenance mode, for a window that fits the copies (and, on another server, the
+    // operator's confirmation that mailwise is installed there, which comes first).
+    let confirm_ms = if elsewhere { 60 * 60 * 1000 } else { 0 };
+    let window = set_maintenance(
+        &mut plan,
+        req,
+        "maintenance-on",
+        estimate_ms(incoming).saturating_add(confirm_ms),
+    )?;
     // The manual renames the current data to *_bak and then copies the set into place. hokan
     // copies into a staging directory first and verifies it there, so a failed or interrupted
     // copy never leaves half a database where mailwise looks; the swap is then a few renames,
@@ -628,6 +707,11 @@ fn restore(req: &Request, elsewhere: bool) -> Result<Plan, PlanError> {
         "release-maintenance",
         "Release maintenance mode (delete mw/data/maint; the restored data may carry it)",
         Action::remove(maint()),
+    );
+    plan.window(
+        window,
+        &format!("stage-{}", placed[0]),
+        "release-maintenance",
     );
     // The kept data was renamed while in maintenance mode, so it holds the maint file: without
     // this, putting mw/data_bak back (the advice below) would leave mailwise in maintenance.
@@ -717,7 +801,25 @@ fn restore(req: &Request, elsewhere: bool) -> Result<Plan, PlanError> {
 fn maintenance_on(req: &Request) -> Result<Plan, PlanError> {
     let mut plan = PlanBuilder::new();
     refuse_if_in_maintenance()?;
-    set_maintenance(&mut plan, req, "maintenance-on")?;
+    // The operator's own session: the window given (--window), or from now for
+    // `maintenance_minutes`, in mailwise's steps.
+    let minutes: i64 = req
+        .param("maintenance_minutes")
+        .unwrap_or("60")
+        .parse()
+        .ok()
+        .filter(|m| (10..24 * 60).contains(m))
+        .ok_or_else(|| {
+            PlanError::BadParameter(
+                "maintenance_minutes must be a whole number of minutes, from 10 to 1439".into(),
+            )
+        })?;
+    let session_ms = if req.window.is_some() {
+        0
+    } else {
+        minutes * 60_000
+    };
+    set_maintenance(&mut plan, req, "maintenance-on", session_ms)?;
     plan.warn(
         "Maintenance mode repeats every day in its window until it is released \
          (operation maintenance-off). Users cannot use mailwise meanwhile.",
