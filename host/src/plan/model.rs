@@ -391,15 +391,7 @@ pub struct PlanWindow {
 impl PlanWindow {
     /// The ids of the body steps it binds, in order (group members in place).
     pub fn bound<'p>(&self, plan: &'p Plan) -> Vec<&'p str> {
-        let ids: Vec<&str> = plan
-            .steps
-            .iter()
-            .flat_map(|item| match item {
-                Item::Step(s) => std::slice::from_ref(s),
-                Item::Group(g) => g.steps.as_slice(),
-            })
-            .map(|s| s.id.as_str())
-            .collect();
+        let ids: Vec<&str> = plan.body_steps().map(|s| s.id.as_str()).collect();
         let Some(from) = ids.iter().position(|id| *id == self.from_step) else {
             return Vec::new();
         };
@@ -414,15 +406,17 @@ impl PlanWindow {
 }
 
 impl Plan {
+    /// The body's steps, group members in place.
+    pub fn body_steps(&self) -> impl Iterator<Item = &Step> {
+        self.steps.iter().flat_map(|item| match item {
+            Item::Step(s) => std::slice::from_ref(s),
+            Item::Group(g) => g.steps.as_slice(),
+        })
+    }
+
     /// Every step of the plan: body (group members in place), then cleanup.
     pub fn all_steps(&self) -> impl Iterator<Item = &Step> {
-        self.steps
-            .iter()
-            .flat_map(|item| match item {
-                Item::Step(s) => std::slice::from_ref(s),
-                Item::Group(g) => g.steps.as_slice(),
-            })
-            .chain(self.cleanup.iter())
+        self.body_steps().chain(self.cleanup.iter())
     }
 }
 

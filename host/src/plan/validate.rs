@@ -89,15 +89,7 @@ pub fn validate(plan: &Plan, grants: &Grants) -> Result<(), ValidationError> {
     }
     if let Some(w) = &plan.window {
         v.at = Some("window".into());
-        let body: Vec<&str> = plan
-            .steps
-            .iter()
-            .flat_map(|item| match item {
-                Item::Step(s) => std::slice::from_ref(s),
-                Item::Group(g) => g.steps.as_slice(),
-            })
-            .map(|s| s.id.as_str())
-            .collect();
+        let body: Vec<&str> = plan.body_steps().map(|s| s.id.as_str()).collect();
         let at = |id: &str| body.iter().position(|b| *b == id);
         match (at(&w.from_step), at(&w.until_step)) {
             (Some(a), Some(b)) if a <= b => {}

@@ -33,10 +33,30 @@ const MAX_FACT_READ: u32 = 1 << 20;
 ///
 /// - `facts_since_0_6`: the facts that version has beyond 0.5.0's, as methods of its facts host;
 /// - `commits_set`: how to read a step's point of no return (`|_| false` before 0.7.0);
-/// - `since_0_8`: what 0.8.0 added, in the terms of the budget `$b` (a `&mut Budget`): a step's
-///   `no_kill` (`|_| false` before), an invariant's `when` (`Ok(Vec::new())` before), and the
-///   match arms of the new conditions and actions (none before).
+/// - `since_0_8`: what 0.8.0 added, in the terms of the budget `$b` (a `&mut Budget`) and the
+///   request `$r`: a step's `no_kill`, an invariant's `when`, the match arms of the new
+///   conditions and actions, the plan's `window`, the request's fields; `none` for a version
+///   before it (no step is no-kill, invariants always apply, no window).
 macro_rules! contract {
+    // A version before 0.8.0: none of what 0.8.0 added.
+    (
+        facts_since_0_6: { $($facts_since_0_6:tt)* },
+        commits_set: $commits_set:expr,
+        since_0_8: none $(,)?
+    ) => {
+        super::contract!(
+            facts_since_0_6: { $($facts_since_0_6)* },
+            commits_set: $commits_set,
+            since_0_8: (b) {
+                no_kill: |_: &wt::Step| false,
+                invariant_when: |i| Ok::<_, String>(Vec::new()),
+                conditions: {},
+                actions: {},
+                plan_window: |_: &mut Budget, _: &mut wt::Plan| Ok::<_, String>(None),
+                request: (r) {},
+            },
+        );
+    };
     (
         facts_since_0_6: { $($facts_since_0_6:tt)* },
         commits_set: $commits_set:expr,

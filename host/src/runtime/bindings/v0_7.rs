@@ -20,12 +20,5 @@ use exports::hokan::policy::plugin as wp;
 super::contract!(
     facts_since_0_6: { super::backup_size!(); },
     commits_set: |s: &wt::Step| s.commits_set,
-    since_0_8: (b) {
-        no_kill: |_: &wt::Step| false,
-        invariant_when: |i| Ok::<_, String>(Vec::new()),
-        conditions: {},
-        actions: {},
-        plan_window: |_: &mut Budget, _: &mut wt::Plan| Ok::<_, String>(None),
-        request: (r) {},
-    },
+    since_0_8: none,
 );
