@@ -693,8 +693,8 @@ fn check_journal_root(job: &str, other: &Server) -> Result<(), PlanError> {
 
 /// Case (4): the names of the journal files of `other`, as `remove-files` patterns: its host
 /// name itself, or followed by `.`, `_` or `-` and more; except those of a longer host name of
-/// the site that such a name starts with (`gm1-b`'s files are not `gm1`'s). Host names match
-/// ignoring case.
+/// the site that is `other`'s followed by such a separator, whose files the patterns would
+/// take too (`gm1-b`'s files are not `gm1`'s). Host names match ignoring case.
 fn journal_patterns(t: &Topology, other: &Server) -> (Vec<String>, Vec<String>) {
     let named = |host: &str| {
         [
@@ -709,7 +709,10 @@ fn journal_patterns(t: &Topology, other: &Server) -> (Vec<String>, Vec<String>) 
         .servers
         .iter()
         .map(|s| host_name(s).to_ascii_lowercase())
-        .filter(|h| h.len() > own.len() && h.starts_with(&own))
+        .filter(|h| {
+            h.strip_prefix(own.as_str())
+                .is_some_and(|rest| rest.starts_with(['.', '_', '-']))
+        })
         .collect();
     longer.sort();
     longer.dedup();
