@@ -247,6 +247,35 @@ fn online_backups_leave_exactly_the_logs_the_manual_says() {
     }
 }
 
+/// "完全バックアップでは、.pat ファイルとチェックポイント以降のすべてのログ ファイルをテープにバック
+/// アップします": from the checkpoint the program finds. The store moved it on (0x14 to 0x16)
+/// after the plan was made: the program backs up 0x16 on and truncates before it, and the run
+/// judges the set against the store as it is then, not against the logs the plan saw.
+#[test]
+fn a_checkpoint_that_moves_on_after_planning_does_not_fail_a_good_backup() {
+    let site = site(&params("online"));
+    std::fs::write(
+        site.path("standins/ex1.next_checkpoint"),
+        hokan_e2e::ese_checkpoint(CHECKPOINT + 2),
+    )
+    .unwrap();
+    let out = site.run("exchange", "backup-full", &[], &[]);
+    ok(&out);
+    let set = newest_set(&site);
+    let files: BTreeSet<String> =
+        site.files(set.strip_prefix(site.dir.path()).unwrap().to_str().unwrap());
+    let want: BTreeSet<String> = (CHECKPOINT + 2..=GENERATIONS.end() + 1)
+        .map(log_name)
+        .collect();
+    assert_eq!(names(&files, "logs/"), want);
+    assert!(
+        text(&out.stdout).contains("check-set-logs") && text(&out.stdout).contains("follow on"),
+        "{}",
+        text(&out.stdout)
+    );
+    ok(&site.hokan(&["verify", set.to_str().unwrap()], &[]));
+}
+
 /// The set of a backup whose point of no return had passed: listed as `kept`, with why, and
 /// whole as far as its manifest goes (`hokan verify`).
 fn assert_kept(site: &StandinSite, why: &str) -> std::path::PathBuf {

@@ -10,6 +10,7 @@
 
 pub mod build;
 pub mod checksum;
+pub mod logs;
 
 use serde::Serialize;
 use std::fmt;

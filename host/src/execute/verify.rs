@@ -73,6 +73,21 @@ impl Executor<'_> {
                 }
             }
             VerifyCheck::EsePages { path } => self.ese_pages(s, path),
+            VerifyCheck::EseLogSet {
+                set_logs,
+                store_logs,
+            } => {
+                let generations = |l: &Location| -> Result<Vec<u32>, Failure> {
+                    Ok(fs::names(&self.roots, l)
+                        .map_err(|e| Failure::new(e.to_string()))?
+                        .iter()
+                        .filter_map(|n| crate::ese::logs::generation(n.as_bytes()))
+                        .collect())
+                };
+                crate::ese::logs::check_set(&generations(set_logs)?, &generations(store_logs)?)
+                    .map(Done::from)
+                    .map_err(Failure::new)
+            }
         }
     }
 

@@ -96,6 +96,13 @@ impl fmt::Display for Action {
                     )
                 }
                 VerifyCheck::EsePages { path } => write!(f, "verify page checksums of {path}"),
+                VerifyCheck::EseLogSet {
+                    set_logs,
+                    store_logs,
+                } => write!(
+                    f,
+                    "verify the logs in {set_logs} follow on and hold every log {store_logs} has up to their newest"
+                ),
             },
             Action::Assert { condition, .. } => write!(f, "assert {condition}"),
             Action::Manual { reference, .. } => match reference {

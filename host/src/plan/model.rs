@@ -157,6 +157,15 @@ pub enum VerifyCheck {
         /// The database file.
         path: Location,
     },
+    /// The full logs in `set_logs` follow on with none missing, and include every one
+    /// `store_logs` holds up to the set's newest ([`crate::ese::logs::check_set`]). Since
+    /// contract 0.8.0.
+    EseLogSet {
+        /// The set's logs directory.
+        set_logs: Location,
+        /// The store's logs directory, as it is when the step runs.
+        store_logs: Location,
+    },
 }
 
 /// The closed set of things a plan can ask for.

@@ -235,6 +235,13 @@ impl Validator<'_> {
                 }
                 VerifyCheck::PairedFiles { dir, .. } => self.location(dir, false),
                 VerifyCheck::EsePages { path } => self.location(path, false),
+                VerifyCheck::EseLogSet {
+                    set_logs,
+                    store_logs,
+                } => {
+                    self.location(set_logs, false);
+                    self.location(store_logs, false);
+                }
             },
             Action::Manual { instructions, .. } => {
                 if instructions.trim().is_empty() {

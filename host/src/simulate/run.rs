@@ -970,6 +970,24 @@ impl<'a> Run<'a> {
                     ));
                 }
             }
+            VerifyCheck::EseLogSet {
+                set_logs,
+                store_logs,
+            } => {
+                let generations = |l: &Location| -> Vec<u32> {
+                    self.world
+                        .children(&ctx.abs(l))
+                        .into_iter()
+                        .filter(|(_, n)| matches!(n, Node::File(_)))
+                        .filter_map(|(name, _)| crate::ese::logs::generation(name.as_bytes()))
+                        .collect()
+                };
+                match crate::ese::logs::check_set(&generations(set_logs), &generations(store_logs))
+                {
+                    Ok(summary) => self.note = Some(summary),
+                    Err(why) => return self.fail(why),
+                }
+            }
             VerifyCheck::EsePages { path } => match self.world.node(&ctx.abs(path)) {
                 Some(Node::File(f)) if f.damaged => {
                     return self.fail(format!("{path} has pages with bad checksums"));

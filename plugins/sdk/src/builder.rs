@@ -79,6 +79,15 @@ impl Action {
     pub fn verify_ese_pages(file: Path) -> Action {
         Action::Verify(pt::Verify::EsePages(file))
     }
+    /// Checks the transaction logs a backup program put in `set_logs` against the store's
+    /// `store_logs` as they are when the step runs: they follow on with none missing, and hold
+    /// every log the store still has up to their newest (Exchange, after an online backup).
+    pub fn verify_ese_log_set(set_logs: Path, store_logs: Path) -> Action {
+        Action::Verify(pt::Verify::EseLogSet(pt::EseLogSet {
+            set_logs,
+            store_logs,
+        }))
+    }
     /// Requires a condition to hold now; `message` tells the operator what to do when it does not.
     pub fn assert(condition: Condition, message: &str) -> Action {
         Action::Assert(pt::Assert {

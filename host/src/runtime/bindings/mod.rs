@@ -52,6 +52,7 @@ macro_rules! contract {
                 invariant_when: |i| Ok::<_, String>(Vec::new()),
                 conditions: {},
                 actions: {},
+                verifies: {},
                 plan_window: |_: &mut Budget, _: &mut wt::Plan| Ok::<_, String>(None),
                 request: (r) {},
             },
@@ -65,6 +66,7 @@ macro_rules! contract {
             invariant_when: |$inv:ident| $invariant_when:expr,
             conditions: { $($conditions:tt)* },
             actions: { $($actions:tt)* },
+            verifies: { $($verifies:tt)* },
             plan_window: $plan_window:expr,
             request: ($r:ident) { $($request:tt)* } $(,)?
         } $(,)?
@@ -575,6 +577,7 @@ macro_rules! contract {
                             wt::Verify::EsePages(p) => m::VerifyCheck::EsePages {
                                 path: $b.location(p)?,
                             },
+                            $($verifies)*
                         },
                     },
                     wt::Action::Assert(a) => m::Action::Assert {

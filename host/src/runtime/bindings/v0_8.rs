@@ -45,6 +45,12 @@ super::contract!(
                 ignore_case: r.ignore_case,
             },
         },
+        verifies: {
+            wt::Verify::EseLogSet(l) => m::VerifyCheck::EseLogSet {
+                set_logs: b.location(l.set_logs)?,
+                store_logs: b.location(l.store_logs)?,
+            },
+        },
         plan_window: |b: &mut Budget, p: &mut wt::Plan| {
             p.window
                 .take()
