@@ -98,7 +98,8 @@ now = "2026-11-21T02:10:00Z"
 path = "../mw-site"
 free = "{free} GiB"
 [dir.files]
-{in_mw}
+{in_mw}"mwsave" = {{ text = "mwsave, made by mailwise for the next archive" }}
+
 [[dir]]
 path = "../backups/site-{i}/mailwise/20261121T011000Z"
 [dir.files]
