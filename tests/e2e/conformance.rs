@@ -517,6 +517,7 @@ fn real(case: &Case, injected: &Injected) -> Verdict {
             writes: true,
             previous: None,
             retention: Default::default(),
+            timezone: "UTC".into(),
         }),
         policy: None,
         safety: SafetySpec {

@@ -103,11 +103,15 @@ impl Executor<'_> {
         let newest = sets::by_completion(&set.job_dir)
             .ok()
             .and_then(|v| v.last().cloned());
+        let mut protected = vec![set.id.as_str()];
+        protected.extend(newest.as_deref());
+        // The policy was checked when the run began; a zone gone from the database since then
+        // keeps the days of UTC rather than pruning nothing.
+        let tz = jiff::tz::db()
+            .get(&set.timezone)
+            .unwrap_or(jiff::tz::TimeZone::UTC);
         let mut pruned = Vec::new();
-        for id in set.retention.prune(&ids) {
-            if id == set.id || Some(&id) == newest.as_ref() {
-                continue;
-            }
+        for id in set.retention.prune(&ids, &tz, &protected) {
             let dir = set.job_dir.join(&id);
             // A set a restore is reading is left for the next run's retention.
             let _held = match sets::SetLock::try_exclusive(&dir) {

@@ -135,6 +135,7 @@ pub fn prepare_run(req: &RunRequest<'_>) -> Result<Ready, PrepareError> {
                 job_dir,
                 writes,
                 retention: job.retention,
+                timezone: policy.timezone.clone(),
             })
         }
         _ => None,

@@ -16,6 +16,14 @@ pub struct SetSpec {
     pub previous: Option<String>,
     /// The retention applied after a successful backup.
     pub retention: Retention,
+    /// The site's time zone, whose days, weeks, months and years retention counts (journals
+    /// written before it was recorded count in UTC, as they did).
+    #[serde(default = "utc")]
+    pub timezone: String,
+}
+
+fn utc() -> String {
+    "UTC".into()
 }
 
 impl SetSpec {

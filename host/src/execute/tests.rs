@@ -65,6 +65,7 @@ fn site(root: &Path, plan: Plan) -> RunSpec {
             writes: true,
             previous: None,
             retention: Default::default(),
+            timezone: "UTC".into(),
         }),
         policy: None,
         safety: SafetySpec::default(),

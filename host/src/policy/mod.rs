@@ -973,6 +973,18 @@ services = { svc = { start = ["bin/svc", "start"], stop = ["systemctl", "stop", 
             Some("jobs.mailwise.retention.keep_daily"),
             "{e}"
         );
+        // A restic-style "6m" (months there, minutes here) is refused where it is written.
+        let text = GOOD.replace(
+            "backup_root = \"backups\"",
+            "backup_root = \"backups\"\nretention = { keep_monthly = 6, keep_within = \"6m\" }",
+        );
+        let e = parse(&text).unwrap_err();
+        assert_eq!(
+            e.field.as_deref(),
+            Some("jobs.mailwise.retention.keep_within"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("\"6mo\""), "{e}");
         let e = parse(&GOOD.replace("backup_root =", "backup_rot =")).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("jobs.mailwise.backup_rot"), "{e}");
         assert_eq!(
