@@ -162,12 +162,14 @@ impl Observer for Console {
                 set,
                 path,
                 files,
+                bytes,
                 bytes_copied,
                 files_linked,
                 kept,
             } => self.line(&format!(
-                "  backup set {set} {}: {files} file(s), {} copied, {files_linked} linked from the previous set ({})",
+                "  backup set {set} {}: {files} file(s) of {}, {} copied, {files_linked} linked from the previous set ({})",
                 if kept.is_some() { "KEPT, INCOMPLETE" } else { "complete" },
+                size(*bytes),
                 size(*bytes_copied),
                 path.display()
             )),

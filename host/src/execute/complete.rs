@@ -80,6 +80,7 @@ impl Executor<'_> {
             set: set.id.clone(),
             path: set.path(),
             files: m.files().len() as u64,
+            bytes: m.files().values().map(|e| e.size).sum(),
             bytes_copied: copied,
             files_linked: linked,
             kept: kept.map(str::to_string),

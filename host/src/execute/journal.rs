@@ -68,6 +68,10 @@ pub enum Record {
         path: PathBuf,
         /// Files in it.
         files: u64,
+        /// Bytes of its files, linked ones too: the set's size (journals before 0.1 of the
+        /// operators' metrics lack it).
+        #[serde(default)]
+        bytes: u64,
         /// Bytes copied (linked files not counted).
         bytes_copied: u64,
         /// Files hard-linked from the previous set.
@@ -382,7 +386,7 @@ pub fn finished_run(
     job: &str,
     op: &str,
     pid: u32,
-) -> Option<(PathBuf, Outcome)> {
+) -> Option<FinishedRun> {
     let suffix = format!("-{site}-{job}-{op}-{pid}.jsonl");
     let done = runs_dir(state).join("done");
     let mut names: Vec<PathBuf> = std::fs::read_dir(&done)
@@ -398,11 +402,37 @@ pub fn finished_run(
     // Run ids start with their time: the newest last.
     names.sort();
     let path = names.pop()?;
-    let outcome = read(&path).ok()?.into_iter().rev().find_map(|r| match r {
+    let records = read(&path).ok()?;
+    let set = records.iter().find_map(|r| match r {
+        Record::SetComplete {
+            set,
+            bytes,
+            kept: None,
+            ..
+        } => Some((set.clone(), *bytes)),
+        _ => None,
+    });
+    let outcome = records.into_iter().rev().find_map(|r| match r {
         Record::Finish { outcome, .. } => Some(outcome),
         _ => None,
     })?;
-    Some((path, outcome))
+    Some(FinishedRun {
+        journal: path,
+        outcome,
+        set,
+    })
+}
+
+/// A run that journaled its end, as [`finished_run`] finds it.
+#[derive(Debug, Clone)]
+pub struct FinishedRun {
+    /// Its journal.
+    pub journal: PathBuf,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// The good set it completed and the set's size in bytes (a set kept incomplete after a
+    /// point of no return is not one).
+    pub set: Option<(String, u64)>,
 }
 
 /// An unfinished run found in the state directory.

@@ -131,10 +131,12 @@ fn a_backup_is_journaled_copied_and_completed_with_a_manifest_that_verifies() {
         b"yes"
     );
     // The journal is finished: it says how the run ended, and no run is left to recover.
-    let (_, ended) =
-        journal::finished_run(&state, "test", "job", "backup", std::process::id()).unwrap();
-    assert_eq!(ended, o);
+    let ended = journal::finished_run(&state, "test", "job", "backup", std::process::id()).unwrap();
+    assert_eq!(ended.outcome, o);
     assert!(journal::unfinished(&state).unwrap().is_empty());
+    // It records the set's size: what the tree's three files hold.
+    let bytes = (b"alpha".len() + 100_000 + b"latin-1 name".len()) as u64;
+    assert_eq!(ended.set, Some((SET.to_string(), bytes)));
 }
 
 #[test]
@@ -217,8 +219,9 @@ fn a_group_runs_its_steps_together_and_each_is_journaled() {
         vec![7u8; 100_000]
     );
     assert!(crate::sets::manifest::verify(&set).unwrap().ok());
-    let (file, _) =
-        journal::finished_run(&state, "test", "job", "backup", std::process::id()).unwrap();
+    let file = journal::finished_run(&state, "test", "job", "backup", std::process::id())
+        .unwrap()
+        .journal;
     let mut ended: Vec<String> = journal::read(&file)
         .unwrap()
         .into_iter()

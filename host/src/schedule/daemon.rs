@@ -253,8 +253,8 @@ impl Daemon {
         }
         let now = self.now();
         for r in left {
-            let (status, summary) = runs::ended_before(&self.opts.state, &r);
-            self.history.finish(r.id, status, &summary, now)?;
+            let e = runs::ended_before(&self.opts.state, &r);
+            self.record_end(r.id, &e, now)?;
         }
         Ok(())
     }
@@ -451,16 +451,23 @@ impl Daemon {
         };
         let r = self.running.remove(pos);
         let code = exit.as_ref().ok().and_then(ExitStatus::code);
-        let (status, summary) = runs::ended(&self.opts.state, &r, &exit, stopped);
+        let e = runs::ended(&self.opts.state, &r, &exit, stopped);
         self.emit(Event::Ended {
             site: r.site.clone(),
             job: r.job.clone(),
             slot: r.slot,
-            status,
+            status: e.status,
             exit: code,
-            summary: summary.clone(),
+            summary: e.summary.clone(),
         });
-        self.history.finish(id, status, &summary, self.now())?;
+        self.record_end(id, &e, self.now())
+    }
+
+    fn record_end(&self, id: i64, e: &runs::Ended, now: Timestamp) -> Result<(), DaemonError> {
+        if let Some((set, bytes)) = &e.set {
+            self.history.set_written(id, set, *bytes)?;
+        }
+        self.history.finish(id, e.status, &e.summary, now)?;
         Ok(())
     }
 

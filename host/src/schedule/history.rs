@@ -9,6 +9,7 @@ use jiff::Timestamp;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// The history could not be read or written.
@@ -23,7 +24,7 @@ pub struct HistoryError {
 }
 
 /// How a slot ended, or that it has not.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SlotStatus {
     /// Its run is going on.
@@ -74,6 +75,18 @@ impl SlotStatus {
             _ => SlotStatus::Failed,
         }
     }
+
+    /// Every status, in the order of their declaration.
+    pub const ALL: [SlotStatus; 8] = [
+        SlotStatus::Running,
+        SlotStatus::Completed,
+        SlotStatus::Failed,
+        SlotStatus::Attention,
+        SlotStatus::Refused,
+        SlotStatus::BadInput,
+        SlotStatus::Skipped,
+        SlotStatus::Interrupted,
+    ];
 
     /// Its name in the database and in `hokan status`.
     pub fn as_str(self) -> &'static str {
@@ -135,6 +148,29 @@ pub struct SlotRow {
     pub summary: Option<String>,
     /// The run's output.
     pub log: Option<PathBuf>,
+    /// The good backup set its run completed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub set: Option<String>,
+    /// That set's size: the bytes of its files.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub set_bytes: Option<u64>,
+}
+
+/// One job's history in short, for metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobHistory {
+    /// The site.
+    pub site: String,
+    /// The job.
+    pub job: String,
+    /// The last run that ended (skipped slots had no run).
+    pub last_run: Option<SlotRow>,
+    /// The last run that completed.
+    pub last_success: Option<SlotRow>,
+    /// The last run that wrote a good set.
+    pub last_set: Option<SlotRow>,
+    /// How many of its slots are in each status (running ones included).
+    pub ended: BTreeMap<SlotStatus, u64>,
 }
 
 /// The history database.
@@ -167,8 +203,14 @@ CREATE TABLE IF NOT EXISTS seen (
 );
 ";
 
-const COLUMNS: &str =
-    "id, site, job, op, slot, status, attempts, started, finished, pid, summary, log";
+const COLUMNS: &str = "id, site, job, op, slot, status, attempts, started, finished, pid, summary, log, set_id, set_bytes";
+
+/// Columns added since the first schema, with their types: a history written by an older hokan
+/// gets them when it is opened (empty for its old rows).
+const ADDED: &[(&str, &str, &str)] = &[
+    ("slots", "set_id", "TEXT"),
+    ("slots", "set_bytes", "INTEGER"),
+];
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SlotRow> {
     let ts = |s: Option<String>| s.and_then(|s| s.parse::<Timestamp>().ok());
@@ -185,6 +227,8 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SlotRow> {
         pid: r.get(9)?,
         summary: r.get(10)?,
         log: r.get::<_, Option<Value>>(11)?.and_then(path_of),
+        set: r.get(12)?,
+        set_bytes: r.get::<_, Option<i64>>(13)?.map(|b| b.max(0) as u64),
     })
 }
 
@@ -222,6 +266,16 @@ impl History {
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
+        for (table, column, kind) in ADDED {
+            let has = conn
+                .prepare("SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2")
+                .and_then(|mut st| st.exists(params![table, column]))
+                .map_err(err)?;
+            if !has {
+                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))
+                    .map_err(err)?;
+            }
+        }
         Ok(History { conn, path })
     }
 
@@ -325,6 +379,83 @@ impl History {
             .map_err(|e| self.err(e))
     }
 
+    /// Records the good set a slot's run completed, and its size.
+    pub fn set_written(&self, id: i64, set: &str, bytes: u64) -> Result<(), HistoryError> {
+        self.conn
+            .execute(
+                "UPDATE slots SET set_id = ?2, set_bytes = ?3 WHERE id = ?1",
+                params![id, set, i64::try_from(bytes).unwrap_or(i64::MAX)],
+            )
+            .map(drop)
+            .map_err(|e| self.err(e))
+    }
+
+    /// What the history says of each job that has rows: its last run, last success, last set
+    /// and how many slots ended each way. Sorted by site and job. What `/metrics` serves.
+    pub fn jobs(&self) -> Result<Vec<JobHistory>, HistoryError> {
+        let mut out: BTreeMap<(String, String), JobHistory> = BTreeMap::new();
+        fn entry<'a>(
+            out: &'a mut BTreeMap<(String, String), JobHistory>,
+            site: &str,
+            job: &str,
+        ) -> &'a mut JobHistory {
+            out.entry((site.to_string(), job.to_string()))
+                .or_insert_with(|| JobHistory {
+                    site: site.to_string(),
+                    job: job.to_string(),
+                    ..JobHistory::default()
+                })
+        }
+        let mut counts = self
+            .conn
+            .prepare("SELECT site, job, status, COUNT(*) FROM slots GROUP BY site, job, status")
+            .map_err(|e| self.err(e))?;
+        let rows = counts
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    SlotStatus::parse(&r.get::<_, String>(2)?),
+                    r.get::<_, i64>(3)?,
+                ))
+            })
+            .and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>)
+            .map_err(|e| self.err(e))?;
+        for (site, job, status, n) in rows {
+            *entry(&mut out, &site, &job)
+                .ended
+                .entry(status)
+                .or_default() += n.max(0) as u64;
+        }
+        // The newest row of each job matching `filter`, by when it ended. `finished` is RFC 3339
+        // text written by one clock; it sorts in time order but for two ends within one second
+        // of which one fell on the whole second.
+        let newest = |filter: &str| -> Result<Vec<SlotRow>, HistoryError> {
+            let mut st = self
+                .conn
+                .prepare(&format!(
+                    "SELECT {COLUMNS} FROM (SELECT {COLUMNS}, ROW_NUMBER() OVER                      (PARTITION BY site, job ORDER BY finished DESC, id DESC) AS n                      FROM slots WHERE finished IS NOT NULL AND {filter}) WHERE n = 1"
+                ))
+                .map_err(|e| self.err(e))?;
+            st.query_map([], row)
+                .and_then(Iterator::collect)
+                .map_err(|e| self.err(e))
+        };
+        for r in newest("started IS NOT NULL AND status != 'running'")? {
+            let e = entry(&mut out, &r.site, &r.job);
+            e.last_run = Some(r);
+        }
+        for r in newest("status = 'completed'")? {
+            let e = entry(&mut out, &r.site, &r.job);
+            e.last_success = Some(r);
+        }
+        for r in newest("set_bytes IS NOT NULL")? {
+            let e = entry(&mut out, &r.site, &r.job);
+            e.last_set = Some(r);
+        }
+        Ok(out.into_values().collect())
+    }
+
     /// Records that a slot was held back, unless it already has a final row.
     pub fn skip(
         &self,
@@ -417,6 +548,7 @@ impl History {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use jiff::SignedDuration;
 
     fn t(s: &str) -> Timestamp {
         format!("2026-11-21T{s}:00Z").parse().unwrap()
@@ -468,6 +600,84 @@ mod tests {
         h.set_seen_until("s", "j", t("05:00")).unwrap();
         h.set_seen_until("s", "j", t("06:00")).unwrap();
         assert_eq!(h.seen_until("s", "j").unwrap(), Some(t("06:00")));
+    }
+
+    #[test]
+    fn each_job_s_last_run_success_and_set_and_its_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = History::open(dir.path()).unwrap();
+        let log = Path::new("/tmp/x.log");
+        let mut run = |job: &str, slot: &str, status: SlotStatus, set: Option<u64>| {
+            let id = h
+                .begin("s", job, "backup", t(slot), t(slot), log)
+                .unwrap()
+                .unwrap();
+            if let Some(bytes) = set {
+                h.set_written(id, &format!("set-{slot}"), bytes).unwrap();
+            }
+            h.finish(
+                id,
+                status,
+                status.as_str(),
+                t(slot) + SignedDuration::from_mins(5),
+            )
+            .unwrap();
+        };
+        run("a", "01:00", SlotStatus::Completed, Some(100));
+        run("a", "02:00", SlotStatus::Attention, Some(200));
+        run("a", "03:00", SlotStatus::Failed, None);
+        run("b", "01:00", SlotStatus::Completed, None);
+        h.skip("s", "a", "backup", t("04:00"), "held back", t("04:00"))
+            .unwrap();
+        let jobs = h.jobs().unwrap();
+        assert_eq!(
+            jobs.iter().map(|j| j.job.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        let a = &jobs[0];
+        // The skipped slot had no run: the last run is the failed one.
+        let last = a.last_run.as_ref().unwrap();
+        assert_eq!((last.status, last.slot), (SlotStatus::Failed, t("03:00")));
+        assert_eq!(a.last_success.as_ref().unwrap().slot, t("01:00"));
+        let set = a.last_set.as_ref().unwrap();
+        assert_eq!(
+            (set.set.as_deref(), set.set_bytes),
+            (Some("set-02:00"), Some(200))
+        );
+        let counts: Vec<(SlotStatus, u64)> = a.ended.iter().map(|(s, n)| (*s, *n)).collect();
+        assert_eq!(
+            counts,
+            [
+                (SlotStatus::Completed, 1),
+                (SlotStatus::Failed, 1),
+                (SlotStatus::Attention, 1),
+                (SlotStatus::Skipped, 1)
+            ]
+        );
+        assert_eq!(jobs[1].last_set, None);
+    }
+
+    #[test]
+    fn a_history_written_before_sets_were_recorded_opens_and_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = Connection::open(dir.path().join("history.sqlite")).unwrap();
+        old.execute_batch(SCHEMA).unwrap();
+        old.execute(
+            "INSERT INTO slots (site, job, op, slot, status, finished, summary) \
+             VALUES ('s', 'j', 'backup', ?1, 'completed', ?1, 'completed')",
+            params![t("02:10").to_string()],
+        )
+        .unwrap();
+        drop(old);
+        let h = History::open(dir.path()).unwrap();
+        let r = h.slot("s", "j", t("02:10")).unwrap().unwrap();
+        assert_eq!((r.status, r.set), (SlotStatus::Completed, None));
+        h.set_written(r.id, "20261121T021000Z", 7).unwrap();
+        drop(h);
+        // Opened again: the columns are not added twice.
+        let h = History::open(dir.path()).unwrap();
+        let r = h.slot("s", "j", t("02:10")).unwrap().unwrap();
+        assert_eq!(r.set_bytes, Some(7));
     }
 
     #[test]

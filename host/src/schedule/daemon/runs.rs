@@ -110,6 +110,17 @@ pub(super) fn spawn(
     cmd.spawn()
 }
 
+/// How a slot's run ended, for its history row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Ended {
+    /// The slot's final status.
+    pub status: SlotStatus,
+    /// What happened, in a line.
+    pub summary: String,
+    /// The good set it completed, and its size.
+    pub set: Option<(String, u64)>,
+}
+
 /// How a run the daemon awaited ended: its journal's finish record; for a run that never
 /// journaled, its exit status, with its log's last line (the error) as the summary. `stopped`:
 /// the daemon itself asked it to stop.
@@ -118,35 +129,48 @@ pub(super) fn ended(
     r: &Run,
     exit: &std::io::Result<ExitStatus>,
     stopped: bool,
-) -> (SlotStatus, String) {
+) -> Ended {
     let code = exit.as_ref().ok().and_then(ExitStatus::code);
     match finished_run(state, &r.site, &r.job, &r.op, r.pid) {
-        Some((_, o)) => (SlotStatus::of_outcome(&o, stopped), o.summary()),
-        None => (SlotStatus::of_exit(code, stopped), last_line(&r.log)),
+        Some(f) => Ended {
+            status: SlotStatus::of_outcome(&f.outcome, stopped),
+            summary: f.outcome.summary(),
+            set: f.set,
+        },
+        None => Ended {
+            status: SlotStatus::of_exit(code, stopped),
+            summary: last_line(&r.log),
+            set: None,
+        },
     }
 }
 
 /// How a run a previous daemon left going ended, once `hokan recover` has run: it finished on
 /// its own, or recovery finished it (its cleanup ran), or it left no journal.
-pub(super) fn ended_before(state: &Path, r: &SlotRow) -> (SlotStatus, String) {
+pub(super) fn ended_before(state: &Path, r: &SlotRow) -> Ended {
     let ended = r
         .pid
         .and_then(|pid| finished_run(state, &r.site, &r.job, &r.op, pid));
     match ended {
-        Some((_, o)) if o.status != RunStatus::Recovered => {
-            (SlotStatus::of_outcome(&o, false), o.summary())
-        }
-        Some((_, o)) => (
-            SlotStatus::Interrupted,
-            format!(
+        Some(f) if f.outcome.status != RunStatus::Recovered => Ended {
+            status: SlotStatus::of_outcome(&f.outcome, false),
+            summary: f.outcome.summary(),
+            set: f.set,
+        },
+        // Recovery removes a partial set, or finishes and keeps one (never a good one).
+        Some(f) => Ended {
+            status: SlotStatus::Interrupted,
+            summary: format!(
                 "the daemon stopped during the run; its cleanup ran ({})",
-                o.summary()
+                f.outcome.summary()
             ),
-        ),
-        None => (
-            SlotStatus::Interrupted,
-            "the daemon stopped during the run, which left no journal".to_string(),
-        ),
+            set: None,
+        },
+        None => Ended {
+            status: SlotStatus::Interrupted,
+            summary: "the daemon stopped during the run, which left no journal".to_string(),
+            set: None,
+        },
     }
 }
 
@@ -170,17 +194,36 @@ mod tests {
     use crate::execute::journal::{Journal, Record};
     use std::os::unix::process::ExitStatusExt;
 
-    /// A finished run's journal for `hq/mail backup`, run by process `pid`.
-    fn journal(state: &Path, pid: u32, outcome: Outcome) {
+    /// A finished run's journal for `hq/mail backup`, run by process `pid`: `before`, then
+    /// how it ended.
+    fn journal_of(state: &Path, pid: u32, before: &[Record], outcome: Outcome) {
         let finish = Record::Finish {
             outcome,
             at: "2026-12-01T17:00:00Z".into(),
         };
         let run = format!("20261201T170000Z-hq-mail-backup-{pid}");
-        Journal::create(state, &run, &finish)
-            .unwrap()
-            .close()
-            .unwrap();
+        let mut records = before.iter().chain([&finish]);
+        let mut j = Journal::create(state, &run, records.next().unwrap()).unwrap();
+        for r in records {
+            j.append(r).unwrap();
+        }
+        j.close().unwrap();
+    }
+
+    fn journal(state: &Path, pid: u32, outcome: Outcome) {
+        journal_of(state, pid, &[], outcome);
+    }
+
+    fn set_complete(kept: Option<&str>) -> Record {
+        Record::SetComplete {
+            set: "20261201T170000Z".into(),
+            path: "/srv/backup/hq/mail/20261201T170000Z".into(),
+            files: 3,
+            bytes: 1234,
+            bytes_copied: 1000,
+            files_linked: 1,
+            kept: kept.map(str::to_string),
+        }
     }
 
     fn run(state: &Path, pid: u32, log: &str) -> Run {
@@ -211,15 +254,32 @@ mod tests {
         journal(tmp.path(), 4242, kept.clone());
         // The log's wording (and the exit status) do not decide.
         let r = run(tmp.path(), 4242, "completed\n");
-        let (status, summary) = ended(tmp.path(), &r, &exit(0), false);
-        assert_eq!(status, SlotStatus::Attention);
-        assert_eq!(summary, kept.summary());
-        assert!(summary.contains("KEPT"), "{summary}");
+        let e = ended(tmp.path(), &r, &exit(0), false);
+        assert_eq!(e.status, SlotStatus::Attention);
+        assert_eq!(e.summary, kept.summary());
+        assert!(e.summary.contains("KEPT"), "{}", e.summary);
         // Another process's journal of the same job is not this run's.
         let other = run(tmp.path(), 4243, "error: the policy does not load\n\n");
-        let (status, summary) = ended(tmp.path(), &other, &exit(1), false);
-        assert_eq!(status, SlotStatus::BadInput);
-        assert_eq!(summary, "error: the policy does not load");
+        let e = ended(tmp.path(), &other, &exit(1), false);
+        assert_eq!(e.status, SlotStatus::BadInput);
+        assert_eq!(e.summary, "error: the policy does not load");
+        assert_eq!(e.set, None);
+    }
+
+    #[test]
+    fn a_run_s_good_set_and_its_size_come_from_its_journal_and_a_kept_set_is_not_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut done = Outcome::completed();
+        done.set = Some("20261201T170000Z".into());
+        journal_of(tmp.path(), 50, &[set_complete(None)], done);
+        let e = ended(tmp.path(), &run(tmp.path(), 50, ""), &exit(0), false);
+        assert_eq!(e.status, SlotStatus::Completed);
+        assert_eq!(e.set, Some(("20261201T170000Z".into(), 1234)));
+        let mut kept = Outcome::new(RunStatus::Failed);
+        kept.set_kept = Some("`check` failed after the point of no return `backup`".into());
+        journal_of(tmp.path(), 51, &[set_complete(Some("after backup"))], kept);
+        let e = ended(tmp.path(), &run(tmp.path(), 51, ""), &exit(4), false);
+        assert_eq!((e.status, e.set), (SlotStatus::Attention, None));
     }
 
     #[test]
@@ -238,24 +298,29 @@ mod tests {
             pid,
             summary: None,
             log: None,
+            set: None,
+            set_bytes: None,
         };
         journal(tmp.path(), 10, Outcome::completed());
         let mut recovered = Outcome::new(RunStatus::Recovered);
         recovered.step = Some("stop-services".into());
         journal(tmp.path(), 11, recovered);
+        let e = ended_before(tmp.path(), &row(Some(10)));
         assert_eq!(
-            ended_before(tmp.path(), &row(Some(10))),
-            (SlotStatus::Completed, "completed".to_string())
+            (e.status, e.summary.as_str()),
+            (SlotStatus::Completed, "completed")
         );
-        let (status, summary) = ended_before(tmp.path(), &row(Some(11)));
-        assert_eq!(status, SlotStatus::Interrupted);
+        let e = ended_before(tmp.path(), &row(Some(11)));
+        assert_eq!(e.status, SlotStatus::Interrupted);
         assert!(
-            summary.contains("its cleanup ran (recovered: the run died after `stop-services`"),
-            "{summary}"
+            e.summary
+                .contains("its cleanup ran (recovered: the run died after `stop-services`"),
+            "{}",
+            e.summary
         );
-        let (status, summary) = ended_before(tmp.path(), &row(None));
-        assert_eq!(status, SlotStatus::Interrupted);
-        assert!(summary.contains("left no journal"), "{summary}");
+        let e = ended_before(tmp.path(), &row(None));
+        assert_eq!(e.status, SlotStatus::Interrupted);
+        assert!(e.summary.contains("left no journal"), "{}", e.summary);
     }
 
     #[test]
