@@ -47,6 +47,29 @@ pub fn hokan_bin() -> PathBuf {
     bin
 }
 
+/// Prometheus' `promtool`: the one `cargo xtask test` unpacks from Debian's `prometheus`
+/// package into `<target>/tools/deb/`, or one on the PATH; a panic that says how to get it.
+pub fn promtool() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    if let Some(p) = exe
+        .ancestors()
+        .nth(3)
+        .map(|target| target.join("tools/deb/prometheus/usr/bin/promtool"))
+        .filter(|p| p.exists())
+    {
+        return p;
+    }
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("promtool"))
+            .find(|p| p.is_file())
+    });
+    on_path.expect(
+        "promtool is missing: `cargo xtask test` unpacks it from Debian's prometheus package \
+         into <target>/tools/deb/ (or install the package)",
+    )
+}
+
 /// The median of some timings.
 pub fn median(mut v: Vec<std::time::Duration>) -> std::time::Duration {
     v.sort();

@@ -8,6 +8,7 @@ mod exchange;
 mod execute;
 mod groupmax;
 mod mailwise;
+mod monitoring;
 mod schedule;
 mod simulate;
 mod standin_site;

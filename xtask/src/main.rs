@@ -271,26 +271,74 @@ fn tools() -> Result<()> {
     apt_install(&missing)
 }
 
+/// `apt-get ARGS` as root (through sudo when not root), without questions.
+fn apt(args: &[&str]) -> Command {
+    let sudo = !is_root();
+    let mut c = Command::new(if sudo { "sudo" } else { "apt-get" });
+    if sudo {
+        c.arg("apt-get");
+    }
+    c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+    c
+}
+
 /// `apt-get update` and `apt-get install` of `packages` (through sudo when not root).
 fn apt_install(packages: &[&str]) -> Result<()> {
-    let sudo = !is_root();
-    let apt = |args: &[&str]| {
-        let mut c = Command::new(if sudo { "sudo" } else { "apt-get" });
-        if sudo {
-            c.arg("apt-get");
-        }
-        c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
-        c
-    };
     run(&mut apt(&["update", "-q"]))?;
     let mut install = apt(&["install", "-y", "-q", "--no-install-recommends"]);
     install.args(packages);
     run(&mut install)
 }
 
+/// Programs the tests take from a Debian package that is unpacked, not installed, into
+/// `<target>/tools/deb/<package>/`: installing `prometheus` would start a Prometheus server
+/// on the machine, and the tests want only its `promtool`.
+const UNPACKED: &[(&str, &str)] = &[("promtool", "prometheus")];
+
+fn unpacked_tools() -> Result<()> {
+    let dir = target_dir().join("tools/deb");
+    for (bin, pkg) in UNPACKED {
+        let dest = dir.join(pkg);
+        if dest.join("usr/bin").join(bin).exists() {
+            continue;
+        }
+        let download = dir.join(format!("{pkg}.download"));
+        let _ = std::fs::remove_dir_all(&download);
+        std::fs::create_dir_all(&download)?;
+        eprintln!(
+            "unpacking {bin} from Debian's {pkg} package into {} (the package is not installed)",
+            dest.display()
+        );
+        let mut get = Command::new("apt-get");
+        get.args(["download", "-q", pkg]).current_dir(&download);
+        if run(&mut get).is_err() {
+            // A fresh machine has no package lists yet.
+            run(&mut apt(&["update", "-q"]))?;
+            run(&mut get)?;
+        }
+        let deb = std::fs::read_dir(&download)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.extension().is_some_and(|x| x == "deb"))
+            .with_context(|| {
+                format!(
+                    "apt-get download {pkg} left no .deb in {}",
+                    download.display()
+                )
+            })?;
+        let partial = dir.join(format!("{pkg}.partial"));
+        let _ = std::fs::remove_dir_all(&partial);
+        run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&partial))?;
+        let _ = std::fs::remove_dir_all(&dest);
+        std::fs::rename(&partial, &dest)?;
+        std::fs::remove_dir_all(&download)?;
+    }
+    Ok(())
+}
+
 fn test() -> Result<()> {
     plugins()?;
     tools()?;
+    unpacked_tools()?;
     // The CLI tests run the `hokan` binary itself; `cargo test` alone does not build it.
     run(cargo().args(["build", "--workspace", "--bins"]))?;
     run(cargo().args(["test", "--workspace", "--all-targets"]))?;

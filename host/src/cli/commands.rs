@@ -84,7 +84,11 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
             until,
             json,
         } => super::scheduling::schedule(cli, policies, from.as_deref(), until.as_deref(), *json),
-        Command::Daemon { policies } => super::scheduling::daemon(cli, policies),
+        Command::Daemon {
+            policies,
+            http,
+            http_token_file,
+        } => super::scheduling::daemon(cli, policies, *http, http_token_file.as_deref()),
         Command::Status { json } => super::scheduling::status(cli, *json),
     }
 }

@@ -192,6 +192,14 @@ pub enum Command {
     Daemon {
         /// The policy directory (or one policy file).
         policies: PathBuf,
+        /// Serve `/metrics` (Prometheus' text format) on this address, e.g. 127.0.0.1:9797.
+        /// Any address but loopback needs --http-token-file.
+        #[arg(long, value_name = "ADDR")]
+        http: Option<std::net::SocketAddr>,
+        /// A file holding the bearer token HTTP requests must carry (`Authorization: Bearer
+        /// TOKEN`); a file rather than an argument, so that `ps` does not show it.
+        #[arg(long, value_name = "FILE", requires = "http")]
+        http_token_file: Option<PathBuf>,
     },
     /// Ask the running daemon for its next runs, running and waiting jobs, last results and
     /// policy errors.

@@ -187,13 +187,22 @@ pub fn preview_text(sched: &Scheduler, pols: &[Policy], p: &Preview) -> String {
     out
 }
 
-pub(super) fn daemon(cli: &Cli, policies: &Path) -> Result<ExitCode> {
+pub(super) fn daemon(
+    cli: &Cli,
+    policies: &Path,
+    http: Option<std::net::SocketAddr>,
+    token_file: Option<&Path>,
+) -> Result<ExitCode> {
     if !policies.exists() {
         return Err(anyhow!(
             "{} does not exist; give the directory of the site policies",
             policies.display()
         ));
     }
+    let http = http
+        .map(|addr| daemon::HttpOptions::new(addr, token_file))
+        .transpose()
+        .map_err(|e| anyhow!(e))?;
     hokan::execute::journal::check_state_dir(&cli.state_dir)?;
     // A fast clock for the daemon's end-to-end tests; the product ignores the variable.
     let clock = match hokan::test_hooks::var("HOKAN_TEST_CLOCK") {
@@ -214,6 +223,7 @@ pub(super) fn daemon(cli: &Cli, policies: &Path) -> Result<ExitCode> {
                 println!("hokan daemon: {e}");
             }
         }),
+        http,
     };
     let rt = runtime(cli)?;
     let dir = PluginDir(cli.plugin_dir.clone());

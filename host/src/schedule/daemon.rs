@@ -31,6 +31,8 @@ use tokio::task::JoinSet;
 
 mod clock;
 mod event;
+mod http;
+pub mod metrics;
 mod policies;
 mod runs;
 mod status;
@@ -40,6 +42,7 @@ use runs::Run;
 
 pub use clock::Clock;
 pub use event::{Event, Events};
+pub use http::HttpOptions;
 pub use status::{NextRun, Status, Waiting, ask_status};
 
 /// Why the daemon could not start or go on.
@@ -70,6 +73,8 @@ pub struct Options {
     pub clock: Clock,
     /// Who hears what the daemon does.
     pub events: Events,
+    /// Where it serves `/metrics`, if anywhere.
+    pub http: Option<HttpOptions>,
 }
 
 impl std::fmt::Debug for Options {
@@ -81,6 +86,7 @@ impl std::fmt::Debug for Options {
             .field("cache_dir", &self.cache_dir)
             .field("hokan", &self.hokan)
             .field("clock", &self.clock)
+            .field("http", &self.http)
             .finish_non_exhaustive()
     }
 }
@@ -105,6 +111,8 @@ struct Daemon {
     looked: BTreeMap<(String, String), Timestamp>,
     /// When `seen` was last written to the history.
     last_seen_write: Instant,
+    /// When it started, by its clock.
+    started: Timestamp,
 }
 
 /// How often the history's `seen` marks are written (a restart looks again at slots up to this
@@ -148,13 +156,32 @@ pub async fn run(opts: Options, describe: Describe) -> Result<(), DaemonError> {
         last_reload: Instant::now(),
         looked: BTreeMap::new(),
         last_seen_write: Instant::now(),
+        started: Timestamp::UNIX_EPOCH,
     };
+    d.started = d.now();
     d.recover().await?;
     d.reload(true);
     let sock = d.opts.state.join("daemon.sock");
     let _ = std::fs::remove_file(&sock);
     let listener = UnixListener::bind(&sock)
         .map_err(|e| DaemonError::Setup(format!("cannot listen on {}: {e}", sock.display())))?;
+    // Requests to the HTTP server are answered here, in the loop that owns the history. The
+    // loop keeps a sender, so that without a server the channel stays open and quiet.
+    let (ask_tx, mut asks) = tokio::sync::mpsc::channel::<http::Ask>(16);
+    let server = match &d.opts.http {
+        Some(h) => {
+            let (bound, task) = http::serve(h, ask_tx.clone()).await?;
+            let file = d.opts.state.join("http.addr");
+            std::fs::write(&file, format!("{bound}\n"))
+                .map_err(|e| DaemonError::Setup(format!("cannot write {}: {e}", file.display())))?;
+            d.emit(Event::Serving {
+                url: format!("http://{bound}/metrics"),
+                token: h.token.is_some(),
+            });
+            Some(task)
+        }
+        None => None,
+    };
     tracing::info!("hokan daemon: {} job(s) scheduled", d.sched.jobs().len());
     d.emit(Event::Watching {
         policies: d.opts.policies.clone(),
@@ -178,9 +205,15 @@ pub async fn run(opts: Options, describe: Describe) -> Result<(), DaemonError> {
                     let _ = stream.shutdown().await;
                 }
             }
+            Some(ask) = asks.recv() => d.answer(ask),
             _ = tokio::time::sleep(tick) => d.tick()?,
         }
     };
+    if let Some(task) = server {
+        task.abort();
+        let _ = std::fs::remove_file(d.opts.state.join("http.addr"));
+    }
+    drop(ask_tx);
     d.emit(Event::Stopping {
         why,
         runs: d.running.len(),
@@ -490,6 +523,64 @@ impl Daemon {
         Ok(())
     }
 
+    /// Answers a request of the HTTP server.
+    fn answer(&self, ask: http::Ask) {
+        match ask {
+            http::Ask::Metrics(reply) => {
+                let text = self
+                    .metrics()
+                    .map_err(|e| e.to_string())
+                    .and_then(|s| metrics::render(&s).map_err(|e| e.to_string()));
+                let _ = reply.send(text);
+            }
+        }
+    }
+
+    fn metrics(&self) -> Result<metrics::Snapshot, DaemonError> {
+        let now = self.now();
+        let mut history: BTreeMap<(String, String), _> = self
+            .history
+            .jobs()?
+            .into_iter()
+            .map(|h| ((h.site.clone(), h.job.clone()), h))
+            .collect();
+        let jobs = self
+            .sched
+            .jobs()
+            .iter()
+            .enumerate()
+            .map(|(i, j)| metrics::JobMetrics {
+                site: j.site.clone(),
+                job: j.job.clone(),
+                op: j.op.clone(),
+                next_slot: self.next_slot(i, now),
+                expected_interval: self.sched.expected_interval(i, now),
+                running: self
+                    .running
+                    .iter()
+                    .any(|r| r.site == j.site && r.job == j.job),
+                history: history
+                    .remove(&(j.site.clone(), j.job.clone()))
+                    .unwrap_or_default(),
+            })
+            .collect();
+        Ok(metrics::Snapshot {
+            now,
+            started: self.started,
+            jobs,
+            policy_errors: self.policies.errors().len(),
+            recovery_attention: self.recovery_attention.is_some(),
+        })
+    }
+
+    /// Job `i`'s next slot after `now`.
+    fn next_slot(&self, i: usize, now: Timestamp) -> Option<Timestamp> {
+        self.sched
+            .slots(i, now + SignedDuration::from_secs(1), now + LOOKBACK)
+            .first()
+            .copied()
+    }
+
     fn status(&self) -> Result<Status, DaemonError> {
         let now = self.now();
         let next = self
@@ -498,10 +589,7 @@ impl Daemon {
             .iter()
             .enumerate()
             .filter_map(|(i, j)| {
-                let slot = *self
-                    .sched
-                    .slots(i, now + SignedDuration::from_secs(1), now + LOOKBACK)
-                    .first()?;
+                let slot = self.next_slot(i, now)?;
                 Some(NextRun {
                     site: j.site.clone(),
                     job: j.job.clone(),

@@ -390,6 +390,33 @@ impl Scheduler {
         j.calendar.instants(&j.tz, from, until)
     }
 
+    /// The longest gap between job `i`'s slots, from the last one before `now` to the eighth
+    /// after it: how long a job may go between successes without anything being wrong (a
+    /// weekday job's is three days, from Friday to Monday; a daily job's is a day, or a day and
+    /// an hour across a clock change). `/metrics` serves it so that an alert rule needs no
+    /// hard-coded "25 hours". `None` when fewer than two slots fall within a year or so.
+    pub fn expected_interval(&self, i: usize, now: Timestamp) -> Option<SignedDuration> {
+        let day = SignedDuration::from_hours(24);
+        let year = SignedDuration::from_hours(24 * 400);
+        let after = now + SignedDuration::from_secs(1);
+        // Looked for in widening spans, so that a minutely calendar is not expanded for a year.
+        let mut before = None;
+        let mut back = day;
+        while before.is_none() && back <= year {
+            before = self.slots(i, now - back, after).last().copied();
+            back *= 8;
+        }
+        let mut next = Vec::new();
+        let mut ahead = day;
+        while next.len() < 8 && ahead <= year * 2 {
+            next = self.slots(i, after, after + ahead);
+            ahead *= 8;
+        }
+        next.truncate(8);
+        let slots: Vec<Timestamp> = before.into_iter().chain(next).collect();
+        slots.windows(2).map(|w| w[1].duration_since(w[0])).max()
+    }
+
     /// Job `i`'s windows in `[from, until)`, if it has one.
     pub fn windows(
         &self,
@@ -649,6 +676,7 @@ pub fn load(describe: Describer<'_>, dir: &PluginDir, policies: &[Policy]) -> Lo
 mod tests {
     use super::*;
     use crate::describe::testing::{conflict, description};
+    use crate::policy::Schedule;
     use std::cell::Cell;
     use std::path::Path;
 
@@ -712,6 +740,27 @@ estimate = "1h"
 
     fn at(s: &str) -> Timestamp {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_expected_interval_is_the_longest_gap_around_now() {
+        // In minutes, on Wednesday 2 December 2026 (Tokyo, which keeps no summer time).
+        let of = |schedule: &str| {
+            let mut p = policy("");
+            p.jobs.get_mut("first").unwrap().schedule = Some(Schedule::parse(schedule).unwrap());
+            let sched = Scheduler::new(loaded(&p).jobs);
+            let i = sched.jobs().iter().position(|j| j.job == "first").unwrap();
+            sched
+                .expected_interval(i, at("2026-12-02T12:00:00Z"))
+                .map(|d| d.as_secs() / 60)
+        };
+        assert_eq!(of("daily at 02:00"), Some(24 * 60));
+        // Monday to Friday: the weekend's gap, on a Wednesday too.
+        assert_eq!(of("0 2 * * 1-5"), Some(72 * 60));
+        assert_eq!(of("monthly on 1 at 02:00"), Some(31 * 24 * 60));
+        assert_eq!(of("*/5 * * * *"), Some(5));
+        // 29 February comes once in four years: no second slot within the look-ahead.
+        assert_eq!(of("0 2 29 2 *"), None);
     }
 
     #[test]

@@ -15,6 +15,13 @@ pub enum Event {
         /// The status socket.
         socket: PathBuf,
     },
+    /// The HTTP server listens.
+    Serving {
+        /// Where `/metrics` is.
+        url: String,
+        /// Requests must carry the bearer token.
+        token: bool,
+    },
     /// A run a previous daemon started is still finishing its cleanup.
     WaitingForEarlierRun {
         /// Its site.
@@ -142,6 +149,15 @@ impl std::fmt::Display for Event {
                 "watching {}, {jobs} scheduled job(s); status on {}",
                 policies.display(),
                 socket.display()
+            ),
+            Event::Serving { url, token } => write!(
+                f,
+                "serving {url}{}",
+                if *token {
+                    " (requests need the bearer token)"
+                } else {
+                    ""
+                }
             ),
             Event::WaitingForEarlierRun { site, job, pid } => write!(
                 f,
