@@ -95,8 +95,17 @@ pub fn check_job(policy: &Policy, job: &Job, d: &Description) -> Vec<Finding> {
             &job.services.keys().collect::<Vec<_>>(),
         ),
     ];
+    // A job that only tests restores runs no command and no service: none need mapping.
+    let only_restore_tests = !job.operations.is_empty()
+        && job
+            .operations
+            .iter()
+            .all(|o| o == crate::sets::tested::OPERATION);
     for (field, noun, verb, declared, mapped) in kinds {
-        for n in declared.iter().filter(|n| !mapped.contains(&&n.name)) {
+        let unmapped = declared
+            .iter()
+            .filter(|n| !mapped.contains(&&n.name) && !only_restore_tests);
+        for n in unmapped {
             err(
                 false,
                 field,
@@ -312,6 +321,36 @@ services = { other = { start = ["a"], stop = ["b"] } }
                 .starts_with("/etc/hokan/site.toml:5:1: "),
             "{}",
             findings[0].message
+        );
+    }
+
+    #[test]
+    fn a_job_that_only_tests_restores_needs_no_command_or_service_mapped() {
+        let mut d = description();
+        d.operations.push(OperationInfo {
+            name: crate::sets::tested::OPERATION.into(),
+            description: String::new(),
+            sets: SetUse::Reads,
+            leaves_maintenance: false,
+        });
+        let text = |ops: &str| {
+            let policy = Policy::parse(
+                Path::new("/etc/hokan/site.toml"),
+                &format!(
+                    "[site]\nname = \"s\"\n\n[jobs.j]\nplugin = \"product\"\n                     operations = {ops}\nroots = {{ data = \"/d\" }}\nbackup_root = \"/b\"\n"
+                ),
+            )
+            .unwrap();
+            check_job(&policy, policy.job("j").unwrap(), &d)
+                .into_iter()
+                .map(|f| f.message)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(text(r#"["restore-test"]"#), Vec::<String>::new());
+        let both = text(r#"["backup", "restore-test"]"#);
+        assert!(
+            both.iter().any(|m| m.contains("`ctl` is not mapped")),
+            "{both:?}"
         );
     }
 

@@ -1507,3 +1507,175 @@ fn a_backup_with_a_missing_mirror_completes_needing_attention_and_its_restore_re
     );
     assert_eq!(snapshot(&site.path("data")), before);
 }
+
+/// The names in a job's sets directory, dot-files too: what a restore test leaves there.
+fn sets_dir_names(site: &RunSite) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(site.path("backups/test-site/mailwise"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    v.sort();
+    v
+}
+
+/// The restore test `hokan sets --json` shows for set `id`.
+fn restore_test_of(site: &RunSite, id: &str) -> serde_json::Value {
+    let policy = site.path("site.toml");
+    let out = site.hokan(
+        &[
+            "sets",
+            policy.to_str().unwrap(),
+            "--job",
+            "mailwise",
+            "--json",
+        ],
+        &[],
+    );
+    ok(&out);
+    let v: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    v.into_iter()
+        .find(|s| s["id"] == id)
+        .map(|s| s["restore_test"].clone())
+        .unwrap_or_else(|| panic!("no set {id}"))
+}
+
+/// A restore test restores the newest set into a scratch directory beside the sets, checks it
+/// there (every database with its mirror, every entry against the manifest) and records that it
+/// passed; the live tree is untouched to the byte and no product command runs. A set damaged
+/// since it was written fails, naming the file, and is recorded so; a test killed half way
+/// leaves neither its tree nor a result; and retention keeps the newest set that passed.
+#[test]
+fn a_restore_test_checks_a_set_beside_the_sets_and_never_touches_the_live_tree() {
+    let site = RunSite::new();
+    let policy = site.path("site.toml");
+    let policy = policy.to_str().unwrap();
+    ok(&site.run("mailwise", "backup", &[], &[]));
+    let (first, _) = site.sets().remove(0);
+    let live = listing(&site.path("data"));
+    let calls = site.calls();
+    let out = site.hokan(&["restore-test", policy, "--job", "mailwise"], &[]);
+    ok(&out);
+    let said = text(&out.stdout);
+    assert!(
+        said.contains(&format!("restore test of {first}: passed")),
+        "{said}"
+    );
+    assert!(said.contains("check-mirrors"), "{said}");
+    assert_eq!(
+        listing(&site.path("data")),
+        live,
+        "a restore test changed the live tree"
+    );
+    assert_eq!(site.calls(), calls, "a restore test ran a product command");
+    assert_eq!(
+        sets_dir_names(&site),
+        [first.clone(), format!("{first}.restore-test.json")],
+        "the scratch directory is left"
+    );
+    let t = restore_test_of(&site, &first);
+    assert_eq!(t["ok"], true, "{t}");
+    assert_eq!(t["set"], first.as_str());
+
+    // A mail source damaged in the set, its size kept: the test restores it and finds out.
+    let victim = std::fs::read_dir(site.set_dir(&first).join("file"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_dir())
+        .and_then(|ws| walk_files(&ws).into_iter().next())
+        .expect("a mail source in the set");
+    let mut bytes = std::fs::read(&victim).unwrap();
+    bytes[0] ^= 0x55;
+    std::fs::write(&victim, &bytes).unwrap();
+    let rel = victim
+        .strip_prefix(site.set_dir(&first))
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let out = site.hokan(
+        &["restore-test", policy, "--job", "mailwise", "--set", &first],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stdout));
+    let said = text(&out.stdout);
+    assert!(
+        said.contains(&format!("restore test of {first}: FAILED")),
+        "{said}"
+    );
+    assert!(said.contains(&rel), "the failure names {rel}: {said}");
+    let t = restore_test_of(&site, &first);
+    assert_eq!(t["ok"], false, "{t}");
+    assert!(t["problem"].as_str().unwrap().contains(&rel), "{t}");
+    assert_eq!(listing(&site.path("data")), live);
+    let shown = site.hokan(&["sets", policy, "--job", "mailwise"], &[]);
+    assert!(
+        text(&shown.stdout).contains("restore-tested"),
+        "{}",
+        text(&shown.stdout)
+    );
+    assert!(
+        text(&shown.stdout).contains("FAILED"),
+        "{}",
+        text(&shown.stdout)
+    );
+
+    // Killed after its first copy: recovery removes the scratch tree and records nothing.
+    wait_for_next_second();
+    ok(&site.run("mailwise", "backup", &[], &[]));
+    let second = site.sets().last().unwrap().0.clone();
+    let out = site.hokan(
+        &["restore-test", policy, "--job", "mailwise"],
+        &[("HOKAN_TEST_KILL_AFTER", "restore-data")],
+    );
+    assert!(killed(&out), "{}", text(&out.stderr));
+    assert!(
+        sets_dir_names(&site)
+            .iter()
+            .any(|n| n.starts_with(".restore-test.")),
+        "{:?}",
+        sets_dir_names(&site)
+    );
+    ok(&site.hokan(&["recover", policy], &[]));
+    assert!(
+        !sets_dir_names(&site)
+            .iter()
+            .any(|n| n.starts_with(".restore-test.")),
+        "{:?}",
+        sets_dir_names(&site)
+    );
+    assert_eq!(restore_test_of(&site, &second), serde_json::Value::Null);
+
+    // The second set passes; two more backups, and `keep_last = 2` would prune it: it is the
+    // newest set known to restore, so it stays, and the damaged first set goes.
+    ok(&site.hokan(&["restore-test", policy, "--job", "mailwise"], &[]));
+    for _ in 0..2 {
+        wait_for_next_second();
+        ok(&site.run("mailwise", "backup", &[], &[]));
+    }
+    let ids: Vec<String> = site.sets().into_iter().map(|(id, _)| id).collect();
+    assert_eq!(ids.len(), 3, "{ids:?}");
+    assert_eq!(ids[0], second, "{ids:?}");
+    assert!(!ids.contains(&first));
+    assert!(
+        !sets_dir_names(&site).contains(&format!("{first}.restore-test.json")),
+        "a pruned set's record outlives it"
+    );
+    assert_eq!(listing(&site.path("data")).len(), live.len());
+}
+
+/// The regular files below `dir`, in name order.
+fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    entries.sort();
+    let mut out = Vec::new();
+    for p in entries {
+        if p.is_dir() {
+            out.extend(walk_files(&p));
+        } else if p.is_file() {
+            out.push(p);
+        }
+    }
+    out
+}

@@ -188,6 +188,18 @@ fn plan_maintenance_on_and_off() {
 }
 
 #[test]
+fn plan_restore_test() {
+    let site = site();
+    let doc = plan(&site, "mailwise", "restore-test");
+    assert_eq!(
+        doc.set.as_deref(),
+        Some(FRESH_SET),
+        "the newest set by default"
+    );
+    snapshot!("restore-test", doc);
+}
+
+#[test]
 fn plan_archive() {
     let site = site();
     snapshot!("archive", plan(&site, "mailwise", "archive"));

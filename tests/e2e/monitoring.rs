@@ -199,6 +199,26 @@ fn metrics_after_a_night_of_the_bundled_policies_match_the_history_and_pass_prom
         );
         std::thread::sleep(Duration::from_millis(200));
     };
+    // The operator proves Tokyo's newest set by a restore test, between two scrapes.
+    let tokyo = policies.join("tokyo-hq.toml");
+    let out = hokan_command(
+        dir,
+        &["restore-test", tokyo.to_str().unwrap(), "--job", "mailwise"],
+        &[("STANDIN_STATE", standins.to_str().unwrap())],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let tokyo_sets = dir.join("demo/tokyo-hq/backups/tokyo-hq/mailwise");
+    let tested =
+        hokan::sets::tested::newest_passed(&tokyo_sets, &hokan::sets::list(&tokyo_sets).unwrap())
+            .and_then(|id| hokan::sets::tested::last(&tokyo_sets, &id))
+            .expect("the restore test's record");
     let (code, doc) = get(&addr, "/metrics", None);
     assert_eq!(code, 200, "{doc}");
     // Nothing runs between the history read and the scrape: the next slots are a day away.
@@ -362,7 +382,25 @@ fn metrics_after_a_night_of_the_bundled_policies_match_the_history_and_pass_prom
         ),
         Some(0.0)
     );
-    assert_eq!(m.get("hokan_daemon_jobs").copied(), Some(6.0), "{doc}");
+    // Restore tests: Tokyo's, when it passed; none elsewhere.
+    let tested_at: jiff::Timestamp = tested.tested_at.parse().unwrap();
+    assert_eq!(
+        v(
+            "hokan_job_last_restore_test_pass_timestamp_seconds",
+            "tokyo-hq",
+            "mailwise"
+        ),
+        Some(tested_at.as_second() as f64)
+    );
+    assert_eq!(
+        v(
+            "hokan_job_last_restore_test_pass_timestamp_seconds",
+            "kyoto-exchange",
+            "exchange"
+        ),
+        Some(0.0)
+    );
+    assert_eq!(m.get("hokan_daemon_jobs").copied(), Some(7.0), "{doc}");
     assert_eq!(m.get("hokan_daemon_policy_errors").copied(), Some(0.0));
 }
 

@@ -473,11 +473,9 @@ fn demo() -> Result<()> {
         "--until",
         "2026-10-29T00:00:00Z",
     ]))?;
-    // The set just written: listed, re-hashed against its manifest, and restored (over the
-    // live data, and onto the freshly installed standby). --yes confirms the restores' final
+    // The set just written: re-hashed against its manifest, proved by a restore test, listed,
+    // and restored (over the live data, and onto the freshly installed standby). --yes confirms the restores' final
     // manual step (look at mailwise in a browser), which nobody can do in a demo.
-    println!("\n=== hokan sets {policy} --job mailwise");
-    run(&mut hokan(&["sets", policy, "--job", "mailwise"]))?;
     let sets_dir = demo.join("tokyo-hq/backups/tokyo-hq/mailwise");
     let newest = std::fs::read_dir(&sets_dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -486,6 +484,12 @@ fn demo() -> Result<()> {
         .context("the demo backup wrote no set")?;
     println!("\n=== hokan verify {}", newest.display());
     run(&mut hokan(&["verify", &newest.to_string_lossy()]))?;
+    // A restore test: the set restored beside the sets and checked there, never over the live
+    // data; `hokan sets` then shows that it passed.
+    println!("\n=== hokan restore-test {policy} --job mailwise");
+    run(&mut hokan(&["restore-test", policy, "--job", "mailwise"]))?;
+    println!("\n=== hokan sets {policy} --job mailwise");
+    run(&mut hokan(&["sets", policy, "--job", "mailwise"]))?;
     println!("\n=== hokan run {policy} --job mailwise --op restore --yes");
     run(&mut hokan(&[
         "run", policy, "--job", "mailwise", "--op", "restore", "--yes",

@@ -68,6 +68,25 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
             },
         ),
         Command::Run(args) => super::execution::run(cli, args),
+        Command::RestoreTest {
+            policy,
+            job,
+            set,
+            json,
+        } => super::execution::run(
+            cli,
+            &super::RunArgs {
+                policy: policy.clone(),
+                policy_origin: None,
+                job: job.clone(),
+                op: hokan::sets::tested::OPERATION.into(),
+                set: set.clone(),
+                yes: false,
+                no_links: false,
+                window: None,
+                json: *json,
+            },
+        ),
         Command::Recover {
             policies,
             yes,
@@ -503,14 +522,12 @@ fn simulate(cli: &Cli, a: &SimulateArgs<'_>) -> Result<ExitCode> {
                     .collect(),
             };
             for op in &ops {
-                runs.push(simulate::simulate_op(
-                    &rt.bind(&plugin),
-                    pol,
-                    job,
-                    op,
-                    &world,
-                    a.mode,
-                )?);
+                let r = simulate::simulate_op(&rt.bind(&plugin), pol, job, op, &world, a.mode)?;
+                // Asked for by name, an operation that cannot be rehearsed is an error.
+                if let (Some(_), Some(why)) = (a.op, &r.not_simulated) {
+                    bail!("{}: {why}", r.name());
+                }
+                runs.push(r);
             }
         }
     }

@@ -169,6 +169,30 @@ pub(super) fn run(cli: &Cli, a: &RunArgs) -> Result<ExitCode> {
         &TestFaults::from_env(),
     )?;
     report(&outcome, a.json);
+    if !a.json
+        && let Some(set) = spec
+            .set
+            .as_ref()
+            .filter(|_| a.op == sets::tested::OPERATION)
+    {
+        match sets::tested::last(&set.job_dir, &set.id) {
+            Some(t) if t.run == spec.run && t.ok => println!(
+                "restore test of {}: passed (recorded in {})",
+                set.id,
+                sets::tested::record_path(&set.job_dir, &set.id).display()
+            ),
+            Some(t) if t.run == spec.run => println!(
+                "restore test of {}: FAILED: {}",
+                set.id,
+                t.problem.as_deref().unwrap_or("")
+            ),
+            _ => eprintln!(
+                "warning: the restore test of {} could not be recorded in {}",
+                set.id,
+                set.job_dir.display()
+            ),
+        }
+    }
     Ok(exit_for(&outcome))
 }
 
@@ -365,7 +389,17 @@ pub(super) fn sets(policy: &Path, job: &str, json: bool, state: &Path) -> Result
                 .into(),
             _ => "INCOMPLETE: no manifest; never used for a restore".into(),
         };
-        println!("{}  {what}", r.id);
+        let tested = match &r.restore_test {
+            None if matches!(r.state, "good" | "kept") => "; never restore-tested".to_string(),
+            None => String::new(),
+            Some(t) if t.ok => format!("; restore-tested {}: passed", t.tested_at),
+            Some(t) => format!(
+                "; restore-tested {}: FAILED: {}",
+                t.tested_at,
+                t.problem.as_deref().unwrap_or("")
+            ),
+        };
+        println!("{}  {what}{tested}", r.id);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -424,6 +458,9 @@ struct SetRow<'a> {
     operation: Option<String>,
     finished: Option<String>,
     error: Option<String>,
+    /// Its last restore test (`hokan restore-test`), if it had one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    restore_test: Option<sets::tested::Tested>,
 }
 
 impl<'a> SetRow<'a> {
@@ -443,8 +480,13 @@ impl<'a> SetRow<'a> {
             operation: None,
             finished: None,
             error: None,
+            restore_test: None,
         };
         if matches!(s.state, SetState::Good | SetState::Kept) {
+            row.restore_test = s
+                .path
+                .parent()
+                .and_then(|dir| sets::tested::last(dir, &s.id));
             match Manifest::read(&s.path) {
                 Ok(m) => {
                     let files = m.files();

@@ -140,6 +140,28 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Restore a backup set into a scratch directory beside the sets, never over the live
+    /// product, and check it there: the product's own checks of a restored tree (Exchange
+    /// every ESE page, mailwise every database with its mirror), then every entry against the
+    /// set's manifest, bytes and metadata. The result is recorded beside the set: `hokan sets`
+    /// shows it, and retention never prunes the newest set that passed. The same as `hokan run
+    /// --op restore-test`, which a job's `schedule_op` can name.
+    ///
+    /// Exit status: as `hokan run`; 5 the set did not come back whole (the reason names the
+    /// file, the page or the difference).
+    RestoreTest {
+        /// The policy file.
+        policy: PathBuf,
+        /// The job whose sets are tested.
+        #[arg(long)]
+        job: String,
+        /// The set to test [default: the newest that matches its manifest].
+        #[arg(long)]
+        set: Option<String>,
+        /// Print one JSON event per line instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// List a job's backup sets, complete or not.
     Sets {
         /// The policy file.

@@ -1,5 +1,6 @@
 //! The new set made, completed and pruned: the partial directory, syncfs, the manifest, the
-//! rename to its id, and retention.
+//! rename to its id, and retention; and a restore test's tree checked against its set's
+//! manifest, its result recorded and its scratch directory removed.
 
 use super::*;
 
@@ -88,6 +89,80 @@ impl Executor<'_> {
         Ok(())
     }
 
+    /// A restore test's body passed: the tree it restored must be the set's, entry by entry,
+    /// with every byte and every piece of metadata the manifest records, and nothing more.
+    pub(super) fn check_restored(&self) -> Result<(), String> {
+        let (Some(dir), Some(set)) = (scratch(self.spec), self.spec.set.as_ref()) else {
+            return Ok(());
+        };
+        let manifest = Manifest::read(&set.path()).map_err(|e| e.to_string())?;
+        let v = manifest::verify_against(manifest, dir).map_err(|e| e.to_string())?;
+        if v.ok() {
+            return Ok(());
+        }
+        let mut shown: Vec<String> = v.problems.iter().take(5).map(ToString::to_string).collect();
+        if v.problems.len() > 5 {
+            shown.push(format!("and {} more", v.problems.len() - 5));
+        }
+        Err(format!(
+            "the tree restored from the set {} does not match the set's manifest: {}",
+            set.id,
+            shown.join("; ")
+        ))
+    }
+
+    /// After a restore test's cleanup: its result recorded beside the set, its scratch
+    /// directory removed. It passed only if every step did and the restored tree matched.
+    pub(super) fn restore_tested(&self, outcome: &Outcome) {
+        let (Some(dir), Some(set)) = (scratch(self.spec), self.spec.set.as_ref()) else {
+            return;
+        };
+        let ok = outcome.status == RunStatus::Completed
+            && outcome.steps_failed.is_empty()
+            && outcome.cleanup_failed.is_empty();
+        let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let why_of = |step: &str| match failures.get(step) {
+            Some(why) => format!("`{step}` failed: {why}"),
+            None => format!("`{step}` failed"),
+        };
+        let problem = (!ok).then(|| {
+            let mut why: Vec<String> = Vec::new();
+            match &outcome.step {
+                Some(step) => why.push(why_of(step)),
+                None => why.extend(outcome.reason.clone()),
+            }
+            why.extend(outcome.steps_failed.iter().map(|s| why_of(s)));
+            if !outcome.cleanup_failed.is_empty() {
+                why.push(format!(
+                    "cleanup `{}` failed",
+                    outcome.cleanup_failed.join("`, `")
+                ));
+            }
+            why.join("; ")
+        });
+        drop(failures);
+        let t = sets::tested::Tested {
+            set: set.id.clone(),
+            tested_at: rfc3339(SystemTime::now()),
+            ok,
+            problem,
+            run: self.spec.run.clone(),
+        };
+        if let Err(e) = sets::tested::record(&set.job_dir, &t) {
+            tracing::warn!(
+                "cannot record the restore test of {} in {}: {e}",
+                set.id,
+                set.job_dir.display()
+            );
+        }
+        if let Err(e) = sets::remove_tree(dir) {
+            tracing::warn!(
+                "cannot remove the restore test's scratch directory {}: {e}",
+                dir.display()
+            );
+        }
+    }
+
     pub(super) fn prune(&self, set: &SetSpec) {
         if !set.retention.is_set() {
             return;
@@ -104,8 +179,11 @@ impl Executor<'_> {
         let newest = sets::by_completion(&set.job_dir)
             .ok()
             .and_then(|v| v.last().cloned());
+        // Nor the newest set a restore test proved: it is the one known to come back.
+        let verified = sets::tested::newest_passed(&set.job_dir, &ids);
         let mut protected = vec![set.id.as_str()];
         protected.extend(newest.as_deref());
+        protected.extend(verified.as_deref());
         // The policy was checked when the run began; a zone gone from the database since then
         // keeps the days of UTC rather than pruning nothing.
         let tz = jiff::tz::db()
@@ -131,7 +209,13 @@ impl Executor<'_> {
             };
             // The manifest goes first, so a set half-removed is never listed as good.
             let r = std::fs::remove_file(dir.join(manifest::MANIFEST))
-                .and_then(|()| sets::remove_tree(&dir));
+                .and_then(|()| sets::remove_tree(&dir))
+                .and_then(|()| {
+                    match std::fs::remove_file(sets::tested::record_path(&set.job_dir, &id)) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                        _ => Ok(()),
+                    }
+                });
             match r {
                 Ok(()) => pruned.push(id),
                 Err(e) => tracing::warn!("cannot prune the set {}: {e}", dir.display()),

@@ -145,6 +145,8 @@ struct Executor<'a> {
     progress: Mutex<Progress>,
     /// When each step under way started, for its journal record.
     started_at: Mutex<BTreeMap<String, Instant>>,
+    /// Why each step that failed failed (its last end's summary), for a restore test's record.
+    failures: Mutex<BTreeMap<String, String>>,
     /// Broken invariants found when the body ended (`hokan:source-unchanged`), for the outcome.
     broken_at_body_end: Mutex<Vec<String>>,
 }
@@ -196,6 +198,15 @@ pub fn execute(
     let mut journal = Journal::create(state, &spec.run, &Record::Start(Box::new(spec.clone())))?;
     let setup = || -> Result<(Roots, Option<sets::SetLock>), String> {
         let mut roots = spec.roots.clone();
+        if let Some(dir) = scratch(spec) {
+            // Made empty for this run (never one left by another), removed after it.
+            std::fs::create_dir(dir).map_err(|e| {
+                format!(
+                    "cannot make the restore test's scratch directory {}: {e}",
+                    dir.display()
+                )
+            })?;
+        }
         if writes.is_some() {
             // The set is written as its partial directory, made below.
             roots.remove("set");
@@ -315,7 +326,23 @@ pub fn recover(
             _ => None,
         });
     let outcome = drive::recover(&spec.document.plan, &ex);
+    if let Some(dir) = scratch(spec) {
+        // A restore test that died tested nothing: its tree goes, and no result is recorded.
+        if let Err(e) = sets::remove_tree(dir) {
+            tracing::warn!(
+                "cannot remove the restore test's scratch directory {}: {e}",
+                dir.display()
+            );
+        }
+    }
     ex.finish(outcome)
+}
+
+/// The scratch directory of a restore test ([`sets::tested`]); `None` for any other run.
+fn scratch(spec: &RunSpec) -> Option<&PathBuf> {
+    (spec.document.operation == sets::tested::OPERATION)
+        .then(|| spec.roots.get(sets::tested::SCRATCH_ROOT))
+        .flatten()
 }
 
 /// The real site's effects: cap-std roots, transports, the journal, the set on disk.
@@ -359,6 +386,12 @@ impl Effects for Executor<'_> {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&s.id);
+        if end.status.failed() {
+            self.failures
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(s.id.clone(), end.summary.clone());
+        }
         self.log(Record::StepEnd {
             step: s.id.clone(),
             phase,
@@ -431,10 +464,14 @@ impl Effects for Executor<'_> {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .extend(changed);
+        if matches!(end, SetEnd::Complete) {
+            self.check_restored()?;
+        }
         completed
     }
 
     fn cleaned_up(&self, outcome: &Outcome) {
+        self.restore_tested(outcome);
         if let Some(set) = self.spec.set.as_ref().filter(|s| s.writes) {
             if outcome.set.is_none() && outcome.set_kept.is_none() {
                 // Never listed (it has no id as its name), and useless: remove it.
@@ -509,6 +546,7 @@ impl<'a> Executor<'a> {
             set_walks: Mutex::new(Vec::new()),
             progress: Mutex::default(),
             started_at: Mutex::default(),
+            failures: Mutex::default(),
             broken_at_body_end: Mutex::default(),
         }
     }

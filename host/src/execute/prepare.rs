@@ -272,6 +272,20 @@ pub fn resolve_recovery(spec: &RunSpec, policy: &Policy) -> Result<RunSpec, Stri
             *path = dir.join(&set.id);
             continue;
         }
+        if name == sets::tested::SCRATCH_ROOT && spec.document.operation == sets::tested::OPERATION
+        {
+            // Only a scratch directory of the policy's sets directory, by its name: a journal
+            // that says another place would have recovery remove it.
+            use std::os::unix::ffi::OsStrExt;
+            let name_ok = path
+                .file_name()
+                .is_some_and(|n| sets::tested::is_scratch(n.as_bytes()));
+            let (Some(dir), Some(leaf), true) = (&sets_dir, path.file_name(), name_ok) else {
+                return Err(unmapped("root", name));
+            };
+            *path = dir.join(leaf);
+            continue;
+        }
         *path = job
             .roots
             .get(name)

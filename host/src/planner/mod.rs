@@ -238,6 +238,87 @@ commands = { prepare = "/bin/true" }"#,
         ));
     }
 
+    /// One good set, `20261201T000000Z`, whatever the directory.
+    struct OneSet;
+
+    impl sets::Catalog for OneSet {
+        fn good(&self, _dir: &std::path::Path) -> std::io::Result<Vec<String>> {
+            Ok(vec!["20261201T000000Z".into()])
+        }
+
+        fn verify(&self, _dir: &std::path::Path, id: &str) -> Result<(), String> {
+            Err(format!("{id} is damaged"))
+        }
+    }
+
+    #[test]
+    fn a_restore_test_writes_only_its_scratch_directory_and_runs_nothing() {
+        let policy = crate::policy::testing::one_job(
+            r#"roots = { data = "/srv/data" }
+commands = { prepare = "/bin/true" }
+backup_root = "/srv/backups""#,
+        );
+        let job = policy.job("j").unwrap();
+        let plan_test = |steps: Vec<crate::plan::Step>, sets: SetUse| {
+            let mut d = description("p", &[sets::tested::OPERATION]);
+            d.operations[0].sets = sets;
+            // The plugin declares `data` writable: a restore test still may not write it.
+            d.roots = vec![crate::describe::RootInfo {
+                name: "data".into(),
+                description: String::new(),
+                writable: true,
+                required: true,
+            }];
+            let p = Scripted::new(d, Ok(plan(steps, vec![])));
+            let input = PlanInput {
+                operation: sets::tested::OPERATION,
+                set: None,
+                now: SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_796_180_000),
+                links: false,
+                window: None,
+            };
+            let prepared = prepare(&policy, job, &p.description, &input, &OneSet)?;
+            plan_with(&p, &policy, job, &prepared, Arc::new(crate::facts::NoFacts))
+                .map(|doc| (prepared, doc))
+        };
+        let restore = |to: &str| {
+            crate::plan::testing::step(
+                "restore",
+                Action::CopyTree {
+                    from: Location::new("set", "d"),
+                    to: Location::new(to, "d"),
+                },
+            )
+        };
+        // A set that no longer matches its manifest is still tested: the test finds it out.
+        let (prepared, doc) = plan_test(vec![restore("scratch")], SetUse::Reads).unwrap();
+        assert_eq!(doc.set.as_deref(), Some("20261201T000000Z"));
+        assert_eq!(
+            prepared.roots["scratch"],
+            std::path::Path::new("/srv/backups/s/j/.restore-test.20261202T025320Z")
+        );
+        assert_eq!(
+            (
+                prepared.grants.roots["scratch"],
+                prepared.grants.roots["data"]
+            ),
+            (true, false)
+        );
+        // Never over the live product, never a command.
+        for bad in [restore("data"), exec("prepare")] {
+            match plan_test(vec![bad], SetUse::Reads) {
+                Err(PlanJobError::Invalid { .. }) => {}
+                Err(e) => panic!("{e}"),
+                Ok((_, doc)) => panic!("planned: {:?}", doc.plan),
+            }
+        }
+        // An operation of that name that does not read a set is the plugin's mistake.
+        let Err(e) = plan_test(vec![], SetUse::None) else {
+            panic!("a restore test that reads no set was planned");
+        };
+        assert!(e.to_string().contains("cannot be a restore test"), "{e}");
+    }
+
     #[test]
     fn the_plugins_refusal_names_it_and_a_bad_parameter_is_the_policys_fault() {
         let refusing = Scripted::new(

@@ -100,6 +100,11 @@ pub fn prepare(
     };
     let mut set_id = None;
     let mut passed_over = Vec::new();
+    if input.operation == sets::tested::OPERATION && op.sets != SetUse::Reads {
+        return Err(policy
+            .job_error(job, "plugin", format!("the plugin's `{}` does not read a backup set, so it cannot be a restore test; the plugin is wrong", input.operation))
+            .into());
+    }
     if op.sets != SetUse::None {
         let dir = sets_dir(policy, job).ok_or_else(|| {
             policy.job_error(
@@ -116,6 +121,12 @@ pub fn prepare(
             }
             SetUse::Writes => sets::id_at(input.now),
             _ => {
+                let unchecked = sets::tested::Unchecked(catalog);
+                let catalog: &dyn sets::Catalog = if input.operation == sets::tested::OPERATION {
+                    &unchecked
+                } else {
+                    catalog
+                };
                 let chosen = sets::choose(catalog, &dir, input.set).map_err(PlanJobError::Sets)?;
                 passed_over = chosen.passed_over;
                 chosen.id
@@ -123,6 +134,16 @@ pub fn prepare(
         };
         roots.insert("set".into(), dir.join(&id));
         grants.roots.insert("set".into(), op.sets == SetUse::Writes);
+        if input.operation == sets::tested::OPERATION {
+            // A restore test never touches the live product: its roots are read-only to it,
+            // it has no command or service, and it writes only the scratch directory.
+            grants.roots.values_mut().for_each(|w| *w = false);
+            grants.commands.clear();
+            grants.services.clear();
+            let scratch = sets::tested::scratch_dir(&dir, &sets::id_at(input.now));
+            roots.insert(sets::tested::SCRATCH_ROOT.into(), scratch);
+            grants.roots.insert(sets::tested::SCRATCH_ROOT.into(), true);
+        }
         set_id = Some(id);
     } else if let Some(s) = input.set {
         return Err(PlanJobError::Sets(format!(

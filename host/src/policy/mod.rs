@@ -634,6 +634,9 @@ impl Source<'_> {
             if root == "set" {
                 return Err(self.at(dir, f("roots.set"), "`set` is reserved: hokan grants each run's backup set under that name; set `backup_root` instead"));
             }
+            if root == crate::sets::tested::SCRATCH_ROOT {
+                return Err(self.at(dir, f("roots.scratch"), "`scratch` is reserved: hokan grants a restore test the directory it restores into under that name; give this root another name"));
+            }
             roots.insert(root.clone(), resolve(dir, f(&format!("roots.{root}")))?);
         }
         let backup_root = raw

@@ -224,6 +224,18 @@ pub async fn run(opts: Options, describe: Describe) -> Result<(), DaemonError> {
     Ok(())
 }
 
+/// When a restore test last passed for one of the sets in `dir`: the good sets' records, read
+/// when Prometheus asks (a few small files per job).
+fn last_restore_test_pass(dir: &Path) -> Option<Timestamp> {
+    crate::sets::list(dir)
+        .ok()?
+        .iter()
+        .filter_map(|id| crate::sets::tested::last(dir, id))
+        .filter(|t| t.ok)
+        .filter_map(|t| t.tested_at.parse::<Timestamp>().ok())
+        .max()
+}
+
 /// One daemon per state directory.
 fn take_daemon_lock(state: &Path) -> Result<std::fs::File, DaemonError> {
     let path = state.join("daemon.lock");
@@ -559,6 +571,7 @@ impl Daemon {
                     .running
                     .iter()
                     .any(|r| r.site == j.site && r.job == j.job),
+                restore_tested: j.sets_dir.as_deref().and_then(last_restore_test_pass),
                 history: history
                     .remove(&(j.site.clone(), j.job.clone()))
                     .unwrap_or_default(),

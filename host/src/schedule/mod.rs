@@ -56,6 +56,9 @@ pub struct ScheduledJob {
     pub servers: Vec<String>,
     /// The product's own work that its runs must not overlap.
     pub activities: Vec<ScheduledActivity>,
+    /// The directory of the backup sets it writes or reads, if it keeps any: where its restore
+    /// tests are recorded.
+    pub sets_dir: Option<PathBuf>,
 }
 
 /// A product's own work on a calendar, which some operations must not overlap.
@@ -250,6 +253,7 @@ impl ScheduledJob {
                 window,
                 servers: policy.job_servers(job),
                 activities,
+                sets_dir: crate::planner::sets_dir(policy, job),
             }),
             findings,
         )

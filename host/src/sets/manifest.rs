@@ -469,8 +469,14 @@ impl Verification {
 /// there cannot hang it. Problems with the set's entries are collected, not returned as errors;
 /// only an unreadable manifest or directory is an error.
 pub fn verify(dir: &Path) -> Result<Verification, SetError> {
+    verify_against(Manifest::read(dir)?, dir)
+}
+
+/// Checks the tree in `dir` against `manifest`, as [`verify`] checks a set against its own:
+/// a restore test checks the tree it restored from a set against the set's manifest, so that
+/// every entry must have come back whole, with its metadata, and nothing else.
+pub fn verify_against(manifest: Manifest, dir: &Path) -> Result<Verification, SetError> {
     use rayon::prelude::*;
-    let manifest = Manifest::read(dir)?;
     let fd = open_set(dir)?;
     let found = scan_set(&fd, dir, Vec::new())?;
     let found: BTreeMap<&RelPath, &Node> = found.iter().map(|n| (&n.path, n)).collect();

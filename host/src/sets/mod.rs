@@ -7,6 +7,7 @@
 
 pub mod manifest;
 pub mod retention;
+pub mod tested;
 
 pub use manifest::{Manifest, SetError, Verification};
 pub use retention::Retention;

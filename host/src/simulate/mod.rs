@@ -48,6 +48,11 @@ pub struct OpReport {
     pub set: Option<String>,
     /// The plugin's refusal to plan in this world, if it refused; then there are no scenarios.
     pub refused: Option<String>,
+    /// Why the operation could not be simulated in this world, when it reads a backup set and
+    /// the world holds none for the job (a site not backed up yet); then there are no
+    /// scenarios. Not a failure: a restore of a set that does not exist cannot be rehearsed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_simulated: Option<String>,
     /// The normal run first, then one per fault.
     pub scenarios: Vec<Transcript>,
 }
@@ -90,6 +95,13 @@ pub struct Summary {
     pub broken: usize,
     /// Operations the plugin refused to plan.
     pub refused: usize,
+    /// Operations that read a backup set, in a world that has none for their job.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub not_simulated: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Report {
@@ -100,6 +112,7 @@ impl Report {
             scenarios: runs.iter().map(|r| r.scenarios.len()).sum(),
             broken: runs.iter().map(|r| r.broken().count()).sum(),
             refused: runs.iter().filter(|r| r.refused.is_some()).count(),
+            not_simulated: runs.iter().filter(|r| r.not_simulated.is_some()).count(),
         };
         Report {
             format_version: FORMAT_VERSION.into(),
@@ -111,6 +124,16 @@ impl Report {
             summary,
         }
     }
+}
+
+/// Whether the world holds no set at all (good or kept) for the job.
+fn no_sets(policy: &Policy, job: &Job, world: &World) -> bool {
+    use crate::sets::Catalog;
+    let Some(dir) = planner::sets_dir(policy, job) else {
+        return false;
+    };
+    let sets = WorldSets(world);
+    sets.good(&dir).is_ok_and(|g| g.is_empty()) && sets.kept(&dir).is_ok_and(|k| k.is_empty())
 }
 
 /// Plans `operation` of `job` in `world` and runs every scenario of `mode`, on all cores.
@@ -131,7 +154,26 @@ pub fn simulate_op(
         links: true,
         window: None,
     };
-    let prepared = planner::prepare(policy, job, d, &input, &WorldSets(world))?;
+    let prepared = match planner::prepare(policy, job, d, &input, &WorldSets(world)) {
+        Ok(p) => p,
+        Err(PlanJobError::Sets(why)) if no_sets(policy, job, world) => {
+            return Ok(OpReport {
+                site: policy.site.clone(),
+                job: job.name.clone(),
+                operation: operation.to_string(),
+                plugin: PluginRef {
+                    name: d.name.clone(),
+                    version: d.version.clone(),
+                    sha256: plugin.sha256().to_string(),
+                },
+                set: None,
+                refused: None,
+                not_simulated: Some(why),
+                scenarios: Vec::new(),
+            });
+        }
+        Err(e) => return Err(e),
+    };
     let roots: BTreeMap<String, String> = prepared
         .roots
         .iter()
@@ -149,6 +191,7 @@ pub fn simulate_op(
         },
         set: prepared.request.set_id.clone(),
         refused: None,
+        not_simulated: None,
         scenarios: Vec::new(),
     };
     let doc = match planner::plan_with(plugin, policy, job, &prepared, Arc::new(facts)) {
@@ -278,7 +321,8 @@ commands = { prepare = "/bin/true", finish = "/bin/true" }"#,
                 operations: 1,
                 scenarios: 5,
                 broken: 0,
-                refused: 0
+                refused: 0,
+                not_simulated: 0
             }
         );
     }
@@ -306,5 +350,39 @@ commands = { prepare = "/bin/true", finish = "/bin/true" }"#,
         );
         assert!(r.scenarios.is_empty());
         assert_eq!(Report::new(FaultMode::None, vec![r]).summary.refused, 1);
+    }
+
+    #[test]
+    fn an_operation_that_reads_a_set_in_a_world_without_one_is_not_simulated() {
+        let mut d = description("p", &["restore-test"]);
+        d.operations[0].sets = crate::describe::SetUse::Reads;
+        let p = Scripted::new(d, Ok(plan(vec![], vec![])));
+        let policy = crate::policy::testing::one_job(
+            r#"roots = { data = "/site/data" }
+backup_root = "/site/backups""#,
+        );
+        let world = Arc::new(World::new("test", 0, 1 << 30));
+        let r = simulate_op(
+            &p,
+            &policy,
+            policy.job("j").unwrap(),
+            "restore-test",
+            &world,
+            FaultMode::EachStep,
+        )
+        .unwrap();
+        let why = r.not_simulated.as_deref().unwrap();
+        assert!(why.contains("no complete backup set"), "{why}");
+        assert!(r.scenarios.is_empty() && r.refused.is_none());
+        let report = Report::new(FaultMode::None, vec![r]);
+        assert_eq!(
+            (report.summary.not_simulated, report.summary.broken),
+            (1, 0)
+        );
+        assert!(
+            crate::simulate::report::render(&report).contains("not simulated"),
+            "{}",
+            crate::simulate::report::render(&report)
+        );
     }
 }

@@ -166,6 +166,13 @@ pub fn render(report: &Report) -> String {
             let _ = writeln!(out, "refused to plan in this world: {why}\n");
             continue;
         }
+        if let Some(why) = &r.not_simulated {
+            let _ = writeln!(
+                out,
+                "not simulated: the world has no backup set for it ({why})\n"
+            );
+            continue;
+        }
         if let Some(normal) = r.scenarios.first() {
             out.push_str(&transcript(normal));
         }
@@ -180,7 +187,7 @@ pub fn render(report: &Report) -> String {
     let s = &report.summary;
     let _ = writeln!(
         out,
-        "{} operation(s), {} scenario(s): {}{}",
+        "{} operation(s), {} scenario(s): {}{}{}",
         s.operations,
         s.scenarios,
         if s.broken == 0 {
@@ -190,6 +197,14 @@ pub fn render(report: &Report) -> String {
         },
         if s.refused > 0 {
             format!("; {} operation(s) refused to plan", s.refused)
+        } else {
+            String::new()
+        },
+        if s.not_simulated > 0 {
+            format!(
+                "; {} operation(s) not simulated: no backup set to read",
+                s.not_simulated
+            )
         } else {
             String::new()
         }
@@ -232,9 +247,9 @@ pub fn junit(report: &Report) -> String {
             "  <testsuite name=\"{name}\" tests=\"{}\" failures=\"{}\" skipped=\"{}\">",
             r.scenarios.len().max(1),
             r.broken().count(),
-            usize::from(r.refused.is_some())
+            usize::from(r.refused.is_some() || r.not_simulated.is_some())
         );
-        if let Some(why) = &r.refused {
+        if let Some(why) = r.refused.as_ref().or(r.not_simulated.as_ref()) {
             let _ = writeln!(
                 out,
                 "    <testcase classname=\"{class}\" name=\"plan\"><skipped message=\"{}\"/></testcase>",

@@ -9,6 +9,7 @@
 //! hold `databases/` and `logs/`.
 
 use hokan_sdk::prelude::*;
+use hokan_sdk::restore_test;
 use std::time::Duration;
 
 pub mod store;
@@ -123,6 +124,11 @@ impl Plugin for Exchange {
                 SetUse::Reads,
             ),
             operation(
+                restore_test::OPERATION,
+                "Restore a backup set into a scratch directory beside the sets, never over the store, and check it: every file back as the set's manifest has it, every page of every restored database with a good checksum.",
+                SetUse::Reads,
+            ),
+            operation(
                 "repair",
                 "The last resort when no backup can be restored: Eseutil /p (drops bad pages), Eseutil /d, Isinteg -fix, behind an operator's confirmation.",
                 SetUse::None,
@@ -220,6 +226,7 @@ impl Plugin for Exchange {
         match op {
             "restore" => restore(&req),
             "repair" => repair(&req),
+            restore_test::OPERATION => restore_test(),
             "lint" => lint(&req),
             other => Err(PlanError::UnknownOperation(other.into())),
         }
@@ -694,6 +701,36 @@ fn offline_backup(
             truncated.len()
         ));
     }
+}
+
+/// A restore test: the whole set restored into the scratch directory, then every page of each
+/// restored database checked, as a backup checks the copies it made (-1018 is what a bad page
+/// costs a restore). The host checks the rest against the set's manifest.
+fn restore_test() -> Result<Plan, PlanError> {
+    let server = server()?;
+    let mut plan = PlanBuilder::new();
+    let restored = restore_test::restore_set(&mut plan)?;
+    let databases: Vec<String> = if restored.iter().any(|n| n == "databases") {
+        names(&SET.join("databases"))?
+            .into_iter()
+            .filter(|n| n.to_ascii_lowercase().ends_with(".edb"))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if databases.is_empty() {
+        return Err(PlanError::Refused(
+            "the backup set has no databases (databases/*.edb): it is no Exchange backup".into(),
+        ));
+    }
+    verify_pages(
+        &mut plan,
+        &server,
+        &restore_test::SCRATCH.join("databases"),
+        &databases,
+        "restored",
+    );
+    Ok(plan.build())
 }
 
 fn restore(req: &Request) -> Result<Plan, PlanError> {

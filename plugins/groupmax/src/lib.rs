@@ -62,14 +62,21 @@ impl Plugin for Groupmax {
                       Groupmax system, by hand or automated, stopping and starting the servers \
                       in the manual's order and clearing the journal the master keeps."
                 .into(),
-            operations: vec![operation(
-                "backup",
-                "Stop the Groupmax servers, the address service and the Object Server of the \
-                 server being backed up, copy its backup targets into a new backup set, clear \
-                 its journal on the master, start everything again and copy the set to the \
-                 secondary medium.",
-                SetUse::Writes,
-            )],
+            operations: vec![
+                operation(
+                    "backup",
+                    "Stop the Groupmax servers, the address service and the Object Server of the \
+                    server being backed up, copy its backup targets into a new backup set, clear \
+                    its journal on the master, start everything again and copy the set to the \
+                    secondary medium.",
+                    SetUse::Writes,
+                ),
+                operation(
+                    hokan_sdk::restore_test::OPERATION,
+                    "Restore a backup set into a scratch directory beside the sets, never over the Groupmax servers, and check that every file came back as the set's manifest has it.",
+                    SetUse::Reads,
+                ),
+            ],
             roots: vec![
                 root_info(
                     "data",
@@ -201,6 +208,11 @@ impl Plugin for Groupmax {
     fn plan(req: Request) -> Result<Plan, PlanError> {
         match req.operation.as_str() {
             "backup" => backup(&req),
+            hokan_sdk::restore_test::OPERATION => {
+                let mut plan = PlanBuilder::new();
+                hokan_sdk::restore_test::restore_set(&mut plan)?;
+                Ok(plan.build())
+            }
             other => Err(PlanError::UnknownOperation(other.into())),
         }
     }

@@ -5,6 +5,7 @@
 //! holds mailwise's `mw/` folder (the install or data directory); backup sets are the root `set`.
 
 use hokan_sdk::prelude::*;
+use hokan_sdk::restore_test;
 use hokan_sdk::{EntryKind, TimeWindow};
 use std::time::Duration;
 
@@ -59,6 +60,11 @@ impl Plugin for Mailwise {
                 operation(
                     "archive",
                     "Detach old data into a read-only mw/back<N> with mwsave, after a recent backup.",
+                    SetUse::Reads,
+                ),
+                operation(
+                    restore_test::OPERATION,
+                    "Restore a backup set into a scratch directory beside the sets, never over this mailwise, and check it: every file back as the set's manifest has it, every database with its mirror.",
                     SetUse::Reads,
                 ),
             ],
@@ -167,6 +173,7 @@ impl Plugin for Mailwise {
             "maintenance-on" => maintenance_on(&req),
             "maintenance-off" => Ok(maintenance_off()),
             "archive" => archive(&req),
+            restore_test::OPERATION => restore_test(),
             other => Err(PlanError::UnknownOperation(other.into())),
         }
     }
@@ -545,6 +552,25 @@ fn backup(req: &Request) -> Result<Plan, PlanError> {
     plan.warn(
         "mailwise receives no mail while in maintenance mode. To keep mail that arrives meanwhile, \
          the manual suggests an alias on the mail server that also delivers to a second mailbox.",
+    );
+    Ok(plan.build())
+}
+
+/// A restore test: the whole set restored into the scratch directory, then the check a restore
+/// relies on, that every database came back with its mirror (see [`unpaired_databases`] for the
+/// manual's reason). The host checks the rest against the set's manifest.
+fn restore_test() -> Result<Plan, PlanError> {
+    let mut plan = PlanBuilder::new();
+    let restored = restore_test::restore_set(&mut plan)?;
+    if !restored.iter().any(|n| n == "data") {
+        return Err(PlanError::Refused(
+            "the backup set has no data directory (mw/data): it is no mailwise backup".into(),
+        ));
+    }
+    plan.step(
+        "check-mirrors",
+        "Check every restored database X.odb has its mirror X.odb.mrr",
+        Action::verify_pairs(restore_test::SCRATCH.join("data"), ".odb", ".mrr"),
     );
     Ok(plan.build())
 }

@@ -42,6 +42,7 @@ pub mod bindings {
 mod builder;
 pub mod facts;
 mod path;
+pub mod restore_test;
 
 pub use bindings::exports::hokan::policy::plugin::{
     CommandBehaviour, Conflict, Description, MaintenanceMarker, ModelledState, NameInfo,

@@ -60,12 +60,19 @@ impl Plugin for TeamWare {
                       application server, in the guide's server order, and always resumes \
                       service and releases the backup area."
                 .into(),
-            operations: vec![operation(
-                "backup",
-                "Online backup of every server of the system with the differential backup \
-                 utility, into a new backup set (one folder per server).",
-                SetUse::Writes,
-            )],
+            operations: vec![
+                operation(
+                    "backup",
+                    "Online backup of every server of the system with the differential backup \
+                    utility, into a new backup set (one folder per server).",
+                    SetUse::Writes,
+                ),
+                operation(
+                    hokan_sdk::restore_test::OPERATION,
+                    "Restore a backup set into a scratch directory beside the sets, never over TeamWARE, and check that every file came back as the set's manifest has it.",
+                    SetUse::Reads,
+                ),
+            ],
             roots: vec![],
             parameters: vec![param_info(
                 "backup_timeout_minutes",
@@ -160,6 +167,11 @@ impl Plugin for TeamWare {
     fn plan(req: Request) -> Result<Plan, PlanError> {
         match req.operation.as_str() {
             "backup" => backup(&req),
+            hokan_sdk::restore_test::OPERATION => {
+                let mut plan = PlanBuilder::new();
+                hokan_sdk::restore_test::restore_set(&mut plan)?;
+                Ok(plan.build())
+            }
             other => Err(PlanError::UnknownOperation(other.into())),
         }
     }

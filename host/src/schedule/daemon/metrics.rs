@@ -39,6 +39,8 @@ pub struct JobMetrics {
     pub expected_interval: Option<SignedDuration>,
     /// A run of it is going on.
     pub running: bool,
+    /// When a restore test last passed for one of its sets, if one ever did.
+    pub restore_tested: Option<Timestamp>,
     /// Its history (empty before its first slot).
     pub history: JobHistory,
 }
@@ -116,6 +118,12 @@ pub fn render(s: &Snapshot) -> Result<String, prometheus::Error> {
         "When the job's next slot is due.",
         &job,
     )?;
+    let tested = gauge(
+        "hokan_job_last_restore_test_pass_timestamp_seconds",
+        "When a restore test (`hokan restore-test`) last passed for one of the job's backup \
+         sets still kept; 0 when none has.",
+        &job,
+    )?;
     let running = gauge(
         "hokan_job_running",
         "1 while a run of the job is going on.",
@@ -175,6 +183,9 @@ pub fn render(s: &Snapshot) -> Result<String, prometheus::Error> {
         running
             .with_label_values(&l)
             .set(if j.running { 1.0 } else { 0.0 });
+        tested
+            .with_label_values(&l)
+            .set(j.restore_tested.map_or(0.0, secs));
         skipped
             .with_label_values(&l)
             .inc_by(h.ended.get(&SlotStatus::Skipped).copied().unwrap_or(0));
@@ -297,6 +308,7 @@ mod tests {
             next_slot: None,
             expected_interval: None,
             running: true,
+            restore_tested: None,
             history: JobHistory::default(),
         };
         let s = Snapshot {
@@ -310,6 +322,7 @@ mod tests {
                     next_slot: Some(t("2026-12-03T17:10:00Z")),
                     expected_interval: Some(SignedDuration::from_hours(24)),
                     running: false,
+                    restore_tested: Some(t("2026-12-01T20:00:00Z")),
                     history,
                 },
                 fresh,
@@ -330,6 +343,10 @@ mod tests {
         assert_eq!(v("hokan_job_expected_interval_seconds"), Some(86_400.0));
         assert_eq!(v("hokan_job_slots_skipped_total"), Some(2.0));
         assert_eq!(v("hokan_job_running"), Some(0.0));
+        assert_eq!(
+            v("hokan_job_last_restore_test_pass_timestamp_seconds"),
+            Some(t("2026-12-01T20:00:00Z").as_second() as f64)
+        );
         let st = |status: &str| {
             value(
                 &text,
