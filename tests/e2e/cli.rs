@@ -79,7 +79,7 @@ fn plan_text_for_people() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(
-        stdout.starts_with("mailwise 0.4.0 `maintenance-off` for job mailwise at site test-site"),
+        stdout.starts_with("mailwise 0.5.0 `maintenance-off` for job mailwise at site test-site"),
         "{stdout}"
     );
     assert!(stdout.contains("remove data:/mw/data/maint"), "{stdout}");
