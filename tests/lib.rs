@@ -70,6 +70,17 @@ pub fn promtool() -> PathBuf {
     )
 }
 
+/// Debian's headless `chromium`, which `cargo xtask test` installs; a panic that says so.
+pub fn chromium() -> PathBuf {
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join("chromium"))
+                .find(|p| p.is_file())
+        })
+        .expect("chromium is missing: `cargo xtask test` installs Debian's chromium package")
+}
+
 /// The median of some timings.
 pub fn median(mut v: Vec<std::time::Duration>) -> std::time::Duration {
     v.sort();

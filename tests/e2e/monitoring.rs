@@ -1,12 +1,13 @@
-//! What operators watch: `hokan daemon --http` serves `/metrics` after a scripted night of the
-//! bundled policies, Prometheus' own `promtool` accepts the document, its values are the
-//! history's, the alert rules of docs/monitoring.md pass their own promtool tests, and off
-//! loopback nothing is served without the bearer token.
+//! What operators watch: `hokan daemon --http` serves `/metrics` and the status page after a
+//! scripted night of the bundled policies; Prometheus' own `promtool` accepts the document and
+//! its values are the history's; headless Chromium shows each job's last outcome; the alert
+//! rules of docs/monitoring.md pass their own promtool tests; and off loopback nothing is
+//! served without the bearer token.
 
 use crate::cli::text;
 use crate::standin_site::hokan_command;
 use hokan::schedule::history::{History, SlotRow, SlotStatus};
-use hokan_e2e::{hokan_bin, promtool, repo_root};
+use hokan_e2e::{chromium, hokan_bin, promtool, repo_root};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -131,6 +132,36 @@ fn bundled_site(dir: &Path) -> PathBuf {
     policies
 }
 
+/// Headless Chromium, with no profile, no first-run work and nothing fetched but `url`.
+fn browser(dir: &Path, args: &[&str], url: &str) -> std::process::Output {
+    let out = Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--no-default-browser-check",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ])
+        .arg(format!(
+            "--user-data-dir={}",
+            dir.join("chromium").display()
+        ))
+        .args(args)
+        .arg(url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "chromium {args:?} {url}:\n{}",
+        text(&out.stderr)
+    );
+    out
+}
+
 /// The samples of a metrics document: series (name and labels as printed) to value.
 fn samples(doc: &str) -> BTreeMap<String, f64> {
     doc.lines()
@@ -221,6 +252,66 @@ fn metrics_after_a_night_of_the_bundled_policies_match_the_history_and_pass_prom
             .expect("the restore test's record");
     let (code, doc) = get(&addr, "/metrics", None);
     assert_eq!(code, 200, "{doc}");
+
+    // The status page, as a browser gets it from the daemon: each bundled site's jobs with
+    // their last outcome, and a run's steps one link away.
+    let dom = text(&browser(dir, &["--dump-dom"], &format!("http://{addr}/")).stdout);
+    for (site, job, slot) in NIGHT {
+        let slot: jiff::Timestamp = slot.parse().unwrap();
+        let r = rows
+            .iter()
+            .find(|r| r.site == site && r.job == job && r.slot == slot)
+            .unwrap();
+        let want = format!(
+            "data-site=\"{site}\" data-job=\"{job}\" data-last=\"{}\"",
+            r.status.as_str()
+        );
+        assert!(dom.contains(&want), "no {want} in\n{dom}");
+        assert!(dom.contains(&format!("href=\"/runs/{}\"", r.id)), "{dom}");
+    }
+    assert!(
+        dom.contains("data-site=\"london-branch\" data-job=\"mailwise\" data-last=\"none\""),
+        "{dom}"
+    );
+    let tokyo_run = rows
+        .iter()
+        .find(|r| r.site == "tokyo-hq" && r.started.is_some())
+        .unwrap();
+    let run_dom = text(
+        &browser(
+            dir,
+            &["--dump-dom"],
+            &format!("http://{addr}/runs/{}", tokyo_run.id),
+        )
+        .stdout,
+    );
+    for step in [
+        "maintenance-on",
+        "copy-data",
+        "verify-data",
+        "maintenance-off",
+    ] {
+        assert!(
+            run_dom.contains(&format!("data-step=\"{step}\" data-status=\"ok\"")),
+            "{step}:\n{run_dom}"
+        );
+    }
+    assert_eq!(get(&addr, "/runs/999999", None).0, 404);
+    // The screenshot docs/monitoring.md shows, made fresh by every run of the suite.
+    let shot = repo_root().join("target/status-page.png");
+    browser(
+        dir,
+        &[
+            "--window-size=1280,1000",
+            &format!("--screenshot={}", shot.display()),
+        ],
+        &format!("http://{addr}/"),
+    );
+    assert!(
+        std::fs::metadata(&shot).unwrap().len() > 10_000,
+        "an empty screenshot"
+    );
+
     // Nothing runs between the history read and the scrape: the next slots are a day away.
     let rows_now = History::open(&state).unwrap().all().unwrap();
     assert_eq!(
@@ -474,6 +565,11 @@ fn off_loopback_the_daemon_needs_a_token_and_refuses_requests_without_it() {
     let addr = format!("127.0.0.1:{port}");
     let (code, body) = get(&addr, "/metrics", None);
     assert_eq!(code, 401, "{body}");
+    let (code, body) = get(&addr, "/", None);
+    assert_eq!(code, 401, "the status page is refused too: {body}");
+    assert!(!body.contains("<html"), "{body}");
+    assert_eq!(get(&addr, "/runs/1", None).0, 401);
+    assert_eq!(get(&addr, "/", Some("0123456789abcdef")).0, 200);
     assert!(!body.contains("hokan_job"), "{body}");
     assert_eq!(get(&addr, "/metrics", Some("0123456789abcdeX")).0, 401);
     let (code, body) = get(&addr, "/metrics", Some("0123456789abcdef"));

@@ -252,12 +252,15 @@ fn cargo() -> Command {
     c
 }
 
-/// Programs the tests and benchmarks compare hokan with or drive, and the Debian packages that
-/// bring them; installed when missing.
-const TOOLS: &[(&str, &str)] = &[("rsync", "rsync")];
+/// Programs the tests compare hokan with or drive (rsync; headless Chromium for the status
+/// page), and the Debian packages that bring them; installed when missing.
+const TOOLS: &[(&str, &str)] = &[("rsync", "rsync"), ("chromium", "chromium")];
 
-fn tools() -> Result<()> {
-    let missing: Vec<&str> = TOOLS
+/// What the benchmarks compare hokan with.
+const BENCH_TOOLS: &[(&str, &str)] = &[("rsync", "rsync")];
+
+fn tools(wanted: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&str> = wanted
         .iter()
         .filter(|(bin, _)| {
             output(Command::new("sh").args(["-c", &format!("command -v {bin}")])).is_none()
@@ -337,7 +340,7 @@ fn unpacked_tools() -> Result<()> {
 
 fn test() -> Result<()> {
     plugins()?;
-    tools()?;
+    tools(TOOLS)?;
     unpacked_tools()?;
     // The CLI tests run the `hokan` binary itself; `cargo test` alone does not build it.
     run(cargo().args(["build", "--workspace", "--bins"]))?;
@@ -533,7 +536,7 @@ fn demo_jobs(policy: &Path) -> Result<Vec<(String, Vec<String>)>> {
 
 fn bench() -> Result<()> {
     plugins()?;
-    tools()?;
+    tools(BENCH_TOOLS)?;
     // The benchmark runs the release `hokan` binary for the cold-CLI figure.
     run(cargo().args(["build", "--release", "-p", "hokan"]))?;
     run(cargo().args(["bench", "-p", "hokan-e2e", "--bench", "runtime"]))?;

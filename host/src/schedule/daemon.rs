@@ -33,6 +33,7 @@ mod clock;
 mod event;
 mod http;
 pub mod metrics;
+pub mod page;
 mod policies;
 mod runs;
 mod status;
@@ -222,6 +223,13 @@ pub async fn run(opts: Options, describe: Describe) -> Result<(), DaemonError> {
     let _ = std::fs::remove_file(&sock);
     d.emit(Event::Stopped);
     Ok(())
+}
+
+/// The newest good set in `dir` and when it was completed.
+fn newest_set(dir: &Path) -> Option<(String, Timestamp)> {
+    let id = crate::sets::by_completion(dir).ok()?.pop()?;
+    let finished = crate::sets::Manifest::finished(&dir.join(&id)).ok()?;
+    Some((id, finished.parse().ok()?))
 }
 
 /// When a restore test last passed for one of the sets in `dir`: the good sets' records, read
@@ -512,6 +520,9 @@ impl Daemon {
         if let Some((set, bytes)) = &e.set {
             self.history.set_written(id, set, *bytes)?;
         }
+        if let Some(j) = &e.journal {
+            self.history.set_journal(id, j)?;
+        }
         self.history.finish(id, e.status, &e.summary, now)?;
         Ok(())
     }
@@ -544,6 +555,75 @@ impl Daemon {
                     .map_err(|e| e.to_string())
                     .and_then(|s| metrics::render(&s).map_err(|e| e.to_string()));
                 let _ = reply.send(text);
+            }
+            http::Ask::Page(which, reply) => {
+                let _ = reply.send(self.page(which).map_err(|e| e.to_string()));
+            }
+        }
+    }
+
+    /// A page of the status page, `None` when there is no such page.
+    fn page(&self, which: http::Page) -> Result<Option<String>, String> {
+        match which {
+            http::Page::Overview => {
+                let now = self.now();
+                let slots = self
+                    .history
+                    .since(now - SignedDuration::from_hours(24 * 31))
+                    .map_err(|e| e.to_string())?;
+                let mut last: BTreeMap<(String, String), _> = self
+                    .history
+                    .jobs()
+                    .map_err(|e| e.to_string())?
+                    .into_iter()
+                    .map(|h| ((h.site.clone(), h.job.clone()), h.last_run))
+                    .collect();
+                let jobs: Vec<page::JobView> = self
+                    .sched
+                    .jobs()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, j)| page::JobView {
+                        site: j.site.clone(),
+                        timezone: j.tz.iana_name().unwrap_or("UTC").to_string(),
+                        job: j.job.clone(),
+                        op: j.op.clone(),
+                        last: last.remove(&(j.site.clone(), j.job.clone())).flatten(),
+                        next: self.next_slot(i, now),
+                        newest_set: j.sets_dir.as_deref().and_then(newest_set),
+                        slots: slots
+                            .iter()
+                            .filter(|r| r.site == j.site && r.job == j.job)
+                            .cloned()
+                            .collect(),
+                    })
+                    .collect();
+                let head = page::Head {
+                    pid: std::process::id(),
+                    now,
+                    policies: self.opts.policies.display().to_string(),
+                    policy_errors: self.policies.errors(),
+                    recovery_attention: self
+                        .recovery_attention
+                        .as_ref()
+                        .map(|p| p.display().to_string()),
+                };
+                page::overview(&head, &jobs)
+                    .map(Some)
+                    .map_err(|e| e.to_string())
+            }
+            http::Page::Run(id) => {
+                let Some(row) = self.history.row(id).map_err(|e| e.to_string())? else {
+                    return Ok(None);
+                };
+                let records = row
+                    .journal
+                    .as_deref()
+                    .and_then(|j| crate::execute::journal::read(j).ok())
+                    .unwrap_or_default();
+                page::run(&row, &records)
+                    .map(Some)
+                    .map_err(|e| e.to_string())
             }
         }
     }

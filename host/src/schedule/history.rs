@@ -154,6 +154,9 @@ pub struct SlotRow {
     /// That set's size: the bytes of its files.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub set_bytes: Option<u64>,
+    /// The run's journal, once it ended with one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub journal: Option<PathBuf>,
 }
 
 /// One job's history in short, for metrics.
@@ -203,13 +206,15 @@ CREATE TABLE IF NOT EXISTS seen (
 );
 ";
 
-const COLUMNS: &str = "id, site, job, op, slot, status, attempts, started, finished, pid, summary, log, set_id, set_bytes";
+const COLUMNS: &str = "id, site, job, op, slot, status, attempts, started, finished, pid, summary, \
+                       log, set_id, set_bytes, journal";
 
 /// Columns added since the first schema, with their types: a history written by an older hokan
 /// gets them when it is opened (empty for its old rows).
 const ADDED: &[(&str, &str, &str)] = &[
     ("slots", "set_id", "TEXT"),
     ("slots", "set_bytes", "INTEGER"),
+    ("slots", "journal", ""),
 ];
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SlotRow> {
@@ -229,6 +234,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SlotRow> {
         log: r.get::<_, Option<Value>>(11)?.and_then(path_of),
         set: r.get(12)?,
         set_bytes: r.get::<_, Option<i64>>(13)?.map(|b| b.max(0) as u64),
+        journal: r.get::<_, Option<Value>>(14)?.and_then(path_of),
     })
 }
 
@@ -387,6 +393,42 @@ impl History {
                 params![id, set, i64::try_from(bytes).unwrap_or(i64::MAX)],
             )
             .map(drop)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Records the journal of a slot's run, for the status page's view of its steps.
+    pub fn set_journal(&self, id: i64, journal: &Path) -> Result<(), HistoryError> {
+        self.conn
+            .execute(
+                "UPDATE slots SET journal = ?2 WHERE id = ?1",
+                params![id, path_value(journal)],
+            )
+            .map(drop)
+            .map_err(|e| self.err(e))
+    }
+
+    /// The row with id `id`.
+    pub fn row(&self, id: i64) -> Result<Option<SlotRow>, HistoryError> {
+        self.conn
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM slots WHERE id = ?1"),
+                params![id],
+                row,
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// The rows of slots at or after `from`, oldest slot first.
+    pub fn since(&self, from: Timestamp) -> Result<Vec<SlotRow>, HistoryError> {
+        let mut st = self
+            .conn
+            .prepare(&format!(
+                "SELECT {COLUMNS} FROM slots WHERE slot >= ?1 ORDER BY slot, site, job"
+            ))
+            .map_err(|e| self.err(e))?;
+        st.query_map(params![from.to_string()], row)
+            .and_then(Iterator::collect)
             .map_err(|e| self.err(e))
     }
 
@@ -678,6 +720,16 @@ mod tests {
         let h = History::open(dir.path()).unwrap();
         let r = h.slot("s", "j", t("02:10")).unwrap().unwrap();
         assert_eq!(r.set_bytes, Some(7));
+        h.set_journal(r.id, Path::new("/var/lib/hokan/runs/done/r.jsonl"))
+            .unwrap();
+        let by_id = h.row(r.id).unwrap().unwrap();
+        assert_eq!(
+            by_id.journal.as_deref(),
+            Some(Path::new("/var/lib/hokan/runs/done/r.jsonl"))
+        );
+        assert_eq!(h.since(t("02:10")).unwrap(), [by_id]);
+        assert!(h.since(t("02:11")).unwrap().is_empty());
+        assert_eq!(h.row(r.id + 1).unwrap(), None);
     }
 
     #[test]

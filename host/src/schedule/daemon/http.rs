@@ -1,4 +1,5 @@
-//! The daemon's HTTP endpoints (`hokan daemon --http ADDR`): `/metrics` for Prometheus.
+//! The daemon's HTTP endpoints (`hokan daemon --http ADDR`): `/metrics` for Prometheus, and the
+//! read-only status page (`/`, `/runs/ID`).
 //!
 //! The server only carries requests: each one is answered by the daemon's own loop, which owns
 //! the history and the calendars, through a channel, as `hokan status` is on the Unix socket.
@@ -68,6 +69,17 @@ impl HttpOptions {
 pub(super) enum Ask {
     /// The `/metrics` document, or why it cannot be made.
     Metrics(oneshot::Sender<Result<String, String>>),
+    /// A page of the status page: its HTML, `None` when there is no such page.
+    Page(Page, oneshot::Sender<Result<Option<String>, String>>),
+}
+
+/// The status page's pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Page {
+    /// Every site and job.
+    Overview,
+    /// One slot's run, by its history row.
+    Run(i64),
 }
 
 #[derive(Clone)]
@@ -99,6 +111,8 @@ pub(super) async fn serve(
     };
     let router = axum::Router::new()
         .route("/metrics", get(metrics))
+        .route("/", get(overview))
+        .route("/runs/{id}", get(run_page))
         .with_state(app);
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router).await {
@@ -148,6 +162,41 @@ async fn metrics(State(app): State<App>, headers: HeaderMap) -> Response {
             text,
         )
             .into_response(),
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping\n").into_response(),
+    }
+}
+
+async fn overview(State(app): State<App>, headers: HeaderMap) -> Response {
+    page(app, &headers, Page::Overview).await
+}
+
+async fn run_page(
+    State(app): State<App>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    match id.parse::<i64>() {
+        Ok(id) => page(app, &headers, Page::Run(id)).await,
+        // Checked after the token, so that nothing is said to a stranger.
+        Err(_) => match refused(&app, &headers) {
+            Some(r) => r,
+            None => (StatusCode::NOT_FOUND, "no such run\n").into_response(),
+        },
+    }
+}
+
+async fn page(app: App, headers: &HeaderMap, which: Page) -> Response {
+    if let Some(r) = refused(&app, headers) {
+        return r;
+    }
+    let (tx, rx) = oneshot::channel();
+    if app.asks.send(Ask::Page(which, tx)).await.is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping\n").into_response();
+    }
+    match rx.await {
+        Ok(Ok(Some(html))) => axum::response::Html(html).into_response(),
+        Ok(Ok(None)) => (StatusCode::NOT_FOUND, "no such page\n").into_response(),
         Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping\n").into_response(),
     }

@@ -266,6 +266,7 @@ mod tests {
             log: None,
             set: set.map(|_| "20261201T171000Z".into()),
             set_bytes: set,
+            journal: None,
         }
     }
 

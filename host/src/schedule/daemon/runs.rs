@@ -119,6 +119,8 @@ pub(super) struct Ended {
     pub summary: String,
     /// The good set it completed, and its size.
     pub set: Option<(String, u64)>,
+    /// Its journal, when it left one.
+    pub journal: Option<PathBuf>,
 }
 
 /// How a run the daemon awaited ended: its journal's finish record; for a run that never
@@ -136,11 +138,13 @@ pub(super) fn ended(
             status: SlotStatus::of_outcome(&f.outcome, stopped),
             summary: f.outcome.summary(),
             set: f.set,
+            journal: Some(f.journal),
         },
         None => Ended {
             status: SlotStatus::of_exit(code, stopped),
             summary: last_line(&r.log),
             set: None,
+            journal: None,
         },
     }
 }
@@ -156,6 +160,7 @@ pub(super) fn ended_before(state: &Path, r: &SlotRow) -> Ended {
             status: SlotStatus::of_outcome(&f.outcome, false),
             summary: f.outcome.summary(),
             set: f.set,
+            journal: Some(f.journal),
         },
         // Recovery removes a partial set, or finishes and keeps one (never a good one).
         Some(f) => Ended {
@@ -165,11 +170,13 @@ pub(super) fn ended_before(state: &Path, r: &SlotRow) -> Ended {
                 f.outcome.summary()
             ),
             set: None,
+            journal: Some(f.journal),
         },
         None => Ended {
             status: SlotStatus::Interrupted,
             summary: "the daemon stopped during the run, which left no journal".to_string(),
             set: None,
+            journal: None,
         },
     }
 }
@@ -300,6 +307,7 @@ mod tests {
             log: None,
             set: None,
             set_bytes: None,
+            journal: None,
         };
         journal(tmp.path(), 10, Outcome::completed());
         let mut recovered = Outcome::new(RunStatus::Recovered);
