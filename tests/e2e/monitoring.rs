@@ -320,6 +320,54 @@ fn metrics_after_a_night_of_the_bundled_policies_match_the_history_and_pass_prom
     );
     d.stop();
 
+    // November's report for each site, from the history alone: the night's run, at 100 %.
+    for (site, job, _) in NIGHT {
+        let file = dir.join(format!("{site}-2026-11.html"));
+        let policy = policies.join(format!("{site}.toml"));
+        let out = hokan_command(
+            dir,
+            &[
+                "report",
+                policy.to_str().unwrap(),
+                "--month",
+                "2026-11",
+                "--out",
+                file.to_str().unwrap(),
+            ],
+            &[],
+        )
+        .output()
+        .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let html = std::fs::read_to_string(&file).unwrap();
+        assert!(
+            html.contains(&format!(r#"data-job="{job}" data-rate="100.0" data-slots="1" data-failed="0" data-skipped="0""#)),
+            "{site} {job}:\n{html}"
+        );
+        assert!(
+            !html.contains("src=") && !html.contains("http"),
+            "not self-contained: {html}"
+        );
+    }
+    let tokyo_report = std::fs::read_to_string(dir.join("tokyo-hq-2026-11.html")).unwrap();
+    assert!(
+        tokyo_report.contains(&format!("passed</span> {}", tested.tested_at)),
+        "{tokyo_report}"
+    );
+    // October had no slot.
+    let out = hokan_command(
+        dir,
+        &["report", tokyo.to_str().unwrap(), "--month", "2026-10"],
+        &[],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        text(&out.stdout).contains(r#"data-job="mailwise" data-rate="" data-slots="0""#),
+        "{}",
+        text(&out.stdout)
+    );
+
     // Prometheus' own linter accepts the document.
     let mut check = Command::new(promtool())
         .args(["check", "metrics"])
@@ -584,5 +632,40 @@ fn off_loopback_the_daemon_needs_a_token_and_refuses_requests_without_it() {
     assert!(
         !dir.join("state/http.addr").exists(),
         "http.addr outlives the daemon"
+    );
+}
+
+#[test]
+fn a_report_says_what_is_wrong_with_its_month_or_its_history() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let policy = repo_root().join("policies/tokyo-hq.toml");
+    let run = |month: &str| {
+        hokan_command(
+            dir,
+            &["report", policy.to_str().unwrap(), "--month", month],
+            &[],
+        )
+        .output()
+        .unwrap()
+    };
+    let out = run("2026-13");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("--month `2026-13` is not a month; write it as YYYY-MM"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run("2026-11");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("there is no run history in"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stderr).contains("--state-dir"),
+        "{}",
+        text(&out.stderr)
     );
 }

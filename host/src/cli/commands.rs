@@ -109,6 +109,9 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
             http_token_file,
         } => super::scheduling::daemon(cli, policies, *http, http_token_file.as_deref()),
         Command::Status { json } => super::scheduling::status(cli, *json),
+        Command::Report { policy, month, out } => {
+            super::scheduling::report(cli, policy, month, out.as_deref())
+        }
     }
 }
 

@@ -232,6 +232,22 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write one customer site's month of backups as a self-contained HTML page, from the
+    /// daemon's run history in --state-dir: each scheduled job's success rate, skipped and
+    /// missed slots, run times and set sizes over the month (inline SVG), the failures with
+    /// their reasons, and the last restore test of its sets. The month is the site's.
+    ///
+    /// Exit status: 0 written; 1 the policy, the month or the history cannot be read.
+    Report {
+        /// The site's policy file.
+        policy: PathBuf,
+        /// The month, YYYY-MM.
+        #[arg(long)]
+        month: String,
+        /// Write the page here [default: standard output].
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
     /// Check every page checksum of an ESE database (Exchange's Priv.edb, Pub.edb), both the
     /// legacy XOR-32 and the ECC-32/XOR-32 format, and list each bad page as -1018.
     ///

@@ -391,3 +391,72 @@ fn describe_with<'a>(
             .map_err(|e| e.to_string())
     }
 }
+
+pub(super) fn report(
+    cli: &Cli,
+    policy: &Path,
+    month: &str,
+    out: Option<&Path>,
+) -> Result<ExitCode> {
+    use hokan::schedule::history::History;
+    use hokan::schedule::report::{JobMonth, Month, render};
+    let pol = hokan::policy::Policy::load(policy)?;
+    let month = Month::parse(month).map_err(|e| anyhow!("--month {e}"))?;
+    let tz = jiff::tz::db().get(&pol.timezone).map_err(|e| {
+        anyhow!(
+            "site.timezone `{}` is not a time zone this host knows: {e}",
+            pol.timezone
+        )
+    })?;
+    let db = cli.state_dir.join("history.sqlite");
+    if !db.exists() {
+        return Err(anyhow!(
+            "there is no run history in {} (the daemon keeps it as history.sqlite): give the \
+             daemon's --state-dir",
+            cli.state_dir.display()
+        ));
+    }
+    let history = History::open(&cli.state_dir)?;
+    let (from, until) = month.span(&tz)?;
+    let rows = history.since(from)?;
+    let jobs: Vec<JobMonth> = pol
+        .jobs
+        .values()
+        .filter(|j| j.schedule.is_some())
+        .map(|j| {
+            let sets_dir = hokan::planner::sets_dir(&pol, j);
+            let restore_test = sets_dir.as_deref().and_then(|dir| {
+                hokan::sets::list(dir)
+                    .ok()?
+                    .iter()
+                    .filter_map(|id| hokan::sets::tested::last(dir, id))
+                    .max_by(|a, b| a.tested_at.cmp(&b.tested_at))
+            });
+            JobMonth {
+                job: j.name.clone(),
+                op: j.schedule_op.clone(),
+                rows: rows
+                    .iter()
+                    .filter(|r| r.site == pol.site && r.job == j.name && r.slot < until)
+                    .cloned()
+                    .collect(),
+                restore_test,
+            }
+        })
+        .collect();
+    let html = render(
+        &pol.site,
+        &tz,
+        &pol.timezone,
+        month,
+        &jobs,
+        jiff::Timestamp::now(),
+    )?;
+    match out {
+        Some(p) => {
+            std::fs::write(p, html).with_context(|| format!("cannot write {}", p.display()))?
+        }
+        None => print!("{html}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -15,6 +15,7 @@
 pub mod calendar;
 pub mod daemon;
 pub mod history;
+pub mod report;
 pub mod rules;
 
 use crate::describe::Description;
