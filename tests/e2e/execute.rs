@@ -65,8 +65,8 @@ impl RunSite {
         self.hokan(&args, env)
     }
 
-    /// The ids of the sets `hokan sets` lists, with their states.
-    fn sets(&self) -> Vec<(String, String)> {
+    /// What `hokan sets --json` says of mailwise's sets.
+    fn sets_json(&self) -> Vec<serde_json::Value> {
         let policy = self.path("site.toml");
         let out = self.hokan(
             &[
@@ -79,8 +79,13 @@ impl RunSite {
             &[],
         );
         assert!(out.status.success(), "{}", text(&out.stderr));
-        let v: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
-        v.iter()
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// The ids of the sets `hokan sets` lists, with their states.
+    fn sets(&self) -> Vec<(String, String)> {
+        self.sets_json()
+            .iter()
             .map(|s| {
                 (
                     s["id"].as_str().unwrap().to_string(),
@@ -1520,20 +1525,8 @@ fn sets_dir_names(site: &RunSite) -> Vec<String> {
 
 /// The restore test `hokan sets --json` shows for set `id`.
 fn restore_test_of(site: &RunSite, id: &str) -> serde_json::Value {
-    let policy = site.path("site.toml");
-    let out = site.hokan(
-        &[
-            "sets",
-            policy.to_str().unwrap(),
-            "--job",
-            "mailwise",
-            "--json",
-        ],
-        &[],
-    );
-    ok(&out);
-    let v: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
-    v.into_iter()
+    site.sets_json()
+        .into_iter()
         .find(|s| s["id"] == id)
         .map(|s| s["restore_test"].clone())
         .unwrap_or_else(|| panic!("no set {id}"))

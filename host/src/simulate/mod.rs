@@ -154,22 +154,27 @@ pub fn simulate_op(
         links: true,
         window: None,
     };
+    // The report's head, before any scenario ran.
+    let head = |set: Option<String>| OpReport {
+        site: policy.site.clone(),
+        job: job.name.clone(),
+        operation: operation.to_string(),
+        plugin: PluginRef {
+            name: d.name.clone(),
+            version: d.version.clone(),
+            sha256: plugin.sha256().to_string(),
+        },
+        set,
+        refused: None,
+        not_simulated: None,
+        scenarios: Vec::new(),
+    };
     let prepared = match planner::prepare(policy, job, d, &input, &WorldSets(world)) {
         Ok(p) => p,
         Err(PlanJobError::Sets(why)) if no_sets(policy, job, world) => {
             return Ok(OpReport {
-                site: policy.site.clone(),
-                job: job.name.clone(),
-                operation: operation.to_string(),
-                plugin: PluginRef {
-                    name: d.name.clone(),
-                    version: d.version.clone(),
-                    sha256: plugin.sha256().to_string(),
-                },
-                set: None,
-                refused: None,
                 not_simulated: Some(why),
-                scenarios: Vec::new(),
+                ..head(None)
             });
         }
         Err(e) => return Err(e),
@@ -180,20 +185,7 @@ pub fn simulate_op(
         .map(|(k, v)| (k.clone(), world::absolute(v)))
         .collect();
     let facts = WorldFacts::new(world.clone(), roots.clone(), prepared.topology.clone());
-    let mut report = OpReport {
-        site: policy.site.clone(),
-        job: job.name.clone(),
-        operation: operation.to_string(),
-        plugin: PluginRef {
-            name: d.name.clone(),
-            version: d.version.clone(),
-            sha256: plugin.sha256().to_string(),
-        },
-        set: prepared.request.set_id.clone(),
-        refused: None,
-        not_simulated: None,
-        scenarios: Vec::new(),
-    };
+    let mut report = head(prepared.request.set_id.clone());
     let doc = match planner::plan_with(plugin, policy, job, &prepared, Arc::new(facts)) {
         Ok(doc) => doc,
         Err(PlanJobError::Refused { refusal, .. }) => {
