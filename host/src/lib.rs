@@ -15,6 +15,7 @@ pub mod execute;
 pub mod exit;
 pub mod facts;
 pub mod lint;
+pub mod notify;
 pub mod plan;
 pub mod planner;
 pub mod policy;

@@ -9,6 +9,7 @@ mod execute;
 mod groupmax;
 mod mailwise;
 mod monitoring;
+mod notify;
 mod schedule;
 mod simulate;
 mod standin_site;

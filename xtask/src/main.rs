@@ -253,8 +253,13 @@ fn cargo() -> Command {
 }
 
 /// Programs the tests compare hokan with or drive (rsync; headless Chromium for the status
-/// page), and the Debian packages that bring them; installed when missing.
-const TOOLS: &[(&str, &str)] = &[("rsync", "rsync"), ("chromium", "chromium")];
+/// page; aiosmtpd, the SMTP server notifications are sent to), and the Debian packages that
+/// bring them; installed when missing.
+const TOOLS: &[(&str, &str)] = &[
+    ("rsync", "rsync"),
+    ("chromium", "chromium"),
+    ("aiosmtpd", "python3-aiosmtpd"),
+];
 
 /// What the benchmarks compare hokan with.
 const BENCH_TOOLS: &[(&str, &str)] = &[("rsync", "rsync")];

@@ -109,6 +109,9 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
             http_token_file,
         } => super::scheduling::daemon(cli, policies, *http, http_token_file.as_deref()),
         Command::Status { json } => super::scheduling::status(cli, *json),
+        Command::Notifications { event, limit, json } => {
+            super::scheduling::notifications(cli, event.as_deref(), *limit, *json)
+        }
         Command::Report { policy, month, out } => {
             super::scheduling::report(cli, policy, month, out.as_deref())
         }
@@ -340,6 +343,22 @@ fn validate(cli: &Cli, paths: &[PathBuf]) -> Result<ExitCode> {
     let mut errors = 0;
     let mut cache: BTreeMap<(PathBuf, Option<String>), Plugin> = BTreeMap::new();
     for path in paths {
+        // A policy directory's host.toml: the host's notification channels.
+        match policy::HostConfig::load(path) {
+            Ok(h) => {
+                if let Some(f) = &h.file {
+                    println!(
+                        "ok: {} (host settings, {} notification channel(s))",
+                        f.display(),
+                        h.notify.len()
+                    );
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                errors += 1;
+            }
+        }
         let policies = match policy::load_all(path) {
             Ok(p) => p,
             Err(e) => {

@@ -232,6 +232,22 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List the daemon's notifications from its outbox in --state-dir, newest first: each
+    /// event, the channel it was routed to, whether it was delivered, and how many attempts it
+    /// took. With --event, every attempt at that event (the delivery log).
+    ///
+    /// Exit status: 0 listed; 1 there is no history in --state-dir.
+    Notifications {
+        /// Show every attempt at this event (its id, as listed).
+        #[arg(long)]
+        event: Option<String>,
+        /// List at most this many deliveries.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write one customer site's month of backups as a self-contained HTML page, from the
     /// daemon's run history in --state-dir: each scheduled job's success rate, skipped and
     /// missed slots, run times and set sizes over the month (inline SVG), the failures with

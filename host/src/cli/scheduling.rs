@@ -392,13 +392,88 @@ fn describe_with<'a>(
     }
 }
 
+/// The run history in --state-dir, which must be there (a listing never makes one).
+fn existing_history(cli: &Cli) -> Result<hokan::schedule::history::History> {
+    let db = cli.state_dir.join("history.sqlite");
+    if !db.exists() {
+        return Err(anyhow!(
+            "there is no run history in {} (the daemon keeps it as history.sqlite): give the \
+             daemon's --state-dir",
+            cli.state_dir.display()
+        ));
+    }
+    Ok(hokan::schedule::history::History::open(&cli.state_dir)?)
+}
+
+pub(super) fn notifications(
+    cli: &Cli,
+    event: Option<&str>,
+    limit: u32,
+    json: bool,
+) -> Result<ExitCode> {
+    let history = existing_history(cli)?;
+    let ms = |t: i64| {
+        Timestamp::from_millisecond(t)
+            .map(|t| t.strftime("%Y-%m-%d %H:%M:%S").to_string())
+            .unwrap_or_default()
+    };
+    if let Some(id) = event {
+        let log = history.delivery_log(id)?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&log)?);
+        } else if log.is_empty() {
+            println!("no attempt at delivering {id} is logged");
+        }
+        if !json {
+            for l in &log {
+                println!(
+                    "{}  {:<24} attempt {:<3} {}  {}",
+                    ms(l.at),
+                    l.channel,
+                    l.attempt,
+                    if l.ok { "delivered" } else { "failed   " },
+                    l.detail
+                );
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let list = history.deliveries(limit)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if list.is_empty() {
+        println!("no notifications yet (channels are [[notify]] in host.toml and site policies)");
+    }
+    for d in &list {
+        let state = match (d.state.as_str(), d.due) {
+            ("pending", Some(due)) => format!("pending (next attempt {})", ms(due)),
+            (s, _) => s.to_string(),
+        };
+        println!(
+            "{}  {:<24} {}\n    {} after {} attempt(s){}\n    event {}",
+            d.event.at.strftime("%Y-%m-%d %H:%M:%S"),
+            d.channel,
+            d.event.headline(),
+            state,
+            d.attempts,
+            d.last_error
+                .as_ref()
+                .map(|e| format!("; last error: {e}"))
+                .unwrap_or_default(),
+            d.event.id,
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub(super) fn report(
     cli: &Cli,
     policy: &Path,
     month: &str,
     out: Option<&Path>,
 ) -> Result<ExitCode> {
-    use hokan::schedule::history::History;
     use hokan::schedule::report::{JobMonth, Month, render};
     let pol = hokan::policy::Policy::load(policy)?;
     let month = Month::parse(month).map_err(|e| anyhow!("--month {e}"))?;
@@ -408,15 +483,7 @@ pub(super) fn report(
             pol.timezone
         )
     })?;
-    let db = cli.state_dir.join("history.sqlite");
-    if !db.exists() {
-        return Err(anyhow!(
-            "there is no run history in {} (the daemon keeps it as history.sqlite): give the \
-             daemon's --state-dir",
-            cli.state_dir.display()
-        ));
-    }
-    let history = History::open(&cli.state_dir)?;
+    let history = existing_history(cli)?;
     let (from, until) = month.span(&tz)?;
     let rows = history.since(from)?;
     let jobs: Vec<JobMonth> = pol

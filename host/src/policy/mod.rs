@@ -3,7 +3,10 @@
 //! A policy is a TOML file (see the README's "Policy format"). Every error names the file, the
 //! line and column, and the field, and says what to change.
 
+mod notify;
 mod schedule;
+
+pub use notify::{HOST_FILE, HostConfig};
 
 pub use schedule::{Schedule, Window, hhmm};
 
@@ -128,6 +131,9 @@ pub struct Job {
     pub activities: BTreeMap<String, Activity>,
     /// Which of its backup sets the job keeps.
     pub retention: crate::sets::Retention,
+    /// The dead-man limit (`stale_after`): when its newest good set is older than this, the
+    /// daemon raises `no-good-set`.
+    pub stale_after: Option<Duration>,
     /// Where the job is written, for later errors about it.
     pub line: usize,
 }
@@ -154,6 +160,8 @@ pub struct Policy {
     pub servers: Vec<Server>,
     /// Jobs by name.
     pub jobs: BTreeMap<String, Job>,
+    /// The site's own notification channels (`[[notify]]`): they hear only this site.
+    pub notify: Vec<crate::notify::Channel>,
 }
 
 impl Policy {
@@ -258,6 +266,8 @@ struct RawPolicy {
     servers: Vec<Spanned<RawServer>>,
     #[serde(default)]
     jobs: BTreeMap<Spanned<String>, Spanned<RawJob>>,
+    #[serde(default)]
+    notify: Vec<Spanned<notify::RawChannel>>,
 }
 
 #[derive(Deserialize)]
@@ -321,6 +331,8 @@ struct RawJob {
     window: Option<Spanned<String>>,
     #[serde(default)]
     activities: BTreeMap<String, Spanned<RawActivity>>,
+    #[serde(default)]
+    stale_after: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -558,12 +570,14 @@ impl Source<'_> {
                 Some(_) => {}
             }
         }
+        let notify = self.channels(raw.notify, base, Some(&site))?;
         Ok(Policy {
             file: self.file.to_path_buf(),
             site,
             timezone,
             servers,
             jobs,
+            notify,
         })
     }
 
@@ -741,6 +755,17 @@ impl Source<'_> {
             },
         };
         let estimate = duration(&raw.estimate, "estimate", 3600)?;
+        let stale_after = match &raw.stale_after {
+            None => None,
+            Some(s) if backup_root.is_none() => {
+                return Err(self.at(
+                    s,
+                    f("stale_after"),
+                    "the job writes no sets (it has no backup_root), so no set of it can grow old",
+                ));
+            }
+            Some(_) => Some(duration(&raw.stale_after, "stale_after", 0)?),
+        };
         let max_start_delay = duration(&raw.max_start_delay, "max_start_delay", 3600)?;
         let window = match &raw.window {
             None => None,
@@ -794,6 +819,7 @@ impl Source<'_> {
             params,
             schedule,
             retention: raw.retention.map(Spanned::into_inner).unwrap_or_default(),
+            stale_after,
             line,
         })
     }
@@ -907,7 +933,8 @@ pub fn load_all(path: &Path) -> Result<Vec<Policy>, PolicyError> {
     files(path)?.iter().map(|f| Policy::load(f)).collect()
 }
 
-/// The policy files `path` names: itself, or every `*.toml` in the directory (sorted by name).
+/// The policy files `path` names: itself, or every `*.toml` in the directory (sorted by name)
+/// but [`HOST_FILE`], the host's own settings.
 pub fn files(path: &Path) -> Result<Vec<PathBuf>, PolicyError> {
     if !path.is_dir() {
         return Ok(vec![path.to_path_buf()]);
@@ -922,6 +949,8 @@ pub fn files(path: &Path) -> Result<Vec<PathBuf>, PolicyError> {
         })?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        // The host's own settings are not a site.
+        .filter(|p| p.file_name().is_none_or(|n| n != HOST_FILE))
         .collect();
     files.sort();
     Ok(files)

@@ -17,7 +17,9 @@
 use super::Scheduler;
 use super::history::{History, HistoryError, SlotRow, SlotStatus};
 use super::rules::{Busy, Decision, local_text};
-use crate::policy::Policy;
+use crate::notify::deliver::Deliverer;
+use crate::notify::{self, EventKind};
+use crate::policy::{HostConfig, Policy};
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -114,6 +116,16 @@ struct Daemon {
     last_seen_write: Instant,
     /// When it started, by its clock.
     started: Timestamp,
+    /// `host.toml`: the host's notification channels (the last version that loaded).
+    host: HostConfig,
+    /// `host.toml`'s modification time and size when last read, and what was wrong with it.
+    host_stamp: Option<(std::time::SystemTime, u64)>,
+    host_error: Option<String>,
+    /// The notification thread.
+    deliverer: Option<Deliverer>,
+    /// The dead-man check: each job's episode already reported (what its age is measured from).
+    stale: BTreeMap<(String, String), Timestamp>,
+    last_dead_man: Option<Instant>,
 }
 
 /// How often the history's `seen` marks are written (a restart looks again at slots up to this
@@ -158,10 +170,18 @@ pub async fn run(opts: Options, describe: Describe) -> Result<(), DaemonError> {
         looked: BTreeMap::new(),
         last_seen_write: Instant::now(),
         started: Timestamp::UNIX_EPOCH,
+        host: HostConfig::default(),
+        host_stamp: None,
+        host_error: None,
+        deliverer: None,
+        stale: BTreeMap::new(),
+        last_dead_man: None,
     };
     d.started = d.now();
-    d.recover().await?;
+    // The policies first: the events of the runs recovery finishes go to their channels.
     d.reload(true);
+    d.deliverer = Some(Deliverer::start(&d.opts.state, d.channels()).map_err(DaemonError::Setup)?);
+    d.recover().await?;
     let sock = d.opts.state.join("daemon.sock");
     let _ = std::fs::remove_file(&sock);
     let listener = UnixListener::bind(&sock)
@@ -220,9 +240,37 @@ pub async fn run(opts: Options, describe: Describe) -> Result<(), DaemonError> {
         runs: d.running.len(),
     });
     d.shutdown().await?;
+    // What is still pending stays in the outbox for the next start.
+    if let Some(deliverer) = d.deliverer.take() {
+        deliverer.stop();
+    }
     let _ = std::fs::remove_file(&sock);
     d.emit(Event::Stopped);
     Ok(())
+}
+
+/// The event about a run that ended as `e`; none for a status that is not an end.
+fn run_event(row: &SlotRow, e: &runs::Ended, now: Timestamp) -> Option<notify::Event> {
+    let kind = match e.status {
+        SlotStatus::Completed => EventKind::RunCompleted,
+        SlotStatus::Attention => EventKind::RunNeedsAttention,
+        SlotStatus::Interrupted => EventKind::RunInterrupted,
+        SlotStatus::Failed | SlotStatus::BadInput | SlotStatus::Refused
+            if row.op == crate::sets::tested::OPERATION =>
+        {
+            EventKind::SetVerificationFailed
+        }
+        SlotStatus::Failed | SlotStatus::BadInput | SlotStatus::Refused => EventKind::RunFailed,
+        SlotStatus::Running | SlotStatus::Skipped => return None,
+    };
+    let mut ev = notify::Event::new(kind, now, &row.site, &row.job, e.reason());
+    ev.op = Some(row.op.clone());
+    ev.slot = Some(row.slot);
+    ev.status = Some(e.status.as_str().to_string());
+    ev.step = e.step.clone();
+    ev.set = e.set.as_ref().map(|(s, _)| s.clone());
+    ev.log = row.log.clone();
+    Some(ev)
 }
 
 /// The newest good set in `dir` and when it was completed.
@@ -323,6 +371,8 @@ impl Daemon {
             &self.opts.plugin_dir,
             &|e| events(&e),
         );
+        let host_changed = self.reload_host(force);
+        let jobs_changed = jobs.is_some();
         if let Some(jobs) = jobs {
             self.by_name = jobs
                 .iter()
@@ -331,6 +381,158 @@ impl Daemon {
                 .collect();
             self.sched = Scheduler::new(jobs);
         }
+        if (host_changed || jobs_changed)
+            && let Some(d) = &self.deliverer
+        {
+            d.set_channels(self.channels());
+        }
+    }
+
+    /// Re-reads `host.toml` in the policy directory if it changed; a version that does not load
+    /// keeps the previous one, reported like a policy's. Returns whether the channels changed.
+    fn reload_host(&mut self, force: bool) -> bool {
+        let file = self.opts.policies.join(crate::policy::HOST_FILE);
+        let stamp = std::fs::metadata(&file)
+            .ok()
+            .and_then(|m| Some((m.modified().ok()?, m.len())));
+        if stamp == self.host_stamp && !force {
+            return false;
+        }
+        self.host_stamp = stamp;
+        match HostConfig::load(&self.opts.policies) {
+            Ok(h) => {
+                if !force && h.file.is_some() {
+                    self.emit(Event::Reloaded { path: file });
+                }
+                self.host = h;
+                self.host_error = None;
+                true
+            }
+            Err(e) => {
+                let kept = if self.host.file.is_some() {
+                    "the previous version is kept"
+                } else {
+                    "no host channels are in use"
+                };
+                self.emit(Event::PolicyRefused {
+                    error: e.to_string(),
+                    kept,
+                });
+                self.host_error = Some(format!("{e} ({kept})"));
+                false
+            }
+        }
+    }
+
+    /// Every notification channel in use: the host's, and each scheduled site's own.
+    fn channels(&self) -> Vec<notify::Channel> {
+        let mut out: BTreeMap<String, notify::Channel> = BTreeMap::new();
+        for c in self
+            .host
+            .notify
+            .iter()
+            .chain(self.sched.jobs().iter().flat_map(|j| j.channels.iter()))
+        {
+            out.entry(c.id.clone()).or_insert_with(|| c.clone());
+        }
+        out.into_values().collect()
+    }
+
+    /// What is wrong with the policy files and `host.toml`, and what was kept.
+    fn policy_errors(&self) -> Vec<String> {
+        let mut e = self.policies.errors();
+        e.extend(self.host_error.clone());
+        e
+    }
+
+    /// Queues `e` for the channels that want it: the host's, and its site's own (those of the
+    /// job's policy). Call inside the transaction that records what it is about.
+    fn queue(&self, h: &History, e: &notify::Event) -> Result<(), HistoryError> {
+        let site_channels = self
+            .index(&e.site, &e.job)
+            .map(|i| &self.sched.jobs()[i].channels[..])
+            .unwrap_or_default();
+        let wanted: Vec<&notify::Channel> = self
+            .host
+            .notify
+            .iter()
+            .chain(site_channels)
+            .filter(|c| c.wants(e))
+            .collect();
+        h.enqueue(e, &wanted)?;
+        Ok(())
+    }
+
+    /// Wakes the notification thread after something was queued.
+    fn wake_deliverer(&self) {
+        if let Some(d) = &self.deliverer {
+            d.wake();
+        }
+    }
+
+    /// Records that a slot was skipped or missed, and raises the event.
+    fn skip_slot(
+        &self,
+        kind: EventKind,
+        (site, job, op): (&str, &str, &str),
+        slot: Timestamp,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<(), DaemonError> {
+        let mut e = notify::Event::new(kind, now, site, job, reason);
+        e.op = Some(op.to_string());
+        e.slot = Some(slot);
+        e.status = Some(SlotStatus::Skipped.as_str().to_string());
+        self.history.atomically(|h| {
+            h.skip(site, job, op, slot, reason, now)?;
+            self.queue(h, &e)
+        })?;
+        self.wake_deliverer();
+        Ok(())
+    }
+
+    /// The dead-man check: raises `no-good-set` once for each job whose newest good set (or,
+    /// without one, its first slot, or the daemon's start) is older than its `stale_after`.
+    fn dead_man(&mut self, now: Timestamp) -> Result<(), DaemonError> {
+        let every = self.opts.clock.tick() * 10;
+        if self.last_dead_man.is_some_and(|t| t.elapsed() < every) {
+            return Ok(());
+        }
+        self.last_dead_man = Some(Instant::now());
+        let mut raise = Vec::new();
+        for j in self.sched.jobs() {
+            let Some(limit) = j.stale_after else { continue };
+            let (good, first) = self.history.good_and_first(&j.site, &j.job)?;
+            // A set written outside the daemon (`hokan run` by hand) is a good set too.
+            let good = good.max(j.sets_dir.as_deref().and_then(newest_set).map(|(_, t)| t));
+            let since = good.or(first).unwrap_or(self.started);
+            let key = (j.site.clone(), j.job.clone());
+            if now.duration_since(since) <= limit || self.stale.get(&key) == Some(&since) {
+                continue;
+            }
+            let limit_text = humantime::format_duration(limit.unsigned_abs()).to_string();
+            let reason = match good {
+                Some(g) => format!(
+                    "the newest good set was completed at {}, more than {limit_text} ago (stale_after)",
+                    local_text(g, &j.tz)
+                ),
+                None => format!(
+                    "no good set since {}, more than {limit_text} ago (stale_after)",
+                    local_text(since, &j.tz)
+                ),
+            };
+            // Raised at the instant the limit passed, so a restart raises the same event.
+            let mut e =
+                notify::Event::new(EventKind::NoGoodSet, since + limit, &j.site, &j.job, reason);
+            e.op = Some(j.op.clone());
+            raise.push((key, since, e));
+        }
+        for (key, since, e) in raise {
+            self.history.atomically(|h| self.queue(h, &e))?;
+            self.stale.insert(key, since);
+            self.wake_deliverer();
+        }
+        Ok(())
     }
 
     fn index(&self, site: &str, job: &str) -> Option<usize> {
@@ -379,7 +581,7 @@ impl Daemon {
                         slot,
                         reason,
                     });
-                    self.history.skip(&site, &job, &op, slot, reason, now)?;
+                    self.skip_slot(EventKind::SlotMissed, (&site, &job, &op), slot, reason, now)?;
                     continue;
                 }
                 self.pending.insert((slot, site.clone(), job.clone()));
@@ -392,6 +594,7 @@ impl Daemon {
         if persist {
             self.last_seen_write = Instant::now();
         }
+        self.dead_man(now)?;
         let pending: Vec<_> = self.pending.iter().cloned().collect();
         self.waiting.clear();
         for key in pending {
@@ -438,7 +641,13 @@ impl Daemon {
                         reason: reason.clone(),
                     });
                     let op = self.sched.jobs()[i].op.clone();
-                    self.history.skip(site, job, &op, *slot, &reason, now)?;
+                    self.skip_slot(
+                        EventKind::SlotSkipped,
+                        (site, job, &op),
+                        *slot,
+                        &reason,
+                        now,
+                    )?;
                 }
             }
         }
@@ -516,14 +725,26 @@ impl Daemon {
         self.record_end(id, &e, self.now())
     }
 
+    /// Records how a run ended, and raises the event about it, in one transaction.
     fn record_end(&self, id: i64, e: &runs::Ended, now: Timestamp) -> Result<(), DaemonError> {
-        if let Some((set, bytes)) = &e.set {
-            self.history.set_written(id, set, *bytes)?;
-        }
-        if let Some(j) = &e.journal {
-            self.history.set_journal(id, j)?;
-        }
-        self.history.finish(id, e.status, &e.summary, now)?;
+        let event = self
+            .history
+            .row(id)?
+            .and_then(|row| run_event(&row, e, now));
+        self.history.atomically(|h| {
+            if let Some((set, bytes)) = &e.set {
+                h.set_written(id, set, *bytes)?;
+            }
+            if let Some(j) = &e.journal {
+                h.set_journal(id, j)?;
+            }
+            h.finish(id, e.status, &e.summary, now)?;
+            match &event {
+                Some(ev) => self.queue(h, ev),
+                None => Ok(()),
+            }
+        })?;
+        self.wake_deliverer();
         Ok(())
     }
 
@@ -602,7 +823,7 @@ impl Daemon {
                     pid: std::process::id(),
                     now,
                     policies: self.opts.policies.display().to_string(),
-                    policy_errors: self.policies.errors(),
+                    policy_errors: self.policy_errors(),
                     recovery_attention: self
                         .recovery_attention
                         .as_ref()
@@ -661,7 +882,7 @@ impl Daemon {
             now,
             started: self.started,
             jobs,
-            policy_errors: self.policies.errors().len(),
+            policy_errors: self.policy_errors().len(),
             recovery_attention: self.recovery_attention.is_some(),
         })
     }
@@ -692,7 +913,7 @@ impl Daemon {
                 })
             })
             .collect();
-        let policy_errors = self.policies.errors();
+        let policy_errors = self.policy_errors();
         Ok(Status {
             format: "1",
             pid: std::process::id(),

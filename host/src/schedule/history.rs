@@ -271,7 +271,11 @@ impl History {
             .map_err(err)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
+        conn.execute_batch(crate::notify::outbox::SCHEMA)
+            .map_err(err)?;
         for (table, column, kind) in ADDED {
             let has = conn
                 .prepare("SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2")
@@ -554,6 +558,72 @@ impl History {
             .map_err(|e| self.err(e))?;
         st.query_map([], row)
             .and_then(Iterator::collect)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Runs `f` in one transaction: what it writes is on disk together or not at all (a slot's
+    /// end and the event about it).
+    pub fn atomically<T>(
+        &self,
+        f: impl FnOnce(&History) -> Result<T, HistoryError>,
+    ) -> Result<T, HistoryError> {
+        let tx = self.conn.unchecked_transaction().map_err(|e| self.err(e))?;
+        let out = f(self)?;
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(out)
+    }
+
+    /// Queues `e` for each of `channels` in the outbox (see [`crate::notify::outbox`]).
+    pub fn enqueue(
+        &self,
+        e: &crate::notify::Event,
+        channels: &[&crate::notify::Channel],
+    ) -> Result<usize, HistoryError> {
+        crate::notify::outbox::enqueue(&self.conn, e, channels, crate::notify::outbox::now_ms())
+            .map_err(|e| self.err(e))
+    }
+
+    /// The newest deliveries of the outbox, newest event first.
+    pub fn deliveries(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<crate::notify::outbox::Delivery>, HistoryError> {
+        crate::notify::outbox::deliveries(&self.conn, limit).map_err(|e| self.err(e))
+    }
+
+    /// Every attempt at delivering one event.
+    pub fn delivery_log(
+        &self,
+        event: &str,
+    ) -> Result<Vec<crate::notify::outbox::LogEntry>, HistoryError> {
+        crate::notify::outbox::log(&self.conn, event).map_err(|e| self.err(e))
+    }
+
+    /// How many deliveries wait in the outbox.
+    pub fn pending_deliveries(&self) -> Result<u64, HistoryError> {
+        crate::notify::outbox::pending(&self.conn).map_err(|e| self.err(e))
+    }
+
+    /// When the job's newest good set was completed by a run the daemon recorded, and when its
+    /// first slot was: what the dead-man check measures from.
+    pub fn good_and_first(
+        &self,
+        site: &str,
+        job: &str,
+    ) -> Result<(Option<Timestamp>, Option<Timestamp>), HistoryError> {
+        self.conn
+            .query_row(
+                "SELECT (SELECT max(finished) FROM slots WHERE site = ?1 AND job = ?2 AND status = 'completed' AND set_id IS NOT NULL),
+                        (SELECT min(slot) FROM slots WHERE site = ?1 AND job = ?2)",
+                params![site, job],
+                |r| Ok((r.get::<_, Option<String>>(0)?, r.get::<_, Option<String>>(1)?)),
+            )
+            .map(|(a, b)| {
+                (
+                    a.and_then(|s| s.parse().ok()),
+                    b.and_then(|s| s.parse().ok()),
+                )
+            })
             .map_err(|e| self.err(e))
     }
 

@@ -60,6 +60,10 @@ pub struct ScheduledJob {
     /// The directory of the backup sets it writes or reads, if it keeps any: where its restore
     /// tests are recorded.
     pub sets_dir: Option<PathBuf>,
+    /// Its site's own notification channels.
+    pub channels: Vec<crate::notify::Channel>,
+    /// The dead-man limit: how old its newest good set may grow.
+    pub stale_after: Option<SignedDuration>,
 }
 
 /// A product's own work on a calendar, which some operations must not overlap.
@@ -95,6 +99,7 @@ impl ScheduledJob {
             for (field, set) in [
                 ("window", job.window.is_some()),
                 ("activities", !job.activities.is_empty()),
+                ("stale_after", job.stale_after.is_some()),
             ] {
                 if set {
                     say(
@@ -255,6 +260,8 @@ impl ScheduledJob {
                 servers: policy.job_servers(job),
                 activities,
                 sets_dir: crate::planner::sets_dir(policy, job),
+                channels: policy.notify.clone(),
+                stale_after: job.stale_after.map(sd),
             }),
             findings,
         )

@@ -121,6 +121,54 @@ pub(super) struct Ended {
     pub set: Option<(String, u64)>,
     /// Its journal, when it left one.
     pub journal: Option<PathBuf>,
+    /// The step that failed, or the last one that ended before the run died.
+    pub step: Option<String>,
+}
+
+impl Ended {
+    /// Why the run failed, for a notification: its summary, and what the failed step's journal
+    /// record says (the command's exit and the last lines of its standard error), which is
+    /// what the person reading it at 3 a.m. needs first.
+    pub fn reason(&self) -> String {
+        let (Some(journal), Some(step)) = (&self.journal, &self.step) else {
+            return self.summary.clone();
+        };
+        if self.status == SlotStatus::Completed {
+            return self.summary.clone();
+        }
+        let records = crate::execute::journal::read(journal).unwrap_or_default();
+        let detail = records.iter().rev().find_map(|r| match r {
+            crate::execute::journal::Record::StepEnd {
+                step: s,
+                status,
+                summary,
+                output,
+                ..
+            } if s == step
+                && !matches!(
+                    status,
+                    crate::drive::StepStatus::Ok | crate::drive::StepStatus::Skipped
+                ) =>
+            {
+                let err: Vec<&str> = output
+                    .iter()
+                    .flat_map(|o| o.stderr.lines())
+                    .filter(|l| !l.trim().is_empty())
+                    .collect();
+                let tail = err[err.len().saturating_sub(3)..].join(" / ");
+                Some(if tail.is_empty() {
+                    summary.clone()
+                } else {
+                    format!("{summary}; stderr: {tail}")
+                })
+            }
+            _ => None,
+        });
+        match detail {
+            Some(d) if !self.summary.contains(&d) => format!("{} ({d})", self.summary),
+            _ => self.summary.clone(),
+        }
+    }
 }
 
 /// How a run the daemon awaited ended: its journal's finish record; for a run that never
@@ -137,12 +185,14 @@ pub(super) fn ended(
         Some(f) => Ended {
             status: SlotStatus::of_outcome(&f.outcome, stopped),
             summary: f.outcome.summary(),
+            step: f.outcome.step.clone(),
             set: f.set,
             journal: Some(f.journal),
         },
         None => Ended {
             status: SlotStatus::of_exit(code, stopped),
             summary: last_line(&r.log),
+            step: None,
             set: None,
             journal: None,
         },
@@ -159,6 +209,7 @@ pub(super) fn ended_before(state: &Path, r: &SlotRow) -> Ended {
         Some(f) if f.outcome.status != RunStatus::Recovered => Ended {
             status: SlotStatus::of_outcome(&f.outcome, false),
             summary: f.outcome.summary(),
+            step: f.outcome.step.clone(),
             set: f.set,
             journal: Some(f.journal),
         },
@@ -169,12 +220,14 @@ pub(super) fn ended_before(state: &Path, r: &SlotRow) -> Ended {
                 "the daemon stopped during the run; its cleanup ran ({})",
                 f.outcome.summary()
             ),
+            step: f.outcome.step.clone(),
             set: None,
             journal: Some(f.journal),
         },
         None => Ended {
             status: SlotStatus::Interrupted,
             summary: "the daemon stopped during the run, which left no journal".to_string(),
+            step: None,
             set: None,
             journal: None,
         },
