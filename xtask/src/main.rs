@@ -16,6 +16,10 @@ usage: cargo xtask <command>
   demo      build what is needed, make a demo site under target/demo/, show the
             validated plans of the bundled policies, and simulate them with every fault
   bench     plugins, then the runtime, simulation, execution and ESE benchmarks (release build)
+  deb       the Debian package, target/deb/hokan_<version>_<arch>.deb (release build; --dev:
+            a debug build; --check: check its files and, as root, install it, verify the
+            unit, validate /etc/hokan/, start the daemon as the unit does, then purge it;
+            `test` runs `deb --dev --check`)
 ";
 
 const DEBIAN_PACKAGES: &[&str] = &["rustc-web", "cargo-web", "rust-web-src", "lld", "wasi-libc"];
@@ -39,6 +43,23 @@ fn main() -> Result<()> {
         Some("test") => test(),
         Some("demo") => demo(),
         Some("bench") => bench(),
+        Some("deb") => {
+            let flags: Vec<String> = std::env::args().skip(2).collect();
+            let has = |f: &str| flags.iter().any(|a| a == f);
+            if let Some(other) = flags
+                .iter()
+                .find(|a| !["--dev", "--check"].contains(&a.as_str()))
+            {
+                eprintln!("unknown flag {other}\n{USAGE}");
+                std::process::exit(2);
+            }
+            let deb = deb(has("--dev"))?;
+            if has("--check") {
+                check_deb(&deb)?;
+            }
+            println!("{}", deb.display());
+            Ok(())
+        }
         _ => {
             eprint!("{USAGE}");
             std::process::exit(2);
@@ -378,8 +399,273 @@ fn test() -> Result<()> {
         "--manifest-path",
         "plugins/Cargo.toml",
     ]))?;
+    // The package, from a build without test hooks: its files, its unit, and (as root, which CI
+    // is) installed, validated and purged again.
+    let package = deb(true)?;
+    check_deb(&package)?;
     eprintln!("all checks passed");
     Ok(())
+}
+
+/// What the package holds besides the binary and the plugins.
+const PACKAGING: &[(&str, &str, u32)] = &[
+    (
+        "packaging/hokan.service",
+        "usr/lib/systemd/system/hokan.service",
+        0o644,
+    ),
+    (
+        "packaging/etc/example-site.toml",
+        "etc/hokan/example-site.toml",
+        0o644,
+    ),
+    ("packaging/etc/host.toml", "etc/hokan/host.toml", 0o644),
+    ("README.md", "usr/share/doc/hokan/README.md", 0o644),
+    (
+        "docs/notifications.md",
+        "usr/share/doc/hokan/notifications.md",
+        0o644,
+    ),
+    (
+        "docs/monitoring.md",
+        "usr/share/doc/hokan/monitoring.md",
+        0o644,
+    ),
+    (
+        "docs/scheduling.md",
+        "usr/share/doc/hokan/scheduling.md",
+        0o644,
+    ),
+    (
+        "docs/execution.md",
+        "usr/share/doc/hokan/execution.md",
+        0o644,
+    ),
+    (
+        "docs/monitoring/hokan-alerts.yml",
+        "usr/share/doc/hokan/hokan-alerts.yml",
+        0o644,
+    ),
+    ("packaging/postinst", "DEBIAN/postinst", 0o755),
+    ("packaging/prerm", "DEBIAN/prerm", 0o755),
+    ("packaging/postrm", "DEBIAN/postrm", 0o755),
+];
+
+/// Builds the Debian package with dpkg-deb: hokan built without test hooks (release, or
+/// `dev`: the debug profile, which shares the test build's dependencies), the product plugins,
+/// the unit, /etc/hokan's examples and the docs.
+fn deb(dev: bool) -> Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let plugin_dir = plugins()?;
+    let mut build = cargo();
+    build.args(["build", "-p", "hokan", "--bin", "hokan"]);
+    if !dev {
+        build.arg("--release");
+    }
+    run(&mut build)?;
+    let built = target_dir()
+        .join(if dev { "debug" } else { "release" })
+        .join("hokan");
+    let out = target_dir().join("deb");
+    let stage = out.join("hokan");
+    let _ = std::fs::remove_dir_all(&stage);
+    let place = |from: &Path, to: &str, mode: u32| -> Result<()> {
+        let dest = stage.join(to);
+        std::fs::create_dir_all(dest.parent().unwrap())?;
+        std::fs::copy(from, &dest)
+            .with_context(|| format!("cannot copy {} into the package", from.display()))?;
+        std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(mode))?;
+        Ok(())
+    };
+    place(&built, "usr/bin/hokan", 0o755)?;
+    // Shipped without debug information, as Debian's binaries are (the debug build's is most
+    // of its size).
+    run(Command::new("strip")
+        .args(["--strip-debug", "--remove-section=.comment"])
+        .arg(stage.join("usr/bin/hokan")))?;
+    if dev {
+        // The product build replaced target/debug/hokan; the tests run the one with hooks.
+        run(cargo().args(["build", "--workspace", "--bins"]))?;
+    }
+    for p in PRODUCTS {
+        place(
+            &plugin_dir.join(format!("{p}.wasm")),
+            &format!("usr/lib/hokan/plugins/{p}.wasm"),
+            0o644,
+        )?;
+    }
+    for (from, to, mode) in PACKAGING {
+        place(&root().join(from), to, *mode)?;
+    }
+    std::fs::write(
+        stage.join("usr/share/doc/hokan/copyright"),
+        "hokan\nLicense: Apache-2.0\nOn Debian systems the license is in /usr/share/common-licenses/Apache-2.0.\n",
+    )?;
+    std::fs::write(
+        stage.join("DEBIAN/conffiles"),
+        "/etc/hokan/example-site.toml\n/etc/hokan/host.toml\n",
+    )?;
+    let arch = output(Command::new("dpkg").arg("--print-architecture"))
+        .context("dpkg --print-architecture failed: the package is built with Debian's dpkg")?
+        .trim()
+        .to_string();
+    let version = env!("CARGO_PKG_VERSION");
+    let size_kib = walk_size(&stage)?.div_ceil(1024);
+    std::fs::write(
+        stage.join("DEBIAN/control"),
+        format!(
+            "Package: hokan\n\
+             Version: {version}\n\
+             Architecture: {arch}\n\
+             Maintainer: hokan developers <hokan@example.invalid>\n\
+             Installed-Size: {size_kib}\n\
+             Depends: libc6 (>= 2.34), passwd\n\
+             Recommends: systemd\n\
+             Section: admin\n\
+             Priority: optional\n\
+             Homepage: https://example.invalid/hokan\n\
+             Description: product backup, restore and maintenance procedures as WebAssembly plugins\n \
+             hokan runs the backup, restore and maintenance procedures of products (Cybozu\n \
+             mailwise, Hitachi Groupmax, Fujitsu TeamWARE Office, Microsoft Exchange Server\n \
+             5.5) as the vendors' manuals describe them, each encoded as a sandboxed\n \
+             WebAssembly plugin, with verified backup sets, a crash-safe journal, a scheduler\n \
+             daemon, metrics and notifications.\n"
+        ),
+    )?;
+    let deb = out.join(format!("hokan_{version}_{arch}.deb"));
+    run(Command::new("dpkg-deb")
+        .args(["--root-owner-group", "-Zxz", "--build"])
+        .arg(&stage)
+        .arg(&deb))?;
+    Ok(deb)
+}
+
+/// Starts the installed daemon as the unit does (the `hokan` user, the unit's command line) with
+/// a notification socket of its own, and checks what systemd would hear: READY=1, watchdog
+/// pings, and STOPPING=1 on SIGTERM, after which it exits 0.
+fn daemon_as_the_unit_runs_it() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::net::UnixDatagram;
+    use std::time::{Duration, Instant};
+    let unit = std::fs::read_to_string("/usr/lib/systemd/system/hokan.service")?;
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .context("the unit has no ExecStart")?;
+    let dir = target_dir().join("deb/notify");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+    let sock_path = dir.join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path)?;
+    std::fs::set_permissions(&sock_path, std::fs::Permissions::from_mode(0o777))?;
+    sock.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut argv = exec.split_whitespace();
+    eprintln!("$ runuser -u hokan -- {exec}  (NOTIFY_SOCKET, WATCHDOG_USEC=2000000)");
+    let mut child = Command::new("runuser")
+        .args(["-u", "hokan", "--", "env"])
+        .arg(format!("NOTIFY_SOCKET={}", sock_path.display()))
+        .arg("WATCHDOG_USEC=2000000")
+        .arg(argv.next().context("an empty ExecStart")?)
+        .args(argv)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("daemon.log"))?)
+        .spawn()
+        .context("cannot run runuser")?;
+    let mut heard: Vec<String> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut buf = [0u8; 4096];
+    let mut listen = |heard: &mut Vec<String>, until: &dyn Fn(&[String]) -> bool| -> Result<()> {
+        while !until(heard) {
+            if Instant::now() > deadline {
+                bail!(
+                    "the daemon did not say what systemd expects; it said {heard:?}; its log:\n{}",
+                    std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default()
+                );
+            }
+            if let Ok(n) = sock.recv(&mut buf) {
+                heard.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+        Ok(())
+    };
+    let said = |what: &'static str| move |h: &[String]| h.iter().any(|m| m.contains(what));
+    let result =
+        listen(&mut heard, &said("READY=1")).and_then(|()| listen(&mut heard, &said("WATCHDOG=1")));
+    // The daemon runs as hokan under runuser: signal the daemon itself, runuser's child.
+    let _ = Command::new("pkill")
+        .args(["-TERM", "-P", &child.id().to_string()])
+        .status();
+    let stopped = result.and_then(|()| listen(&mut heard, &said("STOPPING=1")));
+    let status = child.wait()?;
+    stopped?;
+    if !status.success() {
+        bail!("the daemon exited with {status} after SIGTERM");
+    }
+    eprintln!("the installed daemon, as the hokan user, said {heard:?} and stopped cleanly");
+    Ok(())
+}
+
+fn walk_size(dir: &Path) -> Result<u64> {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let m = e.metadata()?;
+        n += if m.is_dir() {
+            walk_size(&e.path())?
+        } else {
+            m.len()
+        };
+    }
+    Ok(n)
+}
+
+/// Checks the package: the files it must hold; as root, installed with dpkg, the unit verified
+/// by systemd-analyze (where systemd is), `hokan validate /etc/hokan/` run, then purged.
+fn check_deb(deb: &Path) -> Result<()> {
+    let listing = output(Command::new("dpkg-deb").arg("--contents").arg(deb))
+        .context("dpkg-deb --contents failed")?;
+    let mut want: Vec<String> = vec![
+        "./usr/bin/hokan".into(),
+        "./usr/lib/systemd/system/hokan.service".into(),
+        "./etc/hokan/example-site.toml".into(),
+        "./etc/hokan/host.toml".into(),
+    ];
+    want.extend(
+        PRODUCTS
+            .iter()
+            .map(|p| format!("./usr/lib/hokan/plugins/{p}.wasm")),
+    );
+    for w in &want {
+        if !listing.lines().any(|l| l.ends_with(&format!(" {w}"))) {
+            bail!("{} lacks {w}:\n{listing}", deb.display());
+        }
+    }
+    eprintln!("{} holds {}", deb.display(), want.join(" "));
+    if !is_root() {
+        eprintln!("not root: the package is not installed here (CI installs it)");
+        return Ok(());
+    }
+    run(Command::new("dpkg").arg("-i").arg(deb))?;
+    let checked = (|| -> Result<()> {
+        if output(Command::new("getent").args(["passwd", "hokan"])).is_none() {
+            bail!("the package made no hokan user");
+        }
+        if output(Command::new("sh").args(["-c", "command -v systemd-analyze"])).is_some() {
+            run(Command::new("systemd-analyze")
+                .args(["verify", "/usr/lib/systemd/system/hokan.service"]))?;
+        } else {
+            eprintln!("no systemd-analyze here: the unit is not verified");
+        }
+        // As the daemon would see it: the installed binary, plugins and /etc/hokan.
+        run(Command::new("/usr/bin/hokan")
+            .args(["--cache-dir"])
+            .arg(target_dir().join("deb/cache"))
+            .args(["validate", "/etc/hokan/"]))?;
+        daemon_as_the_unit_runs_it()
+    })();
+    run(Command::new("dpkg").args(["--purge", "hokan"]))?;
+    checked
 }
 
 fn demo() -> Result<()> {

@@ -39,6 +39,7 @@ pub mod page;
 mod policies;
 mod runs;
 mod status;
+mod systemd;
 
 use policies::Policies;
 use runs::Run;
@@ -209,8 +210,15 @@ pub async fn run(opts: Options, describe: Describe) -> Result<(), DaemonError> {
         jobs: d.sched.jobs().len(),
         socket: sock.clone(),
     });
+    let mut systemd = systemd::Notifier::from_env();
+    systemd.ready(&format!(
+        "watching {}: {} job(s) scheduled",
+        d.opts.policies.display(),
+        d.sched.jobs().len()
+    ));
     let tick = d.opts.clock.tick();
     let why = loop {
+        systemd.tick();
         tokio::select! {
             _ = term.recv() => break "SIGTERM",
             _ = int.recv() => break "SIGINT",
@@ -235,6 +243,7 @@ pub async fn run(opts: Options, describe: Describe) -> Result<(), DaemonError> {
         let _ = std::fs::remove_file(d.opts.state.join("http.addr"));
     }
     drop(ask_tx);
+    systemd.stopping(&format!("{why}: waiting for {} run(s)", d.running.len()));
     d.emit(Event::Stopping {
         why,
         runs: d.running.len(),
