@@ -195,3 +195,120 @@ fn attempt(channel: &Channel, agent: &ureq::Agent, events: &[Event]) -> Result<S
         ChannelKind::Email(m) => send::email(m, events),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::EventKind;
+    use super::super::testing::{event, webhook};
+    use super::*;
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::sync::atomic::AtomicU16;
+
+    /// A loopback HTTP receiver answering every request with `status`, counting requests.
+    fn receiver(status: Arc<AtomicU16>, seen: Arc<Mutex<Vec<String>>>) -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(mut s) = s else { continue };
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let (mut len, mut id) = (0usize, String::new());
+                loop {
+                    let mut h = String::new();
+                    if r.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                        break;
+                    }
+                    let lower = h.to_ascii_lowercase();
+                    if let Some(v) = lower.strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                    if let Some(v) = lower.strip_prefix("webhook-id:") {
+                        id = v.trim().to_string();
+                    }
+                }
+                let mut body = vec![0; len];
+                let _ = r.read_exact(&mut body);
+                seen.lock().unwrap().push(id);
+                let code = status.load(Ordering::SeqCst);
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 {code} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                );
+            }
+        });
+        format!("http://{addr}/hook")
+    }
+
+    #[test]
+    fn a_down_channel_is_tried_once_per_backoff_and_each_event_is_delivered_once() {
+        let status = Arc::new(AtomicU16::new(503));
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let url = receiver(status.clone(), seen.clone());
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(outbox::SCHEMA).unwrap();
+        let mut ch = webhook("host/ops", &url);
+        ch.retry_after = Duration::from_millis(300);
+        let channels: Channels = Arc::new(Mutex::new(by_id(vec![ch.clone()])));
+        let a = event(EventKind::RunFailed);
+        let b = event(EventKind::NoGoodSet);
+        let now = outbox::now_ms();
+        outbox::enqueue(&conn, &a, &[&ch], now).unwrap();
+        outbox::enqueue(&conn, &b, &[&ch], now).unwrap();
+        let stop = AtomicBool::new(false);
+        let agent = send::http_agent();
+        round(&conn, &channels, &stop, &agent).unwrap();
+        // The channel is down: one request, and the other event waits for the same retry.
+        let tried = seen.lock().unwrap().clone();
+        assert_eq!(tried.len(), 1);
+        let (first, second) = if tried[0] == a.id { (&a, &b) } else { (&b, &a) };
+        assert_eq!(outbox::log(&conn, &first.id).unwrap().len(), 1);
+        assert!(outbox::log(&conn, &second.id).unwrap().is_empty());
+        assert!(outbox::due(&conn, outbox::now_ms()).unwrap().is_empty());
+        // Back up: after the backoff both go, once each.
+        status.store(200, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(350));
+        round(&conn, &channels, &stop, &agent).unwrap();
+        round(&conn, &channels, &stop, &agent).unwrap();
+        let got = seen.lock().unwrap().clone();
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert_eq!(
+            got.iter().filter(|i| **i == first.id).count(),
+            2,
+            "one 503, one 200"
+        );
+        assert_eq!(got.iter().filter(|i| **i == second.id).count(), 1);
+        let ds = outbox::deliveries(&conn, 10).unwrap();
+        assert!(ds.iter().all(|d| d.state == "delivered"), "{ds:?}");
+        assert_eq!(outbox::pending(&conn).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_removed_channel_drops_its_deliveries_and_an_old_failure_is_given_up() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(outbox::SCHEMA).unwrap();
+        let gone = webhook("host/gone", "http://127.0.0.1:9/");
+        // Port 9 (discard) refuses on loopback: a channel that is down.
+        let mut old = webhook("host/old", "http://127.0.0.1:9/");
+        old.give_up_after = Duration::from_millis(1);
+        let e = event(EventKind::RunFailed);
+        outbox::enqueue(&conn, &e, &[&gone, &old], outbox::now_ms() - 1000).unwrap();
+        let channels: Channels = Arc::new(Mutex::new(by_id(vec![old])));
+        round(
+            &conn,
+            &channels,
+            &AtomicBool::new(false),
+            &send::http_agent(),
+        )
+        .unwrap();
+        let ds = outbox::deliveries(&conn, 10).unwrap();
+        let state = |c: &str| ds.iter().find(|d| d.channel == c).unwrap().state.clone();
+        assert_eq!(state("host/gone"), "dropped");
+        assert_eq!(state("host/old"), "given-up");
+        let log = outbox::log(&conn, &e.id).unwrap();
+        assert!(
+            log.iter()
+                .any(|l| l.channel == "host/old" && l.detail.contains("given up")),
+            "{log:?}"
+        );
+    }
+}

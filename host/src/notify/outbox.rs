@@ -305,9 +305,18 @@ pub fn log(conn: &Connection, event: &str) -> rusqlite::Result<Vec<LogEntry>> {
 
 /// How many deliveries wait, for `/metrics`.
 pub fn pending(conn: &Connection) -> rusqlite::Result<u64> {
+    count(conn, "pending")
+}
+
+/// How many deliveries were given up (never delivered), for `/metrics`.
+pub fn given_up(conn: &Connection) -> rusqlite::Result<u64> {
+    count(conn, "given-up")
+}
+
+fn count(conn: &Connection, state: &str) -> rusqlite::Result<u64> {
     conn.query_row(
-        "SELECT count(*) FROM deliveries WHERE state = 'pending'",
-        [],
+        "SELECT count(*) FROM deliveries WHERE state = ?1",
+        params![state],
         |r| r.get::<_, i64>(0).map(|n| n.max(0) as u64),
     )
 }
@@ -425,6 +434,7 @@ mod tests {
         let d = &deliveries(&c, 1).unwrap()[0];
         assert_eq!(d.state, "given-up");
         assert_eq!(d.last_error.as_deref(), Some("connection refused"));
+        assert_eq!(given_up(&c).unwrap(), 1);
         let f = event(EventKind::NoGoodSet);
         enqueue(&c, &f, &[&a], 0).unwrap();
         record(

@@ -887,9 +887,12 @@ impl Daemon {
                     .unwrap_or_default(),
             })
             .collect();
+        let (notifications_pending, notifications_given_up) = self.history.delivery_counts()?;
         Ok(metrics::Snapshot {
             now,
             started: self.started,
+            notifications_pending,
+            notifications_given_up,
             jobs,
             policy_errors: self.policy_errors().len(),
             recovery_attention: self.recovery_attention.is_some(),

@@ -599,9 +599,11 @@ impl History {
         crate::notify::outbox::log(&self.conn, event).map_err(|e| self.err(e))
     }
 
-    /// How many deliveries wait in the outbox.
-    pub fn pending_deliveries(&self) -> Result<u64, HistoryError> {
-        crate::notify::outbox::pending(&self.conn).map_err(|e| self.err(e))
+    /// How many deliveries wait in the outbox, and how many were given up.
+    pub fn delivery_counts(&self) -> Result<(u64, u64), HistoryError> {
+        let pending = crate::notify::outbox::pending(&self.conn).map_err(|e| self.err(e))?;
+        let given_up = crate::notify::outbox::given_up(&self.conn).map_err(|e| self.err(e))?;
+        Ok((pending, given_up))
     }
 
     /// When the job's newest good set was completed by a run the daemon recorded, and when its

@@ -22,6 +22,10 @@ pub struct Snapshot {
     pub policy_errors: usize,
     /// `hokan recover` at start-up needed attention.
     pub recovery_attention: bool,
+    /// Notifications waiting in the outbox.
+    pub notifications_pending: u64,
+    /// Notifications given up after their channel's `give_up_after`.
+    pub notifications_given_up: u64,
 }
 
 /// One scheduled job's figures.
@@ -226,6 +230,17 @@ pub fn render(s: &Snapshot) -> Result<String, prometheus::Error> {
         "1 when `hokan recover` at the daemon's start needed attention (its log says why).",
         if s.recovery_attention { 1.0 } else { 0.0 },
     )?;
+    plain(
+        "hokan_notifications_pending",
+        "Notifications waiting in the outbox for a channel that has not taken them yet.",
+        s.notifications_pending as f64,
+    )?;
+    plain(
+        "hokan_notifications_given_up",
+        "Notifications never delivered: their channel failed for longer than its give_up_after \
+         (`hokan notifications` lists them).",
+        s.notifications_given_up as f64,
+    )?;
     let build = IntGaugeVec::new(
         Opts::new(
             "hokan_build_info",
@@ -330,6 +345,8 @@ mod tests {
             ],
             policy_errors: 1,
             recovery_attention: false,
+            notifications_pending: 2,
+            notifications_given_up: 0,
         };
         let text = render(&s).unwrap();
         // Label values are escaped as the format wants.
@@ -381,6 +398,8 @@ mod tests {
         assert_eq!(value(&text, &format!("hokan_job_last_set_bytes{o}")), None);
         assert_eq!(value(&text, "hokan_daemon_runs_running"), Some(1.0));
         assert_eq!(value(&text, "hokan_daemon_policy_errors"), Some(1.0));
+        assert_eq!(value(&text, "hokan_notifications_pending"), Some(2.0));
+        assert_eq!(value(&text, "hokan_notifications_given_up"), Some(0.0));
         assert!(
             text.contains("# TYPE hokan_job_runs_total counter"),
             "{text}"
