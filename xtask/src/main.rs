@@ -520,7 +520,7 @@ fn deb(dev: bool) -> Result<PathBuf> {
              Maintainer: hokan developers <hokan@example.invalid>\n\
              Installed-Size: {size_kib}\n\
              Depends: libc6 (>= 2.34), passwd\n\
-             Recommends: systemd\n\
+             Recommends: systemd, ca-certificates\n\
              Section: admin\n\
              Priority: optional\n\
              Homepage: https://example.invalid/hokan\n\

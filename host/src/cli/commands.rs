@@ -343,8 +343,22 @@ fn validate(cli: &Cli, paths: &[PathBuf]) -> Result<ExitCode> {
     let mut errors = 0;
     let mut cache: BTreeMap<(PathBuf, Option<String>), Plugin> = BTreeMap::new();
     for path in paths {
-        // A policy directory's host.toml: the host's notification channels.
-        match policy::HostConfig::load(path) {
+        // host.toml named by itself is the host's settings, not a site.
+        let host = if path.is_file()
+            && path
+                .file_name()
+                .is_some_and(|n| n == std::ffi::OsStr::new(policy::HOST_FILE))
+        {
+            std::fs::read_to_string(path)
+                .map_err(|e| {
+                    anyhow::anyhow!("{}: cannot read the host settings: {e}", path.display())
+                })
+                .and_then(|text| Ok(policy::HostConfig::parse(path, &text)?))
+                .map_err(|e| e.to_string())
+        } else {
+            policy::HostConfig::load(path).map_err(|e| e.to_string())
+        };
+        match host {
             Ok(h) => {
                 if let Some(f) = &h.file {
                     println!(
@@ -358,6 +372,13 @@ fn validate(cli: &Cli, paths: &[PathBuf]) -> Result<ExitCode> {
                 eprintln!("error: {e}");
                 errors += 1;
             }
+        }
+        if path.is_file()
+            && path
+                .file_name()
+                .is_some_and(|n| n == std::ffi::OsStr::new(policy::HOST_FILE))
+        {
+            continue;
         }
         let policies = match policy::load_all(path) {
             Ok(p) => p,

@@ -172,6 +172,20 @@ fn round(
                         }
                     }
                 };
+                match &outcome {
+                    Attempt::Retry(at) => tracing::warn!(
+                        "notification {} to {}: attempt {n} failed ({detail}); next in {}",
+                        d.event.id,
+                        channel.id,
+                        humantime::format_duration(Duration::from_millis((at - now).max(0) as u64))
+                    ),
+                    Attempt::GiveUp => tracing::error!(
+                        "notification {} to {} given up: {detail}",
+                        d.event.id,
+                        channel.id
+                    ),
+                    _ => {}
+                }
                 outbox::record(conn, &d.event.id, &channel.id, n, now, &outcome, &detail)?;
             }
             if let Some(until) = failed_until {

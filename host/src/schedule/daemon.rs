@@ -133,6 +133,10 @@ struct Daemon {
 /// much older than them; their rows say whether they ran).
 const SEEN_EVERY: Duration = Duration::from_secs(60);
 
+/// Why a slot that passed while the daemon was down was not run.
+const MISSED: &str =
+    "missed: the daemon was not running, and it is now later than the maximum start delay";
+
 /// How far back a restart looks for slots it missed.
 const LOOKBACK: SignedDuration = SignedDuration::from_hours(24 * 31);
 
@@ -479,21 +483,40 @@ impl Daemon {
         }
     }
 
-    /// Records that a slot was skipped or missed, and raises the event.
-    fn skip_slot(
+    /// Records that slots of a job were skipped or missed, and raises one event for them all:
+    /// a daemon that was down for a week raises one `slot-missed` per job, not one per slot.
+    fn skip_slots(
         &self,
         kind: EventKind,
         (site, job, op): (&str, &str, &str),
-        slot: Timestamp,
+        slots: &[Timestamp],
         reason: &str,
         now: Timestamp,
     ) -> Result<(), DaemonError> {
-        let mut e = notify::Event::new(kind, now, site, job, reason);
+        let (Some(first), Some(last)) = (slots.first(), slots.last()) else {
+            return Ok(());
+        };
+        let what = match slots.len() {
+            1 => reason.to_string(),
+            n => {
+                let tz = self
+                    .index(site, job)
+                    .map_or(jiff::tz::TimeZone::UTC, |i| self.sched.jobs()[i].tz.clone());
+                format!(
+                    "{n} slots, {} to {}: {reason}",
+                    local_text(*first, &tz),
+                    local_text(*last, &tz)
+                )
+            }
+        };
+        let mut e = notify::Event::new(kind, now, site, job, what);
         e.op = Some(op.to_string());
-        e.slot = Some(slot);
+        e.slot = Some(*first);
         e.status = Some(SlotStatus::Skipped.as_str().to_string());
         self.history.atomically(|h| {
-            h.skip(site, job, op, slot, reason, now)?;
+            for slot in slots {
+                h.skip(site, job, op, *slot, reason, now)?;
+            }
             self.queue(h, &e)
         })?;
         self.wake_deliverer();
@@ -574,6 +597,7 @@ impl Daemon {
                 }
             };
             let slots = self.sched.slots(i, from, until);
+            let mut missed = Vec::new();
             for slot in slots {
                 let row = self.history.slot(&site, &job, slot)?;
                 if row
@@ -583,18 +607,24 @@ impl Daemon {
                     continue;
                 }
                 if slot < fresh && row.is_none() {
-                    let reason = "missed: the daemon was not running, and it is now later than the maximum start delay";
                     self.emit(Event::Missed {
                         site: site.clone(),
                         job: job.clone(),
                         slot,
-                        reason,
+                        reason: MISSED,
                     });
-                    self.skip_slot(EventKind::SlotMissed, (&site, &job, &op), slot, reason, now)?;
+                    missed.push(slot);
                     continue;
                 }
                 self.pending.insert((slot, site.clone(), job.clone()));
             }
+            self.skip_slots(
+                EventKind::SlotMissed,
+                (&site, &job, &op),
+                &missed,
+                MISSED,
+                now,
+            )?;
             if persist || !self.looked.contains_key(&key) {
                 self.history.set_seen_until(&site, &job, until)?;
             }
@@ -650,10 +680,10 @@ impl Daemon {
                         reason: reason.clone(),
                     });
                     let op = self.sched.jobs()[i].op.clone();
-                    self.skip_slot(
+                    self.skip_slots(
                         EventKind::SlotSkipped,
                         (site, job, &op),
-                        *slot,
+                        &[*slot],
                         &reason,
                         now,
                     )?;
