@@ -19,6 +19,7 @@ pub mod notify;
 pub mod plan;
 pub mod planner;
 pub mod policy;
+pub mod remote;
 pub mod runtime;
 pub mod schedule;
 pub mod sets;

@@ -10,6 +10,7 @@ mod groupmax;
 mod mailwise;
 mod monitoring;
 mod notify;
+mod remote;
 mod schedule;
 mod simulate;
 mod standin_site;

@@ -97,6 +97,11 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
         }
         Command::Verify { set, json } => super::execution::verify(set, *json),
         Command::EseCheck { file, json } => ese_check(file, *json),
+        Command::Agent => {
+            let (stdin, stdout) = (std::io::stdin(), std::io::stdout());
+            hokan::remote::agent::serve(stdin.lock(), stdout.lock())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Schedule {
             policies,
             from,

@@ -264,6 +264,15 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// Serve a hokan host over standard input and output: the far end of a remote server's
+    /// connection, which the host starts there. It opens the roots the host grants and answers
+    /// the facts a plugin plans from, inside those roots only. Its output is the protocol
+    /// (docs/remote.md); its messages go to standard error.
+    ///
+    /// Exit status: 0 the host closed the connection; 1 the handshake was refused (another
+    /// protocol version, a root that is not absolute or cannot be opened) or the connection
+    /// failed.
+    Agent,
     /// Check every page checksum of an ESE database (Exchange's Priv.edb, Pub.edb), both the
     /// legacy XOR-32 and the ECC-32/XOR-32 format, and list each bad page as -1018.
     ///

@@ -9,10 +9,10 @@ mod real;
 pub(crate) use real::plugin_name;
 pub use real::{RealFacts, available_space};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What kind of entry a path is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum EntryKind {
     /// A regular file.
@@ -26,7 +26,7 @@ pub enum EntryKind {
 }
 
 /// One entry of a directory listing.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DirEntry {
     /// The entry's file name.
     pub name: String,
@@ -37,7 +37,7 @@ pub struct DirEntry {
 }
 
 /// Metadata of one path.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileStat {
     /// Its kind.
     pub kind: EntryKind,
@@ -77,8 +77,10 @@ pub struct Topology {
     pub job_servers: Vec<String>,
 }
 
-/// Why a fact could not be given. Mirrors the contract's `fact-error`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a fact could not be given. Mirrors the contract's `fact-error` (and crosses the agent
+/// protocol as it is, so a remote fact fails as a local one would).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "detail", rename_all = "kebab-case")]
 pub enum FactError {
     /// The root is not granted to the job.
     #[error("root `{0}` is not granted to this job")]

@@ -1,0 +1,192 @@
+//! `hokan agent`: the far side of a remote server's connection. It reads the host's
+//! [`Hello`], opens the granted roots with cap-std (through [`RealFacts`], as the host does for
+//! local roots), and answers [`Request`]s until the host closes the connection.
+//!
+//! Everything it writes to its standard output is protocol; its messages go to standard error
+//! (which ssh shows the host's operator).
+
+use super::{Hello, PROTOCOL, RemoteError, Reply, Request, Welcome, read_frame, write_frame};
+use crate::facts::{FactSource, RealFacts, Topology};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+/// Serves one host over `(r, w)` until it closes the connection. A handshake it refuses is
+/// answered with the reason, then returned as an error.
+pub fn serve(mut r: impl Read, mut w: impl Write) -> Result<(), RemoteError> {
+    let Some(hello) = read_frame::<Hello>(&mut r)? else {
+        return Ok(());
+    };
+    let facts = match open(&hello) {
+        Ok(f) => f,
+        Err(reason) => {
+            write_frame(
+                &mut w,
+                &Welcome::Refused {
+                    reason: reason.clone(),
+                },
+            )?;
+            return Err(RemoteError::Refused(reason));
+        }
+    };
+    write_frame(
+        &mut w,
+        &Welcome::Welcome {
+            protocol: PROTOCOL,
+            hokan: env!("CARGO_PKG_VERSION").to_string(),
+        },
+    )?;
+    while let Some(q) = read_frame::<Request>(&mut r)? {
+        write_frame(&mut w, &answer(&facts, q))?;
+    }
+    Ok(())
+}
+
+/// The roots of a handshake this agent accepts, opened.
+fn open(hello: &Hello) -> Result<RealFacts, String> {
+    if hello.protocol != PROTOCOL {
+        return Err(format!(
+            "the host's hokan {} speaks agent protocol {}, this agent's hokan {} speaks {PROTOCOL}; \
+             install the same hokan on both",
+            hello.hokan,
+            hello.protocol,
+            env!("CARGO_PKG_VERSION")
+        ));
+    }
+    let mut roots = Vec::new();
+    for (name, path) in &hello.roots {
+        if !Path::new(path).is_absolute() {
+            return Err(format!(
+                "root `{name}` is `{path}`, which is not an absolute path on this server"
+            ));
+        }
+        roots.push((name.clone(), PathBuf::from(path)));
+    }
+    RealFacts::open(roots, Topology::default()).map_err(|e| e.to_string())
+}
+
+fn answer(f: &RealFacts, q: Request) -> Reply {
+    let r = match q {
+        Request::Exists { at } => f.exists(&at).map(Reply::Bool),
+        Request::ListDir { at } => f.list_dir(&at).map(Reply::Entries),
+        Request::Stat { at } => f.stat(&at).map(Reply::Stat),
+        Request::TreeSize { at } => f.tree_size(&at).map(Reply::Bytes),
+        Request::FreeSpace { root } => f.free_space(&root).map(Reply::Bytes),
+        Request::SameVolume { a, b } => f.same_volume(&a, &b).map(Reply::Bool),
+        Request::Read { at, max_bytes } => f.read(&at, max_bytes).map(Reply::Content),
+    };
+    r.unwrap_or_else(Reply::Error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::RemoteFacts;
+    use super::*;
+    use crate::facts::FactError;
+    use crate::plan::Location;
+    use std::collections::BTreeMap;
+    use std::os::unix::net::UnixStream;
+
+    /// An agent on one end of a socket pair, serving in a thread.
+    fn agent() -> (UnixStream, std::thread::JoinHandle<Result<(), RemoteError>>) {
+        let (host, far) = UnixStream::pair().unwrap();
+        let t = std::thread::spawn(move || serve(far.try_clone().unwrap(), far));
+        (host, t)
+    }
+
+    #[test]
+    fn an_agent_answers_as_the_local_facts_would_and_only_inside_its_roots() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        std::fs::create_dir_all(data.join("mw/data")).unwrap();
+        std::fs::write(data.join("mw/data/mail.db"), b"0123456789").unwrap();
+        std::fs::write(tmp.path().join("secret"), b"outside").unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("secret"), data.join("escape")).unwrap();
+        let roots = BTreeMap::from([("data".to_string(), data.to_string_lossy().into_owned())]);
+        let local =
+            RealFacts::open([("data".to_string(), data.clone())], Topology::default()).unwrap();
+        let (host, t) = agent();
+        let remote = RemoteFacts::connect(
+            host.try_clone().unwrap(),
+            host,
+            roots,
+            Topology::default(),
+            7,
+        )
+        .unwrap();
+        let at = |p: &str| Location::new("data", p);
+        for p in ["", "mw", "mw/data", "mw/data/mail.db", "nothing", "escape"] {
+            assert_eq!(remote.exists(&at(p)), local.exists(&at(p)), "{p}");
+            assert_eq!(remote.stat(&at(p)), local.stat(&at(p)), "{p}");
+            assert_eq!(remote.tree_size(&at(p)), local.tree_size(&at(p)), "{p}");
+        }
+        assert_eq!(
+            remote.list_dir(&at("mw/data")),
+            local.list_dir(&at("mw/data"))
+        );
+        assert_eq!(
+            remote.read(&at("mw/data/mail.db"), 64).unwrap(),
+            b"0123456789"
+        );
+        assert_eq!(
+            remote.read(&at("mw/data/mail.db"), 4),
+            Err(FactError::TooLarge(10))
+        );
+        assert_eq!(remote.free_space("data"), local.free_space("data"));
+        assert_eq!(remote.same_volume("data", "data"), Ok(true));
+        assert_eq!(remote.now_ms(), 7, "the host's clock");
+        // Nothing outside the roots: `..`, absolute paths, a symlink out, another root.
+        for p in ["../secret", "/etc/passwd", "mw/../../secret"] {
+            assert!(
+                matches!(remote.read(&at(p), 64), Err(FactError::InvalidPath(_))),
+                "{p}: {:?}",
+                remote.read(&at(p), 64)
+            );
+        }
+        assert!(
+            remote.read(&at("escape"), 64).is_err(),
+            "a symlink out of the root"
+        );
+        assert_eq!(
+            remote.exists(&Location::new("etc", "passwd")),
+            Err(FactError::RootNotGranted("etc".into()))
+        );
+        drop(remote);
+        t.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn a_version_it_does_not_speak_and_a_relative_root_are_refused_naming_why() {
+        let (mut host, t) = agent();
+        let hello = Hello {
+            protocol: 99,
+            hokan: "9.9.9".into(),
+            roots: BTreeMap::new(),
+        };
+        write_frame(&mut host, &hello).unwrap();
+        let Some(Welcome::Refused { reason }) = read_frame(&mut host).unwrap() else {
+            panic!("not refused")
+        };
+        assert!(
+            reason.contains("hokan 9.9.9 speaks agent protocol 99")
+                && reason.contains(&format!("speaks {PROTOCOL}")),
+            "{reason}"
+        );
+        assert!(matches!(t.join().unwrap(), Err(RemoteError::Refused(_))));
+        let (host, t) = agent();
+        let err = RemoteFacts::connect(
+            host.try_clone().unwrap(),
+            host,
+            BTreeMap::from([("data".to_string(), "srv/data".to_string())]),
+            Topology::default(),
+            0,
+        )
+        .err()
+        .unwrap();
+        assert!(
+            err.to_string()
+                .contains("root `data` is `srv/data`, which is not an absolute path"),
+            "{err}"
+        );
+        assert!(t.join().unwrap().is_err());
+    }
+}

@@ -1,0 +1,324 @@
+//! Reaching a product's server through `hokan agent` (issue 18; this is its first part: the
+//! protocol, the handshake, and the facts a plugin plans from).
+//!
+//! As borg and restic do, the host starts the same binary on the far side (over `ssh`, later)
+//! and the two speak over its stdin and stdout:
+//!
+//! - **Frames.** A 4-byte big-endian length, then that many bytes of JSON (one message). A
+//!   frame longer than [`MAX_FRAME`] is refused: a confused peer never makes the other side
+//!   allocate what it claims.
+//! - **Handshake.** The host sends [`Hello`]: the protocol version it speaks and the roots the
+//!   job was granted, as paths on that server. The agent answers [`Welcome`] with its own
+//!   version, or refuses a version it does not speak, naming both. It opens each root with
+//!   cap-std (as [`crate::facts::RealFacts`] does locally) and serves nothing outside them; the
+//!   host's validation of the plan still runs first, on the host.
+//! - **Requests.** One [`Request`] frame, one [`Reply`] frame, in order. Paths are
+//!   root-relative with `/`, whatever the server's system, so the protocol stays OS-neutral.
+//!
+//! [`RemoteFacts`] is the host's side: a [`crate::facts::FactSource`] whose questions go to an
+//! agent.
+
+pub mod agent;
+
+use crate::facts::{DirEntry, FactError, FactSource, FileStat, Topology};
+use crate::plan::Location;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::sync::Mutex;
+
+/// The protocol version this hokan speaks.
+pub const PROTOCOL: u32 = 1;
+
+/// The largest frame either side accepts: a small read's bytes, a directory's listing.
+pub const MAX_FRAME: u32 = 16 << 20;
+
+/// What went wrong between the host and an agent.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    /// The connection failed or closed.
+    #[error("the agent connection failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// A frame that is not a message of the protocol.
+    #[error("the agent sent what the protocol does not have ({0})")]
+    Garbled(String),
+    /// A frame over [`MAX_FRAME`].
+    #[error("a frame of {0} bytes is over the protocol's limit of {MAX_FRAME}")]
+    TooLarge(u32),
+    /// The agent refused the handshake.
+    #[error("the agent refused: {0}")]
+    Refused(String),
+}
+
+/// Writes one message as a frame.
+pub fn write_frame<T: Serialize>(w: &mut impl Write, msg: &T) -> Result<(), RemoteError> {
+    let body = serde_json::to_vec(msg).map_err(|e| RemoteError::Garbled(e.to_string()))?;
+    let len = u32::try_from(body.len())
+        .ok()
+        .filter(|n| *n <= MAX_FRAME)
+        .ok_or(RemoteError::TooLarge(u32::MAX))?;
+    w.write_all(&len.to_be_bytes())?;
+    w.write_all(&body)?;
+    w.flush()?;
+    Ok(())
+}
+
+/// Reads one message; `Ok(None)` when the peer closed the connection between frames.
+pub fn read_frame<T: DeserializeOwned>(r: &mut impl Read) -> Result<Option<T>, RemoteError> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let len = u32::from_be_bytes(len);
+    if len > MAX_FRAME {
+        return Err(RemoteError::TooLarge(len));
+    }
+    let mut body = vec![0; len as usize];
+    r.read_exact(&mut body)?;
+    serde_json::from_slice(&body)
+        .map(Some)
+        .map_err(|e| RemoteError::Garbled(e.to_string()))
+}
+
+/// The host's first message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The protocol version the host speaks.
+    pub protocol: u32,
+    /// The host's hokan version, for messages.
+    pub hokan: String,
+    /// The job's granted roots: names to paths on the agent's server.
+    pub roots: BTreeMap<String, String>,
+}
+
+/// The agent's answer to [`Hello`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "answer", rename_all = "kebab-case")]
+pub enum Welcome {
+    /// It speaks the host's version and opened the roots.
+    Welcome {
+        /// Its protocol version.
+        protocol: u32,
+        /// Its hokan version.
+        hokan: String,
+    },
+    /// It does not, or a root cannot be opened: why, naming both versions or the root.
+    Refused {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A question about the granted roots (the facts a plugin plans from).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum Request {
+    /// Whether anything exists at a location.
+    Exists {
+        /// Where.
+        at: Location,
+    },
+    /// A directory's entries.
+    ListDir {
+        /// Where.
+        at: Location,
+    },
+    /// A path's metadata, symlinks not followed.
+    Stat {
+        /// Where.
+        at: Location,
+    },
+    /// The size of the files below a location.
+    TreeSize {
+        /// Where.
+        at: Location,
+    },
+    /// The free space of a root's volume.
+    FreeSpace {
+        /// The root.
+        root: String,
+    },
+    /// Whether two roots share a volume.
+    SameVolume {
+        /// One root.
+        a: String,
+        /// The other.
+        b: String,
+    },
+    /// A small file's bytes.
+    Read {
+        /// Where.
+        at: Location,
+        /// Refused above this.
+        max_bytes: u32,
+    },
+}
+
+/// An answer to a [`Request`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reply", content = "value", rename_all = "kebab-case")]
+pub enum Reply {
+    /// A yes or no.
+    Bool(bool),
+    /// A listing.
+    Entries(Vec<DirEntry>),
+    /// Metadata.
+    Stat(FileStat),
+    /// A size in bytes.
+    Bytes(u64),
+    /// A file's content.
+    Content(Vec<u8>),
+    /// The fact could not be given, as the local source would have said.
+    Error(FactError),
+}
+
+/// Facts from a remote server's agent: the plugin's questions go over the connection, one at a
+/// time; the topology and the clock are the host's.
+pub struct RemoteFacts<R, W> {
+    conn: Mutex<(R, W)>,
+    topology: Topology,
+    now_ms: i64,
+}
+
+impl<R: Read + Send, W: Write + Send> RemoteFacts<R, W> {
+    /// Shakes hands over `(r, w)`, granting `roots` (paths on the server).
+    pub fn connect(
+        mut r: R,
+        mut w: W,
+        roots: BTreeMap<String, String>,
+        topology: Topology,
+        now_ms: i64,
+    ) -> Result<Self, RemoteError> {
+        write_frame(
+            &mut w,
+            &Hello {
+                protocol: PROTOCOL,
+                hokan: env!("CARGO_PKG_VERSION").to_string(),
+                roots,
+            },
+        )?;
+        match read_frame::<Welcome>(&mut r)? {
+            Some(Welcome::Welcome { .. }) => Ok(RemoteFacts {
+                conn: Mutex::new((r, w)),
+                topology,
+                now_ms,
+            }),
+            Some(Welcome::Refused { reason }) => Err(RemoteError::Refused(reason)),
+            None => Err(RemoteError::Garbled(
+                "the agent closed the connection before it answered the handshake".into(),
+            )),
+        }
+    }
+
+    fn ask(&self, q: Request) -> Result<Reply, FactError> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let (r, w) = &mut *conn;
+        let io = |e: RemoteError| FactError::Io(e.to_string());
+        write_frame(w, &q).map_err(io)?;
+        match read_frame::<Reply>(r).map_err(io)? {
+            Some(Reply::Error(e)) => Err(e),
+            Some(reply) => Ok(reply),
+            None => Err(FactError::Io(
+                "the agent closed the connection mid-question".into(),
+            )),
+        }
+    }
+}
+
+fn unexpected(r: Reply) -> FactError {
+    FactError::Io(format!("the agent answered out of turn: {r:?}"))
+}
+
+impl<R: Read + Send, W: Write + Send> FactSource for RemoteFacts<R, W> {
+    fn exists(&self, p: &Location) -> Result<bool, FactError> {
+        match self.ask(Request::Exists { at: p.clone() })? {
+            Reply::Bool(b) => Ok(b),
+            r => Err(unexpected(r)),
+        }
+    }
+    fn list_dir(&self, p: &Location) -> Result<Vec<DirEntry>, FactError> {
+        match self.ask(Request::ListDir { at: p.clone() })? {
+            Reply::Entries(e) => Ok(e),
+            r => Err(unexpected(r)),
+        }
+    }
+    fn stat(&self, p: &Location) -> Result<FileStat, FactError> {
+        match self.ask(Request::Stat { at: p.clone() })? {
+            Reply::Stat(s) => Ok(s),
+            r => Err(unexpected(r)),
+        }
+    }
+    fn tree_size(&self, p: &Location) -> Result<u64, FactError> {
+        match self.ask(Request::TreeSize { at: p.clone() })? {
+            Reply::Bytes(n) => Ok(n),
+            r => Err(unexpected(r)),
+        }
+    }
+    fn free_space(&self, root: &str) -> Result<u64, FactError> {
+        match self.ask(Request::FreeSpace { root: root.into() })? {
+            Reply::Bytes(n) => Ok(n),
+            r => Err(unexpected(r)),
+        }
+    }
+    fn same_volume(&self, a: &str, b: &str) -> Result<bool, FactError> {
+        match self.ask(Request::SameVolume {
+            a: a.into(),
+            b: b.into(),
+        })? {
+            Reply::Bool(x) => Ok(x),
+            r => Err(unexpected(r)),
+        }
+    }
+    fn read(&self, p: &Location, max_bytes: u32) -> Result<Vec<u8>, FactError> {
+        match self.ask(Request::Read {
+            at: p.clone(),
+            max_bytes,
+        })? {
+            Reply::Content(c) => Ok(c),
+            r => Err(unexpected(r)),
+        }
+    }
+    fn now_ms(&self) -> i64 {
+        self.now_ms
+    }
+    fn topology(&self) -> Topology {
+        self.topology.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_a_lying_length_is_refused_before_allocating() {
+        let mut buf = Vec::new();
+        let q = Request::Read {
+            at: Location::new("data", "mw/conf.ini"),
+            max_bytes: 4096,
+        };
+        write_frame(&mut buf, &q).unwrap();
+        assert_eq!(&buf[..4], &(buf.len() as u32 - 4).to_be_bytes());
+        let back: Request = read_frame(&mut buf.as_slice()).unwrap().unwrap();
+        assert_eq!(back, q);
+        // A clean close between frames, and one inside a frame.
+        assert!(read_frame::<Request>(&mut [].as_slice()).unwrap().is_none());
+        assert!(matches!(
+            read_frame::<Request>(&mut &buf[..buf.len() - 1]),
+            Err(RemoteError::Io(_))
+        ));
+        let huge = (MAX_FRAME + 1).to_be_bytes();
+        assert!(matches!(
+            read_frame::<Request>(&mut huge.as_slice()),
+            Err(RemoteError::TooLarge(n)) if n == MAX_FRAME + 1
+        ));
+        let mut junk = 3u32.to_be_bytes().to_vec();
+        junk.extend_from_slice(b"{x}");
+        assert!(matches!(
+            read_frame::<Request>(&mut junk.as_slice()),
+            Err(RemoteError::Garbled(_))
+        ));
+    }
+}
