@@ -8,18 +8,23 @@ use hokan_e2e::{MailwiseTree, hokan_bin};
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 
-#[test]
-fn the_agent_process_serves_the_facts_of_a_mailwise_tree_as_the_host_would_read_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    MailwiseTree::default().build(&data);
-    let mut child = Command::new(hokan_bin())
+/// `hokan agent` with its standard streams piped, as ssh gives them.
+fn agent() -> std::process::Child {
+    Command::new(hokan_bin())
         .arg("agent")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn the_agent_process_serves_the_facts_of_a_mailwise_tree_as_the_host_would_read_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    MailwiseTree::default().build(&data);
+    let mut child = agent();
     let remote = RemoteFacts::connect(
         child.stdout.take().unwrap(),
         child.stdin.take().unwrap(),
@@ -65,13 +70,7 @@ fn the_agent_process_serves_the_facts_of_a_mailwise_tree_as_the_host_would_read_
 
 #[test]
 fn the_agent_process_refuses_another_protocol_version_and_exits_1() {
-    let mut child = Command::new(hokan_bin())
-        .arg("agent")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = agent();
     let mut w = child.stdin.take().unwrap();
     let mut r = child.stdout.take().unwrap();
     write_frame(

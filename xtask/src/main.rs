@@ -407,7 +407,7 @@ fn test() -> Result<()> {
     Ok(())
 }
 
-/// What the package holds besides the binary and the plugins.
+/// What the package holds besides the binary, the plugins and the docs.
 const PACKAGING: &[(&str, &str, u32)] = &[
     (
         "packaging/hokan.service",
@@ -420,35 +420,19 @@ const PACKAGING: &[(&str, &str, u32)] = &[
         0o644,
     ),
     ("packaging/etc/host.toml", "etc/hokan/host.toml", 0o644),
-    ("README.md", "usr/share/doc/hokan/README.md", 0o644),
-    (
-        "docs/notifications.md",
-        "usr/share/doc/hokan/notifications.md",
-        0o644,
-    ),
-    (
-        "docs/monitoring.md",
-        "usr/share/doc/hokan/monitoring.md",
-        0o644,
-    ),
-    (
-        "docs/scheduling.md",
-        "usr/share/doc/hokan/scheduling.md",
-        0o644,
-    ),
-    (
-        "docs/execution.md",
-        "usr/share/doc/hokan/execution.md",
-        0o644,
-    ),
-    (
-        "docs/monitoring/hokan-alerts.yml",
-        "usr/share/doc/hokan/hokan-alerts.yml",
-        0o644,
-    ),
     ("packaging/postinst", "DEBIAN/postinst", 0o755),
     ("packaging/prerm", "DEBIAN/prerm", 0o755),
     ("packaging/postrm", "DEBIAN/postrm", 0o755),
+];
+
+/// The docs the package puts in /usr/share/doc/hokan/, by their file names.
+const PACKAGE_DOCS: &[&str] = &[
+    "README.md",
+    "docs/notifications.md",
+    "docs/monitoring.md",
+    "docs/scheduling.md",
+    "docs/execution.md",
+    "docs/monitoring/hokan-alerts.yml",
 ];
 
 /// Builds the Debian package with dpkg-deb: hokan built without test hooks (release, or
@@ -496,6 +480,14 @@ fn deb(dev: bool) -> Result<PathBuf> {
     }
     for (from, to, mode) in PACKAGING {
         place(&root().join(from), to, *mode)?;
+    }
+    for doc in PACKAGE_DOCS {
+        let name = Path::new(doc).file_name().unwrap().to_string_lossy();
+        place(
+            &root().join(doc),
+            &format!("usr/share/doc/hokan/{name}"),
+            0o644,
+        )?;
     }
     std::fs::write(
         stage.join("usr/share/doc/hokan/copyright"),

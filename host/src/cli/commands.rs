@@ -349,19 +349,11 @@ fn validate(cli: &Cli, paths: &[PathBuf]) -> Result<ExitCode> {
     let mut cache: BTreeMap<(PathBuf, Option<String>), Plugin> = BTreeMap::new();
     for path in paths {
         // host.toml named by itself is the host's settings, not a site.
-        let host = if path.is_file()
-            && path
-                .file_name()
-                .is_some_and(|n| n == std::ffi::OsStr::new(policy::HOST_FILE))
-        {
-            std::fs::read_to_string(path)
-                .map_err(|e| {
-                    anyhow::anyhow!("{}: cannot read the host settings: {e}", path.display())
-                })
-                .and_then(|text| Ok(policy::HostConfig::parse(path, &text)?))
-                .map_err(|e| e.to_string())
+        let host_file = policy::HostConfig::is_host_file(path);
+        let host = if host_file {
+            policy::HostConfig::read(path)
         } else {
-            policy::HostConfig::load(path).map_err(|e| e.to_string())
+            policy::HostConfig::load(path)
         };
         match host {
             Ok(h) => {
@@ -378,11 +370,7 @@ fn validate(cli: &Cli, paths: &[PathBuf]) -> Result<ExitCode> {
                 errors += 1;
             }
         }
-        if path.is_file()
-            && path
-                .file_name()
-                .is_some_and(|n| n == std::ffi::OsStr::new(policy::HOST_FILE))
-        {
+        if host_file {
             continue;
         }
         let policies = match policy::load_all(path) {

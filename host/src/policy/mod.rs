@@ -180,14 +180,7 @@ impl Policy {
     /// Parses and checks policy text; `path` names it in errors and anchors relative paths.
     pub fn parse(path: &Path, text: &str) -> Result<Policy, PolicyError> {
         let src = Source { file: path, text };
-        let raw: RawPolicy = toml::from_str(text).map_err(|e| {
-            let span = e.span();
-            src.error(
-                span.clone(),
-                span.and_then(|s| src.field_at(s)),
-                e.message().to_string(),
-            )
-        })?;
+        let raw: RawPolicy = src.deserialize()?;
         let base = path.parent().unwrap_or(Path::new("."));
         let base = if base.as_os_str().is_empty() {
             Path::new(".")
@@ -428,6 +421,18 @@ impl Source<'_> {
             field,
             message: message.into(),
         }
+    }
+
+    /// The text as TOML of shape `T`; a syntax or shape error names its line and field.
+    fn deserialize<T: serde::de::DeserializeOwned>(&self) -> Result<T, PolicyError> {
+        toml::from_str(self.text).map_err(|e| {
+            let span = e.span();
+            self.error(
+                span.clone(),
+                span.and_then(|s| self.field_at(s)),
+                e.message().to_string(),
+            )
+        })
     }
 
     fn at<T>(

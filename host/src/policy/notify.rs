@@ -77,27 +77,30 @@ impl HostConfig {
         if !dir.is_dir() || !path.exists() {
             return Ok(HostConfig::default());
         }
-        let text = std::fs::read_to_string(&path).map_err(|e| PolicyError {
-            file: path.clone(),
+        HostConfig::read(&path)
+    }
+
+    /// Reads a host settings file.
+    pub fn read(path: &Path) -> Result<HostConfig, PolicyError> {
+        let text = std::fs::read_to_string(path).map_err(|e| PolicyError {
+            file: path.to_path_buf(),
             line: None,
             column: None,
             field: None,
             message: format!("cannot read the host settings: {e}"),
         })?;
-        HostConfig::parse(&path, &text)
+        HostConfig::parse(path, &text)
+    }
+
+    /// Whether `path` names a host settings file by itself (not a site policy).
+    pub fn is_host_file(path: &Path) -> bool {
+        path.is_file() && path.file_name().is_some_and(|n| n == HOST_FILE)
     }
 
     /// Parses `host.toml` text; `path` names it in errors and anchors relative paths.
     pub fn parse(path: &Path, text: &str) -> Result<HostConfig, PolicyError> {
         let src = Source { file: path, text };
-        let raw: RawHost = toml::from_str(text).map_err(|e| {
-            let span = e.span();
-            src.error(
-                span.clone(),
-                span.and_then(|s| src.field_at(s)),
-                e.message().to_string(),
-            )
-        })?;
+        let raw: RawHost = src.deserialize()?;
         let base = path.parent().unwrap_or(Path::new("."));
         Ok(HostConfig {
             file: Some(path.to_path_buf()),

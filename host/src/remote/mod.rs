@@ -89,7 +89,8 @@ pub struct Hello {
     pub protocol: u32,
     /// The host's hokan version, for messages.
     pub hokan: String,
-    /// The job's granted roots: names to paths on the agent's server.
+    /// The job's granted roots: names to absolute paths on the agent's server, as the policy
+    /// writes them (TOML strings, so nothing is lost by their being text).
     pub roots: BTreeMap<String, String>,
 }
 
