@@ -91,6 +91,22 @@ pub struct Ready {
 /// Plans the run against the real directories and checks it can run here.
 pub fn prepare_run(req: &RunRequest<'_>) -> Result<Ready, PrepareError> {
     let (policy, job) = (req.policy, req.job);
+    let remote: Vec<String> = job
+        .root_servers
+        .iter()
+        .map(|(root, server)| {
+            policy
+                .job_error(
+                    job,
+                    &format!("roots.{root}"),
+                    format!("the root is on `{server}`, reached over ssh: `hokan run` cannot act on a server's files over ssh yet (`hokan plan`, `hokan simulate --from-tree` and `hokan servers check` can); back it up from a hokan on that server until then"),
+                )
+                .to_string()
+        })
+        .collect();
+    if !remote.is_empty() {
+        return Err(PrepareError::Preflight(remote));
+    }
     // A root that is not a readable directory is the policy's problem, not the plugin's: say
     // so before the plugin plans against an empty view.
     for (name, path) in &job.roots {
@@ -340,7 +356,7 @@ fn absolute(program: &str) -> String {
 
 /// Whether `program` names an executable: a path that is an executable file, or a name found
 /// on PATH.
-fn executable(program: &str) -> bool {
+pub(crate) fn executable(program: &str) -> bool {
     use std::os::unix::fs::PermissionsExt;
     let ok = |p: &Path| {
         std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
@@ -379,10 +395,14 @@ fn preflight(doc: &PlanDocument, policy: &Policy, job: &Job) -> Vec<String> {
     for s in doc.plan.all_steps() {
         if let Some(server) = &s.target {
             match policy.servers.iter().find(|x| &x.name == server) {
+                Some(x) if x.transport.as_deref() == Some("ssh") => out.push(format!(
+                    "{}: servers.{server}: step `{}` runs on `{server}` ({}) over ssh, which `hokan run` cannot do yet (`hokan plan` and `hokan servers check` can)",
+                    policy.file.display(), s.id, x.address
+                )),
                 Some(x) if x.transport.is_some() => {}
                 Some(x) => out.push(format!(
-                    "{}: servers.{server}: step `{}` runs on `{server}` ({}), which has no transport configured; hokan reaches a server only through one (this hokan has: local)",
-                    policy.file.display(), s.id, x.address
+                    "{}: servers.{server}: step `{}` runs on `{server}` ({}), which has no transport configured; hokan reaches a server only through one (this hokan has: {})",
+                    policy.file.display(), s.id, x.address, crate::policy::TRANSPORTS.join(", ")
                 )),
                 None => out.push(format!("step `{}` runs on `{server}`, which is not a server of the site", s.id)),
             }
@@ -464,6 +484,7 @@ mod tests {
             r#"
 [site]
 name = "s"
+known_hosts = "known_hosts"
 
 [[servers]]
 name = "here"
@@ -473,6 +494,12 @@ role = "app"
 name = "far"
 role = "app"
 address = "10.0.0.5"
+
+[[servers]]
+name = "ssh1"
+role = "app"
+address = "10.0.0.6"
+transport = "ssh"
 
 [jobs.j]
 plugin = "p"
@@ -504,6 +531,7 @@ services = { db = { start = ["/bin/true"], stop = ["/nonexistent/stop"] } }
             plan: Plan {
                 steps: vec![
                     Item::Step(step("on-far", Some("far"), exec("sh"))),
+                    Item::Step(step("on-ssh1", Some("ssh1"), exec("sh"))),
                     Item::Step(step("here", Some("here"), exec("sh"))),
                     Item::Step(step("ctl", None, exec("ctl"))),
                     Item::Step(step("unmapped", None, exec("other"))),
@@ -529,10 +557,13 @@ services = { db = { start = ["/bin/true"], stop = ["/nonexistent/stop"] } }
         has(
             "servers.far: step `on-far` runs on `far` (10.0.0.5), which has no transport configured",
         );
+        has(
+            "servers.ssh1: step `on-ssh1` runs on `ssh1` (10.0.0.6) over ssh, which `hokan run` cannot do yet",
+        );
         has("jobs.j.commands.ctl: /nonexistent/ctl is not an executable file");
         has("jobs.j.commands: `other` is not mapped");
         has("jobs.j.services.db: /nonexistent/stop is not an executable file");
-        assert_eq!(problems.len(), 4, "{problems:#?}");
+        assert_eq!(problems.len(), 5, "{problems:#?}");
         assert_eq!(
             policy.servers[0].transport.as_deref(),
             Some("local"),
@@ -540,12 +571,13 @@ services = { db = { start = ["/bin/true"], stop = ["/nonexistent/stop"] } }
         );
         let e = Policy::parse(
             Path::new("/etc/hokan/site.toml"),
-            "[site]\nname = \"s\"\n[[servers]]\nname = \"x\"\nrole = \"r\"\ntransport = \"ssh\"\n",
+            "[site]\nname = \"s\"\n[[servers]]\nname = \"x\"\nrole = \"r\"\ntransport = \"telnet\"\n",
         )
         .unwrap_err();
         assert_eq!(e.field.as_deref(), Some("servers.transport"), "{e}");
         assert!(
-            e.message.contains("`ssh` is not a transport of this hokan"),
+            e.message
+                .contains("`telnet` is not a transport of this hokan (it has: local, ssh)"),
             "{e}"
         );
     }

@@ -56,9 +56,12 @@ pub struct Server {
     pub role: String,
     /// Host name or address; `localhost` for the host's own machine.
     pub address: String,
-    /// How hokan reaches it to run commands: `local` for the host's own machine; `None` when
-    /// no transport is configured, and steps cannot target it.
+    /// How hokan reaches it to run commands: `local` for the host's own machine, `ssh` for a
+    /// server reached through `hokan agent` over the system ssh; `None` when no transport is
+    /// configured, and steps cannot target it.
     pub transport: Option<String>,
+    /// How to reach it, when its transport is `ssh`.
+    pub ssh: Option<Ssh>,
     /// What the site says about the server for its product's plugin (its `properties` table:
     /// for example whether the Web service is installed), as strings.
     pub properties: BTreeMap<String, String>,
@@ -67,7 +70,28 @@ pub struct Server {
 }
 
 /// The transports this host has.
-pub const TRANSPORTS: &[&str] = &["local"];
+pub const TRANSPORTS: &[&str] = &["local", "ssh"];
+
+/// How hokan reaches a server over ssh: only what the policy must say. Everything else
+/// (ProxyJump, certificates, an ssh-agent, ciphers) comes from the system's ssh configuration,
+/// as it does for borg and rsync.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ssh {
+    /// The host name or address ssh connects to (the server's `address`).
+    pub address: String,
+    /// The login (`user`); `None` leaves it to the ssh configuration.
+    pub user: Option<String>,
+    /// The port (`port`); `None` leaves it to the ssh configuration.
+    pub port: Option<u16>,
+    /// The private key (`identity`, absolute after loading); `None` leaves it to the ssh
+    /// configuration and its agent.
+    pub identity: Option<PathBuf>,
+    /// The command that starts hokan on the server (`agent`, default `hokan`, looked up on
+    /// the login's PATH there).
+    pub agent: String,
+    /// The site's pinned host keys (`[site] known_hosts`): the only keys ssh accepts for it.
+    pub known_hosts: PathBuf,
+}
 
 /// How to run a mapped command.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
@@ -102,8 +126,12 @@ pub struct Job {
     pub operations: Vec<String>,
     /// The servers of the product instance.
     pub servers: Vec<String>,
-    /// Root names to directories (absolute after loading).
+    /// Root names to directories (absolute after loading): on the host, or on the server
+    /// `root_servers` names.
     pub roots: BTreeMap<String, PathBuf>,
+    /// The roots that are on a server reached over ssh (`roots.data = { server = "mw1", path
+    /// = "/opt/..." }`), by root name: their paths are that server's, never the host's.
+    pub root_servers: BTreeMap<String, String>,
     /// Where backup sets go: `<backup_root>/<site>/<job>/<set id>/`.
     pub backup_root: Option<PathBuf>,
     /// Restore from another job's sets (a restore onto another server reads the sets the
@@ -269,6 +297,8 @@ struct RawSite {
     name: Spanned<String>,
     #[serde(default)]
     timezone: Option<Spanned<String>>,
+    #[serde(default)]
+    known_hosts: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -280,6 +310,14 @@ struct RawServer {
     address: String,
     #[serde(default)]
     transport: Option<Spanned<String>>,
+    #[serde(default)]
+    user: Option<Spanned<String>>,
+    #[serde(default)]
+    port: Option<Spanned<i64>>,
+    #[serde(default)]
+    identity: Option<Spanned<String>>,
+    #[serde(default)]
+    agent: Option<Spanned<String>>,
     #[serde(default)]
     properties: BTreeMap<String, Spanned<toml::Value>>,
 }
@@ -299,7 +337,7 @@ struct RawJob {
     #[serde(default)]
     servers: Vec<Spanned<String>>,
     #[serde(default)]
-    roots: BTreeMap<String, Spanned<String>>,
+    roots: BTreeMap<String, Spanned<toml::Value>>,
     #[serde(default)]
     backup_root: Option<Spanned<String>>,
     #[serde(default)]
@@ -356,6 +394,14 @@ struct RawService {
     stop: Vec<String>,
     #[serde(default)]
     status: Option<Vec<String>>,
+}
+
+/// Where a root's directory is, as [`Source::root`] read it.
+enum RootAt {
+    /// On the host: the directory as written (resolved against the policy's directory).
+    Host(String),
+    /// On a server reached over ssh: its name and the absolute path there.
+    Server(String, String),
 }
 
 /// The policy text, to turn byte spans into positions and field names.
@@ -444,6 +490,165 @@ impl Source<'_> {
         self.error(Some(s.span()), Some(field.into()), message)
     }
 
+    /// A server's ssh settings: required pieces present when its transport is `ssh`, and none
+    /// of them given to a server that is not reached over ssh (where they would be ignored).
+    fn ssh(
+        &self,
+        name: &str,
+        s: &RawServer,
+        span: Range<usize>,
+        transport: Option<&str>,
+        site: &RawSite,
+        base: &Path,
+    ) -> Result<Option<Ssh>, PolicyError> {
+        let field = |f: &str| format!("servers.{name}.{f}");
+        if transport != Some("ssh") {
+            let given = [
+                ("user", s.user.as_ref().map(Spanned::span)),
+                ("port", s.port.as_ref().map(Spanned::span)),
+                ("identity", s.identity.as_ref().map(Spanned::span)),
+                ("agent", s.agent.as_ref().map(Spanned::span)),
+            ];
+            if let Some((f, Some(span))) = given.into_iter().find(|(_, sp)| sp.is_some()) {
+                return Err(self.error(
+                    Some(span),
+                    Some(field(f)),
+                    format!("`{f}` is for a server reached over ssh; set `transport = \"ssh\"` or remove it"),
+                ));
+            }
+            return Ok(None);
+        }
+        let address = s.address.trim();
+        if address.is_empty() || address.starts_with('-') || address.contains(char::is_whitespace) {
+            return Err(self.error(
+                Some(span),
+                Some(field("address")),
+                format!("`{address}` is not a host name or address ssh can connect to"),
+            ));
+        }
+        let known_hosts = site.known_hosts.as_ref().ok_or_else(|| {
+            self.error(
+                Some(span.clone()),
+                Some(field("transport")),
+                "a server reached over ssh needs the site's pinned host keys: set `known_hosts = \"FILE\"` in [site] (a file in ssh's known_hosts format; `hokan servers check` says what to pin)",
+            )
+        })?;
+        if known_hosts.get_ref().trim().is_empty() {
+            return Err(self.at(known_hosts, "site.known_hosts", "the file name is empty"));
+        }
+        let user = match &s.user {
+            Some(u)
+                if u.get_ref().is_empty()
+                    || u.get_ref().starts_with('-')
+                    || u.get_ref().contains(['@', ' ', '\t', '\n']) =>
+            {
+                return Err(self.at(
+                    u,
+                    field("user"),
+                    format!("`{}` is not a login name", u.get_ref()),
+                ));
+            }
+            u => u.as_ref().map(|u| u.get_ref().clone()),
+        };
+        let port = match &s.port {
+            Some(p) => Some(
+                u16::try_from(*p.get_ref())
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or_else(|| {
+                        self.at(
+                            p,
+                            field("port"),
+                            format!("{} is not a TCP port (1 to 65535)", p.get_ref()),
+                        )
+                    })?,
+            ),
+            None => None,
+        };
+        let identity = match &s.identity {
+            Some(i) if i.get_ref().trim().is_empty() => {
+                return Err(self.at(i, field("identity"), "the file name is empty"));
+            }
+            i => i.as_ref().map(|i| base.join(i.get_ref())),
+        };
+        let agent = match &s.agent {
+            Some(a) if a.get_ref().trim().is_empty() || a.get_ref().contains(['\n', '\0']) => {
+                return Err(self.at(
+                    a,
+                    field("agent"),
+                    "give the path of hokan on the server, such as /usr/local/bin/hokan",
+                ));
+            }
+            a => a
+                .as_ref()
+                .map_or_else(|| "hokan".to_string(), |a| a.get_ref().clone()),
+        };
+        Ok(Some(Ssh {
+            address: address.to_string(),
+            user,
+            port,
+            identity,
+            agent,
+            known_hosts: base.join(known_hosts.get_ref()),
+        }))
+    }
+
+    /// Where a job's root is: a directory on the host (a string), or `{ server, path }` on one
+    /// of the job's servers. A root on a server reached locally is the host's directory.
+    fn root(
+        &self,
+        value: &Spanned<toml::Value>,
+        field: &str,
+        job_servers: &[String],
+        servers: &[Server],
+    ) -> Result<RootAt, PolicyError> {
+        const FORM: &str = "give a directory (`\"/srv/data\"`), or `{ server = \"NAME\", path = \"/srv/data\" }` for a directory on one of the job's servers";
+        let table = match value.get_ref() {
+            toml::Value::String(dir) => return Ok(RootAt::Host(dir.clone())),
+            toml::Value::Table(t) => t,
+            _ => return Err(self.at(value, field, FORM)),
+        };
+        if let Some(k) = table
+            .keys()
+            .find(|k| !["server", "path"].contains(&k.as_str()))
+        {
+            return Err(self.at(
+                value,
+                format!("{field}.{k}"),
+                format!("a root has no `{k}`; {FORM}"),
+            ));
+        }
+        let (Some(toml::Value::String(server)), Some(toml::Value::String(path))) =
+            (table.get("server"), table.get("path"))
+        else {
+            return Err(self.at(value, field, FORM));
+        };
+        let Some(s) = servers.iter().find(|s| &s.name == server) else {
+            return Err(self.at(
+                value,
+                format!("{field}.server"),
+                format!(
+                    "`{server}` is not a server of this site; declare it in a [[servers]] table"
+                ),
+            ));
+        };
+        if !job_servers.is_empty() && !job_servers.contains(server) {
+            return Err(self.at(
+                value,
+                format!("{field}.server"),
+                format!(
+                    "`{server}` is not one of the job's servers; add it to the job's `servers`"
+                ),
+            ));
+        }
+        match s.transport.as_deref() {
+            Some("local") => Ok(RootAt::Host(path.clone())),
+            Some("ssh") if Path::new(path).is_absolute() => Ok(RootAt::Server(server.clone(), path.clone())),
+            Some("ssh") => Err(self.at(value, format!("{field}.path"), format!("`{path}` is not an absolute path; a root on a server is an absolute path there"))),
+            _ => Err(self.at(value, format!("{field}.server"), format!("`{server}` has no transport, so hokan cannot reach the root there; set its `transport = \"ssh\"`"))),
+        }
+    }
+
     fn build(&self, raw: RawPolicy, base: &Path) -> Result<Policy, PolicyError> {
         let site = raw.site.name.get_ref().trim().to_string();
         if !is_name(&site) {
@@ -523,6 +728,14 @@ impl Source<'_> {
                 }
                 None => None,
             };
+            let ssh = self.ssh(
+                &name,
+                &s,
+                span.clone(),
+                transport.as_deref(),
+                &raw.site,
+                base,
+            )?;
             let mut properties = BTreeMap::new();
             for (k, v) in &s.properties {
                 let value = scalar(v.get_ref()).ok_or_else(|| {
@@ -540,6 +753,7 @@ impl Source<'_> {
                 role: s.role,
                 address: s.address,
                 transport,
+                ssh,
                 properties,
             });
         }
@@ -649,14 +863,27 @@ impl Source<'_> {
             })
         };
         let mut roots = BTreeMap::new();
-        for (root, dir) in &raw.roots {
+        let mut root_servers = BTreeMap::new();
+        for (root, value) in &raw.roots {
             if root == "set" {
-                return Err(self.at(dir, f("roots.set"), "`set` is reserved: hokan grants each run's backup set under that name; set `backup_root` instead"));
+                return Err(self.at(value, f("roots.set"), "`set` is reserved: hokan grants each run's backup set under that name; set `backup_root` instead"));
             }
             if root == crate::sets::tested::SCRATCH_ROOT {
-                return Err(self.at(dir, f("roots.scratch"), "`scratch` is reserved: hokan grants a restore test the directory it restores into under that name; give this root another name"));
+                return Err(self.at(value, f("roots.scratch"), "`scratch` is reserved: hokan grants a restore test the directory it restores into under that name; give this root another name"));
             }
-            roots.insert(root.clone(), resolve(dir, f(&format!("roots.{root}")))?);
+            let field = f(&format!("roots.{root}"));
+            match self.root(value, &field, &job_servers, servers)? {
+                RootAt::Host(dir) => {
+                    roots.insert(
+                        root.clone(),
+                        resolve(&Spanned::new(value.span(), dir), field)?,
+                    );
+                }
+                RootAt::Server(server, dir) => {
+                    roots.insert(root.clone(), PathBuf::from(dir));
+                    root_servers.insert(root.clone(), server);
+                }
+            }
         }
         let backup_root = raw
             .backup_root
@@ -664,7 +891,7 @@ impl Source<'_> {
             .map(|b| resolve(b, f("backup_root")))
             .transpose()?;
         if let (Some(b), Some(spanned)) = (&backup_root, &raw.backup_root) {
-            for (root, dir) in &roots {
+            for (root, dir) in roots.iter().filter(|(r, _)| !root_servers.contains_key(*r)) {
                 let why = if nested(b, dir) {
                     Some(format!(
                         "{} is inside the root `{root}` ({})",
@@ -817,6 +1044,7 @@ impl Source<'_> {
             operations: raw.operations,
             servers: job_servers,
             roots,
+            root_servers,
             backup_root,
             sets_of: raw.sets_of.as_ref().map(|s| s.get_ref().clone()),
             commands,
@@ -1056,6 +1284,155 @@ services = { svc = { start = ["bin/svc", "start"], stop = ["systemctl", "stop", 
             ))
             .is_ok()
         );
+    }
+
+    /// GOOD with `mw1` reached over ssh and its data root on it.
+    fn over_ssh(server: &str, site: &str, root: &str) -> String {
+        GOOD.replace(
+            "timezone = \"Asia/Tokyo\"",
+            &format!("timezone = \"Asia/Tokyo\"\n{site}"),
+        )
+        .replace(
+            "role = \"mailwise\"",
+            &format!("role = \"mailwise\"\n{server}"),
+        )
+        .replace(
+            "roots = { data = \"/srv/mailwise\" }",
+            &format!("roots = {{ data = {root} }}"),
+        )
+    }
+
+    #[test]
+    fn a_server_over_ssh_and_a_root_on_it_load_with_the_sites_pinned_keys() {
+        let text = over_ssh(
+            "address = \"mw1.example\"\ntransport = \"ssh\"\nuser = \"hokan\"\nport = 2222\nidentity = \"keys/acme\"\nagent = \"/usr/local/bin/hokan\"",
+            "known_hosts = \"acme.known_hosts\"",
+            "{ server = \"mw1\", path = \"/opt/cybozu/mailwise\" }",
+        );
+        let p = parse(&text).unwrap();
+        let ssh = p.servers[0].ssh.as_ref().unwrap();
+        assert_eq!(
+            ssh,
+            &Ssh {
+                address: "mw1.example".into(),
+                user: Some("hokan".into()),
+                port: Some(2222),
+                identity: Some(PathBuf::from("/etc/hokan/keys/acme")),
+                agent: "/usr/local/bin/hokan".into(),
+                known_hosts: PathBuf::from("/etc/hokan/acme.known_hosts"),
+            }
+        );
+        let job = p.job("mailwise").unwrap();
+        assert_eq!(job.roots["data"], PathBuf::from("/opt/cybozu/mailwise"));
+        assert_eq!(job.root_servers["data"], "mw1");
+        // A backup root on the host may have the same path as a root on a server.
+        let same = text.replace("backup_root = \"backups\"", "backup_root = \"/opt/cybozu\"");
+        assert!(parse(&same).is_ok());
+        // The defaults: ssh's own user, port and keys; `hokan` on the server's PATH.
+        let bare = over_ssh(
+            "address = \"mw1.example\"\ntransport = \"ssh\"",
+            "known_hosts = \"k\"",
+            "\"/srv/mailwise\"",
+        );
+        let ssh = parse(&bare).unwrap().servers[0].ssh.clone().unwrap();
+        assert_eq!((ssh.user, ssh.port, ssh.identity), (None, None, None));
+        assert_eq!(ssh.agent, "hokan");
+    }
+
+    #[test]
+    fn ssh_settings_and_roots_on_servers_are_refused_where_they_are_wrong() {
+        let ssh = "address = \"mw1.example\"\ntransport = \"ssh\"";
+        let kh = "known_hosts = \"k\"";
+        let on_mw1 = "{ server = \"mw1\", path = \"/opt/mw\" }";
+        for (server, site, root, field, says) in [
+            (
+                ssh,
+                "",
+                on_mw1,
+                "servers.mw1.transport",
+                "set `known_hosts = \"FILE\"` in [site]",
+            ),
+            (
+                "port = 22",
+                kh,
+                on_mw1,
+                "servers.mw1.port",
+                "`port` is for a server reached over ssh",
+            ),
+            (
+                &format!("{ssh}\nport = 70000"),
+                kh,
+                on_mw1,
+                "servers.mw1.port",
+                "70000 is not a TCP port",
+            ),
+            (
+                &format!("{ssh}\nuser = \"-oProxyCommand=x\""),
+                kh,
+                on_mw1,
+                "servers.mw1.user",
+                "is not a login name",
+            ),
+            (
+                "address = \"-oProxyCommand=x\"\ntransport = \"ssh\"",
+                kh,
+                on_mw1,
+                "servers.mw1.address",
+                "is not a host name",
+            ),
+            (
+                ssh,
+                kh,
+                "{ server = \"mw1\", path = \"opt/mw\" }",
+                "jobs.mailwise.roots.data.path",
+                "is not an absolute path",
+            ),
+            (
+                ssh,
+                kh,
+                "{ server = \"mw9\", path = \"/opt/mw\" }",
+                "jobs.mailwise.roots.data.server",
+                "`mw9` is not a server of this site",
+            ),
+            (
+                ssh,
+                kh,
+                "{ server = \"mw1\", dir = \"/opt/mw\" }",
+                "jobs.mailwise.roots.data.dir",
+                "a root has no `dir`",
+            ),
+            (
+                ssh,
+                kh,
+                "{ server = \"mw1\" }",
+                "jobs.mailwise.roots.data",
+                "`{ server = \"NAME\", path = \"/srv/data\" }`",
+            ),
+            (
+                ssh,
+                kh,
+                "42",
+                "jobs.mailwise.roots.data",
+                "give a directory",
+            ),
+            (
+                "address = \"mw1.example\"",
+                kh,
+                on_mw1,
+                "jobs.mailwise.roots.data.server",
+                "`mw1` has no transport",
+            ),
+        ] {
+            let e = parse(&over_ssh(server, site, root)).unwrap_err();
+            assert_eq!(e.field.as_deref(), Some(field), "{e}");
+            assert!(e.message.contains(says), "{e}");
+            assert!(e.line.is_some(), "{e}");
+        }
+        // A root on a server the host reaches locally is a directory of the host.
+        let p = parse(&over_ssh("address = \"localhost\"", "", on_mw1)).unwrap();
+        let job = p.job("mailwise").unwrap();
+        assert!(job.root_servers.is_empty());
+        assert_eq!(job.roots["data"], PathBuf::from("/opt/mw"));
     }
 
     #[test]
