@@ -35,6 +35,9 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
     match &cli.command {
         Command::Plugins { name, json } => plugins(cli, name.as_deref(), *json),
         Command::Validate { policies } => validate(cli, policies),
+        Command::Servers(super::ServersCommand::Check { policies, json }) => {
+            servers_check(cli, policies, *json)
+        }
         Command::Plan {
             policy,
             job,
@@ -342,6 +345,114 @@ fn print_description(p: &Plugin) {
     }
 }
 
+fn servers_check(cli: &Cli, paths: &[PathBuf], json: bool) -> Result<ExitCode> {
+    let mut policies = Vec::new();
+    for p in paths {
+        policies.extend(policy::load_all(p)?);
+    }
+    let rt = runtime(cli)?;
+    let dir = PluginDir(cli.plugin_dir.clone());
+    let mut reports = Vec::new();
+    for pol in &policies {
+        // Which roots each job's plugin writes, from its description.
+        let mut writable: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for job in pol.jobs.values() {
+            match planner::load_plugin(&rt, &dir, pol, job) {
+                Ok(p) => {
+                    let w = p.description().roots.iter().filter(|r| r.writable);
+                    writable.insert(job.name.clone(), w.map(|r| r.name.clone()).collect());
+                }
+                Err(e) => eprintln!(
+                    "warning: job `{}`: {}; its roots are checked for reading only",
+                    job.name,
+                    super::message(&e.into())
+                ),
+            }
+        }
+        let writes = |j: &policy::Job, root: &str| {
+            writable
+                .get(&j.name)
+                .is_some_and(|w| w.iter().any(|r| r == root))
+        };
+        reports.extend(hokan::remote::check::check(pol, &writes));
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    } else {
+        for r in &reports {
+            print!("{}", servers_text(r));
+        }
+    }
+    Ok(if reports.iter().all(|r| r.ok()) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(hokan::exit::ATTENTION)
+    })
+}
+
+/// One server's check, for people.
+fn servers_text(r: &hokan::remote::check::ServerReport) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let how = r.transport.as_deref().unwrap_or("no transport");
+    let state = if r.ok() {
+        "ready".to_string()
+    } else {
+        format!("{} problem(s)", r.problems.len())
+    };
+    let agent = r
+        .agent
+        .as_ref()
+        .map(|v| format!(", agent hokan {v}"))
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "{}/{} ({how} {}): {state}{agent}",
+        r.site, r.server, r.address
+    );
+    for root in &r.roots {
+        let free = root
+            .free_bytes
+            .map(|b| format!(", {} free", bytesize::ByteSize(b).display().iec()))
+            .unwrap_or_default();
+        let state = match (root.exists, root.readable, root.writable) {
+            (false, ..) => "missing".to_string(),
+            (true, false, _) => "not readable".to_string(),
+            (true, true, w) => format!(
+                "readable, {}{}",
+                if w { "writable" } else { "read-only" },
+                if root.writes {
+                    " (the plugin writes it)"
+                } else {
+                    ""
+                }
+            ),
+        };
+        let _ = writeln!(
+            out,
+            "  root {}.{}  {}  {state}{free}",
+            root.job, root.root, root.path
+        );
+    }
+    for p in &r.programs {
+        let _ = writeln!(
+            out,
+            "  program {}.{}  {}  {}",
+            p.job,
+            p.field,
+            p.program,
+            if p.present { "present" } else { "absent" }
+        );
+    }
+    for p in &r.problems {
+        let _ = writeln!(out, "  problem: {p}");
+    }
+    for n in &r.notes {
+        let _ = writeln!(out, "  note: {n}");
+    }
+    out
+}
+
 fn validate(cli: &Cli, paths: &[PathBuf]) -> Result<ExitCode> {
     let rt = runtime(cli)?;
     let dir = PluginDir(cli.plugin_dir.clone());
@@ -483,14 +594,56 @@ fn world_for(pol: &Policy, a: &SimulateArgs<'_>) -> Result<World> {
     }
     if a.from_tree {
         let mut dirs: Vec<PathBuf> = Vec::new();
+        // Server to its roots (a job's name and root's, to the path there).
+        let mut remote: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
         for job in pol.jobs.values() {
-            dirs.extend(job.roots.values().cloned());
+            let (here, there) = planner::on_host(&job.roots, job);
+            dirs.extend(here.into_values());
             dirs.extend(planner::sets_dir(pol, job));
+            for (server, roots) in there {
+                let of = remote.entry(server).or_default();
+                of.extend(
+                    roots
+                        .into_iter()
+                        .map(|(r, p)| (format!("{}.{r}", job.name), p)),
+                );
+            }
+        }
+        // The model is one tree of paths: a server's root must not be a path the model
+        // already holds for another machine.
+        let mut owner: BTreeMap<String, String> = BTreeMap::new();
+        for d in &dirs {
+            owner.insert(hokan::simulate::world::absolute(d), "this host".into());
+        }
+        for (server, roots) in &remote {
+            for path in roots.values() {
+                let path = hokan::simulate::world::normalize(Path::new("/"), Path::new(path));
+                if let Some(other) = owner.insert(path.clone(), format!("`{server}`"))
+                    && other != format!("`{server}`")
+                {
+                    bail!(
+                        "{}: {path} is a root on `{server}` and on {other}; --from-tree models one \
+                         tree of paths, so it cannot hold both: simulate in a world file instead",
+                        pol.file.display()
+                    );
+                }
+            }
         }
         let now_ms = SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
-        return Ok(World::scan(dirs.iter().map(PathBuf::as_path), now_ms)?);
+        let mut world = World::scan(dirs.iter().map(PathBuf::as_path), now_ms)?;
+        for (server, roots) in remote {
+            let ssh = pol
+                .server(&server)
+                .and_then(|s| s.ssh.as_ref())
+                .expect("the policy binds remote roots only to servers reached over ssh");
+            let session = hokan::remote::ssh::Session::connect(&server, ssh, roots.clone())?;
+            for (name, path) in &roots {
+                world.scan_remote(path, &session, name)?;
+            }
+        }
+        return Ok(world);
     }
     let default = pol
         .file

@@ -61,6 +61,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Servers reached over ssh: `hokan servers check POLICY...`.
+    #[command(subcommand)]
+    Servers(ServersCommand),
     /// Check policy files (or directories of them) and their jobs' plugins.
     Validate {
         /// Policy files or directories.
@@ -281,6 +284,25 @@ pub enum Command {
     EseCheck {
         /// The database file.
         file: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// What `hokan servers` does.
+#[derive(Subcommand, Debug)]
+pub enum ServersCommand {
+    /// For each server of the sites: reachable over ssh, its host key the pinned one, its
+    /// agent this hokan's version, each of the jobs' roots there readable (and writable where
+    /// the plugin writes it) with its free space, and the jobs' mapped programs present. An
+    /// unknown host key is reported with the fingerprint to pin, never accepted.
+    ///
+    /// Exit status: 0 every server is ready; 1 bad input (a policy); 4 a server has a problem.
+    Check {
+        /// Policy files or directories of them.
+        #[arg(required = true)]
+        policies: Vec<PathBuf>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,

@@ -21,6 +21,7 @@ mod invariants;
 pub mod journal;
 pub mod lock;
 mod prepare;
+pub(crate) use prepare::executable;
 mod spec;
 #[cfg(test)]
 mod tests;

@@ -5,9 +5,11 @@
 //! whichever source a call was given.
 
 mod real;
+mod routed;
 
 pub(crate) use real::plugin_name;
 pub use real::{RealFacts, available_space};
+pub use routed::Routed;
 
 use serde::{Deserialize, Serialize};
 

@@ -86,6 +86,37 @@ impl RealFacts {
         })
     }
 
+    /// The names of the granted roots.
+    pub fn root_names(&self) -> impl Iterator<Item = &str> {
+        self.roots.keys().map(String::as_str)
+    }
+
+    /// A root's state for `hokan servers check`: whether it was opened, can be listed and
+    /// written (as this process's user, on its mount), and its volume's free space.
+    pub fn check_root(&self, name: &str) -> crate::remote::RootCheck {
+        use rustix::fs::{Access, AtFlags};
+        let Some(root) = self.roots.get(name) else {
+            return crate::remote::RootCheck {
+                exists: false,
+                readable: false,
+                writable: false,
+                free_bytes: None,
+            };
+        };
+        let can = |how| {
+            root.dir
+                .as_ref()
+                .is_some_and(|d| rustix::fs::accessat(d, ".", how, AtFlags::EACCESS).is_ok())
+        };
+        crate::remote::RootCheck {
+            exists: root.dir.is_some(),
+            readable: can(Access::READ_OK | Access::EXEC_OK)
+                && root.dir.as_ref().is_some_and(|d| d.entries().is_ok()),
+            writable: can(Access::WRITE_OK | Access::EXEC_OK),
+            free_bytes: available_space(&root.path).ok(),
+        }
+    }
+
     /// Fixes the clock the plugin sees (tests, reproducible plans).
     pub fn with_now_ms(mut self, now_ms: i64) -> Self {
         self.now_ms = now_ms;

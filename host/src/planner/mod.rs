@@ -16,12 +16,14 @@ pub use prepare::{PlanInput, Prepared, prepare, sets_dir};
 
 use crate::describe::CallError;
 use crate::describe::{PlanRefusal, Planner, SetUse};
-use crate::facts::{FactSource, RealFacts};
+use crate::facts::{FactSource, RealFacts, Routed};
 use crate::plan::document::{FORMAT_VERSION, PlanDocument, PluginRef};
 use crate::plan::{ValidationError, validate};
 use crate::policy::{Job, Policy, PolicyError};
 use crate::runtime::LoadError;
 use crate::sets;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Why a job could not be planned.
@@ -63,6 +65,9 @@ pub enum PlanJobError {
     /// A set was needed and none could be found or read.
     #[error("{0}")]
     Sets(String),
+    /// A server holding one of the job's roots could not be reached.
+    #[error(transparent)]
+    Remote(#[from] crate::remote::ssh::SshError),
 }
 
 impl PlanJobError {
@@ -136,7 +141,8 @@ pub fn plan_job_prepared(
     input: &PlanInput<'_>,
 ) -> Result<(Prepared, PlanDocument), PlanJobError> {
     let mut prepared = prepare(policy, job, plugin.description(), input, &sets::OnDisk)?;
-    let mut facts = RealFacts::open(prepared.roots.clone(), prepared.topology.clone())
+    let (here, remote) = on_host(&prepared.roots, job);
+    let mut facts = RealFacts::open(here.clone(), prepared.topology.clone())
         .map_err(|e| policy.job_error(job, "roots", e.to_string()))?;
     // A backup's `backup-size` counts only what the newest set cannot supply.
     let writes = plugin
@@ -153,19 +159,64 @@ pub fn plan_job_prepared(
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
-    let doc = plan_with(
-        plugin,
-        policy,
-        job,
-        &prepared,
-        Arc::new(facts.with_now_ms(now_ms)),
-    )?;
-    let mut doc = doc;
+    let host: Arc<dyn FactSource> = Arc::new(facts.with_now_ms(now_ms));
+    let facts: Arc<dyn FactSource> = if remote.is_empty() {
+        host
+    } else {
+        Arc::new(Routed::new(host, connect(policy, remote)?))
+    };
+    let mut doc = plan_with(plugin, policy, job, &prepared, facts)?;
     doc.plan
         .warnings
-        .extend(links_out_of_their_root(&doc.plan, &prepared.roots));
+        .extend(links_out_of_their_root(&doc.plan, &here));
     prepared.previous = previous.get().cloned();
     Ok((prepared, doc))
+}
+
+/// A job's roots split by machine: those on the host, and those on each server reached over
+/// ssh (server name to its roots, as paths there).
+pub fn on_host(
+    roots: &BTreeMap<String, PathBuf>,
+    job: &Job,
+) -> (
+    BTreeMap<String, PathBuf>,
+    BTreeMap<String, BTreeMap<String, String>>,
+) {
+    let mut here = BTreeMap::new();
+    let mut remote: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for (name, path) in roots {
+        match job.root_servers.get(name) {
+            Some(server) => {
+                remote
+                    .entry(server.clone())
+                    .or_default()
+                    .insert(name.clone(), path.to_string_lossy().into_owned());
+            }
+            None => {
+                here.insert(name.clone(), path.clone());
+            }
+        }
+    }
+    (here, remote)
+}
+
+/// One agent session per server, each answering for the roots on it.
+fn connect(
+    policy: &Policy,
+    remote: BTreeMap<String, BTreeMap<String, String>>,
+) -> Result<BTreeMap<String, Arc<dyn FactSource>>, PlanJobError> {
+    let mut by_root = BTreeMap::new();
+    for (server, roots) in remote {
+        let ssh = policy
+            .server(&server)
+            .and_then(|s| s.ssh.as_ref())
+            .expect("the policy binds remote roots only to servers reached over ssh");
+        let names: Vec<String> = roots.keys().cloned().collect();
+        let session: Arc<dyn FactSource> =
+            Arc::new(crate::remote::ssh::Session::connect(&server, ssh, roots)?);
+        by_root.extend(names.into_iter().map(|n| (n, session.clone())));
+    }
+    Ok(by_root)
 }
 
 #[cfg(test)]

@@ -5,7 +5,9 @@
 //! Everything it writes to its standard output is protocol; its messages go to standard error
 //! (which ssh shows the host's operator).
 
-use super::{Hello, PROTOCOL, RemoteError, Reply, Request, Welcome, read_frame, write_frame};
+use super::{
+    Hello, PROTOCOL, RemoteError, Reply, Request, ServerCheck, Welcome, read_frame, write_frame,
+};
 use crate::facts::{FactSource, RealFacts, Topology};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -73,8 +75,27 @@ fn answer(f: &RealFacts, q: Request) -> Reply {
         Request::FreeSpace { root } => f.free_space(&root).map(Reply::Bytes),
         Request::SameVolume { a, b } => f.same_volume(&a, &b).map(Reply::Bool),
         Request::Read { at, max_bytes } => f.read(&at, max_bytes).map(Reply::Content),
+        Request::Check { programs } => Ok(Reply::Check(check(f, programs))),
     };
     r.unwrap_or_else(Reply::Error)
+}
+
+/// Each root's state and each program's presence, as this server sees them; the same
+/// executable rule as the host's preflight.
+fn check(f: &RealFacts, programs: Vec<String>) -> ServerCheck {
+    ServerCheck {
+        roots: f
+            .root_names()
+            .map(|name| (name.to_string(), f.check_root(name)))
+            .collect(),
+        programs: programs
+            .into_iter()
+            .map(|p| {
+                let found = crate::execute::executable(&p);
+                (p, found)
+            })
+            .collect(),
+    }
 }
 
 #[cfg(test)]
@@ -131,7 +152,12 @@ mod tests {
             remote.read(&at("mw/data/mail.db"), 4),
             Err(FactError::TooLarge(10))
         );
-        assert_eq!(remote.free_space("data"), local.free_space("data"));
+        // The same volume's free space (other tests write to it meanwhile, so not to the byte).
+        let (far, near) = (
+            remote.free_space("data").unwrap(),
+            local.free_space("data").unwrap(),
+        );
+        assert!(far.abs_diff(near) < 1 << 30, "{far} and {near}");
         assert_eq!(remote.same_volume("data", "data"), Ok(true));
         assert_eq!(remote.now_ms(), 7, "the host's clock");
         // Nothing outside the roots: `..`, absolute paths, a symlink out, another root.

@@ -19,6 +19,8 @@
 //! agent.
 
 pub mod agent;
+pub mod check;
+pub mod ssh;
 
 use crate::facts::{DirEntry, FactError, FactSource, FileStat, Topology};
 use crate::plan::Location;
@@ -155,6 +157,33 @@ pub enum Request {
         /// Refused above this.
         max_bytes: u32,
     },
+    /// What `hokan servers check` asks: each root's state, and whether each program is there.
+    Check {
+        /// Programs as the policy maps them: a path, or a name looked up on the agent's PATH.
+        programs: Vec<String>,
+    },
+}
+
+/// A server's answer to [`Request::Check`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerCheck {
+    /// The granted roots, by name.
+    pub roots: BTreeMap<String, RootCheck>,
+    /// The programs asked about, and whether each is an executable file there.
+    pub programs: BTreeMap<String, bool>,
+}
+
+/// One root as its server sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootCheck {
+    /// It is a directory the agent opened.
+    pub exists: bool,
+    /// Its entries can be listed.
+    pub readable: bool,
+    /// Files can be made in it (the agent's user, its mount).
+    pub writable: bool,
+    /// Bytes free on its volume (of its nearest existing parent when it is missing).
+    pub free_bytes: Option<u64>,
 }
 
 /// An answer to a [`Request`].
@@ -171,6 +200,8 @@ pub enum Reply {
     Bytes(u64),
     /// A file's content.
     Content(Vec<u8>),
+    /// The answer to [`Request::Check`].
+    Check(ServerCheck),
     /// The fact could not be given, as the local source would have said.
     Error(FactError),
 }
@@ -181,6 +212,7 @@ pub struct RemoteFacts<R, W> {
     conn: Mutex<(R, W)>,
     topology: Topology,
     now_ms: i64,
+    agent: String,
 }
 
 impl<R: Read + Send, W: Write + Send> RemoteFacts<R, W> {
@@ -201,15 +233,29 @@ impl<R: Read + Send, W: Write + Send> RemoteFacts<R, W> {
             },
         )?;
         match read_frame::<Welcome>(&mut r)? {
-            Some(Welcome::Welcome { .. }) => Ok(RemoteFacts {
+            Some(Welcome::Welcome { hokan, .. }) => Ok(RemoteFacts {
                 conn: Mutex::new((r, w)),
                 topology,
                 now_ms,
+                agent: hokan,
             }),
             Some(Welcome::Refused { reason }) => Err(RemoteError::Refused(reason)),
             None => Err(RemoteError::Garbled(
                 "the agent closed the connection before it answered the handshake".into(),
             )),
+        }
+    }
+
+    /// The hokan version the agent said it is.
+    pub fn agent_version(&self) -> &str {
+        &self.agent
+    }
+
+    /// Asks the server about its roots and the programs the policy maps.
+    pub fn check(&self, programs: Vec<String>) -> Result<ServerCheck, FactError> {
+        match self.ask(Request::Check { programs })? {
+            Reply::Check(c) => Ok(c),
+            r => Err(unexpected(r)),
         }
     }
 

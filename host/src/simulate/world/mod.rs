@@ -557,6 +557,80 @@ impl World {
         Ok(w)
     }
 
+    /// Adds a root of a server reached over ssh to a scanned world, through its agent's facts
+    /// (`root` is its name there): the same names, sizes, mtimes, free space and small files'
+    /// contents as [`World::scan`] reads locally, at `path`, its path on that server. Symlinks
+    /// are left out, as [`World::scan`] leaves them out.
+    pub fn scan_remote(
+        &mut self,
+        path: &str,
+        facts: &dyn crate::facts::FactSource,
+        root: &str,
+    ) -> Result<(), WorldError> {
+        use crate::facts::EntryKind;
+        use crate::plan::Location;
+        let err = |m: String| WorldError {
+            file: PathBuf::from(path),
+            position: None,
+            field: None,
+            message: format!("cannot scan it on its server: {m}"),
+        };
+        let key = normalize(Path::new("/"), Path::new(path));
+        self.set_volume(&key, facts.free_space(root).unwrap_or(0));
+        match facts.exists(&Location::new(root, "")) {
+            Ok(true) => {}
+            Ok(false) => return Ok(()),
+            Err(e) => return Err(err(e.to_string())),
+        }
+        self.mkdir_p(&key).map_err(err)?;
+        let mut stack = vec![String::new()];
+        while let Some(rel) = stack.pop() {
+            let entries = facts
+                .list_dir(&Location::new(root, rel.clone()))
+                .map_err(|e| err(e.to_string()))?;
+            for e in entries {
+                let rel = if rel.is_empty() {
+                    e.name.clone()
+                } else {
+                    format!("{rel}/{}", e.name)
+                };
+                let k = join(&key, &rel);
+                let at = Location::new(root, rel.clone());
+                match e.kind {
+                    EntryKind::Dir => {
+                        self.nodes.insert(k, Node::Dir);
+                        stack.push(rel);
+                    }
+                    EntryKind::File => {
+                        let st = facts.stat(&at).map_err(|e| err(e.to_string()))?;
+                        let text = if st.size <= SCAN_READS_UP_TO {
+                            let bytes = facts
+                                .read(&at, SCAN_READS_UP_TO as u32)
+                                .map_err(|e| err(e.to_string()))?;
+                            Some(Arc::from(bytes))
+                        } else {
+                            None
+                        };
+                        let content = self.new_content();
+                        self.nodes.insert(
+                            k,
+                            Node::File(FileNode {
+                                size: st.size,
+                                content,
+                                mtime_ms: st.mtime_ms,
+                                readonly: st.readonly,
+                                damaged: false,
+                                text,
+                            }),
+                        );
+                    }
+                    EntryKind::Symlink | EntryKind::Other => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Loads a world fixture.
     pub fn load(file: &Path) -> Result<World, WorldError> {
         let text = std::fs::read_to_string(file).map_err(|e| WorldError {

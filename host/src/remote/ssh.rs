@@ -1,0 +1,505 @@
+//! Reaching a server's agent through the system `ssh`, as borg and rsync do: hokan runs
+//! `ssh … -- HOST 'AGENT' agent` and speaks the protocol over its stdin and stdout.
+//!
+//! The policy says only what it must (address, user, port, identity, the agent's path, the
+//! site's pinned host keys); everything else (ProxyJump, certificates, an ssh-agent, ciphers)
+//! comes from the system's ssh configuration. hokan adds the options that make it safe to run
+//! unattended:
+//!
+//! - `BatchMode=yes`: never a password or passphrase prompt, which would hang a 3 a.m. run;
+//! - `StrictHostKeyChecking=yes` with `UserKnownHostsFile` the site's pinned file and
+//!   `GlobalKnownHostsFile=/dev/null`: the site's file is the only trust, an unknown key is
+//!   refused with the fingerprint to pin ([`SshError::UnknownHostKey`]), never accepted;
+//! - no agent, X11 or port forwarding, no tty, no escape character;
+//! - keep-alives, so a dead network fails the session instead of hanging it.
+//!
+//! One [`Session`] per server per run: its connection carries every question of that run.
+
+use super::{RemoteError, RemoteFacts};
+use crate::facts::{DirEntry, FactError, FactSource, FileStat, Topology};
+use crate::plan::Location;
+use crate::policy::Ssh;
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+/// How much of ssh's standard error a session keeps for its messages.
+const STDERR_CAP: usize = 16 << 10;
+
+/// How long a closing session waits for ssh to exit before it kills it.
+const CLOSE_WAIT: Duration = Duration::from_secs(10);
+
+/// Why a server's agent could not be reached.
+#[derive(Debug, thiserror::Error)]
+pub enum SshError {
+    /// The system ssh could not be started.
+    #[error("cannot start `ssh` ({0}); install the openssh-client package")]
+    Spawn(std::io::Error),
+    /// The server's host key is not in the site's pinned file.
+    #[error(
+        "server `{server}`: the host key of {address} is not pinned in {}, so ssh refused it. {offered}",
+        known_hosts.display()
+    )]
+    UnknownHostKey {
+        /// The server's name in the policy.
+        server: String,
+        /// What ssh connected to.
+        address: String,
+        /// The site's pinned host keys.
+        known_hosts: PathBuf,
+        /// The keys the server offers and how to pin them, or why they could not be read.
+        offered: String,
+    },
+    /// The server's host key differs from the one pinned.
+    #[error(
+        "server `{server}`: the host key of {address} is NOT the one pinned in {}; ssh refused \
+         it. Someone may be intercepting the connection, or the server was reinstalled: ask its \
+         administrator, and replace the pinned line only once the new key is confirmed. {offered}",
+        known_hosts.display()
+    )]
+    ChangedHostKey {
+        /// The server's name in the policy.
+        server: String,
+        /// What ssh connected to.
+        address: String,
+        /// The site's pinned host keys.
+        known_hosts: PathBuf,
+        /// The keys the server now offers.
+        offered: String,
+    },
+    /// ssh itself failed: no route, refused, authentication.
+    #[error("server `{server}`: ssh could not reach {address}: {detail}")]
+    Unreachable {
+        /// The server's name in the policy.
+        server: String,
+        /// What ssh connected to.
+        address: String,
+        /// ssh's own words.
+        detail: String,
+    },
+    /// ssh logged in, but the agent did not shake hands.
+    #[error("server `{server}`: `{agent} agent` did not answer as hokan's agent: {error}{stderr}")]
+    Agent {
+        /// The server's name in the policy.
+        server: String,
+        /// The command that should have started it.
+        agent: String,
+        /// What went wrong on the connection.
+        error: RemoteError,
+        /// What the far side said on its standard error, when anything.
+        stderr: String,
+    },
+}
+
+/// ssh's options that hokan sets, before the destination (see the module's documentation).
+pub fn options(ssh: &Ssh) -> Vec<OsString> {
+    let mut o: Vec<OsString> = Vec::new();
+    let mut opt = |s: String| {
+        o.push("-o".into());
+        o.push(s.into());
+    };
+    opt("BatchMode=yes".into());
+    opt("StrictHostKeyChecking=yes".into());
+    opt(format!(
+        "UserKnownHostsFile={}",
+        config_path(&ssh.known_hosts)
+    ));
+    opt("GlobalKnownHostsFile=/dev/null".into());
+    opt("UpdateHostKeys=no".into());
+    opt("ConnectTimeout=15".into());
+    opt("ServerAliveInterval=15".into());
+    opt("ServerAliveCountMax=4".into());
+    opt("ForwardAgent=no".into());
+    opt("ForwardX11=no".into());
+    opt("ClearAllForwardings=yes".into());
+    opt("LogLevel=ERROR".into());
+    if let Some(i) = &ssh.identity {
+        opt(format!("IdentityFile={}", config_path(i)));
+        opt("IdentitiesOnly=yes".into());
+    }
+    if let Some(p) = ssh.port {
+        opt(format!("Port={p}"));
+    }
+    if let Some(u) = &ssh.user {
+        opt(format!("User={u}"));
+    }
+    o.extend(["-T".into(), "-e".into(), "none".into()]);
+    o
+}
+
+/// A path as an ssh option's value: absolute, `%` doubled (ssh expands `%` tokens in these
+/// options) and quoted when it holds spaces.
+fn config_path(p: &Path) -> String {
+    let p = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let s = p.to_string_lossy().replace('%', "%%");
+    if s.contains(char::is_whitespace) {
+        format!("\"{s}\"")
+    } else {
+        s
+    }
+}
+
+/// The full argv of the ssh that starts the agent. ssh hands the remote command to the login's
+/// shell as one string, so the agent's path is quoted for it.
+pub fn argv(ssh: &Ssh) -> Result<Vec<OsString>, String> {
+    let agent = shlex::try_quote(&ssh.agent)
+        .map_err(|e| format!("the agent path `{}` cannot be quoted: {e}", ssh.agent))?;
+    let mut a = options(ssh);
+    a.extend(["--".into(), ssh.address.clone().into()]);
+    a.push(format!("{agent} agent").into());
+    Ok(a)
+}
+
+/// What ssh says on standard error, kept up to [`STDERR_CAP`] while it is drained (a full
+/// pipe would stall ssh), and a signal for when it closed.
+struct Stderr {
+    text: Arc<Mutex<Vec<u8>>>,
+    closed: mpsc::Receiver<()>,
+}
+
+impl Stderr {
+    fn drain(mut pipe: impl Read + Send + 'static) -> Stderr {
+        let text = Arc::new(Mutex::new(Vec::new()));
+        let (tx, closed) = mpsc::channel();
+        let keep = text.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = pipe.read(&mut buf) {
+                let mut t = keep.lock().unwrap_or_else(|p| p.into_inner());
+                let room = STDERR_CAP.saturating_sub(t.len());
+                t.extend_from_slice(&buf[..n.min(room)]);
+            }
+            let _ = tx.send(());
+        });
+        Stderr { text, closed }
+    }
+
+    /// Everything said so far, once the pipe closed or `wait` passed.
+    fn text(&self, wait: Duration) -> String {
+        let _ = self.closed.recv_timeout(wait);
+        let t = self.text.lock().unwrap_or_else(|p| p.into_inner());
+        String::from_utf8_lossy(&t).trim().to_string()
+    }
+}
+
+/// A connection to one server's agent: its facts, over one ssh for the whole run.
+pub struct Session {
+    server: String,
+    facts: Option<RemoteFacts<ChildStdout, ChildStdin>>,
+    child: Child,
+}
+
+impl Session {
+    /// Starts `ssh` to `server` and shakes hands with its agent, granting `roots` (paths on
+    /// that server). Facts the host answers itself (the topology, the clock) are not asked.
+    pub fn connect(
+        server: &str,
+        ssh: &Ssh,
+        roots: BTreeMap<String, String>,
+    ) -> Result<Session, SshError> {
+        let argv = argv(ssh).map_err(|detail| SshError::Unreachable {
+            server: server.into(),
+            address: ssh.address.clone(),
+            detail,
+        })?;
+        let mut child = Command::new("ssh")
+            .args(&argv)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(SshError::Spawn)?;
+        let stderr = Stderr::drain(child.stderr.take().expect("piped"));
+        let (r, w) = (
+            child.stdout.take().expect("piped"),
+            child.stdin.take().expect("piped"),
+        );
+        match RemoteFacts::connect(r, w, roots, Topology::default(), 0) {
+            Ok(facts) => Ok(Session {
+                server: server.into(),
+                facts: Some(facts),
+                child,
+            }),
+            Err(error) => {
+                let status = wait_bounded(&mut child);
+                let said = stderr.text(Duration::from_secs(2));
+                Err(classify(server, ssh, error, status, said))
+            }
+        }
+    }
+
+    /// The server's name in the policy.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// The agent's side of the connection.
+    pub fn facts(&self) -> &RemoteFacts<ChildStdout, ChildStdin> {
+        self.facts.as_ref().expect("open until dropped")
+    }
+}
+
+impl Drop for Session {
+    /// Closes the agent's stdin, which ends it, and waits a bounded time for ssh to exit.
+    fn drop(&mut self) {
+        drop(self.facts.take());
+        wait_bounded(&mut self.child);
+    }
+}
+
+/// ssh's exit status once it exits, killing it after [`CLOSE_WAIT`].
+fn wait_bounded(child: &mut Child) -> Option<std::process::ExitStatus> {
+    let until = Instant::now() + CLOSE_WAIT;
+    loop {
+        match child.try_wait() {
+            Ok(Some(s)) => return Some(s),
+            Ok(None) if Instant::now() < until => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                return child.wait().ok();
+            }
+        }
+    }
+}
+
+/// Why a handshake failed, from what ssh said and how it exited.
+fn classify(
+    server: &str,
+    ssh: &Ssh,
+    error: RemoteError,
+    status: Option<std::process::ExitStatus>,
+    said: String,
+) -> SshError {
+    let server = server.to_string();
+    let address = ssh.address.clone();
+    // ssh exits 255 for its own failures; anything else is the remote command's status.
+    let ssh_failed = status.and_then(|s| s.code()) == Some(255);
+    if ssh_failed && said.contains("REMOTE HOST IDENTIFICATION HAS CHANGED") {
+        return SshError::ChangedHostKey {
+            offered: offered(ssh, true),
+            server,
+            address,
+            known_hosts: ssh.known_hosts.clone(),
+        };
+    }
+    if ssh_failed
+        && (said.contains("Host key verification failed") || said.contains("host key is known for"))
+    {
+        return SshError::UnknownHostKey {
+            offered: offered(ssh, false),
+            server,
+            address,
+            known_hosts: ssh.known_hosts.clone(),
+        };
+    }
+    if ssh_failed {
+        return SshError::Unreachable {
+            server,
+            address,
+            detail: if said.is_empty() {
+                "ssh exited 255 without saying why".into()
+            } else {
+                said
+            },
+        };
+    }
+    let hint = match status.and_then(|s| s.code()) {
+        Some(127) => format!(
+            " (exit 127: no `{}` there; install this hokan on the server and set the server's \
+             `agent` to its path)",
+            ssh.agent
+        ),
+        _ => String::new(),
+    };
+    SshError::Agent {
+        server,
+        agent: ssh.agent.clone(),
+        error,
+        stderr: if said.is_empty() {
+            hint
+        } else {
+            format!("{hint}; it said: {said}")
+        },
+    }
+}
+
+/// The host keys the server offers now, as fingerprints to compare with the server's own and
+/// the exact known_hosts lines that pin those same keys (not a command that would scan again,
+/// and could pin another key than the one compared); or why they could not be read from here.
+fn offered(ssh: &Ssh, changed: bool) -> String {
+    let mut scan = Command::new("ssh-keyscan");
+    scan.args(["-T", "5"]);
+    if let Some(p) = ssh.port {
+        scan.args(["-p", &p.to_string()]);
+    }
+    scan.arg("--").arg(&ssh.address);
+    let keys = match scan.stderr(Stdio::null()).output() {
+        Ok(o) if !o.stdout.is_empty() => o.stdout,
+        Ok(_) => {
+            return "ssh-keyscan could not read its keys from this host (behind a ProxyJump, \
+                    scan from the jump host); get them from the server's administrator and add \
+                    them to the file."
+                .into();
+        }
+        Err(e) => return format!("ssh-keyscan could not run ({e}) to show its keys."),
+    };
+    let prints = fingerprints(&keys).unwrap_or_default();
+    let lines: Vec<&str> = std::str::from_utf8(&keys)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .collect();
+    let file = ssh.known_hosts.display();
+    let remove = if changed {
+        let host = match ssh.port {
+            Some(p) if p != 22 => format!("[{}]:{p}", ssh.address),
+            _ => ssh.address.clone(),
+        };
+        format!(
+            "remove the old line (`ssh-keygen -f {} -R {}`), then ",
+            shlex::try_quote(&file.to_string()).unwrap_or_default(),
+            shlex::try_quote(&host).unwrap_or_default()
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "It offers:\n  {}\nCompare with `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` run on \
+         the server itself; if they match, {remove}pin them by adding these lines to {file}:\n  {}",
+        if prints.is_empty() {
+            "keys ssh-keygen could not fingerprint".to_string()
+        } else {
+            prints.join("\n  ")
+        },
+        lines.join("\n  ")
+    )
+}
+
+/// `ssh-keygen -lf -` of keyscan lines: `256 SHA256:… host (ED25519)`, one per key.
+fn fingerprints(keys: &[u8]) -> std::io::Result<Vec<String>> {
+    use std::io::Write;
+    let mut kg = Command::new("ssh-keygen")
+        .args(["-l", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    kg.stdin.take().expect("piped").write_all(keys)?;
+    let out = kg.wait_with_output()?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect())
+}
+
+impl FactSource for Session {
+    fn exists(&self, p: &Location) -> Result<bool, FactError> {
+        self.facts().exists(p)
+    }
+    fn list_dir(&self, p: &Location) -> Result<Vec<DirEntry>, FactError> {
+        self.facts().list_dir(p)
+    }
+    fn stat(&self, p: &Location) -> Result<FileStat, FactError> {
+        self.facts().stat(p)
+    }
+    fn tree_size(&self, p: &Location) -> Result<u64, FactError> {
+        self.facts().tree_size(p)
+    }
+    fn free_space(&self, root: &str) -> Result<u64, FactError> {
+        self.facts().free_space(root)
+    }
+    fn same_volume(&self, a: &str, b: &str) -> Result<bool, FactError> {
+        self.facts().same_volume(a, b)
+    }
+    fn read(&self, p: &Location, max_bytes: u32) -> Result<Vec<u8>, FactError> {
+        self.facts().read(p, max_bytes)
+    }
+    fn now_ms(&self) -> i64 {
+        self.facts().now_ms()
+    }
+    fn topology(&self) -> Topology {
+        self.facts().topology()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ssh() -> Ssh {
+        Ssh {
+            address: "mw1.example".into(),
+            user: Some("hokan".into()),
+            port: Some(2222),
+            identity: Some(PathBuf::from("/etc/hokan/keys/id 100%")),
+            agent: "/opt/hokan tools/hokan".into(),
+            known_hosts: PathBuf::from("/etc/hokan/acme.known_hosts"),
+        }
+    }
+
+    #[test]
+    fn the_argv_pins_the_sites_keys_never_prompts_and_quotes_the_agent_for_the_remote_shell() {
+        let a: Vec<String> = argv(&ssh())
+            .unwrap()
+            .into_iter()
+            .map(|s| s.into_string().unwrap())
+            .collect();
+        let opts: Vec<&str> = a
+            .windows(2)
+            .filter(|w| w[0] == "-o")
+            .map(|w| w[1].as_str())
+            .collect();
+        for o in [
+            "BatchMode=yes",
+            "StrictHostKeyChecking=yes",
+            "UserKnownHostsFile=/etc/hokan/acme.known_hosts",
+            "GlobalKnownHostsFile=/dev/null",
+            "UpdateHostKeys=no",
+            "ForwardAgent=no",
+            "IdentityFile=\"/etc/hokan/keys/id 100%%\"",
+            "IdentitiesOnly=yes",
+            "Port=2222",
+            "User=hokan",
+        ] {
+            assert!(opts.contains(&o), "{o} missing from {opts:?}");
+        }
+        // The destination after `--` (an address can never be read as an option), then one
+        // remote command string with the agent's path quoted.
+        let n = a.len();
+        assert_eq!(
+            a[n - 3..],
+            ["--", "mw1.example", "'/opt/hokan tools/hokan' agent"]
+        );
+        assert!(!a.contains(&"-A".to_string()));
+    }
+
+    #[test]
+    fn what_ssh_said_decides_the_error() {
+        let s = ssh();
+        let e = |said: &str, code: i32| {
+            use std::os::unix::process::ExitStatusExt;
+            classify(
+                "mw1",
+                &s,
+                RemoteError::Garbled("closed".into()),
+                Some(std::process::ExitStatus::from_raw(code << 8)),
+                said.into(),
+            )
+        };
+        assert!(matches!(
+            e("ssh: connect to host mw1.example port 2222: Connection refused", 255),
+            SshError::Unreachable { detail, .. } if detail.contains("Connection refused")
+        ));
+        assert!(matches!(
+            e("bash: line 1: /opt/hokan tools/hokan: No such file or directory", 127),
+            SshError::Agent { stderr, .. } if stderr.contains("exit 127") && stderr.contains("No such file")
+        ));
+        assert!(matches!(e("", 1), SshError::Agent { .. }));
+    }
+}
