@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod sshd;
+
 /// The repository's root.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -13,6 +13,7 @@ mod notify;
 mod remote;
 mod schedule;
 mod simulate;
+mod ssh;
 mod standin_site;
 mod teamware;
 

@@ -274,12 +274,16 @@ fn cargo() -> Command {
 }
 
 /// Programs the tests compare hokan with or drive (rsync; headless Chromium for the status
-/// page; aiosmtpd, the SMTP server notifications are sent to), and the Debian packages that
-/// bring them; installed when missing.
+/// page; aiosmtpd, the SMTP server notifications are sent to; OpenSSH's client and the sshd
+/// instances that stand in for customers' servers), and the Debian packages that bring them;
+/// installed when missing.
 const TOOLS: &[(&str, &str)] = &[
     ("rsync", "rsync"),
     ("chromium", "chromium"),
     ("aiosmtpd", "python3-aiosmtpd"),
+    ("ssh", "openssh-client"),
+    ("ssh-keyscan", "openssh-client"),
+    ("/usr/sbin/sshd", "openssh-server"),
 ];
 
 /// What the benchmarks compare hokan with.
@@ -293,6 +297,8 @@ fn tools(wanted: &[(&str, &str)]) -> Result<()> {
         })
         .map(|(_, pkg)| *pkg)
         .collect();
+    let mut missing = missing;
+    missing.dedup();
     if missing.is_empty() {
         return Ok(());
     }
@@ -312,11 +318,36 @@ fn apt(args: &[&str]) -> Command {
 }
 
 /// `apt-get update` and `apt-get install` of `packages` (through sudo when not root).
+///
+/// The tests start their own servers on loopback and stop them; a package's own service
+/// (openssh-server's sshd on port 22) is never started by the set-up: Debian's maintainer
+/// scripts ask `/usr/sbin/policy-rc.d`, which says no (101) for the install's duration.
 fn apt_install(packages: &[&str]) -> Result<()> {
-    run(&mut apt(&["update", "-q"]))?;
-    let mut install = apt(&["install", "-y", "-q", "--no-install-recommends"]);
-    install.args(packages);
-    run(&mut install)
+    const POLICY_RC: &str = "/usr/sbin/policy-rc.d";
+    let as_root = |script: &str| {
+        let mut c = Command::new(if is_root() { "sh" } else { "sudo" });
+        if !is_root() {
+            c.arg("sh");
+        }
+        c.args(["-c", script]);
+        c
+    };
+    let ours = !Path::new(POLICY_RC).exists();
+    if ours {
+        run(&mut as_root(&format!(
+            "printf '#!/bin/sh\\n# hokan xtask: no service starts while it installs test tools\\nexit 101\\n' > {POLICY_RC} && chmod 755 {POLICY_RC}"
+        )))?;
+    }
+    let result = (|| {
+        run(&mut apt(&["update", "-q"]))?;
+        let mut install = apt(&["install", "-y", "-q", "--no-install-recommends"]);
+        install.args(packages);
+        run(&mut install)
+    })();
+    if ours {
+        run(&mut as_root(&format!("rm -f {POLICY_RC}")))?;
+    }
+    result
 }
 
 /// Programs the tests take from a Debian package that is unpacked, not installed, into

@@ -1,0 +1,444 @@
+//! Servers reached over ssh, against real OpenSSH servers (Debian's sshd on 127.0.0.1, one per
+//! "server", stopped by PID): the system ssh starts `hokan agent` there, with the site's pinned
+//! host keys as the only trust.
+
+use hokan_e2e::sshd::Sshd;
+use hokan_e2e::{MailwiseTree, hokan_bin, plugin_dir};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn hokan(dir: &Path, args: &[&str]) -> Output {
+    Command::new(hokan_bin())
+        .arg("--plugin-dir")
+        .arg(plugin_dir())
+        .arg("--cache-dir")
+        .arg(dir.join("cache"))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .args(args)
+        .env_remove("HOKAN_LOG")
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A mailwise site on the host: its data at `root` (a string the policy's `roots.data` takes
+/// as is), its sets under `backups` on the host, and `servers` as its `[[servers]]` tables.
+fn mailwise_policy(servers: &str, root: &str, known_hosts: &str) -> String {
+    format!(
+        r#"[site]
+name = "remote-site"
+timezone = "Asia/Tokyo"
+known_hosts = "{known_hosts}"
+
+{servers}
+[jobs.mailwise]
+plugin = "mailwise"
+servers = ["mw1"]
+backup_root = "backups"
+roots = {{ data = {root} }}
+commands = {{ maintenance-mode = "/bin/true" }}
+params = {{ maintenance_method = "command" }}
+"#
+    )
+}
+
+/// A site whose mailwise data is on `sshd`'s "server" (a tree in its directory), pinned in
+/// `known_hosts`; and the same site with the same tree on the host, to compare with.
+struct Remote {
+    sshd: Sshd,
+    host: tempfile::TempDir,
+    data: PathBuf,
+}
+
+impl Remote {
+    fn new() -> Remote {
+        let sshd = Sshd::start();
+        let data = sshd.dir.path().join("srv/mailwise");
+        MailwiseTree::default().build(&data);
+        let host = tempfile::tempdir().unwrap();
+        std::fs::write(host.path().join("known_hosts"), sshd.known_hosts_line()).unwrap();
+        let r = Remote { sshd, host, data };
+        r.write("site.toml", &r.remote_policy("known_hosts"));
+        r.write(
+            "local.toml",
+            &mailwise_policy(
+                "[[servers]]\nname = \"mw1\"\nrole = \"mailwise\"\n",
+                &format!("\"{}\"", r.data.display()),
+                "known_hosts",
+            ),
+        );
+        r
+    }
+
+    fn remote_policy(&self, known_hosts: &str) -> String {
+        mailwise_policy(
+            &self.sshd.server_toml("mw1", "mailwise"),
+            &format!("{{ server = \"mw1\", path = \"{}\" }}", self.data.display()),
+            known_hosts,
+        )
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.host.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn hokan(&self, args: &[&str]) -> Output {
+        hokan(self.host.path(), args)
+    }
+
+    fn policy(&self, name: &str) -> String {
+        self.host.path().join(name).to_string_lossy().into_owned()
+    }
+}
+
+#[test]
+fn a_plan_over_ssh_is_the_plan_of_the_same_tree_on_the_host() {
+    let r = Remote::new();
+    // The plan as JSON, without the set's id (the second it was made in).
+    let plan = |policy: &str, op: &str| {
+        let out = r.hokan(&[
+            "plan",
+            &r.policy(policy),
+            "--job",
+            "mailwise",
+            "--op",
+            op,
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{policy} {op}: {}\n{}",
+            text(&out.stderr),
+            r.sshd.log()
+        );
+        let mut doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        doc.as_object_mut().unwrap().remove("set");
+        doc
+    };
+    for op in ["backup", "maintenance-off"] {
+        // The maintenance window is set from the clock in 10-minute steps; planning over ssh
+        // before and after the local plan, one of the two was made in the same step.
+        let before = plan("site.toml", op);
+        let here = plan("local.toml", op);
+        let after = plan("site.toml", op);
+        assert!(
+            here == before || here == after,
+            "{op}: the plan over ssh differs from the local one:\n{before}\n{here}"
+        );
+        // A real plan, not two empty ones: the backup copies the databases it found there.
+        if op == "backup" {
+            let steps = here["steps"].as_array().unwrap();
+            assert!(
+                steps
+                    .iter()
+                    .any(|s| s["action"]["kind"] == "copy-tree"
+                        && s["action"]["from"]["root"] == "data"),
+                "{here}"
+            );
+        }
+    }
+    // Planning is read-only on both sides.
+    assert!(!r.host.path().join("backups").exists());
+    assert!(
+        r.sshd.log().contains("Accepted publickey"),
+        "{}",
+        r.sshd.log()
+    );
+}
+
+#[test]
+fn an_unknown_host_key_is_refused_with_the_fingerprint_to_pin_and_a_changed_one_as_a_warning() {
+    let r = Remote::new();
+    std::fs::write(r.host.path().join("empty_known_hosts"), "").unwrap();
+    let p = r.write("unpinned.toml", &r.remote_policy("empty_known_hosts"));
+    let args = |p: &Path| {
+        vec![
+            "plan".to_string(),
+            p.to_string_lossy().into_owned(),
+            "--job".into(),
+            "mailwise".into(),
+            "--op".into(),
+            "backup".into(),
+        ]
+    };
+    let run = |p: &Path| {
+        let a = args(p);
+        r.hokan(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let out = run(&p);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("server `mw1`"), "{err}");
+    assert!(err.contains("is not pinned in"), "{err}");
+    assert!(
+        err.contains(&r.sshd.fingerprint()),
+        "the fingerprint {} to compare: {err}",
+        r.sshd.fingerprint()
+    );
+    let pin = format!(
+        "pin them by adding these lines to {}:\n",
+        r.host.path().join("empty_known_hosts").display()
+    );
+    assert!(err.contains(&pin), "{err}");
+    // Nothing was written to the pinned file: the key is never accepted silently.
+    assert_eq!(
+        std::fs::read_to_string(r.host.path().join("empty_known_hosts")).unwrap(),
+        ""
+    );
+
+    // The operator compares the fingerprint and adds the lines the message gives; the plan
+    // then goes through.
+    let lines: String = err[err.find(&pin).unwrap() + pin.len()..]
+        .lines()
+        .take_while(|l| l.starts_with("  "))
+        .map(|l| format!("{}\n", l.trim()))
+        .collect();
+    assert_eq!(lines, r.sshd.known_hosts_line(), "{err}");
+    std::fs::write(r.host.path().join("empty_known_hosts"), &lines).unwrap();
+    let out = run(&p);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // Another key pinned for the address: refused, and said to be a possible interception.
+    let other = tempfile::tempdir().unwrap();
+    let key = other.path().join("k");
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let pub_key = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let mut it = pub_key.split_whitespace();
+    std::fs::write(
+        r.host.path().join("wrong_known_hosts"),
+        format!(
+            "[127.0.0.1]:{} {} {}\n",
+            r.sshd.port,
+            it.next().unwrap(),
+            it.next().unwrap()
+        ),
+    )
+    .unwrap();
+    let p = r.write("wrong.toml", &r.remote_policy("wrong_known_hosts"));
+    let out = run(&p);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("is NOT the one pinned"), "{err}");
+    assert!(err.contains(&r.sshd.fingerprint()), "{err}");
+    assert!(
+        err.contains(&format!(
+            "remove the old line (`ssh-keygen -f {} -R '[127.0.0.1]:{}'`)",
+            r.host.path().join("wrong_known_hosts").display(),
+            r.sshd.port
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn servers_check_reports_a_ready_server_and_names_every_problem_of_a_broken_one() {
+    let r = Remote::new();
+    let out = r.hokan(&["servers", "check", &r.policy("site.toml")]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        stdout.starts_with(&format!(
+            "remote-site/mw1 (ssh 127.0.0.1): ready, agent hokan {version}\n"
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "  root mailwise.data  {}  readable, writable (the plugin writes it), ",
+            r.data.display()
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("  program mailwise.commands.maintenance-mode  /bin/true  present\n"),
+        "{stdout}"
+    );
+
+    // The same server with its root gone, a program that is not there, and a second server
+    // that does not listen.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let broken = r
+        .remote_policy("known_hosts")
+        .replace(
+            &r.data.display().to_string(),
+            &format!("{}/gone", r.data.display()),
+        )
+        .replace("\"/bin/true\"", "\"/opt/mailwise/bin/mwmaint\"")
+        + &format!(
+            "\n[[servers]]\nname = \"mw2\"\nrole = \"mailwise\"\naddress = \"127.0.0.1\"\n\
+             transport = \"ssh\"\nport = {dead_port}\n"
+        );
+    r.write("broken.toml", &broken);
+    let out = r.hokan(&["servers", "check", &r.policy("broken.toml"), "--json"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    let reports: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let reports = reports.as_array().unwrap();
+    assert_eq!(reports.len(), 2);
+    let mw1 = &reports[0];
+    assert_eq!(mw1["server"], "mw1");
+    assert_eq!(mw1["agent"], version);
+    let problems: Vec<&str> = mw1["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(
+        problems[0].starts_with("jobs.mailwise.roots.data: ")
+            && problems[0].contains("/gone does not exist on `mw1`"),
+        "{problems:?}"
+    );
+    assert!(
+        problems[1].starts_with("jobs.mailwise.commands.maintenance-mode: /opt/mailwise/bin/mwmaint is not an executable file on `mw1`"),
+        "{problems:?}"
+    );
+    assert_eq!(mw1["roots"][0]["exists"], false);
+    assert_eq!(mw1["programs"][0]["present"], false);
+    let mw2 = &reports[1];
+    assert_eq!(mw2["agent"], serde_json::Value::Null);
+    let p = mw2["problems"][0].as_str().unwrap();
+    assert!(
+        p.starts_with("server `mw2`: ssh could not reach 127.0.0.1: ") && p.contains("refused"),
+        "{p}"
+    );
+}
+
+#[test]
+fn a_wrong_agent_path_says_what_is_missing_and_where() {
+    let r = Remote::new();
+    let policy = r
+        .remote_policy("known_hosts")
+        .replace(&hokan_bin().display().to_string(), "/opt/no such/hokan");
+    let p = r.write("noagent.toml", &policy);
+    let out = r.hokan(&[
+        "plan",
+        &p.to_string_lossy(),
+        "--job",
+        "mailwise",
+        "--op",
+        "backup",
+    ]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("server `mw1`: `/opt/no such/hokan agent` did not answer as hokan's agent")
+            && err.contains("exit 127")
+            && err.contains("/opt/no such/hokan: No such file or directory"),
+        "{err}"
+    );
+}
+
+#[test]
+fn hokan_run_refuses_a_job_with_a_root_on_a_server_until_it_can_act_there() {
+    let r = Remote::new();
+    let before = hokan_e2e_tree(&r.data);
+    let out = r.hokan(&[
+        "run",
+        &r.policy("site.toml"),
+        "--job",
+        "mailwise",
+        "--op",
+        "backup",
+    ]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("jobs.mailwise.roots.data: the root is on `mw1`, reached over ssh: `hokan run` cannot act on a server's files over ssh yet"),
+        "{err}"
+    );
+    assert!(!r.host.path().join("backups").exists());
+    assert_eq!(
+        hokan_e2e_tree(&r.data),
+        before,
+        "the server's tree is untouched"
+    );
+}
+
+/// Every path and its bytes below `dir`.
+fn hokan_e2e_tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p.clone());
+                out.push((p, Vec::new()));
+            } else {
+                out.push((p.clone(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn simulate_from_tree_models_the_servers_tree_as_it_models_the_hosts() {
+    let r = Remote::new();
+    let sim = |policy: &str| {
+        let out = r.hokan(&[
+            "simulate",
+            &r.policy(policy),
+            "--from-tree",
+            "--op",
+            "backup",
+            "--faults",
+            "each-step",
+        ]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{policy}: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    };
+    let sessions = || r.sshd.log().matches("Accepted publickey").count();
+    let before = sessions();
+    let over_ssh = sim("site.toml");
+    assert_eq!(sessions(), before + 1, "one agent session for the scan");
+    assert!(
+        over_ssh.contains("+ set:/back10 (2 file(s), 8.0 KiB)"),
+        "{over_ssh}"
+    );
+    assert!(over_ssh.contains("every invariant held"), "{over_ssh}");
+    // The same tree scanned on the host: the same scenarios with the same outcomes (the set's
+    // id, from the clock, may differ).
+    let here = sim("local.toml");
+    let strip = |s: &str| {
+        s.lines()
+            .map(|l| {
+                l.split_whitespace()
+                    .map(|w| {
+                        let id = w.trim_end_matches([')', ',']);
+                        if id.len() == 16 && id.contains('T') && id.ends_with('Z') {
+                            "ID"
+                        } else {
+                            w
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(strip(&over_ssh), strip(&here));
+    assert!(!r.data.join("mw/data/maint").exists(), "read-only");
+}
