@@ -442,3 +442,107 @@ fn simulate_from_tree_models_the_servers_tree_as_it_models_the_hosts() {
     assert_eq!(strip(&over_ssh), strip(&here));
     assert!(!r.data.join("mw/data/maint").exists(), "read-only");
 }
+
+/// The policy's ssh settings for `sshd`, pinned.
+fn ssh_of(sshd: &Sshd, known_hosts: &Path) -> hokan::policy::Ssh {
+    std::fs::write(known_hosts, sshd.known_hosts_line()).unwrap();
+    hokan::policy::Ssh {
+        address: "127.0.0.1".into(),
+        user: None,
+        port: Some(sshd.port),
+        identity: Some(sshd.identity()),
+        agent: hokan_bin().to_string_lossy().into_owned(),
+        known_hosts: known_hosts.to_path_buf(),
+    }
+}
+
+#[test]
+fn over_ssh_the_agent_serves_nothing_outside_the_roots_it_was_granted() {
+    use hokan::facts::{FactError, FactSource};
+    use hokan::plan::Location;
+    let sshd = Sshd::start();
+    let server = sshd.dir.path();
+    std::fs::create_dir_all(server.join("srv/data/mw")).unwrap();
+    std::fs::write(server.join("srv/data/mw/conf.ini"), "[mw]\n").unwrap();
+    std::fs::create_dir_all(server.join("srv/other")).unwrap();
+    std::fs::write(server.join("srv/other/secret"), "not granted").unwrap();
+    std::os::unix::fs::symlink(server.join("srv/other"), server.join("srv/data/out")).unwrap();
+    std::os::unix::fs::symlink("../../other/secret", server.join("srv/data/mw/rel")).unwrap();
+    let host = tempfile::tempdir().unwrap();
+    let ssh = ssh_of(&sshd, &host.path().join("known_hosts"));
+    let roots = std::collections::BTreeMap::from([(
+        "data".to_string(),
+        server.join("srv/data").to_string_lossy().into_owned(),
+    )]);
+    let s = hokan::remote::ssh::Session::connect("mw1", &ssh, roots).unwrap();
+    let at = |p: &str| Location::new("data", p);
+    assert_eq!(s.read(&at("mw/conf.ini"), 64).unwrap(), b"[mw]\n");
+    for p in [
+        "../other/secret",
+        "mw/../../other/secret",
+        "/etc/passwd",
+        &server.join("srv/other/secret").to_string_lossy(),
+    ] {
+        assert!(
+            matches!(s.read(&at(p), 64), Err(FactError::InvalidPath(_))),
+            "{p}: {:?}",
+            s.read(&at(p), 64)
+        );
+    }
+    // Symlinks out of the root, absolute and relative, are not followed.
+    for p in ["out/secret", "mw/rel"] {
+        let r = s.read(&at(p), 64);
+        assert!(r.is_err(), "{p}: {r:?}");
+    }
+    assert!(
+        s.list_dir(&at("out")).is_err(),
+        "a symlinked directory is not listed"
+    );
+    // A root the handshake did not grant.
+    assert_eq!(
+        s.exists(&Location::new("other", "secret")),
+        Err(FactError::RootNotGranted("other".into()))
+    );
+}
+
+#[test]
+fn over_ssh_an_agent_refuses_a_protocol_it_does_not_speak_naming_both() {
+    use hokan::remote::{Hello, Welcome, read_frame, write_frame};
+    let sshd = Sshd::start();
+    let host = tempfile::tempdir().unwrap();
+    let ssh = ssh_of(&sshd, &host.path().join("known_hosts"));
+    let mut child = Command::new("ssh")
+        .args(hokan::remote::ssh::argv(&ssh).unwrap())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut w = child.stdin.take().unwrap();
+    let mut r = child.stdout.take().unwrap();
+    write_frame(
+        &mut w,
+        &Hello {
+            protocol: 2,
+            hokan: "0.2.0".into(),
+            roots: Default::default(),
+        },
+    )
+    .unwrap();
+    let answer: Welcome = read_frame(&mut r).unwrap().unwrap();
+    let Welcome::Refused { reason } = answer else {
+        panic!("{answer:?}")
+    };
+    assert!(
+        reason.contains("the host's hokan 0.2.0 speaks agent protocol 2")
+            && reason.contains(&format!("speaks {}", hokan::remote::PROTOCOL)),
+        "{reason}"
+    );
+    drop(w);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the agent's exit, passed on by ssh"
+    );
+}

@@ -179,7 +179,7 @@ fn over_ssh(
     }
     r.agent = Some(version);
     let asked: Vec<String> = programs.iter().map(|(_, _, p)| p.clone()).collect();
-    let found = match session.facts().check(asked) {
+    let found = match session.check(asked) {
         Ok(c) => c,
         Err(e) => {
             r.problems.push(format!("the agent could not check: {e}"));

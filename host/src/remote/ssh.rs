@@ -33,6 +33,15 @@ const STDERR_CAP: usize = 16 << 10;
 /// How long a closing session waits for ssh to exit before it kills it.
 const CLOSE_WAIT: Duration = Duration::from_secs(10);
 
+/// How long ssh may take to connect, log in and have the agent open its roots.
+const HANDSHAKE_LIMIT: Duration = Duration::from_secs(60);
+
+/// How long one question may take: no longer than the whole plugin call it is asked for may
+/// take (the runtime cannot interrupt a plugin while the host answers it).
+fn question_limit() -> Duration {
+    crate::runtime::Limits::default().call_wall_timeout
+}
+
 /// Why a server's agent could not be reached.
 #[derive(Debug, thiserror::Error)]
 pub enum SshError {
@@ -186,10 +195,98 @@ impl Stderr {
     }
 }
 
+/// Kills a session's ssh when a handshake or a question outlives its limit: a server whose
+/// disk hangs (a dead NFS mount under a root) or whose agent never answers must fail the plan,
+/// not hang it. ssh's keep-alives cover a dead network; this covers a live one that is silent.
+struct Watchdog {
+    state: Arc<(Mutex<Watch>, std::sync::Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct Watch {
+    deadline: Option<Instant>,
+    fired: bool,
+    stop: bool,
+}
+
+impl Watchdog {
+    /// Watches `pid` (ssh, not yet reaped while the watchdog lives), armed for `limit`.
+    fn start(pid: u32, limit: Duration) -> Watchdog {
+        let state = Arc::new((
+            Mutex::new(Watch {
+                deadline: Some(Instant::now() + limit),
+                ..Watch::default()
+            }),
+            std::sync::Condvar::new(),
+        ));
+        let shared = state.clone();
+        let thread = std::thread::spawn(move || {
+            let (lock, cv) = &*shared;
+            let mut w = lock.lock().unwrap_or_else(|p| p.into_inner());
+            while !w.stop {
+                match w.deadline {
+                    Some(d) if Instant::now() >= d => {
+                        // SAFETY: kill(2) on ssh's pid, which cannot have been reused: the
+                        // session reaps ssh only after this thread has stopped.
+                        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                        w.fired = true;
+                        w.deadline = None;
+                    }
+                    Some(d) => {
+                        let wait = d.saturating_duration_since(Instant::now());
+                        w = cv
+                            .wait_timeout(w, wait)
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0;
+                    }
+                    None => w = cv.wait(w).unwrap_or_else(|p| p.into_inner()),
+                }
+            }
+        });
+        Watchdog {
+            state,
+            thread: Some(thread),
+        }
+    }
+
+    fn set(&self, deadline: Option<Instant>) -> bool {
+        let (lock, cv) = &*self.state;
+        let mut w = lock.lock().unwrap_or_else(|p| p.into_inner());
+        w.deadline = deadline;
+        cv.notify_all();
+        w.fired
+    }
+
+    /// Arms it for one question.
+    fn arm(&self, limit: Duration) {
+        self.set(Some(Instant::now() + limit));
+    }
+
+    /// Disarms it; whether it fired (and ssh is gone).
+    fn disarm(&self) -> bool {
+        self.set(None)
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        {
+            let (lock, cv) = &*self.state;
+            lock.lock().unwrap_or_else(|p| p.into_inner()).stop = true;
+            cv.notify_all();
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// A connection to one server's agent: its facts, over one ssh for the whole run.
 pub struct Session {
     server: String,
     facts: Option<RemoteFacts<ChildStdout, ChildStdin>>,
+    watchdog: Option<Watchdog>,
     child: Child,
 }
 
@@ -218,18 +315,64 @@ impl Session {
             child.stdout.take().expect("piped"),
             child.stdin.take().expect("piped"),
         );
+        let watchdog = Watchdog::start(child.id(), HANDSHAKE_LIMIT);
         match RemoteFacts::connect(r, w, roots, Topology::default(), 0) {
-            Ok(facts) => Ok(Session {
+            Ok(facts) if !watchdog.disarm() => Ok(Session {
                 server: server.into(),
                 facts: Some(facts),
+                watchdog: Some(watchdog),
                 child,
             }),
+            Ok(_) | Err(_) if watchdog.disarm() => {
+                drop(watchdog);
+                wait_bounded(&mut child);
+                Err(SshError::Unreachable {
+                    server: server.into(),
+                    address: ssh.address.clone(),
+                    detail: format!(
+                        "no answer from ssh and `{} agent` within {} s; hokan closed the \
+                         connection{}",
+                        ssh.agent,
+                        HANDSHAKE_LIMIT.as_secs(),
+                        match stderr.text(Duration::from_secs(2)) {
+                            s if s.is_empty() => String::new(),
+                            s => format!("; it said: {s}"),
+                        }
+                    ),
+                })
+            }
+            Ok(_) => unreachable!("disarmed above"),
             Err(error) => {
+                drop(watchdog);
                 let status = wait_bounded(&mut child);
                 let said = stderr.text(Duration::from_secs(2));
                 Err(classify(server, ssh, error, status, said))
             }
         }
+    }
+
+    /// Asks one question under the watchdog.
+    fn ask<T>(
+        &self,
+        q: impl FnOnce(&RemoteFacts<ChildStdout, ChildStdin>) -> Result<T, FactError>,
+    ) -> Result<T, FactError> {
+        let watchdog = self.watchdog.as_ref().expect("open until dropped");
+        let limit = question_limit();
+        watchdog.arm(limit);
+        let answer = q(self.facts());
+        if watchdog.disarm() {
+            return Err(FactError::Io(format!(
+                "server `{}` did not answer within {} s; hokan closed the connection",
+                self.server,
+                limit.as_secs()
+            )));
+        }
+        answer
+    }
+
+    /// Asks the server about its roots and the programs the policy maps (`servers check`).
+    pub fn check(&self, programs: Vec<String>) -> Result<super::ServerCheck, FactError> {
+        self.ask(|f| f.check(programs))
     }
 
     /// The server's name in the policy.
@@ -247,6 +390,8 @@ impl Drop for Session {
     /// Closes the agent's stdin, which ends it, and waits a bounded time for ssh to exit.
     fn drop(&mut self) {
         drop(self.facts.take());
+        // The watchdog stops before ssh is reaped, so it can never signal a reused pid.
+        drop(self.watchdog.take());
         wait_bounded(&mut self.child);
     }
 }
@@ -400,25 +545,25 @@ fn fingerprints(keys: &[u8]) -> std::io::Result<Vec<String>> {
 
 impl FactSource for Session {
     fn exists(&self, p: &Location) -> Result<bool, FactError> {
-        self.facts().exists(p)
+        self.ask(|f| f.exists(p))
     }
     fn list_dir(&self, p: &Location) -> Result<Vec<DirEntry>, FactError> {
-        self.facts().list_dir(p)
+        self.ask(|f| f.list_dir(p))
     }
     fn stat(&self, p: &Location) -> Result<FileStat, FactError> {
-        self.facts().stat(p)
+        self.ask(|f| f.stat(p))
     }
     fn tree_size(&self, p: &Location) -> Result<u64, FactError> {
-        self.facts().tree_size(p)
+        self.ask(|f| f.tree_size(p))
     }
     fn free_space(&self, root: &str) -> Result<u64, FactError> {
-        self.facts().free_space(root)
+        self.ask(|f| f.free_space(root))
     }
     fn same_volume(&self, a: &str, b: &str) -> Result<bool, FactError> {
-        self.facts().same_volume(a, b)
+        self.ask(|f| f.same_volume(a, b))
     }
     fn read(&self, p: &Location, max_bytes: u32) -> Result<Vec<u8>, FactError> {
-        self.facts().read(p, max_bytes)
+        self.ask(|f| f.read(p, max_bytes))
     }
     fn now_ms(&self) -> i64 {
         self.facts().now_ms()
@@ -477,6 +622,29 @@ mod tests {
             ["--", "mw1.example", "'/opt/hokan tools/hokan' agent"]
         );
         assert!(!a.contains(&"-A".to_string()));
+    }
+
+    #[test]
+    fn the_watchdog_kills_a_silent_peer_at_its_deadline_and_never_after_being_disarmed() {
+        use std::os::unix::process::ExitStatusExt;
+        let mut silent = Command::new("sleep").arg("30").spawn().unwrap();
+        let started = Instant::now();
+        let w = Watchdog::start(silent.id(), Duration::from_millis(100));
+        let status = silent.wait().unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert!(w.disarm(), "it says it fired");
+        drop(w);
+        // Armed and disarmed in time: the process lives on.
+        let mut busy = Command::new("sleep").arg("30").spawn().unwrap();
+        let w = Watchdog::start(busy.id(), Duration::from_secs(30));
+        w.arm(Duration::from_millis(50));
+        assert!(!w.disarm());
+        std::thread::sleep(Duration::from_millis(200));
+        drop(w);
+        assert!(busy.try_wait().unwrap().is_none(), "not killed");
+        busy.kill().unwrap();
+        busy.wait().unwrap();
     }
 
     #[test]
