@@ -142,6 +142,22 @@ impl Sshd {
         )
     }
 
+    /// Lets the client key run `command` only, whatever the client asks for, as the docs tell
+    /// operators to restrict hokan's key (`restrict,command="…"` in authorized_keys).
+    pub fn force_command(&self, command: &str) {
+        let key = std::fs::read_to_string(self.dir.path().join("client.pub")).unwrap();
+        std::fs::write(
+            self.dir.path().join("authorized_keys"),
+            format!("restrict,command=\"{command}\" {key}"),
+        )
+        .unwrap();
+    }
+
+    /// The listening sshd's process id; each connection's session is a child of it.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// What sshd logged.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()

@@ -546,3 +546,198 @@ fn over_ssh_an_agent_refuses_a_protocol_it_does_not_speak_naming_both() {
         "the agent's exit, passed on by ssh"
     );
 }
+
+/// A server whose key may run only `hokan agent --ledger <its dir>/ledger` (the forced
+/// command the docs show), with a root `data`; a session to it.
+fn ledger_server() -> (Sshd, tempfile::TempDir, hokan::remote::ssh::Session) {
+    let sshd = Sshd::start();
+    let ledger = sshd.dir.path().join("ledger");
+    sshd.force_command(&format!(
+        "{} agent --ledger {}",
+        hokan_bin().display(),
+        ledger.display()
+    ));
+    std::fs::create_dir_all(sshd.dir.path().join("srv/data")).unwrap();
+    let host = tempfile::tempdir().unwrap();
+    let mut ssh = ssh_of(&sshd, &host.path().join("known_hosts"));
+    ssh.agent = "ignored-by-the-forced-command".into();
+    let session = connect(&sshd, &ssh);
+    (sshd, host, session)
+}
+
+fn connect(sshd: &Sshd, ssh: &hokan::policy::Ssh) -> hokan::remote::ssh::Session {
+    let roots = std::collections::BTreeMap::from([(
+        "data".to_string(),
+        sshd.dir
+            .path()
+            .join("srv/data")
+            .to_string_lossy()
+            .into_owned(),
+    )]);
+    hokan::remote::ssh::Session::connect("mw1", ssh, roots).unwrap()
+}
+
+fn remote_cmd<'a>(
+    argv: &'a [String],
+    cwd: Option<&'a hokan::plan::Location>,
+    env: &'a [(String, String)],
+    timeout: Option<std::time::Duration>,
+) -> hokan::remote::ssh::RemoteCommand<'a> {
+    hokan::remote::ssh::RemoteCommand {
+        argv,
+        cwd,
+        env,
+        timeout,
+        at_limit: hokan::drive::AtLimit::Kill,
+    }
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn a_remote_command_gets_its_argv_as_a_list_its_root_as_cwd_and_its_environment() {
+    let (sshd, _host, s) = ledger_server();
+    let hostile = [
+        "a; touch /tmp/hokan-pwned",
+        "$(id)",
+        "`id`",
+        "two  words",
+        "'q' \"d\"",
+        "*",
+    ];
+    let mut argv = strings(&[
+        "/bin/sh",
+        "-c",
+        "pwd; echo \"$HOKAN_SERVER\"; printf '<%s>\\n' \"$@\"; exit 3",
+        "sh",
+    ]);
+    argv.extend(strings(&hostile));
+    let cwd = hokan::plan::Location::new("data", "");
+    let env = vec![("HOKAN_SERVER".to_string(), "mw1".to_string())];
+    let out = s
+        .exec("run1.step1.1", remote_cmd(&argv, Some(&cwd), &env, None))
+        .unwrap();
+    assert_eq!(out.code, Some(3), "{out:?}");
+    let mut want = format!("{}\nmw1\n", sshd.dir.path().join("srv/data").display());
+    for h in hostile {
+        want.push_str(&format!("<{h}>\n"));
+    }
+    assert_eq!(out.stdout, want, "each argument arrived as it was sent");
+    assert!(!Path::new("/tmp/hokan-pwned").exists());
+    // Recorded in the server's ledger, and asking again runs nothing twice.
+    let entry = sshd.dir.path().join("ledger/run1.step1.1");
+    assert!(entry.join("exit.json").exists());
+    let again = s
+        .exec("run1.step1.1", remote_cmd(&argv, Some(&cwd), &env, None))
+        .unwrap();
+    assert_eq!(again.stdout, out.stdout);
+    // A working directory outside the roots is refused before anything runs.
+    let outside = hokan::plan::Location::new("data", "../..");
+    let e = s
+        .exec(
+            "run1.step2.1",
+            remote_cmd(&argv, Some(&outside), &env, None),
+        )
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("its working directory: invalid path"),
+        "{e}"
+    );
+    let e = s
+        .exec(
+            "run1.step3.1",
+            remote_cmd(&strings(&["/nonexistent/mwsave"]), None, &[], None),
+        )
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("cannot run /nonexistent/mwsave"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_remote_command_past_its_limit_is_killed_with_everything_it_started() {
+    let (sshd, _host, s) = ledger_server();
+    let marker = sshd.dir.path().join("srv/data/still-running");
+    let script = format!("(sleep 3; touch {}) & sleep 30", marker.display());
+    let argv = strings(&["/bin/sh", "-c", &script]);
+    let t = std::time::Instant::now();
+    let out = s
+        .exec(
+            "run2.sleep.1",
+            remote_cmd(
+                &argv,
+                None,
+                &[],
+                Some(std::time::Duration::from_millis(300)),
+            ),
+        )
+        .unwrap();
+    assert!(out.timed_out && out.code.is_none(), "{out:?}");
+    assert!(t.elapsed() < std::time::Duration::from_secs(20));
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    assert!(
+        !marker.exists(),
+        "the command's background child was killed with it"
+    );
+}
+
+#[test]
+fn a_command_outlives_its_ssh_session_and_the_ledger_gives_its_real_exit_to_a_new_one() {
+    let (sshd, host, s) = ledger_server();
+    let done = sshd.dir.path().join("srv/data/done");
+    let script = format!(
+        "sleep 2; echo finished > {}; echo bye; exit 7",
+        done.display()
+    );
+    let argv = strings(&["/bin/sh", "-c", &script]);
+    // Started, then the connection dies mid-command: kill -9 sshd's session process.
+    let first = std::thread::scope(|scope| {
+        let waiting = scope.spawn(|| s.exec("run3.cmd.1", remote_cmd(&argv, None, &[], None)));
+        // The session process is the listening sshd's child; wait until the command runs.
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !sshd.dir.path().join("ledger/run3.cmd.1/pid").exists() {
+            assert!(
+                std::time::Instant::now() < until,
+                "the command never started"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let children = Command::new("pgrep")
+            .args(["-P", &sshd.pid().to_string()])
+            .output()
+            .unwrap();
+        let pids = text(&children.stdout);
+        assert!(!pids.trim().is_empty(), "no session process");
+        for pid in pids.split_whitespace() {
+            Command::new("kill").args(["-9", pid]).status().unwrap();
+        }
+        waiting.join().unwrap()
+    });
+    assert!(
+        matches!(first, Err(hokan::remote::ssh::ExecError::Connection(_))),
+        "{first:?}"
+    );
+    assert!(!done.exists(), "killed before the command finished");
+    // A new session asks the ledger, with the same id: nothing is started twice, and the
+    // command's real end comes back.
+    let mut ssh = ssh_of(&sshd, &host.path().join("known_hosts"));
+    ssh.agent = "ignored".into();
+    let again = connect(&sshd, &ssh);
+    let out = again
+        .exec("run3.cmd.1", remote_cmd(&argv, None, &[], None))
+        .unwrap();
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (Some(7), "bye\n"),
+        "{out:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&done).unwrap(),
+        "finished\n",
+        "it ran once, to its end"
+    );
+}

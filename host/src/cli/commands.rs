@@ -100,9 +100,18 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
         }
         Command::Verify { set, json } => super::execution::verify(set, *json),
         Command::EseCheck { file, json } => ese_check(file, *json),
-        Command::Agent => {
+        Command::Agent { ledger, supervise } => {
+            if let Some(entry) = supervise {
+                hokan::remote::ledger::supervise(entry)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let ledger = std::path::absolute(
+                ledger
+                    .clone()
+                    .unwrap_or_else(hokan::remote::ledger::default_dir),
+            )?;
             let (stdin, stdout) = (std::io::stdin(), std::io::stdout());
-            hokan::remote::agent::serve(stdin.lock(), stdout.lock())?;
+            hokan::remote::agent::serve(stdin.lock(), stdout.lock(), &ledger)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Schedule {

@@ -275,7 +275,17 @@ pub enum Command {
     /// Exit status: 0 the host closed the connection; 1 the handshake was refused (another
     /// protocol version, a root that is not absolute or cannot be opened) or the connection
     /// failed.
-    Agent,
+    Agent {
+        /// Where it records the commands it starts, which outlive the connection [default:
+        /// /var/lib/hokan/agent for root, else $XDG_STATE_HOME/hokan/agent or
+        /// ~/.local/state/hokan/agent].
+        #[arg(long, value_name = "DIR")]
+        ledger: Option<PathBuf>,
+        /// Run one ledger entry's command and record how it ended (the agent starts this,
+        /// detached, for each command).
+        #[arg(long, value_name = "ENTRY", hide = true)]
+        supervise: Option<PathBuf>,
+    },
     /// Check every page checksum of an ESE database (Exchange's Priv.edb, Pub.edb), both the
     /// legacy XOR-32 and the ECC-32/XOR-32 format, and list each bad page as -1018.
     ///

@@ -86,6 +86,18 @@ impl RealFacts {
         })
     }
 
+    /// Where a location is on this machine: its root's directory joined with its path, once
+    /// the root is granted and the path checked (relative, no `..`). For a command's working
+    /// directory; facts themselves go through the root's capability.
+    pub fn local_path(&self, p: &Location) -> Result<PathBuf, FactError> {
+        let root = super::granted(&self.roots, p)?;
+        Ok(if p.path.is_empty() {
+            root.path.clone()
+        } else {
+            root.path.join(&p.path)
+        })
+    }
+
     /// The names of the granted roots.
     pub fn root_names(&self) -> impl Iterator<Item = &str> {
         self.roots.keys().map(String::as_str)

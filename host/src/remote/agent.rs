@@ -12,9 +12,10 @@ use crate::facts::{FactSource, RealFacts, Topology};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-/// Serves one host over `(r, w)` until it closes the connection. A handshake it refuses is
-/// answered with the reason, then returned as an error.
-pub fn serve(mut r: impl Read, mut w: impl Write) -> Result<(), RemoteError> {
+/// Serves one host over `(r, w)` until it closes the connection, keeping the commands it
+/// starts in the ledger at `ledger`. A handshake it refuses is answered with the reason, then
+/// returned as an error.
+pub fn serve(mut r: impl Read, mut w: impl Write, ledger: &Path) -> Result<(), RemoteError> {
     let Some(hello) = read_frame::<Hello>(&mut r)? else {
         return Ok(());
     };
@@ -38,7 +39,7 @@ pub fn serve(mut r: impl Read, mut w: impl Write) -> Result<(), RemoteError> {
         },
     )?;
     while let Some(q) = read_frame::<Request>(&mut r)? {
-        write_frame(&mut w, &answer(&facts, q))?;
+        write_frame(&mut w, &answer(&facts, ledger, q))?;
     }
     Ok(())
 }
@@ -66,7 +67,15 @@ fn open(hello: &Hello) -> Result<RealFacts, String> {
     RealFacts::open(roots, Topology::default()).map_err(|e| e.to_string())
 }
 
-fn answer(f: &RealFacts, q: Request) -> Reply {
+fn answer(f: &RealFacts, ledger: &Path, q: Request) -> Reply {
+    use super::ledger;
+    // A ledger request is answered with an entry, even when it failed: an error reply is the
+    // connection's, which the host retries.
+    let entry = |e: Result<super::Entry, String>| {
+        Ok(Reply::Entry(
+            e.unwrap_or_else(|error| super::Entry::Failed { error }),
+        ))
+    };
     let r = match q {
         Request::Exists { at } => f.exists(&at).map(Reply::Bool),
         Request::ListDir { at } => f.list_dir(&at).map(Reply::Entries),
@@ -76,6 +85,12 @@ fn answer(f: &RealFacts, q: Request) -> Reply {
         Request::SameVolume { a, b } => f.same_volume(&a, &b).map(Reply::Bool),
         Request::Read { at, max_bytes } => f.read(&at, max_bytes).map(Reply::Content),
         Request::Check { programs } => Ok(Reply::Check(check(f, programs))),
+        Request::Start { id, argv, cwd, env } => match cwd.map(|c| f.local_path(&c)).transpose() {
+            Ok(cwd) => entry(ledger::start(ledger, &id, argv, cwd, env)),
+            Err(e) => entry(Err(format!("its working directory: {e}"))),
+        },
+        Request::Wait { id, max_ms } => entry(ledger::wait(ledger, &id, max_ms)),
+        Request::Kill { id } => entry(ledger::kill(ledger, &id)),
     };
     r.unwrap_or_else(Reply::Error)
 }
@@ -110,7 +125,10 @@ mod tests {
     /// An agent on one end of a socket pair, serving in a thread.
     fn agent() -> (UnixStream, std::thread::JoinHandle<Result<(), RemoteError>>) {
         let (host, far) = UnixStream::pair().unwrap();
-        let t = std::thread::spawn(move || serve(far.try_clone().unwrap(), far));
+        let t = std::thread::spawn(move || {
+            let ledger = tempfile::tempdir().unwrap();
+            serve(far.try_clone().unwrap(), far, ledger.path())
+        });
         (host, t)
     }
 

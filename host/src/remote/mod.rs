@@ -20,6 +20,7 @@
 
 pub mod agent;
 pub mod check;
+pub mod ledger;
 pub mod ssh;
 
 use crate::facts::{DirEntry, FactError, FactSource, FileStat, Topology};
@@ -162,6 +163,61 @@ pub enum Request {
         /// Programs as the policy maps them: a path, or a name looked up on the agent's PATH.
         programs: Vec<String>,
     },
+    /// Starts a command detached from the connection and records it in the agent's ledger
+    /// under `id`. Starting an id that is already there starts nothing: a host that lost the
+    /// answer asks again without running the command twice.
+    Start {
+        /// The ledger's key for it: the run, step and attempt (letters, digits, `.`, `_`, `-`).
+        id: String,
+        /// The program and its arguments, as a list: no shell ever reads them.
+        argv: Vec<String>,
+        /// Where it runs: a granted root, or a directory in one.
+        cwd: Option<Location>,
+        /// Variables added to its environment.
+        env: Vec<(String, String)>,
+    },
+    /// What the ledger knows about `id`, waiting up to `max_ms` for it to end.
+    Wait {
+        /// The ledger's key.
+        id: String,
+        /// How long to wait for it to end before answering that it still runs (at most
+        /// [`ledger::MAX_WAIT_MS`]).
+        max_ms: u32,
+    },
+    /// Kills `id`'s process group (its time limit passed).
+    Kill {
+        /// The ledger's key.
+        id: String,
+    },
+}
+
+/// A command as the agent's ledger records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "kebab-case")]
+pub enum Entry {
+    /// Still running.
+    Running {
+        /// Its process id on the server.
+        pid: u32,
+    },
+    /// Ended.
+    Exited {
+        /// Its exit code; `None` when a signal ended it.
+        code: Option<i32>,
+        /// The signal that ended it.
+        signal: Option<i32>,
+        /// Standard output, capped as the local transport caps it.
+        stdout: String,
+        /// Standard error, capped.
+        stderr: String,
+    },
+    /// It could not be started (no such program, a working directory that is not there).
+    Failed {
+        /// Why.
+        error: String,
+    },
+    /// The ledger has no such id.
+    Unknown,
 }
 
 /// A server's answer to [`Request::Check`].
@@ -202,6 +258,9 @@ pub enum Reply {
     Content(Vec<u8>),
     /// The answer to [`Request::Check`].
     Check(ServerCheck),
+    /// A ledger entry: the answer to [`Request::Start`], [`Request::Wait`] and
+    /// [`Request::Kill`].
+    Entry(Entry),
     /// The fact could not be given, as the local source would have said.
     Error(FactError),
 }
@@ -255,6 +314,14 @@ impl<R: Read + Send, W: Write + Send> RemoteFacts<R, W> {
     pub fn check(&self, programs: Vec<String>) -> Result<ServerCheck, FactError> {
         match self.ask(Request::Check { programs })? {
             Reply::Check(c) => Ok(c),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// A ledger request ([`Request::Start`], [`Request::Wait`], [`Request::Kill`]).
+    pub fn ledger(&self, q: Request) -> Result<Entry, FactError> {
+        match self.ask(q)? {
+            Reply::Entry(e) => Ok(e),
             r => Err(unexpected(r)),
         }
     }

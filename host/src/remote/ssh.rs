@@ -16,6 +16,7 @@
 //! One [`Session`] per server per run: its connection carries every question of that run.
 
 use super::{RemoteError, RemoteFacts};
+use crate::drive::{AtLimit, Output};
 use crate::facts::{DirEntry, FactError, FactSource, FileStat, Topology};
 use crate::plan::Location;
 use crate::policy::Ssh;
@@ -102,6 +103,35 @@ pub enum SshError {
         /// What the far side said on its standard error, when anything.
         stderr: String,
     },
+}
+
+/// A command to run on a server: the program and its arguments as a list (no shell reads
+/// them), where, with what added to its environment, and its time limit.
+#[derive(Debug, Clone)]
+pub struct RemoteCommand<'a> {
+    /// The program, then its arguments.
+    pub argv: &'a [String],
+    /// Its working directory: a granted root of the session, or a directory in one.
+    pub cwd: Option<&'a Location>,
+    /// Variables added to its environment.
+    pub env: &'a [(String, String)],
+    /// Its time limit.
+    pub timeout: Option<Duration>,
+    /// What happens at the limit.
+    pub at_limit: AtLimit,
+}
+
+/// Why a remote command has no result.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// The connection failed while it ran: the command runs on, in the ledger; reconnect and
+    /// ask again with the same id.
+    #[error("{0}")]
+    Connection(FactError),
+    /// It was not started (no such program, a working directory outside the roots), or the
+    /// ledger cannot say how it ended.
+    #[error("{0}")]
+    NotRun(String),
 }
 
 /// ssh's options that hokan sets, before the destination (see the module's documentation).
@@ -368,6 +398,93 @@ impl Session {
             )));
         }
         answer
+    }
+
+    /// Runs a command on the server under the ledger's `id`, detached from this connection,
+    /// and waits for its end or its time limit, as the local transport does (`at_limit`: kill
+    /// its process group, or report and wait on). Calling it again with the same id, on this
+    /// session or a new one after the connection was lost, starts nothing and goes on waiting
+    /// for the same command: the ledger has it.
+    pub fn exec(&self, id: &str, cmd: RemoteCommand<'_>) -> Result<Output, ExecError> {
+        use super::{Entry, Request};
+        let lost = ExecError::Connection;
+        let started = Instant::now();
+        let mut deadline = cmd.timeout.map(|t| started + t);
+        let mut overran = false;
+        let mut killed = false;
+        let mut entry = self
+            .ask(|f| {
+                f.ledger(Request::Start {
+                    id: id.into(),
+                    argv: cmd.argv.to_vec(),
+                    cwd: cmd.cwd.cloned(),
+                    env: cmd.env.to_vec(),
+                })
+            })
+            .map_err(lost)?;
+        loop {
+            match entry {
+                Entry::Exited {
+                    code,
+                    signal: _,
+                    stdout,
+                    stderr,
+                } => {
+                    return Ok(Output {
+                        code: if killed { None } else { code },
+                        timed_out: killed,
+                        overran,
+                        stdout,
+                        stderr,
+                    });
+                }
+                Entry::Failed { error } => return Err(ExecError::NotRun(error)),
+                Entry::Unknown => {
+                    return Err(ExecError::NotRun(format!(
+                        "the ledger on `{}` has no command `{id}`",
+                        self.server
+                    )));
+                }
+                Entry::Running { pid } => {
+                    if let Some(d) = deadline.filter(|d| Instant::now() >= *d) {
+                        if cmd.at_limit == AtLimit::Report {
+                            overran = true;
+                            tracing::warn!(
+                                "`{}` on `{}` (process group {pid}) is still running after {} s, \
+                                 past its time limit; it must never be killed, so hokan keeps \
+                                 waiting. Stop it yourself only if you must: kill -TERM -{pid} \
+                                 on {}",
+                                cmd.argv[0],
+                                self.server,
+                                started.elapsed().as_secs(),
+                                self.server
+                            );
+                            deadline = cmd.timeout.map(|t| d + t);
+                        } else {
+                            killed = true;
+                            entry = self
+                                .ask(|f| f.ledger(Request::Kill { id: id.into() }))
+                                .map_err(lost)?;
+                            continue;
+                        }
+                    }
+                    let wait = deadline.map_or(super::ledger::MAX_WAIT_MS, |d| {
+                        d.saturating_duration_since(Instant::now())
+                            .as_millis()
+                            .clamp(10, u128::from(super::ledger::MAX_WAIT_MS))
+                            as u32
+                    });
+                    entry = self
+                        .ask(|f| {
+                            f.ledger(Request::Wait {
+                                id: id.into(),
+                                max_ms: wait,
+                            })
+                        })
+                        .map_err(lost)?;
+                }
+            }
+        }
     }
 
     /// Asks the server about its roots and the programs the policy maps (`servers check`).
