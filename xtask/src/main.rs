@@ -286,8 +286,12 @@ const TOOLS: &[(&str, &str)] = &[
     ("/usr/sbin/sshd", "openssh-server"),
 ];
 
-/// What the benchmarks compare hokan with.
-const BENCH_TOOLS: &[(&str, &str)] = &[("rsync", "rsync")];
+/// What the benchmarks compare hokan with, and the sshd the remote benchmark reaches.
+const BENCH_TOOLS: &[(&str, &str)] = &[
+    ("rsync", "rsync"),
+    ("ssh", "openssh-client"),
+    ("/usr/sbin/sshd", "openssh-server"),
+];
 
 fn tools(wanted: &[(&str, &str)]) -> Result<()> {
     let missing: Vec<&str> = wanted
@@ -857,5 +861,6 @@ fn bench() -> Result<()> {
     run(cargo().args(["bench", "-p", "hokan-e2e", "--bench", "simulate"]))?;
     run(cargo().args(["bench", "-p", "hokan-e2e", "--bench", "execute"]))?;
     run(cargo().args(["bench", "-p", "hokan-e2e", "--bench", "ese"]))?;
+    run(cargo().args(["bench", "-p", "hokan-e2e", "--bench", "remote"]))?;
     run(cargo().args(["bench", "-p", "hokan-e2e", "--bench", "schedule"]))
 }

@@ -128,8 +128,9 @@ pub fn start(
     std::thread::spawn(move || child.wait());
     // Until the command runs (its pid is written) or could not be started.
     let until = Instant::now() + Duration::from_secs(10);
+    let mut pause = Backoff::default();
     while !dir.join("pid").exists() && !dir.join("exit.json").exists() && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(5));
+        pause.sleep();
     }
     Ok(status(&dir))
 }
@@ -138,12 +139,27 @@ pub fn start(
 pub fn wait(ledger: &Path, id: &str, max_ms: u32) -> Result<Entry, String> {
     let dir = entry_dir(ledger, id)?;
     let until = Instant::now() + Duration::from_millis(u64::from(max_ms.min(MAX_WAIT_MS)));
+    let mut pause = Backoff::default();
     loop {
         let e = status(&dir);
         if !matches!(e, Entry::Running { .. }) || Instant::now() >= until {
             return Ok(e);
         }
-        std::thread::sleep(Duration::from_millis(20));
+        pause.sleep();
+    }
+}
+
+/// How often the ledger looks for a command's progress: soon after it starts (most steps are
+/// short, and each look costs a stat), then every 32 ms for one that runs on.
+#[derive(Default)]
+struct Backoff(u32);
+
+impl Backoff {
+    fn sleep(&mut self) {
+        std::thread::sleep(
+            Duration::from_millis(1 << self.0.min(5)).min(Duration::from_millis(50)),
+        );
+        self.0 += 1;
     }
 }
 
