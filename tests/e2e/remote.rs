@@ -79,6 +79,7 @@ fn the_agent_process_refuses_another_protocol_version_and_exits_1() {
             protocol: 2,
             hokan: "0.2.0".into(),
             roots: BTreeMap::new(),
+            writable: Default::default(),
         },
     )
     .unwrap();

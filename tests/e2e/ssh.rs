@@ -526,6 +526,7 @@ fn over_ssh_an_agent_refuses_a_protocol_it_does_not_speak_naming_both() {
             protocol: 2,
             hokan: "0.2.0".into(),
             roots: Default::default(),
+            writable: Default::default(),
         },
     )
     .unwrap();
@@ -718,7 +719,7 @@ fn a_command_outlives_its_ssh_session_and_the_ledger_gives_its_real_exit_to_a_ne
         waiting.join().unwrap()
     });
     assert!(
-        matches!(first, Err(hokan::remote::ssh::ExecError::Connection(_))),
+        matches!(first, Err(hokan::remote::ssh::ActionError::Connection(_))),
         "{first:?}"
     );
     assert!(!done.exists(), "killed before the command finished");
@@ -740,4 +741,95 @@ fn a_command_outlives_its_ssh_session_and_the_ledger_gives_its_real_exit_to_a_ne
         "finished\n",
         "it ran once, to its end"
     );
+}
+
+#[test]
+fn file_actions_on_a_server_change_only_its_writable_roots_and_never_leave_them() {
+    use hokan::plan::Location;
+    use hokan::remote::ssh::{ActionError, Session};
+    let sshd = Sshd::start();
+    let srv = sshd.dir.path().join("srv");
+    for d in ["data", "conf", "outside"] {
+        std::fs::create_dir_all(srv.join(d)).unwrap();
+    }
+    std::fs::write(srv.join("conf/mw.ini"), "[mw]\n").unwrap();
+    std::fs::write(srv.join("outside/keep"), "untouched").unwrap();
+    std::os::unix::fs::symlink(srv.join("outside"), srv.join("data/out")).unwrap();
+    let host = tempfile::tempdir().unwrap();
+    let ssh = ssh_of(&sshd, &host.path().join("known_hosts"));
+    let roots = std::collections::BTreeMap::from([
+        (
+            "data".to_string(),
+            srv.join("data").to_string_lossy().into_owned(),
+        ),
+        (
+            "conf".to_string(),
+            srv.join("conf").to_string_lossy().into_owned(),
+        ),
+    ]);
+    let s = Session::connect_granting(
+        "mw1",
+        &ssh,
+        roots.clone(),
+        std::collections::BTreeSet::from(["data".to_string()]),
+    )
+    .unwrap();
+    let at = |p: &str| Location::new("data", p);
+    // mailwise's maintenance marker, made, renamed and removed.
+    assert!(s.ensure_dir(&at("mw/data")).unwrap());
+    assert!(!s.ensure_dir(&at("mw/data")).unwrap(), "already there");
+    s.write_file(&at("mw/data/maint"), b"23:00-23:20\n")
+        .unwrap();
+    assert_eq!(
+        std::fs::read(srv.join("data/mw/data/maint")).unwrap(),
+        b"23:00-23:20\n"
+    );
+    s.write_file(&at("mw/data/other"), b"x").unwrap();
+    let e = s
+        .rename(&at("mw/data/maint"), &at("mw/data/other"))
+        .unwrap_err();
+    assert!(
+        matches!(&e, ActionError::Failed(m) if m.contains("already exists")),
+        "{e}"
+    );
+    s.rename(&at("mw/data/maint"), &at("mw/data/maint.old"))
+        .unwrap();
+    assert!(s.remove(&at("mw/data/maint.old")).unwrap());
+    assert!(
+        !s.remove(&at("mw/data/maint.old")).unwrap(),
+        "nothing there"
+    );
+    // Out of the root: `..`, an absolute path, through a symlink; into a read-only root.
+    for p in ["../outside/keep", "/tmp/x", "out/keep", "out/new"] {
+        let e = s.write_file(&at(p), b"overwritten").unwrap_err();
+        assert!(matches!(e, ActionError::Failed(_)), "{p}: {e}");
+        let e = s.remove(&at(p));
+        assert!(matches!(e, Err(ActionError::Failed(_))), "{p}: {e:?}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(srv.join("outside/keep")).unwrap(),
+        "untouched"
+    );
+    assert!(!srv.join("outside/new").exists());
+    let e = s
+        .write_file(&Location::new("conf", "mw.ini"), b"changed")
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("the root `conf` is read-only to this connection"),
+        "{e}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(srv.join("conf/mw.ini")).unwrap(),
+        "[mw]\n"
+    );
+    // A planning session writes nothing at all.
+    drop(s);
+    let read_only = Session::connect("mw1", &ssh, roots).unwrap();
+    let e = read_only.write_file(&at("x"), b"x").unwrap_err();
+    assert!(
+        e.to_string().contains("read-only to this connection"),
+        "{e}"
+    );
+    assert!(!srv.join("data/x").exists());
 }

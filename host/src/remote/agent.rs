@@ -8,7 +8,9 @@
 use super::{
     Hello, PROTOCOL, RemoteError, Reply, Request, ServerCheck, Welcome, read_frame, write_frame,
 };
+use crate::execute::fs::Roots;
 use crate::facts::{FactSource, RealFacts, Topology};
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -19,7 +21,7 @@ pub fn serve(mut r: impl Read, mut w: impl Write, ledger: &Path) -> Result<(), R
     let Some(hello) = read_frame::<Hello>(&mut r)? else {
         return Ok(());
     };
-    let facts = match open(&hello) {
+    let served = match open(&hello) {
         Ok(f) => f,
         Err(reason) => {
             write_frame(
@@ -39,13 +41,22 @@ pub fn serve(mut r: impl Read, mut w: impl Write, ledger: &Path) -> Result<(), R
         },
     )?;
     while let Some(q) = read_frame::<Request>(&mut r)? {
-        write_frame(&mut w, &answer(&facts, ledger, q))?;
+        write_frame(&mut w, &answer(&served, ledger, q))?;
     }
     Ok(())
 }
 
+/// What one connection may see and change.
+struct Served {
+    /// Every granted root, for facts (read-only).
+    facts: RealFacts,
+    /// The writable ones, opened for the file actions, through the same code as the host's
+    /// own file actions on local roots.
+    writable: Roots,
+}
+
 /// The roots of a handshake this agent accepts, opened.
-fn open(hello: &Hello) -> Result<RealFacts, String> {
+fn open(hello: &Hello) -> Result<Served, String> {
     if hello.protocol != PROTOCOL {
         return Err(format!(
             "the host's hokan {} speaks agent protocol {}, this agent's hokan {} speaks {PROTOCOL}; \
@@ -64,11 +75,46 @@ fn open(hello: &Hello) -> Result<RealFacts, String> {
         }
         roots.push((name.clone(), PathBuf::from(path)));
     }
-    RealFacts::open(roots, Topology::default()).map_err(|e| e.to_string())
+    let mut writable = BTreeMap::new();
+    for name in &hello.writable {
+        let Some(path) = hello.roots.get(name) else {
+            return Err(format!("`{name}` is writable but not a granted root"));
+        };
+        writable.insert(name.clone(), PathBuf::from(path));
+    }
+    Ok(Served {
+        facts: RealFacts::open(roots, Topology::default()).map_err(|e| e.to_string())?,
+        writable: Roots::open(&writable).map_err(|e| e.to_string())?,
+    })
 }
 
-fn answer(f: &RealFacts, ledger: &Path, q: Request) -> Reply {
+fn answer(served: &Served, ledger: &Path, q: Request) -> Reply {
     use super::ledger;
+    let f = &served.facts;
+    let roots = &served.writable;
+    // A file action is answered done or failed: an error reply is the connection's.
+    let action = |r: Result<bool, crate::execute::fs::FsError>| {
+        Ok(r.map_or_else(|e| Reply::ActionFailed(e.to_string()), Reply::Done))
+    };
+    // A granted root the host did not grant for writing is named as such.
+    let read_only = |at: &crate::plan::Location| {
+        (!roots.0.contains_key(&at.root) && f.root_names().any(|r| r == at.root)).then(|| {
+            Reply::ActionFailed(format!(
+                "{at}: the root `{}` is read-only to this connection",
+                at.root
+            ))
+        })
+    };
+    let touched = match &q {
+        Request::WriteFile { at, .. } | Request::Remove { at } | Request::EnsureDir { at } => {
+            vec![at]
+        }
+        Request::Rename { from, to } => vec![from, to],
+        _ => vec![],
+    };
+    if let Some(refused) = touched.into_iter().find_map(read_only) {
+        return refused;
+    }
     // A ledger request is answered with an entry, even when it failed: an error reply is the
     // connection's, which the host retries.
     let entry = |e: Result<super::Entry, String>| {
@@ -91,6 +137,12 @@ fn answer(f: &RealFacts, ledger: &Path, q: Request) -> Reply {
         },
         Request::Wait { id, max_ms } => entry(ledger::wait(ledger, &id, max_ms)),
         Request::Kill { id } => entry(ledger::kill(ledger, &id)),
+        Request::WriteFile { at, contents } => {
+            action(roots.write_file(&at, &contents).map(|()| true))
+        }
+        Request::Remove { at } => action(roots.remove(&at)),
+        Request::Rename { from, to } => action(roots.rename(&from, &to).map(|()| true)),
+        Request::EnsureDir { at } => action(roots.ensure_dir(&at)),
     };
     r.unwrap_or_else(Reply::Error)
 }
@@ -205,6 +257,7 @@ mod tests {
             protocol: 99,
             hokan: "9.9.9".into(),
             roots: BTreeMap::new(),
+            writable: Default::default(),
         };
         write_frame(&mut host, &hello).unwrap();
         let Some(Welcome::Refused { reason }) = read_frame(&mut host).unwrap() else {

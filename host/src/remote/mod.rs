@@ -26,7 +26,7 @@ pub mod ssh;
 use crate::facts::{DirEntry, FactError, FactSource, FileStat, Topology};
 use crate::plan::Location;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::sync::Mutex;
 
@@ -95,6 +95,10 @@ pub struct Hello {
     /// The job's granted roots: names to absolute paths on the agent's server, as the policy
     /// writes them (TOML strings, so nothing is lost by their being text).
     pub roots: BTreeMap<String, String>,
+    /// The roots among them that file actions may change. Planning grants none: the agent
+    /// then refuses every write, whatever the host asks, besides the host's own validation.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub writable: BTreeSet<String>,
 }
 
 /// The agent's answer to [`Hello`].
@@ -189,6 +193,30 @@ pub enum Request {
         /// The ledger's key.
         id: String,
     },
+    /// Writes a file whole (a temporary beside it, synced, renamed over it).
+    WriteFile {
+        /// Where.
+        at: Location,
+        /// Its bytes.
+        contents: Vec<u8>,
+    },
+    /// Removes a file, a link or a tree; `done: false` when nothing was there.
+    Remove {
+        /// Where.
+        at: Location,
+    },
+    /// Renames within one root; refused when the new name exists.
+    Rename {
+        /// The old name.
+        from: Location,
+        /// The new one.
+        to: Location,
+    },
+    /// Makes a directory and its parents; `done: false` when it was there.
+    EnsureDir {
+        /// Where.
+        at: Location,
+    },
 }
 
 /// A command as the agent's ledger records it.
@@ -261,6 +289,11 @@ pub enum Reply {
     /// A ledger entry: the answer to [`Request::Start`], [`Request::Wait`] and
     /// [`Request::Kill`].
     Entry(Entry),
+    /// A file action's result: it changed something (`true`) or found it already so.
+    Done(bool),
+    /// A file action that failed (refused, or the filesystem's error), with why. Not an
+    /// [`Reply::Error`], which is the connection's.
+    ActionFailed(String),
     /// The fact could not be given, as the local source would have said.
     Error(FactError),
 }
@@ -275,11 +308,23 @@ pub struct RemoteFacts<R, W> {
 }
 
 impl<R: Read + Send, W: Write + Send> RemoteFacts<R, W> {
-    /// Shakes hands over `(r, w)`, granting `roots` (paths on the server).
+    /// Shakes hands over `(r, w)`, granting `roots` (paths on the server) read-only.
     pub fn connect(
+        r: R,
+        w: W,
+        roots: BTreeMap<String, String>,
+        topology: Topology,
+        now_ms: i64,
+    ) -> Result<Self, RemoteError> {
+        Self::connect_granting(r, w, roots, BTreeSet::new(), topology, now_ms)
+    }
+
+    /// [`RemoteFacts::connect`], also letting file actions change the roots of `writable`.
+    pub fn connect_granting(
         mut r: R,
         mut w: W,
         roots: BTreeMap<String, String>,
+        writable: BTreeSet<String>,
         topology: Topology,
         now_ms: i64,
     ) -> Result<Self, RemoteError> {
@@ -289,6 +334,7 @@ impl<R: Read + Send, W: Write + Send> RemoteFacts<R, W> {
                 protocol: PROTOCOL,
                 hokan: env!("CARGO_PKG_VERSION").to_string(),
                 roots,
+                writable,
             },
         )?;
         match read_frame::<Welcome>(&mut r)? {
@@ -322,6 +368,16 @@ impl<R: Read + Send, W: Write + Send> RemoteFacts<R, W> {
     pub fn ledger(&self, q: Request) -> Result<Entry, FactError> {
         match self.ask(q)? {
             Reply::Entry(e) => Ok(e),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// A file action ([`Request::WriteFile`], [`Request::Remove`], [`Request::Rename`],
+    /// [`Request::EnsureDir`]): `Ok(Err(why))` when the agent refused or the filesystem failed.
+    pub fn action(&self, q: Request) -> Result<Result<bool, String>, FactError> {
+        match self.ask(q)? {
+            Reply::Done(d) => Ok(Ok(d)),
+            Reply::ActionFailed(why) => Ok(Err(why)),
             r => Err(unexpected(r)),
         }
     }

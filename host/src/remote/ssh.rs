@@ -20,7 +20,7 @@ use crate::drive::{AtLimit, Output};
 use crate::facts::{DirEntry, FactError, FactSource, FileStat, Topology};
 use crate::plan::Location;
 use crate::policy::Ssh;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -121,17 +121,17 @@ pub struct RemoteCommand<'a> {
     pub at_limit: AtLimit,
 }
 
-/// Why a remote command has no result.
+/// Why a remote command or file action has no result.
 #[derive(Debug, thiserror::Error)]
-pub enum ExecError {
-    /// The connection failed while it ran: the command runs on, in the ledger; reconnect and
-    /// ask again with the same id.
+pub enum ActionError {
+    /// The connection failed: a command runs on, in the ledger (reconnect and ask again with
+    /// the same id); a file action may or may not have happened (each is safe to repeat).
     #[error("{0}")]
     Connection(FactError),
-    /// It was not started (no such program, a working directory outside the roots), or the
-    /// ledger cannot say how it ended.
+    /// A command was not started (no such program, a working directory outside the roots),
+    /// or the ledger cannot say how it ended; a file action was refused or failed.
     #[error("{0}")]
-    NotRun(String),
+    Failed(String),
 }
 
 /// ssh's options that hokan sets, before the destination (see the module's documentation).
@@ -328,6 +328,16 @@ impl Session {
         ssh: &Ssh,
         roots: BTreeMap<String, String>,
     ) -> Result<Session, SshError> {
+        Self::connect_granting(server, ssh, roots, BTreeSet::new())
+    }
+
+    /// [`Session::connect`], also letting file actions change the roots of `writable`.
+    pub fn connect_granting(
+        server: &str,
+        ssh: &Ssh,
+        roots: BTreeMap<String, String>,
+        writable: BTreeSet<String>,
+    ) -> Result<Session, SshError> {
         let argv = argv(ssh).map_err(|detail| SshError::Unreachable {
             server: server.into(),
             address: ssh.address.clone(),
@@ -346,7 +356,7 @@ impl Session {
             child.stdin.take().expect("piped"),
         );
         let watchdog = Watchdog::start(child.id(), HANDSHAKE_LIMIT);
-        match RemoteFacts::connect(r, w, roots, Topology::default(), 0) {
+        match RemoteFacts::connect_granting(r, w, roots, writable, Topology::default(), 0) {
             Ok(facts) if !watchdog.disarm() => Ok(Session {
                 server: server.into(),
                 facts: Some(facts),
@@ -405,9 +415,9 @@ impl Session {
     /// its process group, or report and wait on). Calling it again with the same id, on this
     /// session or a new one after the connection was lost, starts nothing and goes on waiting
     /// for the same command: the ledger has it.
-    pub fn exec(&self, id: &str, cmd: RemoteCommand<'_>) -> Result<Output, ExecError> {
+    pub fn exec(&self, id: &str, cmd: RemoteCommand<'_>) -> Result<Output, ActionError> {
         use super::{Entry, Request};
-        let lost = ExecError::Connection;
+        let lost = ActionError::Connection;
         let started = Instant::now();
         let mut deadline = cmd.timeout.map(|t| started + t);
         let mut overran = false;
@@ -438,9 +448,9 @@ impl Session {
                         stderr,
                     });
                 }
-                Entry::Failed { error } => return Err(ExecError::NotRun(error)),
+                Entry::Failed { error } => return Err(ActionError::Failed(error)),
                 Entry::Unknown => {
-                    return Err(ExecError::NotRun(format!(
+                    return Err(ActionError::Failed(format!(
                         "the ledger on `{}` has no command `{id}`",
                         self.server
                     )));
@@ -485,6 +495,40 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Writes a file on the server whole, as the host writes one locally.
+    pub fn write_file(&self, at: &Location, contents: &[u8]) -> Result<(), ActionError> {
+        self.act(super::Request::WriteFile {
+            at: at.clone(),
+            contents: contents.to_vec(),
+        })
+        .map(|_| ())
+    }
+
+    /// Removes a file, link or tree on the server; `false` when nothing was there.
+    pub fn remove(&self, at: &Location) -> Result<bool, ActionError> {
+        self.act(super::Request::Remove { at: at.clone() })
+    }
+
+    /// Renames within one root on the server; refused when the new name exists.
+    pub fn rename(&self, from: &Location, to: &Location) -> Result<(), ActionError> {
+        self.act(super::Request::Rename {
+            from: from.clone(),
+            to: to.clone(),
+        })
+        .map(|_| ())
+    }
+
+    /// Makes a directory and its parents on the server; `false` when it was there.
+    pub fn ensure_dir(&self, at: &Location) -> Result<bool, ActionError> {
+        self.act(super::Request::EnsureDir { at: at.clone() })
+    }
+
+    fn act(&self, q: super::Request) -> Result<bool, ActionError> {
+        self.ask(|f| f.action(q))
+            .map_err(ActionError::Connection)?
+            .map_err(ActionError::Failed)
     }
 
     /// Asks the server about its roots and the programs the policy maps (`servers check`).
