@@ -53,26 +53,26 @@ pub trait Transport: Send + Sync {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Local;
 
+/// A command's output stream read to its end: the first [`OUTPUT_CAP`] bytes kept, the rest
+/// counted. Every place that runs a command (here, the agent's ledger) keeps output so.
+pub(crate) fn read_capped(mut r: impl Read) -> String {
+    let mut kept = Vec::new();
+    let mut rest = 0u64;
+    let mut buf = [0u8; 8192];
+    while let Ok(n @ 1..) = r.read(&mut buf) {
+        let room = OUTPUT_CAP.saturating_sub(kept.len()).min(n);
+        kept.extend_from_slice(&buf[..room]);
+        rest += (n - room) as u64;
+    }
+    let mut s = String::from_utf8_lossy(&kept).into_owned();
+    if rest > 0 {
+        s.push_str(&format!("\n[{rest} more bytes not kept]"));
+    }
+    s
+}
+
 fn capped(r: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut kept = Vec::new();
-        let mut rest = 0u64;
-        let mut buf = [0u8; 8192];
-        let mut r = r;
-        while let Ok(n) = r.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            let room = OUTPUT_CAP.saturating_sub(kept.len()).min(n);
-            kept.extend_from_slice(&buf[..room]);
-            rest += (n - room) as u64;
-        }
-        let mut s = String::from_utf8_lossy(&kept).into_owned();
-        if rest > 0 {
-            s.push_str(&format!("\n[{rest} more bytes not kept]"));
-        }
-        s
-    })
+    std::thread::spawn(move || read_capped(r))
 }
 
 impl Transport for Local {

@@ -8,7 +8,7 @@
 //!
 //! - `command.json`: what to run (argv, working directory, environment), written first;
 //! - `pid`: the command's process id (its process group's), once it runs;
-//! - `stdout`, `stderr`: its output, the first [`OUTPUT_CAP`] bytes of each, then how many
+//! - `stdout`, `stderr`: its output, the first 16 KiB of each, then how many
 //!   more there were;
 //! - `exit.json`: how it ended, written last and atomically (a temporary file, fsynced, then
 //!   renamed): a directory without it is a command still running, or one whose supervisor
@@ -18,7 +18,6 @@
 //! its own process group, copies its output (capped), waits, and writes `exit.json`.
 
 use super::Entry;
-use crate::execute::transport::OUTPUT_CAP;
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -289,23 +288,10 @@ fn run(dir: &Path) -> Result<Exit, String> {
     })
 }
 
-/// Copies a stream into `to`, keeping the first [`OUTPUT_CAP`] bytes and counting the rest,
-/// as the local transport does.
-fn capped(mut r: impl Read + Send + 'static, to: PathBuf) -> std::thread::JoinHandle<()> {
+/// Copies a stream into `to`, kept as the local transport keeps output.
+fn capped(r: impl Read + Send + 'static, to: PathBuf) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
-        let mut kept = Vec::new();
-        let mut rest = 0u64;
-        let mut buf = [0u8; 8192];
-        while let Ok(n @ 1..) = r.read(&mut buf) {
-            let room = OUTPUT_CAP.saturating_sub(kept.len()).min(n);
-            kept.extend_from_slice(&buf[..room]);
-            rest += (n - room) as u64;
-        }
-        let mut s = String::from_utf8_lossy(&kept).into_owned();
-        if rest > 0 {
-            s.push_str(&format!("\n[{rest} more bytes not kept]"));
-        }
-        let _ = write_atomic(&to, s.as_bytes());
+        let _ = write_atomic(&to, crate::execute::transport::read_capped(r).as_bytes());
     })
 }
 
