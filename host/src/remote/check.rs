@@ -170,7 +170,7 @@ fn over_ssh(
             return;
         }
     };
-    let version = session.facts().agent_version().to_string();
+    let version = session.agent_version().to_string();
     if version != env!("CARGO_PKG_VERSION") {
         r.problems.push(format!(
             "its agent is hokan {version}, this host is hokan {}: install the same version on both",

@@ -541,8 +541,14 @@ impl Session {
         &self.server
     }
 
-    /// The agent's side of the connection.
-    pub fn facts(&self) -> &RemoteFacts<ChildStdout, ChildStdin> {
+    /// The hokan version the agent said it is.
+    pub fn agent_version(&self) -> &str {
+        self.facts().agent_version()
+    }
+
+    /// The agent's side of the connection; every question goes through [`Session::ask`], under
+    /// the watchdog.
+    fn facts(&self) -> &RemoteFacts<ChildStdout, ChildStdin> {
         self.facts.as_ref().expect("open until dropped")
     }
 }
