@@ -10,6 +10,7 @@
 
 pub mod describe;
 pub mod drive;
+pub mod durable;
 pub mod ese;
 pub mod execute;
 pub mod exit;

@@ -68,9 +68,9 @@ fn the_agent_process_serves_the_facts_of_a_mailwise_tree_as_the_host_would_read_
     );
 }
 
-#[test]
-fn the_agent_process_refuses_another_protocol_version_and_exits_1() {
-    let mut child = agent();
+/// Offers `child` (an agent, directly or through ssh) protocol 2 from a hokan 0.2.0, closes
+/// the connection, and returns the agent's reason for refusing and how the process exited.
+pub(crate) fn offer_protocol_2(mut child: std::process::Child) -> (String, std::process::Output) {
     let mut w = child.stdin.take().unwrap();
     let mut r = child.stdout.take().unwrap();
     write_frame(
@@ -87,12 +87,17 @@ fn the_agent_process_refuses_another_protocol_version_and_exits_1() {
     let Welcome::Refused { reason } = answer else {
         panic!("{answer:?}")
     };
+    drop(w);
+    (reason, child.wait_with_output().unwrap())
+}
+
+#[test]
+fn the_agent_process_refuses_another_protocol_version_and_exits_1() {
+    let (reason, out) = offer_protocol_2(agent());
     assert!(
         reason.contains("protocol 2") && reason.contains("speaks 1"),
         "{reason}"
     );
-    drop(w);
-    let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("install the same hokan on both"), "{err}");

@@ -507,40 +507,22 @@ fn over_ssh_the_agent_serves_nothing_outside_the_roots_it_was_granted() {
 
 #[test]
 fn over_ssh_an_agent_refuses_a_protocol_it_does_not_speak_naming_both() {
-    use hokan::remote::{Hello, Welcome, read_frame, write_frame};
     let sshd = Sshd::start();
     let host = tempfile::tempdir().unwrap();
     let ssh = ssh_of(&sshd, &host.path().join("known_hosts"));
-    let mut child = Command::new("ssh")
+    let child = Command::new("ssh")
         .args(hokan::remote::ssh::argv(&ssh).unwrap())
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut w = child.stdin.take().unwrap();
-    let mut r = child.stdout.take().unwrap();
-    write_frame(
-        &mut w,
-        &Hello {
-            protocol: 2,
-            hokan: "0.2.0".into(),
-            roots: Default::default(),
-            writable: Default::default(),
-        },
-    )
-    .unwrap();
-    let answer: Welcome = read_frame(&mut r).unwrap().unwrap();
-    let Welcome::Refused { reason } = answer else {
-        panic!("{answer:?}")
-    };
+    let (reason, out) = super::remote::offer_protocol_2(child);
     assert!(
         reason.contains("the host's hokan 0.2.0 speaks agent protocol 2")
             && reason.contains(&format!("speaks {}", hokan::remote::PROTOCOL)),
         "{reason}"
     );
-    drop(w);
-    let out = child.wait_with_output().unwrap();
     assert_eq!(
         out.status.code(),
         Some(1),

@@ -603,21 +603,11 @@ fn world_for(pol: &Policy, a: &SimulateArgs<'_>) -> Result<World> {
     }
     if a.from_tree {
         let mut dirs: Vec<PathBuf> = Vec::new();
-        // Server to its roots (a job's name and root's, to the path there).
-        let mut remote: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
         for job in pol.jobs.values() {
-            let (here, there) = planner::on_host(&job.roots, job);
-            dirs.extend(here.into_values());
+            dirs.extend(planner::on_host(&job.roots, job).0.into_values());
             dirs.extend(planner::sets_dir(pol, job));
-            for (server, roots) in there {
-                let of = remote.entry(server).or_default();
-                of.extend(
-                    roots
-                        .into_iter()
-                        .map(|(r, p)| (format!("{}.{r}", job.name), p)),
-                );
-            }
         }
+        let remote = pol.roots_by_server();
         // The model is one tree of paths: a server's root must not be a path the model
         // already holds for another machine.
         let mut owner: BTreeMap<String, String> = BTreeMap::new();

@@ -438,17 +438,12 @@ fn preflight(doc: &PlanDocument, policy: &Policy, job: &Job) -> Vec<String> {
                     .to_string(),
             ),
             Some(m) => {
-                for line in [Some(&m.start), Some(&m.stop), m.status.as_ref()]
-                    .into_iter()
-                    .flatten()
-                {
-                    if let Some(p) = line.first().filter(|p| !executable(p)) {
-                        out.push(
-                            policy
-                                .job_error(job, &field, format!("{p} is not an executable file"))
-                                .to_string(),
-                        );
-                    }
+                for (_, p) in m.programs().filter(|(_, p)| !executable(p)) {
+                    out.push(
+                        policy
+                            .job_error(job, &field, format!("{p} is not an executable file"))
+                            .to_string(),
+                    );
                 }
             }
         }

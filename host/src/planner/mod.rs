@@ -185,12 +185,12 @@ pub fn on_host(
     let mut here = BTreeMap::new();
     let mut remote: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     for (name, path) in roots {
-        match job.root_servers.get(name) {
-            Some(server) => {
+        match job.on_server(name) {
+            Some((server, there)) => {
                 remote
-                    .entry(server.clone())
+                    .entry(server.to_string())
                     .or_default()
-                    .insert(name.clone(), path.to_string_lossy().into_owned());
+                    .insert(name.clone(), there.to_string());
             }
             None => {
                 here.insert(name.clone(), path.clone());

@@ -113,6 +113,19 @@ pub struct ServiceMap {
     pub status: Option<Vec<String>>,
 }
 
+impl ServiceMap {
+    /// Each control's program (the first word of its command line), by control name.
+    pub fn programs(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        [
+            ("start", Some(&self.start)),
+            ("stop", Some(&self.stop)),
+            ("status", self.status.as_ref()),
+        ]
+        .into_iter()
+        .filter_map(|(what, line)| Some((what, line?.first()?.as_str())))
+    }
+}
+
 /// One job: a plugin, its grants and its schedule.
 #[derive(Debug, Clone)]
 pub struct Job {
@@ -164,6 +177,18 @@ pub struct Job {
     pub stale_after: Option<Duration>,
     /// Where the job is written, for later errors about it.
     pub line: usize,
+}
+
+impl Job {
+    /// Where a root on a server is: the server's name and the path there; `None` for a root
+    /// on the host.
+    pub fn on_server(&self, root: &str) -> Option<(&str, &str)> {
+        let server = self.root_servers.get(root)?;
+        let path = self.roots[root]
+            .to_str()
+            .expect("a root on a server is read from a TOML string");
+        Some((server, path))
+    }
 }
 
 /// When a product's own work (an activity its plugin declares as a conflict) happens.
@@ -239,6 +264,27 @@ impl Policy {
         } else {
             job.servers.clone()
         }
+    }
+
+    /// The name a job's root on a server has in [`Policy::roots_by_server`]: `job.root`, since
+    /// two jobs may name their roots alike and one connection serves them all.
+    pub fn server_root_key(job: &str, root: &str) -> String {
+        format!("{job}.{root}")
+    }
+
+    /// Every job's roots on servers reached over ssh, by server: each root's
+    /// [`Policy::server_root_key`] to its path there.
+    pub fn roots_by_server(&self) -> BTreeMap<String, BTreeMap<String, String>> {
+        let mut out: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+        for job in self.jobs.values() {
+            for root in job.root_servers.keys() {
+                let (server, path) = job.on_server(root).expect("a root on a server");
+                out.entry(server.to_string())
+                    .or_default()
+                    .insert(Self::server_root_key(&job.name, root), path.to_string());
+            }
+        }
+        out
     }
 
     /// The server named `name`.

@@ -7,7 +7,6 @@
 use super::ssh::Session;
 use crate::policy::{Job, Policy};
 use serde::Serialize;
-use std::collections::BTreeMap;
 
 /// What was found about one server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -97,7 +96,7 @@ pub fn check(policy: &Policy, writes: &dyn Fn(&Job, &str) -> bool) -> Vec<Server
                 notes: Vec::new(),
             };
             match (s.transport.as_deref(), &s.ssh) {
-                (Some("ssh"), Some(ssh)) => over_ssh(&mut r, ssh, &jobs, writes),
+                (Some("ssh"), Some(ssh)) => over_ssh(policy, &mut r, ssh, &jobs, writes),
                 (Some(_), _) => r
                     .notes
                     .push("on this host: `hokan run` checks its roots and programs".into()),
@@ -119,29 +118,17 @@ pub fn check(policy: &Policy, writes: &dyn Fn(&Job, &str) -> bool) -> Vec<Server
         .collect()
 }
 
-/// A root's name in the check's handshake: roots of several jobs share one session, and two
-/// jobs may name theirs alike.
-fn key(job: &str, root: &str) -> String {
-    format!("{job}.{root}")
-}
-
 fn over_ssh(
+    policy: &Policy,
     r: &mut ServerReport,
     ssh: &crate::policy::Ssh,
     jobs: &[&Job],
     writes: &dyn Fn(&Job, &str) -> bool,
 ) {
-    let mut grant = BTreeMap::new();
-    for j in jobs {
-        for (root, server) in &j.root_servers {
-            if *server == r.server {
-                grant.insert(
-                    key(&j.name, root),
-                    j.roots[root].to_string_lossy().into_owned(),
-                );
-            }
-        }
-    }
+    let grant = policy
+        .roots_by_server()
+        .remove(&r.server)
+        .unwrap_or_default();
     let mut programs: Vec<(String, String, String)> = Vec::new();
     for j in jobs {
         for (name, c) in &j.commands {
@@ -152,14 +139,8 @@ fn over_ssh(
             ));
         }
         for (name, m) in &j.services {
-            for (what, line) in [
-                ("start", Some(&m.start)),
-                ("stop", Some(&m.stop)),
-                ("status", m.status.as_ref()),
-            ] {
-                if let Some(p) = line.and_then(|l| l.first()) {
-                    programs.push((j.name.clone(), format!("services.{name}.{what}"), p.clone()));
-                }
+            for (what, p) in m.programs() {
+                programs.push((j.name.clone(), format!("services.{name}.{what}"), p.into()));
             }
         }
     }
@@ -188,8 +169,8 @@ fn over_ssh(
     };
     for j in jobs {
         for (root, server) in j.root_servers.iter().filter(|(_, s)| **s == r.server) {
-            let c = found.roots.get(&key(&j.name, root));
-            let path = j.roots[root].to_string_lossy().into_owned();
+            let c = found.roots.get(&Policy::server_root_key(&j.name, root));
+            let path = j.on_server(root).expect("a root on a server").1.to_string();
             let rep = RootReport {
                 job: j.name.clone(),
                 root: root.clone(),

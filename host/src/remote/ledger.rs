@@ -19,7 +19,7 @@
 
 use super::Entry;
 use serde::{Deserialize, Serialize};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -94,7 +94,7 @@ pub fn start(
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(status(&dir)),
         Err(e) => return Err(format!("cannot write the ledger at {}: {e}", dir.display())),
     }
-    write_atomic(
+    crate::durable::write_whole(
         &dir.join("command.json"),
         &serde_json::to_vec(&Command { argv, cwd, env }).expect("serializable"),
     )
@@ -239,7 +239,7 @@ fn supervises(pid: u32, dir: &Path) -> bool {
 /// The supervisor (`hokan agent --supervise DIR`): runs the entry's command to its end and
 /// records how it ended. Its own errors are recorded the same way, as the command's failure.
 pub fn supervise(dir: &Path) -> std::io::Result<()> {
-    write_atomic(
+    crate::durable::write_whole(
         &dir.join("supervisor"),
         std::process::id().to_string().as_bytes(),
     )?;
@@ -251,7 +251,7 @@ pub fn supervise(dir: &Path) -> std::io::Result<()> {
             error: Some(e),
         },
     };
-    write_atomic(
+    crate::durable::write_whole(
         &dir.join("exit.json"),
         &serde_json::to_vec(&exit).expect("serializable"),
     )
@@ -276,7 +276,8 @@ fn run(dir: &Path) -> Result<Exit, String> {
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("cannot run {}: {e}", c.argv[0]))?;
-    write_atomic(&dir.join("pid"), child.id().to_string().as_bytes()).map_err(|e| e.to_string())?;
+    crate::durable::write_whole(&dir.join("pid"), child.id().to_string().as_bytes())
+        .map_err(|e| e.to_string())?;
     let out = capped(child.stdout.take().expect("piped"), dir.join("stdout"));
     let err = capped(child.stderr.take().expect("piped"), dir.join("stderr"));
     let status = child.wait().map_err(|e| e.to_string())?;
@@ -291,22 +292,9 @@ fn run(dir: &Path) -> Result<Exit, String> {
 /// Copies a stream into `to`, kept as the local transport keeps output.
 fn capped(r: impl Read + Send + 'static, to: PathBuf) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
-        let _ = write_atomic(&to, crate::execute::transport::read_capped(r).as_bytes());
+        let _ =
+            crate::durable::write_whole(&to, crate::execute::transport::read_capped(r).as_bytes());
     })
-}
-
-/// Writes a file whole or not at all: a temporary beside it, fsynced, renamed over it, and
-/// the directory fsynced, so a power cut leaves the old state or the new one.
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(d) = path.parent() {
-        std::fs::File::open(d)?.sync_all()?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -28,9 +28,6 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-/// How much of ssh's standard error a session keeps for its messages.
-const STDERR_CAP: usize = 16 << 10;
-
 /// How long a closing session waits for ssh to exit before it kills it.
 const CLOSE_WAIT: Duration = Duration::from_secs(10);
 
@@ -193,35 +190,25 @@ pub fn argv(ssh: &Ssh) -> Result<Vec<OsString>, String> {
     Ok(a)
 }
 
-/// What ssh says on standard error, kept up to [`STDERR_CAP`] while it is drained (a full
-/// pipe would stall ssh), and a signal for when it closed.
-struct Stderr {
-    text: Arc<Mutex<Vec<u8>>>,
-    closed: mpsc::Receiver<()>,
-}
+/// What ssh says on standard error, drained while it runs (a full pipe would stall it) and
+/// kept as a command's output is kept ([`crate::execute::transport::read_capped`]).
+struct Stderr(mpsc::Receiver<String>);
 
 impl Stderr {
-    fn drain(mut pipe: impl Read + Send + 'static) -> Stderr {
-        let text = Arc::new(Mutex::new(Vec::new()));
-        let (tx, closed) = mpsc::channel();
-        let keep = text.clone();
+    fn drain(pipe: impl Read + Send + 'static) -> Stderr {
+        let (tx, said) = mpsc::channel();
         std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n @ 1..) = pipe.read(&mut buf) {
-                let mut t = keep.lock().unwrap_or_else(|p| p.into_inner());
-                let room = STDERR_CAP.saturating_sub(t.len());
-                t.extend_from_slice(&buf[..n.min(room)]);
-            }
-            let _ = tx.send(());
+            let _ = tx.send(crate::execute::transport::read_capped(pipe));
         });
-        Stderr { text, closed }
+        Stderr(said)
     }
 
-    /// Everything said so far, once the pipe closed or `wait` passed.
+    /// Everything it said, once ssh closed it; nothing when that takes longer than `wait`.
     fn text(&self, wait: Duration) -> String {
-        let _ = self.closed.recv_timeout(wait);
-        let t = self.text.lock().unwrap_or_else(|p| p.into_inner());
-        String::from_utf8_lossy(&t).trim().to_string()
+        self.0
+            .recv_timeout(wait)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
     }
 }
 
@@ -356,15 +343,17 @@ impl Session {
             child.stdin.take().expect("piped"),
         );
         let watchdog = Watchdog::start(child.id(), HANDSHAKE_LIMIT);
-        match RemoteFacts::connect_granting(r, w, roots, writable, Topology::default(), 0) {
-            Ok(facts) if !watchdog.disarm() => Ok(Session {
+        let shaken = RemoteFacts::connect_granting(r, w, roots, writable, Topology::default(), 0);
+        let timed_out = watchdog.disarm();
+        match (shaken, timed_out) {
+            (Ok(facts), false) => Ok(Session {
                 server: server.into(),
                 facts: Some(facts),
                 watchdog: Some(watchdog),
                 child,
             }),
-            Ok(_) | Err(_) if watchdog.disarm() => {
-                drop(watchdog);
+            (shaken, true) => {
+                drop((shaken, watchdog));
                 wait_bounded(&mut child);
                 Err(SshError::Unreachable {
                     server: server.into(),
@@ -381,8 +370,7 @@ impl Session {
                     ),
                 })
             }
-            Ok(_) => unreachable!("disarmed above"),
-            Err(error) => {
+            (Err(error), false) => {
                 drop(watchdog);
                 let status = wait_bounded(&mut child);
                 let said = stderr.text(Duration::from_secs(2));

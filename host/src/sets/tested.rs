@@ -11,7 +11,6 @@
 //! shows, retention reads (the newest set that passed is never pruned) and alerts use.
 
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The operation name that makes an operation a restore test.
@@ -56,14 +55,9 @@ pub fn record_path(job_dir: &Path, id: &str) -> PathBuf {
 /// Records a result, replacing the set's earlier one: written under a temporary name, synced
 /// and renamed, so a record is whole or absent.
 pub fn record(job_dir: &Path, t: &Tested) -> std::io::Result<()> {
-    let path = record_path(job_dir, &t.set);
-    let tmp = job_dir.join(format!(".{}.restore-test.json.tmp", t.set));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&serde_json::to_vec_pretty(t).map_err(std::io::Error::other)?)?;
-    f.write_all(b"\n")?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, &path)?;
-    std::fs::File::open(job_dir)?.sync_all()
+    let mut json = serde_json::to_vec_pretty(t).map_err(std::io::Error::other)?;
+    json.push(b'\n');
+    crate::durable::write_whole(&record_path(job_dir, &t.set), &json)
 }
 
 /// Set `id`'s last restore test, if it had one; a record that cannot be read counts as none
