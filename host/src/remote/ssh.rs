@@ -134,16 +134,13 @@ pub enum ActionError {
 /// ssh's options that hokan sets, before the destination (see the module's documentation).
 pub fn options(ssh: &Ssh) -> Vec<OsString> {
     let mut o: Vec<OsString> = Vec::new();
-    let mut opt = |s: String| {
+    let mut opt = |s: OsString| {
         o.push("-o".into());
-        o.push(s.into());
+        o.push(s);
     };
     opt("BatchMode=yes".into());
     opt("StrictHostKeyChecking=yes".into());
-    opt(format!(
-        "UserKnownHostsFile={}",
-        config_path(&ssh.known_hosts)
-    ));
+    opt(config_path("UserKnownHostsFile=", &ssh.known_hosts));
     opt("GlobalKnownHostsFile=/dev/null".into());
     opt("UpdateHostKeys=no".into());
     opt("ConnectTimeout=15".into());
@@ -154,29 +151,39 @@ pub fn options(ssh: &Ssh) -> Vec<OsString> {
     opt("ClearAllForwardings=yes".into());
     opt("LogLevel=ERROR".into());
     if let Some(i) = &ssh.identity {
-        opt(format!("IdentityFile={}", config_path(i)));
+        opt(config_path("IdentityFile=", i));
         opt("IdentitiesOnly=yes".into());
     }
     if let Some(p) = ssh.port {
-        opt(format!("Port={p}"));
+        opt(format!("Port={p}").into());
     }
     if let Some(u) = &ssh.user {
-        opt(format!("User={u}"));
+        opt(format!("User={u}").into());
     }
     o.extend(["-T".into(), "-e".into(), "none".into()]);
     o
 }
 
-/// A path as an ssh option's value: absolute, `%` doubled (ssh expands `%` tokens in these
-/// options) and quoted when it holds spaces.
-fn config_path(p: &Path) -> String {
+/// `option` with a path as its value: absolute, `%` doubled (ssh expands `%` tokens in these
+/// options) and quoted when it holds spaces; as bytes, so a name that is not UTF-8 reaches ssh
+/// as it is.
+fn config_path(option: &str, p: &Path) -> OsString {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
     let p = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
-    let s = p.to_string_lossy().replace('%', "%%");
-    if s.contains(char::is_whitespace) {
-        format!("\"{s}\"")
-    } else {
-        s
+    let mut value = Vec::new();
+    for b in p.as_os_str().as_bytes() {
+        value.push(*b);
+        if *b == b'%' {
+            value.push(b'%');
+        }
     }
+    if value.iter().any(u8::is_ascii_whitespace) {
+        value.insert(0, b'"');
+        value.push(b'"');
+    }
+    let mut out = option.as_bytes().to_vec();
+    out.extend(value);
+    OsString::from_vec(out)
 }
 
 /// The full argv of the ssh that starts the agent. ssh hands the remote command to the login's
