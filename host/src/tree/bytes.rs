@@ -133,9 +133,23 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 /// A `/`-separated path below a root, as bytes. The empty path is the root itself. Components
 /// are never empty, `.` or `..`: a [`RelPath`] is built only by joining names read from a
 /// directory, or by [`RelPath::parse`], which checks.
-#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+///
+/// Read from JSON (a manifest, an agent's answer), it is checked as [`RelPath::parse`] checks:
+/// a peer that sends `../etc` gets an error, never a path outside the root.
+#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]
 pub struct RelPath(Bytes);
+
+impl<'de> Deserialize<'de> for RelPath {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<RelPath, D::Error> {
+        let b = Bytes::deserialize(d)?;
+        RelPath::parse(&b.0).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "`{b}` is not a path below a root (an empty, `.` or `..` component, a leading `/` or a NUL)"
+            ))
+        })
+    }
+}
 
 impl RelPath {
     /// The root itself.

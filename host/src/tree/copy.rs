@@ -65,7 +65,7 @@ pub struct LinkDest {
 }
 
 /// A file written (or linked) by a copy.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Written {
     /// Path in the destination's root.
     pub path: RelPath,
@@ -84,7 +84,7 @@ pub struct Written {
 }
 
 /// What a copy did.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Copied {
     /// Each regular file written or linked (other names of a hard-linked file not counted).
     pub files: Vec<Written>,
@@ -136,6 +136,55 @@ pub struct End<'a> {
     pub name: &'a [u8],
 }
 
+/// Where a copy's file contents come from when its source is not a directory handle here but
+/// the far end of a connection (an agent's tree, or the host's for an agent): the files are
+/// asked for once, in one list, and arrive one after the other in that order, so a copy of
+/// ten thousand small files waits for the network once, not ten thousand times.
+pub trait Feed: Send {
+    /// Asks for these files (paths relative to the copy's source), which then come in this
+    /// order. Called once per copy, possibly with none.
+    fn request(&mut self, files: &[RelPath]) -> io::Result<()>;
+    /// Writes the next file asked for, which is `path`, into the empty file `dst`, calling
+    /// `written(n)` as data is written (an error from it stops the copy). The feed checks that
+    /// what it wrote is what the sender read (their digests agree), and fails a file that
+    /// changed while it was sent.
+    fn next(
+        &mut self,
+        path: &RelPath,
+        dst: &std::fs::File,
+        written: &mut dyn FnMut(u64) -> io::Result<()>,
+    ) -> io::Result<Fetched>;
+}
+
+/// What a [`Feed`] says of a file it sent.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    /// The file's `lstat` when the sender opened it (the copy gets this metadata).
+    pub meta: Meta,
+    /// Its extended attributes.
+    pub xattrs: super::meta::Xattrs,
+    /// The digest of what was written, computed here as the bytes arrived.
+    pub digest: String,
+}
+
+/// Copies a tree that was walked elsewhere (`nodes`, [`scan::scan`]'s order, the walk
+/// [`scan::check_walk`] accepts) to `to`, which must not exist, with the contents of its
+/// regular files from `feed`. Everything else is as [`copy_tree`]: metadata, hard links,
+/// links from the previous set (whose files are never asked for), and on failure what was made
+/// is left for the caller to remove.
+pub fn copy_from_feed(
+    nodes: &[Node],
+    feed: &mut dyn Feed,
+    to: End<'_>,
+    to_path: &RelPath,
+    opts: &CopyOptions<'_>,
+) -> Result<Copied, CopyError> {
+    let root = RelPath::root();
+    scan::check_walk(nodes)
+        .map_err(|e| at(&root)(io::Error::new(io::ErrorKind::InvalidData, e)))?;
+    copy_nodes(nodes, Contents::Feed(Mutex::new(feed)), to, to_path, opts)
+}
+
 /// Copies `from` to `to`, which must not exist. `to_path` is where `to` is in its root, which
 /// names the written files and finds them in the previous set. On failure what was made is
 /// left for the caller to remove (it knows whether the top was its own).
@@ -145,7 +194,6 @@ pub fn copy_tree(
     to_path: &RelPath,
     opts: &CopyOptions<'_>,
 ) -> Result<Copied, CopyError> {
-    let root = RelPath::root();
     let scan_opts = ScanOptions {
         xattrs: Attrs::ExceptFiles,
         ..ScanOptions::default()
@@ -154,6 +202,23 @@ pub fn copy_tree(
         path: e.path,
         source: e.source,
     })?;
+    copy_nodes(&nodes, Contents::Here(from), to, to_path, opts)
+}
+
+/// Where a copy reads its files: a directory handle here, or a [`Feed`].
+enum Contents<'a, 'f> {
+    Here(End<'a>),
+    Feed(Mutex<&'f mut dyn Feed>),
+}
+
+fn copy_nodes(
+    nodes: &[Node],
+    from: Contents<'_, '_>,
+    to: End<'_>,
+    to_path: &RelPath,
+    opts: &CopyOptions<'_>,
+) -> Result<Copied, CopyError> {
+    let root = RelPath::root();
     match rustix::fs::statat(to.parent, to.name, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(_) => {
             return Err(at(&root)(io::Error::new(
@@ -169,6 +234,10 @@ pub fn copy_tree(
         .filter(|n| n.meta.kind == Kind::File && n.first.is_none())
         .map(|n| n.meta.size)
         .fold(0u64, u64::saturating_add);
+    let (here_from, feed) = match from {
+        Contents::Here(e) => (Some(e), None),
+        Contents::Feed(f) => (None, Some(f)),
+    };
     let c = Copier {
         opts,
         to,
@@ -178,13 +247,20 @@ pub fn copy_tree(
         copied: AtomicU64::new(0),
         written: Mutex::new(Vec::new()),
         warnings: Mutex::new(Vec::new()),
+        feed,
     };
     let top = &nodes[0];
-    if top.meta.kind == Kind::Dir {
-        c.tree(from, &nodes)?;
-    } else {
-        let here = Here::new(from.parent, to.parent, to_path.parent());
-        c.entry(&here, from.name, to.name, top)?;
+    match (here_from, top.meta.kind == Kind::Dir) {
+        (Some(from), true) => c.tree(Some(from), nodes)?,
+        (Some(from), false) => {
+            let here = Here::new(Some(from.parent), to.parent, to_path.parent());
+            c.entry(&here, from.name, to.name, top)?;
+        }
+        (None, true) => c.tree(None, nodes)?,
+        (None, false) => {
+            let here = Here::new(None, to.parent, to_path.parent());
+            c.fed(&[(&here, to.name, top)])?;
+        }
     }
     let mut warnings = c.warnings.into_inner().unwrap_or_else(|p| p.into_inner());
     if !opts.owners {
@@ -213,8 +289,8 @@ pub fn copy_tree(
 
 /// One directory of a copy, as its entries need it.
 struct Here<'a> {
-    /// The source directory.
-    s: BorrowedFd<'a>,
+    /// The source directory; `None` when the files come from a [`Feed`].
+    s: Option<BorrowedFd<'a>>,
     /// The destination directory.
     d: BorrowedFd<'a>,
     /// Where the destination directory is in its root: the previous set's copies are there.
@@ -226,7 +302,7 @@ struct Here<'a> {
 }
 
 impl<'a> Here<'a> {
-    fn new(s: BorrowedFd<'a>, d: BorrowedFd<'a>, in_set: RelPath) -> Self {
+    fn new(s: Option<BorrowedFd<'a>>, d: BorrowedFd<'a>, in_set: RelPath) -> Self {
         Here {
             s,
             d,
@@ -237,7 +313,7 @@ impl<'a> Here<'a> {
     }
 }
 
-struct Copier<'a> {
+struct Copier<'a, 'f> {
     opts: &'a CopyOptions<'a>,
     to: End<'a>,
     to_path: &'a RelPath,
@@ -246,9 +322,11 @@ struct Copier<'a> {
     copied: AtomicU64,
     written: Mutex<Vec<Written>>,
     warnings: Mutex<Vec<String>>,
+    /// Where the files' contents come from, when not from a source directory here.
+    feed: Option<Mutex<&'f mut dyn Feed>>,
 }
 
-impl Copier<'_> {
+impl Copier<'_, '_> {
     fn warn(&self, w: String) {
         tracing::warn!("{w}");
         self.warnings
@@ -265,7 +343,7 @@ impl Copier<'_> {
     /// 3. hard links, once every first name exists (it may be in another directory);
     /// 4. each directory gets its own metadata, children before parents, as writing into a
     ///    directory changes its mtime.
-    fn tree(&self, from: End<'_>, nodes: &[Node]) -> Result<(), CopyError> {
+    fn tree(&self, from: Option<End<'_>>, nodes: &[Node]) -> Result<(), CopyError> {
         use rayon::prelude::*;
         let top = &nodes[0];
         let mkdir = |parent: BorrowedFd<'_>, name: &[u8], path: &RelPath| {
@@ -276,10 +354,14 @@ impl Copier<'_> {
         let open = |parent: BorrowedFd<'_>, name: &[u8], path: &RelPath| {
             meta::open_dir_at(parent, name).map_err(at(path))
         };
-        let src = open(from.parent, from.name, &top.path)?;
+        let src = match from {
+            Some(from) => Some(open(from.parent, from.name, &top.path)?),
+            None => None,
+        };
         let dst = open(self.to.parent, self.to.name, &top.path)?;
         let below =
             |top: &OwnedFd, dir: &RelPath| scan::open_path(top.as_fd(), dir).map_err(at(dir));
+        let below_src = |dir: &RelPath| src.as_ref().map(|s| below(s, dir)).transpose();
         let dirs: Vec<&Node> = nodes[1..]
             .iter()
             .filter(|n| n.meta.kind == Kind::Dir)
@@ -302,24 +384,169 @@ impl Copier<'_> {
                 _ => batches.push((dir, vec![n])),
             }
         }
-        batches.par_iter().try_for_each(|(dir, batch)| {
-            let (s, d) = (below(&src, dir)?, below(&dst, dir)?);
-            self.each_in_dir(
-                &Here::new(s.as_fd(), d.as_fd(), dir.under(self.to_path)),
-                batch,
-            )
-        })?;
+        if src.is_some() {
+            batches.par_iter().try_for_each(|(dir, batch)| {
+                let (s, d) = (below_src(dir)?, below(&dst, dir)?);
+                self.each_in_dir(
+                    &Here::new(
+                        s.as_ref().map(|s| s.as_fd()),
+                        d.as_fd(),
+                        dir.under(self.to_path),
+                    ),
+                    batch,
+                )
+            })?;
+        } else {
+            let opened = batches
+                .iter()
+                .map(|(dir, _)| Ok((below(&dst, dir)?, dir)))
+                .collect::<Result<Vec<_>, CopyError>>()?;
+            let heres: Vec<Here<'_>> = opened
+                .iter()
+                .map(|(d, dir)| Here::new(None, d.as_fd(), dir.under(self.to_path)))
+                .collect();
+            let mut files = Vec::new();
+            for (here, (_, batch)) in heres.iter().zip(&batches) {
+                for n in batch {
+                    let name = n.path.file_name();
+                    if n.meta.kind == Kind::File {
+                        files.push((here, name, *n));
+                    } else {
+                        self.entry(here, name, name, n)?;
+                    }
+                }
+            }
+            self.fed(&files)?;
+        }
         for n in links {
             let dir = n.path.parent();
-            let (s, d) = (below(&src, &dir)?, below(&dst, &dir)?);
+            let (s, d) = (below_src(&dir)?, below(&dst, &dir)?);
             let name = n.path.file_name();
-            let here = Here::new(s.as_fd(), d.as_fd(), dir.under(self.to_path));
+            let here = Here::new(
+                s.as_ref().map(|s| s.as_fd()),
+                d.as_fd(),
+                dir.under(self.to_path),
+            );
             self.entry(&here, name, name, n)?;
         }
         for n in dirs.iter().rev() {
             self.finish_dir(below(&dst, &n.path)?.as_fd(), n)?;
         }
         self.finish_dir(dst.as_fd(), top)
+    }
+
+    /// Regular files whose contents come from the feed: those unchanged since the previous set
+    /// are linked from it first and never asked for; the rest are asked for in one list and
+    /// written as they arrive, in its order.
+    fn fed(&self, files: &[(&Here<'_>, &[u8], &Node)]) -> Result<(), CopyError> {
+        let feed = self.feed.as_ref().expect("a fed copy has a feed");
+        let mut feed = feed.lock().unwrap_or_else(|p| p.into_inner());
+        let mut wanted = Vec::new();
+        for &(here, name, n) in files {
+            let path = n.path.under(self.to_path);
+            match self.link(here, &path, &n.meta, name).map_err(at(&n.path))? {
+                Some(w) => self.wrote(w),
+                None => wanted.push((here, name, n)),
+            }
+        }
+        let paths: Vec<RelPath> = wanted.iter().map(|(_, _, n)| n.path.clone()).collect();
+        feed.request(&paths).map_err(at(&RelPath::root()))?;
+        for (here, name, n) in wanted {
+            self.before_file(&n.path)?;
+            let w = self
+                .fed_file(&mut **feed, here, name, n)
+                .map_err(at(&n.path))?;
+            self.wrote(w);
+        }
+        Ok(())
+    }
+
+    /// One file from the feed, written as `name` in `here`'s destination.
+    fn fed_file(
+        &self,
+        feed: &mut dyn Feed,
+        here: &Here<'_>,
+        name: &[u8],
+        n: &Node,
+    ) -> io::Result<Written> {
+        let d = here.d;
+        let created = here.creating.lock().unwrap_or_else(|p| p.into_inner());
+        let dst: std::fs::File = rustix::fs::openat(
+            d,
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )?
+        .into();
+        drop(created);
+        let got = feed.next(&n.path, &dst, &mut |bytes| self.spend(bytes))?;
+        if got.meta.kind != Kind::File {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "it was a file when listed, and is a {} now",
+                    got.meta.kind.describe()
+                ),
+            ));
+        }
+        digest::start_writeback(&dst);
+        let node = Node {
+            xattrs: got.xattrs,
+            meta: got.meta.clone(),
+            ..n.clone()
+        };
+        meta::apply_fd(dst.as_fd(), &got.meta, self.opts.owners, || {
+            self.set_xattrs(d, name, &node)
+        })?;
+        Ok(Written {
+            path: n.path.under(self.to_path),
+            size: got.meta.size,
+            mtime: got.meta.mtime,
+            digest: got.digest,
+            linked: false,
+            source: Source {
+                ino: got.meta.ino,
+                ctime: got.meta.ctime,
+            },
+            ino: meta::stat_fd(&dst)?.ino,
+        })
+    }
+
+    /// Counts bytes about to be written against the test seam's space.
+    fn spend(&self, bytes: u64) -> io::Result<()> {
+        match self.opts.space_left {
+            Some(left) => left
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| {
+                    l.checked_sub(bytes)
+                })
+                .map(drop)
+                .map_err(|_| io::Error::from_raw_os_error(libc::ENOSPC)),
+            None => Ok(()),
+        }
+    }
+
+    /// A copy stops at its step's time limit, between files.
+    fn before_file(&self, path: &RelPath) -> Result<(), CopyError> {
+        if self.opts.deadline.is_some_and(|t| Instant::now() > t) {
+            return Err(at(path)(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the step's time limit ran out",
+            )));
+        }
+        Ok(())
+    }
+
+    /// A file written or linked: counted, reported, kept for the copy's result.
+    fn wrote(&self, w: Written) {
+        let now = self.done.fetch_add(w.size, Ordering::Relaxed) + w.size;
+        (self.opts.progress)(now.min(self.total), self.total);
+        if !w.linked {
+            self.copied.fetch_add(w.size, Ordering::Relaxed);
+        }
+        self.written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(w);
     }
 
     /// The entries of one directory (no hard links): regular files in parallel, then the
@@ -429,23 +656,11 @@ impl Copier<'_> {
 
     /// Copies (or links) one regular file.
     fn file(&self, here: &Here<'_>, sname: &[u8], dname: &[u8], n: &Node) -> Result<(), CopyError> {
-        let err = at(&n.path);
-        if self.opts.deadline.is_some_and(|t| Instant::now() > t) {
-            return Err(err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the step's time limit ran out",
-            )));
-        }
-        let w = self.file_inner(here, sname, dname, n).map_err(err)?;
-        let now = self.done.fetch_add(w.size, Ordering::Relaxed) + w.size;
-        (self.opts.progress)(now.min(self.total), self.total);
-        if !w.linked {
-            self.copied.fetch_add(w.size, Ordering::Relaxed);
-        }
-        self.written
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(w);
+        self.before_file(&n.path)?;
+        let w = self
+            .file_inner(here, sname, dname, n)
+            .map_err(at(&n.path))?;
+        self.wrote(w);
         Ok(())
     }
 
@@ -464,7 +679,11 @@ impl Copier<'_> {
         if let Some(w) = self.link(here, &path, &n.meta, dname)? {
             return Ok(w);
         }
-        let (s, d) = (here.s, here.d);
+        let Some(s) = here.s else {
+            // A fed copy asks its feed for every file (`fed`).
+            return Err(io::Error::other("a file to copy with no source"));
+        };
+        let d = here.d;
         let (src, st) = meta::open_file_at(s, sname)?;
         let source = Source {
             ino: st.ino,
@@ -480,24 +699,9 @@ impl Copier<'_> {
         )?
         .into();
         drop(created);
-        let (digest, _) = digest::copy(&src, &dst, st.size, |bytes| match self.opts.space_left {
-            Some(left) => left
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| {
-                    l.checked_sub(bytes)
-                })
-                .map(drop)
-                .map_err(|_| io::Error::from_raw_os_error(libc::ENOSPC)),
-            None => Ok(()),
-        })?;
+        let (digest, _) = digest::copy(&src, &dst, st.size, |bytes| self.spend(bytes))?;
         digest::start_writeback(&dst);
-        let after = meta::stat_fd(&src)?;
-        if (after.size, after.mtime, after.ctime) != (st.size, st.mtime, st.ctime) {
-            return Err(io::Error::other(format!(
-                "the file changed while it was copied ({} bytes, mtime {}, then {} bytes, mtime {}); \
-                 a copy of a file being written is not a backup: stop what writes it and run again",
-                st.size, st.mtime, after.size, after.mtime
-            )));
-        }
+        still_as_opened(&src, &st)?;
         let node = Node {
             xattrs,
             meta: st.clone(),
@@ -592,6 +796,20 @@ impl Copier<'_> {
             Err(_) => Ok(None),
         }
     }
+}
+
+/// Fails when the file open as `f` is no longer what its `lstat` `st` said when it was opened
+/// and read: a copy of a file being written is not a backup, here or on an agent.
+pub fn still_as_opened(f: &std::fs::File, st: &Meta) -> io::Result<()> {
+    let after = meta::stat_fd(f)?;
+    if (after.size, after.mtime, after.ctime) != (st.size, st.mtime, st.ctime) {
+        return Err(io::Error::other(format!(
+            "the file changed while it was copied ({} bytes, mtime {}, then {} bytes, mtime {}); \
+             a copy of a file being written is not a backup: stop what writes it and run again",
+            st.size, st.mtime, after.size, after.mtime
+        )));
+    }
+    Ok(())
 }
 
 /// Removes `name` in `dir` and everything below it, making read-only directories writable on

@@ -134,15 +134,89 @@ fn hasher(size: u64) -> blake3::Hasher {
 
 /// The digest of the first `size` bytes of `f` (hex).
 pub fn digest(f: &File, size: u64) -> io::Result<String> {
+    blocks(f, size, |_, _| Ok(()))
+}
+
+/// Reads the first `size` bytes of `f` as the digest does, hands each block that is not all
+/// zeros to `each(block index, bytes)` (an agent sends them so), and returns the digest. What
+/// `each` is given, fed to a [`Sink`] of the same size, rebuilds the file and its digest.
+pub fn blocks(
+    f: &File,
+    size: u64,
+    mut each: impl FnMut(u64, &[u8]) -> io::Result<()>,
+) -> io::Result<String> {
     let mut h = hasher(size);
     with_buffers(|buf, _| {
         for_each_block(f, size, buf, |i, b| {
+            each(i, b)?;
             h.update(&i.to_le_bytes());
             h.update(b);
             Ok(())
         })
     })?;
     Ok(h.finalize().to_hex().to_string())
+}
+
+/// A file of `size` bytes being written from blocks that arrive over a connection (what
+/// [`blocks`] handed out on the other side), hashed as they arrive: the digest is the one
+/// [`digest`] gives for the file written, whatever the sender claims.
+pub struct Sink<'a> {
+    to: &'a File,
+    size: u64,
+    h: blake3::Hasher,
+    /// The first block index still allowed (blocks come in order, each once).
+    next: u64,
+    /// Where the data written so far ends.
+    end: u64,
+}
+
+impl<'a> Sink<'a> {
+    /// Writes into the empty file `to`, which will be `size` bytes long.
+    pub fn new(to: &'a File, size: u64) -> Sink<'a> {
+        Sink {
+            to,
+            size,
+            h: hasher(size),
+            next: 0,
+            end: 0,
+        }
+    }
+
+    /// Block `i`: it must come after the blocks before it and be as long as block `i` of a
+    /// file of this size is. A block of zeros is a hole, neither written nor hashed.
+    pub fn block(&mut self, i: u64, b: &[u8]) -> io::Result<()> {
+        let at = i.checked_mul(BLOCK).filter(|at| *at < self.size);
+        let want = at.map(|at| (self.size - at).min(BLOCK));
+        if i < self.next || want != Some(b.len() as u64) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "block {i} of {} bytes does not belong in a file of {} bytes after block {}",
+                    b.len(),
+                    self.size,
+                    self.next.saturating_sub(1)
+                ),
+            ));
+        }
+        self.next = i + 1;
+        if is_zero(b) {
+            return Ok(());
+        }
+        let at = i * BLOCK;
+        self.to.write_all_at(b, at)?;
+        self.end = at + b.len() as u64;
+        self.h.update(&i.to_le_bytes());
+        self.h.update(b);
+        Ok(())
+    }
+
+    /// The file given its full length (it may end in a hole); its digest.
+    pub fn finish(self) -> io::Result<String> {
+        if self.end < self.size {
+            self.to.set_len(self.size)?;
+        }
+        Ok(self.h.finalize().to_hex().to_string())
+    }
 }
 
 /// The digest of bytes in memory, as [`digest`] would give for a file holding them.
@@ -291,6 +365,45 @@ mod tests {
             digest_bytes(b""),
             digest(&File::open(&dense).unwrap(), 0).unwrap()
         );
+    }
+
+    #[test]
+    fn blocks_handed_out_rebuild_the_file_and_its_digest_and_a_stray_block_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let bytes = [vec![5u8; 10], vec![0u8; 2 * BLOCK as usize], vec![9u8; 77]].concat();
+        let src = tmp.path().join("src");
+        std::fs::write(&src, &bytes).unwrap();
+        let f = File::open(&src).unwrap();
+        let mut sent = Vec::new();
+        let d = blocks(&f, bytes.len() as u64, |i, b| {
+            sent.push((i, b.to_vec()));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(d, digest_bytes(&bytes));
+        assert_eq!(
+            sent.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+            [0, 2],
+            "the block of zeros is not sent"
+        );
+        let out = File::create_new(tmp.path().join("dst")).unwrap();
+        let mut sink = Sink::new(&out, bytes.len() as u64);
+        for (i, b) in &sent {
+            sink.block(*i, b).unwrap();
+        }
+        assert_eq!(sink.finish().unwrap(), d);
+        assert_eq!(std::fs::read(tmp.path().join("dst")).unwrap(), bytes);
+
+        // Out of order, twice, too long, past the end: a confused sender is refused.
+        let out = File::create_new(tmp.path().join("bad")).unwrap();
+        let mut sink = Sink::new(&out, bytes.len() as u64);
+        sink.block(2, &sent[1].1).unwrap();
+        assert!(sink.block(0, &sent[0].1).is_err());
+        assert!(sink.block(2, &sent[1].1).is_err());
+        assert!(sink.block(3, b"x").is_err());
+        let mut sink = Sink::new(&out, 10);
+        assert!(sink.block(0, &[1u8; 11]).is_err());
+        assert!(sink.block(u64::MAX, b"x").is_err());
     }
 
     #[test]

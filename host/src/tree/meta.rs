@@ -70,7 +70,7 @@ impl Kind {
 }
 
 /// One `lstat`, in the units the manifest keeps.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Meta {
     /// The kind.
     pub kind: Kind,

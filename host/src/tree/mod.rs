@@ -11,10 +11,11 @@ pub mod scan;
 
 pub use bytes::{Bytes, RelPath};
 pub use copy::{
-    Copied, CopyError, CopyOptions, End, LinkDest, PrevFile, Source, Written, copy_tree,
+    Copied, CopyError, CopyOptions, End, Feed, Fetched, LinkDest, PrevFile, Source, Written,
+    copy_from_feed, copy_tree,
 };
 pub use meta::{Kind, Meta, Time, Xattrs};
-pub use scan::{Attrs, Node, ScanError, ScanOptions, scan};
+pub use scan::{Attrs, Node, ScanError, ScanOptions, check_walk, scan};
 
 /// How two entries that should be the same differ, one phrase each; empty when they do not.
 /// `want` is what should be there (the source, or the manifest), `have` what is. Owners are

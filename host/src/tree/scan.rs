@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 
-/// One entry of a tree.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One entry of a tree (also as an agent sends it: [`crate::remote`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Node {
     /// Where, relative to the walk's top (the top itself is the empty path).
     pub path: RelPath,
@@ -35,7 +35,8 @@ pub struct ScanError {
 }
 
 /// Whose extended attributes a walk reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Attrs {
     /// Nobody's: a walk that compares stats only (ctime moves on every attribute change).
     None,
@@ -275,6 +276,62 @@ pub fn symlinks(parent: BorrowedFd<'_>, name: &[u8]) -> Result<Vec<(RelPath, Byt
     Ok(out)
 }
 
+/// Whether `nodes` is a walk as [`scan`] makes it, for a walk that arrived over a connection
+/// and will be re-created here: the top first (the empty path), every other entry below a
+/// directory listed before it, each path once, hard links only to a file listed before them,
+/// and only a directory has entries below it. `Err` says what is wrong, naming the entry.
+pub fn check_walk(nodes: &[Node]) -> Result<(), String> {
+    let Some(top) = nodes.first() else {
+        return Err("the walk is empty: not even its top is listed".into());
+    };
+    if !top.path.is_empty() {
+        return Err(format!("the walk starts at {}, not at its top", top.path));
+    }
+    if top.meta.kind != Kind::Dir && nodes.len() > 1 {
+        return Err(format!(
+            "the top is a {} but has entries below it",
+            top.meta.kind.describe()
+        ));
+    }
+    let mut seen: HashMap<&RelPath, &Node> = HashMap::with_capacity(nodes.len());
+    seen.insert(&top.path, top);
+    for n in &nodes[1..] {
+        if n.path.is_empty() {
+            return Err("the top is listed twice".into());
+        }
+        match seen.get(&n.path.parent()) {
+            Some(p) if p.meta.kind == Kind::Dir => {}
+            Some(p) => {
+                return Err(format!(
+                    "{} is below {}, which is a {}",
+                    n.path,
+                    p.path,
+                    p.meta.kind.describe()
+                ));
+            }
+            None => return Err(format!("{} comes before its directory", n.path)),
+        }
+        if let Some(first) = &n.first {
+            match seen.get(first) {
+                Some(f) if f.meta.kind == Kind::File && f.first.is_none() => {}
+                _ => {
+                    return Err(format!(
+                        "{} is a hard link to {first}, which is not a file listed before it",
+                        n.path
+                    ));
+                }
+            }
+        }
+        if n.meta.kind == Kind::Symlink && n.target.is_none() {
+            return Err(format!("{} is a symbolic link without a target", n.path));
+        }
+        if seen.insert(&n.path, n).is_some() {
+            return Err(format!("{} is listed twice", n.path));
+        }
+    }
+    Ok(())
+}
+
 /// Opens the directory `path` below `dir` one component at a time, each with `O_NOFOLLOW`.
 pub fn open_path(dir: BorrowedFd<'_>, path: &RelPath) -> io::Result<std::os::fd::OwnedFd> {
     let mut fd = rustix::io::fcntl_dupfd_cloexec(dir, 0)?;
@@ -431,5 +488,74 @@ mod tests {
         let last = nodes.last().unwrap();
         assert!(last.path.as_bytes().len() > 5000);
         assert!(last.path.as_bytes().ends_with(b"/deep"));
+    }
+
+    #[test]
+    fn a_walk_from_elsewhere_is_taken_only_in_the_shape_scan_makes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path().join("top");
+        std::fs::create_dir_all(d.join("dir")).unwrap();
+        std::fs::write(d.join("dir/f"), b"1").unwrap();
+        std::fs::hard_link(d.join("dir/f"), d.join("g")).unwrap();
+        std::os::unix::fs::symlink("dir/f", d.join("l")).unwrap();
+        let root = rustix::fs::open(
+            tmp.path(),
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
+            rustix::fs::Mode::empty(),
+        )
+        .unwrap();
+        let none = |_: &RelPath| false;
+        let opts = ScanOptions {
+            xattrs: Attrs::None,
+            skip: &none,
+        };
+        let walk = scan(root.as_fd(), b"top", opts).unwrap();
+        check_walk(&walk).unwrap();
+        let at = |p: &str| walk.iter().position(|n| n.path.to_string() == p).unwrap();
+        let refused = |nodes: Vec<Node>| check_walk(&nodes).unwrap_err();
+
+        assert!(refused(Vec::new()).contains("empty"));
+        assert!(refused(walk[1..].to_vec()).contains("not at its top"));
+        let mut twice = walk.clone();
+        twice.push(walk[0].clone());
+        assert!(refused(twice).contains("top is listed twice"));
+        let mut again = walk.clone();
+        again.push(walk[at("dir")].clone());
+        assert!(refused(again).contains("dir is listed twice"));
+        // An entry before its directory, and one below a file.
+        let mut early = walk.clone();
+        let f = early.remove(at("dir/f"));
+        early.insert(1, f);
+        assert!(refused(early).contains("dir/f comes before its directory"));
+        let mut below = walk.clone();
+        let mut n = walk[at("dir/f")].clone();
+        n.path = RelPath::from("l/x");
+        below.push(n);
+        assert!(refused(below).contains("l/x is below l, which is a"));
+        // A hard link to what is not a file listed before it.
+        let (first, link) = {
+            let g = &walk[at("g")];
+            let f = &walk[at("dir/f")];
+            if g.first.is_some() {
+                (at("dir/f"), at("g"))
+            } else {
+                assert!(f.first.is_some());
+                (at("g"), at("dir/f"))
+            }
+        };
+        let mut dangling = walk.clone();
+        dangling[link].first = Some(RelPath::from("dir"));
+        assert!(refused(dangling).contains("which is not a file listed before it"));
+        let mut swapped = walk.clone();
+        swapped.swap(first, link);
+        assert!(check_walk(&swapped).is_err());
+        // A symbolic link with nothing to point at.
+        let mut blank = walk.clone();
+        blank[at("l")].target = None;
+        assert!(refused(blank).contains("l is a symbolic link without a target"));
+        // A top that is not a directory but has entries.
+        let mut flat = walk.clone();
+        flat[0].meta.kind = Kind::File;
+        assert!(refused(flat).contains("the top is a"));
     }
 }
