@@ -110,8 +110,10 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
                     .clone()
                     .unwrap_or_else(hokan::remote::ledger::default_dir),
             )?;
-            let (stdin, stdout) = (std::io::stdin(), std::io::stdout());
-            hokan::remote::agent::serve(stdin.lock(), stdout.lock(), &ledger)?;
+            // Buffered: a copy's chunks are many small frames.
+            let stdin = std::io::BufReader::with_capacity(1 << 18, std::io::stdin());
+            let stdout = std::io::BufWriter::with_capacity(1 << 18, std::io::stdout());
+            hokan::remote::agent::serve(stdin, stdout, &ledger)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Schedule {

@@ -17,7 +17,11 @@ use std::path::{Path, PathBuf};
 /// Serves one host over `(r, w)` until it closes the connection, keeping the commands it
 /// starts in the ledger at `ledger`. A handshake it refuses is answered with the reason, then
 /// returned as an error.
-pub fn serve(mut r: impl Read, mut w: impl Write, ledger: &Path) -> Result<(), RemoteError> {
+pub fn serve(
+    mut r: impl Read + Send,
+    mut w: impl Write + Send,
+    ledger: &Path,
+) -> Result<(), RemoteError> {
     let Some(hello) = read_frame::<Hello>(&mut r)? else {
         return Ok(());
     };
@@ -41,18 +45,91 @@ pub fn serve(mut r: impl Read, mut w: impl Write, ledger: &Path) -> Result<(), R
         },
     )?;
     while let Some(q) = read_frame::<Request>(&mut r)? {
-        write_frame(&mut w, &answer(&served, ledger, q))?;
+        match q {
+            // Streams: the files' chunks are the answer.
+            Request::SendFiles { at, files } => {
+                super::stream::send_files(&served.all, &at, &files, &mut w)?;
+            }
+            Request::ReceiveTree { from, to, nodes } => {
+                let reply = receive(&served, &mut r, &mut w, &from, &to, &nodes)?;
+                write_frame(&mut w, &reply)?;
+            }
+            q => write_frame(&mut w, &answer(&served, ledger, q))?,
+        }
     }
     Ok(())
+}
+
+/// Makes the host's tree `nodes` at `to` with the files' contents the host sends; a copy
+/// that fails is removed and answered as failed, once what the host still sends is read.
+fn receive(
+    served: &Served,
+    r: &mut (impl Read + Send),
+    w: &mut (impl Write + Send),
+    from: &crate::plan::Location,
+    to: &crate::plan::Location,
+    nodes: &[crate::tree::Node],
+) -> Result<Reply, RemoteError> {
+    if let Some(refused) = served.read_only(to) {
+        return Ok(refused);
+    }
+    let mut feed = super::stream::Receiving::new(r, w, super::stream::Ask::Host, &|| {});
+    let copied = crate::execute::fs::copy_from_feed(
+        &served.writable,
+        nodes,
+        &mut feed,
+        ("the host", from),
+        to,
+        &copy_options(),
+    );
+    match copied {
+        Ok(c) => Ok(Reply::Copied(c)),
+        Err(e) => {
+            if feed.asked() && !feed.drain() {
+                return Err(RemoteError::Garbled(format!(
+                    "the host's files stopped in the middle of a copy to {to}"
+                )));
+            }
+            Ok(Reply::ActionFailed(e.to_string()))
+        }
+    }
+}
+
+/// How the agent copies: owners kept when it runs as root, no time limit of its own (the
+/// host's step limit closes the connection).
+fn copy_options() -> crate::tree::CopyOptions<'static> {
+    crate::tree::CopyOptions {
+        link_dest: None,
+        progress: &|_, _| {},
+        deadline: None,
+        space_left: None,
+        owners: crate::tree::meta::is_root(),
+    }
 }
 
 /// What one connection may see and change.
 struct Served {
     /// Every granted root, for facts (read-only).
     facts: RealFacts,
+    /// Every granted root that could be opened, for walks, digests and the sending side of
+    /// copies (a root missing on this server is named by the error of whatever asks for it).
+    all: Roots,
     /// The writable ones, opened for the file actions, through the same code as the host's
     /// own file actions on local roots.
     writable: Roots,
+}
+
+impl Served {
+    /// A refusal when `at` is in a granted root the host did not grant for writing.
+    fn read_only(&self, at: &crate::plan::Location) -> Option<Reply> {
+        (!self.writable.0.contains_key(&at.root) && self.facts.root_names().any(|r| r == at.root))
+            .then(|| {
+                Reply::ActionFailed(format!(
+                    "{at}: the root `{}` is read-only to this connection",
+                    at.root
+                ))
+            })
+    }
 }
 
 /// The roots of a handshake this agent accepts, opened.
@@ -82,7 +159,14 @@ fn open(hello: &Hello) -> Result<Served, String> {
         };
         writable.insert(name.clone(), PathBuf::from(path));
     }
+    let mut all = Roots::default();
+    for (name, path) in &roots {
+        if let Ok(mut one) = Roots::open(&BTreeMap::from([(name.clone(), path.clone())])) {
+            all.0.append(&mut one.0);
+        }
+    }
     Ok(Served {
+        all,
         facts: RealFacts::open(roots, Topology::default()).map_err(|e| e.to_string())?,
         writable: Roots::open(&writable).map_err(|e| e.to_string())?,
     })
@@ -97,24 +181,26 @@ fn answer(served: &Served, ledger: &Path, q: Request) -> Reply {
         Ok(r.map_or_else(|e| Reply::ActionFailed(e.to_string()), Reply::Done))
     };
     // A granted root the host did not grant for writing is named as such.
-    let read_only = |at: &crate::plan::Location| {
-        (!roots.0.contains_key(&at.root) && f.root_names().any(|r| r == at.root)).then(|| {
-            Reply::ActionFailed(format!(
-                "{at}: the root `{}` is read-only to this connection",
-                at.root
-            ))
-        })
-    };
     let touched = match &q {
-        Request::WriteFile { at, .. } | Request::Remove { at } | Request::EnsureDir { at } => {
-            vec![at]
-        }
+        Request::WriteFile { at, .. }
+        | Request::Remove { at }
+        | Request::EnsureDir { at }
+        | Request::RemoveFiles { dir: at, .. }
+        | Request::CopyTree { to: at, .. } => vec![at],
         Request::Rename { from, to } => vec![from, to],
         _ => vec![],
     };
-    if let Some(refused) = touched.into_iter().find_map(read_only) {
+    if let Some(refused) = touched.into_iter().find_map(|at| served.read_only(at)) {
         return refused;
     }
+    // A walk, digest or copy that failed: not there, or why not.
+    let fs_failed = |e: crate::execute::fs::FsError| {
+        if e.source.kind() == std::io::ErrorKind::NotFound {
+            Reply::NotFound(e.to_string())
+        } else {
+            Reply::ActionFailed(e.to_string())
+        }
+    };
     // A ledger request is answered with an entry, even when it failed: an error reply is the
     // connection's, which the host retries.
     let entry = |e: Result<super::Entry, String>| {
@@ -143,6 +229,34 @@ fn answer(served: &Served, ledger: &Path, q: Request) -> Reply {
         Request::Remove { at } => action(roots.remove(&at)),
         Request::Rename { from, to } => action(roots.rename(&from, &to).map(|()| true)),
         Request::EnsureDir { at } => action(roots.ensure_dir(&at)),
+        Request::Scan { at, xattrs } => Ok(served
+            .all
+            .scan(&at, xattrs)
+            .map_or_else(fs_failed, Reply::Nodes)),
+        Request::Digest { at, rel, size } => Ok(served
+            .all
+            .digest(&at, &rel, size)
+            .map_or_else(fs_failed, Reply::Digest)),
+        Request::RemoveFiles {
+            dir,
+            patterns,
+            except,
+            ignore_case,
+        } => Ok(roots
+            .remove_files(&dir, |name| {
+                crate::plan::pattern::selects(&patterns, &except, name, ignore_case)
+            })
+            .map_or_else(fs_failed, Reply::Removed)),
+        Request::CopyTree { from, to } => {
+            Ok(
+                crate::execute::fs::copy_tree(&served.all, &from, &to, &copy_options())
+                    .map_or_else(fs_failed, Reply::Copied),
+            )
+        }
+        // Streams are served by `serve`, which has the connection.
+        Request::SendFiles { .. } | Request::ReceiveTree { .. } => {
+            Ok(Reply::ActionFailed("a stream is not a question".into()))
+        }
     };
     r.unwrap_or_else(Reply::Error)
 }
@@ -248,6 +362,278 @@ mod tests {
         );
         drop(remote);
         t.join().unwrap().unwrap();
+    }
+
+    /// A tree with what a copy must keep: a hole, a name that is not UTF-8, a hard link, a
+    /// symbolic link, an empty directory, odd modes and times.
+    fn awkward_tree(top: &Path) {
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(top.join("sub/empty")).unwrap();
+        let sparse = std::fs::File::create(top.join("sparse.db")).unwrap();
+        sparse.set_len(8 << 20).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&sparse, b"page", 5 << 20).unwrap();
+        drop(sparse);
+        let odd = top.join(std::ffi::OsStr::from_bytes(b"sub/\x83e\x83X\x83g.eml"));
+        std::fs::write(&odd, b"Shift_JIS name").unwrap();
+        std::fs::hard_link(&odd, top.join("sub/again.eml")).unwrap();
+        std::os::unix::fs::symlink("sparse.db", top.join("link")).unwrap();
+        std::fs::write(top.join("ro.txt"), vec![b'x'; 200_000]).unwrap();
+        std::fs::set_permissions(top.join("ro.txt"), std::fs::Permissions::from_mode(0o440))
+            .unwrap();
+        let t = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::new(1_500_000_000, 7);
+        std::fs::File::options()
+            .write(true)
+            .open(top.join("sub/again.eml"))
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+    }
+
+    /// Every entry below `top` as a restore must bring it back.
+    fn described(top: &Path) -> Vec<(Vec<u8>, String)> {
+        let roots = Roots::open(&BTreeMap::from([("t".to_string(), top.to_path_buf())])).unwrap();
+        roots
+            .scan(&Location::new("t", ""), crate::tree::Attrs::All)
+            .unwrap()
+            .into_iter()
+            .filter(|n| !n.path.is_empty())
+            .map(|n| {
+                let m = &n.meta;
+                let digest = (m.kind == crate::tree::Kind::File).then(|| {
+                    roots
+                        .digest(&Location::new("t", ""), &n.path, m.size)
+                        .unwrap()
+                });
+                let mtime = (m.kind != crate::tree::Kind::Dir).then_some(m.mtime);
+                (
+                    n.path.as_bytes().to_vec(),
+                    format!(
+                        "{:?} {:o} {} {mtime:?} {:?} {:?} {digest:?} nlink {}",
+                        m.kind, m.mode, m.size, n.target, n.xattrs, m.nlink
+                    ),
+                )
+            })
+            .collect()
+    }
+
+    fn granting(
+        host: UnixStream,
+        roots: &[(&str, &Path)],
+        writable: &[&str],
+    ) -> RemoteFacts<UnixStream, UnixStream> {
+        RemoteFacts::connect_granting(
+            host.try_clone().unwrap(),
+            host,
+            roots
+                .iter()
+                .map(|(n, p)| (n.to_string(), p.to_string_lossy().into_owned()))
+                .collect(),
+            writable.iter().map(|w| w.to_string()).collect(),
+            Topology::default(),
+            0,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn trees_cross_the_connection_both_ways_and_within_a_server_with_everything_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (server, host_dir) = (tmp.path().join("server"), tmp.path().join("host"));
+        std::fs::create_dir_all(server.join("data/mw")).unwrap();
+        std::fs::create_dir_all(&host_dir).unwrap();
+        awkward_tree(&server.join("data/mw"));
+        let (sock, t) = agent();
+        let remote = granting(sock, &[("data", &server.join("data"))], &["data"]);
+        let host = Roots::open(&BTreeMap::from([("set".to_string(), host_dir.clone())])).unwrap();
+        let none = &|_: u64, _: u64| {};
+        let opts = crate::tree::CopyOptions {
+            link_dest: None,
+            progress: none,
+            deadline: None,
+            space_left: None,
+            owners: crate::tree::meta::is_root(),
+        };
+        let ticks = std::sync::atomic::AtomicU64::new(0);
+        let tick = || {
+            ticks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        };
+        // Server to host: what arrives is what is there, hole and all.
+        let copied = remote
+            .copy_here(
+                &Location::new("data", "mw"),
+                &host,
+                &Location::new("set", "data"),
+                &opts,
+                &tick,
+            )
+            .unwrap();
+        assert_eq!(
+            described(&host_dir.join("data")),
+            described(&server.join("data/mw"))
+        );
+        assert!(ticks.load(std::sync::atomic::Ordering::Relaxed) > 4);
+        use std::os::unix::fs::MetadataExt;
+        let sparse = std::fs::metadata(host_dir.join("data/sparse.db")).unwrap();
+        assert!(sparse.blocks() * 512 < 1 << 20, "the hole was written");
+        let big = copied
+            .files
+            .iter()
+            .find(|w| w.path == "data/sparse.db".into())
+            .unwrap();
+        assert_eq!(big.size, 8 << 20);
+        // Bytes are counted by file size, each hard-linked file once.
+        assert_eq!(copied.bytes, 200_000 + 14 + (8 << 20));
+
+        // Host to server, into a place that does not exist yet; then within the server.
+        let c = remote
+            .copy_there(
+                &host,
+                &Location::new("set", "data"),
+                &Location::new("data", "back/mw"),
+                &tick,
+            )
+            .unwrap();
+        assert_eq!(c.files.len(), 3, "one per inode: {c:?}");
+        assert_eq!(
+            described(&server.join("data/back/mw")),
+            described(&server.join("data/mw"))
+        );
+        remote
+            .copy_within(&Location::new("data", "mw"), &Location::new("data", "copy"))
+            .unwrap();
+        assert_eq!(
+            described(&server.join("data/copy")),
+            described(&server.join("data/mw"))
+        );
+
+        // Never over what is there; and after a refusal the connection is still in step.
+        let e = remote
+            .copy_there(
+                &host,
+                &Location::new("set", "data"),
+                &Location::new("data", "mw"),
+                &tick,
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("already exists"), "{e}");
+        let e = remote
+            .copy_here(
+                &Location::new("data", "mw"),
+                &host,
+                &Location::new("set", "data"),
+                &opts,
+                &tick,
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("already exists"), "{e}");
+        assert_eq!(remote.exists(&Location::new("data", "copy")), Ok(true));
+        // A source that is gone says so by its kind.
+        let e = remote
+            .scan(&Location::new("data", "nothing"), crate::tree::Attrs::None)
+            .unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{e}");
+        drop(remote);
+        t.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn a_read_only_root_takes_no_copy_and_a_hostile_walk_is_refused_whole() {
+        let tmp = tempfile::tempdir().unwrap();
+        let server = tmp.path().join("server");
+        std::fs::create_dir_all(server.join("data")).unwrap();
+        std::fs::create_dir_all(server.join("conf")).unwrap();
+        std::fs::write(tmp.path().join("secret"), b"outside").unwrap();
+        let host_dir = tmp.path().join("host");
+        std::fs::create_dir_all(host_dir.join("set/d")).unwrap();
+        std::fs::write(host_dir.join("set/d/a"), b"a").unwrap();
+        let host =
+            Roots::open(&BTreeMap::from([("set".to_string(), host_dir.join("set"))])).unwrap();
+        let (sock, t) = agent();
+        let remote = granting(
+            sock,
+            &[
+                ("data", &server.join("data")),
+                ("conf", &server.join("conf")),
+            ],
+            &["data"],
+        );
+        let e = remote
+            .copy_there(
+                &host,
+                &Location::new("set", "d"),
+                &Location::new("conf", "d"),
+                &|| {},
+            )
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("read-only to this connection"),
+            "{e}"
+        );
+        let e = remote
+            .copy_within(&Location::new("data", ""), &Location::new("conf", "x"))
+            .unwrap_err();
+        assert!(e.to_string().contains("read-only"), "{e}");
+        assert!(
+            std::fs::read_dir(server.join("conf"))
+                .unwrap()
+                .next()
+                .is_none()
+        );
+        drop(remote);
+        t.join().unwrap().unwrap();
+
+        // A host that sends a walk out of the root: `..` does not even parse, and a walk that
+        // lists an entry before its directory is refused before anything is made.
+        let (mut sock, t) = agent();
+        let hello = Hello {
+            protocol: PROTOCOL,
+            hokan: "test".into(),
+            roots: BTreeMap::from([(
+                "data".to_string(),
+                server.join("data").to_string_lossy().into_owned(),
+            )]),
+            writable: ["data".to_string()].into(),
+        };
+        write_frame(&mut sock, &hello).unwrap();
+        let _: Welcome = read_frame(&mut sock).unwrap().unwrap();
+        let walk = host
+            .scan(&Location::new("set", "d"), crate::tree::Attrs::ExceptFiles)
+            .unwrap();
+        let mut bad = walk.clone();
+        bad.swap(0, 1);
+        write_frame(
+            &mut sock,
+            &Request::ReceiveTree {
+                from: Location::new("set", "d"),
+                to: Location::new("data", "d"),
+                nodes: bad,
+            },
+        )
+        .unwrap();
+        let Some(Reply::ActionFailed(why)) = read_frame::<Reply>(&mut sock).unwrap() else {
+            panic!("a walk out of order was taken")
+        };
+        assert!(why.contains("not at its top"), "{why}");
+        let mut json = serde_json::to_value(&Request::ReceiveTree {
+            from: Location::new("set", "d"),
+            to: Location::new("data", "d"),
+            nodes: walk,
+        })
+        .unwrap();
+        json["nodes"][1]["path"] = "../../secret".into();
+        let body = serde_json::to_vec(&json).unwrap();
+        use std::io::Write as _;
+        sock.write_all(&(body.len() as u32).to_be_bytes()).unwrap();
+        sock.write_all(&body).unwrap();
+        assert!(
+            matches!(t.join().unwrap(), Err(RemoteError::Garbled(e)) if e.contains("not a path below a root")),
+        );
+        assert!(!server.join("data/d").exists());
+        assert_eq!(
+            std::fs::read(tmp.path().join("secret")).unwrap(),
+            b"outside"
+        );
     }
 
     #[test]

@@ -47,6 +47,11 @@ struct Exit {
 /// for root, the user's XDG state directory otherwise (a login without root cannot write
 /// `/var/lib`).
 pub fn default_dir() -> PathBuf {
+    // Set for the agent's sessions by sshd (`SetEnv`) or the key's `environment=`, for an
+    // agent whose ledger belongs elsewhere (and the tests' servers, one ledger each).
+    if let Some(dir) = std::env::var_os("HOKAN_AGENT_LEDGER").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
     if rustix::process::geteuid().is_root() {
         return PathBuf::from("/var/lib/hokan/agent");
     }

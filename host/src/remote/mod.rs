@@ -22,9 +22,11 @@ pub mod agent;
 pub mod check;
 pub mod ledger;
 pub mod ssh;
+pub mod stream;
 
 use crate::facts::{DirEntry, FactError, FactSource, FileStat, Topology};
 use crate::plan::Location;
+use crate::tree::RelPath;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
@@ -217,6 +219,60 @@ pub enum Request {
         /// Where.
         at: Location,
     },
+    /// Walks a tree ([`crate::tree::scan`]): its entries with their metadata.
+    Scan {
+        /// Where.
+        at: Location,
+        /// Whose extended attributes to read.
+        xattrs: crate::tree::Attrs,
+    },
+    /// The digest of a regular file at or below a location ([`crate::tree::digest`]).
+    Digest {
+        /// The location.
+        at: Location,
+        /// The file below it (empty for the location itself).
+        rel: RelPath,
+        /// Its size, as a walk saw it.
+        size: u64,
+    },
+    /// Removes the regular files of a directory whose names the patterns choose, as
+    /// [`crate::execute::fs::Roots::remove_files`] does on the host.
+    RemoveFiles {
+        /// The directory.
+        dir: Location,
+        /// Names to remove.
+        patterns: Vec<String>,
+        /// Names to keep though a pattern matches them.
+        except: Vec<String>,
+        /// Whether names match ignoring ASCII case.
+        ignore_case: bool,
+    },
+    /// Sends these regular files below `at` as [`stream::Chunk`]s, in order (the host's copy
+    /// from this server). No reply follows the chunks.
+    SendFiles {
+        /// The copy's source.
+        at: Location,
+        /// The files, relative to it.
+        files: Vec<RelPath>,
+    },
+    /// Makes the tree walked on the host (`nodes`) at `to`, which must not exist: the agent
+    /// answers [`Reply::Want`] with the files it needs, reads them as [`stream::Chunk`]s, and
+    /// answers [`Reply::Copied`] (or [`Reply::ActionFailed`], having removed what it made).
+    ReceiveTree {
+        /// Where it is on the host, for messages.
+        from: Location,
+        /// Where, in a writable root.
+        to: Location,
+        /// The walk, as [`crate::tree::scan`] made it on the host.
+        nodes: Vec<crate::tree::Node>,
+    },
+    /// Copies a tree within this server, as the host copies within itself.
+    CopyTree {
+        /// The source.
+        from: Location,
+        /// The destination, which must not exist, in a writable root.
+        to: Location,
+    },
 }
 
 /// A command as the agent's ledger records it.
@@ -296,12 +352,27 @@ pub enum Reply {
     ActionFailed(String),
     /// The fact could not be given, as the local source would have said.
     Error(FactError),
+    /// A walk ([`Request::Scan`]).
+    Nodes(Vec<crate::tree::Node>),
+    /// A file's digest ([`Request::Digest`]).
+    Digest(String),
+    /// What [`Request::RemoveFiles`] removed.
+    Removed(crate::execute::fs::Removed),
+    /// The files an agent receiving a tree needs ([`Request::ReceiveTree`]).
+    Want(Vec<RelPath>),
+    /// What a copy on the agent's side did.
+    Copied(crate::tree::Copied),
+    /// A file action failed because what it names is not there (a walk of a source that is
+    /// gone), with why.
+    NotFound(String),
 }
 
 /// Facts from a remote server's agent: the plugin's questions go over the connection, one at a
 /// time; the topology and the clock are the host's.
 pub struct RemoteFacts<R, W> {
     conn: Mutex<(R, W)>,
+    /// Set when a copy left the connection out of step: nothing more is asked on it.
+    closed: std::sync::atomic::AtomicBool,
     topology: Topology,
     now_ms: i64,
     agent: String,
@@ -340,6 +411,7 @@ impl<R: Read + Send, W: Write + Send> RemoteFacts<R, W> {
         match read_frame::<Welcome>(&mut r)? {
             Some(Welcome::Welcome { hokan, .. }) => Ok(RemoteFacts {
                 conn: Mutex::new((r, w)),
+                closed: Default::default(),
                 topology,
                 now_ms,
                 agent: hokan,
@@ -382,7 +454,183 @@ impl<R: Read + Send, W: Write + Send> RemoteFacts<R, W> {
         }
     }
 
+    /// Walks a tree on the server.
+    pub fn scan(
+        &self,
+        at: &Location,
+        xattrs: crate::tree::Attrs,
+    ) -> Result<Vec<crate::tree::Node>, std::io::Error> {
+        match self.fs(Request::Scan {
+            at: at.clone(),
+            xattrs,
+        })? {
+            Reply::Nodes(n) => Ok(n),
+            r => Err(out_of_turn(r)),
+        }
+    }
+
+    /// The digest of a file on the server.
+    pub fn digest(
+        &self,
+        at: &Location,
+        rel: &RelPath,
+        size: u64,
+    ) -> Result<String, std::io::Error> {
+        match self.fs(Request::Digest {
+            at: at.clone(),
+            rel: rel.clone(),
+            size,
+        })? {
+            Reply::Digest(d) => Ok(d),
+            r => Err(out_of_turn(r)),
+        }
+    }
+
+    /// Removes the files of a directory on the server that the patterns choose.
+    pub fn remove_files(
+        &self,
+        dir: &Location,
+        patterns: &[String],
+        except: &[String],
+        ignore_case: bool,
+    ) -> Result<crate::execute::fs::Removed, std::io::Error> {
+        match self.fs(Request::RemoveFiles {
+            dir: dir.clone(),
+            patterns: patterns.to_vec(),
+            except: except.to_vec(),
+            ignore_case,
+        })? {
+            Reply::Removed(r) => Ok(r),
+            r => Err(out_of_turn(r)),
+        }
+    }
+
+    /// Copies a tree within the server.
+    pub fn copy_within(
+        &self,
+        from: &Location,
+        to: &Location,
+    ) -> Result<crate::tree::Copied, std::io::Error> {
+        match self.fs(Request::CopyTree {
+            from: from.clone(),
+            to: to.clone(),
+        })? {
+            Reply::Copied(c) => Ok(c),
+            r => Err(out_of_turn(r)),
+        }
+    }
+
+    /// Copies the server's tree at `from` to `to` in the host's `roots` (a backup): walked
+    /// there, its files' contents streamed here, hashed as they arrive and checked against
+    /// the agent's digests. `tick` is called as each piece arrives. On failure nothing of the
+    /// copy is left, and the connection is left in step (or closed, when it cannot be).
+    pub fn copy_here(
+        &self,
+        from: &Location,
+        roots: &crate::execute::fs::Roots,
+        to: &Location,
+        opts: &crate::tree::CopyOptions<'_>,
+        tick: &(dyn Fn() + Sync),
+    ) -> Result<crate::tree::Copied, crate::execute::fs::FsError> {
+        let walked = self
+            .scan(from, crate::tree::Attrs::ExceptFiles)
+            .map_err(|source| crate::execute::fs::FsError {
+                what: format!("cannot copy {from} on the server to {to}"),
+                source,
+            })?;
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let (r, w) = &mut *conn;
+        let mut feed = stream::Receiving::new(r, w, stream::Ask::Agent(from.clone()), tick);
+        let copied = crate::execute::fs::copy_from_feed(
+            roots,
+            &walked,
+            &mut feed,
+            ("the server", from),
+            to,
+            opts,
+        );
+        if copied.is_err() && !feed.drain() {
+            drop(feed);
+            drop(conn);
+            self.close();
+        }
+        copied
+    }
+
+    /// Copies the host's tree at `from` in `roots` to `to` on the server (a restore): walked
+    /// here, made there, and the files the agent asks for streamed to it. `tick` is called as
+    /// each file is sent.
+    pub fn copy_there(
+        &self,
+        roots: &crate::execute::fs::Roots,
+        from: &Location,
+        to: &Location,
+        tick: &(dyn Fn() + Sync),
+    ) -> Result<crate::tree::Copied, std::io::Error> {
+        let walked = roots
+            .scan(from, crate::tree::Attrs::ExceptFiles)
+            .map_err(|e| std::io::Error::new(e.source.kind(), e.to_string()))?;
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let (r, w) = &mut *conn;
+        let lost = |e: RemoteError| {
+            std::io::Error::new(std::io::ErrorKind::ConnectionAborted, e.to_string())
+        };
+        write_frame(
+            w,
+            &Request::ReceiveTree {
+                from: from.clone(),
+                to: to.clone(),
+                nodes: walked,
+            },
+        )
+        .map_err(lost)?;
+        let mut reply = read_frame::<Reply>(r).map_err(lost)?;
+        tick();
+        if let Some(Reply::Want(files)) = &reply {
+            for f in files {
+                stream::send_files(roots, from, std::slice::from_ref(f), w).map_err(lost)?;
+                tick();
+            }
+            reply = read_frame::<Reply>(r).map_err(lost)?;
+        }
+        match reply {
+            Some(Reply::Copied(c)) => Ok(c),
+            Some(other) => Err(failure(other)),
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "the agent closed the connection in the middle of a copy",
+            )),
+        }
+    }
+
+    /// Closes the connection (it is out of step): every later question fails, and the
+    /// agent, its stdin closed, ends.
+    fn close(&self) {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = conn.1.flush();
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// A file action whose failure is an [`std::io::Error`]: `ConnectionAborted` when the
+    /// connection failed, `NotFound` when the agent found nothing there.
+    fn fs(&self, q: Request) -> Result<Reply, std::io::Error> {
+        match self.ask(q) {
+            Ok(r @ (Reply::ActionFailed(_) | Reply::NotFound(_))) => Err(failure(r)),
+            Ok(r) => Ok(r),
+            Err(FactError::Io(e)) => Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                e,
+            )),
+            Err(e) => Err(std::io::Error::other(e.to_string())),
+        }
+    }
+
     fn ask(&self, q: Request) -> Result<Reply, FactError> {
+        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(FactError::Io(
+                "the connection was closed after a copy left it out of step".into(),
+            ));
+        }
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let (r, w) = &mut *conn;
         let io = |e: RemoteError| FactError::Io(e.to_string());
@@ -395,6 +643,23 @@ impl<R: Read + Send, W: Write + Send> RemoteFacts<R, W> {
             )),
         }
     }
+}
+
+/// An agent's failure reply as the error it stands for.
+fn failure(r: Reply) -> std::io::Error {
+    match r {
+        Reply::NotFound(why) => std::io::Error::new(std::io::ErrorKind::NotFound, why),
+        Reply::ActionFailed(why) => std::io::Error::other(why),
+        Reply::Error(e) => std::io::Error::other(e.to_string()),
+        r => out_of_turn(r),
+    }
+}
+
+fn out_of_turn(r: Reply) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::ConnectionAborted,
+        format!("the agent answered out of turn: {r:?}"),
+    )
 }
 
 fn unexpected(r: Reply) -> FactError {

@@ -309,6 +309,8 @@ impl Drop for Watchdog {
 /// A connection to one server's agent: its facts, over one ssh for the whole run.
 pub struct Session {
     server: String,
+    /// Set once the connection failed or was closed: a new session must be opened.
+    lost: std::sync::atomic::AtomicBool,
     facts: Option<RemoteFacts<ChildStdout, ChildStdin>>,
     watchdog: Option<Watchdog>,
     child: Child,
@@ -355,6 +357,7 @@ impl Session {
         match (shaken, timed_out) {
             (Ok(facts), false) => Ok(Session {
                 server: server.into(),
+                lost: Default::default(),
                 facts: Some(facts),
                 watchdog: Some(watchdog),
                 child,
@@ -396,13 +399,138 @@ impl Session {
         watchdog.arm(limit);
         let answer = q(self.facts());
         if watchdog.disarm() {
+            self.lose();
             return Err(FactError::Io(format!(
                 "server `{}` did not answer within {} s; hokan closed the connection",
                 self.server,
                 limit.as_secs()
             )));
         }
+        if let Err(FactError::Io(_)) = &answer {
+            self.lose();
+        }
         answer
+    }
+
+    /// A file action or copy under the watchdog, re-armed by `tick` as a copy makes progress:
+    /// a copy of any size runs as long as pieces keep arriving, and one that stalls for a
+    /// question's limit is cut off. Its error names the server.
+    fn act_io<T>(
+        &self,
+        q: impl FnOnce(&RemoteFacts<ChildStdout, ChildStdin>, &(dyn Fn() + Sync)) -> std::io::Result<T>,
+    ) -> Result<T, crate::execute::fs::FsError> {
+        let watchdog = self.watchdog.as_ref().expect("open until dropped");
+        let limit = question_limit();
+        watchdog.arm(limit);
+        let answer = q(self.facts(), &|| watchdog.arm(limit));
+        let fired = watchdog.disarm();
+        let what = format!("server `{}`", self.server);
+        if fired {
+            self.lose();
+            return Err(crate::execute::fs::FsError {
+                what,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "no answer within {} s; hokan closed the connection",
+                        limit.as_secs()
+                    ),
+                ),
+            });
+        }
+        answer.map_err(|source| {
+            if source.kind() == std::io::ErrorKind::ConnectionAborted {
+                self.lose();
+            }
+            crate::execute::fs::FsError { what, source }
+        })
+    }
+
+    fn lose(&self) {
+        self.lost.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether the connection failed or was closed: nothing more can be asked on it.
+    pub fn lost(&self) -> bool {
+        self.lost.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Walks a tree on the server.
+    pub fn scan(
+        &self,
+        at: &Location,
+        xattrs: crate::tree::Attrs,
+    ) -> Result<Vec<crate::tree::Node>, crate::execute::fs::FsError> {
+        self.act_io(|f, _| f.scan(at, xattrs))
+    }
+
+    /// The digest of a file at or below `at` on the server.
+    pub fn digest(
+        &self,
+        at: &Location,
+        rel: &crate::tree::RelPath,
+        size: u64,
+    ) -> Result<String, crate::execute::fs::FsError> {
+        self.act_io(|f, _| f.digest(at, rel, size))
+    }
+
+    /// Removes the files of a directory on the server that the patterns choose.
+    pub fn remove_files(
+        &self,
+        dir: &Location,
+        patterns: &[String],
+        except: &[String],
+        ignore_case: bool,
+    ) -> Result<crate::execute::fs::Removed, crate::execute::fs::FsError> {
+        self.act_io(|f, _| f.remove_files(dir, patterns, except, ignore_case))
+    }
+
+    /// Copies a tree within the server.
+    pub fn copy_within(
+        &self,
+        from: &Location,
+        to: &Location,
+    ) -> Result<crate::tree::Copied, crate::execute::fs::FsError> {
+        self.act_io(|f, _| f.copy_within(from, to))
+    }
+
+    /// Copies the server's `from` to `to` in the host's `roots` ([`RemoteFacts::copy_here`]).
+    pub fn copy_here(
+        &self,
+        from: &Location,
+        roots: &crate::execute::fs::Roots,
+        to: &Location,
+        opts: &crate::tree::CopyOptions<'_>,
+    ) -> Result<crate::tree::Copied, crate::execute::fs::FsError> {
+        let mut inner = None;
+        let outer = self.act_io(|f, tick| {
+            match f.copy_here(from, roots, to, opts, tick) {
+                Ok(c) => Ok(c),
+                // The host's own error (its disk, a file that changed) keeps its words; only
+                // the connection's is the session's.
+                Err(e) if e.source.kind() == std::io::ErrorKind::ConnectionAborted => {
+                    Err(std::io::Error::new(e.source.kind(), e.to_string()))
+                }
+                Err(e) => {
+                    inner = Some(e);
+                    Err(std::io::Error::other("the copy failed"))
+                }
+            }
+        });
+        match (outer, inner) {
+            (_, Some(e)) => Err(e),
+            (r, None) => r,
+        }
+    }
+
+    /// Copies the host's `from` in `roots` to `to` on the server ([`RemoteFacts::copy_there`]).
+    pub fn copy_there(
+        &self,
+        roots: &crate::execute::fs::Roots,
+        from: &Location,
+        to: &Location,
+    ) -> Result<crate::tree::Copied, crate::execute::fs::FsError> {
+        self.act_io(|f, tick| f.copy_there(roots, from, to, tick))
     }
 
     /// Runs a command on the server under the ledger's `id`, detached from this connection,
