@@ -4,19 +4,155 @@
 use super::*;
 
 impl Executor<'_> {
-    pub(super) fn transport(&self, target: Option<&str>) -> Result<&dyn Transport, Failure> {
-        match target {
-            None => Ok(&Local),
+    /// Runs one command line on the step's server: on the host (or a server whose transport
+    /// is `local`), or through the agent of a server reached over ssh. `cwd` is a root (or a
+    /// directory in one) on that same machine.
+    fn run_on(
+        &self,
+        target: Option<&str>,
+        argv: &[String],
+        cwd: Option<&Location>,
+        timeout_ms: Option<u64>,
+        at_limit: AtLimit,
+    ) -> Result<Output, Failure> {
+        let (program, args) = argv
+            .split_first()
+            .ok_or_else(|| Failure::new("an empty command line in the policy"))?;
+        let timeout = timeout_ms.map(Duration::from_millis);
+        // A step that names no server runs where its working directory is: a plugin that
+        // knows one machine (mailwise's) runs its commands beside its data, wherever that is.
+        let cwd_server = cwd.and_then(|c| self.roots.server_of(&c.root));
+        let target = target.or(cwd_server);
+        let env = self.command_env(target);
+        let on_ssh = match target {
+            None => None,
             Some(server) => match self.spec.transports.get(server).map(String::as_str) {
-                Some("local") => Ok(&Local),
-                Some(other) => Err(Failure::new(format!(
-                    "server `{server}` uses the transport `{other}`, which this hokan does not have"
-                ))),
-                None => Err(Failure::new(format!(
-                    "server `{server}` has no transport configured; set `transport` in its [[servers]] table"
-                ))),
+                Some("local") => None,
+                Some("ssh") => Some(server),
+                Some(other) => {
+                    return Err(Failure::new(format!(
+                        "server `{server}` uses the transport `{other}`, which this hokan does not have"
+                    )));
+                }
+                None => {
+                    return Err(Failure::new(format!(
+                        "server `{server}` has no transport configured; set `transport` in its [[servers]] table"
+                    )));
+                }
             },
+        };
+        if let Some(c) = cwd
+            && cwd_server != on_ssh
+        {
+            return Err(Failure::new(format!(
+                "`{program}` runs on {} but its working directory {c} is on {}; a command runs \
+                 in a root of its own server",
+                on_ssh.map_or("the host".to_string(), |s| format!("`{s}`")),
+                cwd_server.map_or("the host".to_string(), |s| format!("`{s}`")),
+            )));
         }
+        let Some(server) = on_ssh else {
+            let cwd = match cwd {
+                Some(c) => Some(
+                    self.roots
+                        .local
+                        .path(c)
+                        .map_err(|e| Failure::new(e.to_string()))?,
+                ),
+                None => None,
+            };
+            return Local
+                .run(&Invocation {
+                    program,
+                    args,
+                    cwd: cwd.as_deref(),
+                    timeout,
+                    at_limit,
+                    env: &env,
+                })
+                .map_err(|e| Failure::new(e.to_string()));
+        };
+        self.run_remote(server, argv, cwd, timeout, at_limit, &env)
+    }
+
+    /// Runs a command through a server's agent, under a ledger id of its own. When the
+    /// connection fails while it runs, hokan reconnects (with backoff, within the step's time
+    /// limit) and asks the ledger about the same id: the command ran on, detached, and is
+    /// waited for again, never started twice.
+    fn run_remote(
+        &self,
+        server: &str,
+        argv: &[String],
+        cwd: Option<&Location>,
+        timeout: Option<Duration>,
+        at_limit: AtLimit,
+        env: &[(&'static str, String)],
+    ) -> Result<Output, Failure> {
+        let link = self
+            .roots
+            .link(server, &self.spec.ssh)
+            .map_err(Failure::new)?;
+        let id = self.ledger_id();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut lost = 0;
+        loop {
+            let session = link.session(deadline).map_err(|e| {
+                Failure::new(format!(
+                    "`{}` on `{server}` (ledger id {id}): {e}{}",
+                    argv[0],
+                    if lost > 0 {
+                        "; the command may still be running there: `hokan recover` asks its ledger"
+                    } else {
+                        ""
+                    }
+                ))
+            })?;
+            let cmd = crate::remote::ssh::RemoteCommand {
+                argv,
+                cwd,
+                env: &env,
+                timeout: deadline.map(|d| d.saturating_duration_since(Instant::now())),
+                at_limit,
+            };
+            match session.exec(&id, cmd) {
+                Ok(out) => return Ok(out),
+                Err(crate::remote::ssh::ActionError::Failed(e)) => {
+                    return Err(Failure::new(format!(
+                        "cannot run {} on `{server}`: {e}",
+                        argv[0]
+                    )));
+                }
+                Err(crate::remote::ssh::ActionError::Connection(e)) => {
+                    lost += 1;
+                    tracing::warn!(
+                        "server `{server}`: the connection failed while `{}` ran ({e}); reconnecting to ask its ledger (id {id})",
+                        argv[0]
+                    );
+                }
+            }
+        }
+    }
+
+    /// A ledger id no other command of any run has: the run, this process, a count.
+    fn ledger_id(&self) -> String {
+        let n = self.commands_started.fetch_add(1, Ordering::SeqCst);
+        let run: String = self
+            .spec
+            .run
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        format!("{run}.{}.{n}", std::process::id())
     }
 
     /// What a command learns about its run from its environment: which server the step
@@ -49,29 +185,18 @@ impl Executor<'_> {
                 e.command, self.spec.document.job
             ))
         })?;
-        let args: Vec<String> = map.args.iter().chain(&e.args).cloned().collect();
-        let cwd = match &e.cwd {
-            Some(root) => Some(
-                self.roots
-                    .path(&Location::new(root.clone(), ""))
-                    .map_err(|e| Failure::new(e.to_string()))?,
-            ),
-            None => None,
-        };
+        let argv: Vec<String> = std::iter::once(&map.program)
+            .chain(&map.args)
+            .chain(&e.args)
+            .cloned()
+            .collect();
+        let cwd = e.cwd.as_ref().map(|root| Location::new(root.clone(), ""));
         let out = self
-            .transport(target)?
-            .run(&Invocation {
-                program: &map.program,
-                args: &args,
-                cwd: cwd.as_deref(),
-                timeout: timeout_ms.map(Duration::from_millis),
-                at_limit,
-                env: &self.command_env(target),
-            })
+            .run_on(target, &argv, cwd.as_ref(), timeout_ms, at_limit)
             .map_err(|err| {
                 Failure::new(format!(
-                    "{err} (the policy maps `{}` to it in jobs.{}.commands)",
-                    e.command, self.spec.document.job
+                    "{} (the policy maps `{}` to it in jobs.{}.commands)",
+                    err.message, e.command, self.spec.document.job
                 ))
             })?;
         if out.timed_out {
@@ -94,20 +219,7 @@ impl Executor<'_> {
         target: Option<&str>,
         timeout_ms: Option<u64>,
     ) -> Result<Output, Failure> {
-        let (program, args) = line
-            .split_first()
-            .ok_or_else(|| Failure::new("an empty command line in the policy"))?;
-        let out = self
-            .transport(target)?
-            .run(&Invocation {
-                program,
-                args,
-                cwd: None,
-                timeout: timeout_ms.map(Duration::from_millis),
-                at_limit: AtLimit::Kill,
-                env: &self.command_env(target),
-            })
-            .map_err(|e| Failure::new(e.to_string()))?;
+        let out = self.run_on(target, line, None, timeout_ms, AtLimit::Kill)?;
         if out.timed_out {
             return Err(Failure {
                 message: format!(

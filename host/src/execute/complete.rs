@@ -11,6 +11,7 @@ impl Executor<'_> {
         let partial = set.partial();
         let root = self
             .roots
+            .local
             .0
             .get("set")
             .ok_or_else(|| format!("{} is not open", partial.display()))?;

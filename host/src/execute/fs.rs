@@ -242,13 +242,25 @@ impl Roots {
     /// The digest of the regular file `rel` below a location (the location itself when `rel`
     /// is empty), opened without following links or blocking on a FIFO.
     pub fn digest(&self, l: &Location, rel: &RelPath, size: u64) -> Result<String, FsError> {
+        let (f, _) = self.open_below(l, rel)?;
+        tree::digest::digest(&f, size).map_err(fs_err(format!("cannot read {}", join(l, rel))))
+    }
+
+    /// Opens the regular file `rel` below a location (the location itself when `rel` is
+    /// empty) without following links or blocking on a FIFO, with its `lstat`.
+    pub fn open_below(
+        &self,
+        l: &Location,
+        rel: &RelPath,
+    ) -> Result<(std::fs::File, tree::Meta), FsError> {
         let at = self.locate(l)?;
         let r = if rel.is_empty() {
             tree::meta::open_file_at(at.parent(), at.name())
-                .and_then(|(f, _)| tree::digest::digest(&f, size))
         } else {
-            tree::meta::open_dir_at(at.parent(), at.name())
-                .and_then(|top| crate::sets::manifest::digest_at(top.as_fd(), rel, size))
+            tree::meta::open_dir_at(at.parent(), at.name()).and_then(|top| {
+                let parent = tree::scan::open_path(top.as_fd(), &rel.parent())?;
+                tree::meta::open_file_at(parent.as_fd(), rel.file_name())
+            })
         };
         r.map_err(fs_err(format!("cannot read {}", join(l, rel))))
     }
@@ -266,7 +278,7 @@ pub fn join(l: &Location, rel: &RelPath) -> String {
 }
 
 /// What [`Roots::remove_files`] did.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Removed {
     /// The files removed, by name.
     pub files: Vec<Bytes>,
@@ -338,6 +350,37 @@ pub fn copy_tree(
     opts: &CopyOptions<'_>,
 ) -> Result<Copied, FsError> {
     let what = format!("cannot copy {from} to {to}");
+    let src = roots.locate(from)?;
+    copy_into(roots, to, what, &|rel| join(from, rel), |dst, to_path| {
+        tree::copy_tree(src.end(), dst.end(), to_path, opts)
+    })
+}
+
+/// Copies a tree walked elsewhere (`nodes`, from `from` on the machine `on`) to `to`, which
+/// must not exist, with its files' contents from `feed`: as [`copy_tree`], parents made and
+/// all or nothing.
+pub fn copy_from_feed(
+    roots: &Roots,
+    nodes: &[Node],
+    feed: &mut dyn tree::Feed,
+    (on, from): (&str, &Location),
+    to: &Location,
+    opts: &CopyOptions<'_>,
+) -> Result<Copied, FsError> {
+    let what = format!("cannot copy {from} on {on} to {to}");
+    copy_into(roots, to, what, &|rel| join(from, rel), |dst, to_path| {
+        tree::copy_from_feed(nodes, feed, dst.end(), to_path, opts)
+    })
+}
+
+/// A copy to `to`: its parents made, then `copy`; on failure what it made is removed.
+fn copy_into(
+    roots: &Roots,
+    to: &Location,
+    what: String,
+    from: &dyn Fn(&RelPath) -> String,
+    copy: impl FnOnce(&Located, &RelPath) -> Result<Copied, tree::CopyError>,
+) -> Result<Copied, FsError> {
     let dst = roots.root(to)?;
     if let Some(parent) = Path::new(&to.path)
         .parent()
@@ -347,9 +390,9 @@ pub fn copy_tree(
             .create_dir_all(parent)
             .map_err(fs_err(what.clone()))?;
     }
-    let (src, dst) = (roots.locate(from)?, roots.locate(to)?);
+    let dst = roots.locate(to)?;
     let to_path = RelPath::from(to.path.as_str());
-    match tree::copy_tree(src.end(), dst.end(), &to_path, opts) {
+    match copy(&dst, &to_path) {
         Ok(c) => Ok(c),
         Err(e) => {
             // Only a destination that was not there before is ours to remove.
@@ -360,7 +403,7 @@ pub fn copy_tree(
                 what: if e.path.is_empty() {
                     what
                 } else {
-                    format!("{what}: {}", join(from, &e.path))
+                    format!("{what}: {}", from(&e.path))
                 },
                 source: e.source,
             })

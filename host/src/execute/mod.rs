@@ -20,6 +20,7 @@ pub mod fs;
 mod invariants;
 pub mod journal;
 pub mod lock;
+pub mod places;
 mod prepare;
 pub(crate) use prepare::executable;
 mod spec;
@@ -123,7 +124,7 @@ pub fn rfc3339(t: SystemTime) -> String {
 /// One run (or one recovery) in progress.
 struct Executor<'a> {
     spec: &'a RunSpec,
-    roots: Roots,
+    roots: places::Places,
     journal: Mutex<Journal>,
     journal_failed: Mutex<Option<String>>,
     observer: &'a dyn Observer,
@@ -150,6 +151,8 @@ struct Executor<'a> {
     failures: Mutex<BTreeMap<String, String>>,
     /// Broken invariants found when the body ended (`hokan:source-unchanged`), for the outcome.
     broken_at_body_end: Mutex<Vec<String>>,
+    /// Commands started on servers, which numbers their ledger ids.
+    commands_started: AtomicU64,
 }
 
 /// The driver's progress of a run, rebuilt from its journal records.
@@ -197,8 +200,10 @@ pub fn execute(
     // The journal comes first, so that a run that dies at any point after this, the partial
     // set's creation included, is recovered and leaves no partial set behind.
     let mut journal = Journal::create(state, &spec.run, &Record::Start(Box::new(spec.clone())))?;
-    let setup = || -> Result<(Roots, Option<sets::SetLock>), String> {
+    let setup = || -> Result<(places::Places, Option<sets::SetLock>), String> {
         let mut roots = spec.roots.clone();
+        // Roots on servers are opened there, by their agents, when first acted on.
+        roots.retain(|name, _| !spec.remote_roots.contains_key(name));
         if let Some(dir) = scratch(spec) {
             // Made empty for this run (never one left by another), removed after it.
             std::fs::create_dir(dir).map_err(|e| {
@@ -217,6 +222,10 @@ pub fn execute(
             let (dir, path) = make_partial(set)?;
             opened.0.insert("set".into(), fs::Root { dir, path });
         }
+        let opened = places::Places::new(
+            opened,
+            places::links(&spec.remote_roots, &spec.roots, &spec.ssh)?,
+        );
         // A set being read is locked shared for the whole run: retention removes none that is.
         let reading = match set.filter(|s| !s.writes) {
             Some(s) => Some(sets::SetLock::shared(&s.path()).map_err(|e| {
@@ -295,6 +304,7 @@ pub fn recover(
     }
     // Recovery opens what it can: a step on a root that is gone fails, the others still run.
     let mut opened = Roots::default();
+    roots.retain(|name, _| !spec.remote_roots.contains_key(name));
     for (name, path) in &roots {
         if spec
             .set
@@ -319,6 +329,11 @@ pub fn recover(
             Err(e) => tracing::warn!("{e}"),
         }
     }
+    let remote = places::links(&spec.remote_roots, &spec.roots, &spec.ssh).unwrap_or_else(|e| {
+        tracing::warn!("{e}");
+        BTreeMap::new()
+    });
+    let opened = places::Places::new(opened, remote);
     let ex = Executor::new(spec, opened, journal, observer, faults, None);
     *ex.progress.lock().unwrap_or_else(|p| p.into_inner()) = progress;
     *ex.observed.lock().unwrap_or_else(|p| p.into_inner()) =
@@ -518,7 +533,7 @@ impl Effects for Executor<'_> {
 impl<'a> Executor<'a> {
     fn new(
         spec: &'a RunSpec,
-        roots: Roots,
+        roots: places::Places,
         journal: Journal,
         observer: &'a dyn Observer,
         faults: &'a TestFaults,
@@ -549,6 +564,7 @@ impl<'a> Executor<'a> {
             started_at: Mutex::default(),
             failures: Mutex::default(),
             broken_at_body_end: Mutex::default(),
+            commands_started: AtomicU64::new(0),
         }
     }
 
@@ -684,9 +700,7 @@ impl<'a> Executor<'a> {
             } => {
                 let removed = self
                     .roots
-                    .remove_files(dir, |name| {
-                        crate::plan::pattern::selects(patterns, except, name, *ignore_case)
-                    })
+                    .remove_files(dir, patterns, except, *ignore_case)
                     .map_err(fail)?;
                 drive::removed_files(&s.id, dir, &removed.files, &removed.not_files)
             }
@@ -772,27 +786,28 @@ impl<'a> Executor<'a> {
             self.observer
                 .progress(&s.id, ProgressUnit::Bytes, done, total)
         };
-        let copied = fs::copy_tree(
-            &self.roots,
-            from,
-            to,
-            &CopyOptions {
-                link_dest: self.link_dest.filter(|_| into_new_set),
-                progress: &progress,
-                deadline: Self::deadline(s),
-                space_left: self.faults.space_left.as_ref(),
-                owners: crate::tree::meta::is_root(),
-            },
-        )
-        .map_err(|e| Failure {
-            status: if e.source.kind() == std::io::ErrorKind::TimedOut {
-                StepStatus::TimedOut
-            } else {
-                StepStatus::Failed
-            },
-            message: e.to_string(),
-            output: None,
-        })?;
+        let copied = self
+            .roots
+            .copy(
+                from,
+                to,
+                &CopyOptions {
+                    link_dest: self.link_dest.filter(|_| into_new_set),
+                    progress: &progress,
+                    deadline: Self::deadline(s),
+                    space_left: self.faults.space_left.as_ref(),
+                    owners: crate::tree::meta::is_root(),
+                },
+            )
+            .map_err(|e| Failure {
+                status: if e.source.kind() == std::io::ErrorKind::TimedOut {
+                    StepStatus::TimedOut
+                } else {
+                    StepStatus::Failed
+                },
+                message: e.to_string(),
+                output: None,
+            })?;
         if into_new_set {
             self.copies_into_set
                 .lock()
@@ -802,7 +817,7 @@ impl<'a> Executor<'a> {
             // which only read) run; the sync that makes the set durable before it is named then
             // has little left. Errors are that sync's to report (see `syncfs`): this one has a
             // handle of its own.
-            if let Some(root) = self.roots.0.get("set") {
+            if let Some(root) = self.roots.local.0.get("set") {
                 let path = root.path.clone();
                 std::thread::spawn(move || {
                     if let Ok(f) = std::fs::File::open(path) {

@@ -91,25 +91,13 @@ pub struct Ready {
 /// Plans the run against the real directories and checks it can run here.
 pub fn prepare_run(req: &RunRequest<'_>) -> Result<Ready, PrepareError> {
     let (policy, job) = (req.policy, req.job);
-    let remote: Vec<String> = job
-        .root_servers
-        .iter()
-        .map(|(root, server)| {
-            policy
-                .job_error(
-                    job,
-                    &format!("roots.{root}"),
-                    format!("the root is on `{server}`, reached over ssh: `hokan run` cannot act on a server's files over ssh yet (`hokan plan`, `hokan simulate --from-tree` and `hokan servers check` can); back it up from a hokan on that server until then"),
-                )
-                .to_string()
-        })
-        .collect();
-    if !remote.is_empty() {
-        return Err(PrepareError::Preflight(remote));
-    }
     // A root that is not a readable directory is the policy's problem, not the plugin's: say
     // so before the plugin plans against an empty view.
     for (name, path) in &job.roots {
+        if job.on_server(name).is_some() {
+            // Its server's agent opens it, and says so when it cannot.
+            continue;
+        }
         if let Err(e) = std::fs::read_dir(path) {
             return Err(PrepareError::Plan(
                 policy
@@ -166,6 +154,7 @@ pub fn prepare_run(req: &RunRequest<'_>) -> Result<Ready, PrepareError> {
         .iter()
         .map(|s| (s.name.clone(), s.address.clone()))
         .collect();
+    let remote_roots = remote_roots(&prepared.roots, job);
     let spec = RunSpec {
         run: run_id(req.now, policy, job, req.operation),
         instance: instance(policy, job),
@@ -202,6 +191,8 @@ pub fn prepare_run(req: &RunRequest<'_>) -> Result<Ready, PrepareError> {
             .collect(),
         transports,
         addresses,
+        remote_roots,
+        ssh: ssh_of(policy, job),
         set,
         policy: Some(super::PolicyRef {
             file: std::path::absolute(req.policy_file)
@@ -224,6 +215,29 @@ pub fn prepare_run(req: &RunRequest<'_>) -> Result<Ready, PrepareError> {
         previous: prepared.previous,
         passed_over: prepared.passed_over,
     })
+}
+
+/// Which of a run's roots are on servers, and which server each is on.
+fn remote_roots(
+    roots: &std::collections::BTreeMap<String, std::path::PathBuf>,
+    job: &Job,
+) -> std::collections::BTreeMap<String, String> {
+    roots
+        .keys()
+        .filter_map(|r| Some((r.clone(), job.on_server(r)?.0.to_string())))
+        .collect()
+}
+
+/// How the job's servers reached over ssh are reached.
+fn ssh_of(policy: &Policy, job: &Job) -> std::collections::BTreeMap<String, crate::policy::Ssh> {
+    policy
+        .job_servers(job)
+        .into_iter()
+        .filter_map(|s| {
+            let ssh = policy.server(&s)?.ssh.clone()?;
+            Some((s, ssh))
+        })
+        .collect()
 }
 
 /// A dead run's start record with everything it runs taken from `policy`, the current one:
@@ -311,6 +325,9 @@ pub fn resolve_recovery(spec: &RunSpec, policy: &Policy) -> Result<RunSpec, Stri
     if let Some(set) = out.set.as_mut() {
         set.job_dir = sets_dir.ok_or_else(|| unmapped("root", "set"))?;
     }
+    // Servers, and which roots are on which, as the policy says now.
+    out.remote_roots = remote_roots(&out.roots, job);
+    out.ssh = ssh_of(policy, job);
     Ok(out)
 }
 
@@ -372,13 +389,23 @@ pub(crate) fn executable(program: &str) -> bool {
 fn preflight(doc: &PlanDocument, policy: &Policy, job: &Job) -> Vec<String> {
     let mut out = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
-    let mut command = |e: &Exec, out: &mut Vec<String>| {
-        if !seen.insert(e.command.clone()) {
+    // A program on a server reached over ssh is looked for there, by its agent (`hokan
+    // servers check` lists them; a run that lacks one fails that step, naming it).
+    let on_ssh = |target: &Option<String>| {
+        target.as_ref().is_some_and(|t| {
+            policy
+                .servers
+                .iter()
+                .any(|x| &x.name == t && x.transport.as_deref() == Some("ssh"))
+        })
+    };
+    let mut command = |e: &Exec, remote: bool, out: &mut Vec<String>| {
+        if !seen.insert((e.command.clone(), remote)) {
             return;
         }
         match job.commands.get(&e.command) {
             None => out.push(policy.job_error(job, "commands", format!("`{}` is not mapped", e.command)).to_string()),
-            Some(m) if !executable(&m.program) => out.push(
+            Some(m) if !remote && !executable(&m.program) => out.push(
                 policy
                     .job_error(
                         job,
@@ -390,15 +417,12 @@ fn preflight(doc: &PlanDocument, policy: &Policy, job: &Job) -> Vec<String> {
             Some(_) => {}
         }
     };
-    let mut conditions: Vec<&Condition> = Vec::new();
+    let mut conditions: Vec<(&Condition, bool)> = Vec::new();
     let mut services = std::collections::BTreeSet::new();
     for s in doc.plan.all_steps() {
+        let remote = on_ssh(&s.target);
         if let Some(server) = &s.target {
             match policy.servers.iter().find(|x| &x.name == server) {
-                Some(x) if x.transport.as_deref() == Some("ssh") => out.push(format!(
-                    "{}: servers.{server}: step `{}` runs on `{server}` ({}) over ssh, which `hokan run` cannot do yet (`hokan plan` and `hokan servers check` can)",
-                    policy.file.display(), s.id, x.address
-                )),
                 Some(x) if x.transport.is_some() => {}
                 Some(x) => out.push(format!(
                     "{}: servers.{server}: step `{}` runs on `{server}` ({}), which has no transport configured; hokan reaches a server only through one (this hokan has: {})",
@@ -407,29 +431,34 @@ fn preflight(doc: &PlanDocument, policy: &Policy, job: &Job) -> Vec<String> {
                 None => out.push(format!("step `{}` runs on `{server}`, which is not a server of the site", s.id)),
             }
         }
-        conditions.extend(&s.when);
+        conditions.extend(s.when.iter().map(|c| (c, remote)));
         match &s.action {
-            Action::Exec(e) => command(e, &mut out),
+            Action::Exec(e) => command(e, remote, &mut out),
             Action::Service { service, .. } => {
-                services.insert(service.clone());
+                services.insert((service.clone(), remote));
             }
             Action::WaitUntil { condition, .. } | Action::Assert { condition, .. } => {
-                conditions.push(condition)
+                conditions.push((condition, remote))
             }
             _ => {}
         }
     }
-    conditions.extend(doc.plan.invariants.iter().map(|i| &i.condition));
-    for c in conditions {
+    conditions.extend(
+        doc.plan
+            .invariants
+            .iter()
+            .map(|i| (&i.condition, on_ssh(&i.target))),
+    );
+    for (c, remote) in conditions {
         match c {
-            Condition::CommandSucceeds(e) => command(e, &mut out),
+            Condition::CommandSucceeds(e) => command(e, remote, &mut out),
             Condition::ServiceIs { service, .. } => {
-                services.insert(service.clone());
+                services.insert((service.clone(), remote));
             }
             _ => {}
         }
     }
-    for svc in services {
+    for (svc, remote) in services {
         let field = format!("services.{svc}");
         match job.services.get(&svc) {
             None => out.push(
@@ -438,7 +467,7 @@ fn preflight(doc: &PlanDocument, policy: &Policy, job: &Job) -> Vec<String> {
                     .to_string(),
             ),
             Some(m) => {
-                for (_, p) in m.programs().filter(|(_, p)| !executable(p)) {
+                for (_, p) in m.programs().filter(|(_, p)| !remote && !executable(p)) {
                     out.push(
                         policy
                             .job_error(job, &field, format!("{p} is not an executable file"))
@@ -526,7 +555,8 @@ services = { db = { start = ["/bin/true"], stop = ["/nonexistent/stop"] } }
             plan: Plan {
                 steps: vec![
                     Item::Step(step("on-far", Some("far"), exec("sh"))),
-                    Item::Step(step("on-ssh1", Some("ssh1"), exec("sh"))),
+                    // Its program is on ssh1, looked for there: not a problem here.
+                    Item::Step(step("on-ssh1", Some("ssh1"), exec("ctl"))),
                     Item::Step(step("here", Some("here"), exec("sh"))),
                     Item::Step(step("ctl", None, exec("ctl"))),
                     Item::Step(step("unmapped", None, exec("other"))),
@@ -552,13 +582,14 @@ services = { db = { start = ["/bin/true"], stop = ["/nonexistent/stop"] } }
         has(
             "servers.far: step `on-far` runs on `far` (10.0.0.5), which has no transport configured",
         );
-        has(
-            "servers.ssh1: step `on-ssh1` runs on `ssh1` (10.0.0.6) over ssh, which `hokan run` cannot do yet",
-        );
         has("jobs.j.commands.ctl: /nonexistent/ctl is not an executable file");
         has("jobs.j.commands: `other` is not mapped");
         has("jobs.j.services.db: /nonexistent/stop is not an executable file");
-        assert_eq!(problems.len(), 5, "{problems:#?}");
+        assert_eq!(problems.len(), 4, "{problems:#?}");
+        assert!(
+            !problems.iter().any(|p| p.contains("ssh1")),
+            "a step on a server reached over ssh runs there: {problems:#?}"
+        );
         assert_eq!(
             policy.servers[0].transport.as_deref(),
             Some("local"),

@@ -65,6 +65,13 @@ pub struct RunSpec {
     /// Server name to address (journals written before 0.3 lack it).
     #[serde(default)]
     pub addresses: BTreeMap<String, String>,
+    /// Roots on servers reached over ssh: root name to server name (their paths in `roots` are
+    /// paths on that server).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub remote_roots: BTreeMap<String, String>,
+    /// How each server reached over ssh is reached (recovery takes it from the current policy).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ssh: BTreeMap<String, crate::policy::Ssh>,
     /// The set written or read.
     pub set: Option<SetSpec>,
     /// The policy the run read, for its recovery to resolve commands, services and roots from

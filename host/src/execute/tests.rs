@@ -59,6 +59,8 @@ fn site(root: &Path, plan: Plan) -> RunSpec {
         services: BTreeMap::new(),
         transports: BTreeMap::new(),
         addresses: BTreeMap::new(),
+        remote_roots: BTreeMap::new(),
+        ssh: BTreeMap::new(),
         set: Some(SetSpec {
             id: SET.into(),
             job_dir: root.join("sets"),

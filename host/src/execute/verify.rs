@@ -15,13 +15,7 @@ impl Executor<'_> {
             Condition::Exists { path } => self.roots.exists(path).map_err(fail),
             Condition::Absent { path } => self.roots.exists(path).map(|e| !e).map_err(fail),
             Condition::FreeSpaceAtLeast { root, bytes } => {
-                let path = self
-                    .roots
-                    .path(&Location::new(root.clone(), ""))
-                    .map_err(fail)?;
-                let free = crate::facts::available_space(&path)
-                    .map_err(|e| Failure::new(format!("{}: {e}", path.display())))?;
-                Ok(free >= *bytes)
+                Ok(self.roots.free_space(root).map_err(fail)? >= *bytes)
             }
             Condition::ServiceIs { service, state } => Ok(self
                 .service_running(service, target, timeout_ms)?
@@ -50,7 +44,10 @@ impl Executor<'_> {
                 suffix,
                 partner_suffix,
             } => {
-                let names = fs::names(&self.roots, dir).map_err(|e| Failure::new(e.to_string()))?;
+                let names = self
+                    .roots
+                    .names(dir)
+                    .map_err(|e| Failure::new(e.to_string()))?;
                 let names: std::collections::BTreeSet<&[u8]> =
                     names.iter().map(|n| n.as_bytes()).collect();
                 let ours = |n: &&&[u8]| n.ends_with(suffix.as_bytes());
@@ -78,7 +75,9 @@ impl Executor<'_> {
                 store_logs,
             } => {
                 let generations = |l: &Location| -> Result<Vec<u32>, Failure> {
-                    Ok(fs::names(&self.roots, l)
+                    Ok(self
+                        .roots
+                        .names(l)
                         .map_err(|e| Failure::new(e.to_string()))?
                         .iter()
                         .filter_map(|n| crate::ese::logs::generation(n.as_bytes()))

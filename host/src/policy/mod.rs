@@ -75,7 +75,7 @@ pub const TRANSPORTS: &[&str] = &["local", "ssh"];
 /// How hokan reaches a server over ssh: only what the policy must say. Everything else
 /// (ProxyJump, certificates, an ssh-agent, ciphers) comes from the system's ssh configuration,
 /// as it does for borg and rsync.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
 pub struct Ssh {
     /// The host name or address ssh connects to (the server's `address`).
     pub address: String,
