@@ -68,7 +68,8 @@ impl Sshd {
                      KbdInteractiveAuthentication no\n\
                      PermitRootLogin prohibit-password\n\
                      AllowTcpForwarding no\n\
-                     X11Forwarding no\n",
+                     X11Forwarding no\n\
+                     SetEnv HOKAN_AGENT_LEDGER={d}/ledger\n",
                     d = d.display()
                 ),
             )
@@ -156,6 +157,11 @@ impl Sshd {
     /// The listening sshd's process id; each connection's session is a child of it.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The agent's ledger on this "server": each command it ran, by id.
+    pub fn ledger(&self) -> PathBuf {
+        self.dir.path().join("ledger")
     }
 
     /// What sshd logged.

@@ -511,6 +511,8 @@ fn real(case: &Case, injected: &Injected) -> Verdict {
         services: BTreeMap::new(),
         transports: BTreeMap::new(),
         addresses: BTreeMap::new(),
+        remote_roots: BTreeMap::new(),
+        ssh: BTreeMap::new(),
         set: Some(SetSpec {
             id: SET.into(),
             job_dir: root.join("sets/job"),

@@ -40,10 +40,17 @@ plugin = "mailwise"
 servers = ["mw1"]
 backup_root = "backups"
 roots = {{ data = {root} }}
-commands = {{ maintenance-mode = "/bin/true" }}
+commands = {{ maintenance-mode = "{standin}" }}
 params = {{ maintenance_method = "command" }}
-"#
+"#,
+        standin = standin().display()
     )
+}
+
+/// The stand-in for mailwise's maintenance-mode command, present on the "server" because the
+/// server is this machine.
+fn standin() -> PathBuf {
+    hokan_e2e::repo_root().join("tests/fixtures/standins/mw-maintenance")
 }
 
 /// A site whose mailwise data is on `sshd`'s "server" (a tree in its directory), pinned in
@@ -262,7 +269,10 @@ fn servers_check_reports_a_ready_server_and_names_every_problem_of_a_broken_one(
         "{stdout}"
     );
     assert!(
-        stdout.contains("  program mailwise.commands.maintenance-mode  /bin/true  present\n"),
+        stdout.contains(&format!(
+            "  program mailwise.commands.maintenance-mode  {}  present\n",
+            standin().display()
+        )),
         "{stdout}"
     );
 
@@ -277,7 +287,10 @@ fn servers_check_reports_a_ready_server_and_names_every_problem_of_a_broken_one(
             &r.data.display().to_string(),
             &format!("{}/gone", r.data.display()),
         )
-        .replace("\"/bin/true\"", "\"/opt/mailwise/bin/mwmaint\"")
+        .replace(
+            &standin().display().to_string(),
+            "/opt/mailwise/bin/mwmaint",
+        )
         + &format!(
             "\n[[servers]]\nname = \"mw2\"\nrole = \"mailwise\"\naddress = \"127.0.0.1\"\n\
              transport = \"ssh\"\nport = {dead_port}\n"
@@ -343,49 +356,166 @@ fn a_wrong_agent_path_says_what_is_missing_and_where() {
     );
 }
 
-#[test]
-fn hokan_run_refuses_a_job_with_a_root_on_a_server_until_it_can_act_there() {
-    let r = Remote::new();
-    let before = hokan_e2e_tree(&r.data);
-    let out = r.hokan(&[
-        "run",
-        &r.policy("site.toml"),
-        "--job",
-        "mailwise",
-        "--op",
-        "backup",
-    ]);
-    let err = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains("jobs.mailwise.roots.data: the root is on `mw1`, reached over ssh: `hokan run` cannot act on a server's files over ssh yet"),
-        "{err}"
-    );
-    assert!(!r.host.path().join("backups").exists());
-    assert_eq!(
-        hokan_e2e_tree(&r.data),
-        before,
-        "the server's tree is untouched"
-    );
+/// The events of a `hokan run --json`.
+fn events(out: &Output) -> Vec<serde_json::Value> {
+    text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
 }
 
-/// Every path and its bytes below `dir`.
-fn hokan_e2e_tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+/// Every entry below `dir` with what a restore must bring back: kind, mode, mtime, owner,
+/// link target and bytes (names as bytes).
+fn metadata_tree(dir: &Path) -> Vec<(Vec<u8>, String)> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).unwrap() {
             let p = e.unwrap().path();
-            if p.is_dir() {
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let what = if m.is_dir() {
                 stack.push(p.clone());
-                out.push((p, Vec::new()));
+                "dir".to_string()
+            } else if m.file_type().is_symlink() {
+                format!("-> {:?}", std::fs::read_link(&p).unwrap())
             } else {
-                out.push((p.clone(), std::fs::read(&p).unwrap()));
-            }
+                // FNV-1a of the bytes: equal trees have equal lines.
+                let h = std::fs::read(&p)
+                    .unwrap()
+                    .iter()
+                    .fold(0xcbf29ce484222325u64, |h, b| {
+                        (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
+                    });
+                format!("{h:016x}")
+            };
+            let mtime = if m.is_dir() {
+                0
+            } else {
+                m.mtime_nsec() + m.mtime() * 1_000_000_000
+            };
+            out.push((
+                p.strip_prefix(dir).unwrap().as_os_str().as_bytes().to_vec(),
+                format!("{what} {:o} {}:{} {mtime}", m.mode(), m.uid(), m.gid()),
+            ));
         }
     }
     out.sort();
     out
+}
+
+#[test]
+fn mailwise_backup_verify_incremental_and_restore_with_its_data_on_a_server() {
+    let r = Remote::new();
+    let policy = r.policy("site.toml");
+    let run = |op: &str| {
+        let out = r.hokan(&[
+            "run", &policy, "--job", "mailwise", "--op", op, "--yes", "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{op}: {}\n{}\n{}",
+            text(&out.stderr),
+            text(&out.stdout),
+            r.sshd.log()
+        );
+        events(&out)
+    };
+    let before = metadata_tree(&r.data);
+    let ev = run("backup");
+    assert_eq!(
+        ev.last().unwrap()["outcome"]["status"],
+        "completed",
+        "{ev:#?}"
+    );
+    let done = ev.iter().find(|e| e["record"] == "set-complete").unwrap();
+    let first = done["set"].as_str().unwrap().to_string();
+    assert_eq!(done["files_linked"], 0);
+    assert_eq!(
+        metadata_tree(&r.data),
+        before,
+        "the backup changed the server's tree"
+    );
+    assert!(
+        !r.data.join("mw/data/maint").exists(),
+        "maintenance is released"
+    );
+    // Its commands ran on the server, through the agent's ledger there.
+    let ledger: Vec<_> = std::fs::read_dir(r.sshd.ledger()).unwrap().collect();
+    assert!(
+        !ledger.is_empty(),
+        "no command went through the server's ledger"
+    );
+    let sets = r.host.path().join("backups/remote-site/mailwise");
+    let set = sets.join(&first);
+    // The set holds the server's tree byte for byte, and verifies on the host.
+    assert_eq!(
+        std::fs::read(set.join("file/ws2/0001.eml")).unwrap(),
+        std::fs::read(r.data.join("mw/file/ws2/0001.eml")).unwrap()
+    );
+    let out = r.hokan(&["verify", set.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).starts_with("ok: "),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // A second backup of the unchanged tree links every file but the maintenance marker.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let ev = run("backup");
+    let done = ev.iter().find(|e| e["record"] == "set-complete").unwrap();
+    let second = done["set"].as_str().unwrap().to_string();
+    assert_eq!(
+        done["files"],
+        done["files_linked"].as_u64().unwrap() + 1,
+        "only the maintenance marker is new: {done}"
+    );
+    use std::os::unix::fs::MetadataExt;
+    let ino = |p: PathBuf| std::fs::metadata(p).unwrap().ino();
+    assert_eq!(
+        ino(sets.join(&first).join("back1/data/mail.odb")),
+        ino(sets.join(&second).join("back1/data/mail.odb"))
+    );
+
+    // A restore over changed data on the server: the set comes back there, the changed data
+    // is kept beside it, maintenance is released.
+    std::fs::write(
+        r.data.join("mw/file/ws1/0000.eml"),
+        b"changed after the backup",
+    )
+    .unwrap();
+    let ev = run("restore");
+    assert_eq!(
+        ev.last().unwrap()["outcome"]["status"],
+        "completed",
+        "{ev:#?}"
+    );
+    assert_eq!(
+        std::fs::read(r.data.join("mw/file/ws1/0000.eml")).unwrap(),
+        std::fs::read(sets.join(&second).join("file/ws1/0000.eml")).unwrap()
+    );
+    assert_eq!(
+        std::fs::read(r.data.join("mw/file_bak/ws1/0000.eml")).unwrap(),
+        b"changed after the backup"
+    );
+    assert!(!r.data.join("mw/data/maint").exists());
+    assert!(!r.data.join("mw/hokan-restore").exists());
+    // What came back is the set's tree with every file's mode, owner and mtime.
+    let restored: Vec<_> = metadata_tree(&r.data.join("mw/file"));
+    let backed: Vec<_> = metadata_tree(&sets.join(&second).join("file"));
+    assert_eq!(restored, backed);
+    assert_eq!(
+        metadata_tree(&r.data.join("mw/data"))
+            .into_iter()
+            .filter(|(p, _)| p != b"maint")
+            .collect::<Vec<_>>(),
+        metadata_tree(&sets.join(&second).join("data"))
+            .into_iter()
+            .filter(|(p, _)| p != b"maint")
+            .collect::<Vec<_>>()
+    );
 }
 
 #[test]
