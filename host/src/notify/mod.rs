@@ -276,7 +276,9 @@ impl Event {
     }
 }
 
-/// This machine's name, for events (which host of a fleet raised it).
+/// This machine's name, for events (which host of a fleet raised it). It is a label in a message
+/// to people, never looked up again, so a name that is not UTF-8 is shown with replacement
+/// characters rather than refused.
 pub fn host_name() -> String {
     rustix::system::uname()
         .nodename()

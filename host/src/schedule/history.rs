@@ -265,27 +265,36 @@ impl History {
             path: path.clone(),
             source,
         };
-        let conn = Connection::open(&path).map_err(err)?;
+        let mut conn = Connection::open(&path).map_err(err)?;
+        // First, so that everything below waits for the daemon's write in progress instead of
+        // failing at once with "database is locked": `hokan status` and the daemon open the
+        // same file, and switching a new file to WAL needs it to themselves.
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(err)?;
         // Every write is on disk before the run it records starts.
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(err)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))
+        // One writer at a time makes or upgrades the schema: two processes that both found a
+        // column missing would otherwise both add it, and the second would fail.
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(err)?;
-        conn.execute_batch(SCHEMA).map_err(err)?;
-        conn.execute_batch(crate::notify::outbox::SCHEMA)
+        tx.execute_batch(SCHEMA).map_err(err)?;
+        tx.execute_batch(crate::notify::outbox::SCHEMA)
             .map_err(err)?;
         for (table, column, kind) in ADDED {
-            let has = conn
+            let has = tx
                 .prepare("SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2")
                 .and_then(|mut st| st.exists(params![table, column]))
                 .map_err(err)?;
             if !has {
-                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))
+                tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))
                     .map_err(err)?;
             }
         }
+        tx.commit().map_err(err)?;
         Ok(History { conn, path })
     }
 
@@ -769,6 +778,44 @@ mod tests {
             ]
         );
         assert_eq!(jobs[1].last_set, None);
+    }
+
+    #[test]
+    fn opening_waits_for_another_process_writing_instead_of_failing() {
+        // The daemon making the file, holding its write lock, while `hokan status` opens it.
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = Connection::open(dir.path().join("history.sqlite")).unwrap();
+        let tx = writer
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)
+            .unwrap();
+        tx.execute_batch("CREATE TABLE busy (x)").unwrap();
+        let (opened_tx, opened) = std::sync::mpsc::channel();
+        let state = dir.path().to_path_buf();
+        let reader = std::thread::spawn(move || {
+            let h = History::open(&state);
+            opened_tx.send(()).unwrap();
+            h.map(|h| h.all().unwrap().len())
+        });
+        // Still waiting while the lock is held ...
+        assert!(
+            opened
+                .recv_timeout(std::time::Duration::from_millis(300))
+                .is_err()
+        );
+        tx.commit().unwrap();
+        // ... and opens, with its schema, once it is let go.
+        assert_eq!(reader.join().unwrap().unwrap(), 0);
+        // Several opening a new file at once make its schema once between them.
+        let fresh = tempfile::tempdir().unwrap();
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let p = fresh.path().to_path_buf();
+                std::thread::spawn(move || History::open(&p).map(|_| ()))
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap().unwrap();
+        }
     }
 
     #[test]
