@@ -74,34 +74,33 @@ impl Sshd {
                 ),
             )
             .unwrap();
-            let log = d.join("sshd.log");
-            let mut child = Command::new(SSHD)
-                .args(["-D", "-f"])
-                .arg(&config)
-                .arg("-E")
-                .arg(&log)
-                .stdin(Stdio::null())
-                .spawn()
-                .expect("sshd starts");
-            let until = Instant::now() + Duration::from_secs(10);
-            loop {
-                let said = std::fs::read_to_string(&log).unwrap_or_default();
-                if said.contains("Server listening on") {
-                    return Sshd { dir, port, child };
-                }
-                if child.try_wait().unwrap().is_some() || Instant::now() > until {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    assert!(
-                        said.contains("Address already in use"),
-                        "sshd did not start: {said}"
-                    );
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
+            match listen(d) {
+                Ok(child) => return Sshd { dir, port, child },
+                Err(said) => assert!(
+                    said.contains("Address already in use"),
+                    "sshd did not start: {said}"
+                ),
             }
         }
         panic!("sshd found no free port in 5 tries");
+    }
+
+    /// The server goes down: its listener and every session (so every connection to it) are
+    /// killed, as a machine that lost power would drop them. Commands its agent started
+    /// detached run on.
+    pub fn stop(&mut self) {
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-P", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The server is back: sshd listens again on the same port with the same keys.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = listen(self.dir.path())
+            .unwrap_or_else(|said| panic!("sshd did not start again: {said}"));
     }
 
     /// The client's private key, which this sshd accepts.
@@ -167,6 +166,36 @@ impl Sshd {
     /// What sshd logged.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
+    }
+}
+
+/// Starts `sshd -D` with the config in `d` and waits (bounded) until it listens; `Err` with what
+/// it logged when it did not.
+fn listen(d: &Path) -> Result<Child, String> {
+    let log = d.join("sshd.log");
+    let logged = || std::fs::read_to_string(&log).unwrap_or_default();
+    // A restart appends to the same log: only what this one logs counts.
+    let from = logged().len();
+    let mut child = Command::new(SSHD)
+        .args(["-D", "-f"])
+        .arg(d.join("sshd_config"))
+        .arg("-E")
+        .arg(&log)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("sshd starts");
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let said = logged().get(from..).unwrap_or_default().to_string();
+        if said.contains("Server listening on") {
+            return Ok(child);
+        }
+        if child.try_wait().unwrap().is_some() || Instant::now() > until {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(said);
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -13,8 +13,9 @@ pub const BAD_INPUT: u8 = 1;
 pub const USAGE: u8 = 2;
 /// A plugin refused to plan (the message says why); nothing ran.
 pub const REFUSED: u8 = 3;
-/// Someone must look: an invariant broke, a cleanup step failed, a step allowed to fail did, a
-/// set was kept after a point of no return, a set does not match its manifest.
+/// Someone must look: an invariant broke, a cleanup step failed or could not reach its server
+/// (`hokan recover` runs it again), a step allowed to fail did, a set was kept after a point of
+/// no return, a set does not match its manifest.
 pub const ATTENTION: u8 = 4;
 /// A run's step failed and the body stopped; the cleanup ran.
 pub const FAILED: u8 = 5;

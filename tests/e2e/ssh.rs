@@ -7,18 +7,31 @@ use hokan_e2e::{MailwiseTree, hokan_bin, plugin_dir};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn hokan(dir: &Path, args: &[&str]) -> Output {
-    Command::new(hokan_bin())
-        .arg("--plugin-dir")
+/// `hokan ARGS` with its plugins, cache and state in `dir`.
+fn hokan_command(dir: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(hokan_bin());
+    c.arg("--plugin-dir")
         .arg(plugin_dir())
         .arg("--cache-dir")
         .arg(dir.join("cache"))
         .arg("--state-dir")
         .arg(dir.join("state"))
         .args(args)
-        .env_remove("HOKAN_LOG")
-        .output()
-        .unwrap()
+        .env_remove("HOKAN_LOG");
+    c
+}
+
+fn hokan(dir: &Path, args: &[&str]) -> Output {
+    hokan_command(dir, args).output().unwrap()
+}
+
+/// A JSON array of strings, which it must be.
+fn str_array(v: &serde_json::Value) -> Vec<&str> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect()
 }
 
 fn text(b: &[u8]) -> String {
@@ -304,12 +317,7 @@ fn servers_check_reports_a_ready_server_and_names_every_problem_of_a_broken_one(
     let mw1 = &reports[0];
     assert_eq!(mw1["server"], "mw1");
     assert_eq!(mw1["agent"], version);
-    let problems: Vec<&str> = mw1["problems"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p.as_str().unwrap())
-        .collect();
+    let problems = str_array(&mw1["problems"]);
     assert_eq!(problems.len(), 2, "{problems:?}");
     assert!(
         problems[0].starts_with("jobs.mailwise.roots.data: ")
@@ -515,6 +523,247 @@ fn mailwise_backup_verify_incremental_and_restore_with_its_data_on_a_server() {
             .into_iter()
             .filter(|(p, _)| p != b"maint")
             .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_server_down_at_cleanup_leaves_the_run_for_recover_which_releases_maintenance_once_it_is_back()
+{
+    let mut r = Remote::new();
+    // Setting maintenance mode takes a few seconds on this "server", long enough for the test
+    // to take the server down while it runs: the command, detached, finishes there all the same.
+    let policy = slowed_maintenance(&r, "down", "", "sleep 3");
+    let dir = r.host.path().to_path_buf();
+    let mut run = spawn_backup(&r, &policy);
+    let maint = r.data.join("mw/data/maint");
+    wait_while_running(&r, &mut run, "maintenance mode", || maint.exists());
+    // The server goes down in the middle of the step, and stays down through the cleanup.
+    r.sshd.stop();
+    let status = run.wait().unwrap();
+    let stdout = std::fs::read(dir.join("run.out")).unwrap();
+    let ev: Vec<serde_json::Value> = text(&stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let end = ev.last().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(4),
+        "needs attention: {end:#}\n{}",
+        std::fs::read_to_string(dir.join("run.err")).unwrap_or_default()
+    );
+    let outcome = &end["outcome"];
+    assert_eq!(outcome["status"], "failed", "{end:#}");
+    // Both of its cleanup steps, the second because its condition cannot be read there.
+    let deferred = str_array(&outcome["cleanup_deferred"]);
+    assert_eq!(deferred.len(), 2, "{end:#}");
+    assert!(deferred[0].starts_with("`maintenance-off`: "), "{end:#}");
+    assert!(
+        deferred[1].starts_with("`maintenance-off-command`: cannot evaluate"),
+        "{end:#}"
+    );
+    for d in &deferred {
+        assert!(
+            d.contains("server `mw1`") && d.contains("Connection refused"),
+            "names the server and why: {d}"
+        );
+    }
+    assert!(
+        outcome["reason"]
+            .as_str()
+            .unwrap()
+            .contains("maintenance-on"),
+        "{end:#}"
+    );
+    assert!(outcome.get("set").is_none(), "no set from a failed run");
+    // Maintenance is still set on the server, and the run is not over: its journal waits for
+    // `hokan recover`, and a new run of the job refuses until then.
+    assert!(maint.exists());
+    let state = dir.join("state");
+    let waiting: Vec<_> = std::fs::read_dir(state.join("runs"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    assert_eq!(waiting.len(), 1);
+    let again = backup(&r, &policy, &[]);
+    assert!(!again.status.success());
+    assert!(
+        text(&again.stderr).contains("did not finish")
+            && text(&again.stderr).contains("hokan recover"),
+        "{}",
+        text(&again.stderr)
+    );
+
+    // Still down: recovery tries, says so, and leaves the run for the next one.
+    let rec = r.hokan(&["recover", "--json"]);
+    assert_eq!(rec.status.code(), Some(4), "{}", text(&rec.stdout));
+    assert!(maint.exists());
+    assert!(waiting[0].path().exists());
+
+    // Back: recovery releases maintenance mode and finishes the run as it had ended.
+    r.sshd.restart();
+    let rec = r.hokan(&["recover"]);
+    assert!(
+        rec.status.success(),
+        "{}\n{}\n{}",
+        text(&rec.stdout),
+        text(&rec.stderr),
+        r.sshd.log()
+    );
+    assert!(!maint.exists(), "maintenance is released on the server");
+    assert!(!waiting[0].path().exists());
+    let done = state.join("runs/done").join(waiting[0].file_name());
+    let records = std::fs::read_to_string(&done).unwrap();
+    let finish: serde_json::Value = serde_json::from_str(records.lines().last().unwrap()).unwrap();
+    assert_eq!(finish["record"], "finish", "{finish:#}");
+    assert_eq!(finish["outcome"]["status"], "failed", "{finish:#}");
+    assert!(
+        finish["outcome"].get("cleanup_deferred").is_none(),
+        "{finish:#}"
+    );
+    // The command cut off by the outage ran to its end on the server: the ledger has its exit.
+    let on = ledger_entry_of_on(&r).expect("maintenance-on is in the server's ledger");
+    let exit: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(on.join("exit.json")).unwrap()).unwrap();
+    assert_eq!(exit["code"], 0, "{exit}");
+    // And the next backup runs whole.
+    let ok = backup(&r, &policy, &["--yes"]);
+    assert!(ok.status.success(), "{}", text(&ok.stdout));
+    assert!(!maint.exists());
+}
+
+/// A maintenance-mode command for `r`'s server that runs `on_first` (shell) before it sets
+/// maintenance mode, written there; and the policy that maps it, as `name`.
+fn slowed_maintenance(r: &Remote, name: &str, on_first: &str, on_after: &str) -> PathBuf {
+    let script = r.sshd.dir.path().join(format!("{name}-maintenance"));
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = on ]; then {on_first}\n\"{0}\" \"$@\" || exit; {on_after}\nexit 0; fi\nexec \"{0}\" \"$@\"\n",
+            standin().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    r.write(
+        &format!("{name}.toml"),
+        &r.remote_policy("known_hosts").replace(
+            &standin().display().to_string(),
+            &script.display().to_string(),
+        ),
+    )
+}
+
+/// `hokan run POLICY --job mailwise --op backup` with `extra`.
+fn backup(r: &Remote, policy: &Path, extra: &[&str]) -> Output {
+    let p = policy.to_str().unwrap();
+    r.hokan(&[&["run", p, "--job", "mailwise", "--op", "backup"], extra].concat())
+}
+
+/// `hokan run POLICY --job mailwise --op backup --yes --json` in the background, its stdout and
+/// stderr in `run.out` and `run.err` beside the policy.
+fn spawn_backup(r: &Remote, policy: &Path) -> std::process::Child {
+    let dir = r.host.path();
+    let p = policy.to_str().unwrap();
+    hokan_command(dir, &["run", p, "--job", "mailwise", "--op", "backup"])
+        .args(["--yes", "--json"])
+        .stdout(std::fs::File::create(dir.join("run.out")).unwrap())
+        .stderr(std::fs::File::create(dir.join("run.err")).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits (bounded) until `done` holds while `run` is still going.
+fn wait_while_running(
+    r: &Remote,
+    run: &mut std::process::Child,
+    what: &str,
+    done: impl Fn() -> bool,
+) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < until && run.try_wait().unwrap().is_none(),
+            "{what} never happened: {}",
+            std::fs::read_to_string(r.host.path().join("run.err")).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// The server's ledger entry of mailwise's `maintenance-mode on`.
+fn ledger_entry_of_on(r: &Remote) -> Option<PathBuf> {
+    std::fs::read_dir(r.sshd.ledger())
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|d| {
+            std::fs::read_to_string(d.join("command.json"))
+                .is_ok_and(|c| c.contains("\"on\",\"--start\""))
+        })
+}
+
+#[test]
+fn hokan_killed_while_a_remote_command_runs_is_recovered_after_that_command_ends() {
+    let r = Remote::new();
+    // Maintenance mode takes 3 s to set: a cleanup that did not wait for the command would
+    // release it before it is set, and it would stay set.
+    let policy = slowed_maintenance(&r, "late", "sleep 3", "");
+    let mut run = spawn_backup(&r, &policy);
+    wait_while_running(
+        &r,
+        &mut run,
+        "maintenance-on starting on the server",
+        || ledger_entry_of_on(&r).is_some_and(|d| d.join("pid").exists()),
+    );
+    run.kill().unwrap();
+    run.wait().unwrap();
+    let maint = r.data.join("mw/data/maint");
+    assert!(!maint.exists(), "still setting maintenance mode");
+
+    let rec = r.hokan(&["recover"]);
+    let said = text(&rec.stdout);
+    assert!(rec.status.success(), "{said}\n{}", text(&rec.stderr));
+    let entry = ledger_entry_of_on(&r).unwrap();
+    assert!(entry.join("exit.json").exists(), "recovery waited for it");
+    assert!(
+        !maint.exists(),
+        "set, then released by the cleanup after it: {said}"
+    );
+    let id = entry.file_name().unwrap().to_str().unwrap().to_string();
+    assert!(
+        said.contains(&format!("the ledger on `mw1`: command {id} exited 0")),
+        "{said}"
+    );
+    // The journal has the command's real exit before any step of the cleanup.
+    let done: Vec<PathBuf> = std::fs::read_dir(r.host.path().join("state/runs/done"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(done.len(), 1);
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(&done[0])
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let exit = records
+        .iter()
+        .position(|r| r["record"] == "remote-exit" && r["id"] == id.as_str())
+        .expect("the command's exit is journaled");
+    assert_eq!(records[exit]["code"], 0, "{:#}", records[exit]);
+    let first_cleanup = records
+        .iter()
+        .position(|r| r["record"] == "step-start" && r["phase"] == "recovery")
+        .unwrap();
+    assert!(exit < first_cleanup);
+    assert_eq!(records.last().unwrap()["outcome"]["status"], "recovered");
+    // Nothing is left: no set, no run waiting.
+    let sets = r.host.path().join("backups/remote-site/mailwise");
+    assert!(
+        std::fs::read_dir(&sets).map_or(true, |d| d.count() == 0),
+        "no partial set is left"
     );
 }
 
@@ -852,6 +1101,22 @@ fn a_command_outlives_its_ssh_session_and_the_ledger_gives_its_real_exit_to_a_ne
         std::fs::read_to_string(&done).unwrap(),
         "finished\n",
         "it ran once, to its end"
+    );
+    // Recovery's question starts nothing: the same end, and no command for an id never used.
+    let settled = again
+        .settle("run3.cmd.1", "sh", None, hokan::drive::AtLimit::Kill)
+        .unwrap()
+        .unwrap();
+    assert_eq!(settled.code, Some(7));
+    assert!(
+        again
+            .settle("run3.cmd.2", "sh", None, hokan::drive::AtLimit::Kill)
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        !sshd.ledger().join("run3.cmd.2").exists(),
+        "nothing was started for the unknown id"
     );
 }
 

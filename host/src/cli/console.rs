@@ -98,6 +98,7 @@ fn status_word(s: StepStatus) -> &'static str {
         StepStatus::Failed => "FAILED",
         StepStatus::TimedOut => "TIMED OUT",
         StepStatus::NotConfirmed => "WAITING",
+        StepStatus::Unreachable => "UNREACHABLE",
     }
 }
 
@@ -178,7 +179,34 @@ impl Observer for Console {
                 sets.len(),
                 sets.join(", ")
             )),
-            Record::Finish { .. } | Record::Observed { .. } => {}
+            // The run's end is said by its summary, which names what was deferred.
+            Record::RemoteExit {
+                server,
+                id,
+                code,
+                note,
+                output: Some(_),
+            } => self.line(&format!(
+                "  the ledger on `{server}`: command {id} {}",
+                match (code, note) {
+                    (_, Some(n)) => n.clone(),
+                    (Some(c), None) => format!("exited {c}"),
+                    (None, None) => "was ended by a signal".to_string(),
+                }
+            )),
+            Record::RemoteExit {
+                note: Some(n),
+                server,
+                id,
+                ..
+            } => self.line(&format!("  the ledger on `{server}`: command {id} {n}")),
+            // The run's end is said by its summary, which names what was deferred; a command
+            // the run itself saw end is told by its step.
+            Record::Finish { .. }
+            | Record::Deferred { .. }
+            | Record::Observed { .. }
+            | Record::RemoteCommand { .. }
+            | Record::RemoteExit { .. } => {}
         }
     }
 

@@ -51,8 +51,13 @@ fn report(o: &Outcome, json: bool) {
                 .unwrap_or_default()
         ),
         RunStatus::Failed => println!(
-            "FAILED: {}; the cleanup ran",
-            o.reason.as_deref().unwrap_or("a step failed")
+            "FAILED: {}; the cleanup ran{}",
+            o.reason.as_deref().unwrap_or("a step failed"),
+            if o.cleanup_deferred.is_empty() {
+                ""
+            } else {
+                ", but not all of it could"
+            }
         ),
         RunStatus::Recovered => println!(
             "recovered: the run had died{}; its cleanup ran and it is marked failed",
@@ -79,6 +84,13 @@ fn report(o: &Outcome, json: bool) {
     }
     for s in &o.cleanup_failed {
         println!("ATTENTION: the cleanup step `{s}` failed; check the product by hand");
+    }
+    for d in &o.cleanup_deferred {
+        println!(
+            "ATTENTION: the cleanup step {d}. The product there may still be in maintenance or \
+             stopped: the run waits for `hokan recover`, which runs the step again once the \
+             server answers (and a new run of this job refuses until then)"
+        );
     }
     for i in &o.invariants_broken {
         println!("ATTENTION: invariant broken: {i}");

@@ -59,6 +59,10 @@ pub enum StepStatus {
     TimedOut,
     /// A manual gate nobody confirmed.
     NotConfirmed,
+    /// The server it acts on could not be reached, even after reconnecting with backoff. A
+    /// cleanup step that ends so is left for `hokan recover`, which runs it again: the product
+    /// on that server may still be in maintenance, and only that server's return can fix it.
+    Unreachable,
 }
 
 impl StepStatus {
@@ -66,7 +70,10 @@ impl StepStatus {
     pub fn failed(self) -> bool {
         matches!(
             self,
-            StepStatus::Failed | StepStatus::TimedOut | StepStatus::NotConfirmed
+            StepStatus::Failed
+                | StepStatus::TimedOut
+                | StepStatus::NotConfirmed
+                | StepStatus::Unreachable
         )
     }
 }
@@ -108,6 +115,11 @@ pub struct Outcome {
     /// Cleanup steps that failed: the product may need a person.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cleanup_failed: Vec<String>,
+    /// Cleanup steps whose server could not be reached, each as "`step`: why", naming the
+    /// server. The run is not over: its journal stays among the unfinished ones, and
+    /// `hokan recover` runs these steps again once the server answers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cleanup_deferred: Vec<String>,
     /// Plan invariants that did not hold at the end.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub invariants_broken: Vec<String>,
@@ -138,6 +150,7 @@ impl Outcome {
             set: None,
             set_kept: None,
             cleanup_failed: Vec::new(),
+            cleanup_deferred: Vec::new(),
             invariants_broken: Vec::new(),
             steps_failed: Vec::new(),
             warnings: Vec::new(),
@@ -158,13 +171,16 @@ impl Outcome {
                 "failed: {}",
                 self.reason.as_deref().unwrap_or("a step failed")
             ),
-            RunStatus::Recovered => format!(
-                "recovered: the run died{}",
-                self.step
-                    .as_deref()
-                    .map(|s| format!(" after `{s}`"))
-                    .unwrap_or_default()
-            ),
+            RunStatus::Recovered => match &self.reason {
+                Some(why) => format!("recovered: {why}"),
+                None => format!(
+                    "recovered: the run died{}",
+                    self.step
+                        .as_deref()
+                        .map(|s| format!(" after `{s}`"))
+                        .unwrap_or_default()
+                ),
+            },
         };
         match (&self.set, &self.set_kept) {
             (Some(set), Some(why)) => s += &format!("; backup set {set} KEPT, incomplete: {why}"),
@@ -183,6 +199,11 @@ impl Outcome {
                 .iter()
                 .map(|s| format!("cleanup step `{s}` failed")),
         );
+        attention.extend(
+            self.cleanup_deferred
+                .iter()
+                .map(|d| format!("cleanup step {d}; it is left for `hokan recover` to run again")),
+        );
         attention.extend(self.invariants_broken.iter().cloned());
         attention.extend(
             self.left_on_purpose
@@ -195,12 +216,13 @@ impl Outcome {
         s
     }
 
-    /// Whether someone must look at the product: a cleanup step failed, an invariant broke, a
-    /// step allowed to fail did, a set was kept after a point of no return, or the plan left
-    /// something changed on purpose.
+    /// Whether someone must look at the product: a cleanup step failed or could not reach its
+    /// server, an invariant broke, a step allowed to fail did, a set was kept after a point of
+    /// no return, or the plan left something changed on purpose.
     pub fn needs_attention(&self) -> bool {
         self.set_kept.is_some()
             || !self.cleanup_failed.is_empty()
+            || !self.cleanup_deferred.is_empty()
             || !self.invariants_broken.is_empty()
             || !self.steps_failed.is_empty()
             || !self.left_on_purpose.is_empty()
@@ -523,6 +545,7 @@ pub fn run<E: Effects>(plan: &Plan, fx: &E) -> Ran {
         }
     }
     outcome.cleanup_failed = d.cleanup_failed(plan);
+    outcome.cleanup_deferred = d.take_deferred();
     outcome.warnings = d.take_warnings();
     fx.cleaned_up(&outcome);
     Ran::Finished(Box::new(outcome))
@@ -534,7 +557,14 @@ pub fn recover<E: Effects>(plan: &Plan, fx: &E) -> Outcome {
     let d = Driver::new(fx);
     let (cleaned, last, completed) = {
         let p = fx.progress().lock().unwrap_or_else(|p| p.into_inner());
-        let cleaned: Vec<String> = p.cleanup.iter().map(|(s, _)| s.clone()).collect();
+        // A cleanup step that could not reach its server is run again, like one that never
+        // ended; one that ran and failed is not (it did what it could, a person looks).
+        let cleaned: Vec<String> = p
+            .cleanup
+            .iter()
+            .filter(|(_, st)| *st != StepStatus::Unreachable)
+            .map(|(s, _)| s.clone())
+            .collect();
         // The last step in the plan's order that ended: the steps of a group end in any order.
         let last = plan
             .all_steps()
@@ -558,6 +588,7 @@ pub fn recover<E: Effects>(plan: &Plan, fx: &E) -> Outcome {
         }
     }
     outcome.cleanup_failed = d.cleanup_failed(plan);
+    outcome.cleanup_deferred = d.take_deferred();
     outcome.warnings = d.take_warnings();
     let kept = point.filter(|_| !completed).map(|p| {
         format!("the run died after the point of no return `{p}`; recovery finished the set")
@@ -635,6 +666,8 @@ struct Driver<'a, E: Effects> {
     fx: &'a E,
     /// The warnings of the steps that did their job, each naming its step.
     warnings: Mutex<Vec<String>>,
+    /// The cleanup steps that could not reach their server, as "`step`: why".
+    deferred: Mutex<Vec<String>>,
 }
 
 impl<'a, E: Effects> Driver<'a, E> {
@@ -642,7 +675,12 @@ impl<'a, E: Effects> Driver<'a, E> {
         Driver {
             fx,
             warnings: Mutex::new(Vec::new()),
+            deferred: Mutex::new(Vec::new()),
         }
+    }
+
+    fn take_deferred(&self) -> Vec<String> {
+        std::mem::take(&mut *self.deferred.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     fn take_warnings(&self) -> Vec<String> {
@@ -782,12 +820,17 @@ impl<E: Effects> Driver<'_, E> {
     }
 
     /// The cleanup steps whose last end was a failure, in the plan's order: after a recovery,
-    /// those that failed before the run died too.
+    /// those that failed before the run died too. Those that could not reach their server are
+    /// not among them: they are deferred, not done.
     fn cleanup_failed(&self, plan: &Plan) -> Vec<String> {
         let p = self.progress();
         plan.cleanup
             .iter()
-            .filter(|s| p.cleanup.iter().any(|(id, st)| id == &s.id && st.failed()))
+            .filter(|s| {
+                p.cleanup
+                    .iter()
+                    .any(|(id, st)| id == &s.id && st.failed() && *st != StepStatus::Unreachable)
+            })
             .map(|s| s.id.clone())
             .collect()
     }
@@ -804,6 +847,12 @@ impl<E: Effects> Driver<'_, E> {
         };
         let status = end.status;
         self.progress().ended(&s.id, phase, status);
+        if phase != Phase::Body && status == StepStatus::Unreachable {
+            self.deferred
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(format!("`{}`: {}", s.id, end.summary));
+        }
         self.fx.ended(s, phase, end);
         status
     }
@@ -825,8 +874,14 @@ impl<E: Effects> Driver<'_, E> {
             let (status, summary) = match value {
                 Ok(true) => continue,
                 Ok(false) => (StepStatus::Skipped, format!("skipped: \"{c}\" is false")),
+                // Unreadable because its server is down: deferred in a cleanup, like a step
+                // that could not reach it.
                 Err(f) => (
-                    StepStatus::Failed,
+                    if f.status == StepStatus::Unreachable {
+                        StepStatus::Unreachable
+                    } else {
+                        StepStatus::Failed
+                    },
                     format!("cannot evaluate \"{c}\": {}", f.message),
                 ),
             };

@@ -14,6 +14,8 @@ enum Try {
     Ok,
     Fail,
     Hang,
+    /// Its server could not be reached.
+    Down,
 }
 
 #[derive(Default)]
@@ -25,6 +27,8 @@ struct Script {
     /// Conditions on the site: `exists` paths that exist, and those that cannot be read.
     exists: Vec<&'static str>,
     unreadable: Vec<&'static str>,
+    /// `exists` paths on a server that cannot be reached.
+    down: Vec<&'static str>,
     crash_after: Option<&'static str>,
     stop_before: Option<usize>,
     completion_fails: bool,
@@ -56,6 +60,10 @@ impl Effects for Script {
             Condition::Exists { path } if self.unreadable.contains(&path.path.as_str()) => {
                 Err(Failure::new(format!("{path}: permission denied")))
             }
+            Condition::Exists { path } if self.down.contains(&path.path.as_str()) => Err(Failure {
+                status: StepStatus::Unreachable,
+                ..Failure::new(format!("server `s2` could not be reached: {path} unread"))
+            }),
             Condition::Exists { path } => Ok(self.exists.contains(&path.path.as_str())),
             other => panic!("the script has no value for {other}"),
         }
@@ -75,6 +83,13 @@ impl Effects for Script {
             Try::Ok => Ok(format!("{} done", s.id).into()),
             Try::Fail => Err(Failure::new(format!("{} broke", s.id))),
             Try::Hang => Err(Failure::timed_out(format!("{} hung", s.id))),
+            Try::Down => Err(Failure {
+                status: StepStatus::Unreachable,
+                ..Failure::new(format!(
+                    "server `s2` could not be reached: {} not run",
+                    s.id
+                ))
+            }),
         }
     }
 
@@ -444,6 +459,77 @@ fn recovery_resumes_from_a_journal_s_progress() {
             "recovered, completed false, kept None",
         ]
     );
+}
+
+#[test]
+fn a_cleanup_step_whose_server_is_down_is_left_for_recovery_which_runs_only_it_again() {
+    let fx = Script {
+        attempts: BTreeMap::from([("u2", vec![Try::Down]), ("u3", vec![Try::Fail])]),
+        down: vec!["marker"],
+        ..Script::default()
+    };
+    // u4 runs only if a marker on the server is there: with the server down, nobody knows.
+    let mut u4 = exec("u4");
+    u4.when = vec![Condition::Exists {
+        path: Location::new("data", "marker"),
+    }];
+    let p = plan(
+        vec![exec("a")],
+        vec![exec("u1"), exec("u2"), exec("u3"), u4],
+    );
+    let o = finished(run(&p, &fx));
+    // The body did its job; the cleanup went on past the server that was down.
+    assert_eq!(o.status, RunStatus::Completed);
+    assert_eq!(o.set.as_deref(), Some("S1"));
+    assert!(fx.log().contains(&"end u3 Cleanup Failed 1".to_string()));
+    // Deferred, naming the server, and not counted among the cleanup steps that ran and failed.
+    assert_eq!(
+        o.cleanup_deferred,
+        [
+            "`u2`: server `s2` could not be reached: u2 not run",
+            "`u4`: cannot evaluate \"data:/marker exists\": server `s2` could not be reached: data:/marker unread"
+        ]
+    );
+    assert_eq!(o.cleanup_failed, ["u3"]);
+    assert!(o.needs_attention());
+    assert!(
+        o.summary()
+            .contains("cleanup step `u2`: server `s2` could not be reached: u2 not run; it is left for `hokan recover` to run again"),
+        "{}",
+        o.summary()
+    );
+
+    // `hokan recover`, once the server answers: a fresh backend with the journal's progress.
+    let again = Script {
+        attempts: BTreeMap::from([("u3", vec![Try::Fail])]),
+        progress: Mutex::new(fx.progress.lock().unwrap().clone()),
+        ..Script::default()
+    };
+    let r = recover(&p, &again);
+    assert_eq!(
+        again.log(),
+        [
+            "start u2 Recovery",
+            "act u2 #1",
+            "end u2 Recovery Ok 1",
+            "end u4 Recovery Skipped 0",
+            "recovered, completed true, kept None",
+        ],
+        "u1 succeeded and u3 ran and failed: neither runs again"
+    );
+    assert!(r.cleanup_deferred.is_empty());
+    assert_eq!(r.cleanup_failed, ["u3"]);
+
+    // Still down at recovery: deferred again, for the next one.
+    let down = Script {
+        attempts: BTreeMap::from([("u2", vec![Try::Down])]),
+        down: vec!["marker"],
+        progress: Mutex::new(fx.progress.lock().unwrap().clone()),
+        ..Script::default()
+    };
+    let r = recover(&p, &down);
+    assert_eq!(r.cleanup_deferred.len(), 2, "{r:#?}");
+    assert!(r.needs_attention());
 }
 
 #[test]

@@ -98,6 +98,14 @@ impl Executor<'_> {
             .map(|(k, v)| (k.to_string(), v.clone()))
             .collect();
         let deadline = timeout.map(|t| Instant::now() + t);
+        self.log(Record::RemoteCommand {
+            server: server.to_string(),
+            id: id.clone(),
+            program: argv[0].clone(),
+            timeout_ms: timeout.map(|t| t.as_millis() as u64),
+            never_kill: at_limit == AtLimit::Report,
+            at: rfc3339(SystemTime::now()),
+        });
         let mut lost = 0;
         loop {
             let session = link.session(deadline).map_err(|e| {
@@ -119,7 +127,16 @@ impl Executor<'_> {
                 at_limit,
             };
             match session.exec(&id, cmd) {
-                Ok(out) => return Ok(out),
+                Ok(out) => {
+                    self.log(Record::RemoteExit {
+                        server: server.to_string(),
+                        id,
+                        code: out.code,
+                        note: None,
+                        output: None,
+                    });
+                    return Ok(out);
+                }
                 Err(crate::remote::ssh::ActionError::Failed(e)) => {
                     return Err(Failure::new(format!(
                         "cannot run {} on `{server}`: {e}",
@@ -134,6 +151,93 @@ impl Executor<'_> {
                     );
                 }
             }
+        }
+    }
+
+    /// Before a recovery's cleanup: asks each server's ledger how every command the dead run
+    /// started there ended, when the run did not learn it ([`Record::RemoteCommand`] without
+    /// its [`Record::RemoteExit`]). One still running is waited for, within what is left of its
+    /// time limit, and killed at it unless it must never be; how each ended is journaled. So a
+    /// cleanup never races the command it undoes (maintenance released while the command
+    /// setting it still runs, to set it again after), and the command's real exit is on record.
+    /// A server that cannot be reached is asked again by the next recovery: its cleanup steps
+    /// are deferred too.
+    pub(super) fn settle_remote(&self, records: &[Record]) {
+        let known: std::collections::BTreeSet<&str> = records
+            .iter()
+            .filter_map(|r| match r {
+                Record::RemoteExit { id, .. } => Some(id.as_str()),
+                _ => None,
+            })
+            .collect();
+        for r in records {
+            let Record::RemoteCommand {
+                server,
+                id,
+                program,
+                timeout_ms,
+                never_kill,
+                at,
+            } = r
+            else {
+                continue;
+            };
+            if known.contains(id.as_str()) {
+                continue;
+            }
+            // What is left of its limit, counted from when the dead run started it.
+            let timeout = timeout_ms.map(|t| {
+                let since = humantime::parse_rfc3339(at)
+                    .ok()
+                    .and_then(|at| SystemTime::now().duration_since(at).ok())
+                    .unwrap_or_default();
+                Duration::from_millis(t).saturating_sub(since)
+            });
+            let at_limit = if *never_kill {
+                AtLimit::Report
+            } else {
+                AtLimit::Kill
+            };
+            let asked = self
+                .roots
+                .link(server, &self.spec.ssh)
+                .and_then(|link| link.session(None))
+                .and_then(|session| {
+                    tracing::info!(
+                        "asking the ledger on `{server}` how `{program}` (id {id}) ended; \
+                         waiting for it if it still runs"
+                    );
+                    session
+                        .settle(id, program, timeout, at_limit)
+                        .map_err(|e| e.to_string())
+                });
+            let (code, note, output) = match asked {
+                Ok(Some(out)) => (
+                    out.code,
+                    out.timed_out
+                        .then(|| "killed at its time limit by the recovery".to_string()),
+                    Some(out),
+                ),
+                Ok(None) => (
+                    None,
+                    Some("never started: the ledger has no such command".to_string()),
+                    None,
+                ),
+                Err(e) => {
+                    tracing::warn!(
+                        "cannot ask the ledger on `{server}` about `{program}` (id {id}): {e}; \
+                         the next `hokan recover` asks again"
+                    );
+                    continue;
+                }
+            };
+            self.log(Record::RemoteExit {
+                server: server.clone(),
+                id: id.clone(),
+                code,
+                note,
+                output,
+            });
         }
     }
 

@@ -60,6 +60,42 @@ pub enum Record {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         output: Option<Output>,
     },
+    /// A command is about to be started on a server through its agent's ledger, under `id`:
+    /// journaled first, so that a recovery after hokan died can ask that ledger how it ended.
+    RemoteCommand {
+        /// The server.
+        server: String,
+        /// Its ledger id there.
+        id: String,
+        /// The program, for messages.
+        program: String,
+        /// Its time limit, from `at`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_ms: Option<u64>,
+        /// It must never be killed, even past its limit.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        never_kill: bool,
+        /// RFC 3339.
+        at: String,
+    },
+    /// How a command of [`Record::RemoteCommand`] ended, as its server's ledger says: journaled
+    /// by the run when it learns it, or by the recovery that asked.
+    RemoteExit {
+        /// The server.
+        server: String,
+        /// Its ledger id there.
+        id: String,
+        /// Its exit code; `None` when a signal (or its time limit) ended it, or it never ran.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<i32>,
+        /// What the ledger knows beyond the code: "never started", or why it could not run.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
+        /// What it printed (capped by the ledger), when a recovery learnt its end: no step
+        /// records it then.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output: Option<Output>,
+    },
     /// The backup set got its final name: it is complete.
     SetComplete {
         /// The set's id.
@@ -84,6 +120,15 @@ pub enum Record {
     Pruned {
         /// Their ids.
         sets: Vec<String>,
+    },
+    /// The run ended, but cleanup steps could not reach their server
+    /// ([`Outcome::cleanup_deferred`]): the journal stays among the unfinished ones, so that
+    /// `hokan recover` runs those steps again, and a new run of the job waits for that.
+    Deferred {
+        /// How it ended, so far.
+        outcome: Outcome,
+        /// RFC 3339.
+        at: String,
     },
     /// The run is over.
     Finish {
@@ -387,9 +432,46 @@ pub fn finished_run(
     op: &str,
     pid: u32,
 ) -> Option<FinishedRun> {
+    ended_in(
+        &runs_dir(state).join("done"),
+        site,
+        job,
+        op,
+        pid,
+        |r| match r {
+            Record::Finish { outcome, .. } => Some(outcome),
+            _ => None,
+        },
+    )
+}
+
+/// The run of `site`, `job`, `op` and `pid` whose cleanup was deferred ([`Record::Deferred`]):
+/// it ended, set and all, but its journal waits among the unfinished ones for `hokan recover`.
+pub fn deferred_run(
+    state: &Path,
+    site: &str,
+    job: &str,
+    op: &str,
+    pid: u32,
+) -> Option<FinishedRun> {
+    ended_in(&runs_dir(state), site, job, op, pid, |r| match r {
+        Record::Deferred { outcome, .. } => Some(outcome),
+        _ => None,
+    })
+}
+
+/// The newest journal in `dir` of that run, with the outcome `end` reads from its last record
+/// that has one, and the good set it completed.
+fn ended_in(
+    dir: &Path,
+    site: &str,
+    job: &str,
+    op: &str,
+    pid: u32,
+    end: impl Fn(Record) -> Option<Outcome>,
+) -> Option<FinishedRun> {
     let suffix = format!("-{site}-{job}-{op}-{pid}.jsonl");
-    let done = runs_dir(state).join("done");
-    let mut names: Vec<PathBuf> = std::fs::read_dir(&done)
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
         .ok()?
         .flatten()
         .map(|e| e.path())
@@ -412,10 +494,7 @@ pub fn finished_run(
         } => Some((set.clone(), *bytes)),
         _ => None,
     });
-    let outcome = records.into_iter().rev().find_map(|r| match r {
-        Record::Finish { outcome, .. } => Some(outcome),
-        _ => None,
-    })?;
+    let outcome = records.into_iter().rev().find_map(end)?;
     Some(FinishedRun {
         journal: path,
         outcome,
@@ -608,6 +687,50 @@ mod tests {
         std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o666)).unwrap();
         assert_eq!(unfinished(tmp.path()).unwrap().len(), 1);
         assert_eq!(quarantined(tmp.path()).len(), 2);
+    }
+
+    #[test]
+    fn a_deferred_run_stays_unfinished_and_is_found_with_its_set() {
+        let tmp = tempfile::tempdir().unwrap();
+        let name = "20261203T010000Z-s-j-backup-42";
+        let mut j = Journal::create(
+            tmp.path(),
+            name,
+            &Record::StepStart {
+                step: "a".into(),
+                phase: Phase::Body,
+                at: "t".into(),
+            },
+        )
+        .unwrap();
+        j.append(&Record::SetComplete {
+            set: "S1".into(),
+            path: "/b/S1".into(),
+            files: 1,
+            bytes: 7,
+            bytes_copied: 7,
+            files_linked: 0,
+            kept: None,
+        })
+        .unwrap();
+        let mut outcome = Outcome::completed();
+        outcome.set = Some("S1".into());
+        outcome.cleanup_deferred = vec!["`off`: server `s2` is down".into()];
+        j.append(&Record::Deferred {
+            outcome: outcome.clone(),
+            at: "t".into(),
+        })
+        .unwrap();
+        drop(j);
+        // Left for `hokan recover`: listed, not finished, and read again as it is.
+        assert_eq!(unfinished(tmp.path()).unwrap().len(), 1);
+        let u = &unfinished(tmp.path()).unwrap()[0];
+        assert!(reread(u).unwrap().is_some());
+        assert!(finished_run(tmp.path(), "s", "j", "backup", 42).is_none());
+        let d = deferred_run(tmp.path(), "s", "j", "backup", 42).unwrap();
+        assert_eq!(d.outcome, outcome);
+        assert_eq!(d.set, Some(("S1".to_string(), 7)));
+        assert!(deferred_run(tmp.path(), "s", "j", "backup", 43).is_none());
     }
 }
 

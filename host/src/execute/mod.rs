@@ -341,7 +341,13 @@ pub fn recover(
             Record::Observed { markers, services } => Some((markers.clone(), services.clone())),
             _ => None,
         });
-    let outcome = drive::recover(&spec.document.plan, &ex);
+    // Nothing of the cleanup runs while a command the dead run started on a server still does.
+    ex.settle_remote(&run.records);
+    let recovered = drive::recover(&spec.document.plan, &ex);
+    let outcome = match deferred_outcome(&run.records) {
+        Some(earlier) => after_deferred(earlier, recovered),
+        None => recovered,
+    };
     if let Some(dir) = scratch(spec) {
         // A restore test that died tested nothing: its tree goes, and no result is recorded.
         if let Err(e) = sets::remove_tree(dir) {
@@ -352,6 +358,31 @@ pub fn recover(
         }
     }
     ex.finish(outcome)
+}
+
+/// How a run that ended with its cleanup deferred had ended ([`Record::Deferred`]), the last
+/// time it was tried.
+fn deferred_outcome(records: &[Record]) -> Option<Outcome> {
+    records.iter().rev().find_map(|r| match r {
+        Record::Deferred { outcome, .. } => Some(outcome.clone()),
+        _ => None,
+    })
+}
+
+/// A deferred run's outcome once recovery has run its deferred cleanup: the run ended as it
+/// had (its status, reason and set stand: the body did not die), with the cleanup as it is now.
+/// The invariants are left to [`Executor::finish`], which checks them again.
+fn after_deferred(earlier: Outcome, recovered: Outcome) -> Outcome {
+    let mut warnings = earlier.warnings;
+    warnings.extend(recovered.warnings);
+    Outcome {
+        cleanup_failed: recovered.cleanup_failed,
+        cleanup_deferred: recovered.cleanup_deferred,
+        invariants_broken: Vec::new(),
+        left_on_purpose: Vec::new(),
+        warnings,
+        ..earlier
+    }
 }
 
 /// The scratch directory of a restore test ([`sets::tested`]); `None` for any other run.
@@ -368,11 +399,14 @@ impl Effects for Executor<'_> {
     }
 
     fn holds(&self, c: &Condition, target: Option<&str>) -> Result<bool, Failure> {
+        let since = Instant::now();
         self.check(c, target, None)
+            .map_err(|f| self.unreachable(since, f))
     }
 
     fn act(&self, s: &Step) -> Result<Done, Failure> {
-        self.counted(s)
+        let since = Instant::now();
+        self.counted(s).map_err(|f| self.unreachable(since, f))
     }
 
     fn gate(&self, s: &Step, instructions: &str, reference: Option<&str>) -> Gate {
@@ -627,15 +661,51 @@ impl<'a> Executor<'a> {
                 )),
             }
         }
-        let r = Record::Finish {
-            outcome: outcome.clone(),
-            at: rfc3339(SystemTime::now()),
+        let at = rfc3339(SystemTime::now());
+        let deferred = !outcome.cleanup_deferred.is_empty();
+        let r = if deferred {
+            Record::Deferred {
+                outcome: outcome.clone(),
+                at,
+            }
+        } else {
+            Record::Finish {
+                outcome: outcome.clone(),
+                at,
+            }
         };
         let mut journal = self.journal.into_inner().unwrap_or_else(|p| p.into_inner());
         journal.append(&r)?;
         self.observer.record(&r);
-        journal.close()?;
+        // A deferred run stays unfinished, for `hokan recover`.
+        if !deferred {
+            journal.close()?;
+        }
         Ok(outcome)
+    }
+
+    /// `f` as [`StepStatus::Unreachable`] when a server was given up on since `since`: however
+    /// the error was worded on its way up, that is why the step failed (or its condition could
+    /// not be read), and in a cleanup it is left for recovery to run again.
+    fn unreachable(&self, since: Instant, mut f: Failure) -> Failure {
+        let down = self.roots.unreachable_since(since);
+        if !down.is_empty() && f.status == StepStatus::Failed {
+            f.status = StepStatus::Unreachable;
+            // Named once: the link's own error usually says "server `x`: ..." already.
+            let unnamed: Vec<String> = down
+                .iter()
+                .map(|(s, _)| format!("`{s}`"))
+                .filter(|s| !f.message.contains(&format!("server {s}")))
+                .collect();
+            if !unnamed.is_empty() {
+                f.message = format!(
+                    "server {} could not be reached: {}",
+                    unnamed.join(", "),
+                    f.message
+                );
+            }
+        }
+        f
     }
 
     fn deadline(s: &Step) -> Option<Instant> {

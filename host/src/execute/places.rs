@@ -33,6 +33,8 @@ pub struct Link {
     /// The ones file actions may change.
     writable: BTreeSet<String>,
     session: Mutex<Option<Arc<Session>>>,
+    /// When [`Link::session`] last gave up on the server, and why; cleared when it answers.
+    gave_up: Mutex<Option<(Instant, String)>>,
 }
 
 impl Link {
@@ -49,6 +51,7 @@ impl Link {
             roots,
             writable,
             session: Mutex::new(None),
+            gave_up: Mutex::new(None),
         }
     }
 
@@ -65,8 +68,20 @@ impl Link {
             return Ok(s.clone());
         }
         let reconnecting = held.take().is_some();
+        // A server already given up on in this run is tried once more, not through the whole
+        // backoff again: each cleanup step and invariant that needs it would wait that long.
+        let tries = if self
+            .gave_up
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+        {
+            &RECONNECT_BACKOFF[..1]
+        } else {
+            &RECONNECT_BACKOFF[..]
+        };
         let mut last = String::new();
-        for (i, wait) in RECONNECT_BACKOFF.iter().enumerate() {
+        for (i, wait) in tries.iter().enumerate() {
             if i > 0 && deadline.is_some_and(|d| Instant::now() + *wait > d) {
                 break;
             }
@@ -78,6 +93,7 @@ impl Link {
                 self.writable.clone(),
             ) {
                 Ok(s) => {
+                    *self.gave_up.lock().unwrap_or_else(|p| p.into_inner()) = None;
                     if reconnecting {
                         tracing::warn!("server `{}`: reconnected", self.server);
                     }
@@ -91,7 +107,20 @@ impl Link {
                 }
             }
         }
+        *self.gave_up.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((Instant::now(), last.clone()));
         Err(last)
+    }
+
+    /// Why the server could not be reached, if [`Link::session`] gave up on it at or after
+    /// `since` and it has not answered since.
+    pub fn unreachable_since(&self, since: Instant) -> Option<String> {
+        self.gave_up
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .filter(|(at, _)| *at >= since)
+            .map(|(_, why)| why.clone())
     }
 }
 
@@ -302,6 +331,22 @@ impl Places {
                 ),
             )),
         }
+    }
+
+    /// The servers given up on since `since` (at or after it), each with why: a step that
+    /// failed meanwhile failed because it could not reach its server, not because of what it
+    /// did there.
+    pub fn unreachable_since(&self, since: Instant) -> Vec<(String, String)> {
+        let rootless = self.rootless.lock().unwrap_or_else(|p| p.into_inner());
+        let mut down: Vec<(String, String)> = self
+            .remote
+            .values()
+            .chain(rootless.values())
+            .filter_map(|l| Some((l.server().to_string(), l.unreachable_since(since)?)))
+            .collect();
+        down.sort();
+        down.dedup_by(|a, b| a.0 == b.0);
+        down
     }
 
     /// Whether a location is on the host.

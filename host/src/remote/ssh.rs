@@ -539,13 +539,8 @@ impl Session {
     /// session or a new one after the connection was lost, starts nothing and goes on waiting
     /// for the same command: the ledger has it.
     pub fn exec(&self, id: &str, cmd: RemoteCommand<'_>) -> Result<Output, ActionError> {
-        use super::{Entry, Request};
-        let lost = ActionError::Connection;
-        let started = Instant::now();
-        let mut deadline = cmd.timeout.map(|t| started + t);
-        let mut overran = false;
-        let mut killed = false;
-        let mut entry = self
+        use super::Request;
+        let entry = self
             .ask(|f| {
                 f.ledger(Request::Start {
                     id: id.into(),
@@ -554,7 +549,53 @@ impl Session {
                     env: cmd.env.to_vec(),
                 })
             })
-            .map_err(lost)?;
+            .map_err(ActionError::Connection)?;
+        self.follow(id, entry, &cmd.argv[0], cmd.timeout, cmd.at_limit)?
+            .ok_or_else(|| {
+                ActionError::Failed(format!(
+                    "the ledger on `{}` has no command `{id}`",
+                    self.server
+                ))
+            })
+    }
+
+    /// How the command `id` an earlier hokan started here ended, without starting anything:
+    /// one still running is waited for, within `timeout` (and at it killed or reported, as
+    /// `at_limit` says). `None` when the ledger has no such command: it never started.
+    pub fn settle(
+        &self,
+        id: &str,
+        program: &str,
+        timeout: Option<Duration>,
+        at_limit: AtLimit,
+    ) -> Result<Option<Output>, ActionError> {
+        let entry = self
+            .ask(|f| {
+                f.ledger(super::Request::Wait {
+                    id: id.into(),
+                    max_ms: 10,
+                })
+            })
+            .map_err(ActionError::Connection)?;
+        self.follow(id, entry, program, timeout, at_limit)
+    }
+
+    /// Follows a ledger entry to the command's end; `None` for a command the ledger does not
+    /// have.
+    fn follow(
+        &self,
+        id: &str,
+        mut entry: super::Entry,
+        program: &str,
+        timeout: Option<Duration>,
+        at_limit: AtLimit,
+    ) -> Result<Option<Output>, ActionError> {
+        use super::{Entry, Request};
+        let lost = ActionError::Connection;
+        let started = Instant::now();
+        let mut deadline = timeout.map(|t| started + t);
+        let mut overran = false;
+        let mut killed = false;
         loop {
             match entry {
                 Entry::Exited {
@@ -563,36 +604,30 @@ impl Session {
                     stdout,
                     stderr,
                 } => {
-                    return Ok(Output {
+                    return Ok(Some(Output {
                         code: if killed { None } else { code },
                         timed_out: killed,
                         overran,
                         stdout,
                         stderr,
-                    });
+                    }));
                 }
                 Entry::Failed { error } => return Err(ActionError::Failed(error)),
-                Entry::Unknown => {
-                    return Err(ActionError::Failed(format!(
-                        "the ledger on `{}` has no command `{id}`",
-                        self.server
-                    )));
-                }
+                Entry::Unknown => return Ok(None),
                 Entry::Running { pid } => {
                     if let Some(d) = deadline.filter(|d| Instant::now() >= *d) {
-                        if cmd.at_limit == AtLimit::Report {
+                        if at_limit == AtLimit::Report {
                             overran = true;
                             tracing::warn!(
-                                "`{}` on `{}` (process group {pid}) is still running after {} s, \
+                                "`{program}` on `{}` (process group {pid}) is still running after {} s, \
                                  past its time limit; it must never be killed, so hokan keeps \
                                  waiting. Stop it yourself only if you must: kill -TERM -{pid} \
                                  on {}",
-                                cmd.argv[0],
                                 self.server,
                                 started.elapsed().as_secs(),
                                 self.server
                             );
-                            deadline = cmd.timeout.map(|t| d + t);
+                            deadline = timeout.map(|t| d + t);
                         } else {
                             killed = true;
                             entry = self

@@ -26,6 +26,7 @@ fn status(s: StepStatus) -> &'static str {
         StepStatus::TimedOut => "TIMED OUT",
         StepStatus::Skipped => "skipped",
         StepStatus::NotConfirmed => "UNCONFIRMED",
+        StepStatus::Unreachable => "UNREACHABLE",
     }
 }
 

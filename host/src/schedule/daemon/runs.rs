@@ -8,7 +8,7 @@
 use super::DaemonError;
 use super::Options;
 use crate::execute::RunStatus;
-use crate::execute::journal::finished_run;
+use crate::execute::journal::{deferred_run, finished_run};
 use crate::schedule::ScheduledJob;
 use crate::schedule::history::{SlotRow, SlotStatus};
 use jiff::Timestamp;
@@ -171,8 +171,8 @@ impl Ended {
     }
 }
 
-/// How a run the daemon awaited ended: its journal's finish record; for a run that never
-/// journaled, its exit status, with its log's last line (the error) as the summary. `stopped`:
+/// How a run the daemon awaited ended: its journal's finish (or deferred) record; for a run that
+/// never journaled, its exit status, with its log's last line (the error) as the summary. `stopped`:
 /// the daemon itself asked it to stop.
 pub(super) fn ended(
     state: &Path,
@@ -181,7 +181,10 @@ pub(super) fn ended(
     stopped: bool,
 ) -> Ended {
     let code = exit.as_ref().ok().and_then(ExitStatus::code);
-    match finished_run(state, &r.site, &r.job, &r.op, r.pid) {
+    // A run whose cleanup waits for `hokan recover` ended all the same, set and all.
+    let journaled = finished_run(state, &r.site, &r.job, &r.op, r.pid)
+        .or_else(|| deferred_run(state, &r.site, &r.job, &r.op, r.pid));
+    match journaled {
         Some(f) => Ended {
             status: SlotStatus::of_outcome(&f.outcome, stopped),
             summary: f.outcome.summary(),
