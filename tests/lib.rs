@@ -441,6 +441,70 @@ pub fn timed(mut c: std::process::Command) -> std::time::Duration {
     d
 }
 
+/// Writes `len` bytes of `noise`, starting at an offset that depends on `seed`.
+fn write_noise(path: &Path, noise: &[u8], seed: usize, len: usize) {
+    use std::io::Write;
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).unwrap());
+    let mut at = seed.wrapping_mul(7919) % noise.len();
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(noise.len() - at);
+        f.write_all(&noise[at..at + n]).unwrap();
+        left -= n;
+        at = 0;
+    }
+    f.flush().unwrap();
+}
+
+/// The benchmarks' mailwise tree in `data`, of about `mib` MiB (at 1024: 10,000 mail files of
+/// 8 to 136 KiB, four database files of 32 and 128 MiB, one archive), the same bytes every time;
+/// returns its size in bytes.
+pub fn bench_tree(data: &Path, mib: u64) -> u64 {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let noise: Vec<u8> = (0..(1 << 20))
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let scale = mib as f64 / 1024.0;
+    let big = ((128 << 20) as f64 * scale) as usize;
+    let mid = ((32 << 20) as f64 * scale) as usize;
+    let mw = data.join("mw");
+    let mut total = 0u64;
+    for (name, len) in [("mail", big), ("address", mid)] {
+        for suffix in [".odb", ".odb.mrr"] {
+            write_noise(&mw.join(format!("data/{name}{suffix}")), &noise, len, len);
+            total += len as u64;
+        }
+    }
+    write_noise(&mw.join("data/config.ini"), &noise, 1, 64);
+    for i in 0..10_000usize {
+        let len = (((8 << 10) + (i * 7919) % (128 << 10)) as f64 * scale) as usize;
+        write_noise(
+            &mw.join(format!("file/ws{}/{:04}.eml", i / 1000 + 1, i % 1000)),
+            &noise,
+            i,
+            len,
+        );
+        total += len as u64;
+    }
+    for suffix in [".odb", ".odb.mrr"] {
+        write_noise(
+            &mw.join(format!("back1/data/mail{suffix}")),
+            &noise,
+            3,
+            1 << 20,
+        );
+        total += 1 << 20;
+    }
+    std::fs::create_dir_all(mw.join("log")).unwrap();
+    total
+}
+
 /// A benchmark's size: `(smoke, mib)`. Without `--bench` (as `cargo test --all-targets` runs it)
 /// it is a smoke run of 16 MiB that claims no figures; `HOKAN_BENCH_MIB` overrides the size.
 pub fn bench_size(default_mib: u64) -> (bool, u64) {

@@ -25,68 +25,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-/// Writes `len` bytes of `noise`, starting at an offset that depends on `seed`.
-fn write_file(path: &Path, noise: &[u8], seed: usize, len: usize) {
-    use std::io::Write;
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).unwrap());
-    let mut at = seed.wrapping_mul(7919) % noise.len();
-    let mut left = len;
-    while left > 0 {
-        let n = left.min(noise.len() - at);
-        f.write_all(&noise[at..at + n]).unwrap();
-        left -= n;
-        at = 0;
-    }
-    f.flush().unwrap();
-}
-
-/// The tree; returns its size in bytes.
-fn generate(data: &Path, mib: u64) -> u64 {
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    let noise: Vec<u8> = (0..(1 << 20))
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
-    let scale = mib as f64 / 1024.0;
-    let big = ((128 << 20) as f64 * scale) as usize;
-    let mid = ((32 << 20) as f64 * scale) as usize;
-    let mw = data.join("mw");
-    let mut total = 0u64;
-    for (name, len) in [("mail", big), ("address", mid)] {
-        for suffix in [".odb", ".odb.mrr"] {
-            write_file(&mw.join(format!("data/{name}{suffix}")), &noise, len, len);
-            total += len as u64;
-        }
-    }
-    write_file(&mw.join("data/config.ini"), &noise, 1, 64);
-    for i in 0..10_000usize {
-        let len = (((8 << 10) + (i * 7919) % (128 << 10)) as f64 * scale) as usize;
-        write_file(
-            &mw.join(format!("file/ws{}/{:04}.eml", i / 1000 + 1, i % 1000)),
-            &noise,
-            i,
-            len,
-        );
-        total += len as u64;
-    }
-    for suffix in [".odb", ".odb.mrr"] {
-        write_file(
-            &mw.join(format!("back1/data/mail{suffix}")),
-            &noise,
-            3,
-            1 << 20,
-        );
-        total += 1 << 20;
-    }
-    std::fs::create_dir_all(mw.join("log")).unwrap();
-    total
-}
-
 /// Writes a policy for one mailwise job on `data` below the policy's directory, its sets in
 /// `backup_root`, and returns its path.
 fn site_policy(path: &Path, site: &str, backup_root: &str, standins: &Path) -> std::path::PathBuf {
@@ -163,7 +101,7 @@ fn main() {
     }
     std::fs::create_dir_all(&base).unwrap();
     let data = base.join("data");
-    let bytes = generate(&data, mib);
+    let bytes = hokan_e2e::bench_tree(&data, mib);
     let standins = repo_root().join("tests/fixtures/standins");
     // One policy per backup root: every full backup writes a set of its own, so that none links
     // from another's set and none is preceded by a deletion.

@@ -68,15 +68,15 @@ fn the_agent_process_serves_the_facts_of_a_mailwise_tree_as_the_host_would_read_
     );
 }
 
-/// Offers `child` (an agent, directly or through ssh) protocol 2 from a hokan 0.2.0, closes
+/// Offers `child` (an agent, directly or through ssh) protocol 99 from a hokan 0.2.0, closes
 /// the connection, and returns the agent's reason for refusing and how the process exited.
-pub(crate) fn offer_protocol_2(mut child: std::process::Child) -> (String, std::process::Output) {
+pub(crate) fn offer_protocol_99(mut child: std::process::Child) -> (String, std::process::Output) {
     let mut w = child.stdin.take().unwrap();
     let mut r = child.stdout.take().unwrap();
     write_frame(
         &mut w,
         &Hello {
-            protocol: 2,
+            protocol: 99,
             hokan: "0.2.0".into(),
             roots: BTreeMap::new(),
             writable: Default::default(),
@@ -93,9 +93,10 @@ pub(crate) fn offer_protocol_2(mut child: std::process::Child) -> (String, std::
 
 #[test]
 fn the_agent_process_refuses_another_protocol_version_and_exits_1() {
-    let (reason, out) = offer_protocol_2(agent());
+    let (reason, out) = offer_protocol_99(agent());
     assert!(
-        reason.contains("protocol 2") && reason.contains("speaks 1"),
+        reason.contains("protocol 99")
+            && reason.contains(&format!("speaks {}", hokan::remote::PROTOCOL)),
         "{reason}"
     );
     assert_eq!(out.status.code(), Some(1));

@@ -896,9 +896,9 @@ fn over_ssh_an_agent_refuses_a_protocol_it_does_not_speak_naming_both() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let (reason, out) = super::remote::offer_protocol_2(child);
+    let (reason, out) = super::remote::offer_protocol_99(child);
     assert!(
-        reason.contains("the host's hokan 0.2.0 speaks agent protocol 2")
+        reason.contains("the host's hokan 0.2.0 speaks agent protocol 99")
             && reason.contains(&format!("speaks {}", hokan::remote::PROTOCOL)),
         "{reason}"
     );

@@ -135,6 +135,29 @@ pub struct Places {
     rootless: Mutex<BTreeMap<String, Arc<Link>>>,
 }
 
+/// The most files, and bytes, one `digests` question asks of a server: few round trips, yet
+/// each answered well within the session's time limit for one question.
+const DIGESTS_PER_QUESTION: (usize, u64) = (1024, 256 << 20);
+
+/// `files` in runs that each keep within [`DIGESTS_PER_QUESTION`] (a file bigger than the byte
+/// limit is a run of its own).
+fn digest_chunks(files: &[(RelPath, u64)]) -> Vec<&[(RelPath, u64)]> {
+    let (most, bytes) = DIGESTS_PER_QUESTION;
+    let mut out = Vec::new();
+    let (mut start, mut sum) = (0, 0u64);
+    for (i, (_, size)) in files.iter().enumerate() {
+        if i > start && (i - start == most || sum.saturating_add(*size) > bytes) {
+            out.push(&files[start..i]);
+            (start, sum) = (i, 0);
+        }
+        sum = sum.saturating_add(*size);
+    }
+    if start < files.len() {
+        out.push(&files[start..]);
+    }
+    out
+}
+
 /// Where one location is.
 enum At<'a> {
     Here,
@@ -258,6 +281,30 @@ impl Places {
         match self.at(l) {
             At::Here => self.local.scan(l, xattrs),
             At::There(link) => self.session(link, l)?.scan(l, xattrs),
+        }
+    }
+
+    /// The digests of many files below a location, each with its own error, in their order:
+    /// on the host hashed in parallel, on a server asked a chunk at a time (one round trip
+    /// each, hashed there in parallel). `Err` only when the server cannot be asked.
+    pub fn digests(
+        &self,
+        l: &Location,
+        files: &[(RelPath, u64)],
+    ) -> Result<Vec<Result<String, String>>, FsError> {
+        use rayon::prelude::*;
+        match self.at(l) {
+            At::Here => Ok(files
+                .par_iter()
+                .map(|(rel, size)| self.local.digest(l, rel, *size).map_err(|e| e.to_string()))
+                .collect()),
+            At::There(link) => {
+                let mut out = Vec::with_capacity(files.len());
+                for chunk in digest_chunks(files) {
+                    out.extend(self.session(link, l)?.digests(l, chunk)?);
+                }
+                Ok(out)
+            }
         }
     }
 
@@ -424,6 +471,32 @@ pub fn links(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn digest_questions_keep_within_their_count_and_bytes() {
+        let files = |sizes: &[u64]| -> Vec<(RelPath, u64)> {
+            sizes
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (RelPath::from(format!("f{i}").as_str()), *s))
+                .collect()
+        };
+        let lens = |f: &[(RelPath, u64)]| -> Vec<usize> {
+            digest_chunks(f).iter().map(|c| c.len()).collect()
+        };
+        assert!(digest_chunks(&[]).is_empty());
+        assert_eq!(lens(&files(&[1; 2500])), [1024, 1024, 452]);
+        let mib = 1 << 20;
+        // 300 MiB alone, then 200 + 56 MiB, then what is left.
+        assert_eq!(
+            lens(&files(&[300 * mib, 200 * mib, 56 * mib, mib])),
+            [1, 2, 1]
+        );
+        // Every file is asked once, in order.
+        let f = files(&[100 * mib; 7]);
+        let back: Vec<_> = digest_chunks(&f).concat();
+        assert_eq!(back, f);
+    }
 
     #[test]
     fn each_server_gets_one_link_for_all_its_roots_and_a_root_without_settings_is_named() {

@@ -189,57 +189,90 @@ impl Executor<'_> {
             .iter()
             .filter_map(|(p, o)| Some((*p, *o, *copy.get(p)?)))
             .collect();
-        let checked: Vec<(RelPath, String)> = pairs
+        // Metadata first; the files whose contents must be compared are hashed after, in
+        // batches: on a server, one round trip per batch rather than per file.
+        let checked: Vec<Checked<'_>> = pairs
             .par_iter()
-            .flat_map_iter(|&(rel, o, c)| {
+            .map(|&(rel, o, c)| {
                 // Named only when something differs: most pairs do not.
-                let names = || (fs::join(from, rel), fs::join(to, rel));
-                let mut out: Vec<(RelPath, String)> = crate::tree::differences(o, c, owners, false)
+                let out: Vec<(RelPath, String)> = crate::tree::differences(o, c, owners, false)
                     .into_iter()
                     .map(|d| {
-                        let (oname, cname) = names();
+                        let (oname, cname) = (fs::join(from, rel), fs::join(to, rel));
                         (rel.clone(), format!("{cname} {d} as {oname} is"))
                     })
                     .collect();
                 let file = o.meta.kind == crate::tree::Kind::File && o.first.is_none();
-                if out.is_empty() && file {
-                    let w = written
-                        .get(&(to.root.clone(), rel.under(&to_path)))
-                        .filter(|w| {
-                            (w.ino, w.size, w.mtime) == (c.meta.ino, c.meta.size, c.meta.mtime)
-                        });
-                    let problem = match w {
-                        Some(w)
-                            if w.linked
-                                && w.source
-                                    == crate::tree::Source {
-                                        ino: o.meta.ino,
-                                        ctime: o.meta.ctime,
-                                    } =>
-                        {
-                            None
-                        }
-                        _ => {
-                            let copy_digest = match w {
-                                Some(w) => Ok(w.digest.clone()),
-                                None => self.roots.digest(to, rel, c.meta.size),
-                            };
-                            match (self.roots.digest(from, rel, o.meta.size), copy_digest) {
-                                (Ok(a), Ok(b)) if a == b => None,
-                                (Ok(_), Ok(_)) => {
-                                    let (oname, cname) = names();
-                                    Some(format!("{cname} differs from {oname}"))
-                                }
-                                (Err(e), _) | (_, Err(e)) => Some(e.to_string()),
-                            }
-                        }
-                    };
-                    out.extend(problem.map(|p| (rel.clone(), p)));
+                if !out.is_empty() || !file {
+                    return (out, None);
                 }
-                out
+                let w = written
+                    .get(&(to.root.clone(), rel.under(&to_path)))
+                    .filter(|w| {
+                        (w.ino, w.size, w.mtime) == (c.meta.ino, c.meta.size, c.meta.mtime)
+                    });
+                match w {
+                    Some(w)
+                        if w.linked
+                            && w.source
+                                == crate::tree::Source {
+                                    ino: o.meta.ino,
+                                    ctime: o.meta.ctime,
+                                } =>
+                    {
+                        (out, None)
+                    }
+                    _ => (
+                        out,
+                        Some(Hash {
+                            rel,
+                            size: o.meta.size,
+                            copy_size: c.meta.size,
+                            copied: w.map(|w| w.digest.clone()),
+                        }),
+                    ),
+                }
             })
             .collect();
-        problems.extend(checked);
+        let mut hashes = Vec::new();
+        for (out, hash) in checked {
+            problems.extend(out);
+            hashes.extend(hash);
+        }
+        let ask = |l: &Location, files: Vec<(RelPath, u64)>| {
+            self.roots
+                .digests(l, &files)
+                .map_err(|e| Failure::new(e.to_string()))
+        };
+        let originals = ask(
+            from,
+            hashes.iter().map(|h| (h.rel.clone(), h.size)).collect(),
+        )?;
+        let mut copies = ask(
+            to,
+            hashes
+                .iter()
+                .filter(|h| h.copied.is_none())
+                .map(|h| (h.rel.clone(), h.copy_size))
+                .collect(),
+        )?
+        .into_iter();
+        for (h, original) in hashes.iter().zip(originals) {
+            let copy = match &h.copied {
+                Some(d) => Ok(d.clone()),
+                None => copies.next().expect("one digest per file asked"),
+            };
+            let problem = match (original, copy) {
+                (Ok(a), Ok(b)) if a == b => continue,
+                (Ok(_), Ok(_)) => format!(
+                    "{} differs from {}",
+                    fs::join(to, h.rel),
+                    fs::join(from, h.rel)
+                ),
+                (Err(e), _) | (_, Err(e)) => e,
+            };
+            problems.push((h.rel.clone(), problem));
+        }
         problems.sort();
         if problems.is_empty() {
             let files = orig
@@ -279,4 +312,19 @@ impl Executor<'_> {
         }
         Ok(nodes)
     }
+}
+
+/// What the metadata of one pair says: its differences, and the file to hash when there are
+/// none.
+type Checked<'a> = (Vec<(RelPath, String)>, Option<Hash<'a>>);
+
+/// A file of [`Executor::copy_matches`] whose contents must be compared.
+struct Hash<'a> {
+    rel: &'a RelPath,
+    /// The original's size, as walked.
+    size: u64,
+    /// The copy's size, as walked.
+    copy_size: u64,
+    /// The copy's digest, when this run wrote it and took it then.
+    copied: Option<String>,
 }

@@ -32,8 +32,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::sync::Mutex;
 
-/// The protocol version this hokan speaks.
-pub const PROTOCOL: u32 = 1;
+/// The protocol version this hokan speaks. 2: `digests`, many files' digests in one question.
+pub const PROTOCOL: u32 = 2;
 
 /// The largest frame either side accepts: a small read's bytes, a directory's listing.
 pub const MAX_FRAME: u32 = 16 << 20;
@@ -235,6 +235,14 @@ pub enum Request {
         /// Its size, as a walk saw it.
         size: u64,
     },
+    /// The digests of many regular files below a location, in one question: a verify of a
+    /// tree on a server would otherwise wait for one round trip per file.
+    Digests {
+        /// The location.
+        at: Location,
+        /// Each file below it, with its size as a walk saw it.
+        files: Vec<(RelPath, u64)>,
+    },
     /// Removes the regular files of a directory whose names the patterns choose, as
     /// [`crate::execute::fs::Roots::remove_files`] does on the host.
     RemoveFiles {
@@ -356,6 +364,8 @@ pub enum Reply {
     Nodes(Vec<crate::tree::Node>),
     /// A file's digest ([`Request::Digest`]).
     Digest(String),
+    /// Each file's digest, or why it has none, in the order asked ([`Request::Digests`]).
+    Digests(Vec<Result<String, String>>),
     /// What [`Request::RemoveFiles`] removed.
     Removed(crate::execute::fs::Removed),
     /// The files an agent receiving a tree needs ([`Request::ReceiveTree`]).
@@ -482,6 +492,26 @@ impl<R: Read + Send, W: Write + Send> RemoteFacts<R, W> {
             size,
         })? {
             Reply::Digest(d) => Ok(d),
+            r => Err(out_of_turn(r)),
+        }
+    }
+
+    /// The digests of files below a location on the server, in one question.
+    pub fn digests(
+        &self,
+        at: &Location,
+        files: &[(RelPath, u64)],
+    ) -> Result<Vec<Result<String, String>>, std::io::Error> {
+        match self.fs(Request::Digests {
+            at: at.clone(),
+            files: files.to_vec(),
+        })? {
+            Reply::Digests(d) if d.len() == files.len() => Ok(d),
+            Reply::Digests(d) => Err(std::io::Error::other(format!(
+                "the agent gave {} digests for {} files",
+                d.len(),
+                files.len()
+            ))),
             r => Err(out_of_turn(r)),
         }
     }

@@ -474,6 +474,15 @@ impl Session {
         self.act_io(|f, _| f.digest(at, rel, size))
     }
 
+    /// The digests of files below a location on the server, each with its own error.
+    pub fn digests(
+        &self,
+        at: &Location,
+        files: &[(crate::tree::RelPath, u64)],
+    ) -> Result<Vec<Result<String, String>>, crate::execute::fs::FsError> {
+        self.act_io(|f, _| f.digests(at, files))
+    }
+
     /// Removes the files of a directory on the server that the patterns choose.
     pub fn remove_files(
         &self,
