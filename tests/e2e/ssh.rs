@@ -768,6 +768,93 @@ fn hokan_killed_while_a_remote_command_runs_is_recovered_after_that_command_ends
 }
 
 #[test]
+fn install_agent_puts_this_hokan_on_a_server_once_replaces_a_broken_one_and_refuses_the_unsafe() {
+    let r = Remote::new();
+    let agent = r.sshd.dir.path().join("opt/hokan dir/hokan");
+    let bin = hokan_bin().display().to_string();
+    let with_agent = |name: &str, agent: &str, known_hosts: &str| {
+        r.write(
+            name,
+            &r.remote_policy(known_hosts).replace(
+                &format!("agent = \"{bin}\""),
+                &format!("agent = \"{agent}\""),
+            ),
+        )
+    };
+    let policy = with_agent("install.toml", agent.to_str().unwrap(), "known_hosts");
+    let install = |policy: &Path, extra: &[&str]| {
+        let p = policy.to_str().unwrap();
+        r.hokan(&[&["servers", "install-agent", p, "--server", "mw1"], extra].concat())
+    };
+    // None there: copied whole, executable, and it answers; the server is then ready.
+    let out = install(&policy, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains(&format!("installed hokan {}", env!("CARGO_PKG_VERSION"))),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(
+        std::fs::read(&agent).unwrap(),
+        std::fs::read(hokan_bin()).unwrap()
+    );
+    let check = r.hokan(&["servers", "check", policy.to_str().unwrap()]);
+    assert!(check.status.success(), "{}", text(&check.stdout));
+    // Already this version: nothing copied.
+    let before = std::fs::metadata(&agent).unwrap().modified().unwrap();
+    let out = install(&policy, &[]);
+    assert!(out.status.success() && text(&out.stdout).contains("nothing copied"));
+    assert_eq!(
+        std::fs::metadata(&agent).unwrap().modified().unwrap(),
+        before
+    );
+    // A broken one is replaced.
+    std::fs::write(&agent, "#!/bin/sh\necho not hokan\n").unwrap();
+    let out = install(&policy, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("before: server `mw1`"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(
+        std::fs::read(&agent).unwrap(),
+        std::fs::read(hokan_bin()).unwrap()
+    );
+
+    // A bare name has no file to write to: said, with the fix.
+    let bare = with_agent("bare.toml", "hokan", "known_hosts");
+    let out = install(&bare, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("set `agent` in its [[servers]] table to the absolute path"),
+        "{}",
+        text(&out.stderr)
+    );
+    // An unpinned host key: refused, nothing written.
+    std::fs::write(r.host.path().join("empty_known_hosts"), "").unwrap();
+    let elsewhere = r.sshd.dir.path().join("elsewhere/hokan");
+    let unpinned = with_agent(
+        "unpinned.toml",
+        elsewhere.to_str().unwrap(),
+        "empty_known_hosts",
+    );
+    let out = install(&unpinned, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("is not pinned"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!elsewhere.exists());
+    // A server the policy does not have.
+    let p = policy.to_str().unwrap();
+    let out = r.hokan(&["servers", "install-agent", p, "--server", "mw9"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("no server `mw9`") && text(&out.stderr).contains("mw1"));
+}
+
+#[test]
 fn simulate_from_tree_models_the_servers_tree_as_it_models_the_hosts() {
     let r = Remote::new();
     let sim = |policy: &str| {

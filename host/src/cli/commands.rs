@@ -38,6 +38,11 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
         Command::Servers(super::ServersCommand::Check { policies, json }) => {
             servers_check(cli, policies, *json)
         }
+        Command::Servers(super::ServersCommand::InstallAgent {
+            policy,
+            server,
+            force,
+        }) => install_agent(policy, server, *force),
         Command::Plan {
             policy,
             job,
@@ -354,6 +359,37 @@ fn print_description(p: &Plugin) {
             );
         }
     }
+}
+
+fn install_agent(path: &std::path::Path, server: &str, force: bool) -> Result<ExitCode> {
+    let pol = policy::Policy::load(path)?;
+    let Some(s) = pol.servers.iter().find(|s| s.name == server) else {
+        let names: Vec<&str> = pol.servers.iter().map(|s| s.name.as_str()).collect();
+        anyhow::bail!(
+            "{}: no server `{server}` in its [[servers]] tables (it has: {})",
+            path.display(),
+            names.join(", ")
+        );
+    };
+    let Some(ssh) = s.ssh.as_ref() else {
+        anyhow::bail!(
+            "{}: server `{server}` is not reached over ssh (transport {}), so it has no agent to install",
+            path.display(),
+            s.transport.as_deref().unwrap_or("unset")
+        );
+    };
+    let version = env!("CARGO_PKG_VERSION");
+    match hokan::remote::install::install(server, ssh, force)? {
+        hokan::remote::install::Installed::AlreadyThere => println!(
+            "server `{server}`: {} already is hokan {version}'s agent; nothing copied",
+            ssh.agent
+        ),
+        hokan::remote::install::Installed::Copied { replaced } => println!(
+            "server `{server}`: installed hokan {version} at {}, and it answers (before: {replaced})",
+            ssh.agent
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn servers_check(cli: &Cli, paths: &[PathBuf], json: bool) -> Result<ExitCode> {

@@ -317,6 +317,24 @@ pub enum ServersCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Copies this hokan to a server as its agent, at the path its `agent` setting names, when
+    /// the server has none there, a broken one, or another version; then checks that it
+    /// answers. Only over ssh with the server's pinned host key, and only to a server of the
+    /// system this hokan is built for. The login needs a shell: a key restricted to
+    /// `hokan agent` cannot install.
+    ///
+    /// Exit status: 0 installed or already there; 1 it could not be installed (the message
+    /// says why and what to do).
+    InstallAgent {
+        /// The policy file of the server's site.
+        policy: PathBuf,
+        /// The server's name in the policy.
+        #[arg(long)]
+        server: String,
+        /// Copy it even when the agent there already is this version.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// Arguments of `hokan run`.

@@ -20,6 +20,7 @@
 
 pub mod agent;
 pub mod check;
+pub mod install;
 pub mod ledger;
 pub mod ssh;
 pub mod stream;
