@@ -133,12 +133,17 @@ impl Sshd {
     /// A `[[servers]]` table for it: `transport = "ssh"` to this port with the client key,
     /// `hokan` (the one built beside the test) as its agent.
     pub fn server_toml(&self, name: &str, role: &str) -> String {
+        self.server_toml_with(name, role, &crate::hokan_bin())
+    }
+
+    /// [`Sshd::server_toml`] with `agent` as the server's hokan.
+    pub fn server_toml_with(&self, name: &str, role: &str, agent: &Path) -> String {
         format!(
             "[[servers]]\nname = \"{name}\"\nrole = \"{role}\"\naddress = \"127.0.0.1\"\n\
              transport = \"ssh\"\nport = {}\nidentity = \"{}\"\nagent = \"{}\"\n",
             self.port,
             self.identity().display(),
-            crate::hokan_bin().display()
+            agent.display()
         )
     }
 

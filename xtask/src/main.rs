@@ -286,6 +286,13 @@ const TOOLS: &[(&str, &str)] = &[
     ("/usr/sbin/sshd", "openssh-server"),
 ];
 
+/// OpenSSH's client and server, for the demo's site over ssh.
+const SSH_TOOLS: &[(&str, &str)] = &[
+    ("ssh", "openssh-client"),
+    ("ssh-keygen", "openssh-client"),
+    ("/usr/sbin/sshd", "openssh-server"),
+];
+
 /// What the benchmarks compare hokan with, and the sshd the remote benchmark reaches.
 const BENCH_TOOLS: &[(&str, &str)] = &[
     ("rsync", "rsync"),
@@ -825,6 +832,19 @@ fn demo() -> Result<()> {
         "restore-elsewhere",
         "--yes",
     ]))?;
+    // One site whose mailwise data is on a server reached over ssh: a real sshd on loopback,
+    // when Debian's can be had (installed as root, as for the tests).
+    match tools(SSH_TOOLS) {
+        Ok(()) => run(Command::new(bin.join("demo-over-ssh"))
+            .arg(&demo)
+            .arg(bin.join("hokan"))
+            .arg(&plugin_dir)
+            .arg(root().join("target/hokan-cache")))?,
+        Err(e) => println!(
+            "\n=== over ssh: skipped, no sshd here and none could be installed ({e}); \
+             run `cargo xtask demo` as root to see it"
+        ),
+    }
     println!(
         "\nThe demo site is in {}; try `target/debug/hokan --plugin-dir target/plugins plan ... --json`\n\
          or `... simulate policies/tokyo-hq.toml --from-tree --job mailwise --op restore`.",
