@@ -505,6 +505,35 @@ pub fn bench_tree(data: &Path, mib: u64) -> u64 {
     total
 }
 
+/// Waits until nothing is left to write back (`sync`), so that a timed command is not charged
+/// for what the one before it left in the page cache.
+pub fn settle() {
+    let ok = std::process::Command::new("sync")
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "sync failed");
+}
+
+/// The median of `rounds` backups of an unchanged tree, after an untimed one that makes the set
+/// they link from. Each starts in a second of its own (set ids are seconds) and after
+/// [`settle`].
+pub fn incremental_backups(
+    rounds: usize,
+    backup: impl Fn() -> std::process::Command,
+) -> std::time::Duration {
+    let next_second = || std::thread::sleep(std::time::Duration::from_millis(1100));
+    next_second();
+    timed(backup());
+    let times = (0..rounds)
+        .map(|_| {
+            next_second();
+            settle();
+            timed(backup())
+        })
+        .collect();
+    median(times)
+}
+
 /// A benchmark's size: `(smoke, mib)`. Without `--bench` (as `cargo test --all-targets` runs it)
 /// it is a smoke run of 16 MiB that claims no figures; `HOKAN_BENCH_MIB` overrides the size.
 pub fn bench_size(default_mib: u64) -> (bool, u64) {

@@ -138,10 +138,7 @@ fn main() {
     // Each timed command starts with nothing left to write back (an untimed `sync` first): what
     // `cp -a` and rsync leave in the page cache would otherwise be written during, and charged
     // to, whatever runs next, the `sync` after `cp -a` or hokan's syncfs.
-    let settle = || {
-        let ok = Command::new("sync").status().is_ok_and(|s| s.success());
-        assert!(ok, "sync failed");
-    };
+    let settle = hokan_e2e::settle;
     let (mut cps, mut cp_syncs, mut fulls, mut rsyncs) = (vec![], vec![], vec![], vec![]);
     for r in 0..rounds {
         settle();
@@ -155,15 +152,8 @@ fn main() {
         fulls.push(timed(backup(&format!("full-{r}"))));
     }
     // Incremental: one full set, then re-backups of the unchanged tree.
-    std::thread::sleep(Duration::from_millis(1100));
-    timed(backup("incremental"));
-    let mut incs = vec![];
-    for _ in 0..rounds {
-        std::thread::sleep(Duration::from_millis(1100));
-        settle();
-        incs.push(timed(backup("incremental")));
-    }
-    let (cp, cp_sync, full, inc) = (median(cps), median(cp_syncs), median(fulls), median(incs));
+    let inc = hokan_e2e::incremental_backups(rounds, || backup("incremental"));
+    let (cp, cp_sync, full) = (median(cps), median(cp_syncs), median(fulls));
     let rsync = median(rsyncs);
     let sparse = sparse_backup(&base, &standins, rounds);
     let rate = |d: Duration| bytes as f64 / d.as_secs_f64() / (1 << 20) as f64;

@@ -86,7 +86,7 @@ fn trees(sshd: &Sshd, data: &Path, bytes: u64, base: &Path, smoke: bool) {
     };
     // As the local benchmark does: every copy into a directory of its own, nothing removed
     // until all are timed, and nothing left to write back when each timed command starts.
-    let settle = || assert!(Command::new("sync").status().is_ok_and(|s| s.success()));
+    let settle = hokan_e2e::settle;
     timed(backup("warm"));
     let (mut rsyncs, mut fulls) = (vec![], vec![]);
     for r in 0..rounds {
@@ -96,14 +96,7 @@ fn trees(sshd: &Sshd, data: &Path, bytes: u64, base: &Path, smoke: bool) {
         settle();
         fulls.push(timed(backup(&format!("full-{r}"))));
     }
-    std::thread::sleep(Duration::from_millis(1100));
-    timed(backup("incremental"));
-    let mut incs = vec![];
-    for _ in 0..rounds {
-        std::thread::sleep(Duration::from_millis(1100));
-        settle();
-        incs.push(timed(backup("incremental")));
-    }
+    let inc = hokan_e2e::incremental_backups(rounds, || backup("incremental"));
     // The last incremental linked what it did not copy: it is an incremental, not a full.
     let sets = base.join("incremental/bench/mailwise");
     let mut ids: Vec<_> = std::fs::read_dir(&sets)
@@ -121,7 +114,7 @@ fn trees(sshd: &Sshd, data: &Path, bytes: u64, base: &Path, smoke: bool) {
             "unchanged files are linked"
         );
     }
-    let (rsync, full, inc) = (median(rsyncs), median(fulls), median(incs));
+    let (rsync, full) = (median(rsyncs), median(fulls));
     let rate = |d: Duration| bytes as f64 / d.as_secs_f64() / (1 << 20) as f64;
     println!(
         "  tree on the server: {} MiB in 10,007 files, to the host over ssh",

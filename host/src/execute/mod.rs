@@ -768,10 +768,12 @@ impl<'a> Executor<'a> {
                 except,
                 ignore_case,
             } => {
-                let removed = self
-                    .roots
-                    .remove_files(dir, patterns, except, *ignore_case)
-                    .map_err(fail)?;
+                let chosen = crate::plan::pattern::Selection {
+                    patterns: patterns.clone(),
+                    except: except.clone(),
+                    ignore_case: *ignore_case,
+                };
+                let removed = self.roots.remove_files(dir, &chosen).map_err(fail)?;
                 drive::removed_files(&s.id, dir, &removed.files, &removed.not_files)
             }
             Action::Exec(e) => {

@@ -10,6 +10,7 @@
 
 use super::fs::{self, FsError, Removed, Roots};
 use crate::plan::Location;
+use crate::plan::pattern::Selection;
 use crate::policy::Ssh;
 use crate::remote::ssh::{ActionError, Session};
 use crate::tree::{Attrs, Bytes, Copied, CopyOptions, Node, RelPath};
@@ -256,23 +257,12 @@ impl Places {
         }
     }
 
-    /// Removes the regular files of `dir` whose names the patterns choose
-    /// ([`crate::plan::pattern::selects`], on whichever machine the directory is).
-    pub fn remove_files(
-        &self,
-        dir: &Location,
-        patterns: &[String],
-        except: &[String],
-        ignore_case: bool,
-    ) -> Result<Removed, FsError> {
+    /// Removes the regular files of `dir` that `chosen` selects, on whichever machine the
+    /// directory is.
+    pub fn remove_files(&self, dir: &Location, chosen: &Selection) -> Result<Removed, FsError> {
         match self.at(dir) {
-            At::Here => self.local.remove_files(dir, |name| {
-                crate::plan::pattern::selects(patterns, except, name, ignore_case)
-            }),
-            At::There(link) => {
-                self.session(link, dir)?
-                    .remove_files(dir, patterns, except, ignore_case)
-            }
+            At::Here => self.local.remove_files(dir, |name| chosen.selects(name)),
+            At::There(link) => self.session(link, dir)?.remove_files(dir, chosen),
         }
     }
 

@@ -5,6 +5,26 @@
 //! Names are bytes (a Unix file name need not be UTF-8); a pattern is UTF-8 and matches a name
 //! byte for byte, ignoring ASCII case when asked (Windows products, host names).
 
+/// Which names a `remove-files` step removes, as one value: the executor hands it to the
+/// machine the directory is on (the host, or a server's agent over the connection), which
+/// decides by [`selects`], the same rule the dry run follows.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Selection {
+    /// Names to remove.
+    pub patterns: Vec<String>,
+    /// Names to keep though a pattern matches them.
+    pub except: Vec<String>,
+    /// Whether names match ignoring ASCII case.
+    pub ignore_case: bool,
+}
+
+impl Selection {
+    /// Whether `name` is one to remove ([`selects`]).
+    pub fn selects(&self, name: &[u8]) -> bool {
+        selects(&self.patterns, &self.except, name, self.ignore_case)
+    }
+}
+
 /// Whether `name` matches one of `patterns` and none of `except`.
 pub fn selects(patterns: &[String], except: &[String], name: &[u8], ignore_case: bool) -> bool {
     let hit = |ps: &[String]| ps.iter().any(|p| matches(p.as_bytes(), name, ignore_case));

@@ -252,15 +252,8 @@ fn answer(served: &Served, ledger: &Path, q: Request) -> Reply {
                     .collect(),
             ))
         }
-        Request::RemoveFiles {
-            dir,
-            patterns,
-            except,
-            ignore_case,
-        } => Ok(roots
-            .remove_files(&dir, |name| {
-                crate::plan::pattern::selects(&patterns, &except, name, ignore_case)
-            })
+        Request::RemoveFiles { dir, chosen } => Ok(roots
+            .remove_files(&dir, |name| chosen.selects(name))
             .map_or_else(fs_failed, Reply::Removed)),
         Request::CopyTree { from, to } => {
             Ok(

@@ -249,12 +249,10 @@ pub enum Request {
     RemoveFiles {
         /// The directory.
         dir: Location,
-        /// Names to remove.
-        patterns: Vec<String>,
-        /// Names to keep though a pattern matches them.
-        except: Vec<String>,
-        /// Whether names match ignoring ASCII case.
-        ignore_case: bool,
+        /// Which names (its fields are the request's own: `patterns`, `except`,
+        /// `ignore_case`).
+        #[serde(flatten)]
+        chosen: crate::plan::pattern::Selection,
     },
     /// Sends these regular files below `at` as [`stream::Chunk`]s, in order (the host's copy
     /// from this server). No reply follows the chunks.
@@ -517,19 +515,15 @@ impl<R: Read + Send, W: Write + Send> RemoteFacts<R, W> {
         }
     }
 
-    /// Removes the files of a directory on the server that the patterns choose.
+    /// Removes the files of a directory on the server that `chosen` selects.
     pub fn remove_files(
         &self,
         dir: &Location,
-        patterns: &[String],
-        except: &[String],
-        ignore_case: bool,
+        chosen: &crate::plan::pattern::Selection,
     ) -> Result<crate::execute::fs::Removed, std::io::Error> {
         match self.fs(Request::RemoveFiles {
             dir: dir.clone(),
-            patterns: patterns.to_vec(),
-            except: except.to_vec(),
-            ignore_case,
+            chosen: chosen.clone(),
         })? {
             Reply::Removed(r) => Ok(r),
             r => Err(out_of_turn(r)),
@@ -757,6 +751,30 @@ impl<R: Read + Send, W: Write + Send> FactSource for RemoteFacts<R, W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_remove_files_request_keeps_its_fields_flat_on_the_wire() {
+        let r = Request::RemoveFiles {
+            dir: Location::new("data", "logs"),
+            chosen: crate::plan::pattern::Selection {
+                patterns: vec!["*.jnl".into()],
+                except: vec!["keep.jnl".into()],
+                ignore_case: true,
+            },
+        };
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "op": "remove-files",
+                "dir": {"root": "data", "path": "logs"},
+                "patterns": ["*.jnl"],
+                "except": ["keep.jnl"],
+                "ignore_case": true
+            })
+        );
+        assert_eq!(serde_json::from_value::<Request>(json).unwrap(), r);
+    }
 
     #[test]
     fn frames_round_trip_and_a_lying_length_is_refused_before_allocating() {

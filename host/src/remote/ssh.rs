@@ -483,15 +483,13 @@ impl Session {
         self.act_io(|f, _| f.digests(at, files))
     }
 
-    /// Removes the files of a directory on the server that the patterns choose.
+    /// Removes the files of a directory on the server that `chosen` selects.
     pub fn remove_files(
         &self,
         dir: &Location,
-        patterns: &[String],
-        except: &[String],
-        ignore_case: bool,
+        chosen: &crate::plan::pattern::Selection,
     ) -> Result<crate::execute::fs::Removed, crate::execute::fs::FsError> {
-        self.act_io(|f, _| f.remove_files(dir, patterns, except, ignore_case))
+        self.act_io(|f, _| f.remove_files(dir, chosen))
     }
 
     /// Copies a tree within the server.
