@@ -11,6 +11,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// The history could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -217,6 +218,30 @@ const ADDED: &[(&str, &str, &str)] = &[
     ("slots", "journal", ""),
 ];
 
+/// How long an open or a write waits for another process's write (the daemon's, or another
+/// `hokan`'s) before it gives up with "database is locked".
+const BUSY: Duration = Duration::from_secs(10);
+
+/// Switches the file to WAL, waiting as long as [`BUSY`] for others doing the same.
+///
+/// A new file is still in rollback mode, where the switch needs the file to itself. When two
+/// connections ask together, each already holds the shared lock the other must wait out, and
+/// SQLite answers the second SQLITE_BUSY at once, without the busy handler, to break the
+/// deadlock. That one lets go and asks again; once the file is WAL the switch is a no-op.
+fn wal(conn: &Connection) -> rusqlite::Result<()> {
+    let deadline = Instant::now() + BUSY;
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            done => return done,
+        }
+    }
+}
+
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SlotRow> {
     let ts = |s: Option<String>| s.and_then(|s| s.parse::<Timestamp>().ok());
     Ok(SlotRow {
@@ -269,11 +294,9 @@ impl History {
         // First, so that everything below waits for the daemon's write in progress instead of
         // failing at once with "database is locked": `hokan status` and the daemon open the
         // same file, and switching a new file to WAL needs it to themselves.
-        conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(err)?;
+        conn.busy_timeout(BUSY).map_err(err)?;
         // Every write is on disk before the run it records starts.
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(err)?;
+        wal(&conn).map_err(err)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(err)?;
         // One writer at a time makes or upgrades the schema: two processes that both found a
@@ -797,24 +820,27 @@ mod tests {
             h.map(|h| h.all().unwrap().len())
         });
         // Still waiting while the lock is held ...
-        assert!(
-            opened
-                .recv_timeout(std::time::Duration::from_millis(300))
-                .is_err()
-        );
+        assert!(opened.recv_timeout(Duration::from_millis(300)).is_err());
         tx.commit().unwrap();
         // ... and opens, with its schema, once it is let go.
         assert_eq!(reader.join().unwrap().unwrap(), 0);
-        // Several opening a new file at once make its schema once between them.
-        let fresh = tempfile::tempdir().unwrap();
-        let threads: Vec<_> = (0..4)
-            .map(|_| {
-                let p = fresh.path().to_path_buf();
-                std::thread::spawn(move || History::open(&p).map(|_| ()))
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap().unwrap();
+        // Several opening a new file at once switch it to WAL and make its schema once between
+        // them. Started together, many rounds: the race this covers is in the first milliseconds.
+        for _ in 0..20 {
+            let fresh = tempfile::tempdir().unwrap();
+            let start = std::sync::Arc::new(std::sync::Barrier::new(6));
+            let threads: Vec<_> = (0..6)
+                .map(|_| {
+                    let (p, start) = (fresh.path().to_path_buf(), start.clone());
+                    std::thread::spawn(move || {
+                        start.wait();
+                        History::open(&p).map(|_| ())
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap().unwrap();
+            }
         }
     }
 
