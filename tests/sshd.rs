@@ -89,11 +89,19 @@ impl Sshd {
     /// killed, as a machine that lost power would drop them. Commands its agent started
     /// detached run on.
     pub fn stop(&mut self) {
+        self.drop_sessions();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Every connection to the server drops, as a network cut or a killed session would drop
+    /// it: each session's sshd process is killed, the listener stays, and a new connection is
+    /// accepted at once. The agent of a dropped session sees its stdin close; commands it
+    /// started detached run on.
+    pub fn drop_sessions(&self) {
         let _ = Command::new("pkill")
             .args(["-KILL", "-P", &self.child.id().to_string()])
             .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 
     /// The server is back: sshd listens again on the same port with the same keys.

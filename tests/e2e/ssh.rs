@@ -664,9 +664,14 @@ fn backup(r: &Remote, policy: &Path, extra: &[&str]) -> Output {
 /// `hokan run POLICY --job mailwise --op backup --yes --json` in the background, its stdout and
 /// stderr in `run.out` and `run.err` beside the policy.
 fn spawn_backup(r: &Remote, policy: &Path) -> std::process::Child {
+    spawn_op(r, policy, "backup")
+}
+
+/// [`spawn_backup`] of any operation.
+fn spawn_op(r: &Remote, policy: &Path, op: &str) -> std::process::Child {
     let dir = r.host.path();
     let p = policy.to_str().unwrap();
-    hokan_command(dir, &["run", p, "--job", "mailwise", "--op", "backup"])
+    hokan_command(dir, &["run", p, "--job", "mailwise", "--op", op])
         .args(["--yes", "--json"])
         .stdout(std::fs::File::create(dir.join("run.out")).unwrap())
         .stderr(std::fs::File::create(dir.join("run.err")).unwrap())
@@ -1296,4 +1301,210 @@ fn file_actions_on_a_server_change_only_its_writable_roots_and_never_leave_them(
         "{e}"
     );
     assert!(!srv.join("data/x").exists());
+}
+
+/// The size of the big file a slow link carries.
+const BIG: u64 = 48 << 20;
+
+/// The policy of `r`'s site with its server reached over a slow link: the agent's input and
+/// output pass through `pv` at 16 MiB/s, as over a customer's WAN. Its mail space gets a file of
+/// [`BIG`] bytes (not zeros, which would be holes), so that copying it takes seconds: long
+/// enough to cut the connection in the middle.
+fn slow_link(r: &Remote) -> PathBuf {
+    use std::io::Write;
+    let block: Vec<u8> = (0..1u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8 | 1)
+        .collect();
+    let mut big = std::fs::File::create(r.data.join("mw/file/ws1/big.eml")).unwrap();
+    for _ in 0..BIG >> 20 {
+        big.write_all(&block).unwrap();
+    }
+    let agent = r.sshd.dir.path().join("slow-agent");
+    std::fs::write(
+        &agent,
+        format!(
+            "#!/bin/sh\npv -q -L 16m | \"{}\" \"$@\" | pv -q -L 16m\n",
+            hokan_bin().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&agent, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    r.write(
+        "slow.toml",
+        &r.remote_policy("known_hosts").replace(
+            &format!("agent = \"{}\"", hokan_bin().display()),
+            &format!("agent = \"{}\"", agent.display()),
+        ),
+    )
+}
+
+/// The length of the first file named `name` at or below `dir` (hidden directories too).
+fn length_of(dir: &Path, name: &str) -> Option<u64> {
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        let m = e.metadata().ok()?;
+        if m.is_dir() {
+            if let Some(len) = length_of(&e.path(), name) {
+                return Some(len);
+            }
+        } else if e.file_name() == name {
+            return Some(m.len());
+        }
+    }
+    None
+}
+
+/// The records of a run spawned by [`spawn_op`], and what it logged.
+fn spawned_output(r: &Remote) -> (Vec<serde_json::Value>, String) {
+    let dir = r.host.path();
+    let out = std::fs::read_to_string(dir.join("run.out")).unwrap();
+    let ev = out
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    (ev, std::fs::read_to_string(dir.join("run.err")).unwrap())
+}
+
+#[test]
+fn a_backup_whose_connection_drops_in_the_middle_of_a_copy_copies_again_and_leaves_nothing_partial()
+{
+    let r = Remote::new();
+    let policy = slow_link(&r);
+    let before = metadata_tree(&r.data);
+    let sets = r.host.path().join("backups/remote-site/mailwise");
+    let mut run = spawn_backup(&r, &policy);
+    wait_while_running(&r, &mut run, "the big file half copied", || {
+        length_of(&sets, "big.eml").is_some_and(|len| len > 0 && len < BIG)
+    });
+    r.sshd.drop_sessions();
+    let status = run.wait().unwrap();
+    let (ev, err) = spawned_output(&r);
+    assert!(status.success(), "{err}\n{ev:#?}");
+    assert!(
+        err.contains("server `mw1`: the connection failed in the middle of the copy of")
+            && err.contains("copying it again over a new connection"),
+        "says what happened: {err}"
+    );
+    let end = ev.last().unwrap();
+    assert_eq!(end["outcome"]["status"], "completed", "{end:#}");
+    let id = end["outcome"]["set"].as_str().unwrap();
+    // One set, complete: the cut copy left nothing in it, nor any partial set beside it.
+    let listed: Vec<_> = std::fs::read_dir(&sets)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(listed, [id], "only the complete set is there");
+    let set = sets.join(id);
+    let out = r.hokan(&["verify", set.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    assert_eq!(
+        std::fs::read(set.join("file/ws1/big.eml")).unwrap(),
+        std::fs::read(r.data.join("mw/file/ws1/big.eml")).unwrap()
+    );
+    assert_eq!(
+        metadata_tree(&r.data),
+        before,
+        "the server's tree is as it was"
+    );
+    assert!(
+        !r.data.join("mw/data/maint").exists(),
+        "maintenance is released"
+    );
+}
+
+#[test]
+fn a_restore_whose_connection_drops_in_the_middle_of_a_copy_leaves_no_partial_file_on_the_server() {
+    let r = Remote::new();
+    let policy = slow_link(&r);
+    let ok = backup(&r, &r.host.path().join("site.toml"), &["--yes"]);
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    std::fs::write(
+        r.data.join("mw/file/ws1/big.eml"),
+        b"changed after the backup",
+    )
+    .unwrap();
+    let staging = r.data.join("mw/hokan-restore");
+    let mut run = spawn_op(&r, &policy, "restore");
+    wait_while_running(&r, &mut run, "the big file half restored", || {
+        length_of(&staging, "big.eml").is_some_and(|len| len > 0 && len < BIG)
+    });
+    r.sshd.drop_sessions();
+    let status = run.wait().unwrap();
+    let (ev, err) = spawned_output(&r);
+    assert!(status.success(), "{err}\n{ev:#?}");
+    assert!(
+        err.contains("copying it again over a new connection"),
+        "says what happened: {err}"
+    );
+    assert_eq!(ev.last().unwrap()["outcome"]["status"], "completed");
+    // The agent removed what it had made of the cut copy (the new one could not have been made
+    // over it), and what came back is the set, whole, with the changed data kept beside it.
+    let sets = r.host.path().join("backups/remote-site/mailwise");
+    let set = std::fs::read_dir(&sets)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert_eq!(
+        metadata_tree(&r.data.join("mw/file")),
+        metadata_tree(&set.join("file"))
+    );
+    assert_eq!(
+        std::fs::read(r.data.join("mw/file/ws1/big.eml")).unwrap(),
+        std::fs::read(set.join("file/ws1/big.eml")).unwrap()
+    );
+    assert_eq!(
+        std::fs::read(r.data.join("mw/file_bak/ws1/big.eml")).unwrap(),
+        b"changed after the backup"
+    );
+    assert!(!staging.exists());
+    assert!(
+        !r.data.join("mw/data/maint").exists(),
+        "maintenance is released"
+    );
+}
+
+#[test]
+fn a_connection_dropped_while_a_remote_command_runs_is_reconnected_and_the_ledger_gives_its_exit() {
+    let r = Remote::new();
+    let policy = slowed_maintenance(&r, "cut", "sleep 2", "");
+    let mut run = spawn_backup(&r, &policy);
+    wait_while_running(&r, &mut run, "maintenance-on running on the server", || {
+        ledger_entry_of_on(&r).is_some_and(|d| d.join("pid").exists())
+    });
+    r.sshd.drop_sessions();
+    let status = run.wait().unwrap();
+    let (ev, err) = spawned_output(&r);
+    assert!(status.success(), "{err}\n{ev:#?}");
+    let entry = ledger_entry_of_on(&r).unwrap();
+    let id = entry.file_name().unwrap().to_str().unwrap().to_string();
+    assert!(
+        err.contains(&format!("reconnecting to ask its ledger (id {id})")),
+        "{err}"
+    );
+    // The command ran once, to its end: its exit is the ledger's, journaled, and the run went on.
+    let exit = ev
+        .iter()
+        .find(|e| e["record"] == "remote-exit" && e["id"] == id.as_str())
+        .unwrap_or_else(|| panic!("no remote-exit of {id}: {ev:#?}"));
+    assert_eq!(exit["code"], 0, "{exit:#}");
+    let starts = ev
+        .iter()
+        .filter(|e| e["record"] == "remote-command" && e["id"] == id.as_str())
+        .count();
+    assert_eq!(starts, 1, "started once, not again after the reconnect");
+    let end = ev.last().unwrap();
+    assert_eq!(end["outcome"]["status"], "completed", "{end:#}");
+    let set = r
+        .host
+        .path()
+        .join("backups/remote-site/mailwise")
+        .join(end["outcome"]["set"].as_str().unwrap());
+    let out = r.hokan(&["verify", set.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    assert!(
+        !r.data.join("mw/data/maint").exists(),
+        "maintenance is released"
+    );
 }

@@ -275,10 +275,12 @@ fn cargo() -> Command {
 
 /// Programs the tests compare hokan with or drive (rsync; headless Chromium for the status
 /// page; aiosmtpd, the SMTP server notifications are sent to; OpenSSH's client and the sshd
-/// instances that stand in for customers' servers), and the Debian packages that bring them;
-/// installed when missing.
+/// instances that stand in for customers' servers; pv, which slows a "server's" link so that a
+/// test can cut it in the middle of a copy), and the Debian packages that bring them; installed
+/// when missing.
 const TOOLS: &[(&str, &str)] = &[
     ("rsync", "rsync"),
+    ("pv", "pv"),
     ("chromium", "chromium"),
     ("aiosmtpd", "python3-aiosmtpd"),
     ("ssh", "openssh-client"),

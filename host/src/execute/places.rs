@@ -113,6 +113,15 @@ impl Link {
         Err(last)
     }
 
+    /// Whether the session opened last failed or was closed: the next action reconnects.
+    pub fn lost(&self) -> bool {
+        self.session
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|s| s.lost())
+    }
+
     /// Why the server could not be reached, if [`Link::session`] gave up on it at or after
     /// `since` and it has not answered since.
     pub fn unreachable_since(&self, since: Instant) -> Option<String> {
@@ -339,7 +348,43 @@ impl Places {
     /// Copies a tree ([`fs::copy_tree`]) between any two places: within the host, from a
     /// server to the host (a backup: `opts` links from the previous set there), from the host
     /// to a server (a restore), or within one server. All or nothing on either side.
+    ///
+    /// A copy cut off because its server's connection failed is made again over a new one
+    /// (each side has removed what it had made of it), up to [`RECONNECT_BACKOFF`]'s tries and
+    /// within `opts.deadline`: a link that drops for a moment does not fail the step. A copy
+    /// that fails for any other reason is not tried again.
     pub fn copy(
+        &self,
+        from: &Location,
+        to: &Location,
+        opts: &CopyOptions<'_>,
+    ) -> Result<Copied, FsError> {
+        let mut tries = 1;
+        loop {
+            let copied = self.copy_once(from, to, opts);
+            let Err(e) = &copied else { return copied };
+            let cut = [from, to].into_iter().find_map(|l| match self.at(l) {
+                At::There(link) if link.lost() => Some(link),
+                _ => None,
+            });
+            match cut {
+                Some(link)
+                    if tries < RECONNECT_BACKOFF.len()
+                        && opts.deadline.is_none_or(|d| Instant::now() < d) =>
+                {
+                    tries += 1;
+                    tracing::warn!(
+                        "server `{}`: the connection failed in the middle of the copy of {from} \
+                         to {to} ({e}); copying it again over a new connection",
+                        link.server()
+                    );
+                }
+                _ => return copied,
+            }
+        }
+    }
+
+    fn copy_once(
         &self,
         from: &Location,
         to: &Location,
