@@ -35,6 +35,13 @@ fn keygen(path: &Path) {
 impl Sshd {
     /// Starts one, accepting the client key [`Sshd::identity`] for this user.
     pub fn start() -> Sshd {
+        Self::start_with_env(&[])
+    }
+
+    /// [`Sshd::start`], each session (so the agent, and every command it starts) also getting
+    /// `env`, as sshd's `SetEnv` gives it: the stand-ins' state and log directories, which on a
+    /// real server would be the product's own.
+    pub fn start_with_env(env: &[(&str, &Path)]) -> Sshd {
         assert!(
             Path::new(SSHD).exists(),
             "{SSHD} is missing: `cargo xtask test` installs Debian's openssh-server"
@@ -69,8 +76,12 @@ impl Sshd {
                      PermitRootLogin prohibit-password\n\
                      AllowTcpForwarding no\n\
                      X11Forwarding no\n\
-                     SetEnv HOKAN_AGENT_LEDGER={d}/ledger\n",
-                    d = d.display()
+                     SetEnv HOKAN_AGENT_LEDGER={d}/ledger{more}\n",
+                    d = d.display(),
+                    more = env
+                        .iter()
+                        .map(|(k, v)| format!(" \"{k}={}\"", v.display()))
+                        .collect::<String>()
                 ),
             )
             .unwrap();

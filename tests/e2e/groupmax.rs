@@ -4,6 +4,7 @@
 
 use crate::cli::text;
 use crate::standin_site::{StandinSite, assert_phases, killed, ok, wait_for_next_second};
+use hokan_e2e::sshd::Sshd;
 
 /// A master management server keeping journals (when `journals`) and a mail server; one job
 /// backs up the master, one the mail server, both in `mode`.
@@ -182,6 +183,13 @@ fn case_4_calls_both_servers_in_the_manuals_order() {
     std::fs::write(site.path("standins/gmmail1.replication_pending"), "1\n").unwrap();
     let out = site.run("mail1", "backup", &["--json"], &[]);
     ok(&out);
+    assert_case_4(&site, &out);
+}
+
+/// Case 4's backup of gmmail1 (`out`, its `--json` records) did what the manual says, in its
+/// order: the calls on each server, the journal cleared after the copy was verified, the set
+/// and the secondary medium.
+fn assert_case_4(site: &StandinSite, out: &std::process::Output) {
     assert_phases(
         &site.calls(),
         &[
@@ -202,7 +210,7 @@ fn case_4_calls_both_servers_in_the_manuals_order() {
             &["gm-master: start-servers", "gm-mail1: start-servers"],
         ],
     );
-    all_running(&site, "after the backup");
+    all_running(site, "after the backup");
     // The journal files were deleted after the copy was verified and before anything started
     // again (the run's own record of its steps).
     let ends: Vec<String> = text(&out.stdout)
@@ -236,6 +244,124 @@ fn case_4_calls_both_servers_in_the_manuals_order() {
     let media = site.files("media");
     assert_eq!(media.len(), 2, "{media:?}");
     assert!(media.iter().all(|f| f.contains("/data/")), "{media:?}");
+}
+
+/// `rel` in the site's directory as a root on `server`.
+fn on(site: &StandinSite, server: &str, rel: &str) -> String {
+    format!(
+        "{{ server = \"{server}\", path = \"{}\" }}",
+        site.path(rel).display()
+    )
+}
+
+#[test]
+fn case_4_over_ssh_runs_each_step_on_its_server_in_the_manuals_order() {
+    let site = site("automated", true);
+    std::fs::write(site.path("standins/gmmail1.replication_pending"), "1\n").unwrap();
+    // Two servers, each its own sshd; the stand-ins there keep their state and log where the
+    // test reads them.
+    let (state, log) = (site.path("standins"), site.path("calls.log"));
+    let env = [
+        ("STANDIN_STATE", state.as_path()),
+        ("STANDIN_LOG", log.as_path()),
+    ];
+    let master = Sshd::start_with_env(&env);
+    let mail = Sshd::start_with_env(&env);
+    std::fs::write(
+        site.path("known_hosts"),
+        master.known_hosts_line() + &mail.known_hosts_line(),
+    )
+    .unwrap();
+    let mut policy = std::fs::read_to_string(site.policy()).unwrap();
+    for (was, is) in [
+        (
+            "timezone = \"Asia/Tokyo\"\n".to_string(),
+            "timezone = \"Asia/Tokyo\"\nknown_hosts = \"known_hosts\"\n".to_string(),
+        ),
+        (
+            "[[servers]]\nname = \"gm-master\"\nrole = \"master-management\"\n".into(),
+            master.server_toml("gm-master", "master-management"),
+        ),
+        (
+            "[[servers]]\nname = \"gm-mail1\"\nrole = \"mail\"\n".into(),
+            mail.server_toml("gm-mail1", "mail"),
+        ),
+        (
+            "data = \"master/GroupMail\"".into(),
+            format!("data = {}", on(&site, "gm-master", "master/GroupMail")),
+        ),
+        (
+            "mng-journal = \"master/mng-journal\"".into(),
+            format!(
+                "mng-journal = {}",
+                on(&site, "gm-master", "master/mng-journal")
+            ),
+        ),
+        (
+            "data = \"mail1/GroupMail\"".into(),
+            format!("data = {}", on(&site, "gm-mail1", "mail1/GroupMail")),
+        ),
+        (
+            "journal = \"master/nxsdir/journal\"".into(),
+            format!(
+                "journal = {}",
+                on(&site, "gm-master", "master/nxsdir/journal")
+            ),
+        ),
+    ] {
+        assert!(policy.contains(&was), "the local policy has {was}");
+        policy = policy.replacen(&was, &is, 1);
+    }
+    std::fs::write(site.policy(), policy).unwrap();
+    let out = site.run("mail1", "backup", &["--json"], &[]);
+    assert!(
+        out.status.success(),
+        "{}\n{}\n{}",
+        text(&out.stderr),
+        master.log(),
+        mail.log()
+    );
+    assert_case_4(&site, &out);
+    // Every command ran on its own server, through that server's agent and ledger.
+    let ledger = |sshd: &Sshd| -> Vec<String> {
+        std::fs::read_dir(sshd.ledger())
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| std::fs::read_to_string(e.path().join("command.json")).ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (on_master, on_mail) = (ledger(&master), ledger(&mail));
+    assert!(
+        on_master.iter().any(|c| c.contains("nxsrepstat")),
+        "{on_master:?}"
+    );
+    assert!(
+        !on_mail
+            .iter()
+            .any(|c| c.contains("nxsrepstat") || c.contains("console-closed")),
+        "{on_mail:?}"
+    );
+    assert!(
+        on_mail.iter().any(|c| c.contains("object-server")),
+        "{on_mail:?}"
+    );
+    // The set on the host holds the mail server's files byte for byte, and verifies.
+    let sets: Vec<_> = std::fs::read_dir(site.path("backups/gm-site/mail1"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(sets.len(), 1, "{sets:?}");
+    for f in ["mail/db/mailbox.db", "nxsdir/address/nxsadr.db"] {
+        assert_eq!(
+            std::fs::read(sets[0].join("data").join(f)).unwrap(),
+            std::fs::read(site.path("mail1/GroupMail").join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    ok(&site.hokan(&["verify", sets[0].to_str().unwrap()], &[]));
 }
 
 /// "バックアップを取得したサーバのホスト名が付いたファイルを削除します" and "必ず消去してください":
