@@ -431,12 +431,15 @@ fn mailwise_backup_verify_incremental_and_restore_with_its_data_on_a_server() {
         events(&out)
     };
     let before = metadata_tree(&r.data);
+    let logins = || r.sshd.log().matches("Accepted publickey").count();
     let ev = run("backup");
     assert_eq!(
         ev.last().unwrap()["outcome"]["status"],
         "completed",
         "{ev:#?}"
     );
+    // One login for the whole run: it planned, acted and verified on the same session.
+    assert_eq!(logins(), 1, "{}", r.sshd.log());
     let done = ev.iter().find(|e| e["record"] == "set-complete").unwrap();
     let first = done["set"].as_str().unwrap().to_string();
     assert_eq!(done["files_linked"], 0);

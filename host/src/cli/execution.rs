@@ -173,9 +173,10 @@ pub(super) fn run(cli: &Cli, a: &RunArgs) -> Result<ExitCode> {
     console
         .stop_on_signals()
         .context("cannot install the SIGTERM handler")?;
-    let outcome = execute::execute(
+    let outcome = execute::execute_with(
         spec,
         ready.previous.as_deref(),
+        &ready.sessions,
         state,
         &console,
         &TestFaults::from_env(),

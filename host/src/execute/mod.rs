@@ -187,6 +187,19 @@ pub fn execute(
     observer: &dyn Observer,
     faults: &TestFaults,
 ) -> Result<Outcome, ExecError> {
+    execute_with(spec, previous, &BTreeMap::new(), state, observer, faults)
+}
+
+/// [`execute`], carrying on with the sessions planning opened to the run's servers (by server
+/// name): each link whose grants are the session's uses it instead of logging in again.
+pub fn execute_with(
+    spec: &RunSpec,
+    previous: Option<&sets::Previous>,
+    sessions: &BTreeMap<String, crate::planner::Connected>,
+    state: &Path,
+    observer: &dyn Observer,
+    faults: &TestFaults,
+) -> Result<Outcome, ExecError> {
     let set = spec.set.as_ref();
     let writes = set.filter(|s| s.writes);
     if let Some(set) = writes
@@ -222,10 +235,13 @@ pub fn execute(
             let (dir, path) = make_partial(set)?;
             opened.0.insert("set".into(), fs::Root { dir, path });
         }
-        let opened = places::Places::new(
-            opened,
-            places::links(&spec.remote_roots, &spec.roots, &spec.ssh)?,
-        );
+        let links = places::links(&spec.remote_roots, &spec.roots, &spec.ssh)?;
+        for link in links.values() {
+            if let Some(c) = sessions.get(link.server()) {
+                link.adopt(c);
+            }
+        }
+        let opened = places::Places::new(opened, links);
         // A set being read is locked shared for the whole run: retention removes none that is.
         let reading = match set.filter(|s| !s.writes) {
             Some(s) => Some(sets::SetLock::shared(&s.path()).map_err(|e| {

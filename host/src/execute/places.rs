@@ -113,6 +113,35 @@ impl Link {
         Err(last)
     }
 
+    /// Carries on with a session opened before the run (to plan it), when it grants exactly
+    /// what this link would and still answers (the operator may have read the plan for a
+    /// while, and a dropped idle connection must not fail the first file action); otherwise the
+    /// first action logs in anew.
+    pub fn adopt(&self, c: &crate::planner::Connected) {
+        use crate::facts::FactSource;
+        if c.roots != self.roots || c.writable != self.writable {
+            tracing::debug!(
+                "server `{}`: the planning session grants other roots; the run opens its own",
+                self.server
+            );
+            return;
+        }
+        let answers = c.roots.keys().next().is_some_and(|root| {
+            !c.session.lost() && c.session.exists(&Location::new(root, "")).is_ok()
+        });
+        if !answers {
+            tracing::debug!(
+                "server `{}`: the planning session no longer answers; the run opens its own",
+                self.server
+            );
+            return;
+        }
+        let mut held = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        if held.is_none() {
+            *held = Some(c.session.clone());
+        }
+    }
+
     /// Whether the session opened last failed or was closed: the next action reconnects.
     pub fn lost(&self) -> bool {
         self.session

@@ -86,6 +86,8 @@ pub struct Ready {
     pub previous: Option<std::sync::Arc<sets::Previous>>,
     /// Newer sets a restore passed over because they did not verify, with why.
     pub passed_over: Vec<(String, String)>,
+    /// The sessions planning asked its servers on, for the run to carry on with.
+    pub sessions: std::collections::BTreeMap<String, planner::Connected>,
 }
 
 /// Plans the run against the real directories and checks it can run here.
@@ -120,7 +122,7 @@ pub fn prepare_run(req: &RunRequest<'_>) -> Result<Ready, PrepareError> {
         links: req.links,
         window: req.window,
     };
-    let (prepared, document) = planner::plan_job_prepared(req.plugin, policy, job, &input)?;
+    let (prepared, document) = planner::plan_job_prepared(req.plugin, policy, job, &input, true)?;
     let problems = preflight(&document, policy, job);
     if !problems.is_empty() {
         return Err(PrepareError::Preflight(problems));
@@ -213,6 +215,7 @@ pub fn prepare_run(req: &RunRequest<'_>) -> Result<Ready, PrepareError> {
     Ok(Ready {
         spec,
         previous: prepared.previous,
+        sessions: prepared.sessions,
         passed_over: prepared.passed_over,
     })
 }

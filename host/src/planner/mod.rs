@@ -12,7 +12,7 @@ mod prepare;
 
 pub use links::links_out_of_their_root;
 pub use load::{PluginDir, load_plugin};
-pub use prepare::{PlanInput, Prepared, prepare, sets_dir};
+pub use prepare::{Connected, PlanInput, Prepared, prepare, sets_dir};
 
 use crate::describe::CallError;
 use crate::describe::{PlanRefusal, Planner, SetUse};
@@ -130,15 +130,19 @@ pub fn plan_job(
     job: &Job,
     input: &PlanInput<'_>,
 ) -> Result<PlanDocument, PlanJobError> {
-    plan_job_prepared(plugin, policy, job, input).map(|(_, doc)| doc)
+    plan_job_prepared(plugin, policy, job, input, false).map(|(_, doc)| doc)
 }
 
-/// [`plan_job`], also returning the roots and grants the plan was made with.
+/// [`plan_job`], also returning the roots and grants the plan was made with. `for_run`: the
+/// plan is about to run, so each server's session is opened granting its roots for writing
+/// too, and kept in [`Prepared::sessions`] for the run to carry on with (one login per server
+/// and run, not one to plan and another to act).
 pub fn plan_job_prepared(
     plugin: &dyn Planner,
     policy: &Policy,
     job: &Job,
     input: &PlanInput<'_>,
+    for_run: bool,
 ) -> Result<(Prepared, PlanDocument), PlanJobError> {
     let mut prepared = prepare(policy, job, plugin.description(), input, &sets::OnDisk)?;
     let (here, remote) = on_host(&prepared.roots, job);
@@ -163,7 +167,16 @@ pub fn plan_job_prepared(
     let facts: Arc<dyn FactSource> = if remote.is_empty() {
         host
     } else {
-        Arc::new(Routed::new(host, connect(policy, remote)?))
+        let sessions = connect(policy, remote, for_run)?;
+        let by_root = sessions
+            .values()
+            .flat_map(|c| {
+                let source: Arc<dyn FactSource> = c.session.clone();
+                c.roots.keys().map(move |n| (n.clone(), source.clone()))
+            })
+            .collect();
+        prepared.sessions = sessions;
+        Arc::new(Routed::new(host, by_root))
     };
     let mut doc = plan_with(plugin, policy, job, &prepared, facts)?;
     doc.plan
@@ -200,23 +213,40 @@ pub fn on_host(
     (here, remote)
 }
 
-/// One agent session per server, each answering for the roots on it.
+/// One agent session per server, each answering for the roots on it; granting them for
+/// writing too when `writable` (a plan about to run).
 fn connect(
     policy: &Policy,
     remote: BTreeMap<String, BTreeMap<String, String>>,
-) -> Result<BTreeMap<String, Arc<dyn FactSource>>, PlanJobError> {
-    let mut by_root = BTreeMap::new();
+    writable: bool,
+) -> Result<BTreeMap<String, Connected>, PlanJobError> {
+    let mut out = BTreeMap::new();
     for (server, roots) in remote {
         let ssh = policy
             .server(&server)
             .and_then(|s| s.ssh.as_ref())
             .expect("the policy binds remote roots only to servers reached over ssh");
-        let names: Vec<String> = roots.keys().cloned().collect();
-        let session: Arc<dyn FactSource> =
-            Arc::new(crate::remote::ssh::Session::connect(&server, ssh, roots)?);
-        by_root.extend(names.into_iter().map(|n| (n, session.clone())));
+        let writable: std::collections::BTreeSet<String> = if writable {
+            roots.keys().cloned().collect()
+        } else {
+            Default::default()
+        };
+        let session = Arc::new(crate::remote::ssh::Session::connect_granting(
+            &server,
+            ssh,
+            roots.clone(),
+            writable.clone(),
+        )?);
+        out.insert(
+            server,
+            Connected {
+                roots,
+                writable,
+                session,
+            },
+        );
     }
-    Ok(by_root)
+    Ok(out)
 }
 
 #[cfg(test)]

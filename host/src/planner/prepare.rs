@@ -44,6 +44,31 @@ pub struct Prepared {
     pub previous: Option<Arc<sets::Previous>>,
     /// Newer sets a restore passed over because they did not verify, with why.
     pub passed_over: Vec<(String, String)>,
+    /// The session each server's facts were asked on, by server name (by
+    /// [`plan_job_prepared`]; empty when no root is on a server).
+    pub sessions: BTreeMap<String, Connected>,
+}
+
+/// A session to a server's agent, with what its handshake granted: a run carries on with it
+/// only where that is exactly what the run would grant.
+#[derive(Clone)]
+pub struct Connected {
+    /// Root names to their paths on the server.
+    pub roots: BTreeMap<String, String>,
+    /// The roots file actions may change.
+    pub writable: std::collections::BTreeSet<String>,
+    /// The session.
+    pub session: Arc<crate::remote::ssh::Session>,
+}
+
+impl std::fmt::Debug for Connected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connected")
+            .field("roots", &self.roots)
+            .field("writable", &self.writable)
+            .field("lost", &self.session.lost())
+            .finish()
+    }
 }
 
 /// Works out the grants and the request of one planning call, choosing the backup set a restore
@@ -195,6 +220,7 @@ pub fn prepare(
         topology,
         previous: None,
         passed_over,
+        sessions: BTreeMap::new(),
     })
 }
 
