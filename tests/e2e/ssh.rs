@@ -1511,3 +1511,82 @@ fn a_connection_dropped_while_a_remote_command_runs_is_reconnected_and_the_ledge
         "maintenance is released"
     );
 }
+
+#[test]
+fn the_daemon_runs_recovery_again_until_a_server_down_at_cleanup_is_back() {
+    let mut r = Remote::new();
+    let policy = slowed_maintenance(&r, "down", "", "sleep 3");
+    let dir = r.host.path().to_path_buf();
+    let mut run = spawn_backup(&r, &policy);
+    let maint = r.data.join("mw/data/maint");
+    wait_while_running(&r, &mut run, "maintenance mode", || maint.exists());
+    r.sshd.stop();
+    assert_eq!(run.wait().unwrap().code(), Some(4), "needs attention");
+    assert!(maint.exists(), "left set: the server went down");
+    // The daemon, started while the server is still down, recovers at once (and cannot), then
+    // tries again every second.
+    let policies = dir.join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    std::fs::copy(&policy, policies.join("site.toml")).unwrap();
+    std::fs::copy(dir.join("known_hosts"), policies.join("known_hosts")).unwrap();
+    let log = dir.join("daemon.log");
+    let f = std::fs::File::create(&log).unwrap();
+    let mut daemon = hokan_command(
+        &dir,
+        &[
+            "daemon",
+            policies.to_str().unwrap(),
+            "--recover-every",
+            "1s",
+        ],
+    )
+    .stdout(f.try_clone().unwrap())
+    .stderr(f)
+    .stdin(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    let said = || std::fs::read_to_string(&log).unwrap_or_default();
+    let until = |what: &str, secs: u64, done: &dyn Fn() -> bool| {
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        while !done() {
+            assert!(
+                std::time::Instant::now() < end,
+                "{what} never happened; the daemon said:\n{}",
+                said()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    until("a retry that still cannot reach the server", 60, &|| {
+        said().contains("still needs attention")
+    });
+    assert!(maint.exists());
+    // The server is back: the next retry releases maintenance mode and finishes the run.
+    r.sshd.restart();
+    until("maintenance released by a retry", 60, &|| !maint.exists());
+    let runs = dir.join("state/runs");
+    until("the run's journal finished", 30, &|| {
+        std::fs::read_dir(&runs)
+            .unwrap()
+            .flatten()
+            .all(|e| e.path().extension().is_none_or(|x| x != "jsonl"))
+    });
+    until("the daemon saying so", 30, &|| {
+        said().contains("finished it")
+    });
+    // And it stops, with no recovery cut off.
+    let ok = Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    assert!(daemon.wait().unwrap().success(), "{}", said());
+    let done: Vec<_> = std::fs::read_dir(runs.join("done"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(done.len(), 1);
+    let records = std::fs::read_to_string(done[0].path()).unwrap();
+    let finish: serde_json::Value = serde_json::from_str(records.lines().last().unwrap()).unwrap();
+    assert_eq!(finish["record"], "finish", "{finish:#}");
+}

@@ -131,7 +131,14 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
             policies,
             http,
             http_token_file,
-        } => super::scheduling::daemon(cli, policies, *http, http_token_file.as_deref()),
+            recover_every,
+        } => super::scheduling::daemon(
+            cli,
+            policies,
+            *http,
+            http_token_file.as_deref(),
+            *recover_every,
+        ),
         Command::Status { json } => super::scheduling::status(cli, *json),
         Command::Notifications { event, limit, json } => {
             super::scheduling::notifications(cli, event.as_deref(), *limit, *json)

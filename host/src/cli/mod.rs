@@ -225,6 +225,10 @@ pub enum Command {
         /// TOKEN`); a file rather than an argument, so that `ps` does not show it.
         #[arg(long, value_name = "FILE", requires = "http")]
         http_token_file: Option<PathBuf>,
+        /// While a run's cleanup waits for a server that could not be reached (maintenance
+        /// mode left on there), run `hokan recover` again this often, e.g. `5m`, `30s`, `1h`.
+        #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = positive_duration)]
+        recover_every: std::time::Duration,
     },
     /// Ask the running daemon for its next runs, running and waiting jobs, last results and
     /// policy errors.
@@ -411,6 +415,18 @@ pub fn main() -> ExitCode {
 /// An error and its causes in one line, each cause once: many of hokan's errors already name
 /// their cause in their own message (so that `to_string` alone says everything), and anyhow's
 /// `{:#}` would then print it a second time.
+/// A duration of the command line, in jiff's friendly format (`30s`, `5m`, `1h 30m`) or ISO
+/// 8601 (`PT5M`); zero and negative ones are refused.
+fn positive_duration(text: &str) -> Result<std::time::Duration, String> {
+    let d: jiff::SignedDuration = text
+        .parse()
+        .map_err(|e| format!("`{text}` is not a duration like 30s, 5m or 1h: {e}"))?;
+    std::time::Duration::try_from(d)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("`{text}`: give a duration longer than zero"))
+}
+
 pub(crate) fn message(e: &anyhow::Error) -> String {
     let mut out = e.to_string();
     for cause in e.chain().skip(1) {
@@ -425,6 +441,18 @@ pub(crate) fn message(e: &anyhow::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn durations_read_as_operators_write_them_and_zero_is_refused() {
+        let secs = |t: &str| super::positive_duration(t).map(|d| d.as_secs());
+        assert_eq!(secs("5m"), Ok(300));
+        assert_eq!(secs("30s"), Ok(30));
+        assert_eq!(secs("1h 30m"), Ok(5400));
+        assert_eq!(secs("PT2M"), Ok(120));
+        assert!(secs("0s").unwrap_err().contains("longer than zero"));
+        assert!(secs("-5m").unwrap_err().contains("longer than zero"));
+        assert!(secs("soon").unwrap_err().contains("not a duration"));
+    }
+
     #[test]
     fn a_cause_already_in_the_message_is_not_printed_twice() {
         let io = std::io::Error::from(std::io::ErrorKind::NotFound);

@@ -192,6 +192,7 @@ pub(super) fn daemon(
     policies: &Path,
     http: Option<std::net::SocketAddr>,
     token_file: Option<&Path>,
+    recover_every: std::time::Duration,
 ) -> Result<ExitCode> {
     if !policies.exists() {
         return Err(anyhow!(
@@ -224,6 +225,7 @@ pub(super) fn daemon(
             }
         }),
         http,
+        recover_every,
     };
     let rt = runtime(cli)?;
     let dir = PluginDir(cli.plugin_dir.clone());

@@ -460,6 +460,26 @@ pub fn deferred_run(
     })
 }
 
+/// Whether a run's journal waits for `hokan recover` because its cleanup was deferred
+/// ([`Record::Deferred`]: a server it needed could not be reached): the daemon runs recovery
+/// again until none does. A journal that cannot be read counts as not waiting; `hokan recover`
+/// quarantines and reports it.
+pub fn waiting_for_recovery(state: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(runs_dir(state)) else {
+        return false;
+    };
+    entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .any(|p| {
+            read(&p).is_ok_and(|records| {
+                records.iter().any(|r| matches!(r, Record::Deferred { .. }))
+                    && !records.iter().any(|r| matches!(r, Record::Finish { .. }))
+            })
+        })
+}
+
 /// The newest journal in `dir` of that run, with the outcome `end` reads from its last record
 /// that has one, and the good set it completed.
 fn ended_in(
@@ -617,6 +637,35 @@ mod tests {
         std::fs::set_permissions(state.join("runs"), std::fs::Permissions::from_mode(0o757))
             .unwrap();
         assert!(check_state_dir(&state).is_err());
+    }
+
+    #[test]
+    fn only_an_unfinished_run_whose_cleanup_was_deferred_waits_for_recovery() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert!(!waiting_for_recovery(tmp.path()), "no runs directory");
+        let step = Record::StepStart {
+            step: "a".into(),
+            phase: Phase::Body,
+            at: "t".into(),
+        };
+        // A run going (or dead, for `hokan recover` at start) is not one.
+        let mut j = Journal::create(tmp.path(), "r1", &step).unwrap();
+        assert!(!waiting_for_recovery(tmp.path()));
+        j.append(&Record::Deferred {
+            outcome: Outcome::new(crate::drive::RunStatus::Failed),
+            at: "t".into(),
+        })
+        .unwrap();
+        assert!(waiting_for_recovery(tmp.path()));
+        // Recovered: finished, whether or not it was moved yet.
+        j.append(&Record::Finish {
+            outcome: Outcome::new(crate::drive::RunStatus::Failed),
+            at: "t".into(),
+        })
+        .unwrap();
+        assert!(!waiting_for_recovery(tmp.path()));
+        j.close().unwrap();
+        assert!(!waiting_for_recovery(tmp.path()));
     }
 
     #[test]

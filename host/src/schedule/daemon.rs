@@ -79,6 +79,9 @@ pub struct Options {
     pub events: Events,
     /// Where it serves `/metrics`, if anywhere.
     pub http: Option<HttpOptions>,
+    /// How often it runs `hokan recover` again while a run's cleanup waits for a server that
+    /// could not be reached.
+    pub recover_every: Duration,
 }
 
 impl std::fmt::Debug for Options {
@@ -91,6 +94,7 @@ impl std::fmt::Debug for Options {
             .field("hokan", &self.hokan)
             .field("clock", &self.clock)
             .field("http", &self.http)
+            .field("recover_every", &self.recover_every)
             .finish_non_exhaustive()
     }
 }
@@ -110,6 +114,10 @@ struct Daemon {
     running: Vec<Run>,
     children: JoinSet<(i64, std::io::Result<ExitStatus>)>,
     recovery_attention: Option<PathBuf>,
+    /// A `hokan recover` run again for deferred cleanups, and its log, while it runs.
+    retrying: Option<(tokio::process::Child, PathBuf)>,
+    /// When recovery is next run again, if a journal still waits for it then.
+    next_recovery: Instant,
     last_reload: Instant,
     /// How far each job's calendar was looked at since start.
     looked: BTreeMap<(String, String), Timestamp>,
@@ -171,6 +179,8 @@ pub async fn run(opts: Options, describe: Describe) -> Result<(), DaemonError> {
         running: Vec::new(),
         children: JoinSet::new(),
         recovery_attention: None,
+        retrying: None,
+        next_recovery: Instant::now(),
         last_reload: Instant::now(),
         looked: BTreeMap::new(),
         last_seen_write: Instant::now(),
@@ -187,6 +197,7 @@ pub async fn run(opts: Options, describe: Describe) -> Result<(), DaemonError> {
     d.reload(true);
     d.deliverer = Some(Deliverer::start(&d.opts.state, d.channels()).map_err(DaemonError::Setup)?);
     d.recover().await?;
+    d.next_recovery = Instant::now() + d.opts.recover_every;
     let sock = d.opts.state.join("daemon.sock");
     let _ = std::fs::remove_file(&sock);
     let listener = UnixListener::bind(&sock)
@@ -370,6 +381,53 @@ impl Daemon {
             let e = runs::ended_before(&self.opts.state, &r);
             self.record_end(r.id, &e, now)?;
         }
+        Ok(())
+    }
+
+    /// Runs `hokan recover` again in the background, every `recover_every`, while a run's
+    /// journal waits for it because a server could not be reached for its cleanup: once the
+    /// server answers, maintenance mode is released and services started without an operator
+    /// at the keyboard. Recovery skips runs that are still going (their lock), so it never
+    /// touches one the daemon started.
+    fn retry_recovery(&mut self) -> Result<(), DaemonError> {
+        if let Some((child, log)) = &mut self.retrying {
+            let status = match child.try_wait() {
+                Ok(None) => return Ok(()),
+                Ok(Some(status)) => status.code(),
+                Err(e) => {
+                    tracing::warn!("cannot learn how `hokan recover` ended: {e}");
+                    None
+                }
+            };
+            let log = log.clone();
+            self.retrying = None;
+            let recovered = status == Some(0);
+            if recovered {
+                self.recovery_attention = None;
+            } else {
+                self.recovery_attention = Some(log.clone());
+            }
+            self.emit(Event::RecoveryRetried {
+                code: status,
+                recovered,
+                log,
+            });
+        }
+        if Instant::now() < self.next_recovery {
+            return Ok(());
+        }
+        self.next_recovery = Instant::now() + self.opts.recover_every;
+        if !crate::execute::journal::waiting_for_recovery(&self.opts.state) {
+            return Ok(());
+        }
+        let stamp = Timestamp::now().strftime("%Y%m%dT%H%M%SZ").to_string();
+        let (log, out, err) = runs::open_log(&self.opts.state, &format!("recover-{stamp}.log"))?;
+        let child = runs::hokan(&self.opts, &["recover".as_ref()])
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| DaemonError::Setup(format!("cannot run `hokan recover`: {e}")))?;
+        self.retrying = Some((child, log));
         Ok(())
     }
 
@@ -578,6 +636,7 @@ impl Daemon {
         if self.last_reload.elapsed() >= Duration::from_secs(1) {
             self.reload(false);
         }
+        self.retry_recovery()?;
         let now = self.now();
         let until = now + SignedDuration::from_secs(1);
         let persist = self.last_seen_write.elapsed() >= SEEN_EVERY;
@@ -802,6 +861,10 @@ impl Daemon {
             if let Ok((id, status)) = done {
                 self.finished(id, status, true)?;
             }
+        }
+        // A recovery under way is running cleanups: it is let finish, never cut off.
+        if let Some((mut child, _)) = self.retrying.take() {
+            let _ = child.wait().await;
         }
         Ok(())
     }

@@ -38,6 +38,16 @@ pub enum Event {
         /// Its log.
         log: PathBuf,
     },
+    /// `hokan recover` was run again because a run's cleanup waited for a server that could
+    /// not be reached.
+    RecoveryRetried {
+        /// Its exit status.
+        code: Option<i32>,
+        /// Whether it recovered everything it found (exit 0).
+        recovered: bool,
+        /// Its log.
+        log: PathBuf,
+    },
     /// The policy directory cannot be read; the policies read before are kept.
     PoliciesUnreadable {
         /// Why.
@@ -129,6 +139,10 @@ impl Event {
         matches!(
             self,
             Event::RecoveryNeedsAttention { .. }
+                | Event::RecoveryRetried {
+                    recovered: false,
+                    ..
+                }
                 | Event::PoliciesUnreadable { .. }
                 | Event::PolicyRefused { .. }
                 | Event::Missed { .. }
@@ -166,6 +180,21 @@ impl std::fmt::Display for Event {
             Event::RecoveryNeedsAttention { code, log } => write!(
                 f,
                 "`hokan recover` needs attention (exit {code:?}); see {}",
+                log.display()
+            ),
+            Event::RecoveryRetried {
+                recovered: true,
+                log,
+                ..
+            } => write!(
+                f,
+                "`hokan recover`, run again for a cleanup that waited for a server, finished it; see {}",
+                log.display()
+            ),
+            Event::RecoveryRetried { code, log, .. } => write!(
+                f,
+                "`hokan recover`, run again for a cleanup that waits for a server, still needs attention ({}); it is tried again later; see {}",
+                code.map_or_else(|| "killed by a signal".to_string(), |c| format!("exit {c}")),
                 log.display()
             ),
             Event::PoliciesUnreadable { error } => {
