@@ -8,6 +8,7 @@
 use crate::cli::text;
 use crate::standin_site::{StandinSite, killed, ok, wait_for_next_second};
 use hokan::ese::build::{DbBuilder, PageFormat};
+use hokan_e2e::sshd::Sshd;
 use std::collections::BTreeSet;
 
 const MODES: [&str; 4] = ["full", "copy", "incremental", "differential"];
@@ -109,8 +110,22 @@ fn plans_for_every_mode_online_and_offline() {
             );
         }
     }
-    let site = site("database = \"priv\", circular_logging = \"off\"");
-    insta::assert_snapshot!("exchange-repair", site.plan_text("exchange", "repair"));
+    let repair = site("database = \"priv\", circular_logging = \"off\"");
+    insta::assert_snapshot!("exchange-repair", repair.plan_text("exchange", "repair"));
+    // With a `dump` directory for the backup program (on the Exchange server when the set is
+    // not there): written there, carried into the set, removed once it is.
+    let site = site(&params("online"));
+    std::fs::create_dir(site.path("dump")).unwrap();
+    let policy = std::fs::read_to_string(site.policy()).unwrap().replacen(
+        "logs = \"store/logs\" }",
+        "logs = \"store/logs\", dump = \"dump\" }",
+        1,
+    );
+    std::fs::write(site.policy(), policy).unwrap();
+    insta::assert_snapshot!(
+        "exchange-full-online-dump",
+        site.plan_text("exchange", "backup-full")
+    );
 }
 
 /// The dry run of an offline backup, in a world scanned from the store tree: the changes of the
@@ -211,39 +226,146 @@ fn online_backups_leave_exactly_the_logs_the_manual_says() {
         let site = site(&params("online"));
         let out = site.run("exchange", &format!("backup-{mode}"), &[], &[]);
         ok(&out);
-        let set = newest_set(&site);
-        let files: BTreeSet<String> =
-            site.files(set.strip_prefix(site.dir.path()).unwrap().to_str().unwrap());
-        let (in_set, survive) = expected_logs(mode);
-        // The backup renamed Edb.log to the next generation and started a new one.
-        let renamed = log_name(GENERATIONS.end() + 1);
-        let mut want = in_set.clone();
-        want.insert(renamed.clone());
-        if matches!(mode, "incremental" | "differential") {
-            want.insert("Edb.log".into());
-        }
-        assert_eq!(names(&files, "logs/"), want, "{mode}: logs in the set");
-        let mut dbs: BTreeSet<String> = ["Priv.pat", "Pub.pat"].map(String::from).into();
-        if mode != "incremental" {
-            dbs.extend(["Priv.edb", "Pub.edb"].map(String::from));
-        }
-        assert_eq!(
-            names(&files, "databases/"),
-            dbs,
-            "{mode}: databases in the set"
-        );
-        let left = site.files("store/logs");
-        let mut want_left = survive;
-        want_left.extend([
-            renamed,
-            "Edb.log".into(),
-            "Edb.chk".into(),
-            "Res1.log".into(),
+        assert_online_backup(&site, mode);
+    }
+}
+
+/// The site's newest set is the online backup of `mode` the manual describes: the logs and
+/// databases it holds, the logs left in the store, the store running, and it verifies.
+fn assert_online_backup(site: &StandinSite, mode: &str) {
+    let set = newest_set(site);
+    let files: BTreeSet<String> =
+        site.files(set.strip_prefix(site.dir.path()).unwrap().to_str().unwrap());
+    let (in_set, survive) = expected_logs(mode);
+    // The backup renamed Edb.log to the next generation and started a new one.
+    let renamed = log_name(GENERATIONS.end() + 1);
+    let mut want = in_set.clone();
+    want.insert(renamed.clone());
+    if matches!(mode, "incremental" | "differential") {
+        want.insert("Edb.log".into());
+    }
+    assert_eq!(names(&files, "logs/"), want, "{mode}: logs in the set");
+    let mut dbs: BTreeSet<String> = ["Priv.pat", "Pub.pat"].map(String::from).into();
+    if mode != "incremental" {
+        dbs.extend(["Priv.edb", "Pub.edb"].map(String::from));
+    }
+    assert_eq!(
+        names(&files, "databases/"),
+        dbs,
+        "{mode}: databases in the set"
+    );
+    let left = site.files("store/logs");
+    let mut want_left = survive;
+    want_left.extend([
+        renamed,
+        "Edb.log".into(),
+        "Edb.chk".into(),
+        "Res1.log".into(),
+    ]);
+    assert_eq!(left, want_left, "{mode}: logs left in the store");
+    assert_eq!(site.state("ex1", "store_stopped"), "0", "{mode}");
+    let verify = site.hokan(&["verify", set.to_str().unwrap()], &[]);
+    ok(&verify);
+}
+
+#[test]
+fn an_online_backup_of_a_store_reached_over_ssh_carries_the_programs_files_into_the_set() {
+    for mode in ["full", "incremental"] {
+        let site = site(&params("online"));
+        let (state, log) = (site.path("standins"), site.path("calls.log"));
+        let sshd = Sshd::start_with_env(&[
+            ("STANDIN_STATE", state.as_path()),
+            ("STANDIN_LOG", log.as_path()),
         ]);
-        assert_eq!(left, want_left, "{mode}: logs left in the store");
-        assert_eq!(site.state("ex1", "store_stopped"), "0", "{mode}");
-        let verify = site.hokan(&["verify", set.to_str().unwrap()], &[]);
-        ok(&verify);
+        std::fs::write(site.path("known_hosts"), sshd.known_hosts_line()).unwrap();
+        let dump = site.path("dump");
+        std::fs::create_dir(&dump).unwrap();
+        let on = |rel: &str| {
+            format!(
+                "{{ server = \"ex1\", path = \"{}\" }}",
+                site.path(rel).display()
+            )
+        };
+        let mut policy = std::fs::read_to_string(site.policy()).unwrap();
+        for (was, is) in [
+            (
+                "timezone = \"Asia/Tokyo\"\n".to_string(),
+                "timezone = \"Asia/Tokyo\"\nknown_hosts = \"known_hosts\"\n".to_string(),
+            ),
+            (
+                "[[servers]]\nname = \"ex1\"\nrole = \"exchange\"\n".into(),
+                sshd.server_toml("ex1", "exchange"),
+            ),
+            (
+                "roots = { databases = \"store/databases\", logs = \"store/logs\" }".into(),
+                format!(
+                    "roots = {{ databases = {}, logs = {}, dump = {} }}",
+                    on("store/databases"),
+                    on("store/logs"),
+                    on("dump")
+                ),
+            ),
+        ] {
+            assert!(policy.contains(&was), "the local policy has {was}");
+            policy = policy.replacen(&was, &is, 1);
+        }
+        std::fs::write(site.policy(), policy).unwrap();
+        let out = site.run("exchange", &format!("backup-{mode}"), &["--json"], &[]);
+        assert!(
+            out.status.success(),
+            "{mode}: {}\n{}\n{}",
+            text(&out.stderr),
+            text(&out.stdout),
+            sshd.log()
+        );
+        assert_online_backup(&site, mode);
+        // The program ran on the server, in the dump directory, through its ledger; what it
+        // wrote was carried into the set byte for byte and then removed there.
+        let ran: Vec<String> = std::fs::read_dir(sshd.ledger())
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path().join("command.json")).ok())
+            .filter(|c| c.contains("backup-program"))
+            .collect();
+        assert_eq!(ran.len(), 1, "{ran:?}");
+        assert!(
+            ran[0].contains(&dump.display().to_string()) || ran[0].contains("\"dump\""),
+            "{ran:?}"
+        );
+        assert_eq!(
+            std::fs::read_dir(&dump).unwrap().count(),
+            0,
+            "{mode}: the dump directory is emptied"
+        );
+        let set = newest_set(&site);
+        assert!(
+            set.join("databases/Priv.pat").is_file(),
+            "{mode}: the patch file is in the set"
+        );
+        if mode == "full" {
+            assert_eq!(
+                std::fs::read(set.join("databases/Priv.edb")).unwrap(),
+                std::fs::read(site.path("store/databases/Priv.edb")).unwrap(),
+                "{mode}"
+            );
+            // Logs an earlier backup left there may be their only copy: the next backup
+            // refuses to start over them, and leaves them as they are.
+            std::fs::create_dir(dump.join("logs")).unwrap();
+            std::fs::write(dump.join("logs/Edb00017.log"), "only copy").unwrap();
+            wait_for_next_second();
+            let again = site.run("exchange", "backup-full", &[], &[]);
+            assert!(!again.status.success());
+            let said = text(&again.stdout) + &text(&again.stderr);
+            assert!(
+                said.contains("dump/logs on the Exchange server is left from an earlier backup"),
+                "{said}"
+            );
+            assert_eq!(
+                std::fs::read(dump.join("logs/Edb00017.log")).unwrap(),
+                b"only copy"
+            );
+            assert_eq!(site.state("ex1", "store_stopped"), "0");
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 //! checkpoint in its working path, which is the logs directory unless the site moved it). Sets
 //! hold `databases/` and `logs/`.
 
+use hokan_sdk::RootInfo;
 use hokan_sdk::prelude::*;
 use hokan_sdk::restore_test;
 use std::time::Duration;
@@ -19,6 +20,8 @@ use store::Store;
 const DATABASES: Root = Root::new("databases");
 const LOGS: Root = Root::new("logs");
 const SET: Root = Root::new("set");
+/// On the Exchange server, where the backup program writes when the set is not there.
+const DUMP: Root = Root::new("dump");
 /// The mapped service of the information store (MSExchangeIS).
 const STORE: &str = "information-store";
 const KB: &str = "Microsoft KB 271987, Exchange Server database architecture";
@@ -159,6 +162,14 @@ impl Plugin for Exchange {
                     "the directory of the transaction logs Edb.log, Edb<gen>.log and the checkpoint Edb.chk",
                     true,
                 ),
+                RootInfo {
+                    required: false,
+                    ..root_info(
+                        "dump",
+                        "on the Exchange server, a directory the online backup program writes                          into when the store is on a server reached over ssh (the backup set                          is on the hokan host): what it writes is copied into the set, then                          removed. Without it the program writes straight into the set",
+                        true,
+                    )
+                },
             ],
             parameters: vec![
                 param_info(
@@ -411,8 +422,20 @@ fn backup(req: &Request, mode: Mode) -> Result<Plan, PlanError> {
     .on(&server);
 
     if online {
+        let dump = dump_granted()?;
+        if dump {
+            plan.step(
+                "check-dump-space",
+                "Check the backup program's directory on the Exchange server has room for this backup",
+                Action::assert(
+                    Condition::free_space_at_least(DUMP.name(), needed),
+                    "the backup program's directory (the `dump` root) has too little free space for this backup",
+                ),
+            )
+            .on(&server);
+        }
         online_backup(
-            &mut plan, &server, mode, circular, &store, &databases, &truncated,
+            &mut plan, &server, mode, circular, &store, &databases, &truncated, dump,
         );
     } else {
         offline_backup(
@@ -441,6 +464,27 @@ fn backup(req: &Request, mode: Mode) -> Result<Plan, PlanError> {
     Ok(plan.build())
 }
 
+/// Whether the job grants `dump`, the directory on the Exchange server the backup program
+/// writes into. "Windows NT バックアップ ソフトウェアにより、データベース内の 4 KB 単位のページが
+/// 読み込まれ、ページがデータベース エンジンに渡され、その後、テープに書き込まれます": the program
+/// runs on the Exchange server and writes to a medium there; when the set is on the hokan host,
+/// that medium is `dump`, and hokan carries what it wrote into the set.
+fn dump_granted() -> Result<bool, PlanError> {
+    match facts::is_dir(&DUMP.path()) {
+        Ok(true) => Ok(true),
+        Err(FactError::RootNotGranted(_)) => Ok(false),
+        Ok(false) | Err(FactError::NotFound(_)) => Err(PlanError::Refused(
+            "the job's `dump` root is not a directory on the Exchange server: make it (empty),              or remove the root to have the backup program write into the set"
+                .into(),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// What the backup program writes: its databases and its logs, each a directory.
+const WRITTEN: [&str; 2] = ["databases", "logs"];
+
+#[allow(clippy::too_many_arguments)]
 fn online_backup(
     plan: &mut PlanBuilder,
     server: &str,
@@ -449,6 +493,7 @@ fn online_backup(
     store: &Store,
     databases: &[String],
     truncated: &[&store::Log],
+    dump: bool,
 ) {
     plan.step(
         "store-running",
@@ -459,15 +504,36 @@ fn online_backup(
         ),
     )
     .on(server);
+    if dump {
+        for d in WRITTEN {
+            plan.step(
+                &format!("check-dump-{d}-absent"),
+                &format!("Check the backup program's directory holds no {d} of an earlier backup"),
+                Action::assert(
+                    Condition::absent(DUMP.join(d)),
+                    &format!(
+                        "dump/{d} on the Exchange server is left from an earlier backup that did                          not finish, and may hold the only copy of logs the store has since                          deleted: move it away (keep it until a new full backup is good), then                          run again"
+                    ),
+                ),
+            )
+            .on(server);
+        }
+    }
+    let written = if dump { DUMP } else { SET };
     let program = plan
         .step(
             "backup-program",
             &format!(
-                "Run the backup program: a {} backup of the information store (ntbackup /t {})",
+                "Run the backup program: a {} backup of the information store (ntbackup /t {}){}",
                 mode.name(),
-                mode.ntbackup_type()
+                mode.ntbackup_type(),
+                if dump {
+                    ", into the `dump` directory on the Exchange server"
+                } else {
+                    ""
+                }
             ),
-            Action::exec_in(SET.name(), "backup-program", [mode.ntbackup_type()]),
+            Action::exec_in(written.name(), "backup-program", [mode.ntbackup_type()]),
         )
         .on(server)
         .timeout(LONG);
@@ -478,6 +544,27 @@ fn online_backup(
     // forward without them, so a later failure must keep the set, not discard it.
     if mode.truncates() {
         program.commits_set();
+    }
+    if dump {
+        // Into the set, each file's digest checked as it arrives; removed from the server only
+        // once it is there whole (until then it may be the only copy of truncated logs).
+        for d in WRITTEN {
+            let copy = format!("copy-dump-{d}");
+            plan.step(
+                &copy,
+                &format!("Copy the backup program's {d} from the Exchange server into the set"),
+                Action::copy_tree(DUMP.join(d), SET.join(d)),
+            )
+            .when(Condition::exists(DUMP.join(d)));
+            plan.cleanup(
+                &format!("empty-dump-{d}"),
+                &format!(
+                    "Remove the backup program's {d}, now in the set, from the Exchange server"
+                ),
+                Action::remove(DUMP.join(d)),
+            )
+            .when(Condition::step_succeeded(&copy));
+        }
     }
 
     // Check its result: every file the mode backs up is in the set...
