@@ -426,7 +426,8 @@ impl Places {
                     .copy_here(from, &self.local, to, opts)
             }
             (At::Here, At::There(link)) => {
-                self.session(link, to)?.copy_there(&self.local, from, to)
+                self.session(link, to)?
+                    .copy_there(&self.local, from, to, opts.progress)
             }
             (At::There(a), At::There(b)) if a.server() == b.server() => {
                 self.session(a, from)?.copy_within(from, to)

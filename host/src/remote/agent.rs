@@ -533,15 +533,25 @@ mod tests {
         assert_eq!(copied.bytes, 200_000 + 14 + (8 << 20));
 
         // Host to server, into a place that does not exist yet; then within the server.
+        let reported = std::sync::Mutex::new(Vec::new());
         let c = remote
             .copy_there(
                 &host,
                 &Location::new("set", "data"),
                 &Location::new("data", "back/mw"),
                 &tick,
+                &|done, all| reported.lock().unwrap().push((done, all)),
             )
             .unwrap();
         assert_eq!(c.files.len(), 3, "one per inode: {c:?}");
+        // Progress as each file is sent, up to every byte the agent asked for.
+        let reported = reported.into_inner().unwrap();
+        assert_eq!(reported.len(), 3, "{reported:?}");
+        assert!(
+            reported.windows(2).all(|w| w[0].0 <= w[1].0),
+            "{reported:?}"
+        );
+        assert_eq!(reported.last(), Some(&(c.bytes, c.bytes)), "{reported:?}");
         assert_eq!(
             described(&server.join("data/back/mw")),
             described(&server.join("data/mw"))
@@ -561,6 +571,7 @@ mod tests {
                 &Location::new("set", "data"),
                 &Location::new("data", "mw"),
                 &tick,
+                &|_, _| {},
             )
             .unwrap_err();
         assert!(e.to_string().contains("already exists"), "{e}");
@@ -611,6 +622,7 @@ mod tests {
                 &Location::new("set", "d"),
                 &Location::new("conf", "d"),
                 &|| {},
+                &|_, _| {},
             )
             .unwrap_err();
         assert!(

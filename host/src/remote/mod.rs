@@ -584,17 +584,24 @@ impl<R: Read + Send, W: Write + Send> RemoteFacts<R, W> {
 
     /// Copies the host's tree at `from` in `roots` to `to` on the server (a restore): walked
     /// here, made there, and the files the agent asks for streamed to it. `tick` is called as
-    /// each file is sent.
+    /// each file is sent, and `progress` with (bytes sent, bytes the agent asked for), as a
+    /// local copy reports them.
     pub fn copy_there(
         &self,
         roots: &crate::execute::fs::Roots,
         from: &Location,
         to: &Location,
         tick: &(dyn Fn() + Sync),
+        progress: &(dyn Fn(u64, u64) + Sync),
     ) -> Result<crate::tree::Copied, std::io::Error> {
         let walked = roots
             .scan(from, crate::tree::Attrs::ExceptFiles)
             .map_err(|e| std::io::Error::new(e.source.kind(), e.to_string()))?;
+        let sizes: BTreeMap<crate::tree::RelPath, u64> = walked
+            .iter()
+            .filter(|n| n.meta.kind == crate::tree::Kind::File)
+            .map(|n| (n.path.clone(), n.meta.size))
+            .collect();
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let (r, w) = &mut *conn;
         let lost = |e: RemoteError| {
@@ -612,8 +619,13 @@ impl<R: Read + Send, W: Write + Send> RemoteFacts<R, W> {
         let mut reply = read_frame::<Reply>(r).map_err(lost)?;
         tick();
         if let Some(Reply::Want(files)) = &reply {
+            let size = |f: &crate::tree::RelPath| sizes.get(f).copied().unwrap_or(0);
+            let total = files.iter().map(size).fold(0u64, u64::saturating_add);
+            let mut done = 0u64;
             for f in files {
                 stream::send_files(roots, from, std::slice::from_ref(f), w).map_err(lost)?;
+                done = done.saturating_add(size(f));
+                progress(done, total);
                 tick();
             }
             reply = read_frame::<Reply>(r).map_err(lost)?;

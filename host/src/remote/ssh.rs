@@ -530,14 +530,16 @@ impl Session {
         }
     }
 
-    /// Copies the host's `from` in `roots` to `to` on the server ([`RemoteFacts::copy_there`]).
+    /// Copies the host's `from` in `roots` to `to` on the server ([`RemoteFacts::copy_there`]),
+    /// reporting (bytes sent, bytes in all) to `progress` as each file is sent.
     pub fn copy_there(
         &self,
         roots: &crate::execute::fs::Roots,
         from: &Location,
         to: &Location,
+        progress: &(dyn Fn(u64, u64) + Sync),
     ) -> Result<crate::tree::Copied, crate::execute::fs::FsError> {
-        self.act_io(|f, tick| f.copy_there(roots, from, to, tick))
+        self.act_io(|f, tick| f.copy_there(roots, from, to, tick, progress))
     }
 
     /// Runs a command on the server under the ledger's `id`, detached from this connection,
