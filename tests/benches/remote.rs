@@ -88,14 +88,22 @@ fn trees(sshd: &Sshd, data: &Path, bytes: u64, base: &Path, smoke: bool) {
     // until all are timed, and nothing left to write back when each timed command starts.
     let settle = hokan_e2e::settle;
     timed(backup("warm"));
-    let (mut rsyncs, mut fulls) = (vec![], vec![]);
+    let (mut rsyncs, mut synced, mut fulls) = (vec![], vec![], vec![]);
     for r in 0..rounds {
         settle();
-        rsyncs.push(timed(rsync(&base.join(format!("rsync-{r}")))));
+        let to = base.join(format!("rsync-{r}"));
+        let copied = timed(rsync(&to));
+        rsyncs.push(copied);
+        // A backup is one only once it is on disk: hokan's ends with a syncfs of the set's
+        // file system, which rsync does not do. The same sync after it, timed with it.
+        let mut sync = Command::new("sync");
+        sync.arg("--file-system").arg(&to);
+        synced.push(copied + timed(sync));
         std::thread::sleep(Duration::from_millis(1100));
         settle();
         fulls.push(timed(backup(&format!("full-{r}"))));
     }
+    let steps = last_run_steps(&base.join("state"));
     let inc = hokan_e2e::incremental_backups(rounds, || backup("incremental"));
     // The last incremental linked what it did not copy: it is an incremental, not a full.
     let sets = base.join("incremental/bench/mailwise");
@@ -114,7 +122,7 @@ fn trees(sshd: &Sshd, data: &Path, bytes: u64, base: &Path, smoke: bool) {
             "unchanged files are linked"
         );
     }
-    let (rsync, full) = (median(rsyncs), median(fulls));
+    let (rsync, synced, full) = (median(rsyncs), median(synced), median(fulls));
     let rate = |d: Duration| bytes as f64 / d.as_secs_f64() / (1 << 20) as f64;
     println!(
         "  tree on the server: {} MiB in 10,007 files, to the host over ssh",
@@ -125,10 +133,15 @@ fn trees(sshd: &Sshd, data: &Path, bytes: u64, base: &Path, smoke: bool) {
         rate(rsync)
     );
     println!(
+        "  rsync -a, then sync   median {synced:>9.2?}  {:>7.0} MiB/s",
+        rate(synced)
+    );
+    println!(
         "  hokan full backup     median {full:>9.2?}  {:>7.0} MiB/s",
         rate(full)
     );
     println!("  hokan incremental     median {inc:>9.2?}");
+    println!("  where the last full backup's time went, by its journal: {steps}");
     if smoke {
         return;
     }
@@ -140,9 +153,52 @@ fn trees(sshd: &Sshd, data: &Path, bytes: u64, base: &Path, smoke: bool) {
         verdict(vs_rsync >= 0.9)
     );
     println!(
+        "  (against rsync -a with the sync hokan's backup ends with: {:.2}x)",
+        synced.as_secs_f64() / full.as_secs_f64()
+    );
+    println!(
         "  remote incremental = {inc_x:.1}x faster than full; target >= 10x: {}",
         verdict(inc_x >= 10.0)
     );
+}
+
+/// The steps of the newest run journaled in `state` that took 100 ms or more, with their
+/// times, and the sum of all its steps' times (the rest of the run's wall time is starting,
+/// planning, logging in, the manifest and the sync): what to look at first.
+fn last_run_steps(state: &Path) -> String {
+    let done = state.join("runs/done");
+    let Some(newest) = std::fs::read_dir(&done)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .max()
+    else {
+        return "no journal".into();
+    };
+    let text = std::fs::read_to_string(&newest).unwrap_or_default();
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let mut out: Vec<String> = records
+        .iter()
+        .filter(|r| r["record"] == "step-end" && r["duration_ms"].as_u64() >= Some(100))
+        .map(|r| {
+            format!(
+                "{} {} ms",
+                r["step"].as_str().unwrap_or("?"),
+                r["duration_ms"]
+            )
+        })
+        .collect();
+    let sum: u64 = records
+        .iter()
+        .filter(|r| r["record"] == "step-end")
+        .filter_map(|r| r["duration_ms"].as_u64())
+        .sum();
+    out.push(format!("all steps {sum} ms"));
+    out.join(", ")
 }
 
 fn time(n: usize, mut f: impl FnMut()) -> Duration {

@@ -115,9 +115,14 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
                     .clone()
                     .unwrap_or_else(hokan::remote::ledger::default_dir),
             )?;
-            // Buffered: a copy's chunks are many small frames.
+            // Buffered: a copy's chunks are many small frames. Standard output is taken as the
+            // file it is: through `Stdout`, a line buffer would also write at every newline byte
+            // of a file's contents.
             let stdin = std::io::BufReader::with_capacity(1 << 18, std::io::stdin());
-            let stdout = std::io::BufWriter::with_capacity(1 << 18, std::io::stdout());
+            let raw = std::fs::File::from(
+                std::os::fd::AsFd::as_fd(&std::io::stdout()).try_clone_to_owned()?,
+            );
+            let stdout = std::io::BufWriter::with_capacity(1 << 18, raw);
             hokan::remote::agent::serve(stdin, stdout, &ledger)?;
             Ok(ExitCode::SUCCESS)
         }

@@ -56,16 +56,26 @@ pub enum RemoteError {
     Refused(String),
 }
 
-/// Writes one message as a frame.
+/// Writes one message as a frame, and flushes it: the peer may be waiting for it.
 pub fn write_frame<T: Serialize>(w: &mut impl Write, msg: &T) -> Result<(), RemoteError> {
+    put_frame(w, msg)?;
+    w.flush()?;
+    Ok(())
+}
+
+/// Writes one message as a frame into `w`'s buffer, without flushing: for the many frames of a
+/// stream, which its sender flushes once at its end (a flush per 64 KiB block, or per small
+/// file, made ssh carry the copy in small pieces).
+pub fn put_frame<T: Serialize>(w: &mut impl Write, msg: &T) -> Result<(), RemoteError> {
     let body = serde_json::to_vec(msg).map_err(|e| RemoteError::Garbled(e.to_string()))?;
     let len = u32::try_from(body.len())
         .ok()
         .filter(|n| *n <= MAX_FRAME)
         .ok_or(RemoteError::TooLarge(u32::MAX))?;
-    w.write_all(&len.to_be_bytes())?;
-    w.write_all(&body)?;
-    w.flush()?;
+    let mut frame = Vec::with_capacity(4 + body.len());
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(&body);
+    w.write_all(&frame)?;
     Ok(())
 }
 

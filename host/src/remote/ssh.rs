@@ -306,12 +306,17 @@ impl Drop for Watchdog {
     }
 }
 
+/// What the agent sends, read through a buffer: a copy arrives as many small frames.
+type Incoming = std::io::BufReader<ChildStdout>;
+/// What the host sends, buffered: each request is flushed whole, a stream once at its end.
+type Outgoing = std::io::BufWriter<ChildStdin>;
+
 /// A connection to one server's agent: its facts, over one ssh for the whole run.
 pub struct Session {
     server: String,
     /// Set once the connection failed or was closed: a new session must be opened.
     lost: std::sync::atomic::AtomicBool,
-    facts: Option<RemoteFacts<ChildStdout, ChildStdin>>,
+    facts: Option<RemoteFacts<Incoming, Outgoing>>,
     watchdog: Option<Watchdog>,
     child: Child,
 }
@@ -348,8 +353,8 @@ impl Session {
             .map_err(SshError::Spawn)?;
         let stderr = Stderr::drain(child.stderr.take().expect("piped"));
         let (r, w) = (
-            child.stdout.take().expect("piped"),
-            child.stdin.take().expect("piped"),
+            std::io::BufReader::with_capacity(1 << 18, child.stdout.take().expect("piped")),
+            std::io::BufWriter::with_capacity(1 << 18, child.stdin.take().expect("piped")),
         );
         let watchdog = Watchdog::start(child.id(), HANDSHAKE_LIMIT);
         let shaken = RemoteFacts::connect_granting(r, w, roots, writable, Topology::default(), 0);
@@ -392,7 +397,7 @@ impl Session {
     /// Asks one question under the watchdog.
     fn ask<T>(
         &self,
-        q: impl FnOnce(&RemoteFacts<ChildStdout, ChildStdin>) -> Result<T, FactError>,
+        q: impl FnOnce(&RemoteFacts<Incoming, Outgoing>) -> Result<T, FactError>,
     ) -> Result<T, FactError> {
         let watchdog = self.watchdog.as_ref().expect("open until dropped");
         let limit = question_limit();
@@ -417,7 +422,7 @@ impl Session {
     /// question's limit is cut off. Its error names the server.
     fn act_io<T>(
         &self,
-        q: impl FnOnce(&RemoteFacts<ChildStdout, ChildStdin>, &(dyn Fn() + Sync)) -> std::io::Result<T>,
+        q: impl FnOnce(&RemoteFacts<Incoming, Outgoing>, &(dyn Fn() + Sync)) -> std::io::Result<T>,
     ) -> Result<T, crate::execute::fs::FsError> {
         let watchdog = self.watchdog.as_ref().expect("open until dropped");
         let limit = question_limit();
@@ -715,7 +720,7 @@ impl Session {
 
     /// The agent's side of the connection; every question goes through [`Session::ask`], under
     /// the watchdog.
-    fn facts(&self) -> &RemoteFacts<ChildStdout, ChildStdin> {
+    fn facts(&self) -> &RemoteFacts<Incoming, Outgoing> {
         self.facts.as_ref().expect("open until dropped")
     }
 }

@@ -17,7 +17,7 @@
 //! [`Chunk::Failed`], which ends the stream, and the copy fails whole (a copy-tree is all or
 //! nothing, on either side).
 
-use super::{RemoteError, read_frame, write_frame};
+use super::{RemoteError, put_frame, read_frame, write_frame};
 use crate::execute::fs::Roots;
 use crate::plan::Location;
 use crate::tree::{self, Fetched, Meta, RelPath, Xattrs, digest};
@@ -87,6 +87,8 @@ pub fn send_files(
             Err(NotSent::Connection(e)) => return Err(e),
         }
     }
+    // Each file's frames were only buffered: the receiver has them once this returns.
+    w.flush()?;
     Ok(())
 }
 
@@ -103,7 +105,7 @@ fn send_file(
         .map_err(|e| NotSent::File(e.to_string()))?;
     let xattrs = tree::meta::xattrs_fd(f.as_fd()).map_err(file)?;
     let conn = NotSent::Connection;
-    write_frame(
+    put_frame(
         w,
         &Chunk::File {
             path: path.clone(),
@@ -118,7 +120,7 @@ fn send_file(
             index,
             len: b.len() as u32,
         };
-        write_frame(w, &header)
+        put_frame(w, &header)
             .and_then(|()| Ok(w.write_all(b)?))
             .map_err(|e| {
                 lost = Some(e);
@@ -130,7 +132,7 @@ fn send_file(
     }
     let digest = sent.map_err(file)?;
     tree::copy::still_as_opened(&f, &st).map_err(file)?;
-    write_frame(w, &Chunk::End { digest }).map_err(conn)
+    put_frame(w, &Chunk::End { digest }).map_err(conn)
 }
 
 /// How the receiving side asks for the files it lacks.

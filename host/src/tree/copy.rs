@@ -489,7 +489,11 @@ impl Copier<'_, '_> {
                 ),
             ));
         }
-        digest::start_writeback(&dst);
+        // No early writeback here, unlike a local copy's files: a fed copy is one stream, written
+        // by one thread, and `sync_file_range` blocks whenever the disk's queue is full, which
+        // stalled the whole stream (and the sender behind it) file after file. Measured over
+        // loopback ssh on 1 GiB / 10,000 files: medians of 7.5 to 10.6 s with it, 4.6 to 4.9 s
+        // without, the set's syncfs included. Its files reach the disk in that syncfs.
         let node = Node {
             xattrs: got.xattrs,
             meta: got.meta.clone(),
