@@ -663,6 +663,8 @@ fn modelled(case: &Case, injected: &Injected) -> Verdict {
         leaves_maintenance: false,
         behaviours: &behaviours,
         plan: &case.plan,
+        // The conformance sites are on the host: no server to go down.
+        remote: &hokan::simulate::RemoteServers::default(),
     };
     let t = run::run(&world, &ctx, injected.fault().as_ref());
     let mut steps: Vec<(String, String, String, u32)> = t

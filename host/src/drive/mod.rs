@@ -551,6 +551,23 @@ pub fn run<E: Effects>(plan: &Plan, fx: &E) -> Ran {
     Ran::Finished(Box::new(outcome))
 }
 
+/// A deferred run's outcome once recovery has run its deferred cleanup: the run ended as it
+/// had (its status, reason and set stand: the body did not die), with the cleanup as it is now.
+/// The invariants are left to whoever finishes the run (the executor, the simulator), which
+/// checks them again.
+pub fn after_deferred(earlier: Outcome, recovered: Outcome) -> Outcome {
+    let mut warnings = earlier.warnings;
+    warnings.extend(recovered.warnings);
+    Outcome {
+        cleanup_failed: recovered.cleanup_failed,
+        cleanup_deferred: recovered.cleanup_deferred,
+        invariants_broken: Vec::new(),
+        left_on_purpose: Vec::new(),
+        warnings,
+        ..earlier
+    }
+}
+
 /// Recovers a run that died: runs the cleanup steps that had not ended (by `fx`'s progress, from
 /// the journal), and settles its set.
 pub fn recover<E: Effects>(plan: &Plan, fx: &E) -> Outcome {

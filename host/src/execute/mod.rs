@@ -361,7 +361,7 @@ pub fn recover(
     ex.settle_remote(&run.records);
     let recovered = drive::recover(&spec.document.plan, &ex);
     let outcome = match deferred_outcome(&run.records) {
-        Some(earlier) => after_deferred(earlier, recovered),
+        Some(earlier) => drive::after_deferred(earlier, recovered),
         None => recovered,
     };
     if let Some(dir) = scratch(spec) {
@@ -383,22 +383,6 @@ fn deferred_outcome(records: &[Record]) -> Option<Outcome> {
         Record::Deferred { outcome, .. } => Some(outcome.clone()),
         _ => None,
     })
-}
-
-/// A deferred run's outcome once recovery has run its deferred cleanup: the run ended as it
-/// had (its status, reason and set stand: the body did not die), with the cleanup as it is now.
-/// The invariants are left to [`Executor::finish`], which checks them again.
-fn after_deferred(earlier: Outcome, recovered: Outcome) -> Outcome {
-    let mut warnings = earlier.warnings;
-    warnings.extend(recovered.warnings);
-    Outcome {
-        cleanup_failed: recovered.cleanup_failed,
-        cleanup_deferred: recovered.cleanup_deferred,
-        invariants_broken: Vec::new(),
-        left_on_purpose: Vec::new(),
-        warnings,
-        ..earlier
-    }
 }
 
 /// The scratch directory of a restore test ([`sets::tested`]); `None` for any other run.

@@ -120,6 +120,16 @@ pub enum Condition {
 }
 
 impl Condition {
+    /// The root a condition reads, if it reads one: it is read on the machine that root is on.
+    pub fn root(&self) -> Option<&str> {
+        match self {
+            Condition::Exists { path } | Condition::Absent { path } => Some(&path.root),
+            Condition::FreeSpaceAtLeast { root, .. } => Some(root),
+            Condition::CommandSucceeds(e) => e.cwd.as_deref(),
+            _ => None,
+        }
+    }
+
     /// The step a `step-*` condition reads, `None` for a condition on the site.
     pub fn step(&self) -> Option<&str> {
         match self {
@@ -256,6 +266,39 @@ pub enum Action {
 }
 
 impl Action {
+    /// Every root the action reads or changes (a command's working directory included), each
+    /// once: an action on a root that is on a server needs that server.
+    pub fn roots(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = match self {
+            Action::WriteFile { path, .. }
+            | Action::Remove { path }
+            | Action::EnsureDir { path }
+            | Action::RemoveFiles { dir: path, .. } => vec![&path.root],
+            Action::Rename { from, to }
+            | Action::CopyTree { from, to }
+            | Action::Verify {
+                check: VerifyCheck::CopyMatches { from, to },
+            }
+            | Action::Verify {
+                check:
+                    VerifyCheck::EseLogSet {
+                        set_logs: from,
+                        store_logs: to,
+                    },
+            } => vec![&from.root, &to.root],
+            Action::Verify {
+                check: VerifyCheck::PairedFiles { dir: path, .. } | VerifyCheck::EsePages { path },
+            } => vec![&path.root],
+            Action::Exec(e) => e.cwd.as_deref().into_iter().collect(),
+            Action::WaitUntil { condition, .. } | Action::Assert { condition, .. } => {
+                condition.root().into_iter().collect()
+            }
+            Action::Service { .. } | Action::Manual { .. } => vec![],
+        };
+        out.dedup();
+        out
+    }
+
     /// The action's kind as it appears in the plan document.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -459,6 +502,69 @@ mod contents {
                         .ok_or_else(|| serde::de::Error::custom("contents.hex is not hex"))
                 })
                 .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_action_names_every_root_it_touches_once() {
+        let l = |root: &str| Location::new(root, "x");
+        let exec = |cwd: Option<&str>| Exec {
+            command: "c".into(),
+            args: vec![],
+            cwd: cwd.map(Into::into),
+            success_codes: vec![],
+        };
+        let cases: Vec<(Action, Vec<&str>)> = vec![
+            (
+                Action::CopyTree {
+                    from: l("data"),
+                    to: l("set"),
+                },
+                vec!["data", "set"],
+            ),
+            (
+                Action::Rename {
+                    from: l("data"),
+                    to: l("data"),
+                },
+                vec!["data"],
+            ),
+            (
+                Action::Verify {
+                    check: VerifyCheck::EseLogSet {
+                        set_logs: l("set"),
+                        store_logs: l("logs"),
+                    },
+                },
+                vec!["set", "logs"],
+            ),
+            (Action::Exec(exec(Some("dump"))), vec!["dump"]),
+            (Action::Exec(exec(None)), vec![]),
+            (
+                Action::Assert {
+                    condition: Condition::FreeSpaceAtLeast {
+                        root: "set".into(),
+                        bytes: 1,
+                    },
+                    message: "m".into(),
+                },
+                vec!["set"],
+            ),
+            (
+                Action::Assert {
+                    condition: Condition::StepStarted { step: "s".into() },
+                    message: "m".into(),
+                },
+                vec![],
+            ),
+        ];
+        for (a, roots) in cases {
+            assert_eq!(a.roots(), roots, "{a:?}");
         }
     }
 }

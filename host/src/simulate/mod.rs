@@ -14,8 +14,8 @@ pub mod run;
 pub mod world;
 
 pub use run::{
-    Context, Fault, FaultMode, InvariantResult, KeptFile, Outcome, Phase, RunStatus, StepRecord,
-    StepStatus, Transcript, scenarios,
+    Context, Fault, FaultMode, InvariantResult, KeptFile, Outcome, Phase, RemoteServers, RunStatus,
+    StepRecord, StepStatus, Transcript, scenarios,
 };
 pub use world::{World, WorldError, WorldFacts, normalize};
 
@@ -210,6 +210,19 @@ pub fn simulate_op(
     // The product states the plugin models start in their normal state on every server of
     // the job, unless the world says otherwise.
     let world = &with_modelled_states(world, &d.modelled_states, &prepared.grants.servers);
+    // Servers reached over ssh, and the roots on them, can go down while the host runs on.
+    let remote = RemoteServers {
+        servers: policy
+            .servers
+            .iter()
+            .filter(|s| s.ssh.is_some())
+            .map(|s| s.name.clone())
+            .collect(),
+        roots: roots
+            .keys()
+            .filter_map(|r| Some((r.clone(), job.on_server(r)?.0.to_string())))
+            .collect(),
+    };
     let ctx = Context {
         job: &job.name,
         roots: &roots,
@@ -219,8 +232,9 @@ pub fn simulate_op(
         leaves_maintenance: info.is_some_and(|o| o.leaves_maintenance),
         behaviours: &d.command_behaviours,
         plan: &doc.plan,
+        remote: &remote,
     };
-    report.scenarios = scenarios(&doc.plan, mode)
+    report.scenarios = scenarios(&doc.plan, mode, &remote)
         .par_iter()
         .map(|f| run::run(world, &ctx, f.as_ref()))
         .collect();

@@ -8,7 +8,7 @@ use std::fmt::Write;
 fn outcome(t: &Transcript) -> String {
     let o = &t.outcome;
     let step = o.step.as_deref().unwrap_or("?");
-    match o.status {
+    let ended = match o.status {
         RunStatus::Completed if o.steps_failed.is_empty() => "completed".into(),
         RunStatus::Completed => format!("completed, {} failed", o.steps_failed.join(", ")),
         RunStatus::Failed if o.step.is_none() => {
@@ -16,6 +16,19 @@ fn outcome(t: &Transcript) -> String {
         }
         RunStatus::Failed => format!("aborted at {step}"),
         RunStatus::Recovered => format!("crashed after {step}, recovered"),
+    };
+    // A run whose cleanup waited for a server: what `hokan recover` did once it was back.
+    let deferred = t
+        .steps
+        .iter()
+        .filter(|s| s.phase == Phase::Cleanup && s.status == StepStatus::Unreachable)
+        .count();
+    if deferred > 0 && o.status != RunStatus::Recovered {
+        format!(
+            "{ended}; {deferred} cleanup step(s) deferred, run by the recovery once the server was back"
+        )
+    } else {
+        ended
     }
 }
 

@@ -17,7 +17,7 @@ use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 
-pub use super::faults::{Fault, FaultMode, scenarios};
+pub use super::faults::{Fault, FaultMode, RemoteServers, scenarios};
 
 mod invariants;
 #[cfg(test)]
@@ -109,6 +109,8 @@ pub struct Context<'a> {
     pub behaviours: &'a [CommandBehaviour],
     /// The plan.
     pub plan: &'a Plan,
+    /// The servers reached over ssh and the roots on them, which a server-down fault cuts off.
+    pub remote: &'a RemoteServers,
 }
 
 /// A file a restore must keep: its root's name, its path in the root, its content identity.
@@ -167,6 +169,15 @@ pub fn run(world: &World, ctx: &Context<'_>, fault: Option<&Fault>) -> Transcrip
         run: Mutex::new(Run::new(world, ctx, fault, &progress)),
     };
     let outcome = match drive::run(ctx.plan, &sim) {
+        Ran::Finished(outcome)
+            if sim.run().down.is_some() && !outcome.cleanup_deferred.is_empty() =>
+        {
+            // The server is back; `hokan recover` runs the steps that could not reach it, and
+            // the run ends as it had, with its cleanup as it is now.
+            sim.run().down = None;
+            let recovered = drive::recover(ctx.plan, &sim);
+            drive::after_deferred(*outcome, recovered)
+        }
         Ran::Finished(outcome) => *outcome,
         Ran::Crashed => drive::recover(ctx.plan, &sim),
     };
@@ -194,7 +205,14 @@ impl Effects for Sim<'_> {
     }
 
     fn holds(&self, c: &Condition, target: Option<&str>) -> Result<bool, Failure> {
-        self.run().holds(c, target)
+        let run = self.run();
+        if let Some(down) = run
+            .down
+            .filter(|d| run.ctx.remote.of_condition(c, target).contains(d))
+        {
+            return Err(unreachable(down));
+        }
+        run.holds(c, target)
     }
 
     fn now_ms(&self) -> i64 {
@@ -212,6 +230,9 @@ impl Effects for Sim<'_> {
         let injected = run.fault.filter(|f| f.step() == s.id);
         if injected.is_some() {
             run.fault_reached = true;
+        }
+        if let Some(down) = run.down.filter(|d| run.ctx.remote.of_step(s).contains(d)) {
+            return Err(unreachable(down));
         }
         match injected {
             Some(Fault::Fail { .. }) => run.inject(s, false).map(|()| Vec::new()),
@@ -255,6 +276,14 @@ impl Effects for Sim<'_> {
                 run.fault_reached = true;
                 run.crashed = true;
                 Flow::Crash
+            }
+            Some(Fault::ServerDownAfter { step, server })
+                if !run.went_down && steps.iter().any(|s| s.id == *step) =>
+            {
+                run.fault_reached = true;
+                run.went_down = true;
+                run.down = Some(server);
+                Flow::Go
             }
             _ => Flow::Go,
         }
@@ -302,6 +331,18 @@ impl Effects for Sim<'_> {
     }
 }
 
+/// What a step or condition on a server that is down gets: the driver defers it in a cleanup,
+/// as it does a real one that could not reach its server.
+fn unreachable(server: &str) -> Failure {
+    Failure {
+        status: StepStatus::Unreachable,
+        ..Failure::new(format!(
+            "injected: server `{server}` cannot be reached (its connection failed, and so did \
+             the reconnections)"
+        ))
+    }
+}
+
 struct Copy {
     step: String,
     from: String,
@@ -331,6 +372,10 @@ struct Run<'a> {
     set_kept: bool,
     /// The injected crash happened (only once: recovery runs to its end).
     crashed: bool,
+    /// The server the injected fault took down, while it is down.
+    down: Option<&'a str>,
+    /// It went down (only once: it is back for the recovery, which may run the step again).
+    went_down: bool,
     /// Changes of the step being run.
     changes: Vec<String>,
     note: Option<String>,
@@ -382,6 +427,8 @@ impl<'a> Run<'a> {
             set_complete: None,
             set_kept: false,
             crashed: false,
+            down: None,
+            went_down: false,
             changes: Vec::new(),
             note: None,
             killed: Vec::new(),

@@ -6,6 +6,7 @@ use super::*;
 use crate::plan::testing::{copy, exec, plan, step};
 use crate::plan::{Action, Location};
 use crate::simulate::world::FileNode;
+use std::collections::BTreeSet;
 
 /// `/site/data/d` holds two files; the set is `/backups/S1`.
 fn world(free: u64) -> World {
@@ -34,7 +35,9 @@ fn roots() -> BTreeMap<String, String> {
 }
 
 fn context<'a>(roots: &'a BTreeMap<String, String>, plan: &'a Plan) -> Context<'a> {
+    static NONE: std::sync::OnceLock<RemoteServers> = std::sync::OnceLock::new();
     Context {
+        remote: NONE.get_or_init(RemoteServers::default),
         job: "job",
         roots,
         keep: Vec::new(),
@@ -100,7 +103,7 @@ fn every_injected_fault_ends_as_the_driver_says_and_breaks_no_invariant() {
     );
     let ctx = context(&roots, &p);
     let w = world(1 << 30);
-    for fault in scenarios(&p, FaultMode::EachStep) {
+    for fault in scenarios(&p, FaultMode::EachStep, &RemoteServers::default()) {
         let t = run(&w, &ctx, fault.as_ref());
         assert!(broken(&t).is_empty(), "{}: {:?}", t.scenario, broken(&t));
         // Cleanup always runs, whatever happened to the body.
@@ -370,4 +373,106 @@ fn the_plans_window_is_waited_for_kept_to_and_checked() {
     );
     assert!(t.steps.iter().all(|s| s.id != "copy"), "{:?}", statuses(&t));
     assert!(t.steps.iter().any(|s| s.id == "tidy"));
+}
+
+#[test]
+fn a_server_down_after_a_step_defers_its_cleanup_there_until_recovery_once_it_is_back() {
+    let on = |s: Step| Step {
+        target: Some("mw1".into()),
+        ..s
+    };
+    let marker = Location::new("data", "maint");
+    let set_maint = on(step(
+        "maintenance-on",
+        Action::WriteFile {
+            path: marker.clone(),
+            contents: b"on".to_vec(),
+        },
+    ));
+    let release = on(step(
+        "maintenance-off",
+        Action::Remove {
+            path: marker.clone(),
+        },
+    ));
+    let (roots, mut p) = (
+        roots(),
+        plan(
+            vec![set_maint, on(exec("work")), copy("copy", "set")],
+            vec![release, exec("tidy")],
+        ),
+    );
+    p.invariants.push(crate::plan::Invariant {
+        id: "released".into(),
+        description: "maintenance is released".into(),
+        target: Some("mw1".into()),
+        condition: crate::plan::Condition::Absent { path: marker },
+        when: vec![],
+    });
+    // mw1 is reached over ssh; `data` is on it.
+    let remote = RemoteServers {
+        servers: BTreeSet::from(["mw1".to_string()]),
+        roots: BTreeMap::from([("data".to_string(), "mw1".to_string())]),
+    };
+    let ctx = Context {
+        remote: &remote,
+        ..context(&roots, &p)
+    };
+    let faults = scenarios(&p, FaultMode::EachStep, &remote);
+    // One per step that needs the server: those naming it, and the copy out of its root (the
+    // host's own `tidy` needs none).
+    let down: Vec<String> = faults
+        .iter()
+        .flatten()
+        .filter(|f| matches!(f, Fault::ServerDownAfter { .. }))
+        .map(Fault::label)
+        .collect();
+    assert_eq!(
+        down,
+        [
+            "server-down-after maintenance-on (mw1)",
+            "server-down-after work (mw1)",
+            "server-down-after copy (mw1)",
+            "server-down-after maintenance-off (mw1)"
+        ]
+    );
+    let fault = Fault::ServerDownAfter {
+        step: "maintenance-on".into(),
+        server: "mw1".into(),
+    };
+    let t = run(&world(1 << 30), &ctx, Some(&fault));
+    assert!(t.fault_reached);
+    let phases: Vec<(Phase, &str, StepStatus)> = t
+        .steps
+        .iter()
+        .map(|s| (s.phase, s.id.as_str(), s.status))
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            (Phase::Body, "maintenance-on", StepStatus::Ok),
+            (Phase::Body, "work", StepStatus::Unreachable),
+            (Phase::Cleanup, "maintenance-off", StepStatus::Unreachable),
+            (Phase::Cleanup, "tidy", StepStatus::Ok),
+            // Back: the recovery runs what could not reach it, and nothing else again.
+            (Phase::Recovery, "maintenance-off", StepStatus::Ok),
+        ],
+        "{t:#?}"
+    );
+    // The run ended as it had (the body failed, no set), its cleanup now done.
+    assert_eq!(t.outcome.status, RunStatus::Failed);
+    assert!(t.outcome.cleanup_deferred.is_empty(), "{:?}", t.outcome);
+    assert_eq!(t.set_complete, Some(false));
+    assert!(broken(&t).is_empty(), "{:?}", broken(&t));
+    // Wherever the server goes down, maintenance is released in the end (by the cleanup, or
+    // by the recovery once it is back), and the run says what it did.
+    for fault in faults
+        .iter()
+        .flatten()
+        .filter(|f| matches!(f, Fault::ServerDownAfter { .. }))
+    {
+        let t = run(&world(1 << 30), &ctx, Some(fault));
+        assert!(broken(&t).is_empty(), "{}: {:?}", t.scenario, broken(&t));
+        assert!(t.outcome.cleanup_deferred.is_empty(), "{}", t.scenario);
+    }
 }
