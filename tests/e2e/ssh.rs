@@ -533,16 +533,9 @@ fn mailwise_backup_verify_incremental_and_restore_with_its_data_on_a_server() {
 fn a_server_down_at_cleanup_leaves_the_run_for_recover_which_releases_maintenance_once_it_is_back()
 {
     let mut r = Remote::new();
-    // Setting maintenance mode takes a few seconds on this "server", long enough for the test
-    // to take the server down while it runs: the command, detached, finishes there all the same.
-    let policy = slowed_maintenance(&r, "down", "", "sleep 3");
+    let (policy, status) = down_during_maintenance_on(&mut r);
     let dir = r.host.path().to_path_buf();
-    let mut run = spawn_backup(&r, &policy);
     let maint = r.data.join("mw/data/maint");
-    wait_while_running(&r, &mut run, "maintenance mode", || maint.exists());
-    // The server goes down in the middle of the step, and stays down through the cleanup.
-    r.sshd.stop();
-    let status = run.wait().unwrap();
     let stdout = std::fs::read(dir.join("run.out")).unwrap();
     let ev: Vec<serde_json::Value> = text(&stdout)
         .lines()
@@ -634,6 +627,19 @@ fn a_server_down_at_cleanup_leaves_the_run_for_recover_which_releases_maintenanc
     let ok = backup(&r, &policy, &["--yes"]);
     assert!(ok.status.success(), "{}", text(&ok.stdout));
     assert!(!maint.exists());
+}
+
+/// A backup of `r`'s site whose server goes down in the middle of maintenance-on and stays
+/// down through the cleanup: the policy it ran, and how it ended. Setting maintenance mode takes
+/// a few seconds on this "server", long enough to take the server down while it runs; the
+/// command, detached, finishes there all the same.
+fn down_during_maintenance_on(r: &mut Remote) -> (PathBuf, std::process::ExitStatus) {
+    let policy = slowed_maintenance(r, "down", "", "sleep 3");
+    let mut run = spawn_backup(r, &policy);
+    let maint = r.data.join("mw/data/maint");
+    wait_while_running(r, &mut run, "maintenance mode", || maint.exists());
+    r.sshd.stop();
+    (policy, run.wait().unwrap())
 }
 
 /// A maintenance-mode command for `r`'s server that runs `on_first` (shell) before it sets
@@ -1542,13 +1548,10 @@ fn a_connection_dropped_while_a_remote_command_runs_is_reconnected_and_the_ledge
 #[test]
 fn the_daemon_runs_recovery_again_until_a_server_down_at_cleanup_is_back() {
     let mut r = Remote::new();
-    let policy = slowed_maintenance(&r, "down", "", "sleep 3");
+    let (policy, status) = down_during_maintenance_on(&mut r);
     let dir = r.host.path().to_path_buf();
-    let mut run = spawn_backup(&r, &policy);
     let maint = r.data.join("mw/data/maint");
-    wait_while_running(&r, &mut run, "maintenance mode", || maint.exists());
-    r.sshd.stop();
-    assert_eq!(run.wait().unwrap().code(), Some(4), "needs attention");
+    assert_eq!(status.code(), Some(4), "needs attention");
     assert!(maint.exists(), "left set: the server went down");
     // The daemon, started while the server is still down, recovers at once (and cannot), then
     // tries again every second.
