@@ -8,7 +8,6 @@
 use crate::cli::text;
 use crate::standin_site::{StandinSite, killed, ok, wait_for_next_second};
 use hokan::ese::build::{DbBuilder, PageFormat};
-use hokan_e2e::sshd::Sshd;
 use std::collections::BTreeSet;
 
 const MODES: [&str; 4] = ["full", "copy", "incremental", "differential"];
@@ -272,26 +271,11 @@ fn assert_online_backup(site: &StandinSite, mode: &str) {
 fn an_online_backup_of_a_store_reached_over_ssh_carries_the_programs_files_into_the_set() {
     for mode in ["full", "incremental"] {
         let site = site(&params("online"));
-        let (state, log) = (site.path("standins"), site.path("calls.log"));
-        let sshd = Sshd::start_with_env(&[
-            ("STANDIN_STATE", state.as_path()),
-            ("STANDIN_LOG", log.as_path()),
-        ]);
-        std::fs::write(site.path("known_hosts"), sshd.known_hosts_line()).unwrap();
+        let sshd = site.servers(1).pop().unwrap();
         let dump = site.path("dump");
         std::fs::create_dir(&dump).unwrap();
-        let on = |rel: &str| {
-            format!(
-                "{{ server = \"ex1\", path = \"{}\" }}",
-                site.path(rel).display()
-            )
-        };
-        let mut policy = std::fs::read_to_string(site.policy()).unwrap();
-        for (was, is) in [
-            (
-                "timezone = \"Asia/Tokyo\"\n".to_string(),
-                "timezone = \"Asia/Tokyo\"\nknown_hosts = \"known_hosts\"\n".to_string(),
-            ),
+        let on = |rel: &str| site.on_server("ex1", rel);
+        site.edit_policy(&[
             (
                 "[[servers]]\nname = \"ex1\"\nrole = \"exchange\"\n".into(),
                 sshd.server_toml("ex1", "exchange"),
@@ -305,11 +289,7 @@ fn an_online_backup_of_a_store_reached_over_ssh_carries_the_programs_files_into_
                     on("dump")
                 ),
             ),
-        ] {
-            assert!(policy.contains(&was), "the local policy has {was}");
-            policy = policy.replacen(&was, &is, 1);
-        }
-        std::fs::write(site.policy(), policy).unwrap();
+        ]);
         let out = site.run("exchange", &format!("backup-{mode}"), &["--json"], &[]);
         assert!(
             out.status.success(),

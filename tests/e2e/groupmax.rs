@@ -246,38 +246,15 @@ fn assert_case_4(site: &StandinSite, out: &std::process::Output) {
     assert!(media.iter().all(|f| f.contains("/data/")), "{media:?}");
 }
 
-/// `rel` in the site's directory as a root on `server`.
-fn on(site: &StandinSite, server: &str, rel: &str) -> String {
-    format!(
-        "{{ server = \"{server}\", path = \"{}\" }}",
-        site.path(rel).display()
-    )
-}
-
 #[test]
 fn case_4_over_ssh_runs_each_step_on_its_server_in_the_manuals_order() {
     let site = site("automated", true);
     std::fs::write(site.path("standins/gmmail1.replication_pending"), "1\n").unwrap();
-    // Two servers, each its own sshd; the stand-ins there keep their state and log where the
-    // test reads them.
-    let (state, log) = (site.path("standins"), site.path("calls.log"));
-    let env = [
-        ("STANDIN_STATE", state.as_path()),
-        ("STANDIN_LOG", log.as_path()),
-    ];
-    let master = Sshd::start_with_env(&env);
-    let mail = Sshd::start_with_env(&env);
-    std::fs::write(
-        site.path("known_hosts"),
-        master.known_hosts_line() + &mail.known_hosts_line(),
-    )
-    .unwrap();
-    let mut policy = std::fs::read_to_string(site.policy()).unwrap();
-    for (was, is) in [
-        (
-            "timezone = \"Asia/Tokyo\"\n".to_string(),
-            "timezone = \"Asia/Tokyo\"\nknown_hosts = \"known_hosts\"\n".to_string(),
-        ),
+    // Two servers, each its own sshd.
+    let mut servers = site.servers(2);
+    let (mail, master) = (servers.pop().unwrap(), servers.pop().unwrap());
+    let on = |server: &str, rel: &str| site.on_server(server, rel);
+    site.edit_policy(&[
         (
             "[[servers]]\nname = \"gm-master\"\nrole = \"master-management\"\n".into(),
             master.server_toml("gm-master", "master-management"),
@@ -288,31 +265,21 @@ fn case_4_over_ssh_runs_each_step_on_its_server_in_the_manuals_order() {
         ),
         (
             "data = \"master/GroupMail\"".into(),
-            format!("data = {}", on(&site, "gm-master", "master/GroupMail")),
+            format!("data = {}", on("gm-master", "master/GroupMail")),
         ),
         (
             "mng-journal = \"master/mng-journal\"".into(),
-            format!(
-                "mng-journal = {}",
-                on(&site, "gm-master", "master/mng-journal")
-            ),
+            format!("mng-journal = {}", on("gm-master", "master/mng-journal")),
         ),
         (
             "data = \"mail1/GroupMail\"".into(),
-            format!("data = {}", on(&site, "gm-mail1", "mail1/GroupMail")),
+            format!("data = {}", on("gm-mail1", "mail1/GroupMail")),
         ),
         (
             "journal = \"master/nxsdir/journal\"".into(),
-            format!(
-                "journal = {}",
-                on(&site, "gm-master", "master/nxsdir/journal")
-            ),
+            format!("journal = {}", on("gm-master", "master/nxsdir/journal")),
         ),
-    ] {
-        assert!(policy.contains(&was), "the local policy has {was}");
-        policy = policy.replacen(&was, &is, 1);
-    }
-    std::fs::write(site.policy(), policy).unwrap();
+    ]);
     let out = site.run("mail1", "backup", &["--json"], &[]);
     assert!(
         out.status.success(),

@@ -67,6 +67,45 @@ impl StandinSite {
         site
     }
 
+    /// `n` real sshd "servers" for this site, their sessions (so the stand-ins the agent starts)
+    /// keeping the stand-ins' state and log where the test reads them, every one's host key
+    /// pinned in the site's `known_hosts`, which the policy now names.
+    pub fn servers(&self, n: usize) -> Vec<hokan_e2e::sshd::Sshd> {
+        let (state, log) = (self.path("standins"), self.path("calls.log"));
+        let env = [
+            ("STANDIN_STATE", state.as_path()),
+            ("STANDIN_LOG", log.as_path()),
+        ];
+        let servers: Vec<_> = (0..n)
+            .map(|_| hokan_e2e::sshd::Sshd::start_with_env(&env))
+            .collect();
+        let pins: String = servers.iter().map(|s| s.known_hosts_line()).collect();
+        std::fs::write(self.path("known_hosts"), pins).unwrap();
+        self.edit_policy(&[(
+            "timezone = \"Asia/Tokyo\"\n".into(),
+            "timezone = \"Asia/Tokyo\"\nknown_hosts = \"known_hosts\"\n".into(),
+        )]);
+        servers
+    }
+
+    /// Replaces, once each, what the site's policy says (`was`) by `is`; each must be there.
+    pub fn edit_policy(&self, edits: &[(String, String)]) {
+        let mut policy = std::fs::read_to_string(self.policy()).unwrap();
+        for (was, is) in edits {
+            assert!(policy.contains(was), "the policy has {was}");
+            policy = policy.replacen(was, is, 1);
+        }
+        std::fs::write(self.policy(), policy).unwrap();
+    }
+
+    /// `rel` in the site's directory as a root on `server`, in the policy's syntax.
+    pub fn on_server(&self, server: &str, rel: &str) -> String {
+        format!(
+            "{{ server = \"{server}\", path = \"{}\" }}",
+            self.path(rel).display()
+        )
+    }
+
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
     }

@@ -361,11 +361,8 @@ impl Daemon {
                 }
             }
         }
-        let stamp = Timestamp::now().strftime("%Y%m%dT%H%M%SZ").to_string();
-        let (log, out, err) = runs::open_log(&self.opts.state, &format!("recover-{stamp}.log"))?;
-        let status = runs::hokan(&self.opts, &["recover".as_ref()])
-            .stdout(out)
-            .stderr(err)
+        let (mut recover, log) = self.recover_command()?;
+        let status = recover
             .status()
             .await
             .map_err(|e| DaemonError::Setup(format!("cannot run `hokan recover`: {e}")))?;
@@ -420,15 +417,21 @@ impl Daemon {
         if !crate::execute::journal::waiting_for_recovery(&self.opts.state) {
             return Ok(());
         }
-        let stamp = Timestamp::now().strftime("%Y%m%dT%H%M%SZ").to_string();
-        let (log, out, err) = runs::open_log(&self.opts.state, &format!("recover-{stamp}.log"))?;
-        let child = runs::hokan(&self.opts, &["recover".as_ref()])
-            .stdout(out)
-            .stderr(err)
+        let (mut recover, log) = self.recover_command()?;
+        let child = recover
             .spawn()
             .map_err(|e| DaemonError::Setup(format!("cannot run `hokan recover`: {e}")))?;
         self.retrying = Some((child, log));
         Ok(())
+    }
+
+    /// `hokan recover`, its output going to a log of its own under `logs/`, and that log.
+    fn recover_command(&self) -> Result<(tokio::process::Command, PathBuf), DaemonError> {
+        let stamp = Timestamp::now().strftime("%Y%m%dT%H%M%SZ").to_string();
+        let (log, out, err) = runs::open_log(&self.opts.state, &format!("recover-{stamp}.log"))?;
+        let mut c = runs::hokan(&self.opts, &["recover".as_ref()]);
+        c.stdout(out).stderr(err);
+        Ok((c, log))
     }
 
     /// Re-reads policy files that changed; `force` reads them all.
