@@ -30,7 +30,11 @@ pub fn check_job(policy: &Policy, job: &Job, d: &Description) -> Vec<Finding> {
         }
     }
     for r in d.roots.iter().filter(|r| r.required) {
-        if !job.roots.contains_key(&r.name) {
+        if !job
+            .roots
+            .keys()
+            .any(|g| crate::policy::declared_root(g) == r.name)
+        {
             err(
                 true,
                 "roots",
@@ -42,7 +46,11 @@ pub fn check_job(policy: &Policy, job: &Job, d: &Description) -> Vec<Finding> {
         }
     }
     for r in job.roots.keys() {
-        if !d.roots.iter().any(|x| &x.name == r) {
+        if !d
+            .roots
+            .iter()
+            .any(|x| x.name == crate::policy::declared_root(r))
+        {
             err(
                 false,
                 "roots",
@@ -321,6 +329,43 @@ services = { other = { start = ["a"], stop = ["b"] } }
                 .starts_with("/etc/hokan/site.toml:5:1: "),
             "{}",
             findings[0].message
+        );
+    }
+
+    #[test]
+    fn a_root_given_on_several_servers_is_the_root_the_plugin_declares() {
+        let policy = Policy::parse(
+            Path::new("/etc/hokan/site.toml"),
+            r#"
+[site]
+name = "s"
+
+[[servers]]
+name = "a"
+role = "r"
+
+[[servers]]
+name = "b"
+role = "r"
+
+[jobs.j]
+plugin = "product"
+backup_root = "/b"
+roots = { data = { servers = { a = "/d", b = "/e" } }, logs = { servers = { a = "/l" } } }
+commands = { ctl = "/bin/true" }
+services = { svc = { start = ["a"], stop = ["b"] } }
+"#,
+        )
+        .unwrap();
+        let messages: Vec<String> = check_job(&policy, policy.job("j").unwrap(), &description())
+            .into_iter()
+            .map(|f| f.message)
+            .collect();
+        // `data` is granted (on both servers); `logs@a` is not the plugin's.
+        assert_eq!(messages.len(), 1, "{messages:#?}");
+        assert!(
+            messages[0].contains("the root `logs@a` is not used by product"),
+            "{messages:#?}"
         );
     }
 

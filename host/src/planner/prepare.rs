@@ -114,7 +114,7 @@ pub fn prepare(
                     r.clone(),
                     d.roots
                         .iter()
-                        .find(|x| &x.name == r)
+                        .find(|x| x.name == crate::policy::declared_root(r))
                         .is_some_and(|x| x.writable),
                 )
             })

@@ -641,19 +641,58 @@ impl Source<'_> {
 
     /// Where a job's root is: a directory on the host (a string), or `{ server, path }` on one
     /// of the job's servers. A root on a server reached locally is the host's directory.
+    /// Reads one root of a job: a directory on the host, a directory on one of its servers,
+    /// or one directory on each of several servers (`{ servers = { NAME = "/path", ... } }`,
+    /// each granted as the root [`per_server_root`] names). Returns each root's name and
+    /// where it is.
     fn root(
         &self,
+        name: &str,
         value: &Spanned<toml::Value>,
         field: &str,
         job_servers: &[String],
         servers: &[Server],
-    ) -> Result<RootAt, PolicyError> {
-        const FORM: &str = "give a directory (`\"/srv/data\"`), or `{ server = \"NAME\", path = \"/srv/data\" }` for a directory on one of the job's servers";
+    ) -> Result<Vec<(String, RootAt)>, PolicyError> {
+        const FORM: &str = "give a directory (`\"/srv/data\"`), `{ server = \"NAME\", path = \"/srv/data\" }` for a directory on one of the job's servers, or `{ servers = { NAME = \"/srv/data\", ... } }` for one on each of several";
         let table = match value.get_ref() {
-            toml::Value::String(dir) => return Ok(RootAt::Host(dir.clone())),
+            toml::Value::String(dir) => {
+                return Ok(vec![(name.to_string(), RootAt::Host(dir.clone()))]);
+            }
             toml::Value::Table(t) => t,
             _ => return Err(self.at(value, field, FORM)),
         };
+        if let Some(toml::Value::Table(each)) = table.get("servers") {
+            if let Some(k) = table.keys().find(|k| k.as_str() != "servers") {
+                return Err(self.at(
+                    value,
+                    format!("{field}.{k}"),
+                    format!("a root on several servers has only `servers`; {FORM}"),
+                ));
+            }
+            if each.is_empty() {
+                return Err(self.at(
+                    value,
+                    format!("{field}.servers"),
+                    format!("names no server; {FORM}"),
+                ));
+            }
+            let mut out = Vec::new();
+            for (server, path) in each {
+                let field = format!("{field}.servers.{server}");
+                let toml::Value::String(path) = path else {
+                    return Err(self.at(
+                        value,
+                        field,
+                        "give the directory on that server as a string",
+                    ));
+                };
+                out.push((
+                    per_server_root(name, server),
+                    self.root_on(value, &field, &field, server, path, job_servers, servers)?,
+                ));
+            }
+            return Ok(out);
+        }
         if let Some(k) = table
             .keys()
             .find(|k| !["server", "path"].contains(&k.as_str()))
@@ -669,29 +708,54 @@ impl Source<'_> {
         else {
             return Err(self.at(value, field, FORM));
         };
-        let Some(s) = servers.iter().find(|s| &s.name == server) else {
+        let at = self.root_on(
+            value,
+            &format!("{field}.server"),
+            &format!("{field}.path"),
+            server,
+            path,
+            job_servers,
+            servers,
+        )?;
+        Ok(vec![(name.to_string(), at)])
+    }
+
+    /// Where a root's directory `path` on `server` is: the host's, for a server reached
+    /// locally, else that server's (an absolute path there).
+    #[allow(clippy::too_many_arguments)]
+    fn root_on(
+        &self,
+        value: &Spanned<toml::Value>,
+        server_field: &str,
+        path_field: &str,
+        server: &str,
+        path: &str,
+        job_servers: &[String],
+        servers: &[Server],
+    ) -> Result<RootAt, PolicyError> {
+        let Some(s) = servers.iter().find(|s| s.name == server) else {
             return Err(self.at(
                 value,
-                format!("{field}.server"),
+                server_field,
                 format!(
                     "`{server}` is not a server of this site; declare it in a [[servers]] table"
                 ),
             ));
         };
-        if !job_servers.is_empty() && !job_servers.contains(server) {
+        if !job_servers.is_empty() && !job_servers.iter().any(|j| j == server) {
             return Err(self.at(
                 value,
-                format!("{field}.server"),
+                server_field,
                 format!(
                     "`{server}` is not one of the job's servers; add it to the job's `servers`"
                 ),
             ));
         }
         match s.transport.as_deref() {
-            Some("local") => Ok(RootAt::Host(path.clone())),
-            Some("ssh") if Path::new(path).is_absolute() => Ok(RootAt::Server(server.clone(), path.clone())),
-            Some("ssh") => Err(self.at(value, format!("{field}.path"), format!("`{path}` is not an absolute path; a root on a server is an absolute path there"))),
-            _ => Err(self.at(value, format!("{field}.server"), format!("`{server}` has no transport, so hokan cannot reach the root there; set its `transport = \"ssh\"`"))),
+            Some("local") => Ok(RootAt::Host(path.to_string())),
+            Some("ssh") if Path::new(path).is_absolute() => Ok(RootAt::Server(server.to_string(), path.to_string())),
+            Some("ssh") => Err(self.at(value, path_field, format!("`{path}` is not an absolute path; a root on a server is an absolute path there"))),
+            _ => Err(self.at(value, server_field, format!("`{server}` has no transport, so hokan cannot reach the root there; set its `transport = \"ssh\"`"))),
         }
     }
 
@@ -918,16 +982,19 @@ impl Source<'_> {
                 return Err(self.at(value, f("roots.scratch"), "`scratch` is reserved: hokan grants a restore test the directory it restores into under that name; give this root another name"));
             }
             let field = f(&format!("roots.{root}"));
-            match self.root(value, &field, &job_servers, servers)? {
-                RootAt::Host(dir) => {
-                    roots.insert(
-                        root.clone(),
-                        resolve(&Spanned::new(value.span(), dir), field)?,
-                    );
-                }
-                RootAt::Server(server, dir) => {
-                    roots.insert(root.clone(), PathBuf::from(dir));
-                    root_servers.insert(root.clone(), server);
+            if root.contains(PER_SERVER) {
+                return Err(self.at(value, field, format!("`{PER_SERVER}` in a root's name is hokan's: `{{ servers = {{ ... }} }}` names the roots it grants on each server that way; give the root a name without it")));
+            }
+            for (name, at) in self.root(root, value, &field, &job_servers, servers)? {
+                match at {
+                    RootAt::Host(dir) => {
+                        let dir = resolve(&Spanned::new(value.span(), dir), field.clone())?;
+                        roots.insert(name, dir);
+                    }
+                    RootAt::Server(server, dir) => {
+                        roots.insert(name.clone(), PathBuf::from(dir));
+                        root_servers.insert(name, server);
+                    }
                 }
             }
         }
@@ -1201,6 +1268,23 @@ fn scalar(v: &toml::Value) -> Option<String> {
     }
 }
 
+/// What joins a root's name to its server's in the roots `{ servers = { ... } }` grants.
+const PER_SERVER: char = '@';
+
+/// The name under which a root given on several servers (`dump = { servers = { tw-app1 =
+/// "/var/tmp/tw" } }`) is granted on one of them: `dump@tw-app1`. A plugin whose steps run
+/// the same program on every server (TeamWARE's differential backup) asks for it by that name;
+/// the SDK's `Root::on` writes it the same way.
+pub fn per_server_root(root: &str, server: &str) -> String {
+    format!("{root}{PER_SERVER}{server}")
+}
+
+/// The root a plugin declares for a granted root's name: `dump` for `dump@tw-app1`, the name
+/// itself for a root on one machine.
+pub fn declared_root(granted: &str) -> &str {
+    granted.split_once(PER_SERVER).map_or(granted, |(r, _)| r)
+}
+
 fn is_name(s: &str) -> bool {
     !s.is_empty()
         && s.chars()
@@ -1468,6 +1552,48 @@ services = { svc = { start = ["bin/svc", "start"], stop = ["systemctl", "stop", 
                 "jobs.mailwise.roots.data.server",
                 "`mw1` has no transport",
             ),
+            (
+                ssh,
+                kh,
+                "{ servers = { mw9 = \"/opt/mw\" } }",
+                "jobs.mailwise.roots.data.servers.mw9",
+                "`mw9` is not a server of this site",
+            ),
+            (
+                ssh,
+                kh,
+                "{ servers = { mw1 = \"opt/mw\" } }",
+                "jobs.mailwise.roots.data.servers.mw1",
+                "is not an absolute path",
+            ),
+            (
+                ssh,
+                kh,
+                "{ servers = { mw1 = 42 } }",
+                "jobs.mailwise.roots.data.servers.mw1",
+                "as a string",
+            ),
+            (
+                ssh,
+                kh,
+                "{ servers = {} }",
+                "jobs.mailwise.roots.data.servers",
+                "names no server",
+            ),
+            (
+                ssh,
+                kh,
+                "{ servers = { mw1 = \"/opt/mw\" }, path = \"/opt\" }",
+                "jobs.mailwise.roots.data.path",
+                "has only `servers`",
+            ),
+            (
+                ssh,
+                kh,
+                "\"/srv/mw\", \"to@mw1\" = \"/x\"",
+                "jobs.mailwise.roots.to@mw1",
+                "`@` in a root's name is hokan's",
+            ),
         ] {
             let e = parse(&over_ssh(server, site, root)).unwrap_err();
             assert_eq!(e.field.as_deref(), Some(field), "{e}");
@@ -1479,6 +1605,36 @@ services = { svc = { start = ["bin/svc", "start"], stop = ["systemctl", "stop", 
         let job = p.job("mailwise").unwrap();
         assert!(job.root_servers.is_empty());
         assert_eq!(job.roots["data"], PathBuf::from("/opt/mw"));
+    }
+
+    #[test]
+    fn a_root_on_several_servers_is_granted_on_each_under_its_own_name() {
+        let each = "{ servers = { mw1 = \"/var/tmp/mw\" } }";
+        let remote = over_ssh(
+            "address = \"mw1.example\"\ntransport = \"ssh\"",
+            "known_hosts = \"k\"",
+            each,
+        );
+        let p = parse(&remote).unwrap();
+        let job = p.job("mailwise").unwrap();
+        assert_eq!(
+            job.roots.keys().collect::<Vec<_>>(),
+            [&per_server_root("data", "mw1")]
+        );
+        assert_eq!(job.on_server("data@mw1"), Some(("mw1", "/var/tmp/mw")));
+        assert_eq!(declared_root("data@mw1"), "data");
+        assert_eq!(declared_root("data"), "data");
+        // On a server the host reaches locally, a relative path is the policy's, as for any
+        // root of the host.
+        let local = over_ssh(
+            "address = \"localhost\"",
+            "",
+            "{ servers = { mw1 = \"dump\" } }",
+        );
+        let p = parse(&local).unwrap();
+        let job = p.job("mailwise").unwrap();
+        assert!(job.root_servers.is_empty());
+        assert_eq!(job.roots["data@mw1"], PathBuf::from("/etc/hokan/dump"));
     }
 
     #[test]
