@@ -631,7 +631,7 @@ impl<'a> Run<'a> {
                     match drive::AtLimit::of(s) {
                         drive::AtLimit::Kill => {
                             self.clock = self.clock.saturating_add(limit);
-                            self.effects(effects, target);
+                            self.effects(effects, target, e.cwd.as_deref());
                             self.killed.push(s.id.clone());
                             return Err(Failure::timed_out(format!(
                                 "`{}` was still running at its time limit of {} (it takes {})",
@@ -646,7 +646,7 @@ impl<'a> Run<'a> {
                     }
                 }
                 self.clock = self.clock.saturating_add(ms);
-                self.effects(effects, target);
+                self.effects(effects, target, e.cwd.as_deref());
                 let out = output.trim();
                 self.note = Some(if out.is_empty() {
                     format!("exit {code}")
@@ -748,14 +748,22 @@ impl<'a> Run<'a> {
         self.initial.now_ms + self.clock as i64
     }
 
-    fn effects(&mut self, effects: &[SimEffect], target: &str) {
-        // `{server}` in an effect's path is the server the command ran on.
-        let on_target =
-            |l: &Location| Location::new(l.root.clone(), l.path.replace("{server}", target));
+    fn effects(&mut self, effects: &[SimEffect], target: &str, cwd: Option<&str>) {
+        // `{server}` in an effect's path is the server the command ran on; the root `{cwd}` is
+        // the root it ran in (a command that writes relative to its working directory, which
+        // the plan chooses: TeamWARE's into the set, or into a directory on its server).
+        let on_target = |l: &Location| {
+            let root = match (l.root.as_str(), cwd) {
+                ("{cwd}", Some(cwd)) => cwd.to_string(),
+                ("{cwd}", None) => return None,
+                (root, _) => root.to_string(),
+            };
+            Some(Location::new(root, l.path.replace("{server}", target)))
+        };
         for e in effects {
             match e {
                 SimEffect::CreateFile(l) => {
-                    let l = &on_target(l);
+                    let Some(l) = &on_target(l) else { continue };
                     let content = self.world.new_content();
                     let file = FileNode {
                         size: 0,
@@ -772,7 +780,7 @@ impl<'a> Run<'a> {
                     }
                 }
                 SimEffect::Remove(l) => {
-                    let l = &on_target(l);
+                    let Some(l) = &on_target(l) else { continue };
                     let abs = self.ctx.abs(l);
                     if self.world.node(&abs).is_some() {
                         self.world.remove(&abs);
@@ -938,7 +946,11 @@ impl<'a> Run<'a> {
             Action::Exec(e) if timeout => {
                 // The nastiest hang: the command did its work, then never returned.
                 let effects = self.behaviour(e).map_or(&[][..], |b| b.effects.as_slice());
-                self.effects(effects, s.target.as_deref().unwrap_or(HOST));
+                self.effects(
+                    effects,
+                    s.target.as_deref().unwrap_or(HOST),
+                    e.cwd.as_deref(),
+                );
                 self.clock = self.clock.saturating_add(limit);
                 self.killed.push(s.id.clone());
                 Err(Failure::timed_out(format!(

@@ -145,6 +145,58 @@ fn a_backup_that_changes_its_source_breaks_the_invariant_naming_the_step() {
     );
 }
 
+/// A source the run made itself (a program's output in a staging directory, carried into the
+/// set, then removed) is not the product's data: left behind as copied, when its removal
+/// fails, it keeps the invariant; changed after the copy, it breaks it.
+#[test]
+fn a_source_the_run_made_and_left_as_copied_is_no_change() {
+    let write = |id: &str, contents: &[u8]| {
+        step(
+            id,
+            Action::WriteFile {
+                path: Location::new("data", "d/out"),
+                contents: contents.to_vec(),
+            },
+        )
+    };
+    let remove = step(
+        "empty",
+        Action::Remove {
+            path: Location::new("data", "d"),
+        },
+    );
+    let mut w = World::new("test", 0, 1 << 30);
+    w.mkdir_p("/site/data").unwrap();
+    w.mkdir_p("/backups").unwrap();
+    let roots = roots();
+    let p = plan(
+        vec![write("program", b"backup"), copy("copy", "set")],
+        vec![remove.clone()],
+    );
+    let ctx = context(&roots, &p);
+    for fault in [
+        None,
+        Some(Fault::Fail {
+            step: "empty".into(),
+        }),
+    ] {
+        let t = run(&w, &ctx, fault.as_ref());
+        assert_eq!(t.set_complete, Some(true), "{}", t.scenario);
+        assert!(broken(&t).is_empty(), "{}: {:?}", t.scenario, broken(&t));
+    }
+    let p = plan(
+        vec![
+            write("program", b"backup"),
+            copy("copy", "set"),
+            write("again", b"changed"),
+        ],
+        vec![],
+    );
+    let ctx = context(&roots, &p);
+    let t = run(&w, &ctx, None);
+    assert_eq!(broken(&t), [crate::plan::safety::SOURCE_UNCHANGED.id]);
+}
+
 #[test]
 fn a_point_of_no_return_keeps_the_set_through_a_later_failure_and_a_crash() {
     let mut commit = exec("commit");
