@@ -8,7 +8,6 @@
 //! checkpoint in its working path, which is the logs directory unless the site moved it). Sets
 //! hold `databases/` and `logs/`.
 
-use hokan_sdk::RootInfo;
 use hokan_sdk::prelude::*;
 use hokan_sdk::restore_test;
 use std::time::Duration;
@@ -162,14 +161,14 @@ impl Plugin for Exchange {
                     "the directory of the transaction logs Edb.log, Edb<gen>.log and the checkpoint Edb.chk",
                     true,
                 ),
-                RootInfo {
-                    required: false,
-                    ..root_info(
-                        "dump",
-                        "on the Exchange server, a directory the online backup program writes                          into when the store is on a server reached over ssh (the backup set                          is on the hokan host): what it writes is copied into the set, then                          removed. Without it the program writes straight into the set",
-                        true,
-                    )
-                },
+                optional_root_info(
+                    "dump",
+                    "on the Exchange server, a directory the online backup program writes \
+                     into when the store is on a server reached over ssh (the backup set \
+                     is on the hokan host): what it writes is copied into the set, then \
+                     removed. Without it the program writes straight into the set",
+                    true,
+                ),
             ],
             parameters: vec![
                 param_info(
@@ -474,7 +473,8 @@ fn dump_granted() -> Result<bool, PlanError> {
         Ok(true) => Ok(true),
         Err(FactError::RootNotGranted(_)) => Ok(false),
         Ok(false) | Err(FactError::NotFound(_)) => Err(PlanError::Refused(
-            "the job's `dump` root is not a directory on the Exchange server: make it (empty),              or remove the root to have the backup program write into the set"
+            "the job's `dump` root is not a directory on the Exchange server: make it (empty), \
+             or remove the root to have the backup program write into the set"
                 .into(),
         )),
         Err(e) => Err(e.into()),
@@ -512,7 +512,10 @@ fn online_backup(
                 Action::assert(
                     Condition::absent(DUMP.join(d)),
                     &format!(
-                        "dump/{d} on the Exchange server is left from an earlier backup that did                          not finish, and may hold the only copy of logs the store has since                          deleted: move it away (keep it until a new full backup is good), then                          run again"
+                        "dump/{d} on the Exchange server is left from an earlier backup that did \
+                         not finish, and may hold the only copy of logs the store has since \
+                         deleted: move it away (keep it until a new full backup is good), then \
+                         run again"
                     ),
                 ),
             )
@@ -563,7 +566,8 @@ fn online_backup(
                 ),
                 Action::remove(DUMP.join(d)),
             )
-            .when(Condition::step_succeeded(&copy));
+            .when(Condition::step_succeeded(&copy))
+            .retries(2);
         }
     }
 

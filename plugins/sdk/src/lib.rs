@@ -114,6 +114,16 @@ pub fn root_info(name: &str, description: &str, writable: bool) -> RootInfo {
     }
 }
 
+/// Describes a root the site may grant or leave out (the plan asks facts whether it has it):
+/// a directory some sites need and others do not, like a staging directory on a server
+/// reached over ssh.
+pub fn optional_root_info(name: &str, description: &str, writable: bool) -> RootInfo {
+    RootInfo {
+        required: false,
+        ..root_info(name, description, writable)
+    }
+}
+
 /// Describes a parameter.
 pub fn param_info(name: &str, description: &str, default: Option<&str>) -> ParamInfo {
     ParamInfo {
@@ -320,7 +330,7 @@ pub mod prelude {
         ANY_WINDOW, Action, Condition, Description, Level, MaintenanceMarker, OnError, Path, Plan,
         PlanBuilder, PlanError, Plugin, Request, Root, Server, ServiceState, SetUse, SimEffect,
         Topology, WindowRules, behaviour, conflict, log, maintenance_operation, modelled_state,
-        name_info, operation, param_info, role_info, root_info,
+        name_info, operation, optional_root_info, param_info, role_info, root_info,
     };
 }
 

@@ -8,6 +8,11 @@ use std::fmt;
 pub struct Root(&'static str);
 
 impl Root {
+    /// In a command behaviour's effect (`SimEffect::create_file(Root::CWD.join("out"))`):
+    /// the root the command ran in, for a program that writes relative to its working
+    /// directory, wherever the plan runs it.
+    pub const CWD: Root = Root("{cwd}");
+
     /// Names a root. The name must be one the plugin lists in its description.
     pub const fn new(name: &'static str) -> Self {
         Root(name)
@@ -22,6 +27,17 @@ impl Root {
     pub fn path(&self) -> Path {
         Path {
             root: self.0.into(),
+            path: String::new(),
+        }
+    }
+
+    /// The root as the site grants it on one of several servers: a policy's `dump = {
+    /// servers = { tw-app1 = "/var/tmp/tw", ... } }` grants `dump@tw-app1` on `tw-app1`, for
+    /// a step that runs the same program on every server with a directory of that server's
+    /// own. Ask facts about it to learn whether the site granted it there.
+    pub fn on(&self, server: &str) -> Path {
+        Path {
+            root: format!("{}@{server}", self.0),
             path: String::new(),
         }
     }
@@ -76,6 +92,13 @@ mod tests {
         assert_eq!(data.join("/mw/").join("data/").path, "mw/data");
         assert_eq!(data.join("mw").join("").path, "mw");
         assert_eq!(data.join("mw/data").to_string(), "data:/mw/data");
+    }
+
+    #[test]
+    fn a_root_on_a_server_is_named_as_the_policy_grants_it() {
+        let dump = Root::new("dump").on("tw-app1");
+        assert_eq!(dump.root, "dump@tw-app1");
+        assert_eq!(dump.join("tw-app1").to_string(), "dump@tw-app1:/tw-app1");
     }
 
     #[test]
