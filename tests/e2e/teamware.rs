@@ -72,6 +72,25 @@ fn plans_for_one_and_three_servers_with_and_without_the_web_service() {
         let site = site(apps, web);
         insta::assert_snapshot!(name, site.plan_text("teamware", "backup"));
     }
+    // Each server's backup into a directory of its own, carried into the set (as over ssh;
+    // here the servers are the host).
+    let site = site(2, true);
+    let mut dumps = Vec::new();
+    for s in servers(2) {
+        std::fs::create_dir(site.path(&format!("dump-{s}"))).unwrap();
+        dumps.push(format!("{s} = \"dump-{s}\""));
+    }
+    site.edit_policy(&[(
+        "backup_root = \"backups\"\n".into(),
+        format!(
+            "backup_root = \"backups\"\nroots = {{ dump = {{ servers = {{ {} }} }} }}\n",
+            dumps.join(", ")
+        ),
+    )]);
+    insta::assert_snapshot!(
+        "three-servers-web-dump",
+        site.plan_text("teamware", "backup")
+    );
 }
 
 #[test]
@@ -114,13 +133,11 @@ fn a_dry_run_with_every_fault_keeps_service_resumed_and_the_area_released() {
     }
 }
 
-#[test]
-fn a_real_backup_calls_the_servers_in_the_guides_order() {
-    let site = site(2, true);
-    ok(&site.run("teamware", "backup", &[], &[]));
-    let calls = site.calls();
+/// The calls of a backup of tw-dir, tw-app1 and tw-app2, all with the Web service, in the
+/// guide's seven steps and their server orders.
+fn assert_guides_order(site: &StandinSite) {
     assert_phases(
-        &calls,
+        &site.calls(),
         &[
             &["tw-app1: to tran suspend", "tw-app2: to tran suspend"],
             &["tw-dir: to tran suspend"],
@@ -150,22 +167,166 @@ fn a_real_backup_calls_the_servers_in_the_guides_order() {
             ],
         ],
     );
-    all_normal(&site, 2, "after the backup");
-    // One folder per server in the set, with the Web service data, and the set verifies.
+}
+
+/// The site's one set: a folder per server holding what its utility wrote (the stand-in's
+/// backup and Web service data, byte for byte), and it verifies.
+fn assert_one_good_set(site: &StandinSite) {
     let sets = std::fs::read_dir(site.path("backups/tw-site/teamware"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect::<Vec<_>>();
     assert_eq!(sets.len(), 1, "{sets:?}");
-    let files = site.files(&format!(
-        "backups/tw-site/teamware/{}",
-        sets[0].file_name().unwrap().to_string_lossy()
-    ));
+    let mut expected: Vec<String> = vec!["manifest.json".into()];
     for s in servers(2) {
-        assert!(files.contains(&format!("{s}/database.bak")), "{files:?}");
-        assert!(files.contains(&format!("{s}/web.bak")), "{files:?}");
+        for (file, says) in [
+            ("database.bak", "TeamWARE Office differential backup of"),
+            ("web.bak", "Web service data of"),
+        ] {
+            assert_eq!(
+                std::fs::read_to_string(sets[0].join(&s).join(file)).unwrap(),
+                format!("{says} {s}\n"),
+                "{s}/{file}"
+            );
+            expected.push(format!("{s}/{file}"));
+        }
     }
+    expected.sort();
+    let set = sets[0].strip_prefix(site.path("")).unwrap();
+    let files: Vec<String> = site.files(set.to_str().unwrap()).into_iter().collect();
+    assert_eq!(files, expected, "nothing more, nothing less in the set");
     ok(&site.hokan(&["verify", sets[0].to_str().unwrap()], &[]));
+}
+
+#[test]
+fn a_real_backup_calls_the_servers_in_the_guides_order() {
+    let site = site(2, true);
+    ok(&site.run("teamware", "backup", &[], &[]));
+    assert_guides_order(&site);
+    all_normal(&site, 2, "after the backup");
+    assert_one_good_set(&site);
+}
+
+/// Each server its own sshd and agent, its utility writing into its own `dump` directory,
+/// carried into the set on the host; every step on the server it names, one login each.
+#[test]
+fn three_servers_with_the_web_service_over_ssh_in_the_guides_order() {
+    let site = site(2, true);
+    let sshds = site.servers(3);
+    let names = ["tw-dir", "tw-app1", "tw-app2"];
+    let mut edits = Vec::new();
+    let mut dumps = Vec::new();
+    for (sshd, name) in sshds.iter().zip(names) {
+        let role = if name == "tw-dir" {
+            "directory"
+        } else {
+            "application"
+        };
+        edits.push((
+            format!("[[servers]]\nname = \"{name}\"\nrole = \"{role}\"\n"),
+            sshd.server_toml(name, role),
+        ));
+        std::fs::create_dir(site.path(&format!("dump-{name}"))).unwrap();
+        dumps.push(format!(
+            "{name} = \"{}\"",
+            site.path(&format!("dump-{name}")).display()
+        ));
+    }
+    edits.push((
+        "backup_root = \"backups\"\n".into(),
+        format!(
+            "backup_root = \"backups\"\nroots = {{ dump = {{ servers = {{ {} }} }} }}\n",
+            dumps.join(", ")
+        ),
+    ));
+    site.edit_policy(&edits);
+    // The dry run over the same servers: every fault, a server going down after each step on
+    // it included, keeps every invariant.
+    let sim = site.simulate_each_step(&["--json"]);
+    ok(&sim);
+    let report: serde_json::Value = serde_json::from_slice(&sim.stdout).unwrap();
+    let scenarios = report["runs"][0]["scenarios"].as_array().unwrap();
+    let down = scenarios
+        .iter()
+        .filter(|s| s["fault"]["kind"] == "server-down-after")
+        .count();
+    assert!(down > 20, "{down} server-down scenarios");
+    for sc in scenarios {
+        for i in sc["invariants"].as_array().unwrap() {
+            assert_eq!(i["held"], true, "{}: {i}", sc["fault"]);
+        }
+    }
+
+    // A folder in a dump that is not this run's: the backup is refused before anything
+    // changes, and the folder is left as it was.
+    std::fs::create_dir_all(site.path("dump-tw-app1/tw-app1")).unwrap();
+    std::fs::write(site.path("dump-tw-app1/tw-app1/stale.bak"), "old\n").unwrap();
+    let refused = site.run("teamware", "backup", &[], &[]);
+    let said = text(&refused.stdout) + &text(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(5), "{said}");
+    assert!(
+        said.contains("tw-app1/ in the `dump` directory on tw-app1 is not this run's"),
+        "{said}"
+    );
+    assert!(site.calls().is_empty(), "{:?}", site.calls());
+    assert_eq!(
+        std::fs::read_to_string(site.path("dump-tw-app1/tw-app1/stale.bak")).unwrap(),
+        "old\n"
+    );
+    std::fs::remove_dir_all(site.path("dump-tw-app1/tw-app1")).unwrap();
+    wait_for_next_second();
+
+    let logins_before: Vec<usize> = sshds
+        .iter()
+        .map(|d| d.log().matches("Accepted publickey").count())
+        .collect();
+    let out = site.run("teamware", "backup", &[], &[]);
+    let logs: Vec<String> = sshds.iter().map(|d| d.log()).collect();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stderr),
+        logs.join("\n")
+    );
+    assert_guides_order(&site);
+    all_normal(&site, 2, "after the backup over ssh");
+    assert_one_good_set(&site);
+    for (i, (sshd, name)) in sshds.iter().zip(names).enumerate() {
+        // Each server's commands ran there, through its own agent and ledger...
+        let ledger: Vec<String> = std::fs::read_dir(sshd.ledger())
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path().join("command.json")).ok())
+            .collect();
+        // suspend, backup on, tobkweb arc, resume, the backup, tobkweb rm, backup off.
+        assert_eq!(ledger.len(), 7, "{name}: {ledger:?}");
+        assert!(
+            ledger
+                .iter()
+                .any(|c| c.contains("diff-backup") && c.contains(&format!("\"{name}\""))),
+            "{name}: {ledger:?}"
+        );
+        for other in names.iter().filter(|o| **o != name) {
+            assert!(
+                !ledger.iter().any(|c| c.contains(&format!("\"{other}\""))),
+                "{name} ran {other}'s backup: {ledger:?}"
+            );
+        }
+        // ...its dump is empty again...
+        assert_eq!(
+            std::fs::read_dir(site.path(&format!("dump-{name}")))
+                .unwrap()
+                .count(),
+            0,
+            "{name}'s dump"
+        );
+        // ...and the run logged in once.
+        assert_eq!(
+            sshd.log().matches("Accepted publickey").count(),
+            logins_before[i] + 1,
+            "{name}: one login for the whole run"
+        );
+    }
 }
 
 #[test]

@@ -13,6 +13,10 @@
 //! 6. `tobkweb rm`, where the Web service is installed, in any order.
 //! 7. `to backup off` on every server, only once every server's backup has finished.
 //!
+//! Step 5 runs "すべてのサーバで" (on every server): each server's utility writes its backup there.
+//! On a server on the hokan host that is the set itself; on a server reached over ssh it is
+//! that server's `dump` directory, from which hokan carries the backup into the set.
+//!
 //! Whatever step fails, the cleanup resumes service in the order of step 4, removes the files
 //! of step 3 that were made, and releases the area of step 2, doing only what the run began and
 //! did not finish (the `step-started` / `step-not-succeeded` conditions).
@@ -21,6 +25,8 @@ use hokan_sdk::prelude::*;
 use std::time::Duration;
 
 const SET: Root = Root::new("set");
+/// On each server reached over ssh, the directory its differential backup writes into.
+const DUMP: Root = Root::new("dump");
 
 const GUIDE: &str = "TeamWARE Office 200X V2.0 Administrator's Guide, 19.3.1 Online backup";
 
@@ -73,7 +79,15 @@ impl Plugin for TeamWare {
                     SetUse::Reads,
                 ),
             ],
-            roots: vec![],
+            roots: vec![optional_root_info(
+                "dump",
+                "one directory on each server reached over ssh (`dump = { servers = { \
+                     tw-app1 = \"/var/tmp/hokan-tw\", ... } }`), which that server's \
+                     differential backup writes into: hokan copies the backup into the set, \
+                     then removes it. A server without one writes straight into the set, so it \
+                     must be on the hokan host",
+                true,
+            )],
             parameters: vec![param_info(
                 "backup_timeout_minutes",
                 "how long one server's differential backup may run before it is stopped and \
@@ -94,7 +108,8 @@ impl Plugin for TeamWare {
                     "diff-backup",
                     "the differential backup utility (guide 19.7.2), called as `diff-backup \
                      DEST` on the step's server: it backs that server up into DEST, a folder \
-                     relative to its working directory (the backup set)",
+                     relative to its working directory (the backup set, or the server's \
+                     `dump` directory)",
                 ),
             ],
             services: vec![],
@@ -112,9 +127,11 @@ impl Plugin for TeamWare {
                     .effect(SimEffect::service(WEB_FILES, ServiceState::Running)),
                 behaviour("tobkweb", &["rm"], 0, Duration::from_secs(5))
                     .effect(SimEffect::service(WEB_FILES, ServiceState::Stopped)),
-                // It writes the server's backup into the folder named after the server.
-                behaviour("diff-backup", &[], 0, Duration::from_secs(30 * 60))
-                    .effect(SimEffect::create_file(SET.join("{server}/database.bak"))),
+                // It writes the server's backup into the folder named after the server, in
+                // its working directory.
+                behaviour("diff-backup", &[], 0, Duration::from_secs(30 * 60)).effect(
+                    SimEffect::create_file(Root::CWD.join("{server}/database.bak")),
+                ),
             ],
             roles: vec![
                 role_info(
@@ -242,6 +259,32 @@ impl System {
     }
 }
 
+/// Where server `s`'s differential backup writes: its `dump` directory when the site grants
+/// one there, else the set. A `dump` not per server is refused: which server would it be on?
+fn backup_dir(s: &str) -> Result<Option<Path>, PlanError> {
+    match facts::is_dir(&DUMP.path()) {
+        Err(FactError::RootNotGranted(_)) => {}
+        _ => {
+            return Err(PlanError::Refused(
+                "the job's root `dump` names one directory, but every server's backup writes \
+                 into its own: give one per server, `dump = { servers = { tw-app1 = \
+                 \"/var/tmp/hokan-tw\", ... } }`"
+                    .into(),
+            ));
+        }
+    }
+    let dump = DUMP.on(s);
+    match facts::is_dir(&dump) {
+        Ok(true) => Ok(Some(dump)),
+        Err(FactError::RootNotGranted(_)) => Ok(None),
+        Ok(false) | Err(FactError::NotFound(_)) => Err(PlanError::Refused(format!(
+            "the job's `dump` directory on {s} is not a directory there: make it (empty), or \
+             remove {s} from `dump` to have its backup written straight into the set"
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn to(args: [&str; 2]) -> Action {
     Action::exec("to", args)
 }
@@ -262,7 +305,38 @@ fn backup(req: &Request) -> Result<Plan, PlanError> {
         })?;
     let backup_limit = Duration::from_secs(minutes * 60);
     let multi = !sys.applications.is_empty();
+    let mut dumps = Vec::new();
+    for s in sys.all() {
+        if let Some(d) = backup_dir(s)? {
+            dumps.push((s, d));
+        }
+    }
+    let written_in = |s: &str| -> Path {
+        dumps
+            .iter()
+            .find(|(d, _)| *d == s)
+            .map_or_else(|| SET.path(), |(_, d)| d.clone())
+    };
     let mut plan = PlanBuilder::new();
+
+    // The utility writes into an empty folder, as it does into a new set. The cleanup removes
+    // what it wrote whatever happened, so a folder there now is not this run's: an earlier
+    // run's whose cleanup has not run yet (`hokan recover` runs it), or someone else's.
+    for (s, dump) in &dumps {
+        plan.step(
+            &format!("check-dump-{s}-empty"),
+            &format!("Check the `dump` directory on {s} holds no earlier backup"),
+            Action::assert(
+                Condition::absent(dump.join(s)),
+                &format!(
+                    "{s}/ in the `dump` directory on {s} is not this run's (an earlier run \
+                     whose cleanup has not run yet, or something else): run `hokan recover`, \
+                     or move it away, then run again"
+                ),
+            ),
+        )
+        .on(s);
+    }
 
     // 1. Suspend service: application servers first, then the directory server.
     plan.together(
@@ -364,13 +438,23 @@ fn backup(req: &Request) -> Result<Plan, PlanError> {
         },
     );
 
-    // 5. The differential backup of every server, each into its own folder of the set.
+    // 5. "差分バックアップユーティリティを使用して、すべてのサーバでバックアップします。" The
+    //    differential backup on every server, each into its own folder: of the set, or of its
+    //    `dump` directory there.
     plan.together("backup", "Back up every server", |g| {
         for s in sys.all() {
+            let dir = written_in(s);
             g.step(
                 &format!("backup-{s}"),
-                &format!("Back up {s} with the differential backup utility into {s}/"),
-                Action::exec_in(SET.name(), "diff-backup", [s]),
+                &if dir.root == SET.name() {
+                    format!("Back up {s} with the differential backup utility into {s}/")
+                } else {
+                    format!(
+                        "Back up {s} with the differential backup utility into {s}/ of the \
+                         `dump` directory there"
+                    )
+                },
+                Action::exec_in(&dir.root, "diff-backup", [s]),
             )
             .on(s)
             .timeout(backup_limit);
@@ -381,7 +465,7 @@ fn backup(req: &Request) -> Result<Plan, PlanError> {
             &format!("check-backup-{s}"),
             &format!("Check the backup of {s} wrote its folder"),
             Action::assert(
-                Condition::exists(SET.join(s)),
+                Condition::exists(written_in(s).join(s)),
                 &format!("the differential backup of {s} exited successfully but wrote nothing"),
             ),
         );
@@ -417,6 +501,16 @@ fn backup(req: &Request) -> Result<Plan, PlanError> {
             }
         },
     );
+
+    // Every server is back to normal: carry each backup taken in a `dump` into the set, each
+    // file's digest checked as it arrives.
+    for (s, dump) in &dumps {
+        plan.step(
+            &format!("copy-dump-{s}"),
+            &format!("Copy the backup of {s} from its `dump` directory into the set"),
+            Action::copy_tree(dump.join(s), SET.join(s)),
+        );
+    }
 
     // The failure path: undo, in the guide's orders, what the body began and did not finish.
     for s in [d]
@@ -458,6 +552,19 @@ fn backup(req: &Request) -> Result<Plan, PlanError> {
         )
         .on(s)
         .timeout(TO_LIMIT)
+        .retries(2);
+    }
+
+    // The backup in a `dump` is removed whatever happened: once copied it is in the set, and
+    // a backup that did not reach the set is of no use (the next run takes a new one).
+    for (s, dump) in &dumps {
+        plan.cleanup(
+            &format!("empty-dump-{s}"),
+            &format!("Remove the backup of {s} from its `dump` directory"),
+            Action::remove(dump.join(s)),
+        )
+        .when(Condition::step_started(&format!("backup-{s}")))
+        .when(Condition::exists(dump.join(s)))
         .retries(2);
     }
 
