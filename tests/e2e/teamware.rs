@@ -232,14 +232,29 @@ fn three_servers_with_the_web_service_over_ssh_in_the_guides_order() {
             site.path(&format!("dump-{name}")).display()
         ));
     }
-    edits.push((
+    site.edit_policy(&edits);
+    // Without a directory on the servers, each utility would write into the set on the host:
+    // the plan is refused before anything runs, naming every such step.
+    let refused = site.run("teamware", "backup", &[], &[]);
+    let said = text(&refused.stdout) + &text(&refused.stderr);
+    assert!(!refused.status.success(), "{said}");
+    for name in names {
+        assert!(
+            said.contains(&format!(
+                "step `backup-{name}`: `diff-backup` runs on `{name}` but its working directory \
+                 `set` is on the host"
+            )),
+            "{said}"
+        );
+    }
+    assert!(site.calls().is_empty(), "{:?}", site.calls());
+    site.edit_policy(&[(
         "backup_root = \"backups\"\n".into(),
         format!(
             "backup_root = \"backups\"\nroots = {{ dump = {{ servers = {{ {} }} }} }}\n",
             dumps.join(", ")
         ),
-    ));
-    site.edit_policy(&edits);
+    )]);
     // The dry run over the same servers: every fault, a server going down after each step on
     // it included, keeps every invariant.
     let sim = site.simulate_each_step(&["--json"]);

@@ -41,15 +41,10 @@ impl Executor<'_> {
                 }
             },
         };
-        if let Some(c) = cwd
-            && cwd_server != on_ssh
+        if let Some(why) =
+            cwd.and_then(|c| crate::plan::cwd_elsewhere(program, on_ssh, c, cwd_server))
         {
-            return Err(Failure::new(format!(
-                "`{program}` runs on {} but its working directory {c} is on {}; a command runs \
-                 in a root of its own server",
-                on_ssh.map_or("the host".to_string(), |s| format!("`{s}`")),
-                cwd_server.map_or("the host".to_string(), |s| format!("`{s}`")),
-            )));
+            return Err(Failure::new(why));
         }
         let Some(server) = on_ssh else {
             let cwd = match cwd {

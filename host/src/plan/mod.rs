@@ -12,4 +12,4 @@ mod validate;
 pub use model::{
     Action, Condition, Group, Invariant, Item, Location, OnError, Plan, ServiceState, Step,
 };
-pub use validate::{Grants, ValidationError, Violation, check_relative, validate};
+pub use validate::{Grants, ValidationError, Violation, check_relative, cwd_elsewhere, validate};

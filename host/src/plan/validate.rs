@@ -15,6 +15,32 @@ pub struct Grants {
     pub services: BTreeSet<String>,
     /// Servers a step may target.
     pub servers: BTreeSet<String>,
+    /// The roots on a server reached over ssh, by name, with that server; every other root
+    /// is the host's.
+    pub root_servers: BTreeMap<String, String>,
+    /// The job's servers reached over ssh; the others run their commands on the host.
+    pub ssh_servers: BTreeSet<String>,
+}
+
+/// Why a command cannot run in its working directory, if it cannot: `runs_on` is the server
+/// reached over ssh it runs on (`None`: the host), `cwd_on` the one its working directory
+/// `cwd` is on. A command runs in a root of its own machine. The plan's validation and the
+/// executor both ask this.
+pub fn cwd_elsewhere(
+    program: &str,
+    runs_on: Option<&str>,
+    cwd: &dyn fmt::Display,
+    cwd_on: Option<&str>,
+) -> Option<String> {
+    let machine = |m: Option<&str>| m.map_or("the host".to_string(), |s| format!("`{s}`"));
+    (runs_on != cwd_on).then(|| {
+        format!(
+            "`{program}` runs on {} but its working directory {cwd} is on {}; a command runs \
+             in a root of its own server",
+            machine(runs_on),
+            machine(cwd_on)
+        )
+    })
 }
 
 /// One rule a plan broke.
@@ -186,6 +212,19 @@ impl Validator<'_> {
             ));
         }
         self.action(&s.action);
+        // A step that names no server runs where its working directory is.
+        if let (Action::Exec(e), Some(target)) = (&s.action, s.target.as_deref())
+            && let Some(cwd) = e.cwd.as_deref()
+        {
+            let runs_on = self.grants.ssh_servers.contains(target).then_some(target);
+            let cwd_on = self.grants.root_servers.get(cwd).map(String::as_str);
+            if let Some(why) = cwd_elsewhere(&e.command, runs_on, &format!("`{cwd}`"), cwd_on) {
+                self.fail(format!(
+                    "{why}: the plugin needs a root on `{target}` to run it in, which the \
+                     policy grants with a root on that server (docs/remote.md)"
+                ));
+            }
+        }
     }
 
     fn action(&mut self, a: &Action) {
@@ -366,7 +405,57 @@ mod tests {
             commands: ["mwsave".to_string()].into(),
             services: BTreeSet::new(),
             servers: ["mw1".to_string()].into(),
+            ..Grants::default()
         }
+    }
+
+    #[test]
+    fn a_command_on_a_server_over_ssh_runs_in_a_root_of_that_server() {
+        let grants = Grants {
+            roots: [
+                ("set".to_string(), true),
+                ("dump@mw1".to_string(), true),
+                ("local".to_string(), true),
+            ]
+            .into(),
+            commands: ["prog".to_string()].into(),
+            servers: ["mw1".to_string(), "here".to_string()].into(),
+            root_servers: [("dump@mw1".to_string(), "mw1".to_string())].into(),
+            ssh_servers: ["mw1".to_string()].into(),
+            ..Grants::default()
+        };
+        let run = |target: Option<&str>, cwd: &str| {
+            let mut s = crate::plan::testing::exec("prog");
+            s.target = target.map(str::to_string);
+            if let Action::Exec(e) = &mut s.action {
+                e.cwd = Some(cwd.to_string());
+            }
+            match validate(&crate::plan::testing::plan(vec![s], vec![]), &grants) {
+                Ok(()) => vec![],
+                Err(e) => e.violations.iter().map(|v| v.to_string()).collect(),
+            }
+        };
+        // On the server, in the set on the host: refused before anything runs.
+        let refused = run(Some("mw1"), "set");
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert!(
+            refused[0]
+                .contains("`prog` runs on `mw1` but its working directory `set` is on the host"),
+            "{refused:?}"
+        );
+        // On the host, in a root on the server: refused the other way round.
+        let refused = run(Some("here"), "dump@mw1");
+        assert!(
+            refused[0]
+                .contains("runs on the host but its working directory `dump@mw1` is on `mw1`"),
+            "{refused:?}"
+        );
+        // Each in a root of its own machine, or naming no server (it runs where its working
+        // directory is): fine.
+        assert_eq!(run(Some("mw1"), "dump@mw1"), Vec::<String>::new());
+        assert_eq!(run(Some("here"), "set"), Vec::<String>::new());
+        assert_eq!(run(None, "dump@mw1"), Vec::<String>::new());
+        assert_eq!(run(None, "local"), Vec::<String>::new());
     }
 
     fn remove(root: &str, path: &str) -> Action {

@@ -122,6 +122,16 @@ pub fn prepare(
         commands: job.commands.keys().cloned().collect(),
         services: job.services.keys().cloned().collect(),
         servers: policy.job_servers(job).into_iter().collect(),
+        root_servers: job.root_servers.clone(),
+        ssh_servers: policy
+            .job_servers(job)
+            .into_iter()
+            .filter(|s| {
+                policy
+                    .server(s)
+                    .is_some_and(|s| s.transport.as_deref() == Some("ssh"))
+            })
+            .collect(),
     };
     let mut set_id = None;
     let mut passed_over = Vec::new();
