@@ -137,8 +137,9 @@ fn main() {
     // it, by seconds, whatever the tool. Interleaved rounds share out what is left.
     // Each timed command starts with nothing left to write back (an untimed `sync` first): what
     // `cp -a` and rsync leave in the page cache would otherwise be written during, and charged
-    // to, whatever runs next, the `sync` after `cp -a` or hokan's syncfs.
-    let settle = hokan_e2e::settle;
+    // to, whatever runs next, the `sync` after `cp -a` or hokan's syncfs. And each finds its
+    // page-cache pages already backed by the machine ([`hokan_e2e::settle`]).
+    let settle = || hokan_e2e::settle(bytes);
     let (mut cps, mut cp_syncs, mut fulls, mut rsyncs) = (vec![], vec![], vec![], vec![]);
     for r in 0..rounds {
         settle();

@@ -85,8 +85,9 @@ fn trees(sshd: &Sshd, data: &Path, bytes: u64, base: &Path, smoke: bool) {
         c
     };
     // As the local benchmark does: every copy into a directory of its own, nothing removed
-    // until all are timed, and nothing left to write back when each timed command starts.
-    let settle = hokan_e2e::settle;
+    // until all are timed, and nothing left to write back when each timed command starts,
+    // nor fresh memory to take its page cache from.
+    let settle = || hokan_e2e::settle(bytes);
     timed(backup("warm"));
     let (mut rsyncs, mut synced, mut fulls) = (vec![], vec![], vec![]);
     for r in 0..rounds {
