@@ -395,12 +395,9 @@ fn preflight(doc: &PlanDocument, policy: &Policy, job: &Job) -> Vec<String> {
     // A program on a server reached over ssh is looked for there, by its agent (`hokan
     // servers check` lists them; a run that lacks one fails that step, naming it).
     let on_ssh = |target: &Option<String>| {
-        target.as_ref().is_some_and(|t| {
-            policy
-                .servers
-                .iter()
-                .any(|x| &x.name == t && x.transport.as_deref() == Some("ssh"))
-        })
+        target
+            .as_ref()
+            .is_some_and(|t| policy.servers.iter().any(|x| &x.name == t && x.over_ssh()))
     };
     let mut command = |e: &Exec, remote: bool, out: &mut Vec<String>| {
         if !seen.insert((e.command.clone(), remote)) {

@@ -126,11 +126,7 @@ pub fn prepare(
         ssh_servers: policy
             .job_servers(job)
             .into_iter()
-            .filter(|s| {
-                policy
-                    .server(s)
-                    .is_some_and(|s| s.transport.as_deref() == Some("ssh"))
-            })
+            .filter(|s| policy.server(s).is_some_and(|s| s.over_ssh()))
             .collect(),
     };
     let mut set_id = None;

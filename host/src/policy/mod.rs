@@ -69,6 +69,14 @@ pub struct Server {
     pub line: usize,
 }
 
+impl Server {
+    /// Whether hokan reaches it through `hokan agent` over ssh (its commands, roots and
+    /// copies go there, not to the host).
+    pub fn over_ssh(&self) -> bool {
+        self.transport.as_deref() == Some("ssh")
+    }
+}
+
 /// The transports this host has.
 pub const TRANSPORTS: &[&str] = &["local", "ssh"];
 

@@ -259,20 +259,22 @@ impl System {
     }
 }
 
-/// Where server `s`'s differential backup writes: its `dump` directory when the site grants
-/// one there, else the set. A `dump` not per server is refused: which server would it be on?
-fn backup_dir(s: &str) -> Result<Option<Path>, PlanError> {
+/// A `dump` not per server is refused: which server would it be on?
+fn refuse_one_dump() -> Result<(), PlanError> {
     match facts::is_dir(&DUMP.path()) {
-        Err(FactError::RootNotGranted(_)) => {}
-        _ => {
-            return Err(PlanError::Refused(
-                "the job's root `dump` names one directory, but every server's backup writes \
-                 into its own: give one per server, `dump = { servers = { tw-app1 = \
-                 \"/var/tmp/hokan-tw\", ... } }`"
-                    .into(),
-            ));
-        }
+        Err(FactError::RootNotGranted(_)) => Ok(()),
+        _ => Err(PlanError::Refused(
+            "the job's root `dump` names one directory, but every server's backup writes \
+             into its own: give one per server, `dump = { servers = { tw-app1 = \
+             \"/var/tmp/hokan-tw\", ... } }`"
+                .into(),
+        )),
     }
+}
+
+/// Where server `s`'s differential backup writes: its `dump` directory when the site grants
+/// one there, else the set.
+fn backup_dir(s: &str) -> Result<Option<Path>, PlanError> {
     let dump = DUMP.on(s);
     match facts::is_dir(&dump) {
         Ok(true) => Ok(Some(dump)),
@@ -305,6 +307,7 @@ fn backup(req: &Request) -> Result<Plan, PlanError> {
         })?;
     let backup_limit = Duration::from_secs(minutes * 60);
     let multi = !sys.applications.is_empty();
+    refuse_one_dump()?;
     let mut dumps = Vec::new();
     for s in sys.all() {
         if let Some(d) = backup_dir(s)? {
